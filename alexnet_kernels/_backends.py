@@ -1,0 +1,122 @@
+"""Backend names, availability ("not supported because ...") and the default choice."""
+import os
+
+import torch
+
+from . import _extension
+
+BACKENDS = ("auto", "triton", "cuda", "cpu", "torch")
+ENV_VAR = "ALEXNET_KERNELS_BACKEND"
+
+
+class BackendUnavailableError(RuntimeError):
+    """A backend was asked for that is not built here or cannot take this input."""
+
+
+def _validated(name, origin):
+    if not isinstance(name, str) or name not in BACKENDS:
+        raise ValueError("%s must be one of %s, got %r" % (origin, ", ".join(repr(b) for b in BACKENDS), name))
+    return name
+
+
+_default = {"backend": _validated(os.environ.get(ENV_VAR, "auto"), "$" + ENV_VAR)}
+
+
+def default_backend():
+    """The backend used when none is given: $ALEXNET_KERNELS_BACKEND at import, else "auto"."""
+    return _default["backend"]
+
+
+def set_default_backend(name):
+    """Change the process-wide default backend (same values as ``backend=``)."""
+    _default["backend"] = _validated(name, "backend")
+
+
+# Triton reads TRITON_INTERPRET when its kernels are first built: read it once, as Triton does.
+_TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def triton_interpreting():
+    return _TRITON_INTERPRET
+
+
+_triton_state = {}
+
+
+def triton_error():
+    """None if Triton kernels can be launched here, else why not."""
+    if "error" not in _triton_state:
+        try:
+            import triton  # noqa: F401
+            _triton_state["error"] = None
+        except Exception as exc:
+            _triton_state["error"] = "triton is not importable (%s: %s)" % (type(exc).__name__, exc)
+    return _triton_state["error"]
+
+
+def backend_error(backend, device):
+    """None if `backend` can run on tensors of `device` here, else the reason it cannot."""
+    if backend == "torch":
+        return None
+    if backend == "triton":
+        err = triton_error()
+        if err:
+            return err
+        if device.type == "cuda":
+            return None
+        if device.type == "cpu" and triton_interpreting():
+            return None
+        return ("the Triton kernels run on cuda tensors (or on cpu under TRITON_INTERPRET=1), "
+                "got a %s tensor" % device.type)
+    ext = _extension.load()
+    if ext is None:
+        return "alexnet_kernels._C is unavailable (%s)" % _extension.load_error()
+    if backend == "cpu":
+        if device.type != "cpu":
+            return "the C++ CPU kernels take cpu tensors, got a %s tensor" % device.type
+        return None
+    if backend == "cuda":
+        if not _extension.build_info()["with_cuda"]:
+            return "alexnet_kernels._C was built without its CUDA sources (no CUDA toolkit at build time)"
+        if device.type != "cuda":
+            return "the CUDA kernels take cuda tensors, got a %s tensor" % device.type
+        return None
+    raise ValueError("unknown backend %r" % (backend,))
+
+
+def status(device):
+    """{backend: None (usable) or reason} for every concrete backend on `device`."""
+    return {b: backend_error(b, device) for b in BACKENDS if b != "auto"}
+
+
+def check(backend, device, op):
+    err = backend_error(backend, device)
+    if err is not None:
+        raise BackendUnavailableError("%s: backend=%r is not available: %s" % (op, backend, err))
+
+
+def resolve(backend, x, fastest_on_cuda, supports_dtype):
+    """Map "auto" (or the default) to a concrete backend for tensor `x`.
+
+    fastest_on_cuda(x) -> ordered preference list for a cuda tensor (a table measured per op);
+    supports_dtype(backend, dtype) -> whether that backend's kernels take the dtype."""
+    if backend is None:
+        backend = default_backend()
+    _validated(backend, "backend")
+    if backend != "auto":
+        return backend
+    device = x.device
+    if device.type == "cuda":
+        prefs = fastest_on_cuda(x)
+    elif device.type == "cpu":
+        prefs = ("cpu",)
+    else:
+        prefs = ()
+    for b in prefs:
+        if supports_dtype(b, x.dtype) and backend_error(b, device) is None:
+            return b
+    return "torch"
+
+
+def is_cuda_tensor(x):
+    return isinstance(x, torch.Tensor) and x.device.type == "cuda"

@@ -1,0 +1,45 @@
+"""Lazy access to the compiled extension ``alexnet_kernels._C``.
+
+Importing alexnet_kernels never fails because of the extension: if ``_C`` is missing or does not load
+(built against another torch, no CUDA runtime, ...), the package warns once with the reason and the
+Triton and torch backends keep working.
+"""
+import importlib
+import threading
+import warnings
+
+_lock = threading.Lock()
+_state = {"loaded": False, "module": None, "error": None, "build_info": None}
+
+
+def load():
+    """The ``_C`` module, or None (the reason is in :func:`load_error`)."""
+    if not _state["loaded"]:
+        with _lock:
+            if not _state["loaded"]:
+                try:
+                    import torch  # noqa: F401  (_C links against torch's libraries)
+                    module = importlib.import_module("alexnet_kernels._C")
+                    _state["build_info"] = dict(module.build_info())
+                    _state["module"] = module
+                except Exception as exc:  # ImportError, OSError from a bad .so, ...
+                    _state["error"] = "%s: %s" % (type(exc).__name__, exc)
+                    warnings.warn(
+                        "alexnet_kernels: the compiled extension alexnet_kernels._C is unavailable (%s); "
+                        "the 'cpu', 'cuda' and cuDNN backends are disabled, 'triton' and 'torch' still "
+                        "work. Reinstall with `pip install --no-build-isolation .` to build it."
+                        % _state["error"], RuntimeWarning, stacklevel=3)
+                _state["loaded"] = True
+    return _state["module"]
+
+
+def load_error():
+    load()
+    return _state["error"]
+
+
+def build_info():
+    """What ``_C`` was built with (torch, CUDA, archs, compiled backends), or None."""
+    load()
+    info = _state["build_info"]
+    return dict(info) if info is not None else None

@@ -1,0 +1,1 @@
+"""torch.library custom ops (namespace ``alexnet_kernels``): one module per op."""

@@ -1,0 +1,178 @@
+"""Cross-channel LRN as torch.library custom ops, with fake (meta) kernels and registered autograd.
+
+    torch.ops.alexnet_kernels.lrn_forward(x, size, alpha, beta, k, backend) -> y
+    torch.ops.alexnet_kernels.lrn_backward(dy, x, size, alpha, beta, k, backend) -> dx
+
+Backends: "triton", "cuda" (C++/CUDA in csrc/), "cpu" (C++ CPU in csrc/), "torch" (the reference
+composite, torch.nn.functional.local_response_norm), and "auto", resolved here at run time so that
+torch.compile traces nothing but the op.
+
+Saved for backward: the input x only (one tensor the size of the input).  The backward recomputes the
+normaliser from x, so it reads x and dy and writes dx -- 3 tensors, where cuDNN's reads y as well.
+Layouts: NCHW-contiguous and channels_last(-3d)-contiguous inputs run natively (no layout copy); the
+output has the input's layout.  Any other strides are copied once to contiguous first.
+"""
+import torch
+import torch.nn.functional as F
+
+from .. import _backends, _extension
+
+NCS, NSC = "NCS", "NSC"   # (N, C, S) strides (C*S, S, 1) and (C*S, 1, C)
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _spatial_last_perm(ndim):
+    return (0,) + tuple(range(2, ndim)) + (1,)
+
+
+def layout_of(x):
+    """NCS, NSC, or None when the kernels cannot take x's strides without a copy."""
+    if x.is_contiguous():
+        return NCS
+    if x.permute(_spatial_last_perm(x.dim())).is_contiguous():
+        return NSC
+    return None
+
+
+def empty_in_layout(shape, layout, like):
+    """An uninitialised tensor of `shape` stored in `layout`."""
+    if layout == NCS:
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+    perm = _spatial_last_perm(len(shape))
+    inverse = sorted(range(len(perm)), key=perm.__getitem__)
+    return torch.empty([shape[p] for p in perm], dtype=like.dtype, device=like.device).permute(inverse)
+
+
+def as_ncs_view(t, layout):
+    """(N, C, S) view of a tensor stored in `layout` (no copy)."""
+    N, C = t.shape[0], t.shape[1]
+    if layout == NCS:
+        return t.view(N, C, -1)
+    return t.permute(_spatial_last_perm(t.dim())).reshape(N, -1, C).transpose(1, 2)
+
+
+def output_layout(x):
+    return layout_of(x) or NCS
+
+
+# Preference order of backends for cuda tensors under backend="auto", from the H100 measurements in
+# benchmarks/results/ (see README); the first one available is used.
+AUTO_CUDA_PREFERENCE = ("cuda", "triton")
+
+
+def _fastest_on_cuda(x):
+    return AUTO_CUDA_PREFERENCE
+
+
+def supports_dtype(backend, dtype):
+    """The kernels take fp32/fp16/bf16 (fp32 accumulation); the C++ CPU kernel also float64 (for
+    gradcheck); the torch composite takes any floating dtype."""
+    return backend == "torch" or dtype in KERNEL_DTYPES or (backend == "cpu" and dtype == torch.float64)
+
+
+def resolve_backend(backend, x, op):
+    backend = _backends.resolve(backend, x, _fastest_on_cuda, supports_dtype)
+    _backends.check(backend, x.device, op)
+    if not supports_dtype(backend, x.dtype):
+        raise _backends.BackendUnavailableError(
+            "%s: backend=%r does not support dtype %s: its kernels take float32, float16 and bfloat16%s; "
+            "backend='torch' takes any floating dtype" % (op, backend, x.dtype, " (and float64 on 'cpu')"))
+    return backend
+
+
+def _window_sum(t, before, after):
+    """sum_{j=c-before..c+after} t_j along dim 1 (zero outside [0, C)), any trailing dims."""
+    N, C = t.shape[0], t.shape[1]
+    t5 = t.reshape(N, 1, C, -1, 1)
+    t5 = F.pad(t5, (0, 0, 0, 0, before, after))
+    return F.avg_pool3d(t5, (before + after + 1, 1, 1), stride=1, divisor_override=1).reshape(t.shape)
+
+
+def reference_backward(dy, x, size, alpha, beta, k):
+    """The input gradient of PyTorch's LRN in torch ops (fp32 accumulation for fp16/bf16)."""
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    xa, dya = x.to(acc), dy.to(acc)
+    pre, post = size // 2, (size - 1) // 2
+    base = k + (alpha / size) * _window_sum(xa * xa, pre, post)
+    p = base.pow(-beta - 1.0)
+    tsum = _window_sum(dya * xa * p, post, pre)  # the transposed window
+    return (dya * p * base - (2.0 * alpha * beta / size) * xa * tsum).to(x.dtype)
+
+
+def _run_forward(x, size, alpha, beta, k, backend):
+    layout = layout_of(x)
+    if layout is None:
+        x, layout = x.contiguous(), NCS
+    y = empty_in_layout(x.shape, layout, x)
+    if x.numel() == 0:
+        return y
+    if backend == "torch":
+        y.copy_(F.local_response_norm(x, size, alpha, beta, k))
+        return y
+    x3, y3 = as_ncs_view(x, layout), as_ncs_view(y, layout)
+    if backend == "triton":
+        from ..triton_kernels import lrn as triton_lrn
+        triton_lrn.lrn_forward(x3, y3, size, alpha, beta, k, layout == NSC)
+    else:
+        _extension.load().lrn_forward(x3, y3, size, alpha, beta, k, layout == NSC)
+    return y
+
+
+def _run_backward(dy, x, size, alpha, beta, k, backend):
+    layout = layout_of(x)
+    if layout is None:
+        x, layout = x.contiguous(), NCS
+    if layout_of(dy) != layout:
+        # dy comes from autograd in whatever layout the next op produced: match x's once.
+        dy = empty_in_layout(dy.shape, layout, dy).copy_(dy)
+    dx = empty_in_layout(x.shape, layout, x)
+    if x.numel() == 0:
+        return dx
+    if backend == "torch":
+        dx.copy_(reference_backward(dy, x, size, alpha, beta, k))
+        return dx
+    x3, dy3, dx3 = (as_ncs_view(t, layout) for t in (x, dy, dx))
+    if backend == "triton":
+        from ..triton_kernels import lrn as triton_lrn
+        triton_lrn.lrn_backward(x3, dy3, dx3, size, alpha, beta, k, layout == NSC)
+    else:
+        _extension.load().lrn_backward(x3, dy3, dx3, size, alpha, beta, k, layout == NSC)
+    return dx
+
+
+@torch.library.custom_op("alexnet_kernels::lrn_forward", mutates_args=())
+def lrn_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, backend: str) -> torch.Tensor:
+    backend = resolve_backend(backend, x, "lrn_forward")
+    return _run_forward(x, size, alpha, beta, k, backend)
+
+
+@lrn_forward.register_fake
+def _lrn_forward_fake(x, size, alpha, beta, k, backend):
+    return empty_in_layout(x.shape, output_layout(x), x)
+
+
+@torch.library.custom_op("alexnet_kernels::lrn_backward", mutates_args=())
+def lrn_backward(dy: torch.Tensor, x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
+                 backend: str) -> torch.Tensor:
+    backend = resolve_backend(backend, x, "lrn_backward")
+    return _run_backward(dy, x, size, alpha, beta, k, backend)
+
+
+@lrn_backward.register_fake
+def _lrn_backward_fake(dy, x, size, alpha, beta, k, backend):
+    return empty_in_layout(x.shape, output_layout(x), x)
+
+
+def _setup_context(ctx, inputs, output):
+    x, size, alpha, beta, k, backend = inputs
+    ctx.save_for_backward(x)  # the only tensor saved: the normaliser is recomputed from x
+    ctx.params = (size, alpha, beta, k, backend)
+
+
+def _backward(ctx, dy):
+    (x,) = ctx.saved_tensors
+    dx = torch.ops.alexnet_kernels.lrn_backward(dy, x, *ctx.params)
+    return dx, None, None, None, None, None
+
+
+torch.library.register_autograd("alexnet_kernels::lrn_forward", _backward, setup_context=_setup_context)

@@ -1,0 +1,436 @@
+"""Cross-channel LRN: every backend against a float64 reference (torch's composite in float64).
+
+Runs on CPU in CI (C++ CPU kernel; Triton under TRITON_INTERPRET=1; torch composite) and, when a GPU is
+present, the same tests run the CUDA and Triton backends on cuda plus the cuDNN baseline."""
+import math
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import alexnet_kernels
+import alexnet_kernels.lrn as lrn
+from alexnet_kernels import _backends, _extension, baselines
+from alexnet_kernels.ops import lrn as lrn_ops
+
+HAS_CUDA = torch.cuda.is_available()
+DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
+INTERPRETED = _backends.triton_interpreting()
+
+
+def backends_for(device):
+    return {"cpu": ["cpu", "triton", "torch"], "cuda": ["cuda", "triton", "torch"]}[device]
+
+
+def device_backend_params():
+    return [pytest.param(d, b, id="%s-%s" % (d, b)) for d in DEVICES for b in backends_for(d)]
+
+
+def require(backend, device, dtype=torch.float32):
+    err = _backends.backend_error(backend, torch.device(device))
+    if err is not None:
+        pytest.skip("backend %r unavailable on %s: %s" % (backend, device, err))
+    if backend == "triton" and INTERPRETED and dtype == torch.bfloat16:
+        pytest.skip("the Triton interpreter has no bf16 math; bf16 Triton runs in the GPU suite")
+    if backend == "torch" and device == "cpu" and dtype in (torch.float16, torch.bfloat16):
+        pytest.skip("torch's composite has no CPU float16/bfloat16 kernel (avg_pool3d)")
+
+
+def make_input(shape, dtype=torch.float32, device="cpu", layout="contiguous", scale=3.0, seed=None):
+    """Fresh random input (never zeros) in the requested memory layout."""
+    g = torch.Generator().manual_seed(seed if seed is not None else torch.randint(0, 2**31, ()).item())
+    x = torch.randn(shape, generator=g, dtype=torch.float64) * scale
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last if len(shape) == 4 else torch.channels_last_3d)
+    elif layout == "spatial_last":  # (N, *, C) storage for any rank, e.g. 3-D (N, L, C).transpose(1, 2)
+        perm = (0,) + tuple(range(2, len(shape))) + (1,)
+        inv = sorted(range(len(perm)), key=perm.__getitem__)
+        x = x.permute(perm).contiguous().permute(inv)
+    elif layout == "strided":  # non-contiguous view: every other element of the last dim
+        big = torch.randn(shape[:-1] + (2 * shape[-1],), generator=g, dtype=torch.float64) * scale
+        x = big[..., ::2]
+    return x.to(device=device, dtype=dtype)
+
+
+def reference(x, size, alpha, beta, k, dy=None):
+    """float64 forward (and input gradient) of torch's composite."""
+    x64 = x.detach().to(torch.float64).requires_grad_(dy is not None)
+    y = F.local_response_norm(x64, size, alpha, beta, k)
+    if dy is None:
+        return y, None
+    (dx,) = torch.autograd.grad(y, x64, dy.to(torch.float64))
+    return y, dx
+
+
+def rel_err(a, ref):
+    a, ref = a.detach().to(torch.float64).cpu(), ref.detach().to(torch.float64).cpu()
+    denom = ref.norm().item()
+    return (a - ref).norm().item() / (denom if denom > 0 else 1.0)
+
+
+def ours(x, size, alpha, beta, k, backend, dy=None):
+    xr = x.detach().clone().requires_grad_(dy is not None)
+    y = lrn.local_response_norm(xr, size, alpha, beta, k, backend=backend)
+    if dy is None:
+        return y, None
+    (dx,) = torch.autograd.grad(y, xr, dy)
+    return y, dx
+
+
+CASES = [  # (shape, size, alpha, beta, k)
+    ((2, 7, 5, 3), 5, 1e-2, 0.75, 2.0),       # odd C, odd n
+    ((3, 1, 4, 5), 3, 1e-1, 0.75, 1.0),       # C = 1
+    ((2, 4, 3, 3), 9, 1e-1, 0.5, 1.0),        # n > C
+    ((2, 6, 5, 3), 4, 2e-2, 0.75, 2.0),       # even n: PyTorch's asymmetric window
+    ((2, 5, 3, 3), 1, 1e-1, 1.5, 1.0),        # n = 1
+    ((2, 6, 11), 3, 1e-2, 0.75, 2.0),         # 3-D
+    ((2, 5, 3, 2, 3), 5, 1e-2, 0.75, 2.0),    # 5-D
+    ((2, 9, 4, 5), 2, 1e-3, 0.2, 0.5),        # even n = 2
+    ((1, 20, 3, 2), 12, 1e-2, 0.75, 2.0),     # long window, partially past the edges
+]
+
+
+def case_id(c):
+    return "x".join(map(str, c[0])) + "-n%d" % c[1]
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("layout", ["contiguous", "spatial_last", "strided"])
+def test_fp32_matches_float64_reference(device, backend, case, layout):
+    require(backend, device)
+    shape, size, alpha, beta, k = case
+    x = make_input(shape, device=device, layout=layout)
+    dy = make_input(shape, device=device, layout=layout, scale=1.0)
+    y, dx = ours(x, size, alpha, beta, k, backend, dy)
+    y_ref, dx_ref = reference(x, size, alpha, beta, k, dy)
+    assert y.shape == x.shape and y.dtype == x.dtype and y.device == x.device
+    assert rel_err(y, y_ref) <= 1e-5
+    assert rel_err(dx, dx_ref) <= 1e-5
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("layout", ["contiguous", "spatial_last"])
+def test_low_precision_within_twice_torch_error(device, backend, dtype, layout):
+    """Flash-attention's rule: at most 2x as far from float64 as torch's own same-dtype result."""
+    require(backend, device, dtype)
+    shape, size, alpha, beta, k = (4, 13, 6, 5), 5, 1e-2, 0.75, 2.0
+    x = make_input(shape, dtype, device, layout)
+    dy = make_input(shape, dtype, device, layout, scale=1.0)
+    y, dx = ours(x, size, alpha, beta, k, backend, dy)
+    y_ref, dx_ref = reference(x, size, alpha, beta, k, dy)
+    try:  # torch's own result in this dtype on this device
+        y_t, dx_t = ours(x, size, alpha, beta, k, "torch", dy)
+    except NotImplementedError:  # torch has no CPU fp16/bf16 avg_pool3d
+        y_t, dx_t = None, None
+    if y_t is None:  # no same-dtype torch result: the bound is the rounding of the exact result
+        y_t, dx_t = y_ref.to(dtype), dx_ref.to(dtype)
+    eps = torch.finfo(dtype).eps
+    assert rel_err(y, y_ref) <= 2 * rel_err(y_t, y_ref) + eps / 16
+    assert rel_err(dx, dx_ref) <= 2 * rel_err(dx_t, dx_ref) + eps / 16
+    assert y.dtype == dtype and dx.dtype == dtype
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+@pytest.mark.parametrize("shape,memory_format", [
+    ((2, 5, 4, 3), torch.channels_last), ((2, 5, 3, 4, 2), torch.channels_last_3d),
+    ((2, 5, 4, 3), torch.contiguous_format)], ids=["cl2d", "cl3d", "nchw"])
+def test_output_keeps_memory_format(device, backend, shape, memory_format):
+    require(backend, device)
+    x = make_input(shape, device=device).contiguous(memory_format=memory_format).requires_grad_()
+    y = lrn.local_response_norm(x, 3, 1e-2, 0.75, 1.0, backend=backend)
+    assert y.is_contiguous(memory_format=memory_format)
+    dy = torch.randn_like(y)
+    (dx,) = torch.autograd.grad(y, x, dy)
+    assert dx.is_contiguous(memory_format=memory_format)
+    y_ref, dx_ref = reference(x, 3, 1e-2, 0.75, 1.0, dy)
+    assert rel_err(y, y_ref) <= 1e-5 and rel_err(dx, dx_ref) <= 1e-5
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+def test_empty_inputs(device, backend):
+    require(backend, device)
+    for shape in [(0, 5, 3, 3), (2, 5, 0, 3), (0, 3, 4)]:
+        x = torch.randn(shape, device=device, requires_grad=True)
+        y = lrn.local_response_norm(x, 5, backend=backend)
+        assert y.shape == x.shape
+        y.sum().backward()
+        assert x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+def test_nan_and_inf_propagate_like_torch(device, backend):
+    require(backend, device)
+    x = make_input((2, 9, 3, 4), device=device)
+    x[0, 2, 1, 1] = float("nan")
+    x[1, 6, 0, 2] = float("inf")
+    x[1, 0, 2, 3] = -float("inf")
+    y = lrn.local_response_norm(x, 5, 1e-2, 0.75, 2.0, backend=backend)
+    y_ref = F.local_response_norm(x.double(), 5, 1e-2, 0.75, 2.0)
+    assert torch.equal(torch.isnan(y).cpu(), torch.isnan(y_ref).cpu())
+    finite = torch.isfinite(y_ref)
+    assert torch.allclose(y.double()[finite], y_ref[finite], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+def test_kernels_write_every_output(device, backend):
+    """Poison the outputs, launch the kernels directly, and check every element was written."""
+    require(backend, device)
+    if backend == "torch":
+        pytest.skip("the torch composite allocates its own outputs")
+    for channels_last in (False, True):
+        N, C, S = 3, 37, 29
+        x = torch.randn(N, S, C, device=device).transpose(1, 2) if channels_last else torch.randn(N, C, S, device=device)
+        dy = torch.randn_like(x)
+        y, dx = torch.full_like(x, float("nan")), torch.full_like(x, float("nan"))
+        if backend == "triton":
+            from alexnet_kernels.triton_kernels import lrn as tk
+            tk.lrn_forward(x, y, 5, 1e-2, 0.75, 2.0, channels_last)
+            tk.lrn_backward(x, dy, dx, 5, 1e-2, 0.75, 2.0, channels_last)
+        else:
+            _extension.load().lrn_forward(x, y, 5, 1e-2, 0.75, 2.0, channels_last)
+            _extension.load().lrn_backward(x, dy, dx, 5, 1e-2, 0.75, 2.0, channels_last)
+        y_ref, dx_ref = reference(x, 5, 1e-2, 0.75, 2.0, dy)
+        assert not torch.isnan(y).any() and not torch.isnan(dx).any()
+        assert rel_err(y, y_ref) <= 1e-5 and rel_err(dx, dx_ref) <= 1e-5
+
+
+def test_gradcheck_float64_cpu_kernel():
+    require("cpu", "cpu", torch.float64)
+    for shape, size in [((2, 6, 3, 2), 5), ((1, 5, 4), 4), ((2, 3, 2, 2), 1)]:
+        x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+        f = lambda t: lrn.local_response_norm(t, size, 0.3, 0.75, 1.0, backend="cpu")  # noqa: E731
+        assert torch.autograd.gradcheck(f, (x,), eps=1e-6, atol=1e-7)
+
+
+def test_backward_saves_only_the_input():
+    """Autograd keeps exactly one tensor, the input itself: no scale or output tensor."""
+    x = make_input((2, 8, 5, 5)).requires_grad_()
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = lrn.local_response_norm(x, 5, 1e-2, 0.75, 2.0, backend="auto")
+    assert len(saved) == 1 and saved[0] is x
+    assert sum(t.numel() * t.element_size() for t in saved) == x.numel() * x.element_size()
+    y.sum().backward()
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+def test_opcheck(device, backend):
+    require(backend, device)
+    x = make_input((2, 6, 3, 4), device=device).requires_grad_()
+    for t in (x, x.detach().to(memory_format=torch.channels_last).requires_grad_()):
+        torch.library.opcheck(torch.ops.alexnet_kernels.lrn_forward.default, (t, 5, 1e-2, 0.75, 2.0, backend))
+    dy = torch.randn_like(x)
+    torch.library.opcheck(torch.ops.alexnet_kernels.lrn_backward.default,
+                          (dy, x.detach(), 5, 1e-2, 0.75, 2.0, backend))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph(device):
+    backend = "cpu" if device == "cpu" else "auto"
+    require("cpu" if device == "cpu" else "torch", device)
+    torch._dynamo.reset()
+
+    def block(t):
+        return torch.relu(lrn.local_response_norm(torch.relu(t) * 2, 5, 1e-2, 0.75, 2.0, backend=backend)) + 1
+
+    compiled = torch.compile(block, fullgraph=True)
+    x = make_input((2, 8, 5, 5), device=device).requires_grad_()
+    y = compiled(x)
+    y_eager = block(x)
+    assert torch.allclose(y, y_eager, rtol=1e-6, atol=1e-6)
+    (g,) = torch.autograd.grad(y.sum(), x)
+    (g_eager,) = torch.autograd.grad(y_eager.sum(), x)
+    assert torch.allclose(g, g_eager, rtol=1e-5, atol=1e-6)
+
+
+def test_module_is_a_drop_in_for_torch():
+    ref = torch.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
+    m = lrn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
+    assert isinstance(m, torch.nn.LocalResponseNorm)
+    assert repr(m) == repr(ref) == "LocalResponseNorm(5, alpha=0.0001, beta=0.75, k=2.0)"
+    assert m.state_dict().keys() == ref.state_dict().keys()
+    m.load_state_dict(ref.state_dict())
+    x = make_input((2, 10, 6, 6), scale=30.0)
+    y_ref, _ = reference(x, 5, 1e-4, 0.75, 2.0)
+    assert rel_err(m(x), y_ref) <= 1e-5
+    seq = torch.nn.Sequential(torch.nn.Conv2d(3, 10, 3), lrn.LocalResponseNorm(3))
+    seq.load_state_dict(torch.nn.Sequential(torch.nn.Conv2d(3, 10, 3), torch.nn.LocalResponseNorm(3)).state_dict())
+
+
+@pytest.mark.parametrize("bad,exc,match", [
+    (dict(input=torch.randn(4, 5)), ValueError, "3 or more dimensions"),
+    (dict(input=torch.randint(0, 5, (2, 3, 4, 4))), TypeError, "floating-point"),
+    (dict(input=torch.ones(2, 3, 4, dtype=torch.bool)), TypeError, "floating-point"),
+    (dict(size=0), ValueError, "size must be >= 1"),
+    (dict(size=2.5), TypeError, "size must be an int"),
+    (dict(alpha=float("nan")), ValueError, "alpha must be finite"),
+    (dict(beta=float("inf")), ValueError, "beta must be finite"),
+    (dict(alpha=-1e-4), ValueError, "alpha must be >= 0"),
+    (dict(k=0.0), ValueError, "k must be > 0"),
+    (dict(k="2"), TypeError, "k must be a real number"),
+    (dict(backend="cudnn"), ValueError, "backend must be one of"),
+    (dict(input=[1.0, 2.0]), TypeError, "must be a torch.Tensor"),
+])
+def test_bad_inputs_raise_clear_errors(bad, exc, match):
+    kwargs = dict(input=make_input((2, 5, 3, 3)), size=5, alpha=1e-4, beta=0.75, k=2.0)
+    kwargs.update(bad)
+    with pytest.raises(exc, match=match):
+        lrn.local_response_norm(**kwargs)
+
+
+def test_backend_that_cannot_take_the_input_says_why():
+    x = make_input((2, 5, 3, 3))
+    with pytest.raises(alexnet_kernels.BackendUnavailableError, match="cuda"):
+        lrn.local_response_norm(x, 5, backend="cuda")
+    with pytest.raises(alexnet_kernels.BackendUnavailableError, match="float64"):
+        lrn.local_response_norm(x.double(), 5, backend="triton")
+    if HAS_CUDA:
+        with pytest.raises(alexnet_kernels.BackendUnavailableError, match="cpu tensors"):
+            lrn.local_response_norm(x.cuda(), 5, backend="cpu")
+
+
+def test_auto_and_default_backend(monkeypatch):
+    x = make_input((2, 5, 3, 3))
+    assert _backends.default_backend() in _backends.BACKENDS
+    auto = lrn_ops.resolve_backend("auto", x, "t")
+    assert auto == ("cpu" if _extension.load() is not None else "torch")
+    assert lrn_ops.resolve_backend("auto", x.double(), "t") in ("cpu", "torch")
+    previous = _backends.default_backend()
+    try:
+        alexnet_kernels.set_default_backend("torch")
+        assert _backends.resolve(None, x, lambda t: (), lrn_ops.supports_dtype) == "torch"
+        with pytest.raises(ValueError, match="backend must be one of"):
+            alexnet_kernels.set_default_backend("fastest")
+    finally:
+        alexnet_kernels.set_default_backend(previous)
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+def test_backends_agree(device, backend):
+    """The three implementations give the same numbers (fp32, within rounding)."""
+    require(backend, device)
+    x = make_input((3, 17, 7, 5), device=device, layout="channels_last")
+    dy = make_input((3, 17, 7, 5), device=device, scale=1.0)
+    y, dx = ours(x, 5, 1e-2, 0.75, 2.0, backend, dy)
+    y_t, dx_t = ours(x, 5, 1e-2, 0.75, 2.0, "torch", dy)
+    torch.testing.assert_close(y, y_t, rtol=2e-6, atol=1e-6)
+    torch.testing.assert_close(dx, dx_t, rtol=2e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------
+# GPU only
+
+gpu = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+
+
+@gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("shape", [(128, 96, 55, 55), (32, 256, 13, 13), (7, 96, 27, 27), (3, 33, 9, 7)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_gpu_alexnet_shapes(backend, dtype, layout, shape):
+    require(backend, "cuda", dtype)
+    x = make_input(shape, dtype, "cuda", layout)
+    dy = make_input(shape, dtype, "cuda", layout, scale=1.0)
+    y, dx = ours(x, 5, 1e-4, 0.75, 2.0, backend, dy)
+    y_ref, dx_ref = reference(x, 5, 1e-4, 0.75, 2.0, dy)
+    y_t, dx_t = ours(x, 5, 1e-4, 0.75, 2.0, "torch", dy)
+    if dtype == torch.float32:
+        assert rel_err(y, y_ref) <= 1e-5 and rel_err(dx, dx_ref) <= 1e-5
+    else:
+        eps = torch.finfo(dtype).eps
+        assert rel_err(y, y_ref) <= 2 * rel_err(y_t, y_ref) + eps / 16
+        assert rel_err(dx, dx_ref) <= 2 * rel_err(dx_t, dx_ref) + eps / 16
+
+
+@gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_gpu_cuda_graph_capture(backend):
+    require(backend, "cuda")
+    x = make_input((4, 16, 9, 9), device="cuda").requires_grad_()
+    dy = torch.randn_like(x)
+    static_out = {}
+
+    def step():
+        y = lrn.local_response_norm(x, 5, 1e-2, 0.75, 2.0, backend=backend)
+        (dx,) = torch.autograd.grad(y, x, dy)
+        static_out["y"], static_out["dx"] = y, dx
+
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        step()  # warm-up: compile/load kernels outside the capture
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    with torch.no_grad():
+        x.copy_(make_input((4, 16, 9, 9), device="cuda"))
+    graph.replay()
+    torch.cuda.synchronize()
+    y_ref, dx_ref = reference(x, 5, 1e-2, 0.75, 2.0, dy)
+    assert rel_err(static_out["y"], y_ref) <= 1e-5 and rel_err(static_out["dx"], dx_ref) <= 1e-5
+
+
+@gpu
+@pytest.mark.parametrize("amp_dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_gpu_autocast(amp_dtype):
+    conv = torch.nn.Conv2d(3, 16, 3).cuda()
+    m = lrn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)
+    x = torch.randn(4, 3, 17, 17, device="cuda")
+    with torch.autocast("cuda", dtype=amp_dtype):
+        h = conv(x)
+        y = m(h)
+        assert y.dtype == h.dtype == amp_dtype
+        y.float().sum().backward()
+    y_ref, _ = reference(h, 5, 1e-4, 0.75, 2.0)
+    assert rel_err(y, y_ref) <= 4 * torch.finfo(amp_dtype).eps
+    assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()
+
+
+@gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_gpu_64bit_indexing(backend):
+    """A tensor past 2**31 elements: the last sample must be right (32-bit offsets would wrap)."""
+    require(backend, "cuda", torch.float16)
+    N, C, H, W = 2, 96, 4096, 2800  # 2.2e9 elements, 4.4 GB in fp16
+    if torch.cuda.get_device_properties(0).total_memory < 16 * 2**30:
+        pytest.skip("needs 16 GiB of GPU memory")
+    x = torch.randn(N, C, H, W, device="cuda", dtype=torch.float16)
+    assert x.numel() > 2**31
+    y = lrn.local_response_norm(x, 5, 1e-2, 0.75, 2.0, backend=backend)
+    tail = slice(H - 3, H)
+    y_ref = F.local_response_norm(x[1:, :, tail].double(), 5, 1e-2, 0.75, 2.0)
+    assert rel_err(y[1:, :, tail], y_ref) <= 2e-3
+    del x, y
+    torch.cuda.empty_cache()
+
+
+@gpu
+@pytest.mark.parametrize("size", [1, 3, 4, 5, 16])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_gpu_cudnn_baseline(size, layout):
+    """cuDNN's even-n window is PyTorch's mirrored: cudnn(x) == flip(torch(flip(x)))."""
+    x = make_input((3, 20, 7, 9), device="cuda", layout=layout)
+    err = baselines.cudnn_lrn_error(x)
+    if err is not None:
+        pytest.skip(err)
+    xr = x.detach().clone().requires_grad_()
+    y = baselines.cudnn_lrn(xr, size, 1e-2, 0.75, 2.0)
+    dy = torch.randn_like(y)
+    (dx,) = torch.autograd.grad(y, xr, dy)
+    flip = (lambda t: t.flip(1)) if size % 2 == 0 else (lambda t: t)
+    y_ref, dx_ref = reference(flip(x), size, 1e-2, 0.75, 2.0, flip(dy))
+    assert rel_err(y, flip(y_ref)) <= 1e-5
+    assert rel_err(dx, flip(dx_ref)) <= 1e-4
+    with pytest.raises(ValueError, match="1 <= size <= 16"):
+        baselines.cudnn_lrn(x, 17)
