@@ -1,0 +1,67 @@
+"""Package-level behaviour: import without the extension, `python -m alexnet_kernels`, build metadata."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import torch
+
+import alexnet_kernels
+
+ENV = dict(os.environ, PYTHONWARNINGS="default")
+
+
+def run_python(code):
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          env=ENV, timeout=300)
+
+
+def test_imports_and_falls_back_without_the_extension():
+    """If _C cannot load, the package imports, warns once with the reason, and 'torch' still works."""
+    out = run_python("""
+        import sys, warnings
+        class BlockC:  # make `import alexnet_kernels._C` fail as a broken build would
+            def find_spec(self, name, path=None, target=None):
+                if name == "alexnet_kernels._C":
+                    raise ImportError("simulated: no compiled extension")
+        sys.meta_path.insert(0, BlockC())
+        import torch
+        import alexnet_kernels.lrn as lrn
+        from alexnet_kernels import BackendUnavailableError
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            x = torch.randn(2, 5, 3, 3)
+            y1 = lrn.local_response_norm(x, 3)              # auto -> torch composite
+            y2 = lrn.local_response_norm(x, 3)
+        assert torch.allclose(y1, torch.nn.functional.local_response_norm(x, 3))
+        msgs = [str(w.message) for w in caught if "alexnet_kernels._C" in str(w.message)]
+        assert len(msgs) == 1 and "simulated" in msgs[0], msgs
+        try:
+            lrn.local_response_norm(x, 3, backend="cpu")
+        except BackendUnavailableError as e:
+            assert "unavailable" in str(e) and "simulated" in str(e), e
+        else:
+            raise AssertionError("backend='cpu' should have raised")
+        print("OK")
+    """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("OK")
+
+
+def test_info_command_prints_every_backend():
+    out = subprocess.run([sys.executable, "-m", "alexnet_kernels"], capture_output=True, text=True,
+                         env=ENV, timeout=300)
+    assert out.returncode == 0, out.stderr
+    for word in ("torch " + torch.__version__, "triton", "cpu", "cuda", "torch", "cuDNN LRN baseline"):
+        assert word in out.stdout
+    assert "default backend" in out.stdout
+
+
+def test_build_info_records_the_build():
+    info = alexnet_kernels.build_info()
+    if info is None:
+        import pytest
+        pytest.skip("alexnet_kernels._C is not built in this environment")
+    for key in ("torch_version", "cuda_version", "cuda_archs", "with_cuda", "with_cudnn"):
+        assert key in info
+    assert isinstance(info["with_cuda"], bool)
