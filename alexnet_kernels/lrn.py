@@ -72,7 +72,7 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0, *, backend=No
     elif backend not in _backends.BACKENDS:
         raise ValueError("local_response_norm: backend must be one of %s, got %r"
                          % (", ".join(map(repr, _backends.BACKENDS)), backend))
-    return torch.ops.alexnet_kernels.lrn_forward(input, size, alpha, beta, k, backend)
+    return _ops.lrn(input, size, alpha, beta, k, backend)
 
 
 class LocalResponseNorm(torch.nn.LocalResponseNorm):

@@ -8,15 +8,18 @@ import torch
 
 import alexnet_kernels
 
-ENV = dict(os.environ, PYTHONWARNINGS="default")
+# Children import the same alexnet_kernels as this process (installed, or the source tree in a dev run).
+ENV = dict(os.environ, PYTHONWARNINGS="default", PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
 
 
-def run_python(code):
+def run_python(code, tmp_path):
+    # cwd elsewhere: `python -c` and `-m` put the cwd first on sys.path, which in a checkout would import
+    # the source tree (without the built extension) instead of the installed package.
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          env=ENV, timeout=300)
+                          env=ENV, timeout=300, cwd=tmp_path)
 
 
-def test_imports_and_falls_back_without_the_extension():
+def test_imports_and_falls_back_without_the_extension(tmp_path):
     """If _C cannot load, the package imports, warns once with the reason, and 'torch' still works."""
     out = run_python("""
         import sys, warnings
@@ -43,14 +46,14 @@ def test_imports_and_falls_back_without_the_extension():
         else:
             raise AssertionError("backend='cpu' should have raised")
         print("OK")
-    """)
+    """, tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("OK")
 
 
-def test_info_command_prints_every_backend():
+def test_info_command_prints_every_backend(tmp_path):
     out = subprocess.run([sys.executable, "-m", "alexnet_kernels"], capture_output=True, text=True,
-                         env=ENV, timeout=300)
+                         env=ENV, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     for word in ("torch " + torch.__version__, "triton", "cpu", "cuda", "torch", "cuDNN LRN baseline"):
         assert word in out.stdout

@@ -80,6 +80,12 @@ def resolve_backend(backend, x, op):
     return backend
 
 
+def triton_lrn():
+    """The Triton kernels module, imported on first use (importing triton costs ~1 s)."""
+    from ..triton_kernels import lrn as module
+    return module
+
+
 def _window_sum(t, before, after):
     """sum_{j=c-before..c+after} t_j along dim 1 (zero outside [0, C)), any trailing dims."""
     N, C = t.shape[0], t.shape[1]
@@ -103,18 +109,16 @@ def _run_forward(x, size, alpha, beta, k, backend):
     layout = layout_of(x)
     if layout is None:
         x, layout = x.contiguous(), NCS
-    y = empty_in_layout(x.shape, layout, x)
+    y = torch.empty_like(x)  # x is dense in `layout`: empty_like keeps its strides exactly
     if x.numel() == 0:
         return y
     if backend == "torch":
         y.copy_(F.local_response_norm(x, size, alpha, beta, k))
-        return y
-    x3, y3 = as_ncs_view(x, layout), as_ncs_view(y, layout)
-    if backend == "triton":
-        from ..triton_kernels import lrn as triton_lrn
-        triton_lrn.lrn_forward(x3, y3, size, alpha, beta, k, layout == NSC)
+    elif backend == "triton":
+        triton_lrn().lrn_forward(x, y, size, alpha, beta, k, layout == NSC)
     else:
-        _extension.load().lrn_forward(x3, y3, size, alpha, beta, k, layout == NSC)
+        _extension.load().lrn_forward(as_ncs_view(x, layout), as_ncs_view(y, layout), size, alpha, beta, k,
+                                      layout == NSC)
     return y
 
 
@@ -125,18 +129,16 @@ def _run_backward(dy, x, size, alpha, beta, k, backend):
     if layout_of(dy) != layout:
         # dy comes from autograd in whatever layout the next op produced: match x's once.
         dy = empty_in_layout(dy.shape, layout, dy).copy_(dy)
-    dx = empty_in_layout(x.shape, layout, x)
+    dx = torch.empty_like(x)
     if x.numel() == 0:
         return dx
     if backend == "torch":
         dx.copy_(reference_backward(dy, x, size, alpha, beta, k))
-        return dx
-    x3, dy3, dx3 = (as_ncs_view(t, layout) for t in (x, dy, dx))
-    if backend == "triton":
-        from ..triton_kernels import lrn as triton_lrn
-        triton_lrn.lrn_backward(x3, dy3, dx3, size, alpha, beta, k, layout == NSC)
+    elif backend == "triton":
+        triton_lrn().lrn_backward(x, dy, dx, size, alpha, beta, k, layout == NSC)
     else:
-        _extension.load().lrn_backward(x3, dy3, dx3, size, alpha, beta, k, layout == NSC)
+        _extension.load().lrn_backward(*(as_ncs_view(t, layout) for t in (x, dy, dx)), size, alpha, beta, k,
+                                       layout == NSC)
     return dx
 
 
@@ -176,3 +178,28 @@ def _backward(ctx, dy):
 
 
 torch.library.register_autograd("alexnet_kernels::lrn_forward", _backward, setup_context=_setup_context)
+
+
+class LRNFunction(torch.autograd.Function):
+    """The eager path: the same kernels and the same saved tensor (x only) as the custom op, without the
+    custom-op dispatcher's per-call Python cost (tens of microseconds, twice per training step), which
+    dominates small LRN calls.  Under torch.compile the functional API calls the custom op instead."""
+
+    @staticmethod
+    def forward(ctx, x, size, alpha, beta, k, backend):
+        backend = resolve_backend(backend, x, "lrn_forward")
+        ctx.save_for_backward(x)
+        ctx.params = (size, alpha, beta, k, backend)
+        return _run_forward(x, size, alpha, beta, k, backend)
+
+    @staticmethod
+    def backward(ctx, dy):
+        (x,) = ctx.saved_tensors
+        return _run_backward(dy, x, *ctx.params), None, None, None, None, None
+
+
+def lrn(x, size, alpha, beta, k, backend):
+    """LRN with autograd: the custom op while torch.compile traces, LRNFunction in eager mode."""
+    if torch.compiler.is_compiling():
+        return torch.ops.alexnet_kernels.lrn_forward(x, size, alpha, beta, k, backend)
+    return LRNFunction.apply(x, size, alpha, beta, k, backend)

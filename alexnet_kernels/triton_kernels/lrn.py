@@ -153,25 +153,28 @@ def _config(C, S, channels_last):
     return block_c, block_s, 4
 
 
-def _launch(kernel, tensors, x3, size, extra_args, channels_last):
-    N, C, S = x3.shape
-    if x3.numel() == 0:
+def _launch(kernel, tensors, x, size, extra_args, channels_last):
+    # x is (N, C, *spatial) stored NCS (contiguous) or NSC (channels last); its (N, C, S) strides follow.
+    N, C = x.shape[0], x.shape[1]
+    S = x.numel() // (N * C) if N * C else 0
+    if N * C * S == 0:
         return
+    strides = (C * S, 1, C) if channels_last else (C * S, S, 1)
     # Window offsets beyond C - 1 never reach a channel: clamping keeps huge n cheap.
     pre, post = min(size // 2, C - 1), min((size - 1) // 2, C - 1)
     block_c, block_s, num_warps = _config(C, S, channels_last)
     grid = (triton.cdiv(C, block_c) * triton.cdiv(S, block_s) * N,)
-    kernel[grid](*tensors, C, S, x3.stride(0), x3.stride(1), x3.stride(2), *extra_args,
+    kernel[grid](*tensors, C, S, *strides, *extra_args,
                  PRE=pre, POST=post, UNROLL=(pre + post + 1) <= MAX_UNROLLED_WINDOW,
                  BLOCK_C=block_c, BLOCK_S=block_s, num_warps=num_warps)
 
 
-def lrn_forward(x3, y3, size, alpha, beta, k, channels_last):
-    """Write LRN(x3) into y3; both (N, C, S) with the same NCS or NSC strides."""
-    _launch(lrn_forward_kernel, (x3, y3), x3, size, (alpha / size, beta, k), channels_last)
+def lrn_forward(x, y, size, alpha, beta, k, channels_last):
+    """Write LRN(x) into y: (N, C, *) tensors with the same layout, NCS-contiguous or channels-last."""
+    _launch(lrn_forward_kernel, (x, y), x, size, (alpha / size, beta, k), channels_last)
 
 
-def lrn_backward(x3, dy3, dx3, size, alpha, beta, k, channels_last):
-    """Write the input gradient into dx3, recomputing the normaliser from x3."""
-    _launch(lrn_backward_kernel, (x3, dy3, dx3), x3, size,
+def lrn_backward(x, dy, dx, size, alpha, beta, k, channels_last):
+    """Write the input gradient into dx, recomputing the normaliser from x (same layout for all three)."""
+    _launch(lrn_backward_kernel, (x, dy, dx), x, size,
             (alpha / size, beta, k, 2.0 * alpha * beta / size), channels_last)
