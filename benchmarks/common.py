@@ -1,0 +1,578 @@
+"""Shared benchmark machinery: timing, the bandwidth ceiling, result collection, summary and writing.
+
+Each op has one test file, benchmarks/test_<op>.py.  It calls register_op() once at import (case
+fields, providers and baselines per device type, notes for the results file); each test then either
+skips a provider with skip() (the reason is kept and shown in the summary) or times it and calls
+record().  benchmarks/conftest.py prints one summary table per op and device type at the end of the
+run and writes benchmarks/results/<op>-<device-slug>-<YYYY-MM-DD>.md and .json.
+
+GPU timing: triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median") -- keywords that
+exist in Triton 3.6 and 3.8; do_bench flushes L2 before every timed call.  Then gpu_pedantic() runs
+a few synchronised rounds through pytest-benchmark so that it has its record; the numbers reported
+(ms, GB/s, ...) are do_bench's medians.
+CPU timing: pytest-benchmark's own (benchmark(fn)); ms is the median of its rounds.
+
+Bandwidth: GB/s = (tensors moved x bytes per tensor) / time, with GB = 1e9 bytes and each op's traffic
+model (stated in its notes).  pct_of_copy = GB/s over the device-to-device copy bandwidth, measured
+once per session by copying a 1 GiB fp32 tensor with do_bench (read + write counted).
+Speed-ups are baseline ms / provider ms for the same case, from the same session; they are recomputed
+whenever a row of the case arrives, so the order in which providers run does not matter.  Rows are
+the benchmark fixture's extra_info dicts, so pytest-benchmark's own JSON (--benchmark-json /
+--benchmark-autosave) carries the same fields.
+
+Environment:
+  BENCH_RESULTS_DIR=dir    where the results files go (default: benchmarks/results)
+  BENCH_WRITE_RESULTS=1|0  force writing / not writing.  Default: write when GPU rows were measured.
+                           A run without GPU rows writes to <op>-cpu-<cpu model>-<date>.*, so it never
+                           overwrites a GPU file.
+"""
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import time
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+GB = 1e9
+DO_BENCH_KWARGS = {"warmup": 25, "rep": 100, "return_mode": "median"}
+PEDANTIC_ROUNDS = 3
+COPY_BYTES = 2 ** 30  # the copy-bandwidth probe: a 1 GiB fp32 tensor
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+# --------------------------------------------------------------------------------------------------
+# Result collection
+# --------------------------------------------------------------------------------------------------
+
+class Collector:
+    """Everything one session measured: ops, rows, skips, the copy bandwidth."""
+
+    def __init__(self):
+        self.ops = {}            # op -> spec dict (register_op)
+        self.records = []        # row dicts (the benchmark fixtures' extra_info)
+        self.skips = []          # {op, device, case fields..., provider, reason}
+        self.case_order = {}     # (op, device, case key) -> None, in the order cases were first seen
+        self.copy_gbps = None
+        self.copy_ms = None
+        self.started = datetime.datetime.now()
+
+    def case_key(self, op, device, row):
+        return (op, device) + tuple(row.get(f) for f in self.ops[op]["case_fields"])
+
+    def rows_of(self, op, device, key=None):
+        return [r for r in self.records if r["op"] == op and r["device"] == device
+                and (key is None or self.case_key(op, device, r) == key)]
+
+    def update_speedups(self, op, device, key):
+        """speedup_vs_<baseline> = baseline ms / row ms, for every row of the case."""
+        rows = self.rows_of(op, device, key)
+        by_provider = {r["provider"]: r for r in rows}
+        for base in self.ops[op]["baselines"].get(device, ()):
+            b = by_provider.get(base)
+            if b is None or not b["ms"] > 0:
+                continue
+            for r in rows:
+                if r["ms"] > 0:
+                    r[speedup_field(base)] = b["ms"] / r["ms"]
+
+
+COLLECTOR = Collector()
+
+
+def speedup_field(baseline):
+    return "speedup_vs_" + re.sub(r"[^0-9a-zA-Z]+", "_", baseline).strip("_").lower()
+
+
+def register_op(op, *, title, case_fields, providers, baselines, short_names=None, notes=(),
+                collector=None):
+    """Declare an op's benchmark.
+
+    case_fields: the row fields that identify a case (e.g. mode, shape, dtype, layout), in table order.
+    providers / baselines: {device type: (provider names...)}, in table order; speed-ups are computed
+        against every baseline of the row's device type.
+    short_names: {provider: short label} for the compact speed-up and memory cells.
+    notes: markdown lines for the results file (parameters, traffic model, ...).
+    """
+    c = collector or COLLECTOR
+    c.ops[op] = {"title": title, "case_fields": tuple(case_fields),
+                 "providers": {d: tuple(p) for d, p in providers.items()},
+                 "baselines": {d: tuple(b) for d, b in baselines.items()},
+                 "short_names": dict(short_names or {}), "notes": list(notes)}
+
+
+def skip(op, device, case, provider, reason, collector=None):
+    """Skip this provider for this case (pytest.skip), keeping the reason for the summary."""
+    c = collector or COLLECTOR
+    row = {"op": op, "device": device}
+    row.update(case)
+    row.update(provider=provider, reason=reason)
+    c.skips.append(row)
+    c.case_order.setdefault(c.case_key(op, device, row), None)
+    pytest.skip("%s not available: %s" % (provider, reason))
+
+
+def record(benchmark, op, device, case, provider, ms, tensor_bytes, tensors, min_tensors=None,
+           collector=None, **extra):
+    """Store one measured row (into benchmark.extra_info when a fixture is given) and return it.
+
+    ms: the median time; tensor_bytes: bytes of one tensor of the traffic model; tensors: how many
+    such tensors the op moves (the common traffic model, the same for every provider so the GB/s are
+    comparable); min_tensors: this provider's own minimal traffic, when it differs (gbps_min_traffic).
+    extra: more fields (peak_mem_x, first_call_s, ...)."""
+    c = collector or COLLECTOR
+    if op not in c.ops:
+        raise KeyError("record(): op %r was not registered with register_op()" % (op,))
+    ms = float(ms)
+    row = benchmark.extra_info if benchmark is not None else {}
+    row.update(op=op, device=device)
+    row.update(case)
+    row.update(provider=provider, ms=ms, tensor_bytes=int(tensor_bytes), traffic_tensors=tensors,
+               gbps=tensors * tensor_bytes / (ms * 1e-3) / GB)
+    if min_tensors is not None and min_tensors != tensors:
+        row["min_traffic_tensors"] = min_tensors
+        row["gbps_min_traffic"] = min_tensors * tensor_bytes / (ms * 1e-3) / GB
+    if device == "cuda" and c.copy_gbps:
+        row["copy_gbps"] = c.copy_gbps
+        row["pct_of_copy"] = 100.0 * row["gbps"] / c.copy_gbps
+        if "gbps_min_traffic" in row:
+            row["pct_of_copy_min_traffic"] = 100.0 * row["gbps_min_traffic"] / c.copy_gbps
+    row.update(extra)
+    if row.get("host_ms") is not None:
+        row["host_bound"] = bool(row["host_ms"] >= ms)
+    c.records.append(row)
+    key = c.case_key(op, device, row)
+    c.case_order.setdefault(key, None)
+    c.update_speedups(op, device, key)
+    return row
+
+
+# --------------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------------
+
+def gpu_time_ms(fn):
+    """Median ms of fn on the GPU: triton.testing.do_bench (L2 flushed before every timed call)."""
+    from triton.testing import do_bench
+    return float(do_bench(fn, **DO_BENCH_KWARGS))
+
+
+def gpu_pedantic(benchmark, fn, rounds=PEDANTIC_ROUNDS):
+    """A few synchronised rounds through pytest-benchmark, so that it has a record of the test."""
+    def run():
+        fn()
+        torch.cuda.synchronize()
+    benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=0)
+
+
+def first_call_s(fn, sync=None):
+    """Wall seconds of one call (with sync), e.g. to see torch.compile's compilation time."""
+    t0 = time.perf_counter()
+    fn()
+    if sync is not None:
+        sync()
+    return time.perf_counter() - t0
+
+
+def host_ms_per_call(fn, calls=10):
+    """Host (CPU) ms per call of fn, launching `calls` calls without synchronising in between.
+
+    When it is at least the measured GPU time, do_bench's number is bound by the Python / launch
+    overhead, not by the kernels (the GPU idles between launches): record() flags such rows."""
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    host = (time.perf_counter() - t0) / calls * 1e3
+    torch.cuda.synchronize()
+    return host
+
+
+def gpu_copy_bandwidth_gbps(collector=None):
+    """Device-to-device copy bandwidth (GB/s, read + write), measured once per session."""
+    c = collector or COLLECTOR
+    if c.copy_gbps is None:
+        src = torch.randn(COPY_BYTES // 4, device="cuda", dtype=torch.float32)
+        dst = torch.empty_like(src)
+        ms = gpu_time_ms(lambda: dst.copy_(src))
+        c.copy_ms = ms
+        c.copy_gbps = 2 * src.nbytes / (ms * 1e-3) / GB
+        del src, dst
+        torch.cuda.empty_cache()
+    return c.copy_gbps
+
+
+def peak_extra_memory(fn, ref_nbytes):
+    """Peak memory allocated during one call of fn beyond what was allocated before, / ref_nbytes.
+
+    Run it after warm-up (compilation, workspaces) and outside do_bench (its L2-flush buffer)."""
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    out = fn()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - before
+    del out
+    return peak / ref_nbytes
+
+
+def cpu_median_ms(benchmark, fn, runs=20):
+    """The median of pytest-benchmark's rounds (ms), or our own perf_counter median when it has none
+    (--benchmark-disable runs fn once without stats)."""
+    try:
+        median = benchmark.stats.stats.median
+        if median is not None and median > 0:
+            return float(median) * 1e3
+    except AttributeError:
+        pass
+    fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+_dynamo_configured = []
+
+
+def configure_dynamo():
+    """Room for one compiled graph per benchmarked case, and fail (never fall back to eager silently)
+    if a recompile limit is hit anyway.  Names differ across torch versions: set those that exist."""
+    if _dynamo_configured:
+        return
+    import torch._dynamo.config as cfg
+    for name, value in (("recompile_limit", 256), ("cache_size_limit", 256),
+                        ("accumulated_recompile_limit", 4096), ("accumulated_cache_size_limit", 4096),
+                        ("fail_on_recompile_limit_hit", True)):
+        if hasattr(cfg, name):
+            try:
+                setattr(cfg, name, value)
+            except Exception:  # an alias that cannot be set in this version
+                pass
+    _dynamo_configured.append(True)
+
+
+_compiled = {}
+
+
+def compiled(fn, key, **compile_kwargs):
+    """torch.compile(fn) once per key (e.g. shape, dtype, layout), cached for the session.
+
+    Each key gets its own copy of fn's code object, so Dynamo's per-code cache (and recompile limit)
+    holds only that key's graphs (inference and training), and dynamic=False keeps every graph
+    specialised to its static shape (no automatic dynamic-shape recompile)."""
+    full_key = (fn.__module__, fn.__qualname__, key)
+    if full_key not in _compiled:
+        configure_dynamo()
+        name = "%s_%d" % (fn.__name__, len(_compiled))
+        code = fn.__code__.replace(co_name=name)
+        clone = types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+        compile_kwargs.setdefault("dynamic", False)
+        _compiled[full_key] = torch.compile(clone, **compile_kwargs)
+    return _compiled[full_key]
+
+
+# --------------------------------------------------------------------------------------------------
+# Environment
+# --------------------------------------------------------------------------------------------------
+
+def slugify(text):
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "unknown"
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def _driver_version():
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return None
+
+
+def environment(collector=None):
+    c = collector or COLLECTOR
+    env = {"date": c.started.date().isoformat(), "started": c.started.isoformat(timespec="seconds"),
+           "python": platform.python_version(), "platform": platform.platform(),
+           "cpu": cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+           "torch": torch.__version__, "cuda": torch.version.cuda}
+    try:
+        env["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    except Exception:
+        env["cudnn"] = None
+    try:
+        import triton
+        env["triton"] = triton.__version__
+    except Exception:
+        env["triton"] = None
+    try:
+        import pytest_benchmark
+        env["pytest_benchmark"] = pytest_benchmark.__version__
+    except Exception:
+        env["pytest_benchmark"] = None
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        env.update(device=p.name, gpu=p.name, compute_capability="sm_%d%d" % (p.major, p.minor),
+                   sm_count=p.multi_processor_count, gpu_memory_gib=round(p.total_memory / 2 ** 30, 1),
+                   driver=_driver_version())
+    else:
+        env["device"] = "CPU: %s" % env["cpu"]
+    try:
+        import alexnet_kernels
+        env["alexnet_kernels"] = alexnet_kernels.__version__
+        env["alexnet_kernels_build"] = alexnet_kernels.build_info()
+    except Exception as exc:
+        env["alexnet_kernels"] = "import failed: %s" % exc
+    env["copy_gbps"] = c.copy_gbps
+    env["copy_ms"] = c.copy_ms
+    env["timing"] = {"gpu": "triton.testing.do_bench(%s), L2 flushed before each timed call"
+                            % ", ".join("%s=%r" % kv for kv in DO_BENCH_KWARGS.items()),
+                     "cpu": "pytest-benchmark rounds, median"}
+    return env
+
+
+# --------------------------------------------------------------------------------------------------
+# Summary
+# --------------------------------------------------------------------------------------------------
+
+DEVICE_TITLES = {"cuda": "GPU", "cpu": "CPU"}
+HOST_BOUND_NOTE = ("* host-bound: issuing one call takes the CPU at least as long as the measured time "
+                   "(host_ms in the JSON), so the GPU idles between launches and the number measures "
+                   "Python / launch overhead more than the kernels")
+
+
+def _fmt_ms(ms):
+    return "%.4f" % ms if ms < 1 else "%.3f" % ms if ms < 100 else "%.1f" % ms
+
+
+def _fmt_gbps(v):
+    return "%.0f" % v if v >= 100 else "%.3g" % v
+
+
+def devices_of(op, collector=None):
+    c = collector or COLLECTOR
+    seen = [r["device"] for r in c.records + c.skips if r["op"] == op]
+    order = list(c.ops[op]["providers"])
+    return [d for d in order if d in seen] + sorted(set(seen) - set(order))
+
+
+def case_table(op, device, collector=None):
+    """(header, rows of cells, cases) for one op and device type: one row per case."""
+    c = collector or COLLECTOR
+    spec = c.ops[op]
+    fields = spec["case_fields"]
+    short = lambda p: spec["short_names"].get(p, p)  # noqa: E731
+    rows_here = c.rows_of(op, device)
+    providers = list(spec["providers"].get(device, ()))
+    providers += sorted({r["provider"] for r in rows_here} - set(providers))
+    bases = spec["baselines"].get(device, ())
+    keys = [k for k in c.case_order if k[:2] == (op, device)]
+    has_peak = any("peak_mem_x" in r for r in rows_here)
+    header = list(fields) + providers + ["vs %s" % b for b in bases]
+    if has_peak:
+        header.append("peak extra mem (x input)")
+    table, cases = [], []
+    for key in keys:
+        rows = {r["provider"]: r for r in rows_here if c.case_key(op, device, r) == key}
+        skipped = {s["provider"]: s["reason"] for s in c.skips
+                   if s["op"] == op and c.case_key(op, device, s) == key}
+        cells = [str(v) for v in key[2:]]
+        case = dict(zip(fields, key[2:]))
+        case["providers"] = {}
+        for p in providers:
+            r = rows.get(p)
+            if r is not None:
+                cell = "%s ms, %s GB/s" % (_fmt_ms(r["ms"]), _fmt_gbps(r["gbps"]))
+                if "pct_of_copy" in r:
+                    cell += ", %.0f%%" % r["pct_of_copy"]
+                if r.get("host_bound"):
+                    cell += " *"
+                case["providers"][p] = {k: v for k, v in r.items() if k not in fields and k not in (
+                    "op", "device", "provider")}
+            elif p in skipped:
+                cell = "skipped"
+                case["providers"][p] = {"skipped": skipped[p]}
+            else:
+                cell = "—"
+            cells.append(cell)
+        for b in bases:
+            f = speedup_field(b)
+            cells.append(", ".join("%s %.2fx" % (short(p), rows[p][f]) for p in providers
+                                   if p != b and p in rows and f in rows[p]) or "—")
+        if has_peak:
+            cells.append(", ".join("%s %.2f" % (short(p), rows[p]["peak_mem_x"]) for p in providers
+                                   if p in rows and "peak_mem_x" in rows[p]) or "—")
+        table.append(cells)
+        cases.append(case)
+    return header, table, cases
+
+
+def markdown_table(header, rows):
+    """A markdown table with padded columns, readable in a terminal too."""
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
+    line = lambda cells: "| " + " | ".join(str(x).ljust(w) for x, w in zip(cells, widths)) + " |"  # noqa: E731
+    return [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows]
+
+
+def skip_lines(op, device, collector=None):
+    """'provider: reason (n cases)' for every distinct skip reason."""
+    c = collector or COLLECTOR
+    counts = {}
+    for s in c.skips:
+        if s["op"] == op and s["device"] == device:
+            counts[(s["provider"], s["reason"])] = counts.get((s["provider"], s["reason"]), 0) + 1
+    return ["- skipped %s (%d case%s): %s" % (p, n, "" if n == 1 else "s", reason)
+            for (p, reason), n in counts.items()]
+
+
+def op_summary_lines(op, collector=None, markdown=False):
+    c = collector or COLLECTOR
+    spec = c.ops[op]
+    lines = []
+    for device in devices_of(op, c):
+        header, rows, _ = case_table(op, device, c)
+        title = "%s %s (%s)" % (spec["title"], DEVICE_TITLES.get(device, device), device)
+        if markdown:
+            lines += ["## " + title, ""]
+        else:
+            lines += ["", "== %s ==" % title]
+        if device == "cuda" and c.copy_gbps:
+            lines.append("copy bandwidth (1 GiB fp32 device-to-device copy, read + write): %.0f GB/s"
+                         % c.copy_gbps)
+        compile_s = sum(r.get("first_call_s", 0.0) for r in c.rows_of(op, device)
+                        if r["provider"] == "torch-compile")
+        if compile_s:
+            lines.append("torch-compile first calls (compilation included): %.1f s in total" % compile_s)
+        if markdown and lines[-1] != "":
+            lines.append("")
+        lines += markdown_table(header, rows) if rows else ["(no cases)"]
+        if any(r.get("host_bound") for r in c.rows_of(op, device)):
+            lines += ["", HOST_BOUND_NOTE]
+        sk = skip_lines(op, device, c)
+        if sk:
+            lines += [""] + sk
+        if markdown:
+            lines.append("")
+    return lines
+
+
+def summary_lines(collector=None):
+    c = collector or COLLECTOR
+    lines = []
+    for op in c.ops:
+        if any(r["op"] == op for r in c.records + c.skips):
+            lines += op_summary_lines(op, c)
+    return lines
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------------
+
+def results_dir():
+    return Path(os.environ.get("BENCH_RESULTS_DIR") or RESULTS_DIR)
+
+
+def _has_gpu_rows(op, c):
+    return any(r["op"] == op and r["device"] == "cuda" for r in c.records)
+
+
+def should_write(op, collector=None):
+    c = collector or COLLECTOR
+    forced = os.environ.get("BENCH_WRITE_RESULTS", "").strip().lower()
+    if forced:
+        return forced not in ("0", "false", "no", "off")
+    return _has_gpu_rows(op, c)
+
+
+def results_stem(op, collector=None):
+    """<op>-<gpu name>-<date>, or <op>-cpu-<cpu model>-<date> when no GPU row was measured."""
+    c = collector or COLLECTOR
+    if _has_gpu_rows(op, c) and torch.cuda.is_available():
+        slug = slugify(torch.cuda.get_device_name(0))
+    else:
+        slug = "cpu-" + slugify(cpu_name())
+    return "%s-%s-%s" % (op, slug, c.started.date().isoformat())
+
+
+def _json_default(o):
+    if isinstance(o, (torch.dtype, torch.device, Path)):
+        return str(o)
+    if isinstance(o, tuple):
+        return list(o)
+    return repr(o)
+
+
+def markdown_document(op, env, collector=None):
+    c = collector or COLLECTOR
+    spec = c.ops[op]
+    lines = ["# %s benchmarks: %s, %s" % (spec["title"], env.get("device"), env["date"]), ""]
+    versions = ["torch %s" % env["torch"], "triton %s" % env.get("triton"), "CUDA %s" % env.get("cuda"),
+                "cuDNN %s" % env.get("cudnn"), "python %s" % env["python"],
+                "pytest-benchmark %s" % env.get("pytest_benchmark")]
+    lines.append("- device: %s" % env.get("device")
+                 + (" (%s, %s SMs, %s GiB, driver %s)" % (env.get("compute_capability"), env.get("sm_count"),
+                                                           env.get("gpu_memory_gib"), env.get("driver"))
+                    if "gpu" in env else ""))
+    lines.append("- CPU: %s (%s cores, torch threads %s)" % (env["cpu"], env["cpu_count"], env["torch_threads"]))
+    lines.append("- versions: " + ", ".join(versions))
+    lines.append("- alexnet_kernels %s, extension build: %s" % (env.get("alexnet_kernels"),
+                                                              env.get("alexnet_kernels_build")))
+    lines.append("- run started %s" % env["started"])
+    if env.get("copy_gbps"):
+        lines.append("- copy bandwidth (1 GiB fp32 device-to-device copy, read + write counted): %.0f GB/s"
+                     % env["copy_gbps"])
+    lines.append("- GPU timing: %s; CPU timing: %s" % (env["timing"]["gpu"], env["timing"]["cpu"]))
+    lines.append("- cells: median ms, GB/s of the traffic model, % of the copy bandwidth; vs X: X's ms / "
+                 "the provider's ms (> 1: faster than X)")
+    lines += ["- " + n for n in spec["notes"]]
+    lines.append("")
+    lines += op_summary_lines(op, c, markdown=True)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_results(collector=None, force=None):
+    """Write <stem>.md and <stem>.json for every op with rows (see should_write); returns the paths."""
+    c = collector or COLLECTOR
+    paths = []
+    env = None
+    for op in c.ops:
+        if not any(r["op"] == op for r in c.records):
+            continue
+        if not (should_write(op, c) if force is None else force):
+            continue
+        env = env or environment(c)
+        out = results_dir()
+        out.mkdir(parents=True, exist_ok=True)
+        stem = results_stem(op, c)
+        doc = {"op": op, "title": c.ops[op]["title"], "date": env["date"], "environment": env,
+               "copy_gbps": c.copy_gbps, "case_fields": list(c.ops[op]["case_fields"]),
+               "providers": c.ops[op]["providers"], "baselines": c.ops[op]["baselines"],
+               "notes": c.ops[op]["notes"], "cases": {}, "records": [], "skipped": []}
+        for device in devices_of(op, c):
+            doc["cases"][device] = case_table(op, device, c)[2]
+        doc["records"] = [r for r in c.records if r["op"] == op]
+        doc["skipped"] = [s for s in c.skips if s["op"] == op]
+        md_path, json_path = out / (stem + ".md"), out / (stem + ".json")
+        md_path.write_text(markdown_document(op, env, c))
+        json_path.write_text(json.dumps(doc, indent=1, default=_json_default) + "\n")
+        paths += [md_path, json_path]
+    return paths
