@@ -105,14 +105,21 @@ def make_extension():
         _str_macro("AK_BUILD_CUDA_ARCHS", os.environ["TORCH_CUDA_ARCH_LIST"] if WITH_CUDA else "none"),
         _str_macro("AK_BUILD_CUDA_HOME", CUDA_HOME or "none"),
     ]
-    cxx_flags = ["-O3", "-std=c++17"]
+    # No -std flag: torch.utils.cpp_extension adds the standard its headers need (C++20 for torch >= 2.10).
+    cxx_flags = ["-O3"]
+    omp_link_args = []
+    if sys.platform.startswith("linux"):
+        # at::parallel_for is inline OpenMP in ATen's headers: without -fopenmp it runs serially.
+        # The extension then shares torch's libgomp.so.1 (same soname, already loaded by torch).
+        cxx_flags.append("-fopenmp")
+        omp_link_args.append("-fopenmp")
     sources = _src("bindings.cpp", "lrn_cpu.cpp")
     if not WITH_CUDA:
         return CppExtension("alexnet_kernels._C", sources, define_macros=macros,
-                            extra_compile_args={"cxx": cxx_flags})
+                            extra_compile_args={"cxx": cxx_flags}, extra_link_args=omp_link_args)
     macros.append(("AK_WITH_CUDA", "1"))
     sources += _src("lrn_cuda.cu")
-    include_dirs, library_dirs, libraries, link_args = [], [], [], []
+    include_dirs, library_dirs, libraries, link_args = [], [], [], list(omp_link_args)
     # The toolkit keeps its libraries in lib/ on some installs and lib64/ on others.
     for sub in ("lib", "lib64"):
         d = os.path.join(CUDA_HOME, sub)
@@ -127,7 +134,7 @@ def make_extension():
         so = sorted(f for f in os.listdir(libdir) if re.fullmatch(r"libcudnn\.so(\.\d+)?", f))[-1]
         # The wheel ships only the versioned soname (libcudnn.so.9): link it by file name.
         link_args += ["-l:" + so, "-Wl,-rpath," + libdir]
-    nvcc_flags = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"]
+    nvcc_flags = ["-O3", "--use_fast_math", "-lineinfo"]
     return CUDAExtension("alexnet_kernels._C", sources, define_macros=macros, include_dirs=include_dirs,
                          library_dirs=library_dirs, libraries=libraries, extra_link_args=link_args,
                          extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags})

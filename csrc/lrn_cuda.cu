@@ -1,0 +1,141 @@
+// CUDA kernels of cross-channel LRN (math: lrn_math.h; kernels and launch planning:
+// lrn_cuda_kernels.cuh). One launch for forward, one for backward, on the current stream. Nothing
+// is allocated and nothing synchronises: safe under CUDA-graph capture.
+//
+// ATen/cuda/CUDAContext.h is avoided on purpose: it includes cuBLAS / cuSPARSE headers, which a
+// minimal CUDA toolkit does not have. The stream comes from c10 (at::cuda::getCurrentCUDAStream is
+// the same function) and device limits from cudaDeviceGetAttribute.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <mutex>
+#include <unordered_map>
+
+#include "lrn.h"
+#include "lrn_cuda_kernels.cuh"
+
+namespace ak {
+namespace {
+
+// Read once per device (cudaDeviceGetAttribute neither synchronises nor enqueues work).
+DeviceLimits device_limits(int device) {
+  static std::mutex mutex;
+  static std::unordered_map<int, DeviceLimits> cache;
+  const std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find(device);
+  if (it == cache.end()) {
+    DeviceLimits limits;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&limits.max_smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&limits.sm_count, cudaDevAttrMultiProcessorCount, device));
+    it = cache.emplace(device, limits).first;
+  }
+  return it->second;
+}
+
+struct LaunchContext {
+  LrnShape shape;
+  LrnParams params;
+  bool rows_of_channels;
+  DeviceLimits device;
+  cudaStream_t stream;
+};
+
+LaunchContext make_context(const at::Tensor& x, int64_t size, double alpha, double beta, double k,
+                           bool channels_last) {
+  LaunchContext ctx;
+  ctx.shape = LrnShape{x.size(0), static_cast<int>(x.size(1)), x.size(2)};
+  ctx.params = make_lrn_params(size, alpha, beta, k);
+  ctx.rows_of_channels = channels_last || ctx.shape.S == 1;
+  ctx.device = device_limits(x.get_device());
+  ctx.stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
+  return ctx;
+}
+
+// Dynamic shared memory above the default 48 KiB needs an opt-in per kernel (plan_launch kept it
+// within the device's limit). cudaFuncSetAttribute is not a stream operation: allowed while a
+// CUDA graph is being captured.
+template <typename Kernel>
+void allow_smem(Kernel kernel, size_t bytes) {
+  if (bytes > 48 * 1024) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  }
+}
+
+template <typename T>
+void launch_forward(const T* x, T* y, const LaunchContext& ctx) {
+  const LaunchPlan plan = plan_launch<T>(false, ctx.shape, ctx.params, ctx.rows_of_channels, ctx.device);
+  const dim3 grid(static_cast<unsigned>(plan.grid));
+  const dim3 block(plan.block_x, plan.block_y);
+  switch (plan.kind) {
+    case KernelKind::kNchwTiles:
+      allow_smem(lrn_forward_nchw_kernel<T>, plan.smem_bytes);
+      lrn_forward_nchw_kernel<T><<<grid, block, plan.smem_bytes, ctx.stream>>>(x, y, ctx.shape, ctx.params, plan.tiles);
+      break;
+    case KernelKind::kNhwcTiles:
+      allow_smem(lrn_forward_nhwc_kernel<T>, plan.smem_bytes);
+      lrn_forward_nhwc_kernel<T><<<grid, block, plan.smem_bytes, ctx.stream>>>(x, y, ctx.shape, ctx.params,
+                                                                              plan.tile_positions, plan.tiles);
+      break;
+    case KernelKind::kFallback:
+      lrn_forward_fallback_kernel<T><<<grid, block, 0, ctx.stream>>>(x, y, plan.fallback, ctx.params);
+      break;
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename T>
+void launch_backward(const T* x, const T* dy, T* dx, const LaunchContext& ctx) {
+  const LaunchPlan plan = plan_launch<T>(true, ctx.shape, ctx.params, ctx.rows_of_channels, ctx.device);
+  const dim3 grid(static_cast<unsigned>(plan.grid));
+  const dim3 block(plan.block_x, plan.block_y);
+  switch (plan.kind) {
+    case KernelKind::kNchwTiles:
+      allow_smem(lrn_backward_nchw_kernel<T>, plan.smem_bytes);
+      lrn_backward_nchw_kernel<T><<<grid, block, plan.smem_bytes, ctx.stream>>>(x, dy, dx, ctx.shape, ctx.params,
+                                                                               plan.tiles);
+      break;
+    case KernelKind::kNhwcTiles:
+      allow_smem(lrn_backward_nhwc_kernel<T>, plan.smem_bytes);
+      lrn_backward_nhwc_kernel<T><<<grid, block, plan.smem_bytes, ctx.stream>>>(x, dy, dx, ctx.shape, ctx.params,
+                                                                               plan.tile_positions, plan.tiles);
+      break;
+    case KernelKind::kFallback:
+      lrn_backward_fallback_kernel<T><<<grid, block, 0, ctx.stream>>>(x, dy, dx, plan.fallback, ctx.params);
+      break;
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+#define AK_CUDA_DISPATCH(TYPE, NAME, ...)                                \
+  AT_DISPATCH_SWITCH(TYPE, NAME,                                         \
+                     AT_DISPATCH_CASE(at::ScalarType::Float, __VA_ARGS__) \
+                     AT_DISPATCH_CASE(at::ScalarType::Half, __VA_ARGS__)  \
+                     AT_DISPATCH_CASE(at::ScalarType::BFloat16, __VA_ARGS__))
+
+}  // namespace
+
+void lrn_forward_cuda(const at::Tensor& x, const at::Tensor& y, int64_t size, double alpha, double beta, double k,
+                      bool channels_last) {
+  if (x.numel() == 0) return;
+  const c10::cuda::CUDAGuard guard(x.device());
+  const LaunchContext ctx = make_context(x, size, alpha, beta, k, channels_last);
+  AK_CUDA_DISPATCH(x.scalar_type(), "lrn_forward_cuda", [&] {
+    launch_forward<scalar_t>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), ctx);
+  });
+}
+
+void lrn_backward_cuda(const at::Tensor& x, const at::Tensor& dy, const at::Tensor& dx, int64_t size, double alpha,
+                       double beta, double k, bool channels_last) {
+  if (x.numel() == 0) return;
+  const c10::cuda::CUDAGuard guard(x.device());
+  const LaunchContext ctx = make_context(x, size, alpha, beta, k, channels_last);
+  AK_CUDA_DISPATCH(x.scalar_type(), "lrn_backward_cuda", [&] {
+    launch_backward<scalar_t>(x.const_data_ptr<scalar_t>(), dy.const_data_ptr<scalar_t>(),
+                              dx.mutable_data_ptr<scalar_t>(), ctx);
+  });
+}
+
+}  // namespace ak

@@ -1,0 +1,171 @@
+// Element math of cross-channel Local Response Normalization, shared by the CPU kernels
+// (lrn_cpu.cpp) and the CUDA kernels (lrn_cuda.cu), so the CPU tests exercise the formulas the GPU
+// runs. Exactly torch.nn.functional.local_response_norm:
+//
+//   x viewed as (N, C, S); window size n >= 1; pre = n / 2, post = (n - 1) / 2.
+//   W(c) = [c - pre, c + post]; channels outside [0, C) count as zero; the divisor stays n.
+//   base_c = k + (alpha / n) * sum_{j in W(c)} x_j^2          (accumulated in fp32, or better)
+//   y_c    = x_c * base_c^(-beta)
+//
+// Backward, recomputed from x and dy alone:
+//   scale_j = base_j^(-beta)                    p_j = base_j^(-beta-1) = scale_j / base_j
+//   t_j     = dy_j * x_j * p_j
+//   dx_c    = dy_c * scale_c - (2 * alpha * beta / n) * x_c * sum_{j : c in W(j)} t_j
+//   c in W(j)  <=>  j in [c - post, c + pre]    (the transposed window: W(c) mirrored, which
+//                                                differs from W(c) when n is even)
+//
+// The Python side validates k > 0, alpha >= 0 and finite parameters, so base >= k > 0.
+//
+// Powers are computed as exp2(exponent * log2(base)). On the GPU these are the hardware
+// approximations (ex2.approx / lg2.approx under --use_fast_math, about 2 ulp); on the CPU the
+// same decomposition runs as branch-free polynomials (lrn_log2_poly / lrn_exp2_poly below, about
+// 1e-7 relative) that the compiler can auto-vectorise, where a libm call per element cannot be.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__CUDACC__)
+#define AK_HD __host__ __device__
+#else
+#define AK_HD
+#endif
+
+namespace ak {
+
+// ---------------------------------------------------------------------------------------------
+// Window bounds
+// ---------------------------------------------------------------------------------------------
+
+// Channels looked at before / after c by W(c).
+AK_HD inline int lrn_pre(int size) { return size / 2; }
+AK_HD inline int lrn_post(int size) { return (size - 1) / 2; }
+
+// [lo, hi] = [c - behind, c + ahead] clipped to [0, C). W(c) is (behind, ahead) = (pre, post);
+// the transposed window {j : c in W(j)} used by backward is (behind, ahead) = (post, pre).
+AK_HD inline int lrn_window_lo(int c, int behind) { return c - behind > 0 ? c - behind : 0; }
+AK_HD inline int lrn_window_hi(int c, int ahead, int C) { return c + ahead < C - 1 ? c + ahead : C - 1; }
+
+// ---------------------------------------------------------------------------------------------
+// Host power: exp2 / log2 as vectorisable polynomials (float in, float out, no branches).
+// ---------------------------------------------------------------------------------------------
+
+AK_HD inline uint32_t lrn_float_bits(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof(u));
+  return u;
+}
+
+AK_HD inline float lrn_bits_float(uint32_t u) {
+  float f;
+  memcpy(&f, &u, sizeof(f));
+  return f;
+}
+
+// log2(b) for b > 0 (subnormals included; log2(inf) = inf, log2(NaN) = NaN).
+// b = m * 2^e with m in [sqrt(1/2), sqrt(2)); ln(m) = 2 atanh(s), s = (m - 1) / (m + 1),
+// |s| <= 0.172: five odd terms leave < 1e-9. The choices are selects, not branches, so that loops
+// over this function vectorise (lrn_cpu.cpp compiles it with -fno-trapping-math semantics).
+AK_HD inline float lrn_log2_poly(float b) {
+  const uint32_t b_bits = lrn_float_bits(b);
+  const uint32_t scaled_bits = lrn_float_bits(b * 16777216.0f);   // b * 2^24: subnormals made normal
+  const bool subnormal = b_bits < 0x00800000u;
+  const uint32_t subnormal_mask = 0u - static_cast<uint32_t>(subnormal);   // a blend, not a branch
+  const uint32_t bits = (b_bits & ~subnormal_mask) | (scaled_bits & subnormal_mask);
+  const uint32_t mantissa = bits & 0x007fffffu;
+  const bool upper = mantissa > 0x003504f3u;                       // 1.mantissa > sqrt(2)
+  const int e = static_cast<int>(bits >> 23) - (subnormal ? 127 + 24 : 127) + (upper ? 1 : 0);
+  const float m = lrn_bits_float(mantissa | (upper ? 0x3f000000u : 0x3f800000u));   // [sqrt(1/2), sqrt(2))
+  const float s = (m - 1.0f) / (m + 1.0f);   // m - 1 is exact (Sterbenz)
+  const float s2 = s * s;
+  const float series = 1.0f + s2 * (0.333333333f + s2 * (0.2f + s2 * (0.142857143f + s2 * 0.111111111f)));
+  const float result = static_cast<float>(e) + s * series * 2.88539008f;   // 2 / ln 2
+  return b_bits >= 0x7f800000u ? b : result;                               // inf and NaN stay
+}
+
+// 2^t for t in [-126, 127.5]; NaN for NaN; 0 from about -126.5 down and inf from about 127.5 up
+// (no subnormal results; the clamp to [-127, 128] makes the exponent field 0 or all ones there).
+// t = i + f with i = round(t), |f| <= 1/2; 2^f by its Taylor series to degree 7 (truncation
+// < 6e-9 relative); 2^i assembled in the exponent field.
+AK_HD inline float lrn_exp2_poly(float t) {
+  t = t < -127.0f ? -127.0f : t;   // NaN passes both clamps
+  t = t > 128.0f ? 128.0f : t;
+  const float round_magic = 12582912.0f;         // 1.5 * 2^23: t + magic holds round(t) in its low bits
+  const float shifted = t + round_magic;
+  const float i = shifted - round_magic;
+  const int i_int = static_cast<int>(lrn_float_bits(shifted) - 0x4b400000u);   // = round(t), no cvt
+  const float f = t - i;
+  const float p =
+      1.0f + f * (0.693147181f + f * (0.240226507f + f * (0.0555041087f + f * (0.00961812911f +
+      f * (0.00133335581f + f * (0.000154035304f + f * 0.0000152527338f))))));
+  return p * lrn_bits_float(static_cast<uint32_t>(i_int + 127) << 23);   // 2^-127 -> 0, 2^128 -> inf
+}
+
+// ---------------------------------------------------------------------------------------------
+// Element formulas
+// ---------------------------------------------------------------------------------------------
+
+// base^exponent for base > 0, with IEEE pow's special values where they can arise here: NaN for a
+// NaN base, 0 or inf for an infinite base (x^2 overflowed), and 1 for exponent 0 whatever the base
+// (exp2(0 * log2(inf)) alone would give NaN). Results below about 2^-126.5 are flushed to 0.
+AK_HD inline float lrn_pow(float base, float exponent) {
+#if defined(__CUDA_ARCH__)
+  const float power = exp2f(exponent * log2f(base));   // ex2.approx(exponent * lg2.approx(base)) with fast math
+#else
+  const float power = lrn_exp2_poly(exponent * lrn_log2_poly(base));
+#endif
+  return exponent == 0.0f ? 1.0f : power;
+}
+
+// Double precision (the CPU kernels' float64 path, used by gradcheck): libm's pow.
+AK_HD inline double lrn_pow(double base, double exponent) { return pow(base, exponent); }
+
+// The formulas below take F = float (all kernels) or F = double (the CPU float64 path).
+
+// k + (alpha / n) * sum of squares over the window.
+template <typename F>
+AK_HD inline F lrn_base(F sumsq, F alpha_over_n, F k) { return k + alpha_over_n * sumsq; }
+
+// base^(-beta)
+template <typename F>
+AK_HD inline F lrn_scale(F base, F beta) { return lrn_pow(base, -beta); }
+
+// y = x * base^(-beta)
+template <typename F>
+AK_HD inline F lrn_forward_value(F x, F base, F beta) { return x * lrn_scale(base, beta); }
+
+// t = dy * x * base^(-beta-1), with scale = base^(-beta) already computed.
+template <typename F>
+AK_HD inline F lrn_t_term(F dy, F x, F base, F scale) { return dy * x * (scale / base); }
+
+// dx = dy * base^(-beta) - coef * x * tsum, with dy_scale = dy * base^(-beta) and
+// tsum = sum of t_j over the transposed window.
+template <typename F>
+AK_HD inline F lrn_backward_value(F dy_scale, F x, F tsum, F coef) {
+  return dy_scale - coef * x * tsum;
+}
+
+// The scalar parameters every kernel takes.
+struct LrnParams {
+  int size;            // n
+  int pre, post;       // W(c) = [c - pre, c + post]
+  float alpha_over_n;  // alpha / n
+  float beta;
+  float k;
+  float coef;          // 2 * alpha * beta / n
+};
+
+inline LrnParams make_lrn_params(int64_t size, double alpha, double beta, double k) {
+  LrnParams p;
+  p.size = static_cast<int>(size);
+  p.pre = lrn_pre(p.size);
+  p.post = lrn_post(p.size);
+  p.alpha_over_n = static_cast<float>(alpha / static_cast<double>(size));
+  p.beta = static_cast<float>(beta);
+  p.k = static_cast<float>(k);
+  p.coef = static_cast<float>(2.0 * alpha * beta / static_cast<double>(size));
+  return p;
+}
+
+}  // namespace ak
