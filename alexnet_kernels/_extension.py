@@ -5,11 +5,23 @@ Importing alexnet_kernels never fails because of the extension: if ``_C`` is mis
 Triton and torch backends keep working.
 """
 import importlib
+import os
 import threading
 import warnings
 
 _lock = threading.Lock()
 _state = {"loaded": False, "module": None, "error": None, "build_info": None}
+
+
+def _source_checkout_hint():
+    """Python puts the current directory first on sys.path: inside a checkout, `import alexnet_kernels`
+    finds the source tree, which has no compiled extension unless it was built in place."""
+    package_dir = os.path.dirname(os.path.abspath(__file__))
+    if os.path.isfile(os.path.join(os.path.dirname(package_dir), "setup.py")):
+        return ("; alexnet_kernels was imported from the source checkout %s, which holds no built extension: "
+                "run from outside the checkout, or build in place with `pip install --no-build-isolation -e .`"
+                % os.path.dirname(package_dir))
+    return ""
 
 
 def load():
@@ -23,7 +35,7 @@ def load():
                     _state["build_info"] = dict(module.build_info())
                     _state["module"] = module
                 except Exception as exc:  # ImportError, OSError from a bad .so, ...
-                    _state["error"] = "%s: %s" % (type(exc).__name__, exc)
+                    _state["error"] = "%s: %s%s" % (type(exc).__name__, exc, _source_checkout_hint())
                     warnings.warn(
                         "alexnet_kernels: the compiled extension alexnet_kernels._C is unavailable (%s); "
                         "the 'cpu', 'cuda' and cuDNN backends are disabled, 'triton' and 'torch' still "

@@ -61,7 +61,7 @@ def check_arguments(input, size, alpha, beta, k):
 def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0, *, backend=None):
     """torch.nn.functional.local_response_norm on alexnet_kernels' kernels.
 
-    backend: "auto" (default; the fastest measured for the device/dtype/layout), "triton", "cuda",
+    backend: "auto" (default; per device, the preference measured so far -- see README), "triton", "cuda",
     "cpu" (the C++ CPU kernel), or "torch" (torch's composite).  $ALEXNET_KERNELS_BACKEND sets the
     default.  A backend that is not built, or cannot take the input, raises BackendUnavailableError.
     Autograd saves only `input` for backward.
