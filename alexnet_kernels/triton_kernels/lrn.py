@@ -33,25 +33,40 @@ def _tile_pointers(ptr, n, offs_c, offs_s, stride_n, stride_c, stride_s):
 
 
 @triton.jit
+def _shifted_square(x_ptrs, offs_c, mask_s, C, stride_c, d):
+    """x[c + d]^2 for every channel c of the tile (zero outside [0, C)), in fp32."""
+    cc = offs_c + d
+    m = ((cc >= 0) & (cc < C))[:, None] & mask_s
+    v = tl.load(x_ptrs + d * stride_c, mask=m, other=0.0).to(tl.float32)
+    return v * v
+
+
+@triton.jit
 def _window_sumsq(x_ptrs, offs_c, mask_s, C, stride_c, shift, PRE: tl.constexpr, POST: tl.constexpr,
                   UNROLL: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
     """sum_{e=-PRE..POST} x[c + shift + e]^2 for every channel c of the tile, in fp32."""
     acc = tl.zeros((BLOCK_C, BLOCK_S), dtype=tl.float32)
     if UNROLL:
         for i in tl.static_range(PRE + POST + 1):
-            d = shift + i - PRE
-            cc = offs_c + d
-            m = ((cc >= 0) & (cc < C))[:, None] & mask_s
-            v = tl.load(x_ptrs + d * stride_c, mask=m, other=0.0).to(tl.float32)
-            acc += v * v
+            acc += _shifted_square(x_ptrs, offs_c, mask_s, C, stride_c, shift + i - PRE)
     else:
         for i in range(PRE + POST + 1):
-            d = shift + i - PRE
-            cc = offs_c + d
-            m = ((cc >= 0) & (cc < C))[:, None] & mask_s
-            v = tl.load(x_ptrs + d * stride_c, mask=m, other=0.0).to(tl.float32)
-            acc += v * v
+            acc += _shifted_square(x_ptrs, offs_c, mask_s, C, stride_c, shift + i - PRE)
     return acc
+
+
+@triton.jit
+def _transposed_term(x_ptrs, dy_ptrs, offs_c, mask_s, C, stride_c, d, alpha_over_n, beta, k,
+                     PRE: tl.constexpr, POST: tl.constexpr, UNROLL: tl.constexpr, BLOCK_C: tl.constexpr,
+                     BLOCK_S: tl.constexpr):
+    """t_j = dy_j * x_j * base_j^(-beta-1) at j = c + d, base_j recomputed from x (zero outside [0, C))."""
+    cc = offs_c + d
+    m = ((cc >= 0) & (cc < C))[:, None] & mask_s
+    x_j = tl.load(x_ptrs + d * stride_c, mask=m, other=0.0).to(tl.float32)
+    dy_j = tl.load(dy_ptrs + d * stride_c, mask=m, other=0.0).to(tl.float32)
+    base_j = k + alpha_over_n * _window_sumsq(x_ptrs, offs_c, mask_s, C, stride_c, d, PRE, POST, UNROLL,
+                                              BLOCK_C, BLOCK_S)
+    return dy_j * x_j * tl.exp2((-beta - 1.0) * tl.log2(base_j))
 
 
 @triton.jit
@@ -111,24 +126,12 @@ def lrn_backward_kernel(x_ptr, dy_ptr, dx_ptr, C, S, stride_n, stride_c, stride_
     tsum = tl.zeros((BLOCK_C, BLOCK_S), dtype=tl.float32)
     if UNROLL:
         for i in tl.static_range(PRE + POST + 1):
-            d = i - POST
-            cc = offs_c + d
-            m = ((cc >= 0) & (cc < C))[:, None] & mask_s
-            x_j = tl.load(x_ptrs + d * stride_c, mask=m, other=0.0).to(tl.float32)
-            dy_j = tl.load(dy_ptrs + d * stride_c, mask=m, other=0.0).to(tl.float32)
-            base_j = k + alpha_over_n * _window_sumsq(x_ptrs, offs_c, mask_s, C, stride_c, d, PRE, POST,
-                                                      UNROLL, BLOCK_C, BLOCK_S)
-            tsum += dy_j * x_j * tl.exp2((-beta - 1.0) * tl.log2(base_j))
+            tsum += _transposed_term(x_ptrs, dy_ptrs, offs_c, mask_s, C, stride_c, i - POST, alpha_over_n,
+                                     beta, k, PRE, POST, UNROLL, BLOCK_C, BLOCK_S)
     else:
         for i in range(PRE + POST + 1):
-            d = i - POST
-            cc = offs_c + d
-            m = ((cc >= 0) & (cc < C))[:, None] & mask_s
-            x_j = tl.load(x_ptrs + d * stride_c, mask=m, other=0.0).to(tl.float32)
-            dy_j = tl.load(dy_ptrs + d * stride_c, mask=m, other=0.0).to(tl.float32)
-            base_j = k + alpha_over_n * _window_sumsq(x_ptrs, offs_c, mask_s, C, stride_c, d, PRE, POST,
-                                                      UNROLL, BLOCK_C, BLOCK_S)
-            tsum += dy_j * x_j * tl.exp2((-beta - 1.0) * tl.log2(base_j))
+            tsum += _transposed_term(x_ptrs, dy_ptrs, offs_c, mask_s, C, stride_c, i - POST, alpha_over_n,
+                                     beta, k, PRE, POST, UNROLL, BLOCK_C, BLOCK_S)
     dx = dx - coef * x_c * tsum
 
     dx_ptrs = _tile_pointers(dx_ptr, n, offs_c, offs_s, stride_n, stride_c, stride_s)
