@@ -5,12 +5,12 @@
     BENCH_RESULTS_DIR=$OUT pytest benchmarks --benchmark-only
 
 At the end of the run one table per op and device type is printed, and on a GPU the results are
-written to benchmarks/results/<op>-<device>-<date>.md/.json (see benchmarks/common.py).
+written to benchmarks/results/<op>-<device>-<date>.md/.json (see benchmarks/benchlib.py).
 """
 import pytest
 import torch
 
-from . import common
+import benchlib as common
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Shared benchmark machinery: timing, the bandwidth ceiling, result collection, summary and writing.
 
-Each op has one test file, benchmarks/test_<op>.py.  It calls register_op() once at import (case
+Each op has one benchmark file, benchmarks/bench_<op>.py (collected through pyproject.toml's python_files).  It calls register_op() once at import (case
 fields, providers and baselines per device type, notes for the results file); each test then either
 skips a provider with skip() (the reason is kept and shown in the summary) or times it and calls
 record().  benchmarks/conftest.py prints one summary table per op and device type at the end of the

@@ -1,7 +1,7 @@
 """Benchmarks of cross-channel LRN (AlexNet's: size 5, alpha 1e-4, beta 0.75, k 2).
 
-    pytest benchmarks/test_lrn.py --benchmark-only
-    pytest benchmarks/test_lrn.py --benchmark-only -k "fwd and 96x55x55 and fp16"   # a subset
+    pytest benchmarks/bench_lrn.py --benchmark-only
+    pytest benchmarks/bench_lrn.py --benchmark-only -k "fwd and 96x55x55 and fp16"   # a subset
 
 GPU (test_lrn_gpu): providers ours-triton, ours-cuda, cudnn, torch-eager, torch-compile; batch 128 x
 (96,55,55), (96,27,27), (256,27,27), (256,13,13); fp32/fp16/bf16; NCHW/channels_last; modes
@@ -23,7 +23,7 @@ import alexnet_kernels  # noqa: F401  (registers the alexnet_kernels::lrn_* cust
 from alexnet_kernels import _backends, baselines
 from alexnet_kernels.lrn import local_response_norm
 
-from . import common
+import benchlib as common
 
 OP = "lrn"
 SIZE, ALPHA, BETA, K = 5, 1e-4, 0.75, 2.0
