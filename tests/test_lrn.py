@@ -325,6 +325,22 @@ def test_backends_agree(device, backend):
     torch.testing.assert_close(dx, dx_t, rtol=2e-5, atol=1e-6)
 
 
+def test_cpu_autocast_bf16():
+    """Under CPU autocast the conv yields bf16 and LRN runs in bf16 on the C++ kernel, with gradients."""
+    require("cpu", "cpu", torch.bfloat16)
+    conv = torch.nn.Conv2d(3, 16, 3)
+    m = lrn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)
+    x = torch.randn(2, 3, 11, 11)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = conv(x)
+        y = m(h)
+    assert h.dtype == y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    y_ref, _ = reference(h, 5, 1e-4, 0.75, 2.0)
+    assert rel_err(y, y_ref) <= 2 * rel_err(y_ref.to(torch.bfloat16), y_ref) + 1e-4
+    assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()
+
+
 # ----------------------------------------------------------------------------------------------------
 # GPU only
 
