@@ -79,6 +79,23 @@ __device__ __forceinline__ uint32_t element_address(const T* p) {
 
 __device__ __forceinline__ void store_zero16(void* dst) { *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0); }
 
+// One 16-byte shared slot dst[0, kVec) <- src[e0, e0 + kVec): a single 16-byte load when the whole slot
+// lies inside [0, count) (the caller aligned e0 with the global address), else element by element with
+// zeros outside.
+template <typename T>
+__device__ __forceinline__ void copy_slot(const T* __restrict__ src, int count, int e0, T* dst) {
+  constexpr int kVec = VecTraits<T>::kVec;
+  if (e0 >= 0 && e0 + kVec <= count) {
+    *reinterpret_cast<uint4*>(dst) = __ldg(reinterpret_cast<const uint4*>(src + e0));
+  } else {
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) {
+      const int e = e0 + i;
+      dst[i] = (e >= 0 && e < count) ? src[e] : T(0.0f);
+    }
+  }
+}
+
 // Copies elements [0, count) of a contiguous global span into shared memory at dst[phase + e],
 // where phase = (element address of src) mod kVec. Global 16-byte vectors then land on 16-byte
 // aligned shared vectors: full vectors move with one 16-byte load and store, the two partial ends
@@ -88,19 +105,7 @@ __device__ __forceinline__ void load_span(const T* __restrict__ src, int count, 
                                           int nthreads) {
   constexpr int kVec = VecTraits<T>::kVec;
   const int slots = (phase + count + kVec - 1) / kVec;
-  for (int v = tid; v < slots; v += nthreads) {
-    const int e0 = v * kVec - phase;
-    T* d = dst + v * kVec;
-    if (e0 >= 0 && e0 + kVec <= count) {
-      *reinterpret_cast<uint4*>(d) = __ldg(reinterpret_cast<const uint4*>(src + e0));
-    } else {
-#pragma unroll
-      for (int i = 0; i < kVec; ++i) {
-        const int e = e0 + i;
-        d[i] = (e >= 0 && e < count) ? src[e] : T(0.0f);
-      }
-    }
-  }
+  for (int v = tid; v < slots; v += nthreads) copy_slot(src, count, v * kVec - phase, dst + v * kVec);
 }
 
 // ================================================================================================
@@ -167,16 +172,7 @@ __device__ void load_nchw_rows(const T* __restrict__ src, T* tile, const LrnShap
     }
     const int phase = static_cast<int>((row0 + static_cast<uint32_t>(r) * S32) & (kVec - 1));
     const T* row = src + (n * shape.C + channel) * shape.S + s0;
-    const int e0 = v * kVec - phase;
-    if (e0 >= 0 && e0 + kVec <= len) {
-      *reinterpret_cast<uint4*>(dst) = __ldg(reinterpret_cast<const uint4*>(row + e0));
-    } else {
-#pragma unroll
-      for (int i = 0; i < kVec; ++i) {
-        const int e = e0 + i;
-        dst[i] = (e >= 0 && e < len) ? row[e] : T(0.0f);
-      }
-    }
+    copy_slot(row, len, v * kVec - phase, dst);
   }
 }
 
