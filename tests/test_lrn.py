@@ -221,6 +221,16 @@ def test_backward_saves_only_the_input():
     y.sum().backward()
 
 
+def test_double_backward_raises_instead_of_answering_zero():
+    x = make_input((2, 5, 3, 3)).requires_grad_()
+    for forward in (lambda t: lrn.local_response_norm(t, 3, backend="auto"),
+                    lambda t: torch.ops.alexnet_kernels.lrn_forward(t, 3, 1e-4, 0.75, 1.0, "auto")):
+        dy = torch.randn(2, 5, 3, 3, requires_grad=True)
+        (g,) = torch.autograd.grad(forward(x), x, dy, create_graph=True)
+        with pytest.raises(RuntimeError):
+            torch.autograd.grad(g.sum(), (x, dy))
+
+
 @pytest.mark.parametrize("device,backend", device_backend_params())
 def test_opcheck(device, backend):
     require(backend, device)

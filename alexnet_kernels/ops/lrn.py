@@ -14,6 +14,7 @@ output has the input's layout.  Any other strides are copied once to contiguous 
 """
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from .. import _backends, _extension
 
@@ -195,6 +196,7 @@ class LRNFunction(torch.autograd.Function):
         return _run_forward(x, size, alpha, beta, k, backend)
 
     @staticmethod
+    @once_differentiable  # the backward kernels have no derivative: double backward raises, never zeros
     def backward(ctx, dy):
         (x,) = ctx.saved_tensors
         return _run_backward(dy, x, *ctx.params), None, None, None, None, None
