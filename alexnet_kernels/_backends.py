@@ -118,5 +118,26 @@ def resolve(backend, x, fastest_on_cuda, supports_dtype):
     return "torch"
 
 
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def supports_dtype(backend, dtype):
+    """Every op's kernels take fp32/fp16/bf16 (fp32 accumulation); the C++ CPU kernels also float64 (for
+    gradcheck); the torch composites take any floating dtype."""
+    return backend == "torch" or dtype in KERNEL_DTYPES or (backend == "cpu" and dtype == torch.float64)
+
+
+def resolve_checked(backend, x, op, fastest_on_cuda):
+    """resolve() with the dtype policy above, then raise BackendUnavailableError if the backend cannot
+    run on x (not built, wrong device, unsupported dtype)."""
+    backend = resolve(backend, x, fastest_on_cuda, supports_dtype)
+    check(backend, x.device, op)
+    if not supports_dtype(backend, x.dtype):
+        raise BackendUnavailableError(
+            "%s: backend=%r does not support dtype %s: its kernels take float32, float16 and bfloat16%s; "
+            "backend='torch' takes any floating dtype" % (op, backend, x.dtype, " (and float64 on 'cpu')"))
+    return backend
+
+
 def is_cuda_tensor(x):
     return isinstance(x, torch.Tensor) and x.device.type == "cuda"

@@ -2,9 +2,6 @@
 
 Runs on CPU in CI (C++ CPU kernel; Triton under TRITON_INTERPRET=1; torch composite) and, when a GPU is
 present, the same tests run the CUDA and Triton backends on cuda plus the cuDNN baseline."""
-import math
-import os
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,43 +11,8 @@ import alexnet_kernels.lrn as lrn
 from alexnet_kernels import _backends, _extension, baselines
 from alexnet_kernels.ops import lrn as lrn_ops
 
-HAS_CUDA = torch.cuda.is_available()
-DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
-INTERPRETED = _backends.triton_interpreting()
-
-
-def backends_for(device):
-    return {"cpu": ["cpu", "triton", "torch"], "cuda": ["cuda", "triton", "torch"]}[device]
-
-
-def device_backend_params():
-    return [pytest.param(d, b, id="%s-%s" % (d, b)) for d in DEVICES for b in backends_for(d)]
-
-
-def require(backend, device, dtype=torch.float32):
-    err = _backends.backend_error(backend, torch.device(device))
-    if err is not None:
-        pytest.skip("backend %r unavailable on %s: %s" % (backend, device, err))
-    if backend == "triton" and INTERPRETED and dtype == torch.bfloat16:
-        pytest.skip("the Triton interpreter has no bf16 math; bf16 Triton runs in the GPU suite")
-    if backend == "torch" and device == "cpu" and dtype in (torch.float16, torch.bfloat16):
-        pytest.skip("torch's composite has no CPU float16/bfloat16 kernel (avg_pool3d)")
-
-
-def make_input(shape, dtype=torch.float32, device="cpu", layout="contiguous", scale=3.0, seed=None):
-    """Fresh random input (never zeros) in the requested memory layout."""
-    g = torch.Generator().manual_seed(seed if seed is not None else torch.randint(0, 2**31, ()).item())
-    x = torch.randn(shape, generator=g, dtype=torch.float64) * scale
-    if layout == "channels_last":
-        x = x.to(memory_format=torch.channels_last if len(shape) == 4 else torch.channels_last_3d)
-    elif layout == "spatial_last":  # (N, *, C) storage for any rank, e.g. 3-D (N, L, C).transpose(1, 2)
-        perm = (0,) + tuple(range(2, len(shape))) + (1,)
-        inv = sorted(range(len(perm)), key=perm.__getitem__)
-        x = x.permute(perm).contiguous().permute(inv)
-    elif layout == "strided":  # non-contiguous view: every other element of the last dim
-        big = torch.randn(shape[:-1] + (2 * shape[-1],), generator=g, dtype=torch.float64) * scale
-        x = big[..., ::2]
-    return x.to(device=device, dtype=dtype)
+from common import (DEVICES, HAS_CUDA, device_backend_params, make_input, rel_err,  # noqa: F401
+                    require)
 
 
 def reference(x, size, alpha, beta, k, dy=None):
@@ -61,12 +23,6 @@ def reference(x, size, alpha, beta, k, dy=None):
         return y, None
     (dx,) = torch.autograd.grad(y, x64, dy.to(torch.float64))
     return y, dx
-
-
-def rel_err(a, ref):
-    a, ref = a.detach().to(torch.float64).cpu(), ref.detach().to(torch.float64).cpu()
-    denom = ref.norm().item()
-    return (a - ref).norm().item() / (denom if denom > 0 else 1.0)
 
 
 def ours(x, size, alpha, beta, k, backend, dy=None):

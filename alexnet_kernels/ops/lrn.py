@@ -19,7 +19,6 @@ from torch.autograd.function import once_differentiable
 from .. import _backends, _extension
 
 NCS, NSC = "NCS", "NSC"   # (N, C, S) strides (C*S, S, 1) and (C*S, 1, C)
-KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _spatial_last_perm(ndim):
@@ -35,13 +34,14 @@ def layout_of(x):
     return None
 
 
-def empty_in_layout(shape, layout, like):
-    """An uninitialised tensor of `shape` stored in `layout`."""
+def empty_in_layout(shape, layout, like, dtype=None):
+    """An uninitialised tensor of `shape` stored in `layout`, on like's device, of like's dtype by default."""
+    dtype = like.dtype if dtype is None else dtype
     if layout == NCS:
-        return torch.empty(shape, dtype=like.dtype, device=like.device)
+        return torch.empty(shape, dtype=dtype, device=like.device)
     perm = _spatial_last_perm(len(shape))
     inverse = sorted(range(len(perm)), key=perm.__getitem__)
-    return torch.empty([shape[p] for p in perm], dtype=like.dtype, device=like.device).permute(inverse)
+    return torch.empty([shape[p] for p in perm], dtype=dtype, device=like.device).permute(inverse)
 
 
 def as_ncs_view(t, layout):
@@ -67,20 +67,11 @@ def _fastest_on_cuda(x):
     return AUTO_CUDA_PREFERENCE
 
 
-def supports_dtype(backend, dtype):
-    """The kernels take fp32/fp16/bf16 (fp32 accumulation); the C++ CPU kernel also float64 (for
-    gradcheck); the torch composite takes any floating dtype."""
-    return backend == "torch" or dtype in KERNEL_DTYPES or (backend == "cpu" and dtype == torch.float64)
+supports_dtype = _backends.supports_dtype
 
 
 def resolve_backend(backend, x, op):
-    backend = _backends.resolve(backend, x, _fastest_on_cuda, supports_dtype)
-    _backends.check(backend, x.device, op)
-    if not supports_dtype(backend, x.dtype):
-        raise _backends.BackendUnavailableError(
-            "%s: backend=%r does not support dtype %s: its kernels take float32, float16 and bfloat16%s; "
-            "backend='torch' takes any floating dtype" % (op, backend, x.dtype, " (and float64 on 'cpu')"))
-    return backend
+    return _backends.resolve_checked(backend, x, op, _fastest_on_cuda)
 
 
 def triton_lrn():
