@@ -1,0 +1,214 @@
+"""2-D max-pooling as torch.library custom ops, with fake kernels and registered autograd.
+
+    torch.ops.alexnet_kernels.max_pool2d_forward(x, kernel_size, stride, padding, ceil_mode, backend)
+        -> (y, offsets)
+    torch.ops.alexnet_kernels.max_pool2d_backward(dy, offsets, input_hw, channels_last, kernel_size,
+                                                   stride, padding, ceil_mode, backend) -> dx
+
+x is 4-D (N, C, H, W); dilation is 1.  `offsets` (uint8, y's shape and layout) holds each maximum's
+in-window offset (ih - hstart) * kW + (iw - wstart), hstart = oh*sH - pH, wstart = ow*sW - pW: one byte per
+output instead of torch's int64 index.  Saved for backward: the offsets only (not the input), so the
+backward reads dy and the offsets and writes dx.  Values, the choice of maximum (first in scan order on
+ties, last NaN with NaNs) and the gradients are torch's exactly.
+
+Backends: "triton" (any strides), "cuda" / "cpu" (C++; NCHW- or channels_last-contiguous, other strides
+copied once), "torch" (F.max_pool2d with indices converted to offsets) and "auto".
+"""
+from typing import List, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from .. import _backends, _extension
+from .lrn import NCS, NSC, empty_in_layout, layout_of
+
+# Offsets are one byte: windows of more elements are delegated to torch by the functional API.
+MAX_WINDOW_ELEMENTS = 256
+
+# Preference order of backends for cuda tensors under backend="auto" (neither GPU backend has been
+# measured on a GPU yet: re-order from the first benchmark run).
+AUTO_CUDA_PREFERENCE = ("triton", "cuda")
+
+
+def _fastest_on_cuda(x):
+    return AUTO_CUDA_PREFERENCE
+
+
+def resolve_backend(backend, x, op):
+    return _backends.resolve_checked(backend, x, op, _fastest_on_cuda)
+
+
+def output_size(size, kernel, stride, pad, ceil_mode):
+    """torch's pooling_output_shape for dilation 1 (floor division rounds toward -inf like div_rtn)."""
+    out = (size + 2 * pad - kernel + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1  # the last window must start inside the input or its left padding
+    return out
+
+
+def output_hw(hw, kernel_size, stride, padding, ceil_mode):
+    return tuple(output_size(hw[i], kernel_size[i], stride[i], padding[i], ceil_mode) for i in range(2))
+
+
+def pool_layout(x):
+    """Layout of a pooling op's outputs for input x: channels_last stays channels_last, else NCHW."""
+    return layout_of(x) or NCS
+
+
+def kernel_ready(x, backend):
+    """x as the backend's kernels take it: Triton takes any strides, C++ one of the two dense layouts."""
+    if backend in ("cpu", "cuda") and layout_of(x) is None:
+        return x.contiguous()
+    return x
+
+
+def in_layout(t, layout):
+    """t stored in `layout` (a copy only when it is not already)."""
+    return t if layout_of(t) == layout else empty_in_layout(t.shape, layout, t).copy_(t)
+
+
+def _window_starts(out_hw, stride, padding, device):
+    hstart = torch.arange(out_hw[0], device=device) * stride[0] - padding[0]
+    wstart = torch.arange(out_hw[1], device=device) * stride[1] - padding[1]
+    return hstart[:, None], wstart[None, :]
+
+
+def offsets_from_indices(indices, width, kernel_size, stride, padding):
+    """torch's flat indices ih * W + iw -> one-byte in-window offsets."""
+    hstart, wstart = _window_starts(indices.shape[-2:], stride, padding, indices.device)
+    ih, iw = indices // width, indices % width
+    return ((ih - hstart) * kernel_size[1] + (iw - wstart)).to(torch.uint8)
+
+
+def indices_from_offsets(offsets, width, kernel_size, stride, padding):
+    """One-byte in-window offsets -> torch's flat indices ih * W + iw (int64)."""
+    hstart, wstart = _window_starts(offsets.shape[-2:], stride, padding, offsets.device)
+    o = offsets.long()
+    return (hstart + o // kernel_size[1]) * width + (wstart + o % kernel_size[1])
+
+
+def torch_pool_backward(dy, offsets, input_shape, layout, kernel_size, stride, padding, ceil_mode):
+    """torch's own max-pool backward, routed by our offsets (the reference for every backend)."""
+    indices = indices_from_offsets(offsets, input_shape[3], kernel_size, stride, padding)
+    like = empty_in_layout(input_shape, layout, dy)  # read for its shape and layout only
+    return torch.ops.aten.max_pool2d_with_indices_backward(dy, like, list(kernel_size), list(stride),
+                                                           list(padding), [1, 1], ceil_mode, indices)
+
+
+def triton_pool():
+    """The Triton kernels module, imported on first use (importing triton costs ~1 s)."""
+    from ..triton_kernels import pool as module
+    return module
+
+
+def _run_forward(x, kernel_size, stride, padding, ceil_mode, backend):
+    x = kernel_ready(x, backend)
+    layout = pool_layout(x)
+    N, C, H, W = x.shape
+    shape = (N, C) + output_hw((H, W), kernel_size, stride, padding, ceil_mode)
+    y = empty_in_layout(shape, layout, x)
+    offsets = empty_in_layout(shape, layout, x, torch.uint8)
+    if y.numel() == 0:
+        return y, offsets
+    if backend == "torch":
+        ref, indices = F.max_pool2d(x, kernel_size, stride, padding, 1, ceil_mode, return_indices=True)
+        y.copy_(ref)
+        offsets.copy_(offsets_from_indices(indices, W, kernel_size, stride, padding))
+    elif backend == "triton":
+        triton_pool().max_pool2d_forward(x, y, offsets, kernel_size, stride, padding)
+    else:
+        _extension.load().max_pool2d_forward(x, y, offsets, *kernel_size, *stride, *padding, layout == NSC)
+    return y, offsets
+
+
+def _run_backward(dy, offsets, input_hw, channels_last, kernel_size, stride, padding, ceil_mode, backend):
+    layout = NSC if channels_last else NCS
+    N, C = dy.shape[0], dy.shape[1]
+    shape = (N, C) + tuple(input_hw)
+    if N * C == 0:
+        return empty_in_layout(shape, layout, dy)
+    if backend == "torch":
+        return in_layout(torch_pool_backward(dy, offsets, shape, layout, kernel_size, stride, padding,
+                                             ceil_mode), layout)
+    dx = empty_in_layout(shape, layout, dy)
+    if backend == "triton":
+        triton_pool().max_pool2d_backward(dy, offsets, dx, kernel_size, stride, padding)
+    else:
+        _extension.load().max_pool2d_backward(in_layout(dy, layout), in_layout(offsets, layout), dx,
+                                              *kernel_size, *stride, *padding, channels_last)
+    return dx
+
+
+@torch.library.custom_op("alexnet_kernels::max_pool2d_forward", mutates_args=())
+def max_pool2d_forward(x: torch.Tensor, kernel_size: List[int], stride: List[int], padding: List[int],
+                       ceil_mode: bool, backend: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    backend = resolve_backend(backend, x, "max_pool2d_forward")
+    return _run_forward(x, kernel_size, stride, padding, ceil_mode, backend)
+
+
+@max_pool2d_forward.register_fake
+def _max_pool2d_forward_fake(x, kernel_size, stride, padding, ceil_mode, backend):
+    shape = tuple(x.shape[:2]) + output_hw(x.shape[2:], kernel_size, stride, padding, ceil_mode)
+    layout = pool_layout(x)
+    return empty_in_layout(shape, layout, x), empty_in_layout(shape, layout, x, torch.uint8)
+
+
+@torch.library.custom_op("alexnet_kernels::max_pool2d_backward", mutates_args=())
+def max_pool2d_backward(dy: torch.Tensor, offsets: torch.Tensor, input_hw: List[int], channels_last: bool,
+                        kernel_size: List[int], stride: List[int], padding: List[int], ceil_mode: bool,
+                        backend: str) -> torch.Tensor:
+    backend = resolve_backend(backend, dy, "max_pool2d_backward")
+    return _run_backward(dy, offsets, input_hw, channels_last, kernel_size, stride, padding, ceil_mode,
+                         backend)
+
+
+@max_pool2d_backward.register_fake
+def _max_pool2d_backward_fake(dy, offsets, input_hw, channels_last, kernel_size, stride, padding, ceil_mode,
+                              backend):
+    return empty_in_layout(tuple(dy.shape[:2]) + tuple(input_hw), NSC if channels_last else NCS, dy)
+
+
+def _setup_context(ctx, inputs, output):
+    x, kernel_size, stride, padding, ceil_mode, backend = inputs
+    y, offsets = output
+    ctx.mark_non_differentiable(offsets)
+    ctx.save_for_backward(offsets)  # one byte per output; the input is not kept
+    ctx.params = (list(x.shape[2:]), layout_of(y) == NSC, kernel_size, stride, padding, ceil_mode, backend)
+
+
+def _backward(ctx, dy, _doffsets):
+    (offsets,) = ctx.saved_tensors
+    dx = torch.ops.alexnet_kernels.max_pool2d_backward(dy, offsets, *ctx.params)
+    return dx, None, None, None, None, None
+
+
+torch.library.register_autograd("alexnet_kernels::max_pool2d_forward", _backward, setup_context=_setup_context)
+
+
+class MaxPool2dFunction(torch.autograd.Function):
+    """The eager path: the same kernels and saved tensor as the custom op without the custom-op
+    dispatcher's per-call Python cost.  Under torch.compile the custom op is used instead."""
+
+    @staticmethod
+    def forward(ctx, x, kernel_size, stride, padding, ceil_mode, backend):
+        backend = resolve_backend(backend, x, "max_pool2d_forward")
+        y, offsets = _run_forward(x, kernel_size, stride, padding, ceil_mode, backend)
+        ctx.save_for_backward(offsets)
+        ctx.params = (tuple(x.shape[2:]), layout_of(y) == NSC, kernel_size, stride, padding, ceil_mode, backend)
+        ctx.mark_non_differentiable(offsets)
+        return y, offsets
+
+    @staticmethod
+    @once_differentiable  # no derivative of the backward kernels: double backward raises, never zeros
+    def backward(ctx, dy, _doffsets):
+        (offsets,) = ctx.saved_tensors
+        return _run_backward(dy, offsets, *ctx.params), None, None, None, None, None
+
+
+def max_pool2d(x, kernel_size, stride, padding, ceil_mode, backend):
+    """Max-pool of a 4-D tensor with autograd: the custom op under torch.compile, else MaxPool2dFunction."""
+    if torch.compiler.is_compiling():
+        return torch.ops.alexnet_kernels.max_pool2d_forward(x, list(kernel_size), list(stride), list(padding),
+                                                            ceil_mode, backend)[0]
+    return MaxPool2dFunction.apply(x, kernel_size, stride, padding, ceil_mode, backend)[0]

@@ -1,0 +1,115 @@
+"""2-D max-pooling: the functional API and a drop-in module.
+
+    import alexnet_kernels.pool as pool
+    y = pool.max_pool2d(x, kernel_size=3, stride=2)   # torch.nn.functional.max_pool2d's signature
+    m = pool.MaxPool2d(3, 2)                          # drop-in for torch.nn.MaxPool2d
+
+Values, the choice of maximum (the first in scan order on ties -- after a ReLU whole windows are zero --
+and the last NaN when there are NaNs) and therefore the gradients are torch's exactly.  The backward is a
+deterministic gather (no atomics).  Autograd keeps one byte per output (the maximum's in-window offset)
+instead of torch's int64 index and does not keep the input.
+
+Delegated to torch.nn.functional.max_pool2d (documented, tested): return_indices=True, dilation != 1, and
+windows of more than 256 elements (the offsets are one byte).
+"""
+import numbers
+
+import torch
+import torch.nn.functional as F
+
+from . import _backends
+from .ops import pool as _ops
+
+__all__ = ["max_pool2d", "MaxPool2d"]
+
+
+def _pair(op, name, value, minimum):
+    """An int or a sequence of 1 or 2 ints -> a pair, each >= minimum (torch's accepted forms)."""
+    items = list(value) if isinstance(value, (tuple, list, torch.Size)) else [value]
+    if len(items) == 1:
+        items = items * 2
+    if len(items) != 2 or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in items):
+        raise TypeError("%s: %s must be an int or a tuple of 1 or 2 ints, got %r" % (op, name, value))
+    items = tuple(int(v) for v in items)
+    if min(items) < minimum:
+        raise ValueError("%s: %s must be >= %d, got %r" % (op, name, minimum, value))
+    return items
+
+
+def check_pool_arguments(op, input, kernel_size, stride, padding, dilation, ceil_mode):
+    """Validate like torch's max_pool2d; returns (kernel_size, stride, padding, dilation) as pairs."""
+    if not isinstance(input, torch.Tensor):
+        raise TypeError("%s: input must be a torch.Tensor, got %s" % (op, type(input).__name__))
+    if input.dim() not in (3, 4):
+        raise ValueError("%s: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, got shape %s"
+                         % (op, tuple(input.shape)))
+    if not input.is_floating_point():
+        raise TypeError("%s: expected a floating-point input, got dtype %s" % (op, input.dtype))
+    if any(s == 0 for s in input.shape[-3:]):
+        raise ValueError("%s: only the batch dimension may be empty, got shape %s" % (op, tuple(input.shape)))
+    kernel_size = _pair(op, "kernel_size", kernel_size, 1)
+    stride = kernel_size if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) \
+        else _pair(op, "stride", stride, 1)
+    padding = _pair(op, "padding", padding, 0)
+    dilation = _pair(op, "dilation", dilation, 1)
+    if not isinstance(ceil_mode, bool):
+        raise TypeError("%s: ceil_mode must be a bool, got %r" % (op, ceil_mode))
+    for p, kern, d in zip(padding, kernel_size, dilation):
+        effective = (kern - 1) * d + 1
+        if p > effective // 2:
+            raise ValueError("%s: padding must be at most half of the (effective) kernel size, got padding %s "
+                             "for kernel_size %s (torch rejects it too)" % (op, padding, kernel_size))
+    out = tuple(_ops.output_size(input.shape[-2 + i], (kernel_size[i] - 1) * dilation[i] + 1, stride[i],
+                                 padding[i], ceil_mode) for i in range(2))
+    if min(out) < 1:
+        raise ValueError("%s: the kernel %s is larger than the padded input %s (padding %s): the output "
+                         "would be %dx%d" % (op, kernel_size, tuple(input.shape[-2:]), padding, *out))
+    return kernel_size, stride, padding, dilation
+
+
+def check_backend(op, backend):
+    if backend is None:
+        return _backends.default_backend()
+    if backend not in _backends.BACKENDS:
+        raise ValueError("%s: backend must be one of %s, got %r" % (op, ", ".join(map(repr, _backends.BACKENDS)),
+                                                                   backend))
+    return backend
+
+
+def batched(fn, input):
+    """Run fn on a 4-D view of a 3-D (C, H, W) or 4-D input; the result has the input's rank."""
+    if input.dim() == 3:
+        return fn(input.unsqueeze(0)).squeeze(0)
+    return fn(input)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False,
+               *, backend=None):
+    """torch.nn.functional.max_pool2d on alexnet_kernels' kernels.
+
+    backend: "auto" (default), "triton", "cuda", "cpu" (C++ CPU kernels) or "torch"; $ALEXNET_KERNELS_BACKEND
+    sets the default.  A backend that is not built or cannot take the input raises BackendUnavailableError.
+    return_indices=True, dilation != 1 and windows of more than 256 elements are computed by torch.
+    """
+    op = "max_pool2d"
+    kernel_size, stride, padding, dilation = check_pool_arguments(op, input, kernel_size, stride, padding,
+                                                                  dilation, ceil_mode)
+    backend = check_backend(op, backend)
+    if (return_indices or dilation != (1, 1)
+            or kernel_size[0] * kernel_size[1] > _ops.MAX_WINDOW_ELEMENTS):
+        return F.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+    return batched(lambda x: _ops.max_pool2d(x, kernel_size, stride, padding, ceil_mode, backend), input)
+
+
+class MaxPool2d(torch.nn.MaxPool2d):
+    """Drop-in for torch.nn.MaxPool2d (same arguments, repr and empty state_dict; a subclass, so
+    isinstance checks keep working); the keyword-only `backend` chooses the kernels."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False,
+                 *, backend=None):
+        super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
+        self.backend = backend
+
+    def forward(self, input):
+        return max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                          ceil_mode=self.ceil_mode, return_indices=self.return_indices, backend=self.backend)
