@@ -1,0 +1,352 @@
+"""The fused ReLU -> LRN -> max-pool block against the unfused chain relu -> F.local_response_norm ->
+F.max_pool2d evaluated in float64 (values and d(input)), and its tie routing against torch's pool.
+
+Runs on CPU in CI (C++ CPU kernels; Triton under TRITON_INTERPRET=1; torch) and on cuda when present."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import alexnet_kernels
+import alexnet_kernels.fused as fused
+import alexnet_kernels.lrn as lrn
+import alexnet_kernels.pool as pool
+from alexnet_kernels import _extension
+from alexnet_kernels.ops import pool as pool_ops
+
+from common import DEVICES, HAS_CUDA, device_backend_params, make_input, rel_err, require
+
+ALEXNET = (5, 1e-4, 0.75, 2.0)   # size, alpha, beta, k
+STRONG = (5, 1e-1, 0.75, 1.0)    # a large alpha, so that the normaliser matters at scale-3 inputs
+
+# (shape, (size, alpha, beta, k), (kernel, stride, padding, ceil_mode))
+CASES = [
+    ((2, 7, 11, 9), STRONG, (3, 2, 0, False)),
+    ((2, 6, 12, 10), (4, 2e-2, 0.75, 2.0), (3, 2, 1, True)),       # even LRN window, padding, ceil mode
+    ((1, 3, 9, 8), (9, 1e-1, 0.5, 1.0), ((3, 2), (2, 1), 1, False)),  # n > C, rectangular pool
+    ((2, 1, 7, 7), (1, 1e-1, 1.5, 1.0), (2, 2, 0, False)),         # C = 1, n = 1
+    ((3, 6, 10, 9), STRONG, (3, 2, 0, True)),                       # ceil mode adds a partial window
+]
+
+
+def case_id(case):
+    shape, (size, *_), geometry = case
+    return "%s-n%d-k%s-s%s-p%s%s" % ("x".join(map(str, shape)), size, *geometry[:3], "-ceil" if geometry[3] else "")
+
+
+def unfused(x, dz, lrn_args, geometry, dtype=torch.float64, round_lrn_to=None):
+    """The chain relu -> LRN -> max-pool in torch ops, in `dtype`; returns (z, dx, pool indices).
+    round_lrn_to: round the LRN output (and its gradient) to that dtype, as a chain stored in it would."""
+    size, alpha, beta, k = lrn_args
+    kernel, stride, padding, ceil_mode = geometry
+    xr = x.detach().to(dtype).requires_grad_()
+    lrn_out = F.local_response_norm(torch.relu(xr), size, alpha, beta, k)
+    if round_lrn_to is not None:
+        lrn_out = lrn_out.to(round_lrn_to).to(dtype)
+    z, indices = F.max_pool2d(lrn_out, kernel, stride, padding, ceil_mode=ceil_mode, return_indices=True)
+    (dx,) = torch.autograd.grad(z, xr, dz.to(dtype))
+    return z, dx, indices
+
+
+def ours(x, dz, lrn_args, geometry, backend):
+    xr = x.detach().clone().requires_grad_()
+    z = fused.relu_lrn_max_pool2d(xr, *lrn_args, *geometry, backend=backend)
+    (dx,) = torch.autograd.grad(z, xr, dz)
+    return z, dx
+
+
+def output_shape(shape, geometry):
+    kernel, stride, padding, ceil_mode = geometry
+    pair = pool.check_pool_arguments("t", torch.empty(shape), kernel, stride, padding, 1, ceil_mode)
+    return tuple(shape[:-2]) + pool_ops.output_hw(shape[-2:], *pair[:3], ceil_mode)
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+def test_fp32_matches_float64_unfused_chain(device, backend, case, layout):
+    require(backend, device)
+    shape, lrn_args, geometry = case
+    x = make_input(shape, device=device, layout=layout)
+    dz = make_input(output_shape(shape, geometry), device=device, scale=1.0)
+    z, dx = ours(x, dz, lrn_args, geometry, backend)
+    z_ref, dx_ref, _ = unfused(x, dz, lrn_args, geometry)
+    assert z.shape == z_ref.shape and z.dtype == x.dtype and dx.shape == x.shape
+    assert rel_err(z, z_ref) <= 1e-5
+    assert rel_err(dx, dx_ref) <= 1e-5
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_routing_equals_torch_pool_on_the_unfused_chain(device, backend, layout):
+    """The offsets (where each maximum is) are those of torch's pool on the float64 LRN output: ties of
+    zeros (negative windows after the ReLU) go to the first element in scan order."""
+    require(backend, device)
+    shape, lrn_args, geometry = (3, 8, 13, 11), STRONG, (3, 2, 1, True)
+    x = make_input(shape, device=device, layout=layout)
+    x[:, :, :5, :5] = -x[:, :, :5, :5].abs()   # whole windows of zeros after the ReLU
+    _, offsets = torch.ops.alexnet_kernels.relu_lrn_max_pool2d_forward(x, *lrn_args, [3, 3], [2, 2], [1, 1],
+                                                                       True, backend)
+    _, _, indices = unfused(x, torch.zeros(output_shape(shape, geometry)), lrn_args, geometry)
+    assert torch.equal(pool_ops.indices_from_offsets(offsets, 11, (3, 3), (2, 2), (1, 1)).cpu(), indices.cpu())
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_low_precision_within_twice_torch_error(device, backend, dtype, layout):
+    """Flash-attention's rule: at most 2x as far from float64 as torch's own same-dtype chain."""
+    require(backend, device, dtype)
+    shape, lrn_args, geometry = (4, 13, 11, 9), STRONG, (3, 2, 0, False)
+    x = make_input(shape, dtype, device, layout)
+    dz = make_input(output_shape(shape, geometry), dtype, device, scale=1.0)
+    z, dx = ours(x, dz, lrn_args, geometry, backend)
+    z_ref, dx_ref, _ = unfused(x, dz, lrn_args, geometry)
+    try:  # torch's own chain in this dtype on this device
+        z_t, dx_t, _ = unfused(x, dz, lrn_args, geometry, dtype)
+    except NotImplementedError:
+        # torch's LRN has no CPU fp16/bf16 kernel: the exact chain with the LRN output stored in `dtype` (its
+        # rounding decides which element is the maximum, as in torch's chain) stands in for it.
+        z_t, dx_t, _ = unfused(x, dz, lrn_args, geometry, round_lrn_to=dtype)
+        z_t, dx_t = z_t.to(dtype), dx_t.to(dtype)
+    eps = torch.finfo(dtype).eps
+    assert z.dtype == dx.dtype == dtype
+    assert rel_err(z, z_ref) <= 2 * rel_err(z_t, z_ref) + eps / 16
+    assert rel_err(dx, dx_ref) <= 2 * rel_err(dx_t, dx_ref) + eps / 16
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+def test_nan_and_inf_propagate_like_the_unfused_chain(device, backend):
+    require(backend, device)
+    shape, lrn_args, geometry = (2, 9, 9, 9), STRONG, (3, 2, 0, False)
+    x = make_input(shape, device=device)
+    x[0, 2, 1, 1] = float("nan")
+    x[1, 6, 4, 2] = float("inf")
+    x[1, 0, 2, 3] = -float("inf")   # -inf is zeroed by the ReLU
+    dz = make_input(output_shape(shape, geometry), device=device, scale=1.0)
+    z, dx = ours(x, dz, lrn_args, geometry, backend)
+    z_ref, dx_ref, _ = unfused(x, dz, lrn_args, geometry)
+    for got, ref in ((z, z_ref), (dx, dx_ref)):
+        assert torch.equal(got.isnan().cpu(), ref.isnan().cpu())
+        finite = torch.isfinite(ref)
+        assert torch.allclose(got.double()[finite], ref[finite], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+def test_empty_batch_and_output_layout(device, backend):
+    require(backend, device)
+    x = torch.randn(0, 4, 9, 9, device=device, requires_grad=True)
+    z = fused.relu_lrn_max_pool2d(x, 5, backend=backend)
+    assert z.shape == (0, 4, 4, 4)
+    z.sum().backward()
+    assert x.grad.shape == x.shape
+    for memory_format in (torch.channels_last, torch.contiguous_format):
+        x = make_input((2, 6, 9, 8), device=device).contiguous(memory_format=memory_format).requires_grad_()
+        z = fused.relu_lrn_max_pool2d(x, *STRONG, backend=backend)
+        assert z.is_contiguous(memory_format=memory_format)
+        (dx,) = torch.autograd.grad(z, x, torch.randn_like(z))
+        assert dx.is_contiguous(memory_format=memory_format)
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+def test_kernels_write_every_output(device, backend):
+    """Poison the outputs, launch the kernels directly, and check every element was written."""
+    require(backend, device)
+    if backend == "torch":
+        pytest.skip("the torch composite allocates its own outputs")
+    shape, lrn_args, geometry = (3, 7, 13, 12), STRONG, (3, 2, 1, True)
+    k, s, p = (3, 3), (2, 2), (1, 1)
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        x = make_input(shape, device=device).contiguous(memory_format=memory_format)
+        z_ref, dx_ref, indices = unfused(x, torch.ones(output_shape(shape, geometry)), lrn_args, geometry)
+        z = torch.full(z_ref.shape, float("nan"), device=device).contiguous(memory_format=memory_format)
+        offsets = torch.full(z.shape, 255, dtype=torch.uint8, device=device).contiguous(memory_format=memory_format)
+        dz = torch.ones_like(z)
+        dx = torch.full_like(x, float("nan"))
+        if backend == "triton":
+            tk = pool_ops.triton_pool()
+            tk.relu_lrn_max_pool2d_forward(x, z, offsets, *lrn_args, k, s, p)
+            tk.relu_lrn_max_pool2d_backward(x, dz, offsets, dx, *lrn_args, k, s, p)
+        else:
+            cl = memory_format == torch.channels_last
+            _extension.load().relu_lrn_max_pool2d_forward(x, z, offsets, *lrn_args, *k, *s, *p, cl)
+            _extension.load().relu_lrn_max_pool2d_backward(x, dz, offsets, dx, *lrn_args, *k, *s, *p, cl)
+        assert torch.equal(pool_ops.indices_from_offsets(offsets, 12, k, s, p).cpu(), indices.cpu())
+        assert rel_err(z, z_ref) <= 1e-5 and rel_err(dx, dx_ref) <= 1e-5
+        assert not dx.isnan().any()
+
+
+def test_gradcheck_float64_cpu_kernel():
+    require("cpu", "cpu", torch.float64)
+    # Distinct positive and negative values away from 0 (the ReLU's kink) and no near-ties in the pool.
+    x = torch.randperm(2 * 6 * 9 * 8, dtype=torch.float64).reshape(2, 6, 9, 8) / 50 - 4.3
+    x.requires_grad_()
+    for lrn_args, geometry in [(STRONG, (3, 2, 0, False)), ((4, 3e-1, 0.75, 1.0), (3, 2, 1, True))]:
+        f = lambda t: fused.relu_lrn_max_pool2d(t, *lrn_args, *geometry, backend="cpu")  # noqa: E731
+        assert torch.autograd.gradcheck(f, (x,), eps=1e-6, atol=1e-6)
+
+
+def test_backward_saves_the_input_and_one_byte_per_output():
+    x = make_input((2, 8, 13, 13)).requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        z = fused.relu_lrn_max_pool2d(x, *ALEXNET, backend="auto")
+    assert len(saved) == 2 and saved[0] is x
+    assert saved[1].dtype == torch.uint8 and saved[1].shape == z.shape
+    z.sum().backward()
+
+
+def test_double_backward_raises_instead_of_answering_zero():
+    x = make_input((2, 5, 7, 7)).requires_grad_()
+    for forward in (lambda t: fused.relu_lrn_max_pool2d(t, *STRONG, backend="auto"),
+                    lambda t: torch.ops.alexnet_kernels.relu_lrn_max_pool2d_forward(
+                        t, *STRONG, [3, 3], [2, 2], [0, 0], False, "auto")[0]):
+        dz = torch.randn(2, 5, 3, 3, requires_grad=True)
+        (g,) = torch.autograd.grad(forward(x), x, dz, create_graph=True)
+        with pytest.raises(RuntimeError):
+            torch.autograd.grad(g.sum(), (x, dz))
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+def test_opcheck(device, backend):
+    require(backend, device)
+    x = make_input((2, 6, 9, 8), device=device).requires_grad_()
+    args = (*STRONG, [3, 3], [2, 2], [1, 1], True, backend)
+    for t in (x, x.detach().to(memory_format=torch.channels_last).requires_grad_()):
+        torch.library.opcheck(torch.ops.alexnet_kernels.relu_lrn_max_pool2d_forward.default, (t,) + args)
+    z, offsets = torch.ops.alexnet_kernels.relu_lrn_max_pool2d_forward(x.detach(), *args)
+    torch.library.opcheck(torch.ops.alexnet_kernels.relu_lrn_max_pool2d_backward.default,
+                          (torch.randn_like(z), x.detach(), offsets) + args)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph(device):
+    backend = "cpu" if device == "cpu" else "auto"
+    require(backend, device)
+    torch._dynamo.reset()
+
+    def block(t):
+        return fused.relu_lrn_max_pool2d(t * 2, *STRONG, backend=backend) + 1
+
+    compiled = torch.compile(block, fullgraph=True)
+    x = make_input((2, 8, 11, 11), device=device).requires_grad_()
+    y = compiled(x)
+    y_eager = block(x)
+    assert torch.equal(y, y_eager)
+    (g,) = torch.autograd.grad(y.sum(), x)
+    (g_eager,) = torch.autograd.grad(y_eager.sum(), x)
+    assert torch.allclose(g, g_eager, rtol=1e-6, atol=1e-7)
+
+
+def test_module_equals_the_three_torch_modules():
+    torch_block = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.LocalResponseNorm(*ALEXNET),
+                                      torch.nn.MaxPool2d(3, 2))
+    block = fused.ReLULRNMaxPool2d(*ALEXNET, 3, 2)
+    assert dict(block.state_dict()) == dict(torch_block.state_dict()) == {}
+    assert "size=5" in repr(block) and "kernel_size=3" in repr(block)
+    x = make_input((2, 16, 13, 13), scale=30.0)
+    assert rel_err(block(x), torch_block(x.double())) <= 1e-5
+    ours_separate = torch.nn.Sequential(torch.nn.ReLU(), lrn.LocalResponseNorm(*ALEXNET), pool.MaxPool2d(3, 2))
+    assert rel_err(block(x), ours_separate(x)) <= 1e-6
+
+
+def test_large_pool_windows_run_unfused():
+    x = make_input((1, 4, 20, 20))
+    z = fused.relu_lrn_max_pool2d(x, *STRONG, kernel_size=17, stride=1)   # 289 > 256 window elements
+    z_ref, _, _ = unfused(x, torch.zeros(1, 4, 4, 4), STRONG, (17, 1, 0, False))
+    assert rel_err(z, z_ref) <= 1e-5
+
+
+@pytest.mark.parametrize("args,exc,match", [
+    (dict(input=torch.randn(1, 4, 2, 2)), ValueError, "larger than the padded input"),
+    (dict(padding=2), ValueError, "at most half"),
+    (dict(input=torch.randn(4, 5)), ValueError, "3-D .* or 4-D"),
+    (dict(input=torch.randn(3, 8, 8)), ValueError, "expected a 4-D .*unsqueeze"),
+    (dict(input=torch.randint(0, 5, (2, 3, 8, 8))), TypeError, "floating-point"),
+    (dict(size=0), ValueError, "size must be >= 1"),
+    (dict(k=0.0), ValueError, "k must be > 0"),
+    (dict(alpha=-1.0), ValueError, "alpha must be >= 0"),
+    (dict(kernel_size=0), ValueError, "kernel_size must be >= 1"),
+    (dict(backend="cudnn"), ValueError, "backend must be one of"),
+])
+def test_bad_inputs_raise_clear_errors(args, exc, match):
+    kwargs = dict(input=make_input((2, 3, 8, 8)), size=5, alpha=1e-4, beta=0.75, k=2.0)
+    kwargs.update(args)
+    with pytest.raises(exc, match=match):
+        fused.relu_lrn_max_pool2d(**kwargs)
+
+
+def test_backend_that_cannot_take_the_input_says_why():
+    x = make_input((2, 3, 8, 8))
+    with pytest.raises(alexnet_kernels.BackendUnavailableError, match="cuda"):
+        fused.relu_lrn_max_pool2d(x, 5, backend="cuda")
+    with pytest.raises(alexnet_kernels.BackendUnavailableError, match="float64"):
+        fused.relu_lrn_max_pool2d(x.double(), 5, backend="triton")
+
+
+# ----------------------------------------------------------------------------------------------------
+# GPU only
+
+gpu = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+
+
+@gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("shape", [(128, 96, 55, 55), (32, 256, 27, 27), (3, 33, 9, 7)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_gpu_alexnet_shapes(backend, dtype, layout, shape):
+    require(backend, "cuda", dtype)
+    geometry = (3, 2, 0, False)
+    x = make_input(shape, dtype, "cuda", layout, scale=30.0)   # conv-output-like magnitudes
+    dz = make_input(output_shape(shape, geometry), dtype, "cuda", scale=1.0)
+    z, dx = ours(x, dz, ALEXNET, geometry, backend)
+    z_ref, dx_ref, _ = unfused(x, dz, ALEXNET, geometry)
+    if dtype == torch.float32:
+        assert rel_err(z, z_ref) <= 1e-5 and rel_err(dx, dx_ref) <= 1e-5
+    else:
+        z_t, dx_t, _ = unfused(x, dz, ALEXNET, geometry, dtype)
+        eps = torch.finfo(dtype).eps
+        assert rel_err(z, z_ref) <= 2 * rel_err(z_t, z_ref) + eps / 16
+        assert rel_err(dx, dx_ref) <= 2 * rel_err(dx_t, dx_ref) + eps / 16
+
+
+@gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_gpu_cuda_graph_capture(backend):
+    require(backend, "cuda")
+    x = make_input((4, 16, 13, 13), device="cuda").requires_grad_()
+    dz = torch.randn(4, 16, 6, 6, device="cuda")
+    out = {}
+
+    def step():
+        z = fused.relu_lrn_max_pool2d(x, *STRONG, backend=backend)
+        out["z"], out["dx"] = z, torch.autograd.grad(z, x, dz)[0]
+
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        step()
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    with torch.no_grad():
+        x.copy_(make_input((4, 16, 13, 13), device="cuda"))
+    graph.replay()
+    torch.cuda.synchronize()
+    z_ref, dx_ref, _ = unfused(x, dz, STRONG, (3, 2, 0, False))
+    assert rel_err(out["z"], z_ref) <= 1e-5 and rel_err(out["dx"], dx_ref) <= 1e-5
+
+
+@gpu
+@pytest.mark.parametrize("amp_dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_gpu_autocast(amp_dtype):
+    conv = torch.nn.Conv2d(3, 16, 3).cuda()
+    x = torch.randn(4, 3, 17, 17, device="cuda")
+    with torch.autocast("cuda", dtype=amp_dtype):
+        h = conv(x)
+        z = fused.ReLULRNMaxPool2d(*ALEXNET)(h)
+        assert z.dtype == h.dtype == amp_dtype
+    z.float().sum().backward()
+    assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()

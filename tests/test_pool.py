@@ -1,0 +1,391 @@
+"""2-D max-pooling: every backend against torch's own max_pool2d -- values bit-exact and gradients exactly
+equal, ties (ReLU'd inputs: whole windows of zeros) and NaN routing included.
+
+Runs on CPU in CI (C++ CPU kernels; Triton under TRITON_INTERPRET=1; torch) and, when a GPU is present,
+the same tests on cuda plus the GPU-only ones at the bottom."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import alexnet_kernels
+import alexnet_kernels.pool as pool
+from alexnet_kernels import _extension
+from alexnet_kernels.ops import pool as pool_ops
+
+from common import DEVICES, HAS_CUDA, device_backend_params, make_input, require
+
+# (kernel_size, stride, padding, ceil_mode)
+GEOMETRIES = [
+    (3, 2, 0, False),                  # AlexNet's overlapping pool
+    (3, 2, 1, True),                   # padding and ceil mode
+    (2, 2, 0, False),                  # non-overlapping
+    (3, 1, 1, False),                  # up to 9 windows cover an element
+    ((5, 3), (2, 1), (1, 1), True),    # rectangular
+    (3, None, 0, True),                # stride defaults to the kernel; ceil adds a partial window
+    (1, 2, 0, False),                  # elements no window covers get zero gradient
+]
+SHAPES = [(2, 5, 11, 9), (1, 3, 8, 7), (5, 9, 10)]   # odd sizes; 3-D (C, H, W)
+
+
+def geometry_id(g):
+    return "k%s-s%s-p%s%s" % (g[0], g[1], g[2], "-ceil" if g[3] else "")
+
+
+def relu_input(shape, dtype=torch.float32, device="cpu", layout="contiguous"):
+    """ReLU'd random input: about half zeros, so many windows tie (several are all zero)."""
+    return torch.relu(make_input(shape, torch.float64, "cpu", layout)).to(device=device, dtype=dtype)
+
+
+def pool_and_grad(fn, x, dy):
+    xr = x.detach().clone().requires_grad_()
+    y = fn(xr)
+    (dx,) = torch.autograd.grad(y, xr, dy)
+    return y, dx
+
+
+def assert_same(got, expected):
+    """Bit-exact equality (NaN where expected has NaN), same dtype and shape."""
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    got, expected = got.detach().cpu(), expected.detach().cpu()
+    assert torch.equal(got.isnan(), expected.isnan()), "NaN at different places"
+    differ = got.nan_to_num(0.0) != expected.nan_to_num(0.0)
+    assert not differ.any(), "%d of %d elements differ, max abs difference %g" % (
+        int(differ.sum()), got.numel(), (got.double() - expected.double()).nan_to_num(0.0).abs().max())
+
+
+def torch_reference(x, dy, kernel, stride, padding, ceil_mode, grad_dtype=None):
+    """torch's max_pool2d and its gradient; grad_dtype=float32 computes the gradient in fp32 and rounds it
+    once, as torch's CUDA kernels accumulate (exact for the values: the upcast keeps order and ties)."""
+    if grad_dtype is None:
+        return pool_and_grad(lambda t: F.max_pool2d(t, kernel, stride, padding, ceil_mode=ceil_mode), x, dy)
+    y, dx = torch_reference(x.to(grad_dtype), dy.to(grad_dtype), kernel, stride, padding, ceil_mode)
+    return y.to(x.dtype), dx.to(x.dtype)
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=geometry_id)
+@pytest.mark.parametrize("shape,layout", [
+    pytest.param(s, layout, id="%s-%s" % ("x".join(map(str, s)), layout))
+    for s in SHAPES for layout in ("contiguous", "channels_last", "strided")
+    if not (layout == "channels_last" and len(s) == 3)])   # channels_last is a 4-D layout
+def test_fp32_equals_torch_exactly(device, backend, geometry, shape, layout):
+    require(backend, device)
+    kernel, stride, padding, ceil_mode = geometry
+    x = relu_input(shape, device=device, layout=layout)
+    y_ref = F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode)
+    dy = make_input(tuple(y_ref.shape), device=device, scale=1.0)
+    y_ref, dx_ref = torch_reference(x, dy, kernel, stride, padding, ceil_mode)
+    y, dx = pool_and_grad(lambda t: pool.max_pool2d(t, kernel, stride, padding, ceil_mode=ceil_mode,
+                                                    backend=backend), x, dy)
+    assert_same(y, y_ref)
+    assert_same(dx, dx_ref)
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64], ids=["fp16", "bf16", "fp64"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_other_dtypes_equal_torch(device, backend, dtype, layout):
+    """Values are torch's bit for bit in every dtype; fp16/bf16 gradients are the fp32 sums rounded once
+    (torch's CUDA accumulation), fp64 gradients torch's exactly."""
+    require(backend, device, dtype, torch_cpu_low_precision=True)
+    if dtype == torch.float64 and backend not in ("cpu", "torch"):
+        pytest.skip("float64 runs on the C++ CPU kernels (for gradcheck) and torch only")
+    x = relu_input((3, 6, 13, 11), dtype, device, layout)
+    dy = make_input((3, 6, 6, 5), dtype, device, scale=1.0)
+    # torch's CPU kernels accumulate fp16/bf16 gradients in the storage dtype: the torch backend is that.
+    fp32_sums = dtype != torch.float64 and backend != "torch"
+    y_ref, dx_ref = torch_reference(x, dy, 3, 2, 0, False, grad_dtype=torch.float32 if fp32_sums else None)
+    y, dx = pool_and_grad(lambda t: pool.max_pool2d(t, 3, 2, backend=backend), x, dy)
+    assert_same(y, y_ref)
+    assert_same(dx, dx_ref)
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_nan_and_inf_route_like_torch(device, backend, layout):
+    """NaN wins its window (the last NaN when there are several), -inf/+inf compare as numbers, and a
+    window of -inf only returns its first element -- all as torch does, gradients included."""
+    require(backend, device)
+    x = relu_input((2, 3, 9, 9), layout=layout)
+    x[0, 0, 1, 1] = x[0, 0, 2, 2] = float("nan")        # two NaNs in one window
+    x[0, 1, 4, 4] = float("inf")
+    x[0, 2, 0:3, 0:3] = -float("inf")                   # a window of -inf only
+    x[1, 1, 5, 6] = float("nan")
+    x[1, 1, 5, 7] = float("inf")
+    x = x.to(device)
+    dy = make_input((2, 3, 4, 4), device=device, scale=1.0)
+    dy[1, 2, 3, 3] = float("nan")                       # a NaN gradient must reach only its own maximum
+    y_ref, dx_ref = torch_reference(x, dy, 3, 2, 0, False)
+    y, dx = pool_and_grad(lambda t: pool.max_pool2d(t, 3, 2, backend=backend), x, dy)
+    assert_same(y, y_ref)
+    assert_same(dx, dx_ref)
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+def test_all_zero_windows_route_to_the_first_element(device, backend):
+    require(backend, device)
+    x = torch.zeros(1, 2, 7, 7, device=device)
+    x[0, 1, 3, 3] = 1.0
+    x.requires_grad_()
+    y = pool.max_pool2d(x, 3, 2, padding=1, backend=backend)
+    (dx,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    x_t = x.detach().clone().requires_grad_()
+    (dx_t,) = torch.autograd.grad(F.max_pool2d(x_t, 3, 2, 1), x_t, torch.ones_like(y))
+    assert torch.equal(dx, dx_t)
+    # Windows start at -1, 1, 3, 5 (padding 1): each all-zero window routes to its first in-bounds element.
+    starts = torch.tensor([0, 1, 3, 5])
+    expected = torch.zeros(7, 7)
+    expected[starts[:, None], starts[None, :]] = 1.0
+    assert torch.equal(dx[0, 0].cpu(), expected)
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+@pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format], ids=["cl", "nchw"])
+def test_output_and_gradient_keep_the_memory_format(device, backend, memory_format):
+    require(backend, device)
+    x = relu_input((2, 5, 9, 8), device=device).contiguous(memory_format=memory_format).requires_grad_()
+    y = pool.max_pool2d(x, 3, 2, backend=backend)
+    assert y.is_contiguous(memory_format=memory_format)
+    (dx,) = torch.autograd.grad(y, x, torch.randn_like(y))
+    assert dx.is_contiguous(memory_format=memory_format)
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+def test_empty_batch(device, backend):
+    require(backend, device)
+    x = torch.randn(0, 4, 9, 9, device=device, requires_grad=True)
+    y = pool.max_pool2d(x, 3, 2, backend=backend)
+    assert y.shape == (0, 4, 4, 4)
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+def test_kernels_write_every_output(device, backend):
+    """Poison the outputs, launch the op's forward and backward directly, and check every element."""
+    require(backend, device)
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        x = relu_input((3, 7, 13, 12), device=device).contiguous(memory_format=memory_format)
+        y, offsets = torch.ops.alexnet_kernels.max_pool2d_forward(x, [3, 3], [2, 2], [1, 1], True, backend)
+        y_ref, idx = F.max_pool2d(x, 3, 2, 1, ceil_mode=True, return_indices=True)
+        assert torch.equal(y, y_ref) and offsets.dtype == torch.uint8
+        assert torch.equal(pool_ops.indices_from_offsets(offsets, 12, (3, 3), (2, 2), (1, 1)), idx)
+        if backend == "torch":
+            continue
+        poisoned_y = torch.full_like(y, float("nan"))
+        poisoned_offsets = torch.full_like(offsets, 255)
+        dy = torch.randn_like(y)
+        dx = torch.full_like(x, float("nan"))
+        k, s, p = (3, 3), (2, 2), (1, 1)
+        if backend == "triton":
+            tk = pool_ops.triton_pool()
+            tk.max_pool2d_forward(x, poisoned_y, poisoned_offsets, k, s, p)
+            tk.max_pool2d_backward(dy, offsets, dx, k, s, p)
+        else:
+            cl = memory_format == torch.channels_last
+            _extension.load().max_pool2d_forward(x, poisoned_y, poisoned_offsets, *k, *s, *p, cl)
+            _extension.load().max_pool2d_backward(dy, offsets, dx, *k, *s, *p, cl)
+        assert torch.equal(poisoned_y, y) and torch.equal(poisoned_offsets, offsets)
+        x_t = x.detach().clone().requires_grad_()
+        (dx_t,) = torch.autograd.grad(F.max_pool2d(x_t, 3, 2, 1, ceil_mode=True), x_t, dy)
+        assert torch.equal(dx, dx_t)
+
+
+def test_gradcheck_float64_cpu_kernel():
+    require("cpu", "cpu", torch.float64)
+    # Distinct values (no ties) so that the max is differentiable at the point.
+    x = (torch.randperm(2 * 3 * 9 * 8, dtype=torch.float64).reshape(2, 3, 9, 8) / 10).requires_grad_()
+    for kernel, stride, padding, ceil_mode in [(3, 2, 0, False), (3, 2, 1, True), ((2, 3), (1, 2), 1, False)]:
+        f = lambda t: pool.max_pool2d(t, kernel, stride, padding, ceil_mode=ceil_mode, backend="cpu")  # noqa: E731
+        assert torch.autograd.gradcheck(f, (x,), eps=1e-6, atol=1e-7)
+
+
+def test_backward_saves_one_byte_per_output_and_not_the_input():
+    x = relu_input((2, 8, 13, 13)).requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = pool.max_pool2d(x, 3, 2, backend="auto")
+    assert len(saved) == 1 and saved[0].dtype == torch.uint8 and saved[0].shape == y.shape
+    assert sum(t.numel() * t.element_size() for t in saved) == y.numel()   # torch keeps 8 bytes per output
+    y.sum().backward()
+
+
+def test_double_backward_raises_instead_of_answering_zero():
+    x = relu_input((2, 3, 7, 7)).requires_grad_()
+    for forward in (lambda t: pool.max_pool2d(t, 3, 2, backend="auto"),
+                    lambda t: torch.ops.alexnet_kernels.max_pool2d_forward(t, [3, 3], [2, 2], [0, 0], False,
+                                                                           "auto")[0]):
+        dy = torch.randn(2, 3, 3, 3, requires_grad=True)
+        (g,) = torch.autograd.grad(forward(x), x, dy, create_graph=True)
+        with pytest.raises(RuntimeError):
+            torch.autograd.grad(g.sum(), (x, dy))
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+def test_opcheck(device, backend):
+    require(backend, device)
+    x = make_input((2, 4, 9, 8), device=device).requires_grad_()
+    for t in (x, x.detach().to(memory_format=torch.channels_last).requires_grad_()):
+        torch.library.opcheck(torch.ops.alexnet_kernels.max_pool2d_forward.default,
+                              (t, [3, 3], [2, 2], [1, 1], True, backend))
+    y, offsets = torch.ops.alexnet_kernels.max_pool2d_forward(x.detach(), [3, 3], [2, 2], [1, 1], True, backend)
+    torch.library.opcheck(torch.ops.alexnet_kernels.max_pool2d_backward.default,
+                          (torch.randn_like(y), offsets, [9, 8], False, [3, 3], [2, 2], [1, 1], True, backend))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph(device):
+    backend = "cpu" if device == "cpu" else "auto"
+    require(backend, device)
+    torch._dynamo.reset()
+
+    def block(t):
+        return pool.max_pool2d(torch.relu(t) * 2, 3, 2, backend=backend) + 1
+
+    compiled = torch.compile(block, fullgraph=True)
+    x = make_input((2, 8, 11, 11), device=device).requires_grad_()
+    y = compiled(x)
+    y_eager = block(x)
+    assert torch.equal(y, y_eager)
+    (g,) = torch.autograd.grad(y.sum(), x)
+    (g_eager,) = torch.autograd.grad(y_eager.sum(), x)
+    assert torch.equal(g, g_eager)
+
+
+def test_module_is_a_drop_in_for_torch():
+    ref = torch.nn.MaxPool2d(3, 2)
+    m = pool.MaxPool2d(3, 2)
+    assert isinstance(m, torch.nn.MaxPool2d)
+    assert repr(m) == repr(ref)
+    assert m.state_dict().keys() == ref.state_dict().keys()
+    x = relu_input((2, 6, 13, 13))
+    assert torch.equal(m(x), ref(x))
+    m = pool.MaxPool2d((3, 2), stride=(2, 1), padding=1, ceil_mode=True)
+    assert torch.equal(m(x), torch.nn.MaxPool2d((3, 2), stride=(2, 1), padding=1, ceil_mode=True)(x))
+
+
+def test_return_indices_and_dilation_delegate_to_torch():
+    x = relu_input((2, 4, 11, 11))
+    y, idx = pool.max_pool2d(x, 3, 2, return_indices=True)
+    y_t, idx_t = F.max_pool2d(x, 3, 2, return_indices=True)
+    assert torch.equal(y, y_t) and torch.equal(idx, idx_t)
+    assert torch.equal(pool.max_pool2d(x, 3, 2, dilation=2), F.max_pool2d(x, 3, 2, dilation=2))
+    m = pool.MaxPool2d(3, 2, return_indices=True)
+    assert torch.equal(m(x)[1], idx_t)
+    big = make_input((1, 2, 20, 20))   # 17 x 17 = 289 > 256 window elements: torch computes it
+    assert torch.equal(pool.max_pool2d(big, 17, 1), F.max_pool2d(big, 17, 1))
+
+
+@pytest.mark.parametrize("args,exc,match", [
+    (dict(input=torch.randn(2, 2, 2)), ValueError, "larger than the padded input"),
+    (dict(input=torch.randn(1, 2, 2, 2), kernel_size=3, padding=0), ValueError, "larger than the padded input"),
+    (dict(padding=2), ValueError, "at most half"),
+    (dict(input=torch.randn(4, 5)), ValueError, "3-D .* or 4-D"),
+    (dict(input=torch.randn(1, 2, 3, 4, 5)), ValueError, "3-D .* or 4-D"),
+    (dict(input=torch.randint(0, 5, (2, 3, 8, 8))), TypeError, "floating-point"),
+    (dict(input=torch.randn(2, 0, 8, 8)), ValueError, "only the batch dimension may be empty"),
+    (dict(kernel_size=0), ValueError, "kernel_size must be >= 1"),
+    (dict(stride=0), ValueError, "stride must be >= 1"),
+    (dict(padding=-1), ValueError, "padding must be >= 0"),
+    (dict(kernel_size=(3, 3, 3)), TypeError, "kernel_size must be an int or a tuple of 1 or 2 ints"),
+    (dict(kernel_size=2.5), TypeError, "kernel_size must be an int"),
+    (dict(ceil_mode="yes"), TypeError, "ceil_mode must be a bool"),
+    (dict(backend="cudnn"), ValueError, "backend must be one of"),
+    (dict(input=[1.0]), TypeError, "must be a torch.Tensor"),
+])
+def test_bad_inputs_raise_clear_errors(args, exc, match):
+    kwargs = dict(input=make_input((2, 3, 8, 8)), kernel_size=3, stride=2)
+    kwargs.update(args)
+    with pytest.raises(exc, match=match):
+        pool.max_pool2d(**kwargs)
+
+
+def test_backend_that_cannot_take_the_input_says_why():
+    x = make_input((2, 3, 8, 8))
+    with pytest.raises(alexnet_kernels.BackendUnavailableError, match="cuda"):
+        pool.max_pool2d(x, 3, 2, backend="cuda")
+    with pytest.raises(alexnet_kernels.BackendUnavailableError, match="float64"):
+        pool.max_pool2d(x.double(), 3, 2, backend="triton")
+
+
+# ----------------------------------------------------------------------------------------------------
+# GPU only
+
+gpu = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+
+
+@gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("shape", [(128, 96, 55, 55), (32, 256, 27, 27), (32, 256, 13, 13), (3, 33, 9, 7)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_gpu_alexnet_shapes_equal_torch(backend, dtype, layout, shape):
+    """On the GPU, torch's own CUDA kernels (same dtype) are the reference: exact values and gradients."""
+    require(backend, "cuda", dtype)
+    x = relu_input(shape, dtype, "cuda", layout)
+    dy = make_input(shape[:2] + tuple(pool_ops.output_hw(shape[2:], (3, 3), (2, 2), (0, 0), False)), dtype,
+                    "cuda", scale=1.0)
+    y_ref, dx_ref = torch_reference(x, dy, 3, 2, 0, False)
+    y, dx = pool_and_grad(lambda t: pool.max_pool2d(t, 3, 2, backend=backend), x, dy)
+    assert_same(y, y_ref)
+    assert_same(dx, dx_ref)
+
+
+@gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_gpu_cuda_graph_capture(backend):
+    require(backend, "cuda")
+    x = relu_input((4, 16, 13, 13), device="cuda").requires_grad_()
+    dy = torch.randn(4, 16, 6, 6, device="cuda")
+    out = {}
+
+    def step():
+        y = pool.max_pool2d(x, 3, 2, backend=backend)
+        out["y"], out["dx"] = y, torch.autograd.grad(y, x, dy)[0]
+
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        step()  # warm-up: compile/load kernels outside the capture
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    with torch.no_grad():
+        x.copy_(relu_input((4, 16, 13, 13), device="cuda"))
+    graph.replay()
+    torch.cuda.synchronize()
+    y_ref, dx_ref = torch_reference(x.detach(), dy, 3, 2, 0, False)
+    assert_same(out["y"], y_ref)
+    assert_same(out["dx"], dx_ref)
+
+
+@gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_gpu_64bit_indexing(backend):
+    """A tensor past 2**31 elements: the last sample must be right (32-bit offsets would wrap)."""
+    require(backend, "cuda", torch.float16)
+    if torch.cuda.get_device_properties(0).total_memory < 16 * 2**30:
+        pytest.skip("needs 16 GiB of GPU memory")
+    x = torch.randn(2, 96, 4096, 2800, device="cuda", dtype=torch.float16)
+    assert x.numel() > 2**31
+    y = pool.max_pool2d(x, 3, 2, backend=backend)
+    # The last 3 output rows read input rows 4088..4095.
+    assert torch.equal(y[1:, :, -3:], F.max_pool2d(x[1:, :, 4088:], 3, 2))
+    del x, y
+    torch.cuda.empty_cache()
+
+
+@gpu
+@pytest.mark.parametrize("amp_dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_gpu_autocast(amp_dtype):
+    conv = torch.nn.Conv2d(3, 16, 3).cuda()
+    x = torch.randn(4, 3, 17, 17, device="cuda")
+    with torch.autocast("cuda", dtype=amp_dtype):
+        h = conv(x)
+        y = pool.MaxPool2d(3, 2)(h)
+        assert y.dtype == h.dtype == amp_dtype
+    assert torch.equal(y, F.max_pool2d(h, 3, 2))
+    y.float().sum().backward()
+    assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()
