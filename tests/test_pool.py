@@ -191,6 +191,24 @@ def test_kernels_write_every_output(device, backend):
         assert torch.equal(dx, dx_t)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_triton_recompute_variant_equals_torch(device):
+    """The benchmark-only variant that saves x and re-derives the arg-max in the backward (measured against
+    the saved offsets in benchmarks/bench_pool.py) gives torch's results too."""
+    require("triton", device)
+    tk = pool_ops.triton_pool()
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        x = relu_input((2, 5, 11, 9), device=device).contiguous(memory_format=memory_format)
+        dy = make_input((2, 5, 6, 5), device=device, scale=1.0)
+        y_ref, dx_ref = torch_reference(x, dy, 3, 2, 1, True)
+        y = torch.full_like(y_ref, float("nan"))
+        dx = torch.full_like(x, float("nan"))
+        tk.max_pool2d_forward(x, y, None, (3, 3), (2, 2), (1, 1))
+        tk.max_pool2d_backward_recompute(x, dy, dx, (3, 3), (2, 2), (1, 1))
+        assert_same(y, y_ref)
+        assert_same(dx, dx_ref)
+
+
 def test_gradcheck_float64_cpu_kernel():
     require("cpu", "cpu", torch.float64)
     # Distinct values (no ties) so that the max is differentiable at the point.
