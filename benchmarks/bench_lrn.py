@@ -12,9 +12,6 @@ GPU (test_lrn_gpu): providers ours-triton, ours-cuda, cudnn, torch-eager, torch-
 CPU (test_lrn_cpu): ours-cpu vs torch-cpu, 32x96x27x27 fp32 NCHW, fwd and fwd+bwd.
 Unavailable providers (extension not built, cuDNN rejecting a dtype, ...) are skipped with the reason.
 """
-import os
-import time
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -31,8 +28,8 @@ SIZE, ALPHA, BETA, K = 5, 1e-4, 0.75, 2.0
 GPU_BATCH = 128
 GPU_SHAPES = ((96, 55, 55), (96, 27, 27), (256, 27, 27), (256, 13, 13))   # (C, H, W)
 CPU_SHAPE = (32, 96, 27, 27)
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-LAYOUTS = ("NCHW", "channels_last")
+DTYPES = common.DTYPES
+LAYOUTS = common.LAYOUTS
 GPU_MODES = ("fwd", "bwd", "fwd+bwd")
 CPU_MODES = ("fwd", "fwd+bwd")
 GPU_PROVIDERS = ("ours-triton", "ours-cuda", "cudnn", "torch-eager", "torch-compile")
@@ -69,11 +66,6 @@ def _torch_lrn(t):
     return F.local_response_norm(t, SIZE, ALPHA, BETA, K)
 
 
-def make_input(shape, dtype, layout, device):
-    t = torch.randn(shape, device=device, dtype=dtype)
-    return t.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else t
-
-
 def forward_fn(provider, x, layout):
     if provider in OURS_BACKEND:
         backend = OURS_BACKEND[provider]
@@ -104,14 +96,6 @@ def build(provider, mode, x, dy, layout):
     raise ValueError("unknown mode %r" % (mode,))
 
 
-# Tolerances of the one correctness check per test (first call vs torch eager on the fp32 input).
-TOLERANCES = {torch.float32: (1e-4, 1e-4), torch.float16: (1e-2, 1e-2), torch.bfloat16: (5e-2, 2e-2)}
-
-
-def first_output(out):
-    return out[0] if isinstance(out, (tuple, list)) else out
-
-
 def check_against_eager(provider, mode, x, dy, out):
     """None if the provider's first output (y, or dx for bwd and fwd+bwd) matches torch eager computed in
     fp32, else a description of the mismatch.  Timing a wrong result would be meaningless."""
@@ -119,27 +103,13 @@ def check_against_eager(provider, mode, x, dy, out):
     ref = _torch_lrn(xf)
     if mode != "fwd":
         ref = torch.autograd.grad(ref, xf, dy.float())[0]
-    got = first_output(out).float()
-    atol, rtol = TOLERANCES[x.dtype]
-    ok = torch.isclose(got, ref, rtol=rtol, atol=atol)
-    if bool(ok.all()):
-        return None
-    bad = int((~ok).sum())
-    err = (got - ref).abs().nan_to_num(float("inf")).max().item()
-    return ("%s %s result differs from torch eager (fp32): %d of %d elements off (atol %g, rtol %g), "
-            "max abs error %g, %d NaN" % (provider, mode, bad, ok.numel(), atol, rtol, err,
-                                         int(got.isnan().sum())))
+    err = common.mismatch(common.first_output(out).float(), ref, *common.TOLERANCES[x.dtype])
+    return None if err is None else "%s %s result differs from torch eager (fp32): %s" % (provider, mode, err)
 
 
 def require_correct(provider, mode, x, dy, out, device_type, case):
-    """Ours must be right (a mismatch fails the test); a baseline that is wrong (e.g. a miscompile by
-    torch.compile) is skipped with the reason."""
-    err = check_against_eager(provider, mode, x, dy, out)
-    if err is None:
-        return
-    if provider in OURS_BACKEND:
-        pytest.fail(err)
-    common.skip(OP, device_type, case, provider, "wrong result, not timed: " + err)
+    common.require_correct(OP, device_type, case, provider, check_against_eager(provider, mode, x, dy, out),
+                           ours=provider in OURS_BACKEND)
 
 
 _cudnn_probe = {}
@@ -150,7 +120,7 @@ def cudnn_error(dtype, layout, device):
     tensor: cuDNN's legacy LRN API may reject bf16, a limitation of the baseline, not a failure)."""
     key = (dtype, layout)
     if key not in _cudnn_probe:
-        small = make_input((2, 8, 5, 5), dtype, layout, device)
+        small = common.make_input((2, 8, 5, 5), dtype, layout, device)
         err = baselines.cudnn_lrn_error(small)
         if err is None:
             try:
@@ -176,9 +146,7 @@ KNOWN_BAD = {
 
 
 def known_bad(provider, shape, dtype, layout):
-    if os.environ.get("BENCH_RUN_KNOWN_BAD", "") not in ("", "0"):
-        return None
-    return KNOWN_BAD.get((provider, tuple(shape), dtype, layout))
+    return common.known_bad(KNOWN_BAD, (provider, tuple(shape), dtype, layout))
 
 
 def provider_error(provider, dtype, layout, device):
@@ -187,13 +155,11 @@ def provider_error(provider, dtype, layout, device):
     if provider == "cudnn":
         return cudnn_error(dtype, layout, device)
     if provider == "torch-compile":
-        err = _backends.triton_error()
-        return "inductor needs Triton on cuda: " + err if err else None
+        return common.torch_compile_error()
     return None
 
 
-def shape_label(shape):
-    return "x".join(map(str, shape))
+shape_label = common.shape_label
 
 
 def _gpu_params():
@@ -216,22 +182,17 @@ def test_lrn_gpu(benchmark, gpu, mode, chw, dname, layout, provider):
         common.skip(OP, "cuda", case, provider, err)
 
     torch.manual_seed(0)
-    x = make_input(shape, dtype, layout, gpu)
-    dy = make_input(shape, dtype, layout, gpu)
+    x = common.make_input(shape, dtype, layout, gpu)
+    dy = common.make_input(shape, dtype, layout, gpu)
     torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn = build(provider, mode, x, dy, layout)
-    out = fn()  # first call: compilation (torch-compile, Triton), cuDNN handle, ...
-    torch.cuda.synchronize()
-    extra = {"first_call_s": time.perf_counter() - t0}
+    # first call: compilation (torch-compile, Triton), cuDNN handle, ...
+    fn, out, seconds = common.first_call(lambda: build(provider, mode, x, dy, layout), torch.cuda.synchronize)
+    extra = {"first_call_s": seconds}
     require_correct(provider, mode, x, dy, out, "cuda", case)
     del out
 
-    ms = common.gpu_time_ms(fn)
-    extra["host_ms"] = common.host_ms_per_call(fn)
-    if mode == "fwd+bwd":
-        extra["peak_mem_x"] = common.peak_extra_memory(fn, x.nbytes)
-    common.gpu_pedantic(benchmark, fn)
+    ms, measured = common.measure_gpu(benchmark, fn, x.nbytes if mode == "fwd+bwd" else None)
+    extra.update(measured)
     common.record(benchmark, OP, "cuda", case, provider, ms, x.nbytes, TRAFFIC[mode],
                   OURS_MIN_TRAFFIC[mode] if provider in OURS_BACKEND else None, **extra)
 
@@ -248,8 +209,8 @@ def test_lrn_cpu(benchmark, mode, provider):
         common.skip(OP, "cpu", case, provider, err)
 
     torch.manual_seed(0)
-    x = make_input(CPU_SHAPE, torch.float32, layout, device)
-    dy = make_input(CPU_SHAPE, torch.float32, layout, device)
+    x = common.make_input(CPU_SHAPE, torch.float32, layout, device)
+    dy = common.make_input(CPU_SHAPE, torch.float32, layout, device)
     fn = build(provider, mode, x, dy, layout)
     require_correct(provider, mode, x, dy, fn(), "cpu", case)
     benchmark(fn)

@@ -12,8 +12,9 @@ a few synchronised rounds through pytest-benchmark so that it has its record; th
 (ms, GB/s, ...) are do_bench's medians.
 CPU timing: pytest-benchmark's own (benchmark(fn)); ms is the median of its rounds.
 
-Bandwidth: GB/s = (tensors moved x bytes per tensor) / time, with GB = 1e9 bytes and each op's traffic
-model (stated in its notes).  pct_of_copy = GB/s over the device-to-device copy bandwidth, measured
+Bandwidth: GB/s = (tensors moved x bytes per tensor) / time -- or bytes moved / time for ops whose
+tensors differ in size (record(traffic_bytes=...)) -- with GB = 1e9 bytes and each op's traffic model
+(stated in its notes).  pct_of_copy = GB/s over the device-to-device copy bandwidth, measured
 once per session by copying a 1 GiB fp32 tensor with do_bench (read + write counted).
 Speed-ups are baseline ms / provider ms for the same case, from the same session; they are recomputed
 whenever a row of the case arrives, so the order in which providers run does not matter.  Rows are
@@ -118,26 +119,41 @@ def skip(op, device, case, provider, reason, collector=None):
     pytest.skip("%s not available: %s" % (provider, reason))
 
 
-def record(benchmark, op, device, case, provider, ms, tensor_bytes, tensors, min_tensors=None,
-           collector=None, **extra):
+def record(benchmark, op, device, case, provider, ms, tensor_bytes=None, tensors=None, min_tensors=None,
+           collector=None, *, traffic_bytes=None, min_traffic_bytes=None, **extra):
     """Store one measured row (into benchmark.extra_info when a fixture is given) and return it.
 
-    ms: the median time; tensor_bytes: bytes of one tensor of the traffic model; tensors: how many
-    such tensors the op moves (the common traffic model, the same for every provider so the GB/s are
-    comparable); min_tensors: this provider's own minimal traffic, when it differs (gbps_min_traffic).
+    ms: the median time.  The traffic model (the same for every provider so the GB/s are comparable), either
+      tensor_bytes, tensors: bytes of one tensor and how many such tensors the op moves; min_tensors: this
+          provider's own minimal traffic in the same unit, when it differs (gbps_min_traffic); or
+      traffic_bytes (keyword): the bytes moved, for ops whose tensors differ in size (e.g. a pooling's input
+          and output); min_traffic_bytes: this provider's own minimal traffic in bytes, when it differs.
     extra: more fields (peak_mem_x, first_call_s, ...)."""
     c = collector or COLLECTOR
     if op not in c.ops:
         raise KeyError("record(): op %r was not registered with register_op()" % (op,))
+    if (traffic_bytes is None) == (tensors is None or tensor_bytes is None):
+        raise TypeError("record(): give either tensor_bytes and tensors, or traffic_bytes")
+    if traffic_bytes is None and min_traffic_bytes is not None:
+        raise TypeError("record(): min_traffic_bytes goes with traffic_bytes (min_tensors with tensors)")
+    if traffic_bytes is not None and min_tensors is not None:
+        raise TypeError("record(): min_tensors goes with tensors (min_traffic_bytes with traffic_bytes)")
     ms = float(ms)
     row = benchmark.extra_info if benchmark is not None else {}
     row.update(op=op, device=device)
     row.update(case)
-    row.update(provider=provider, ms=ms, tensor_bytes=int(tensor_bytes), traffic_tensors=tensors,
-               gbps=tensors * tensor_bytes / (ms * 1e-3) / GB)
-    if min_tensors is not None and min_tensors != tensors:
-        row["min_traffic_tensors"] = min_tensors
-        row["gbps_min_traffic"] = min_tensors * tensor_bytes / (ms * 1e-3) / GB
+    if traffic_bytes is None:
+        row.update(provider=provider, ms=ms, tensor_bytes=int(tensor_bytes), traffic_tensors=tensors,
+                   gbps=tensors * tensor_bytes / (ms * 1e-3) / GB)
+        if min_tensors is not None and min_tensors != tensors:
+            row["min_traffic_tensors"] = min_tensors
+            row["gbps_min_traffic"] = min_tensors * tensor_bytes / (ms * 1e-3) / GB
+    else:
+        row.update(provider=provider, ms=ms, traffic_bytes=int(traffic_bytes),
+                   gbps=traffic_bytes / (ms * 1e-3) / GB)
+        if min_traffic_bytes is not None and min_traffic_bytes != traffic_bytes:
+            row["min_traffic_bytes"] = int(min_traffic_bytes)
+            row["gbps_min_traffic"] = min_traffic_bytes / (ms * 1e-3) / GB
     if device == "cuda" and c.copy_gbps:
         row["copy_gbps"] = c.copy_gbps
         row["pct_of_copy"] = 100.0 * row["gbps"] / c.copy_gbps
@@ -151,6 +167,142 @@ def record(benchmark, op, device, case, provider, ms, tensor_bytes, tensors, min
     c.case_order.setdefault(key, None)
     c.update_speedups(op, device, key)
     return row
+
+
+# --------------------------------------------------------------------------------------------------
+# Cases, providers and the correctness check (shared by the bench_<op>.py files)
+# --------------------------------------------------------------------------------------------------
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+LAYOUTS = ("NCHW", "channels_last")
+# Tolerances (atol, rtol) of the one correctness check per test: the first call vs torch eager computed
+# in fp32 on the same input.
+TOLERANCES = {torch.float32: (1e-4, 1e-4), torch.float16: (1e-2, 1e-2), torch.bfloat16: (5e-2, 2e-2)}
+
+
+def make_input(shape, dtype, layout, device):
+    """torch.randn of shape, stored NCHW or channels_last."""
+    t = torch.randn(shape, device=device, dtype=dtype)
+    return t.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else t
+
+
+def shape_label(shape):
+    return "x".join(map(str, shape))
+
+
+def first_output(out):
+    """The tensor to check of a timed function's result (autograd.grad returns a tuple)."""
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def mismatch(got, ref, atol, rtol, ignore=None):
+    """None if got is close to ref (torch.isclose; elements where the bool mask `ignore` is set are not
+    compared), else a description of the mismatch."""
+    ok = torch.isclose(got, ref, rtol=rtol, atol=atol)
+    if ignore is not None:
+        ok = ok | ignore
+    if bool(ok.all()):
+        return None
+    bad = int((~ok).sum())
+    err = (got - ref).abs()
+    if ignore is not None:
+        err = err.masked_fill(ignore, 0)
+    err = err.nan_to_num(float("inf")).max().item()
+    return ("%d of %d elements off (atol %g, rtol %g), max abs error %g, %d NaN"
+            % (bad, ok.numel(), atol, rtol, err, int(got.isnan().sum())))
+
+
+def exact_mismatch(got, ref):
+    """None if got equals ref bit for bit (same dtype and shape, NaN where ref has NaN), else a description."""
+    if got.dtype != ref.dtype or got.shape != ref.shape:
+        return "dtype/shape %s %s, expected %s %s" % (got.dtype, tuple(got.shape), ref.dtype, tuple(ref.shape))
+    nan = got.isnan()
+    if torch.equal(nan, ref.isnan()) and torch.equal(got.masked_fill(nan, 0), ref.masked_fill(nan, 0)):
+        return None
+    differ = (got != ref) & ~(nan & ref.isnan())
+    err = (got.double() - ref.double()).abs().nan_to_num(float("inf")).max().item()
+    return ("not exact: %d of %d elements differ, max abs difference %g, %d NaN (expected %d)"
+            % (int(differ.sum()), got.numel(), err, int(nan.sum()), int(ref.isnan().sum())))
+
+
+def require_correct(op, device, case, provider, err, ours):
+    """err: None, or how the provider's first result differs from the reference.  Ours must be right
+    (a mismatch fails the test); a baseline that is wrong (e.g. a miscompile by torch.compile) is skipped
+    with the reason: timing a wrong result would be meaningless."""
+    if err is None:
+        return
+    if ours:
+        pytest.fail(err)
+    skip(op, device, case, provider, "wrong result, not timed: " + err)
+
+
+def torch_compile_error():
+    """None if the torch-compile provider can run on cuda here (inductor generates Triton), else why not."""
+    from alexnet_kernels import _backends
+    err = _backends.triton_error()
+    return "inductor needs Triton on cuda: " + err if err else None
+
+
+def ours_error(backend, device, needs=()):
+    """None if our `backend` can run on `device` here, else why not: _backends.backend_error, and for the
+    C++ backends ("cpu", "cuda") whether alexnet_kernels._C has the functions `needs` (an extension built
+    before an op's kernels existed lacks them)."""
+    from alexnet_kernels import _backends, _extension
+    err = _backends.backend_error(backend, device)
+    if err is None and backend in ("cpu", "cuda"):
+        missing = [f for f in needs if not hasattr(_extension.load(), f)]
+        if missing:
+            err = ("alexnet_kernels._C has no %s (built before these kernels existed): rebuild it with "
+                   "`pip install --no-build-isolation .`" % ", ".join(missing))
+    return err
+
+
+def known_bad(table, key):
+    """table.get(key): the reason a case is not run (it crashes the process, taking every later case down
+    with it), unless BENCH_RUN_KNOWN_BAD=1."""
+    if os.environ.get("BENCH_RUN_KNOWN_BAD", "") not in ("", "0"):
+        return None
+    return table.get(key)
+
+
+def first_call(make_fn, sync=None, skip_as=None):
+    """Build the function to time (make_fn()) and call it once: (fn, out, wall seconds of both).
+
+    The first call compiles (torch.compile, Triton) and sets up (handles, the y a bwd mode keeps).
+    skip_as: (op, device, case, provider) of a baseline: an exception in its setup or first call skips the
+    provider with the error (a limitation of the baseline); None (ours): the exception fails the test."""
+    t0 = time.perf_counter()
+    try:
+        fn = make_fn()
+        out = fn()
+        if sync is not None:
+            sync()
+    except Exception as exc:
+        if skip_as is None:
+            raise
+        skip(*skip_as, reason="first call raised %s: %s" % (type(exc).__name__,
+                                                            (str(exc).strip().splitlines() or [""])[0]))
+    return fn, out, time.perf_counter() - t0
+
+
+def saved_tensor_bytes(fn, input=None):
+    """What autograd keeps for the backward of fn() (a forward on an input that requires grad), measured
+    with torch.autograd.graph.saved_tensors_hooks: {"saved_bytes": sum of numel * element_size of the
+    packed tensors, deduplicated by data_ptr; "saved_input_bytes": the part that is `input`'s own storage
+    (kept alive, not allocated)}."""
+    packed = {}
+
+    def pack(t):
+        packed[t.data_ptr()] = (max(packed.get(t.data_ptr(), (0, False))[0], t.numel() * t.element_size()),
+                                input is not None and t.untyped_storage().data_ptr()
+                                == input.untyped_storage().data_ptr())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    del out
+    return {"saved_bytes": sum(b for b, _ in packed.values()),
+            "saved_input_bytes": sum(b for b, is_input in packed.values() if is_input)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -220,6 +372,18 @@ def peak_extra_memory(fn, ref_nbytes):
     peak = torch.cuda.max_memory_allocated() - before
     del out
     return peak / ref_nbytes
+
+
+def measure_gpu(benchmark, fn, peak_ref_nbytes=None):
+    """After the first call (and the correctness check): do_bench's median ms, the host ms per call, the
+    peak extra memory over peak_ref_nbytes when given, and pytest-benchmark's rounds.  Returns
+    (ms, {"host_ms": ..., ["peak_mem_x": ...]})."""
+    ms = gpu_time_ms(fn)
+    extra = {"host_ms": host_ms_per_call(fn)}
+    if peak_ref_nbytes is not None:
+        extra["peak_mem_x"] = peak_extra_memory(fn, peak_ref_nbytes)
+    gpu_pedantic(benchmark, fn)
+    return ms, extra
 
 
 def cpu_median_ms(benchmark, fn, runs=20):
@@ -386,9 +550,12 @@ def case_table(op, device, collector=None):
     bases = spec["baselines"].get(device, ())
     keys = [k for k in c.case_order if k[:2] == (op, device)]
     has_peak = any("peak_mem_x" in r for r in rows_here)
+    has_saved = any("saved_x" in r for r in rows_here)
     header = list(fields) + providers + ["vs %s" % b for b in bases]
     if has_peak:
         header.append("peak extra mem (x input)")
+    if has_saved:
+        header.append("saved for bwd (x input)")
     table, cases = [], []
     for key in keys:
         rows = {r["provider"]: r for r in rows_here if c.case_key(op, device, r) == key}
@@ -420,6 +587,9 @@ def case_table(op, device, collector=None):
         if has_peak:
             cells.append(", ".join("%s %.2f" % (short(p), rows[p]["peak_mem_x"]) for p in providers
                                    if p in rows and "peak_mem_x" in rows[p]) or "—")
+        if has_saved:
+            cells.append(", ".join("%s %.3g" % (short(p), rows[p]["saved_x"]) for p in providers
+                                   if p in rows and "saved_x" in rows[p]) or "—")
         table.append(cells)
         cases.append(case)
     return header, table, cases

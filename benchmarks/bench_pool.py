@@ -1,0 +1,268 @@
+"""Benchmarks of 2-D max-pooling (AlexNet's: kernel 3, stride 2, padding 0).
+
+    pytest benchmarks/bench_pool.py --benchmark-only
+    pytest benchmarks/bench_pool.py --benchmark-only -k "fwd and 96x55x55 and fp16"   # a subset
+
+GPU (test_max_pool2d_gpu): providers ours-triton, ours-cuda, ours-triton-recompute (the benchmark-only
+Triton variant that saves x instead of the offsets and re-derives each arg-max in the backward),
+torch-eager (F.max_pool2d), torch-compile; batch 128 x (96,55,55), (256,27,27), (256,13,13);
+fp32/fp16/bf16; NCHW/channels_last; modes
+  fwd      y = max_pool2d(x)
+  bwd      the backward alone: ours call torch.ops.alexnet_kernels.max_pool2d_backward(dy, offsets, ...)
+           directly (offsets from one forward, untimed), ours-triton-recompute its backward kernel on
+           (x, dy); the others torch.autograd.grad(y, x, dy, retain_graph=True) on a y computed once, untimed
+  fwd+bwd  torch.autograd.grad(max_pool2d(x), x, dy)
+CPU (test_max_pool2d_cpu): ours-cpu vs torch-cpu, 32x96x55x55 fp32 NCHW, fwd and fwd+bwd.
+Unavailable providers (extension not built or built before the pool kernels, ...) are skipped with the
+reason, and so is a baseline whose first call raises; ours raising or computing a wrong result fails.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import alexnet_kernels  # noqa: F401  (registers the alexnet_kernels::max_pool2d_* custom ops)
+from alexnet_kernels import pool
+from alexnet_kernels.ops.lrn import empty_in_layout
+from alexnet_kernels.ops.pool import output_hw, pool_layout, triton_pool
+
+import benchlib as common
+
+OP = "max_pool2d"
+KERNEL, STRIDE, PADDING = 3, 2, 0
+KERNEL2, STRIDE2, PADDING2 = [KERNEL] * 2, [STRIDE] * 2, [PADDING] * 2   # the custom ops' list arguments
+
+GPU_BATCH = 128
+GPU_SHAPES = ((96, 55, 55), (256, 27, 27), (256, 13, 13))   # (C, H, W)
+CPU_SHAPE = (32, 96, 55, 55)
+GPU_MODES = ("fwd", "bwd", "fwd+bwd")
+CPU_MODES = ("fwd", "fwd+bwd")
+RECOMPUTE = "ours-triton-recompute"
+GPU_PROVIDERS = ("ours-triton", "ours-cuda", RECOMPUTE, "torch-eager", "torch-compile")
+CPU_PROVIDERS = ("ours-cpu", "torch-cpu")
+OURS_BACKEND = {"ours-triton": "triton", "ours-cuda": "cuda", "ours-cpu": "cpu"}   # through the public API
+OURS = tuple(OURS_BACKEND) + (RECOMPUTE,)
+EXT_FUNCTIONS = ("max_pool2d_forward", "max_pool2d_backward")   # what the C++ backends need in _C
+
+common.register_op(
+    OP, title="max_pool2d",
+    case_fields=("mode", "shape", "dtype", "layout"),
+    providers={"cuda": GPU_PROVIDERS, "cpu": CPU_PROVIDERS},
+    baselines={"cuda": ("torch-eager", "torch-compile"), "cpu": ("torch-cpu",)},
+    short_names={"ours-triton": "triton", "ours-cuda": "cuda", RECOMPUTE: "recompute", "torch-eager": "eager",
+                 "torch-compile": "compile", "ours-cpu": "ours", "torch-cpu": "torch"},
+    notes=["pool parameters: kernel %d, stride %d, padding %d, dilation 1, floor mode; inputs torch.randn; "
+           "shape = the input's" % (KERNEL, STRIDE, PADDING),
+           "modes: fwd = y = max_pool2d(x); bwd = the backward alone (ours: the max_pool2d_backward op on "
+           "offsets from one untimed forward; %s: its backward kernel on (x, dy); others: "
+           "autograd.grad(y, x, dy, retain_graph=True) on a y computed outside the timing); "
+           "fwd+bwd = autograd.grad(max_pool2d(x), x, dy)" % RECOMPUTE,
+           "%s: the benchmark-only Triton variant (triton_kernels/pool.py) whose forward writes no offsets and "
+           "whose backward re-derives each window's arg-max from x (autograd keeps x instead of one byte per "
+           "output), measured against the saved offsets (ours-triton)" % RECOMPUTE,
+           "traffic model (GB/s, %% of copy), in bytes, the same for every provider: fwd = x + y, bwd = dy + dx "
+           "(= y + x), fwd+bwd = 2 (x + y).  Not counted: torch's int64 indices (8 B per output; eager "
+           "writes them in the forward on CUDA and reads them in the backward).  Ours' real traffic "
+           "(fwd x + y + offsets, 1 B per output; bwd dy + offsets + dx; %s: fwd x + y, bwd x + dy + dx) is "
+           "in the JSON as gbps_min_traffic / pct_of_copy_min_traffic" % RECOMPUTE,
+           "peak extra mem (fwd+bwd only): max_memory_allocated during one fwd+bwd minus the memory "
+           "allocated before it (x and dy preallocated), over x.nbytes; dx itself counts 1.0",
+           "saved for bwd (fwd+bwd rows): the tensors autograd keeps from one forward, measured with "
+           "torch.autograd.graph.saved_tensors_hooks (numel * element_size, deduplicated by data_ptr), over "
+           "x.nbytes; x itself counts 1.0 when kept (saved_input_bytes in the JSON)",
+           "correctness (first call, vs torch eager in fp32 on the same input): values exact for every "
+           "provider (torch.equal after rounding the reference to the dtype); gradients exact for ours (the "
+           "fp32 sums rounded once to the dtype, as torch's CUDA kernels accumulate), within (atol, rtol) = "
+           "fp32 (1e-4, 1e-4), fp16 (1e-2, 1e-2), bf16 (5e-2, 2e-2) for the baselines (torch.compile may sum "
+           "the overlapping windows' gradients in another order)",
+           "torch-compile: torch.compile(F.max_pool2d, dynamic=False), compiled once per (shape, dtype, "
+           "layout) and reused across modes (an inference and a training graph)",
+           "bar (issue): forward >= 1.5x torch in fp32 and >= 2x in fp16/bf16; forward+backward >= 2x torch; "
+           "in every layout; CPU: ours >= torch (fp32 32x96x55x55)"])
+
+
+def _torch_pool(t):
+    return F.max_pool2d(t, KERNEL, STRIDE, PADDING)
+
+
+def output_shape(shape):
+    return tuple(shape[:2]) + output_hw(shape[2:], KERNEL2, STRIDE2, PADDING2, False)
+
+
+class RecomputeMaxPool2d(torch.autograd.Function):
+    """ours-triton-recompute with autograd: the Triton forward without offsets, x saved, the backward
+    re-derives each window's arg-max from x (benchmark-only; triton_kernels/pool.py)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return recompute_forward(x)
+
+    @staticmethod
+    def backward(ctx, dy):
+        (x,) = ctx.saved_tensors
+        return recompute_backward(x, dy)
+
+
+def recompute_forward(x):
+    y = empty_in_layout(output_shape(x.shape), pool_layout(x), x)
+    triton_pool().max_pool2d_forward(x, y, None, KERNEL2, STRIDE2, PADDING2)
+    return y
+
+
+def recompute_backward(x, dy):
+    dx = empty_in_layout(x.shape, pool_layout(x), x)
+    triton_pool().max_pool2d_backward_recompute(x, dy, dx, KERNEL2, STRIDE2, PADDING2)
+    return dx
+
+
+def forward_fn(provider, x, layout):
+    if provider == RECOMPUTE:
+        return RecomputeMaxPool2d.apply
+    if provider in OURS_BACKEND:
+        backend = OURS_BACKEND[provider]
+        return lambda t: pool.max_pool2d(t, KERNEL, STRIDE, PADDING, backend=backend)
+    if provider in ("torch-eager", "torch-cpu"):
+        return _torch_pool
+    if provider == "torch-compile":
+        return common.compiled(_torch_pool, (tuple(x.shape), x.dtype, layout, x.device.type))
+    raise ValueError("unknown provider %r" % (provider,))
+
+
+def build(provider, mode, x, dy, layout):
+    """The function to time (it returns its output, so the output is freed after each call)."""
+    fwd = forward_fn(provider, x, layout)
+    if mode == "fwd":
+        return lambda: fwd(x)
+    if mode == "bwd" and provider in OURS_BACKEND:
+        backend = OURS_BACKEND[provider]
+        _, offsets = torch.ops.alexnet_kernels.max_pool2d_forward(x, KERNEL2, STRIDE2, PADDING2, False, backend)
+        hw, channels_last = list(x.shape[2:]), layout == "channels_last"
+        return lambda: torch.ops.alexnet_kernels.max_pool2d_backward(dy, offsets, hw, channels_last, KERNEL2,
+                                                                     STRIDE2, PADDING2, False, backend)
+    if mode == "bwd" and provider == RECOMPUTE:
+        return lambda: recompute_backward(x, dy)
+    xg = x.detach().requires_grad_()
+    if mode == "bwd":
+        y = fwd(xg)  # once, outside the timing
+        return lambda: torch.autograd.grad(y, xg, dy, retain_graph=True)
+    if mode == "fwd+bwd":
+        return lambda: torch.autograd.grad(fwd(xg), xg, dy)
+    raise ValueError("unknown mode %r" % (mode,))
+
+
+def check_against_eager(provider, mode, x, dy, out):
+    """None if the provider's first output (y, or dx for bwd and fwd+bwd) matches torch eager computed in
+    fp32 and rounded to x's dtype, else a description of the mismatch.  Max-pool values are exact in any
+    dtype; ours' gradients are exact too (fp32 sums of the overlapping windows rounded once), the
+    baselines' within TOLERANCES (their summation order may differ)."""
+    xf = x.detach().float().requires_grad_(mode != "fwd")
+    ref = _torch_pool(xf)
+    if mode != "fwd":
+        ref = torch.autograd.grad(ref, xf, dy.float())[0]
+    ref = ref.to(x.dtype)
+    got = common.first_output(out)
+    if mode == "fwd" or provider in OURS:
+        err = common.exact_mismatch(got, ref)
+    else:
+        err = common.mismatch(got.float(), ref.float(), *common.TOLERANCES[x.dtype])
+    return None if err is None else "%s %s result differs from torch eager (fp32): %s" % (provider, mode, err)
+
+
+def provider_error(provider, device):
+    if provider == RECOMPUTE:
+        return common.ours_error("triton", device)
+    if provider in OURS_BACKEND:
+        return common.ours_error(OURS_BACKEND[provider], device, EXT_FUNCTIONS)
+    if provider == "torch-compile":
+        return common.torch_compile_error()
+    return None
+
+
+def traffic(mode, x, y_shape, provider):
+    """(bytes of the common traffic model, ours' real traffic in bytes or None) -- see the notes."""
+    x_bytes = x.nbytes
+    outputs = torch.Size(y_shape).numel()
+    y_bytes = outputs * x.element_size()
+    common_bytes = {"fwd": 1, "bwd": 1, "fwd+bwd": 2}[mode] * (x_bytes + y_bytes)
+    if provider == RECOMPUTE:   # no offsets; the backward reads x, dy, writes dx
+        return common_bytes, {"fwd": x_bytes + y_bytes, "bwd": 2 * x_bytes + y_bytes,
+                              "fwd+bwd": 3 * x_bytes + 2 * y_bytes}[mode]
+    if provider in OURS_BACKEND:   # + the offsets, 1 B per output, written by the forward, read by the backward
+        return common_bytes, {"fwd": 1, "bwd": 1, "fwd+bwd": 2}[mode] * (x_bytes + y_bytes + outputs)
+    return common_bytes, None
+
+
+def saved_for_backward(provider, x, layout):
+    """What autograd keeps from one forward of the provider (fwd+bwd rows), measured by hooks."""
+    xg = x.detach().requires_grad_()
+    saved = common.saved_tensor_bytes(lambda: forward_fn(provider, x, layout)(xg), xg)
+    saved["saved_x"] = saved["saved_bytes"] / x.nbytes
+    return saved
+
+
+def _gpu_params():
+    for mode in GPU_MODES:
+        for chw in GPU_SHAPES:
+            for dname in common.DTYPES:
+                for layout in common.LAYOUTS:
+                    for provider in GPU_PROVIDERS:
+                        yield pytest.param(mode, chw, dname, layout, provider,
+                                           id="%s-%s-%s-%s-%s" % (mode, common.shape_label(chw), dname, layout,
+                                                                  provider))
+
+
+@pytest.mark.parametrize("mode,chw,dname,layout,provider", list(_gpu_params()))
+def test_max_pool2d_gpu(benchmark, gpu, mode, chw, dname, layout, provider):
+    shape, dtype = (GPU_BATCH,) + tuple(chw), common.DTYPES[dname]
+    case = {"mode": mode, "shape": common.shape_label(shape), "dtype": dname, "layout": layout}
+    benchmark.group = "max_pool2d-gpu %s %s %s %s" % (mode, case["shape"], dname, layout)
+    ours = provider in OURS
+    err = provider_error(provider, gpu)
+    if err is not None:
+        common.skip(OP, "cuda", case, provider, err)
+
+    torch.manual_seed(0)
+    x = common.make_input(shape, dtype, layout, gpu)
+    dy = common.make_input(output_shape(shape), dtype, layout, gpu)
+    torch.cuda.synchronize()
+    # first call: compilation (torch-compile, Triton), ...; a baseline that raises is skipped
+    fn, out, seconds = common.first_call(lambda: build(provider, mode, x, dy, layout), torch.cuda.synchronize,
+                                         skip_as=None if ours else (OP, "cuda", case, provider))
+    extra = {"first_call_s": seconds}
+    common.require_correct(OP, "cuda", case, provider, check_against_eager(provider, mode, x, dy, out), ours)
+    del out
+
+    ms, measured = common.measure_gpu(benchmark, fn, x.nbytes if mode == "fwd+bwd" else None)
+    extra.update(measured)
+    if mode == "fwd+bwd":
+        extra.update(saved_for_backward(provider, x, layout))
+    traffic_bytes, min_bytes = traffic(mode, x, dy.shape, provider)
+    common.record(benchmark, OP, "cuda", case, provider, ms, traffic_bytes=traffic_bytes,
+                  min_traffic_bytes=min_bytes, **extra)
+
+
+@pytest.mark.parametrize("mode,provider", [
+    pytest.param(mode, provider, id="%s-%s-fp32-NCHW-%s" % (mode, common.shape_label(CPU_SHAPE), provider))
+    for mode in CPU_MODES for provider in CPU_PROVIDERS])
+def test_max_pool2d_cpu(benchmark, mode, provider):
+    device, layout = torch.device("cpu"), "NCHW"
+    case = {"mode": mode, "shape": common.shape_label(CPU_SHAPE), "dtype": "fp32", "layout": layout}
+    benchmark.group = "max_pool2d-cpu %s %s fp32 %s" % (mode, case["shape"], layout)
+    ours = provider in OURS
+    err = provider_error(provider, device)
+    if err is not None:
+        common.skip(OP, "cpu", case, provider, err)
+
+    torch.manual_seed(0)
+    x = common.make_input(CPU_SHAPE, torch.float32, layout, device)
+    dy = common.make_input(output_shape(CPU_SHAPE), torch.float32, layout, device)
+    fn, out, _ = common.first_call(lambda: build(provider, mode, x, dy, layout),
+                                   skip_as=None if ours else (OP, "cpu", case, provider))
+    common.require_correct(OP, "cpu", case, provider, check_against_eager(provider, mode, x, dy, out), ours)
+    del out
+    benchmark(fn)
+    ms = common.cpu_median_ms(benchmark, fn)
+    extra = saved_for_backward(provider, x, layout) if mode == "fwd+bwd" else {}
+    traffic_bytes, min_bytes = traffic(mode, x, dy.shape, provider)
+    common.record(benchmark, OP, "cpu", case, provider, ms, traffic_bytes=traffic_bytes,
+                  min_traffic_bytes=min_bytes, **extra)
