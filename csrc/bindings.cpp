@@ -4,7 +4,16 @@
 //   lrn_backward(x, dy, dx, size, alpha, beta, k, channels_last) -> None    writes dx
 //   cudnn_lrn_forward(x, size, alpha, beta, k) -> y                         (cuDNN baseline, 4-D)
 //   cudnn_lrn_backward(x, y, dy, size, alpha, beta, k) -> dx
+//   max_pool2d_forward(x, y, offsets, kH, kW, sH, sW, pH, pW, channels_last) -> None           writes y, offsets
+//   max_pool2d_backward(dy, offsets, dx, kH, kW, sH, sW, pH, pW, channels_last) -> None        writes dx
+//   relu_lrn_max_pool2d_forward(x, z, offsets, size, alpha, beta, k, kH, kW, sH, sW, pH, pW, channels_last)
+//       -> None                                                              writes z, offsets
+//   relu_lrn_max_pool2d_backward(x, dz, offsets, dx, size, alpha, beta, k, kH, kW, sH, sW, pH, pW,
+//       channels_last) -> None                                               writes dx
 //   build_info() -> dict
+//
+// Pooling tensors are 4-D, all NCHW-contiguous or all channels_last; x / dx are (N, C, H, W), the
+// others (N, C, OH, OW) with OH, OW torch's output size (floor or ceil mode); offsets are uint8.
 #include <torch/extension.h>
 
 #include <ATen/MemoryOverlap.h>
@@ -12,6 +21,7 @@
 #include <limits>
 
 #include "lrn.h"
+#include "pool.h"
 
 #ifdef AK_WITH_CUDNN
 #include <cudnn.h>
@@ -102,6 +112,202 @@ void lrn_backward(const at::Tensor& x, const at::Tensor& dy, const at::Tensor& d
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Max pooling and the fused ReLU -> LRN -> max-pool block
+// ---------------------------------------------------------------------------------------------
+
+const char* layout4_name(bool channels_last) {
+  return channels_last ? "channels_last (strides (H*W*C, 1, W*C, C))" : "NCHW-contiguous (strides (C*H*W, H*W, W, 1))";
+}
+
+// A 4-D tensor on the CPU or a GPU laid out as the layout says (strides of size-1 dimensions, and
+// of empty tensors, are not checked: they never enter an address).
+void check_pool_tensor(const char* op, const char* name, const at::Tensor& t, bool channels_last) {
+  TORCH_CHECK(t.defined(), op, ": ", name, " is undefined");
+  TORCH_CHECK(t.dim() == 4, op, ": ", name, " must be 4-D (N, C, H, W), got shape ", t.sizes());
+  TORCH_CHECK(t.is_cpu() || t.is_cuda(), op, ": ", name, " must be a cpu or cuda tensor, got ", t.device());
+  const ak::Strides4 s = ak::layout_strides(t.size(1), t.size(2), t.size(3), channels_last);
+  const int64_t expected[4] = {s.n, s.c, s.h, s.w};
+  for (int d = 0; d < 4; ++d) {
+    TORCH_CHECK(t.size(d) <= 1 || t.numel() == 0 || t.stride(d) == expected[d], op, ": ", name, " must be ",
+                layout4_name(channels_last), ", got shape ", t.sizes(), " and strides ", t.strides());
+  }
+}
+
+// Values: float32, float16 or bfloat16 (or float64 on the CPU); ref's dtype and device when ref is given.
+void check_pool_values(const char* op, const char* name, const at::Tensor& t, const at::Tensor* ref,
+                       const char* ref_name) {
+  const auto dtype = t.scalar_type();
+  const bool cpu_double = dtype == at::kDouble && t.is_cpu();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16 || cpu_double, op, ": ", name,
+              " must be float32, float16 or bfloat16 (or float64 on the CPU), got ", dtype, " on ", t.device());
+  if (ref != nullptr) {
+    TORCH_CHECK(dtype == ref->scalar_type(), op, ": ", name, " must have ", ref_name, "'s dtype ",
+                ref->scalar_type(), ", got ", dtype);
+    TORCH_CHECK(t.device() == ref->device(), op, ": ", name, " must be on ", ref_name, "'s device ", ref->device(),
+                ", got ", t.device());
+  }
+}
+
+// offsets: uint8, out's shape and device.
+void check_offsets(const char* op, const at::Tensor& offsets, const at::Tensor& out, const char* out_name) {
+  TORCH_CHECK(offsets.scalar_type() == at::kByte, op, ": offsets must be uint8, got ", offsets.scalar_type());
+  TORCH_CHECK(offsets.sizes() == out.sizes(), op, ": offsets must have ", out_name, "'s shape ", out.sizes(),
+              ", got ", offsets.sizes());
+  TORCH_CHECK(offsets.device() == out.device(), op, ": offsets must be on ", out_name, "'s device ", out.device(),
+              ", got ", offsets.device());
+}
+
+ak::PoolParams check_pool_params(const char* op, int64_t kH, int64_t kW, int64_t sH, int64_t sW, int64_t pH,
+                                 int64_t pW) {
+  TORCH_CHECK(kH >= 1 && kW >= 1, op, ": kernel size must be >= 1, got (", kH, ", ", kW, ")");
+  TORCH_CHECK(kH <= 256 && kW <= 256 && kH * kW <= 256, op, ": kH * kW must be <= 256 (offsets are uint8), got (",
+              kH, ", ", kW, ")");
+  TORCH_CHECK(sH >= 1 && sW >= 1 && sH <= std::numeric_limits<int>::max() && sW <= std::numeric_limits<int>::max(),
+              op, ": stride must be >= 1, got (", sH, ", ", sW, ")");
+  TORCH_CHECK(pH >= 0 && pW >= 0, op, ": padding must be >= 0, got (", pH, ", ", pW, ")");
+  // torch's rule; it also keeps every window's in-bounds part non-empty.
+  TORCH_CHECK(pH <= kH / 2 && pW <= kW / 2, op, ": padding must be at most half the kernel size, got padding (",
+              pH, ", ", pW, ") for kernel (", kH, ", ", kW, ")");
+  return ak::PoolParams{static_cast<int>(kH), static_cast<int>(kW), static_cast<int>(sH),
+                        static_cast<int>(sW), static_cast<int>(pH), static_cast<int>(pW)};
+}
+
+// torch's pooling output size (dilation 1), floor or ceil mode.
+int64_t pool_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad, bool ceil_mode) {
+  const int64_t numerator = in + 2 * pad - (kernel - 1) - 1 + (ceil_mode ? stride - 1 : 0);
+  int64_t out = (numerator >= 0 ? numerator / stride : -((-numerator + stride - 1) / stride)) + 1;
+  if (ceil_mode && (out - 1) * stride >= in + pad) --out;  // the last window must start inside the input
+  return out;
+}
+
+// in is (N, C, H, W), out (N, C, OH, OW) with OH, OW torch's output sizes (floor or ceil mode).
+void check_pool_shapes(const char* op, const at::Tensor& in, const char* in_name, const at::Tensor& out,
+                       const char* out_name, const ak::PoolParams& p) {
+  TORCH_CHECK(out.size(0) == in.size(0) && out.size(1) == in.size(1), op, ": ", out_name, " must have ", in_name,
+              "'s batch and channels ", in.sizes().slice(0, 2), ", got shape ", out.sizes());
+  TORCH_CHECK(in.size(2) >= 1 && in.size(3) >= 1, op, ": ", in_name, " must have non-empty spatial dims, got shape ",
+              in.sizes());
+  TORCH_CHECK(in.size(1) <= std::numeric_limits<int>::max(), op, ": at most 2^31 - 1 channels, got ", in.size(1));
+  const int64_t sizes[2][4] = {{in.size(2), p.kH, p.sH, p.pH}, {in.size(3), p.kW, p.sW, p.pW}};
+  for (int d = 0; d < 2; ++d) {
+    const int64_t floor_size = pool_output_size(sizes[d][0], sizes[d][1], sizes[d][2], sizes[d][3], false);
+    const int64_t ceil_size = pool_output_size(sizes[d][0], sizes[d][1], sizes[d][2], sizes[d][3], true);
+    TORCH_CHECK(floor_size >= 1, op, ": ", in_name, " of shape ", in.sizes(), " is too small for the kernel (",
+                p.kH, ", ", p.kW, ") and padding (", p.pH, ", ", p.pW, ")");
+    const int64_t got = out.size(2 + d);
+    TORCH_CHECK(got == floor_size || got == ceil_size, op, ": ", out_name, " has ", d == 0 ? "OH" : "OW", " = ", got,
+                ", but ", in_name, " of shape ", in.sizes(), " pools to ", floor_size, " (ceil_mode: ", ceil_size,
+                ")");
+  }
+}
+
+void max_pool2d_forward(const at::Tensor& x, const at::Tensor& y, const at::Tensor& offsets, int64_t kH, int64_t kW,
+                        int64_t sH, int64_t sW, int64_t pH, int64_t pW, bool channels_last) {
+  const char* op = "max_pool2d_forward";
+  const ak::PoolParams p = check_pool_params(op, kH, kW, sH, sW, pH, pW);
+  check_pool_tensor(op, "x", x, channels_last);
+  check_pool_tensor(op, "y", y, channels_last);
+  check_pool_tensor(op, "offsets", offsets, channels_last);
+  check_pool_values(op, "x", x, nullptr, nullptr);
+  check_pool_values(op, "y", y, &x, "x");
+  check_offsets(op, offsets, y, "y");
+  check_pool_shapes(op, x, "x", y, "y", p);
+  at::assert_no_overlap(y, x);
+  at::assert_no_overlap(offsets, x);
+  at::assert_no_overlap(offsets, y);
+  if (x.is_cuda()) {
+#ifdef AK_WITH_CUDA
+    ak::max_pool2d_forward_cuda(x, y, offsets, p, channels_last);
+#else
+    no_cuda(op);
+#endif
+  } else {
+    ak::max_pool2d_forward_cpu(x, y, offsets, p, channels_last);
+  }
+}
+
+void max_pool2d_backward(const at::Tensor& dy, const at::Tensor& offsets, const at::Tensor& dx, int64_t kH,
+                         int64_t kW, int64_t sH, int64_t sW, int64_t pH, int64_t pW, bool channels_last) {
+  const char* op = "max_pool2d_backward";
+  const ak::PoolParams p = check_pool_params(op, kH, kW, sH, sW, pH, pW);
+  check_pool_tensor(op, "dy", dy, channels_last);
+  check_pool_tensor(op, "offsets", offsets, channels_last);
+  check_pool_tensor(op, "dx", dx, channels_last);
+  check_pool_values(op, "dy", dy, nullptr, nullptr);
+  check_pool_values(op, "dx", dx, &dy, "dy");
+  check_offsets(op, offsets, dy, "dy");
+  check_pool_shapes(op, dx, "dx", dy, "dy", p);
+  at::assert_no_overlap(dx, dy);
+  at::assert_no_overlap(dx, offsets);
+  if (dy.is_cuda()) {
+#ifdef AK_WITH_CUDA
+    ak::max_pool2d_backward_cuda(dy, offsets, dx, p, channels_last);
+#else
+    no_cuda(op);
+#endif
+  } else {
+    ak::max_pool2d_backward_cpu(dy, offsets, dx, p, channels_last);
+  }
+}
+
+void relu_lrn_max_pool2d_forward(const at::Tensor& x, const at::Tensor& z, const at::Tensor& offsets, int64_t size,
+                                 double alpha, double beta, double k, int64_t kH, int64_t kW, int64_t sH, int64_t sW,
+                                 int64_t pH, int64_t pW, bool channels_last) {
+  const char* op = "relu_lrn_max_pool2d_forward";
+  check_size(op, size);
+  const ak::PoolParams p = check_pool_params(op, kH, kW, sH, sW, pH, pW);
+  check_pool_tensor(op, "x", x, channels_last);
+  check_pool_tensor(op, "z", z, channels_last);
+  check_pool_tensor(op, "offsets", offsets, channels_last);
+  check_pool_values(op, "x", x, nullptr, nullptr);
+  check_pool_values(op, "z", z, &x, "x");
+  check_offsets(op, offsets, z, "z");
+  check_pool_shapes(op, x, "x", z, "z", p);
+  at::assert_no_overlap(z, x);
+  at::assert_no_overlap(offsets, x);
+  at::assert_no_overlap(offsets, z);
+  if (x.is_cuda()) {
+#ifdef AK_WITH_CUDA
+    ak::relu_lrn_max_pool2d_forward_cuda(x, z, offsets, size, alpha, beta, k, p, channels_last);
+#else
+    no_cuda(op);
+#endif
+  } else {
+    ak::relu_lrn_max_pool2d_forward_cpu(x, z, offsets, size, alpha, beta, k, p, channels_last);
+  }
+}
+
+void relu_lrn_max_pool2d_backward(const at::Tensor& x, const at::Tensor& dz, const at::Tensor& offsets,
+                                  const at::Tensor& dx, int64_t size, double alpha, double beta, double k, int64_t kH,
+                                  int64_t kW, int64_t sH, int64_t sW, int64_t pH, int64_t pW, bool channels_last) {
+  const char* op = "relu_lrn_max_pool2d_backward";
+  check_size(op, size);
+  const ak::PoolParams p = check_pool_params(op, kH, kW, sH, sW, pH, pW);
+  check_pool_tensor(op, "x", x, channels_last);
+  check_pool_tensor(op, "dz", dz, channels_last);
+  check_pool_tensor(op, "offsets", offsets, channels_last);
+  check_pool_tensor(op, "dx", dx, channels_last);
+  check_pool_values(op, "x", x, nullptr, nullptr);
+  check_pool_values(op, "dz", dz, &x, "x");
+  check_pool_values(op, "dx", dx, &x, "x");
+  TORCH_CHECK(dx.sizes() == x.sizes(), op, ": dx must have x's shape ", x.sizes(), ", got ", dx.sizes());
+  check_offsets(op, offsets, dz, "dz");
+  check_pool_shapes(op, x, "x", dz, "dz", p);
+  at::assert_no_overlap(dx, x);
+  at::assert_no_overlap(dx, dz);
+  at::assert_no_overlap(dx, offsets);
+  if (x.is_cuda()) {
+#ifdef AK_WITH_CUDA
+    ak::relu_lrn_max_pool2d_backward_cuda(x, dz, offsets, dx, size, alpha, beta, k, p, channels_last);
+#else
+    no_cuda(op);
+#endif
+  } else {
+    ak::relu_lrn_max_pool2d_backward_cpu(x, dz, offsets, dx, size, alpha, beta, k, p, channels_last);
+  }
+}
+
 at::Tensor cudnn_lrn_forward(const at::Tensor& x, int64_t size, double alpha, double beta, double k) {
 #ifdef AK_WITH_CUDNN
   return ak::cudnn_lrn_forward(x, size, alpha, beta, k);
@@ -154,7 +360,9 @@ py::dict build_info() {
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "alexnet_kernels compiled kernels: cross-channel LRN (CPU and CUDA) and the cuDNN LRN baseline";
+  m.doc() =
+      "alexnet_kernels compiled kernels: cross-channel LRN, max-pool and fused ReLU -> LRN -> max-pool (CPU and "
+      "CUDA), and the cuDNN LRN baseline";
   m.def("lrn_forward", &lrn_forward, "LRN forward: writes y = x * (k + alpha/n * window sum of x^2)^-beta",
         py::arg("x"), py::arg("y"), py::arg("size"), py::arg("alpha"), py::arg("beta"), py::arg("k"),
         py::arg("channels_last"), py::call_guard<py::gil_scoped_release>());
@@ -165,5 +373,22 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("x"), py::arg("size"), py::arg("alpha"), py::arg("beta"), py::arg("k"));
   m.def("cudnn_lrn_backward", &cudnn_lrn_backward, "cuDNN cross-channel LRN backward (baseline)", py::arg("x"),
         py::arg("y"), py::arg("dy"), py::arg("size"), py::arg("alpha"), py::arg("beta"), py::arg("k"));
+  m.def("max_pool2d_forward", &max_pool2d_forward,
+        "Max-pool forward (torch.nn.functional.max_pool2d): writes y and the argmax's in-window offsets",
+        py::arg("x"), py::arg("y"), py::arg("offsets"), py::arg("kH"), py::arg("kW"), py::arg("sH"), py::arg("sW"),
+        py::arg("pH"), py::arg("pW"), py::arg("channels_last"), py::call_guard<py::gil_scoped_release>());
+  m.def("max_pool2d_backward", &max_pool2d_backward, "Max-pool backward: writes dx (a deterministic gather)",
+        py::arg("dy"), py::arg("offsets"), py::arg("dx"), py::arg("kH"), py::arg("kW"), py::arg("sH"), py::arg("sW"),
+        py::arg("pH"), py::arg("pW"), py::arg("channels_last"), py::call_guard<py::gil_scoped_release>());
+  m.def("relu_lrn_max_pool2d_forward", &relu_lrn_max_pool2d_forward,
+        "Fused max_pool2d(local_response_norm(relu(x))): writes z and the argmax's in-window offsets", py::arg("x"),
+        py::arg("z"), py::arg("offsets"), py::arg("size"), py::arg("alpha"), py::arg("beta"), py::arg("k"),
+        py::arg("kH"), py::arg("kW"), py::arg("sH"), py::arg("sW"), py::arg("pH"), py::arg("pW"),
+        py::arg("channels_last"), py::call_guard<py::gil_scoped_release>());
+  m.def("relu_lrn_max_pool2d_backward", &relu_lrn_max_pool2d_backward,
+        "Fused ReLU -> LRN -> max-pool backward: writes dx from x, dz and the offsets", py::arg("x"), py::arg("dz"),
+        py::arg("offsets"), py::arg("dx"), py::arg("size"), py::arg("alpha"), py::arg("beta"), py::arg("k"),
+        py::arg("kH"), py::arg("kW"), py::arg("sH"), py::arg("sW"), py::arg("pH"), py::arg("pW"),
+        py::arg("channels_last"), py::call_guard<py::gil_scoped_release>());
   m.def("build_info", &build_info, "What this extension was built with");
 }

@@ -1,0 +1,145 @@
+// CUDA kernels of 2-D max pooling and of the fused ReLU -> LRN -> max-pool block. The math is
+// pool_math.h's, shared with the CPU kernels: every kernel is a grid-stride loop (int64 indices)
+// over memory offsets calling one *_element function. Forward maps a thread to an output element,
+// backward to an input element; consecutive threads take consecutive offsets, i.e. the contiguous
+// dimension (W for NCHW, C for channels_last), so loads and stores coalesce.
+//
+// One launch per call on the current stream; nothing is allocated and nothing synchronises (safe
+// under CUDA-graph capture). As in lrn_cuda.cu, ATen/cuda/CUDAContext.h is avoided (it needs cuBLAS
+// headers): the stream comes from c10.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <algorithm>
+
+#include "pool.h"
+#include "pool_math.h"
+
+namespace ak {
+namespace {
+
+constexpr int kThreads = 256;
+// Grid cap: far more blocks than any GPU runs at once; the grid-stride loops take the rest.
+constexpr int64_t kMaxBlocks = int64_t(1) << 20;
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    max_pool_forward_kernel(const T* __restrict__ x, T* __restrict__ y, uint8_t* __restrict__ offsets,
+                            PoolProblem P, int64_t count) {
+  for (int64_t o = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; o < count; o += int64_t(gridDim.x) * blockDim.x) {
+    max_pool_forward_element<T, float>(x, y, offsets, P, o);
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    max_pool_backward_kernel(const T* __restrict__ dy, const uint8_t* __restrict__ offsets, T* __restrict__ dx,
+                             PoolProblem P, int64_t count) {
+  for (int64_t o = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; o < count; o += int64_t(gridDim.x) * blockDim.x) {
+    max_pool_backward_element<T, float>(dy, offsets, dx, P, o);
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    fused_forward_kernel(const T* __restrict__ x, T* __restrict__ z, uint8_t* __restrict__ offsets, PoolProblem P,
+                         LrnCoeffs<float> lrn, int64_t count) {
+  for (int64_t o = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; o < count; o += int64_t(gridDim.x) * blockDim.x) {
+    fused_forward_element<T, float>(x, z, offsets, P, lrn, o);
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    fused_backward_kernel(const T* __restrict__ x, const T* __restrict__ dz, const uint8_t* __restrict__ offsets,
+                          T* __restrict__ dx, PoolProblem P, LrnCoeffs<float> lrn, int64_t count) {
+  for (int64_t o = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; o < count; o += int64_t(gridDim.x) * blockDim.x) {
+    fused_backward_element<T, float>(x, dz, offsets, dx, P, lrn, o);
+  }
+}
+
+// One thread per element of `count`, on the current stream of the tensors' device.
+struct Launch {
+  dim3 grid, block;
+  cudaStream_t stream;
+};
+
+Launch launch_for(int64_t count, const at::Tensor& t) {
+  const int64_t blocks = std::min<int64_t>((count + kThreads - 1) / kThreads, kMaxBlocks);
+  return Launch{dim3(static_cast<unsigned>(blocks)), dim3(kThreads), c10::cuda::getCurrentCUDAStream(t.get_device()).stream()};
+}
+
+#define AK_CUDA_DISPATCH(TYPE, NAME, ...)                                \
+  AT_DISPATCH_SWITCH(TYPE, NAME,                                         \
+                     AT_DISPATCH_CASE(at::ScalarType::Float, __VA_ARGS__) \
+                     AT_DISPATCH_CASE(at::ScalarType::Half, __VA_ARGS__)  \
+                     AT_DISPATCH_CASE(at::ScalarType::BFloat16, __VA_ARGS__))
+
+}  // namespace
+
+void max_pool2d_forward_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor& offsets,
+                             const PoolParams& p, bool channels_last) {
+  const int64_t count = y.numel();
+  if (count == 0) return;
+  const c10::cuda::CUDAGuard guard(x.device());
+  const PoolProblem P = make_pool_problem(x, y, p, channels_last);
+  const Launch L = launch_for(count, x);
+  AK_CUDA_DISPATCH(x.scalar_type(), "max_pool2d_forward_cuda", [&] {
+    max_pool_forward_kernel<scalar_t><<<L.grid, L.block, 0, L.stream>>>(
+        x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), offsets.mutable_data_ptr<uint8_t>(), P, count);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+void max_pool2d_backward_cuda(const at::Tensor& dy, const at::Tensor& offsets, const at::Tensor& dx,
+                              const PoolParams& p, bool channels_last) {
+  const int64_t count = dx.numel();
+  if (count == 0) return;
+  const c10::cuda::CUDAGuard guard(dx.device());
+  const PoolProblem P = make_pool_problem(dx, dy, p, channels_last);
+  const Launch L = launch_for(count, dx);
+  AK_CUDA_DISPATCH(dx.scalar_type(), "max_pool2d_backward_cuda", [&] {
+    max_pool_backward_kernel<scalar_t><<<L.grid, L.block, 0, L.stream>>>(
+        dy.const_data_ptr<scalar_t>(), offsets.const_data_ptr<uint8_t>(), dx.mutable_data_ptr<scalar_t>(), P, count);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+void relu_lrn_max_pool2d_forward_cuda(const at::Tensor& x, const at::Tensor& z, const at::Tensor& offsets,
+                                      int64_t size, double alpha, double beta, double k, const PoolParams& p,
+                                      bool channels_last) {
+  const int64_t count = z.numel();
+  if (count == 0) return;
+  const c10::cuda::CUDAGuard guard(x.device());
+  const PoolProblem P = make_pool_problem(x, z, p, channels_last);
+  const LrnCoeffs<float> lrn = make_lrn_coeffs<float>(size, alpha, beta, k);
+  const Launch L = launch_for(count, x);
+  AK_CUDA_DISPATCH(x.scalar_type(), "relu_lrn_max_pool2d_forward_cuda", [&] {
+    fused_forward_kernel<scalar_t><<<L.grid, L.block, 0, L.stream>>>(
+        x.const_data_ptr<scalar_t>(), z.mutable_data_ptr<scalar_t>(), offsets.mutable_data_ptr<uint8_t>(), P, lrn,
+        count);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+void relu_lrn_max_pool2d_backward_cuda(const at::Tensor& x, const at::Tensor& dz, const at::Tensor& offsets,
+                                       const at::Tensor& dx, int64_t size, double alpha, double beta, double k,
+                                       const PoolParams& p, bool channels_last) {
+  const int64_t count = dx.numel();
+  if (count == 0) return;
+  const c10::cuda::CUDAGuard guard(x.device());
+  const PoolProblem P = make_pool_problem(x, dz, p, channels_last);
+  const LrnCoeffs<float> lrn = make_lrn_coeffs<float>(size, alpha, beta, k);
+  const Launch L = launch_for(count, x);
+  AK_CUDA_DISPATCH(x.scalar_type(), "relu_lrn_max_pool2d_backward_cuda", [&] {
+    fused_backward_kernel<scalar_t><<<L.grid, L.block, 0, L.stream>>>(
+        x.const_data_ptr<scalar_t>(), dz.const_data_ptr<scalar_t>(), offsets.const_data_ptr<uint8_t>(),
+        dx.mutable_data_ptr<scalar_t>(), P, lrn, count);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+}  // namespace ak
