@@ -1,4 +1,7 @@
-"""The CUDA kernels' device code, run on the CPU by csrc/emulate/lrn_cuda_emulator.cpp.
+"""The CUDA kernels' device code, run on the CPU: csrc/emulate/lrn_cuda_emulator.cpp (LRN) and
+csrc/emulate/pool_cuda_emulator.cpp (max-pool and the fused block).
+
+LRN:
 
 Each CUDA block runs as real threads with __syncthreads as a barrier, on NaN-filled shared memory, with the
 kernels' own launch planning; it checks forward and backward against a float64 reference for fp32/fp16/bf16,
@@ -10,7 +13,13 @@ import shutil
 import subprocess
 
 import pytest
+import torch
+import torch.nn.functional as F
 from torch.utils import cpp_extension
+
+from alexnet_kernels.ops import pool as pool_ops
+
+from common import rel_err
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = os.path.join(ROOT, "csrc", "emulate", "lrn_cuda_emulator.cpp")
@@ -33,3 +42,61 @@ def test_cuda_kernels_under_the_host_emulator(tmp_path):
     assert set(worst) == {"float32", "float16", "bfloat16"}, run.stdout[-2000:]
     assert max(worst["float32"]) <= 1e-5
     assert max(worst["float16"]) <= 2e-3 and max(worst["bfloat16"]) <= 1.6e-2
+
+
+POOL_SOURCE = os.path.join(ROOT, "csrc", "emulate", "pool_cuda_emulator.cpp")
+
+
+@pytest.fixture(scope="module")
+def pool_emulator(tmp_path_factory):
+    """csrc/emulate/pool_cuda_emulator.cpp built as a torch extension (the CUDA kernels' element functions)."""
+    if not os.path.isfile(POOL_SOURCE):
+        pytest.skip("csrc/ is not in this tree (installed package without sources)")
+    if shutil.which("ninja") is None and not cpp_extension.is_ninja_available():
+        pytest.skip("torch.utils.cpp_extension.load needs ninja")
+    build = tmp_path_factory.mktemp("pool_emulator")
+    return cpp_extension.load("ak_pool_cuda_emulator", [POOL_SOURCE], extra_include_paths=[os.path.join(ROOT, "csrc")],
+                              extra_cflags=["-O1"], build_directory=str(build), verbose=False)
+
+
+# (shape, (kH, kW, sH, sW, pH, pW), ceil_mode)
+POOL_CASES = [((2, 7, 13, 11), (3, 3, 2, 2, 0, 0), False), ((3, 5, 12, 9), (3, 3, 2, 2, 1, 1), True),
+              ((1, 4, 9, 10), (5, 3, 2, 1, 1, 1), True), ((2, 3, 8, 8), (2, 2, 2, 2, 0, 0), False)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "cl"])
+def test_pool_cuda_kernels_under_the_host_emulator(pool_emulator, dtype, channels_last):
+    """The CUDA max-pool and fused kernels' device code equals torch: max-pool exactly (values, offsets,
+    gradients summed in fp32 then rounded, as torch's CUDA kernels do), the fused block within rounding."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for shape, g, ceil_mode in POOL_CASES:
+        kernel, stride, padding = g[0:2], g[2:4], g[4:6]
+        x = torch.relu(torch.randn(shape)).to(dtype).contiguous(memory_format=fmt)
+        x[0, 0, 1, 1] = float("nan")
+        xr = x.float().requires_grad_()
+        y_ref, idx = F.max_pool2d(xr, kernel, stride, padding, ceil_mode=ceil_mode, return_indices=True)
+        dy = torch.randn(y_ref.shape).to(dtype).contiguous(memory_format=fmt)
+        (dx_ref,) = torch.autograd.grad(y_ref, xr, dy.float())
+        y = torch.full_like(dy, float("nan"))
+        offsets = torch.full(y.shape, 255, dtype=torch.uint8).contiguous(memory_format=fmt)
+        dx = torch.full_like(x, float("nan"))
+        pool_emulator.max_pool2d_forward(x, y, offsets, list(g), channels_last)
+        pool_emulator.max_pool2d_backward(dy, offsets, dx, list(g), channels_last)
+        assert torch.equal(y.isnan(), y_ref.isnan())
+        assert torch.equal(y.float().nan_to_num(0), y_ref.nan_to_num(0))
+        assert torch.equal(pool_ops.indices_from_offsets(offsets, shape[3], kernel, stride, padding), idx)
+        assert torch.equal(dx, dx_ref.to(dtype))
+
+        # The fused block against the unfused chain in float64 (routing by the LRN value in `dtype`).
+        x = (torch.randn(shape) * 3).to(dtype).contiguous(memory_format=fmt)
+        x64 = x.double().requires_grad_()
+        lrn_out = F.local_response_norm(torch.relu(x64), 5, 1e-1, 0.75, 1.0).to(dtype).double()
+        z_ref = F.max_pool2d(lrn_out, kernel, stride, padding, ceil_mode=ceil_mode)
+        (dx_ref,) = torch.autograd.grad(z_ref, x64, dy.double())
+        z = torch.full_like(dy, float("nan"))
+        dx = torch.full_like(x, float("nan"))
+        pool_emulator.relu_lrn_max_pool2d_forward(x, z, offsets, 5, 1e-1, 0.75, 1.0, list(g), channels_last)
+        pool_emulator.relu_lrn_max_pool2d_backward(x, dy, offsets, dx, 5, 1e-1, 0.75, 1.0, list(g), channels_last)
+        tol = 1e-5 if dtype == torch.float32 else 4 * torch.finfo(dtype).eps
+        assert rel_err(z, z_ref) <= tol and rel_err(dx, dx_ref) <= tol

@@ -1,0 +1,82 @@
+// Host emulation of the CUDA kernels in pool_cuda.cu: each of them is a grid-stride loop in which a thread
+// calls one *_element function of pool_math.h on one element, with no shared memory and no communication
+// between threads -- so calling the same element function on every element in turn, on the CPU, runs
+// exactly the device code's index arithmetic and math (only the hardware pow differs: lrn_math.h).
+// Built by tests/test_cuda_emulation.py with torch.utils.cpp_extension.load and checked against torch.
+#include <torch/extension.h>
+
+#include <vector>
+
+#include "pool_math.h"
+
+namespace {
+
+using namespace ak;
+
+PoolProblem problem(const at::Tensor& in, const at::Tensor& out, const std::vector<int64_t>& geometry,
+                    bool channels_last) {
+  TORCH_CHECK(geometry.size() == 6, "geometry is (kH, kW, sH, sW, pH, pW)");
+  const PoolParams p{int(geometry[0]), int(geometry[1]), int(geometry[2]), int(geometry[3]), int(geometry[4]),
+                     int(geometry[5])};
+  return make_pool_problem(in.size(0), in.size(1), in.size(2), in.size(3), out.size(2), out.size(3), p,
+                           channels_last);
+}
+
+#define EMULATOR_DISPATCH(TYPE, NAME, ...)                               \
+  AT_DISPATCH_SWITCH(TYPE, NAME,                                         \
+                     AT_DISPATCH_CASE(at::ScalarType::Float, __VA_ARGS__) \
+                     AT_DISPATCH_CASE(at::ScalarType::Half, __VA_ARGS__)  \
+                     AT_DISPATCH_CASE(at::ScalarType::BFloat16, __VA_ARGS__))
+
+// Every "thread" of the launch, in turn: element o of the tensor the kernel maps its threads to.
+void max_pool2d_forward(at::Tensor x, at::Tensor y, at::Tensor offsets, std::vector<int64_t> geometry,
+                        bool channels_last) {
+  const PoolProblem P = problem(x, y, geometry, channels_last);
+  EMULATOR_DISPATCH(x.scalar_type(), "max_pool2d_forward", [&] {
+    for (int64_t o = 0; o < y.numel(); ++o)
+      max_pool_forward_element<scalar_t, float>(x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+                                                offsets.data_ptr<uint8_t>(), P, o);
+  });
+}
+
+void max_pool2d_backward(at::Tensor dy, at::Tensor offsets, at::Tensor dx, std::vector<int64_t> geometry,
+                         bool channels_last) {
+  const PoolProblem P = problem(dx, dy, geometry, channels_last);
+  EMULATOR_DISPATCH(dx.scalar_type(), "max_pool2d_backward", [&] {
+    for (int64_t o = 0; o < dx.numel(); ++o)
+      max_pool_backward_element<scalar_t, float>(dy.data_ptr<scalar_t>(), offsets.data_ptr<uint8_t>(),
+                                                  dx.data_ptr<scalar_t>(), P, o);
+  });
+}
+
+void relu_lrn_max_pool2d_forward(at::Tensor x, at::Tensor z, at::Tensor offsets, int64_t size, double alpha,
+                                 double beta, double k, std::vector<int64_t> geometry, bool channels_last) {
+  const PoolProblem P = problem(x, z, geometry, channels_last);
+  const LrnCoeffs<float> lrn = make_lrn_coeffs<float>(size, alpha, beta, k);
+  EMULATOR_DISPATCH(x.scalar_type(), "relu_lrn_max_pool2d_forward", [&] {
+    for (int64_t o = 0; o < z.numel(); ++o)
+      fused_forward_element<scalar_t, float>(x.data_ptr<scalar_t>(), z.data_ptr<scalar_t>(),
+                                             offsets.data_ptr<uint8_t>(), P, lrn, o);
+  });
+}
+
+void relu_lrn_max_pool2d_backward(at::Tensor x, at::Tensor dz, at::Tensor offsets, at::Tensor dx, int64_t size,
+                                  double alpha, double beta, double k, std::vector<int64_t> geometry,
+                                  bool channels_last) {
+  const PoolProblem P = problem(x, dz, geometry, channels_last);
+  const LrnCoeffs<float> lrn = make_lrn_coeffs<float>(size, alpha, beta, k);
+  EMULATOR_DISPATCH(x.scalar_type(), "relu_lrn_max_pool2d_backward", [&] {
+    for (int64_t o = 0; o < dx.numel(); ++o)
+      fused_backward_element<scalar_t, float>(x.data_ptr<scalar_t>(), dz.data_ptr<scalar_t>(),
+                                              offsets.data_ptr<uint8_t>(), dx.data_ptr<scalar_t>(), P, lrn, o);
+  });
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("max_pool2d_forward", &max_pool2d_forward);
+  m.def("max_pool2d_backward", &max_pool2d_backward);
+  m.def("relu_lrn_max_pool2d_forward", &relu_lrn_max_pool2d_forward);
+  m.def("relu_lrn_max_pool2d_backward", &relu_lrn_max_pool2d_backward);
+}
