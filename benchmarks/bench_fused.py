@@ -243,18 +243,7 @@ KNOWN_BAD = {
 }
 
 
-def _gpu_params():
-    for mode in GPU_MODES:
-        for chw in GPU_SHAPES:
-            for dname in common.DTYPES:
-                for layout in common.LAYOUTS:
-                    for provider in GPU_PROVIDERS:
-                        yield pytest.param(mode, chw, dname, layout, provider,
-                                           id="%s-%s-%s-%s-%s" % (mode, common.shape_label(chw), dname, layout,
-                                                                  provider))
-
-
-@pytest.mark.parametrize("mode,chw,dname,layout,provider", list(_gpu_params()))
+@pytest.mark.parametrize("mode,chw,dname,layout,provider", common.gpu_params(GPU_MODES, GPU_SHAPES, GPU_PROVIDERS))
 def test_relu_lrn_max_pool2d_gpu(benchmark, gpu, mode, chw, dname, layout, provider):
     shape, dtype = (GPU_BATCH,) + tuple(chw), common.DTYPES[dname]
     case = {"mode": mode, "shape": common.shape_label(shape), "dtype": dname, "layout": layout}

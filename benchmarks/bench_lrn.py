@@ -162,17 +162,7 @@ def provider_error(provider, dtype, layout, device):
 shape_label = common.shape_label
 
 
-def _gpu_params():
-    for mode in GPU_MODES:
-        for chw in GPU_SHAPES:
-            for dname in DTYPES:
-                for layout in LAYOUTS:
-                    for provider in GPU_PROVIDERS:
-                        yield pytest.param(mode, chw, dname, layout, provider,
-                                           id="%s-%s-%s-%s-%s" % (mode, shape_label(chw), dname, layout, provider))
-
-
-@pytest.mark.parametrize("mode,chw,dname,layout,provider", list(_gpu_params()))
+@pytest.mark.parametrize("mode,chw,dname,layout,provider", common.gpu_params(GPU_MODES, GPU_SHAPES, GPU_PROVIDERS))
 def test_lrn_gpu(benchmark, gpu, mode, chw, dname, layout, provider):
     shape, dtype = (GPU_BATCH,) + tuple(chw), DTYPES[dname]
     case = {"mode": mode, "shape": shape_label(shape), "dtype": dname, "layout": layout}

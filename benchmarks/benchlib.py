@@ -746,3 +746,11 @@ def write_results(collector=None, force=None):
         json_path.write_text(json.dumps(doc, indent=1, default=_json_default) + "\n")
         paths += [md_path, json_path]
     return paths
+
+
+def gpu_params(modes, shapes, providers):
+    """pytest params (mode, (C, H, W), dtype name, layout, provider) over the whole GPU grid of an op, with
+    ids mode-shape-dtype-layout-provider (select with -k)."""
+    return [pytest.param(mode, chw, dname, layout, provider,
+                         id="%s-%s-%s-%s-%s" % (mode, shape_label(chw), dname, layout, provider))
+            for mode in modes for chw in shapes for dname in DTYPES for layout in LAYOUTS for provider in providers]

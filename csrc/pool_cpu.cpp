@@ -34,19 +34,9 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu_target.h"
 #include "pool.h"
 #include "pool_math.h"
-
-#if defined(__GNUC__)
-#define AK_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define AK_ALWAYS_INLINE inline
-#endif
-
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define AK_CPU_AVX2_CLONE 1
-#define AK_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#endif
 
 namespace ak {
 namespace {

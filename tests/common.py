@@ -5,6 +5,7 @@ import torch
 from alexnet_kernels import _backends
 
 HAS_CUDA = torch.cuda.is_available()
+gpu = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
 INTERPRETED = _backends.triton_interpreting()
 
@@ -50,3 +51,20 @@ def rel_err(a, ref):
     a, ref = a.detach().to(torch.float64).cpu(), ref.detach().to(torch.float64).cpu()
     denom = ref.norm().item()
     return (a - ref).norm().item() / (denom if denom > 0 else 1.0)
+
+
+def capture_and_replay(step, refill):
+    """Run step() once on a side stream (a warm-up: kernels compile and load outside the capture), capture
+    it in a CUDA graph, call refill() (new input values, in place), replay the graph and synchronize."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    with torch.no_grad():
+        refill()
+    graph.replay()
+    torch.cuda.synchronize()

@@ -13,7 +13,8 @@ import alexnet_kernels.pool as pool
 from alexnet_kernels import _extension
 from alexnet_kernels.ops import pool as pool_ops
 
-from common import DEVICES, HAS_CUDA, device_backend_params, make_input, rel_err, require
+from common import (DEVICES, capture_and_replay, device_backend_params, gpu, make_input, rel_err,
+                    require)
 
 ALEXNET = (5, 1e-4, 0.75, 2.0)   # size, alpha, beta, k
 STRONG = (5, 1e-1, 0.75, 1.0)    # a large alpha, so that the normaliser matters at scale-3 inputs
@@ -286,8 +287,6 @@ def test_backend_that_cannot_take_the_input_says_why():
 # ----------------------------------------------------------------------------------------------------
 # GPU only
 
-gpu = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
-
 
 @gpu
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
@@ -323,18 +322,7 @@ def test_gpu_cuda_graph_capture(backend):
         z = fused.relu_lrn_max_pool2d(x, *STRONG, backend=backend)
         out["z"], out["dx"] = z, torch.autograd.grad(z, x, dz)[0]
 
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        step()
-    torch.cuda.current_stream().wait_stream(s)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    with torch.no_grad():
-        x.copy_(make_input((4, 16, 13, 13), device="cuda"))
-    graph.replay()
-    torch.cuda.synchronize()
+    capture_and_replay(step, lambda: x.copy_(make_input((4, 16, 13, 13), device="cuda")))
     z_ref, dx_ref, _ = unfused(x, dz, STRONG, (3, 2, 0, False))
     assert rel_err(out["z"], z_ref) <= 1e-5 and rel_err(out["dx"], dx_ref) <= 1e-5
 

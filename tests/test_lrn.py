@@ -11,8 +11,8 @@ import alexnet_kernels.lrn as lrn
 from alexnet_kernels import _backends, _extension, baselines
 from alexnet_kernels.ops import lrn as lrn_ops
 
-from common import (DEVICES, HAS_CUDA, device_backend_params, make_input, rel_err,  # noqa: F401
-                    require)
+from common import (DEVICES, HAS_CUDA, capture_and_replay, device_backend_params, gpu, make_input,
+                    rel_err, require)
 
 
 def reference(x, size, alpha, beta, k, dy=None):
@@ -310,8 +310,6 @@ def test_cpu_autocast_bf16():
 # ----------------------------------------------------------------------------------------------------
 # GPU only
 
-gpu = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
-
 
 @gpu
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
@@ -347,18 +345,7 @@ def test_gpu_cuda_graph_capture(backend):
         (dx,) = torch.autograd.grad(y, x, dy)
         static_out["y"], static_out["dx"] = y, dx
 
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        step()  # warm-up: compile/load kernels outside the capture
-    torch.cuda.current_stream().wait_stream(s)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    with torch.no_grad():
-        x.copy_(make_input((4, 16, 9, 9), device="cuda"))
-    graph.replay()
-    torch.cuda.synchronize()
+    capture_and_replay(step, lambda: x.copy_(make_input((4, 16, 9, 9), device="cuda")))
     y_ref, dx_ref = reference(x, 5, 1e-2, 0.75, 2.0, dy)
     assert rel_err(static_out["y"], y_ref) <= 1e-5 and rel_err(static_out["dx"], dx_ref) <= 1e-5
 

@@ -12,7 +12,7 @@ import alexnet_kernels.pool as pool
 from alexnet_kernels import _extension
 from alexnet_kernels.ops import pool as pool_ops
 
-from common import DEVICES, HAS_CUDA, device_backend_params, make_input, require
+from common import DEVICES, capture_and_replay, device_backend_params, gpu, make_input, require
 
 # (kernel_size, stride, padding, ceil_mode)
 GEOMETRIES = [
@@ -329,8 +329,6 @@ def test_backend_that_cannot_take_the_input_says_why():
 # ----------------------------------------------------------------------------------------------------
 # GPU only
 
-gpu = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
-
 
 @gpu
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
@@ -362,18 +360,7 @@ def test_gpu_cuda_graph_capture(backend):
         y = pool.max_pool2d(x, 3, 2, backend=backend)
         out["y"], out["dx"] = y, torch.autograd.grad(y, x, dy)[0]
 
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        step()  # warm-up: compile/load kernels outside the capture
-    torch.cuda.current_stream().wait_stream(s)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    with torch.no_grad():
-        x.copy_(relu_input((4, 16, 13, 13), device="cuda"))
-    graph.replay()
-    torch.cuda.synchronize()
+    capture_and_replay(step, lambda: x.copy_(relu_input((4, 16, 13, 13), device="cuda")))
     y_ref, dx_ref = torch_reference(x.detach(), dy, 3, 2, 0, False)
     assert_same(out["y"], y_ref)
     assert_same(out["dx"], dx_ref)
