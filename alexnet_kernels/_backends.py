@@ -54,8 +54,9 @@ def triton_error():
     return _triton_state["error"]
 
 
-def backend_error(backend, device):
-    """None if `backend` can run on tensors of `device` here, else the reason it cannot."""
+def backend_error(backend, device, needs=()):
+    """None if `backend` can run on tensors of `device` here, else the reason it cannot.  needs: the
+    functions of alexnet_kernels._C an op calls (an extension built before the op existed lacks them)."""
     if backend == "torch":
         return None
     if backend == "triton":
@@ -71,6 +72,10 @@ def backend_error(backend, device):
     ext = _extension.load()
     if ext is None:
         return "alexnet_kernels._C is unavailable (%s)" % _extension.load_error()
+    missing = [name for name in needs if not hasattr(ext, name)]
+    if missing:
+        return ("alexnet_kernels._C has no %s: it was built before these kernels existed; rebuild it "
+                "(pip install --no-build-isolation .)" % ", ".join(missing))
     if backend == "cpu":
         if device.type != "cpu":
             return "the C++ CPU kernels take cpu tensors, got a %s tensor" % device.type
@@ -89,13 +94,13 @@ def status(device):
     return {b: backend_error(b, device) for b in BACKENDS if b != "auto"}
 
 
-def check(backend, device, op):
-    err = backend_error(backend, device)
+def check(backend, device, op, needs=()):
+    err = backend_error(backend, device, needs)
     if err is not None:
         raise BackendUnavailableError("%s: backend=%r is not available: %s" % (op, backend, err))
 
 
-def resolve(backend, x, fastest_on_cuda, supports_dtype):
+def resolve(backend, x, fastest_on_cuda, supports_dtype, needs=()):
     """Map "auto" (or the default) to a concrete backend for tensor `x`.
 
     fastest_on_cuda(x) -> ordered preference list for a cuda tensor (a table measured per op);
@@ -113,9 +118,18 @@ def resolve(backend, x, fastest_on_cuda, supports_dtype):
     else:
         prefs = ()
     for b in prefs:
-        if supports_dtype(b, x.dtype) and backend_error(b, device) is None:
+        if supports_dtype(b, x.dtype) and backend_error(b, device, needs) is None:
             return b
     return "torch"
+
+
+def validate_backend_argument(op, backend):
+    """The functional APIs' `backend=` argument: None means the default; anything else must be a name."""
+    if backend is None:
+        return default_backend()
+    if backend not in BACKENDS:
+        raise ValueError("%s: backend must be one of %s, got %r" % (op, ", ".join(map(repr, BACKENDS)), backend))
+    return backend
 
 
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -127,11 +141,11 @@ def supports_dtype(backend, dtype):
     return backend == "torch" or dtype in KERNEL_DTYPES or (backend == "cpu" and dtype == torch.float64)
 
 
-def resolve_checked(backend, x, op, fastest_on_cuda):
+def resolve_checked(backend, x, op, fastest_on_cuda, needs=()):
     """resolve() with the dtype policy above, then raise BackendUnavailableError if the backend cannot
     run on x (not built, wrong device, unsupported dtype)."""
-    backend = resolve(backend, x, fastest_on_cuda, supports_dtype)
-    check(backend, x.device, op)
+    backend = resolve(backend, x, fastest_on_cuda, supports_dtype, needs)
+    check(backend, x.device, op, needs)
     if not supports_dtype(backend, x.dtype):
         raise BackendUnavailableError(
             "%s: backend=%r does not support dtype %s: its kernels take float32, float16 and bfloat16%s; "

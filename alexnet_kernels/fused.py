@@ -13,10 +13,11 @@ so the gradient is routed exactly as in the unfused chain.
 import torch
 import torch.nn.functional as F
 
+from . import _backends
 from . import lrn as _lrn
 from .ops import fused as _ops
 from .ops import pool as _pool_ops
-from .pool import check_backend, check_pool_arguments
+from .pool import check_pool_arguments
 
 __all__ = ["relu_lrn_max_pool2d", "ReLULRNMaxPool2d"]
 
@@ -35,7 +36,7 @@ def relu_lrn_max_pool2d(input, size, alpha=1e-4, beta=0.75, k=1.0, kernel_size=3
                          "input.unsqueeze(0) (torch's local_response_norm would read a 3-D tensor as (N, C, L), "
                          "normalising across H, so the unbatched chain is ambiguous)" % (op, tuple(input.shape)))
     size, alpha, beta, k = _lrn.check_arguments(input, size, alpha, beta, k)
-    backend = check_backend(op, backend)
+    backend = _backends.validate_backend_argument(op, backend)
     if kernel_size[0] * kernel_size[1] > _pool_ops.MAX_WINDOW_ELEMENTS:  # offsets are one byte
         lrn_out = _lrn.local_response_norm(torch.relu(input), size, alpha, beta, k, backend=backend)
         return F.max_pool2d(lrn_out, kernel_size, stride, padding, 1, ceil_mode)

@@ -67,11 +67,7 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0, *, backend=No
     Autograd saves only `input` for backward.
     """
     size, alpha, beta, k = check_arguments(input, size, alpha, beta, k)
-    if backend is None:
-        backend = _backends.default_backend()
-    elif backend not in _backends.BACKENDS:
-        raise ValueError("local_response_norm: backend must be one of %s, got %r"
-                         % (", ".join(map(repr, _backends.BACKENDS)), backend))
+    backend = _backends.validate_backend_argument("local_response_norm", backend)
     return _ops.lrn(input, size, alpha, beta, k, backend)
 
 

@@ -67,15 +67,6 @@ def check_pool_arguments(op, input, kernel_size, stride, padding, dilation, ceil
     return kernel_size, stride, padding, dilation
 
 
-def check_backend(op, backend):
-    if backend is None:
-        return _backends.default_backend()
-    if backend not in _backends.BACKENDS:
-        raise ValueError("%s: backend must be one of %s, got %r" % (op, ", ".join(map(repr, _backends.BACKENDS)),
-                                                                   backend))
-    return backend
-
-
 def batched(fn, input):
     """Run fn on a 4-D view of a 3-D (C, H, W) or 4-D input; the result has the input's rank."""
     if input.dim() == 3:
@@ -94,7 +85,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     op = "max_pool2d"
     kernel_size, stride, padding, dilation = check_pool_arguments(op, input, kernel_size, stride, padding,
                                                                   dilation, ceil_mode)
-    backend = check_backend(op, backend)
+    backend = _backends.validate_backend_argument(op, backend)
     if (return_indices or dilation != (1, 1)
             or kernel_size[0] * kernel_size[1] > _ops.MAX_WINDOW_ELEMENTS):
         return F.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)

@@ -31,8 +31,12 @@ def _fastest_on_cuda(x):
     return AUTO_CUDA_PREFERENCE
 
 
+# The functions of alexnet_kernels._C the "cpu" and "cuda" backends call.
+EXT_FUNCTIONS = ("relu_lrn_max_pool2d_forward", "relu_lrn_max_pool2d_backward")
+
+
 def resolve_backend(backend, x, op):
-    return _backends.resolve_checked(backend, x, op, _fastest_on_cuda)
+    return _backends.resolve_checked(backend, x, op, _fastest_on_cuda, EXT_FUNCTIONS)
 
 
 def triton_fused():

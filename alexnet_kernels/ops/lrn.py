@@ -70,8 +70,12 @@ def _fastest_on_cuda(x):
 supports_dtype = _backends.supports_dtype
 
 
+# The functions of alexnet_kernels._C the "cpu" and "cuda" backends call.
+EXT_FUNCTIONS = ("lrn_forward", "lrn_backward")
+
+
 def resolve_backend(backend, x, op):
-    return _backends.resolve_checked(backend, x, op, _fastest_on_cuda)
+    return _backends.resolve_checked(backend, x, op, _fastest_on_cuda, EXT_FUNCTIONS)
 
 
 def triton_lrn():
