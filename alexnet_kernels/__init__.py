@@ -10,7 +10,7 @@ status.
 """
 from ._backends import (BACKENDS, BackendUnavailableError, default_backend,  # noqa: F401
                         set_default_backend)
-from . import fused, lrn, pool  # noqa: F401  (register the alexnet_kernels:: custom ops)
+from . import dropout, fused, lrn, pool  # noqa: F401  (register the alexnet_kernels:: custom ops)
 
 __version__ = "0.1.0"
 

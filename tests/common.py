@@ -55,7 +55,8 @@ def rel_err(a, ref):
 
 def capture_and_replay(step, refill):
     """Run step() once on a side stream (a warm-up: kernels compile and load outside the capture), capture
-    it in a CUDA graph, call refill() (new input values, in place), replay the graph and synchronize."""
+    it in a CUDA graph, call refill() (new input values, in place), replay the graph and synchronize.
+    Returns the graph (for more replays)."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -68,3 +69,4 @@ def capture_and_replay(step, refill):
         refill()
     graph.replay()
     torch.cuda.synchronize()
+    return graph

@@ -1,0 +1,333 @@
+"""Philox dropout and bias + ReLU + dropout: the mask's definition (Random123 known answers), the same mask on
+every backend, statistics (keep rate, independence), scaling, gradients from the regenerated mask, nothing
+mask-sized saved, torch's seeding, edge cases, custom-op checks.
+
+Runs on CPU in CI (C++ CPU kernels; Triton under TRITON_INTERPRET=1; the torch reference) and on cuda."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import alexnet_kernels.dropout as dr
+from alexnet_kernels.ops import dropout as dropout_ops
+
+from common import DEVICES, capture_and_replay, device_backend_params, gpu, make_input, require
+
+
+def seed_tensor(value, device="cpu"):
+    return torch.tensor([value], dtype=torch.int64, device=device)
+
+
+def reference_dropout(x, seed, p):
+    """x * (keep ? 1/(1-p) : 0) with the mask of the memory-order index (x contiguous here), in fp32/fp64."""
+    keep = dropout_ops.keep_mask_torch(x.numel(), seed, p, x.device).view(x.shape)
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return (x.to(acc) * torch.where(keep, 1.0 / (1.0 - p), 0.0).to(acc)).to(x.dtype), keep
+
+
+def test_philox_known_answers():
+    """Random123's published known-answer vectors for Philox-4x32-10."""
+    vectors = [((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+               ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+               ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+                (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1))]
+    for counter, key, expected in vectors:
+        out = dropout_ops.philox4x32_10_torch(*(torch.tensor([c], dtype=torch.int64) for c in counter), *key)
+        assert tuple(int(o) for o in out) == expected
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+@pytest.mark.parametrize("seed", [0, 123456789, -2**40 + 17], ids=["s0", "s1", "sneg"])
+def test_mask_is_the_same_on_every_backend(device, backend, p, seed):
+    """Exactly the reference values (mask and scaling), for odd sizes (a partial last group of 4)."""
+    require(backend, device)
+    x = make_input((3, 7, 13), device=device)
+    s = seed_tensor(seed, device)
+    y = torch.ops.alexnet_kernels.dropout_forward(x, s, p, backend)
+    y_ref, keep = reference_dropout(x, s, p)
+    assert torch.equal(y, y_ref)
+    dy = make_input((3, 7, 13), device=device)
+    dx = torch.ops.alexnet_kernels.dropout_backward(dy, s, p, [0, 1, 2], backend)
+    assert torch.equal(dx, reference_dropout(dy, s, p)[0])  # the backward regenerates the forward's mask
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64], ids=["fp16", "bf16", "fp64"])
+def test_other_dtypes(device, backend, dtype):
+    require(backend, device, dtype, torch_cpu_low_precision=True)
+    if dtype == torch.float64 and backend not in ("cpu", "torch"):
+        pytest.skip("float64 runs on the C++ CPU kernels and the torch reference only")
+    x = make_input((5, 37), dtype, device)
+    s = seed_tensor(99, device)
+    y = torch.ops.alexnet_kernels.dropout_forward(x, s, 0.3, backend)
+    assert y.dtype == dtype and torch.equal(y, reference_dropout(x, s, 0.3)[0])
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+def test_keep_rate_and_independence(device, backend):
+    """Keep rate within binomial bounds; successive calls, neighbouring elements (within and across groups of
+    four) and the two halves of the seed are uncorrelated."""
+    require(backend, device)
+    n = 1 << 16
+    x = torch.ones(n, device=device)
+    for p in (0.2, 0.5, 0.8):
+        y1 = dr.dropout(x, p, backend=backend)
+        y2 = dr.dropout(x, p, backend=backend)
+        k1, k2 = (y1 != 0).double().cpu(), (y2 != 0).double().cpu()
+        sigma = math.sqrt(p * (1 - p) / n)
+        assert abs(k1.mean().item() - (1 - p)) < 6 * sigma
+        assert torch.allclose(y1[y1 != 0], torch.tensor(1.0 / (1.0 - p), device=device))
+        for a, b in ((k1, k2), (k1[:-1], k1[1:]), (k1[:-4], k1[4:]), (k1[:-1024], k1[1024:])):
+            corr = torch.corrcoef(torch.stack([a, b]))[0, 1].item()
+            assert abs(corr) < 6 / math.sqrt(a.numel()), corr
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+def test_seeding_follows_torch(device, backend):
+    require(backend, device)
+    x = make_input((64, 33), device=device)
+    torch.manual_seed(7)
+    a = dr.dropout(x, 0.5, backend=backend)
+    torch.manual_seed(7)
+    b = dr.dropout(x, 0.5, backend=backend)
+    c = dr.dropout(x, 0.5, backend=backend)
+    assert torch.equal(a, b) and not torch.equal(b, c)
+    g1, g2 = torch.Generator(device).manual_seed(3), torch.Generator(device).manual_seed(3)
+    assert torch.equal(dr.dropout(x, 0.5, generator=g1, backend=backend),
+                       dr.dropout(x, 0.5, generator=g2, backend=backend))
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+@pytest.mark.parametrize("layout", ["channels_last", "strided"])
+def test_layouts_and_gradient(device, backend, layout):
+    """channels_last keeps its layout (mask keyed by memory order); a strided view works; dx uses y's mask."""
+    require(backend, device)
+    x = make_input((2, 5, 4, 3), device=device, layout=layout).requires_grad_()
+    y = dr.dropout(x, 0.4, backend=backend)
+    if layout == "channels_last":
+        assert y.is_contiguous(memory_format=torch.channels_last)
+    dy = make_input((2, 5, 4, 3), device=device)
+    (dx,) = torch.autograd.grad(y, x, dy)
+    kept = y != 0
+    assert torch.equal(y[kept], (x.detach() * (1 / 0.6))[kept])
+    assert torch.equal(dx, torch.where(kept, dy * (1 / 0.6), torch.zeros_like(dy)))
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+def test_edge_cases(device, backend):
+    require(backend, device)
+    x = make_input((4, 9), device=device)
+    assert dr.dropout(x, 0.0, backend=backend) is x
+    assert dr.dropout(x, 0.7, training=False, backend=backend) is x
+    x[0, 0] = float("nan")
+    y = dr.dropout(x, 1.0, backend=backend)
+    assert torch.equal(y.isnan(), x.isnan()) and (y.nan_to_num(0) == 0).all()   # x * 0, as torch
+    empty = torch.randn(0, 5, device=device, requires_grad=True)
+    dr.dropout(empty, 0.5, backend=backend).sum().backward()
+    assert empty.grad.shape == empty.shape
+
+
+@pytest.mark.parametrize("bad,exc,match", [
+    (dict(p=1.5), ValueError, "between 0 and 1"),
+    (dict(p=-0.1), ValueError, "between 0 and 1"),
+    (dict(p=float("nan")), ValueError, "between 0 and 1"),
+    (dict(p="0.5"), TypeError, "p must be a real number"),
+    (dict(input=torch.arange(6)), TypeError, "floating-point"),
+    (dict(inplace=True), ValueError, "inplace=True is not supported"),
+    (dict(backend="cudnn"), ValueError, "backend must be one of"),
+])
+def test_bad_inputs(bad, exc, match):
+    kwargs = dict(input=make_input((4, 6)), p=0.5)
+    kwargs.update(bad)
+    with pytest.raises(exc, match=match):
+        dr.dropout(**kwargs)
+
+
+def test_nothing_mask_sized_is_saved():
+    x = make_input((64, 128)).requires_grad_()
+    b = make_input((128,)).requires_grad_()
+    for fn, expected in ((lambda: dr.dropout(x, 0.5), lambda y: 8),
+                         (lambda: dr.bias_relu_dropout(x, b, 0.5), lambda y: y.numel() * y.element_size() + 8)):
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+            y = fn()
+        assert not any(t.dtype == torch.bool for t in saved)
+        assert sum(t.numel() * t.element_size() for t in saved) == expected(y)
+        y.sum().backward()
+
+
+def test_module_is_a_drop_in_for_torch():
+    ref, m = torch.nn.Dropout(0.3), dr.Dropout(0.3)
+    assert isinstance(m, torch.nn.Dropout) and repr(m) == repr(ref) and m.state_dict().keys() == ref.state_dict().keys()
+    x = make_input((8, 16))
+    assert m.eval()(x) is x
+    y = m.train()(x)
+    assert ((y == 0) | torch.isclose(y, x / 0.7)).all()
+
+
+# ----------------------------------------------------------------------------------------------------
+# bias + ReLU + dropout
+
+def bias_relu_reference(x, b, seed, p, dy):
+    """relu(x + b) * mask * scale with the reference mask, and its autograd gradients (float64)."""
+    keep = dropout_ops.keep_mask_torch(x.numel(), seed, p, x.device).view(x.shape)
+    xr, br = x.detach().double().requires_grad_(), b.detach().double().requires_grad_()
+    y = torch.relu(xr + br) * torch.where(keep, 1.0 / (1.0 - p), 0.0).double()
+    dx, db = torch.autograd.grad(y, (xr, br), dy.double())
+    return y, dx, db
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+@pytest.mark.parametrize("shape", [(33, 24), (17, 30), (2, 5, 12)], ids=["N%4=0", "N%4!=0", "3-D"])
+@pytest.mark.parametrize("p", [0.0, 0.5])
+def test_bias_relu_dropout_values_and_gradients(device, backend, shape, p):
+    require(backend, device)
+    x = make_input(shape, device=device).requires_grad_()
+    b = make_input(shape[-1:], device=device).requires_grad_()
+    dy = make_input(shape, device=device)
+    torch.manual_seed(5)
+    y = dr.bias_relu_dropout(x, b, p, backend=backend)
+    dx, db = torch.autograd.grad(y, (x, b), dy)
+    torch.manual_seed(5)
+    seed = dr.draw_seed(device) if p > 0 else seed_tensor(0, device)
+    y_ref, dx_ref, db_ref = bias_relu_reference(x.reshape(-1, shape[-1]), b, seed, p, dy.reshape(-1, shape[-1]))
+    torch.testing.assert_close(y, y_ref.view(shape).float(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(dx, dx_ref.view(shape).float(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(db, db_ref.float(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_bias_relu_dropout_low_precision(device, backend, dtype):
+    """fp16/bf16: computed in fp32, rounded once; d(bias) summed in fp32."""
+    require(backend, device, dtype, torch_cpu_low_precision=True)
+    x, b, dy = make_input((40, 64), dtype, device), make_input((64,), dtype, device), make_input((40, 64), dtype, device)
+    s = seed_tensor(11, device)
+    y = torch.ops.alexnet_kernels.bias_relu_dropout_forward(x, b, s, 0.5, backend)
+    dx, db = torch.ops.alexnet_kernels.bias_relu_dropout_backward(dy, y, s, 0.5, backend)
+    y_ref, dx_ref, db_ref = bias_relu_reference(x, b, s, 0.5, dy)
+    assert torch.equal(y, y_ref.float().to(dtype)) or torch.allclose(y.double(), y_ref, rtol=torch.finfo(dtype).eps)
+    assert torch.equal(dx, dx_ref.to(dtype))
+    torch.testing.assert_close(db.double(), db_ref, rtol=2 * torch.finfo(dtype).eps, atol=1e-3)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+def test_bias_relu_dropout_gradcheck_float64(backend):
+    require(backend, "cpu", torch.float64)
+    x = (torch.rand(6, 8, dtype=torch.float64) + 0.1) * torch.tensor([1.0, -1.0]).repeat(4)  # away from the kink
+    x.requires_grad_()
+    b = torch.zeros(8, dtype=torch.float64, requires_grad=True)
+
+    def f(x, b):  # a fixed generator: every call draws the same seed
+        return dr.bias_relu_dropout(x, b, 0.4, generator=torch.Generator().manual_seed(0), backend=backend)
+
+    assert torch.autograd.gradcheck(f, (x, b), eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("bad,exc,match", [
+    (dict(bias=torch.randn(5)), ValueError, "bias must be 1-D with input.shape"),
+    (dict(bias=torch.randn(6, 1)), ValueError, "bias must be 1-D"),
+    (dict(bias=torch.randn(6, dtype=torch.float64)), ValueError, "input's dtype"),
+    (dict(input=torch.arange(24).view(4, 6)), TypeError, "floating-point"),
+    (dict(p=2.0), ValueError, "between 0 and 1"),
+])
+def test_bias_relu_dropout_bad_inputs(bad, exc, match):
+    kwargs = dict(input=make_input((4, 6)), bias=make_input((6,)), p=0.5)
+    kwargs.update(bad)
+    with pytest.raises(exc, match=match):
+        dr.bias_relu_dropout(**kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Custom-op checks
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+def test_opcheck(device, backend):
+    require(backend, device)
+    s = seed_tensor(5, device)
+    x = make_input((6, 8), device=device).requires_grad_()
+    b = make_input((8,), device=device).requires_grad_()
+    torch.library.opcheck(torch.ops.alexnet_kernels.dropout_forward.default, (x, s, 0.5, backend))
+    torch.library.opcheck(torch.ops.alexnet_kernels.dropout_backward.default,
+                          (x.detach(), s, 0.5, [0, 1], backend))
+    torch.library.opcheck(torch.ops.alexnet_kernels.bias_relu_dropout_forward.default, (x, b, s, 0.5, backend))
+    y = torch.ops.alexnet_kernels.bias_relu_dropout_forward(x.detach(), b.detach(), s, 0.5, backend)
+    torch.library.opcheck(torch.ops.alexnet_kernels.bias_relu_dropout_backward.default,
+                          (torch.randn_like(y), y, s, 0.5, backend))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph(device):
+    backend = "cpu" if device == "cpu" else "auto"
+    require(backend, device)
+    torch._dynamo.reset()
+    b = make_input((16,), device=device).requires_grad_()
+
+    def block(t):
+        return dr.dropout(dr.bias_relu_dropout(t * 2, b, 0.5, backend=backend), 0.3, backend=backend) + 1
+
+    compiled = torch.compile(block, fullgraph=True)
+    x = make_input((8, 16), device=device).requires_grad_()
+    y = compiled(x)
+    (gx, gb) = torch.autograd.grad(y.sum(), (x, b))
+    # Masks come from torch's generator inside the graph: check structure, not values.
+    h = torch.relu(x.detach() * 2 + b.detach())
+    kept = y.detach() != 1
+    assert torch.allclose((y.detach() - 1)[kept], (h / 0.5 / 0.7)[kept], rtol=1e-5)
+    assert torch.equal(gx != 0, kept & (h > 0))
+
+
+# ----------------------------------------------------------------------------------------------------
+# GPU only
+
+@gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("shape", [(128, 4096), (128, 9216), (8192, 4096)], ids=lambda s: "x".join(map(str, s)))
+def test_gpu_alexnet_shapes_match_the_reference(backend, shape):
+    require(backend, "cuda")
+    x, b = make_input(shape, device="cuda"), make_input(shape[-1:], device="cuda")
+    s = seed_tensor(2**33 + 5, "cuda")
+    y = torch.ops.alexnet_kernels.dropout_forward(x, s, 0.5, backend)
+    assert torch.equal(y, reference_dropout(x, s, 0.5)[0])
+    y = torch.ops.alexnet_kernels.bias_relu_dropout_forward(x, b, s, 0.5, backend)
+    dy = make_input(shape, device="cuda")
+    dx, db = torch.ops.alexnet_kernels.bias_relu_dropout_backward(dy, y, s, 0.5, backend)
+    y_ref, dx_ref, db_ref = bias_relu_reference(x, b, s, 0.5, dy)
+    torch.testing.assert_close(y.double(), y_ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(dx.double(), dx_ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(db.double(), db_ref, rtol=1e-4, atol=1e-3)
+
+
+@gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_gpu_cuda_graph_replays_draw_fresh_masks(backend):
+    require(backend, "cuda")
+    x = torch.ones(4096, device="cuda")
+    out = {}
+
+    def step():
+        out["y"] = dr.dropout(x, 0.5, backend=backend)
+
+    graph = capture_and_replay(step, lambda: None)
+    first = out["y"].clone()
+    graph.replay()
+    torch.cuda.synchronize()
+    second = out["y"]
+    for y in (first, second):
+        assert ((y == 0) | (y == 2)).all() and 0.4 < (y != 0).float().mean().item() < 0.6
+    assert not torch.equal(first, second)   # the seed is drawn on the device at every replay
+
+
+@gpu
+@pytest.mark.parametrize("amp_dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_gpu_autocast(amp_dtype):
+    fc = torch.nn.Linear(64, 32).cuda()
+    x = torch.randn(16, 64, device="cuda")
+    with torch.autocast("cuda", dtype=amp_dtype):
+        h = F.linear(x, fc.weight)
+        y = dr.bias_relu_dropout(h, fc.bias.to(amp_dtype), 0.5)
+        assert y.dtype == amp_dtype
+    y.float().sum().backward()
+    assert fc.weight.grad is not None and torch.isfinite(fc.weight.grad).all()
