@@ -61,7 +61,7 @@ def dropout(input, p=0.5, training=True, inplace=False, *, generator=None, backe
     if not training or p == 0.0:
         return input
     seed = draw_seed(input.device, generator)
-    return torch.ops.alexnet_kernels.dropout_forward(input, seed, p, backend)
+    return _ops.dropout(input, seed, p, backend)
 
 
 class Dropout(torch.nn.Dropout):
@@ -96,5 +96,4 @@ def bias_relu_dropout(input, bias, p=0.5, training=True, *, generator=None, back
         p = 0.0
     seed = draw_seed(input.device, generator) if p > 0 else torch.zeros(1, dtype=torch.int64, device=input.device)
     x2 = input.reshape(-1, input.shape[-1]).contiguous()
-    return torch.ops.alexnet_kernels.bias_relu_dropout_forward(x2, bias.contiguous(), seed, p,
-                                                               backend).view(input.shape)
+    return _ops.bias_relu_dropout(x2, bias.contiguous(), seed, p, backend).view(input.shape)

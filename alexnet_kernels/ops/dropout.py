@@ -19,6 +19,7 @@ bias_relu_dropout takes a row-major (M, N) input: index m*N + n.
 from typing import List, Tuple
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from .. import _backends, _extension
 
@@ -251,3 +252,52 @@ def _bias_relu_backward_autograd(ctx, dy):
 
 torch.library.register_autograd("alexnet_kernels::bias_relu_dropout_forward", _bias_relu_backward_autograd,
                                 setup_context=_bias_relu_setup_context)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The eager path: the same kernels and saved tensors without the custom-op dispatcher's per-call Python
+# cost, which dominates at AlexNet's FC sizes (128 x 4096 is microseconds of GPU work).  Under
+# torch.compile the functional API calls the custom ops instead.
+
+class DropoutFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, seed, p, backend):
+        backend = resolve_backend(backend, x, "dropout_forward")
+        ctx.save_for_backward(seed)
+        ctx.params = (p, _forward_order(x), backend)
+        return _run_forward(x, seed, p, backend)
+
+    @staticmethod
+    @once_differentiable  # no derivative registered for the backward kernels: double backward raises
+    def backward(ctx, dy):
+        (seed,) = ctx.saved_tensors
+        return _run_backward(dy, seed, *ctx.params), None, None, None
+
+
+class BiasReLUDropoutFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, bias, seed, p, backend):
+        backend = resolve_backend(backend, x, "bias_relu_dropout_forward")
+        y = _bias_relu_forward(x, bias, seed, p, backend)
+        ctx.save_for_backward(y, seed)
+        ctx.params = (p, backend)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        y, seed = ctx.saved_tensors
+        dx, dbias = _bias_relu_backward(dy, y, seed, *ctx.params)
+        return dx, dbias, None, None, None
+
+
+def dropout(x, seed, p, backend):
+    if torch.compiler.is_compiling():
+        return torch.ops.alexnet_kernels.dropout_forward(x, seed, p, backend)
+    return DropoutFunction.apply(x, seed, p, backend)
+
+
+def bias_relu_dropout(x, bias, seed, p, backend):
+    if torch.compiler.is_compiling():
+        return torch.ops.alexnet_kernels.bias_relu_dropout_forward(x, bias, seed, p, backend)
+    return BiasReLUDropoutFunction.apply(x, bias, seed, p, backend)
