@@ -748,9 +748,11 @@ def write_results(collector=None, force=None):
     return paths
 
 
-def gpu_params(modes, shapes, providers):
+def gpu_params(modes, shapes, providers, layouts=None):
     """pytest params (mode, (C, H, W), dtype name, layout, provider) over the whole GPU grid of an op, with
-    ids mode-shape-dtype-layout-provider (select with -k)."""
+    ids mode-shape-dtype-layout-provider (select with -k).  layouts: the layout labels (default LAYOUTS;
+    e.g. ("row-major",) for an op on 2-D (M, N) inputs, whose shapes are then the (M, N) pairs)."""
+    layouts = LAYOUTS if layouts is None else tuple(layouts)
     return [pytest.param(mode, chw, dname, layout, provider,
                          id="%s-%s-%s-%s-%s" % (mode, shape_label(chw), dname, layout, provider))
-            for mode in modes for chw in shapes for dname in DTYPES for layout in LAYOUTS for provider in providers]
+            for mode in modes for chw in shapes for dname in DTYPES for layout in layouts for provider in providers]
