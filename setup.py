@@ -113,12 +113,12 @@ def make_extension():
         # The extension then shares torch's libgomp.so.1 (same soname, already loaded by torch).
         cxx_flags.append("-fopenmp")
         omp_link_args.append("-fopenmp")
-    sources = _src("bindings.cpp", "lrn_cpu.cpp", "pool_cpu.cpp")
+    sources = _src("bindings.cpp", "lrn_cpu.cpp", "pool_cpu.cpp", "dropout_cpu.cpp")
     if not WITH_CUDA:
         return CppExtension("alexnet_kernels._C", sources, define_macros=macros,
                             extra_compile_args={"cxx": cxx_flags}, extra_link_args=omp_link_args)
     macros.append(("AK_WITH_CUDA", "1"))
-    sources += _src("lrn_cuda.cu", "pool_cuda.cu")
+    sources += _src("lrn_cuda.cu", "pool_cuda.cu", "dropout_cuda.cu")
     include_dirs, library_dirs, libraries, link_args = [], [], [], list(omp_link_args)
     # The toolkit keeps its libraries in lib/ on some installs and lib64/ on others.
     for sub in ("lib", "lib64"):

@@ -10,16 +10,28 @@
 //       -> None                                                              writes z, offsets
 //   relu_lrn_max_pool2d_backward(x, dz, offsets, dx, size, alpha, beta, k, kH, kW, sH, sW, pH, pW,
 //       channels_last) -> None                                               writes dx
+//   dropout_forward(x, y, seed, threshold, scale) -> None                     writes y
+//   dropout_backward(dy, dx, seed, threshold, scale) -> None                   writes dx
+//   bias_relu_dropout_forward(x, bias, y, seed, threshold, scale) -> None      writes y
+//   bias_relu_dropout_backward(dy, y, dx, dbias, seed, threshold, scale) -> None   writes dx, dbias
 //   build_info() -> dict
 //
 // Pooling tensors are 4-D, all NCHW-contiguous or all channels_last; x / dx are (N, C, H, W), the
 // others (N, C, OH, OW) with OH, OW torch's output size (floor or ceil mode); offsets are uint8.
+//
+// Dropout (mask and math: dropout_math.h): seed is a 1-element int64 tensor on the data's device (its
+// bit pattern is the Philox key), threshold = round(p * 2^24) in [0, 2^24], scale = 1 / (1 - p), finite
+// and >= 1. dropout_* take 1-D contiguous tensors (dense tensors' storage, flattened in memory order); bias_relu_dropout_* take
+// (M, N) row-major x / y / dy / dx and (N,) bias / dbias. Outputs may not overlap inputs.
 #include <torch/extension.h>
 
 #include <ATen/MemoryOverlap.h>
 
+#include <cmath>
 #include <limits>
 
+#include "dropout.h"
+#include "dropout_math.h"
 #include "lrn.h"
 #include "pool.h"
 
@@ -308,6 +320,164 @@ void relu_lrn_max_pool2d_backward(const at::Tensor& x, const at::Tensor& dz, con
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Counter-based dropout and the fused bias + ReLU + dropout block
+// ---------------------------------------------------------------------------------------------
+
+// A contiguous dim-D float32 / float16 / bfloat16 tensor (or float64 on the CPU) on the CPU or a GPU.
+void check_dropout_tensor(const char* op, const char* name, const at::Tensor& t, int64_t dim, const char* shape) {
+  TORCH_CHECK(t.defined(), op, ": ", name, " is undefined");
+  TORCH_CHECK(t.dim() == dim, op, ": ", name, " must be ", dim, "-D ", shape, ", got shape ", t.sizes());
+  TORCH_CHECK(t.is_cpu() || t.is_cuda(), op, ": ", name, " must be a cpu or cuda tensor, got ", t.device());
+  const auto dtype = t.scalar_type();
+  const bool cpu_double = dtype == at::kDouble && t.is_cpu();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16 || cpu_double, op, ": ", name,
+              " must be float32, float16 or bfloat16 (or float64 on the CPU), got ", dtype, " on ", t.device());
+  TORCH_CHECK(t.is_contiguous(), op, ": ", name, " must be contiguous, got shape ", t.sizes(), " and strides ",
+              t.strides());
+}
+
+// t has ref's dtype and device.
+void check_dropout_like(const char* op, const char* name, const at::Tensor& t, const char* ref_name,
+                        const at::Tensor& ref) {
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " must have ", ref_name, "'s dtype ",
+              ref.scalar_type(), ", got ", t.scalar_type());
+  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " must be on ", ref_name, "'s device ", ref.device(),
+              ", got ", t.device());
+}
+
+void check_dropout_scalars(const char* op, int64_t threshold, double scale) {
+  TORCH_CHECK(threshold >= 0 && threshold <= ak::kDropoutThresholdMax, op,
+              ": threshold must be in [0, 2^24] (round(p * 2^24)), got ", threshold);
+  TORCH_CHECK(std::isfinite(scale) && scale >= 1.0, op, ": scale must be finite and >= 1 (1 / (1 - p)), got ",
+              scale);
+}
+
+// The output `out` shares no memory with the input `in` (the kernels read and write in no fixed order).
+void check_no_overlap(const char* op, const char* out_name, const at::Tensor& out, const char* in_name,
+                      const at::Tensor& in) {
+  const at::MemOverlapStatus status = at::get_overlap_status(out, in);
+  TORCH_CHECK(status != at::MemOverlapStatus::Full && status != at::MemOverlapStatus::Partial, op, ": ", out_name,
+              " must not overlap ", in_name, " (", status == at::MemOverlapStatus::Full ? "same memory" : "partial overlap",
+              ")");
+}
+
+// seed: a 1-element int64 tensor on ref's device (drawn there by torch's generator). The CPU kernels take
+// its value; the CUDA kernels read it from device memory (no host sync, CUDA-graph safe).
+void check_seed(const char* op, const at::Tensor& seed, const at::Tensor& ref) {
+  TORCH_CHECK(seed.defined() && seed.scalar_type() == at::kLong && seed.numel() == 1, op,
+              ": seed must be a 1-element int64 tensor, got ", seed.defined() ? seed.sizes() : at::IntArrayRef{},
+              " of ", seed.defined() ? seed.scalar_type() : at::ScalarType::Undefined);
+  TORCH_CHECK(seed.device() == ref.device(), op, ": seed must be on ", ref.device(), ", got ", seed.device());
+}
+
+#ifdef AK_WITH_CUDA
+const int64_t* seed_on_device(const at::Tensor& seed) { return seed.const_data_ptr<int64_t>(); }
+#endif
+int64_t seed_on_host(const at::Tensor& seed) { return seed.reshape({1}).const_data_ptr<int64_t>()[0]; }
+
+// dropout_forward and dropout_backward: dst = src * (keep ? scale : 0).
+void apply_dropout(const char* op, const char* src_name, const at::Tensor& src, const char* dst_name,
+                   const at::Tensor& dst, const at::Tensor& seed, int64_t threshold, double scale) {
+  check_dropout_scalars(op, threshold, scale);
+  check_dropout_tensor(op, src_name, src, 1, "(numel,)");
+  check_dropout_tensor(op, dst_name, dst, 1, "(numel,)");
+  check_dropout_like(op, dst_name, dst, src_name, src);
+  TORCH_CHECK(dst.numel() == src.numel(), op, ": ", dst_name, " must have ", src_name, "'s numel ", src.numel(),
+              ", got ", dst.numel());
+  check_no_overlap(op, dst_name, dst, src_name, src);
+  check_seed(op, seed, src);
+  if (src.is_cuda()) {
+#ifdef AK_WITH_CUDA
+    ak::apply_dropout_cuda(src, dst, seed_on_device(seed), threshold, scale);
+#else
+    no_cuda(op);
+#endif
+  } else {
+    ak::apply_dropout_cpu(src, dst, seed_on_host(seed), threshold, scale);
+  }
+}
+
+void dropout_forward(const at::Tensor& x, const at::Tensor& y, const at::Tensor& seed, int64_t threshold,
+                     double scale) {
+  apply_dropout("dropout_forward", "x", x, "y", y, seed, threshold, scale);
+}
+
+void dropout_backward(const at::Tensor& dy, const at::Tensor& dx, const at::Tensor& seed, int64_t threshold,
+                      double scale) {
+  apply_dropout("dropout_backward", "dy", dy, "dx", dx, seed, threshold, scale);
+}
+
+// t is (M, N) = ref's shape.
+void check_same_shape(const char* op, const char* name, const at::Tensor& t, const char* ref_name,
+                      const at::Tensor& ref) {
+  TORCH_CHECK(t.sizes() == ref.sizes(), op, ": ", name, " must have ", ref_name, "'s shape ", ref.sizes(), ", got ",
+              t.sizes());
+}
+
+// bias / dbias is (N,) for the (M, N) tensor ref.
+void check_bias_shape(const char* op, const char* name, const at::Tensor& bias, const char* ref_name,
+                      const at::Tensor& ref) {
+  TORCH_CHECK(bias.size(0) == ref.size(1), op, ": ", name, " must have shape (N,) = (", ref.size(1), ",) for ",
+              ref_name, " of shape ", ref.sizes(), ", got ", bias.sizes());
+}
+
+void bias_relu_dropout_forward(const at::Tensor& x, const at::Tensor& bias, const at::Tensor& y,
+                               const at::Tensor& seed, int64_t threshold, double scale) {
+  const char* op = "bias_relu_dropout_forward";
+  check_dropout_scalars(op, threshold, scale);
+  check_dropout_tensor(op, "x", x, 2, "(M, N)");
+  check_dropout_tensor(op, "bias", bias, 1, "(N,)");
+  check_dropout_tensor(op, "y", y, 2, "(M, N)");
+  check_dropout_like(op, "bias", bias, "x", x);
+  check_dropout_like(op, "y", y, "x", x);
+  check_bias_shape(op, "bias", bias, "x", x);
+  check_same_shape(op, "y", y, "x", x);
+  check_no_overlap(op, "y", y, "x", x);
+  check_no_overlap(op, "y", y, "bias", bias);
+  check_seed(op, seed, x);
+  if (x.is_cuda()) {
+#ifdef AK_WITH_CUDA
+    ak::bias_relu_dropout_forward_cuda(x, bias, y, seed_on_device(seed), threshold, scale);
+#else
+    no_cuda(op);
+#endif
+  } else {
+    ak::bias_relu_dropout_forward_cpu(x, bias, y, seed_on_host(seed), threshold, scale);
+  }
+}
+
+void bias_relu_dropout_backward(const at::Tensor& dy, const at::Tensor& y, const at::Tensor& dx,
+                                const at::Tensor& dbias, const at::Tensor& seed, int64_t threshold, double scale) {
+  const char* op = "bias_relu_dropout_backward";
+  check_dropout_scalars(op, threshold, scale);
+  check_dropout_tensor(op, "dy", dy, 2, "(M, N)");
+  check_dropout_tensor(op, "y", y, 2, "(M, N)");
+  check_dropout_tensor(op, "dx", dx, 2, "(M, N)");
+  check_dropout_tensor(op, "dbias", dbias, 1, "(N,)");
+  check_dropout_like(op, "y", y, "dy", dy);
+  check_dropout_like(op, "dx", dx, "dy", dy);
+  check_dropout_like(op, "dbias", dbias, "dy", dy);
+  check_same_shape(op, "y", y, "dy", dy);
+  check_same_shape(op, "dx", dx, "dy", dy);
+  check_bias_shape(op, "dbias", dbias, "dy", dy);
+  check_no_overlap(op, "dx", dx, "dy", dy);
+  check_no_overlap(op, "dx", dx, "y", y);
+  check_no_overlap(op, "dbias", dbias, "dy", dy);
+  check_no_overlap(op, "dbias", dbias, "y", y);
+  check_no_overlap(op, "dbias", dbias, "dx", dx);
+  check_seed(op, seed, dy);
+  if (dy.is_cuda()) {
+#ifdef AK_WITH_CUDA
+    ak::bias_relu_dropout_backward_cuda(dy, y, dx, dbias, seed_on_device(seed), threshold, scale);
+#else
+    no_cuda(op);
+#endif
+  } else {
+    ak::bias_relu_dropout_backward_cpu(dy, y, dx, dbias, seed_on_host(seed), threshold, scale);
+  }
+}
+
 at::Tensor cudnn_lrn_forward(const at::Tensor& x, int64_t size, double alpha, double beta, double k) {
 #ifdef AK_WITH_CUDNN
   return ak::cudnn_lrn_forward(x, size, alpha, beta, k);
@@ -361,8 +531,8 @@ py::dict build_info() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() =
-      "alexnet_kernels compiled kernels: cross-channel LRN, max-pool and fused ReLU -> LRN -> max-pool (CPU and "
-      "CUDA), and the cuDNN LRN baseline";
+      "alexnet_kernels compiled kernels: cross-channel LRN, max-pool, fused ReLU -> LRN -> max-pool, Philox "
+      "dropout and fused bias + ReLU + dropout (CPU and CUDA), and the cuDNN LRN baseline";
   m.def("lrn_forward", &lrn_forward, "LRN forward: writes y = x * (k + alpha/n * window sum of x^2)^-beta",
         py::arg("x"), py::arg("y"), py::arg("size"), py::arg("alpha"), py::arg("beta"), py::arg("k"),
         py::arg("channels_last"), py::call_guard<py::gil_scoped_release>());
@@ -390,5 +560,20 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("offsets"), py::arg("dx"), py::arg("size"), py::arg("alpha"), py::arg("beta"), py::arg("k"),
         py::arg("kH"), py::arg("kW"), py::arg("sH"), py::arg("sW"), py::arg("pH"), py::arg("pW"),
         py::arg("channels_last"), py::call_guard<py::gil_scoped_release>());
+  m.def("dropout_forward", &dropout_forward,
+        "Counter-based (Philox) dropout of a 1-D contiguous tensor: writes y = x * (keep ? scale : 0)", py::arg("x"),
+        py::arg("y"), py::arg("seed"), py::arg("threshold"), py::arg("scale"), py::call_guard<py::gil_scoped_release>());
+  m.def("dropout_backward", &dropout_backward,
+        "Dropout backward, the mask regenerated from the seed: writes dx = dy * (keep ? scale : 0)", py::arg("dy"),
+        py::arg("dx"), py::arg("seed"), py::arg("threshold"), py::arg("scale"),
+        py::call_guard<py::gil_scoped_release>());
+  m.def("bias_relu_dropout_forward", &bias_relu_dropout_forward,
+        "Fused dropout(relu(x + bias)) of an (M, N) tensor: writes y", py::arg("x"), py::arg("bias"), py::arg("y"),
+        py::arg("seed"), py::arg("threshold"), py::arg("scale"), py::call_guard<py::gil_scoped_release>());
+  m.def("bias_relu_dropout_backward", &bias_relu_dropout_backward,
+        "Fused bias + ReLU + dropout backward from dy and the saved output y: writes dx and dbias (deterministic "
+        "column sums)",
+        py::arg("dy"), py::arg("y"), py::arg("dx"), py::arg("dbias"), py::arg("seed"), py::arg("threshold"),
+        py::arg("scale"), py::call_guard<py::gil_scoped_release>());
   m.def("build_info", &build_info, "What this extension was built with");
 }

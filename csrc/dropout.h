@@ -1,0 +1,34 @@
+// Entry points of the counter-based dropout kernels (math and mask: dropout_math.h), called by
+// bindings.cpp after it has checked the arguments.
+//
+//   apply_dropout_*: src, dst 1-D contiguous, same numel and dtype: dst = src * (keep ? scale : 0).
+//     Dropout forward (src = x, dst = y) and backward (src = dy, dst = dx) are the same map.
+//   bias_relu_dropout_forward_*: x, y (M, N) and bias (N,) contiguous: y = relu(x + bias) * (keep ? scale : 0).
+//   bias_relu_dropout_backward_*: dy, y, dx (M, N), dbias (N,): dx = dpre, dbias = column sums of dpre in
+//     dropout_math.h's fixed order.
+// Values are float, half or bfloat16 (and double on the CPU); outputs are written whole, nothing
+// mask-sized is allocated, and the device kernels allocate nothing at all. Empty tensors return at once
+// (bias_relu_dropout_backward with M == 0 writes dbias = 0).
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace ak {
+
+void apply_dropout_cpu(const at::Tensor& src, const at::Tensor& dst, int64_t seed, int64_t threshold, double scale);
+void bias_relu_dropout_forward_cpu(const at::Tensor& x, const at::Tensor& bias, const at::Tensor& y, int64_t seed,
+                                   int64_t threshold, double scale);
+void bias_relu_dropout_backward_cpu(const at::Tensor& dy, const at::Tensor& y, const at::Tensor& dx,
+                                    const at::Tensor& dbias, int64_t seed, int64_t threshold, double scale);
+
+#ifdef AK_WITH_CUDA
+// seed: a device pointer to the int64 seed (read by the kernels, so CUDA-graph replays use each draw).
+void apply_dropout_cuda(const at::Tensor& src, const at::Tensor& dst, const int64_t* seed, int64_t threshold,
+                        double scale);
+void bias_relu_dropout_forward_cuda(const at::Tensor& x, const at::Tensor& bias, const at::Tensor& y,
+                                    const int64_t* seed, int64_t threshold, double scale);
+void bias_relu_dropout_backward_cuda(const at::Tensor& dy, const at::Tensor& y, const at::Tensor& dx,
+                                     const at::Tensor& dbias, const int64_t* seed, int64_t threshold, double scale);
+#endif
+
+}  // namespace ak

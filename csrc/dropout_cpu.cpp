@@ -1,0 +1,297 @@
+// CPU kernels of counter-based dropout and of the fused bias + ReLU + dropout block (math and mask:
+// dropout_math.h). at::parallel_for over groups of four elements (forward) or over (column tile, row
+// lane) items (the bias backward). The results depend on neither the thread count nor the chunking:
+// the mask is a function of the element index, and dbias is summed in dropout_math.h's fixed order.
+//
+// Each work chunk runs in blocks: the Philox words of a block's groups are drawn first into a small
+// array (a loop over groups that the compiler vectorises: philox4x32_10 unrolls and its 32 x 32 -> 64
+// products become vpmuludq lanes), then an element loop applies them (a vectorised select and
+// multiply). Each group's Philox call is made once, except in the bias backward when N is not a
+// multiple of 4: a row segment of a column tile then starts or ends inside a group, drawn for both.
+//
+// As in pool_cpu.cpp, the loops are compiled for baseline x86-64 and for AVX2 + FMA, and the AVX2 copy
+// runs where the CPU has it.
+
+// no-trapping-math lets GCC if-convert the float selects so that the element loops vectorise;
+// fp-contract=off keeps dy * scale out of fused multiply-adds with the dbias sums (dropout_math.h:
+// the CPU and the GPU round alike). Before every include so that all functions of this file agree on
+// it (GCC will not inline across differing options).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math", "fp-contract=off")
+#endif
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <memory>
+#include <type_traits>
+
+#include "cpu_target.h"
+#include "dropout.h"
+#include "dropout_math.h"
+
+namespace ak {
+namespace {
+
+// Arithmetic type: float for float / half / bfloat16, double for double.
+template <typename T>
+using AccOf = std::conditional_t<std::is_same_v<T, double>, double, float>;
+
+// Groups whose Philox words a block draws at once (16 KiB of words: stays in L1).
+constexpr int64_t kBlockGroups = 1024;
+// Work per parallel chunk: about this many elements at least.
+constexpr int64_t kGrainElements = 1 << 15;
+// Columns of a tile of the bias backward (a multiple of 4: a tile's row segments then start on a group
+// boundary whenever N is a multiple of 4, so no group is drawn twice).
+constexpr int64_t kTileColumns = 512;
+
+// r[4j + l] = word l of group first_group + j, for j < count.
+AK_ALWAYS_INLINE void draw_randoms(int64_t first_group, int64_t count, DropoutKey key, uint32_t* r) {
+  for (int64_t j = 0; j < count; ++j) {
+    const Philox4x32 w = dropout_group_randoms(first_group + j, key);
+    r[4 * j + 0] = w.x0;
+    r[4 * j + 1] = w.x1;
+    r[4 * j + 2] = w.x2;
+    r[4 * j + 3] = w.x3;
+  }
+}
+
+// The Philox words of elements [first, first + count) into r (room for count + 8 words): element
+// first + k gets word r[offset + k], offset returned.
+AK_ALWAYS_INLINE int64_t draw_run(int64_t first, int64_t count, DropoutKey key, uint32_t* r) {
+  const int64_t first_group = first / kDropoutGroup;
+  const int64_t last_group = (first + count - 1) / kDropoutGroup;
+  draw_randoms(first_group, last_group - first_group + 1, key, r);
+  return first - first_group * kDropoutGroup;
+}
+
+// dst = dropout(src); item = group.
+template <typename T>
+struct ApplyDropout {
+  const T* src;
+  T* dst;
+  int64_t numel;
+  DropoutParams<AccOf<T>> p;
+
+  AK_ALWAYS_INLINE void operator()(int64_t group_begin, int64_t group_end) const {
+    using F = AccOf<T>;
+    alignas(64) uint32_t r[kBlockGroups * kDropoutGroup];
+    const uint32_t threshold = p.threshold;
+    const F scale = p.scale;
+    for (int64_t b = group_begin; b < group_end; b += kBlockGroups) {
+      const int64_t groups = std::min(group_end - b, kBlockGroups);
+      draw_randoms(b, groups, p.key, r);
+      const int64_t first = b * kDropoutGroup;
+      const int64_t count = std::min(groups * kDropoutGroup, numel - first);
+      const T* s = src + first;
+      T* d = dst + first;
+      for (int64_t k = 0; k < count; ++k) {
+        d[k] = static_cast<T>(dropout_value(static_cast<F>(s[k]), dropout_keep(r[k], threshold), scale));
+      }
+    }
+  }
+};
+
+// y = bias_relu_dropout(x, bias) of an (M, N) problem; item = group. A block's elements are cut into
+// row segments, each a vectorised loop over consecutive columns.
+template <typename T>
+struct BiasReluDropoutForward {
+  const T* x;
+  const T* bias;
+  T* y;
+  int64_t numel, N;
+  DropoutParams<AccOf<T>> p;
+
+  AK_ALWAYS_INLINE void operator()(int64_t group_begin, int64_t group_end) const {
+    using F = AccOf<T>;
+    alignas(64) uint32_t r[kBlockGroups * kDropoutGroup];
+    const uint32_t threshold = p.threshold;
+    const F scale = p.scale;
+    for (int64_t b = group_begin; b < group_end; b += kBlockGroups) {
+      const int64_t groups = std::min(group_end - b, kBlockGroups);
+      draw_randoms(b, groups, p.key, r);
+      const int64_t first = b * kDropoutGroup;
+      const int64_t end = std::min(first + groups * kDropoutGroup, numel);
+      for (int64_t i = first; i < end;) {
+        const int64_t n0 = i % N;
+        const int64_t count = std::min(end - i, N - n0);
+        const T* xs = x + i;
+        const T* bs = bias + n0;
+        const uint32_t* rs = r + (i - first);
+        T* ys = y + i;
+        for (int64_t k = 0; k < count; ++k) {
+          ys[k] = static_cast<T>(bias_relu_dropout_value(static_cast<F>(xs[k]), static_cast<F>(bs[k]),
+                                                         dropout_keep(rs[k], threshold), scale));
+        }
+        i += count;
+      }
+    }
+  }
+};
+
+// Backward, phase 1; item = (column tile, row lane t). dx of rows m = t, t + L, ... of the tile's
+// columns, and s_t of those columns (m ascending) into the lane's row of `partial`.
+template <typename T>
+struct BiasReluDropoutBackwardLanes {
+  const T* dy;
+  const T* y;
+  T* dx;
+  AccOf<T>* partial;  // [tile][lane][kTileColumns], lanes < lanes_used
+  int64_t M, N, lanes_used;
+  DropoutParams<AccOf<T>> p;
+
+  AK_ALWAYS_INLINE void operator()(int64_t item_begin, int64_t item_end) const {
+    using F = AccOf<T>;
+    alignas(64) uint32_t r[kTileColumns + 2 * kDropoutGroup];
+    const uint32_t threshold = p.threshold;
+    const F scale = p.scale;
+    for (int64_t item = item_begin; item < item_end; ++item) {
+      const int64_t tile = item / lanes_used;
+      const int64_t t = item % lanes_used;
+      const int64_t c0 = tile * kTileColumns;
+      const int64_t columns = std::min(kTileColumns, N - c0);
+      F* s = partial + item * kTileColumns;  // = (tile * lanes_used + t) * kTileColumns
+      std::fill(s, s + columns, F(0));
+      for (int64_t m = t; m < M; m += kDbiasLanes) {
+        const int64_t first = m * N + c0;
+        const uint32_t* rs = r + draw_run(first, columns, p.key, r);
+        const T* dys = dy + first;
+        const T* ys = y + first;
+        T* dxs = dx + first;
+        for (int64_t k = 0; k < columns; ++k) {
+          const F d = bias_relu_dropout_grad(static_cast<F>(dys[k]), static_cast<F>(ys[k]),
+                                             dropout_keep(rs[k], threshold), scale);
+          dxs[k] = static_cast<T>(d);
+          s[k] += d;
+        }
+      }
+    }
+  }
+};
+
+// Backward, phase 2; item = column tile. dropout_math.h's tree over the lanes, then dbias. Lanes
+// >= lanes_used (= min(M, L)) had no rows: their s is +0 (a sum that starts at +0 is never -0), and
+// adding it changes nothing, so the tree skips them and gives the GPU's bits.
+template <typename T>
+struct BiasReluDropoutBackwardTree {
+  T* dbias;
+  AccOf<T>* partial;
+  int64_t N, lanes_used;
+
+  AK_ALWAYS_INLINE void operator()(int64_t tile_begin, int64_t tile_end) const {
+    using F = AccOf<T>;
+    for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
+      const int64_t c0 = tile * kTileColumns;
+      const int64_t columns = std::min(kTileColumns, N - c0);
+      F* lanes = partial + tile * lanes_used * kTileColumns;
+      for (int64_t h = kDbiasLanes / 2; h >= 1; h /= 2) {
+        for (int64_t t = 0; t < h && t + h < lanes_used; ++t) {
+          F* dst = lanes + t * kTileColumns;
+          const F* src = lanes + (t + h) * kTileColumns;
+          for (int64_t k = 0; k < columns; ++k) dst[k] += src[k];
+        }
+      }
+      T* out = dbias + c0;
+      for (int64_t k = 0; k < columns; ++k) out[k] = static_cast<T>(lanes[k]);
+    }
+  }
+};
+
+// ----------------------------------------------------------------------------------------------
+// Parallel loops, compiled for baseline x86-64 and for AVX2
+// ----------------------------------------------------------------------------------------------
+
+template <typename Items>
+void run_items_baseline(const Items& items, int64_t begin, int64_t end) {
+  items(begin, end);
+}
+
+#ifdef AK_CPU_AVX2_CLONE
+template <typename Items>
+AK_TARGET_AVX2 void run_items_avx2(const Items& items, int64_t begin, int64_t end) {
+  items(begin, end);
+}
+
+bool cpu_has_avx2() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+#endif
+
+template <typename Items>
+void parallel_items(int64_t count, int64_t elements_per_item, const Items& items) {
+  const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, elements_per_item));
+  at::parallel_for(0, count, grain, [&](int64_t begin, int64_t end) {
+#ifdef AK_CPU_AVX2_CLONE
+    if (cpu_has_avx2()) {
+      run_items_avx2(items, begin, end);
+      return;
+    }
+#endif
+    run_items_baseline(items, begin, end);
+  });
+}
+
+// float / half / bfloat16 compute in float; double (for gradcheck) in double.
+#define AK_CPU_DISPATCH(TYPE, NAME, ...)                                    \
+  AT_DISPATCH_SWITCH(TYPE, NAME,                                            \
+                     AT_DISPATCH_CASE(at::ScalarType::Float, __VA_ARGS__)   \
+                     AT_DISPATCH_CASE(at::ScalarType::Half, __VA_ARGS__)    \
+                     AT_DISPATCH_CASE(at::ScalarType::BFloat16, __VA_ARGS__) \
+                     AT_DISPATCH_CASE(at::ScalarType::Double, __VA_ARGS__))
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+void apply_dropout_cpu(const at::Tensor& src, const at::Tensor& dst, int64_t seed, int64_t threshold, double scale) {
+  const int64_t numel = src.numel();
+  if (numel == 0) return;
+  AK_CPU_DISPATCH(src.scalar_type(), "apply_dropout_cpu", [&] {
+    using F = AccOf<scalar_t>;
+    const ApplyDropout<scalar_t> items{src.const_data_ptr<scalar_t>(), dst.mutable_data_ptr<scalar_t>(), numel,
+                                       make_dropout_params<F>(seed, threshold, scale)};
+    parallel_items(ceil_div(numel, kDropoutGroup), kDropoutGroup, items);
+  });
+}
+
+void bias_relu_dropout_forward_cpu(const at::Tensor& x, const at::Tensor& bias, const at::Tensor& y, int64_t seed,
+                                   int64_t threshold, double scale) {
+  const int64_t numel = x.numel();
+  if (numel == 0) return;
+  AK_CPU_DISPATCH(x.scalar_type(), "bias_relu_dropout_forward_cpu", [&] {
+    using F = AccOf<scalar_t>;
+    const BiasReluDropoutForward<scalar_t> items{x.const_data_ptr<scalar_t>(), bias.const_data_ptr<scalar_t>(),
+                                                 y.mutable_data_ptr<scalar_t>(), numel, x.size(1),
+                                                 make_dropout_params<F>(seed, threshold, scale)};
+    parallel_items(ceil_div(numel, kDropoutGroup), kDropoutGroup, items);
+  });
+}
+
+void bias_relu_dropout_backward_cpu(const at::Tensor& dy, const at::Tensor& y, const at::Tensor& dx,
+                                    const at::Tensor& dbias, int64_t seed, int64_t threshold, double scale) {
+  const int64_t M = dy.size(0), N = dy.size(1);
+  if (N == 0) return;
+  if (M == 0) {
+    dbias.zero_();  // the sum over no rows
+    return;
+  }
+  const int64_t tiles = ceil_div(N, kTileColumns);
+  const int64_t lanes_used = std::min<int64_t>(M, kDbiasLanes);
+  AK_CPU_DISPATCH(dy.scalar_type(), "bias_relu_dropout_backward_cpu", [&] {
+    using F = AccOf<scalar_t>;
+    // The lanes' partial sums: 64 * N values at most (a few MiB for AlexNet's layers), host scratch.
+    const std::unique_ptr<F[]> partial(new F[static_cast<size_t>(tiles * lanes_used * kTileColumns)]);
+    const BiasReluDropoutBackwardLanes<scalar_t> lanes{dy.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
+                                                       dx.mutable_data_ptr<scalar_t>(), partial.get(), M, N,
+                                                       lanes_used, make_dropout_params<F>(seed, threshold, scale)};
+    parallel_items(tiles * lanes_used, ceil_div(M, kDbiasLanes) * std::min(N, kTileColumns), lanes);
+    const BiasReluDropoutBackwardTree<scalar_t> tree{dbias.mutable_data_ptr<scalar_t>(), partial.get(), N,
+                                                     lanes_used};
+    parallel_items(tiles, lanes_used * kTileColumns, tree);
+  });
+}
+
+}  // namespace ak
