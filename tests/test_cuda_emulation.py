@@ -100,3 +100,55 @@ def test_pool_cuda_kernels_under_the_host_emulator(pool_emulator, dtype, channel
         pool_emulator.relu_lrn_max_pool2d_backward(x, dy, offsets, dx, 5, 1e-1, 0.75, 1.0, list(g), channels_last)
         tol = 1e-5 if dtype == torch.float32 else 4 * torch.finfo(dtype).eps
         assert rel_err(z, z_ref) <= tol and rel_err(dx, dx_ref) <= tol
+
+
+DROPOUT_SOURCE = os.path.join(ROOT, "csrc", "emulate", "dropout_cuda_emulator.cpp")
+
+
+@pytest.fixture(scope="module")
+def dropout_emulator(tmp_path_factory):
+    """csrc/emulate/dropout_cuda_emulator.cpp built as a torch extension (the CUDA dropout threads' code)."""
+    if not os.path.isfile(DROPOUT_SOURCE):
+        pytest.skip("csrc/ is not in this tree (installed package without sources)")
+    build = tmp_path_factory.mktemp("dropout_emulator")
+    return cpp_extension.load("ak_dropout_cuda_emulator", [DROPOUT_SOURCE],
+                              extra_include_paths=[os.path.join(ROOT, "csrc")], extra_cflags=["-O1"],
+                              build_directory=str(build), verbose=False)
+
+
+def test_dropout_mask_indexing_past_2_to_the_32_under_the_emulator(dropout_emulator):
+    """The device code's element -> Philox counter map equals the torch reference for group indices whose high
+    word is in use (tensors past 2**34 elements), for any seed bit pattern."""
+    from alexnet_kernels.ops import dropout as dropout_ops
+    for seed in (0, -1, 2**63 - 1, -2**63, 123456789012345):
+        s = seed & 0xFFFFFFFFFFFFFFFF
+        for group in (0, 5, 2**32 - 1, 2**32, 2**32 + 3, 2**61 + 12345):
+            g = torch.tensor([group], dtype=torch.int64)
+            zero = torch.zeros_like(g)
+            ref = dropout_ops.philox4x32_10_torch(g & 0xFFFFFFFF, g >> 32, zero, zero, s & 0xFFFFFFFF, s >> 32)
+            assert dropout_emulator.group_randoms(group, seed) == [int(r) for r in ref]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
+def test_dropout_cuda_kernels_under_the_host_emulator(dropout_emulator, dtype):
+    """The CUDA dropout and bias+ReLU+dropout threads' code equals the torch reference of the mask, values and
+    gradients bit for bit (dbias within the fp32 summation order)."""
+    from alexnet_kernels.ops import dropout as dropout_ops
+    seed = torch.tensor([987654321987], dtype=torch.int64)
+    threshold, scale = dropout_ops.threshold_and_scale(0.5)
+    for numel in (1, 4, 1023, 4099):
+        x = torch.randn(numel).to(dtype)
+        y = torch.full_like(x, float("nan"))
+        dropout_emulator.apply_dropout(x, y, int(seed), threshold, scale)
+        assert torch.equal(y, dropout_ops._apply_mask(x, seed, 0.5, "torch"))
+    for M, N in ((37, 24), (5, 1030), (3, 17)):
+        x, b, dy = torch.randn(M, N).to(dtype), torch.randn(N).to(dtype), torch.randn(M, N).to(dtype)
+        y = torch.full_like(x, float("nan"))
+        dropout_emulator.bias_relu_dropout_forward(x, b, y, int(seed), threshold, scale)
+        assert torch.equal(y, dropout_ops._bias_relu_forward(x, b, seed, 0.5, "torch"))
+        dx, dbias = torch.full_like(x, float("nan")), torch.full_like(b, float("nan"))
+        dropout_emulator.bias_relu_dropout_backward(dy, y, dx, dbias, int(seed), threshold, scale)
+        dx_ref, dbias_ref = dropout_ops._bias_relu_backward(dy, y, seed, 0.5, "torch")
+        assert torch.equal(dx, dx_ref)
+        torch.testing.assert_close(dbias.float(), dbias_ref.float(), rtol=1e-5 if dtype == torch.float32 else 1e-2,
+                                   atol=1e-4 if dtype == torch.float32 else 5e-2)

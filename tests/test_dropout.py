@@ -23,7 +23,7 @@ def reference_dropout(x, seed, p):
     """x * (keep ? 1/(1-p) : 0) with the mask of the memory-order index (x contiguous here), in fp32/fp64."""
     keep = dropout_ops.keep_mask_torch(x.numel(), seed, p, x.device).view(x.shape)
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    return (x.to(acc) * torch.where(keep, 1.0 / (1.0 - p), 0.0).to(acc)).to(x.dtype), keep
+    return (x.to(acc) * (keep.to(acc) * (1.0 / (1.0 - p)))).to(x.dtype), keep
 
 
 def test_philox_known_answers():
@@ -174,7 +174,7 @@ def bias_relu_reference(x, b, seed, p, dy):
     """relu(x + b) * mask * scale with the reference mask, and its autograd gradients (float64)."""
     keep = dropout_ops.keep_mask_torch(x.numel(), seed, p, x.device).view(x.shape)
     xr, br = x.detach().double().requires_grad_(), b.detach().double().requires_grad_()
-    y = torch.relu(xr + br) * torch.where(keep, 1.0 / (1.0 - p), 0.0).double()
+    y = torch.relu(xr + br) * (keep.double() * (1.0 / (1.0 - p)))
     dx, db = torch.autograd.grad(y, (xr, br), dy.double())
     return y, dx, db
 

@@ -113,7 +113,7 @@ def _apply_mask(t_flat, seed, p, backend):
         threshold, scale = threshold_and_scale(p)
         keep = keep_mask_torch(t_flat.numel(), seed, p, t_flat.device)
         acc = torch.float64 if t_flat.dtype == torch.float64 else torch.float32
-        out.copy_(t_flat.to(acc) * torch.where(keep, scale, 0.0).to(acc))
+        out.copy_(t_flat.to(acc) * (keep.to(acc) * scale))
     elif backend == "triton":
         triton_dropout().dropout(t_flat, out, seed, p)
     else:
@@ -186,7 +186,7 @@ def _bias_relu_forward(x, bias, seed, p, backend):
         threshold, scale = threshold_and_scale(p)
         acc = torch.float64 if x.dtype == torch.float64 else torch.float32
         keep = keep_mask_torch(x.numel(), seed, p, x.device).view(x.shape)
-        y.copy_(torch.relu(x.to(acc) + bias.to(acc)) * torch.where(keep, scale, 0.0).to(acc))
+        y.copy_(torch.relu(x.to(acc) + bias.to(acc)) * (keep.to(acc) * scale))
     elif backend == "triton":
         triton_dropout().bias_relu_dropout_forward(x, bias, y, seed, p)
     else:
