@@ -1,6 +1,13 @@
-// Compiler helpers of the CPU kernels (lrn_cpu.cpp, pool_cpu.cpp): forced inlining of the small loops, and
-// a second copy of the hot element loops compiled for AVX2 + FMA, chosen at run time where the CPU has it.
+// Compiler and threading helpers of the CPU kernels (lrn_cpu.cpp, pool_cpu.cpp, dropout_cpu.cpp): forced
+// inlining of the small loops, and parallel loops whose body is compiled twice -- for baseline x86-64 and for
+// AVX2 + FMA -- with the AVX2 copy chosen at run time where the CPU has it.
 #pragma once
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
 
 #if defined(__GNUC__)
 #define AK_ALWAYS_INLINE inline __attribute__((always_inline))
@@ -12,3 +19,50 @@
 #define AK_CPU_AVX2_CLONE 1
 #define AK_TARGET_AVX2 __attribute__((target("avx2,fma")))
 #endif
+
+// The CPU kernels' dtypes: float / half / bfloat16 computed in float, double (for gradcheck) in double.
+#define AK_CPU_DISPATCH(TYPE, NAME, ...)                                    \
+  AT_DISPATCH_SWITCH(TYPE, NAME,                                            \
+                     AT_DISPATCH_CASE(at::ScalarType::Float, __VA_ARGS__)   \
+                     AT_DISPATCH_CASE(at::ScalarType::Half, __VA_ARGS__)    \
+                     AT_DISPATCH_CASE(at::ScalarType::BFloat16, __VA_ARGS__) \
+                     AT_DISPATCH_CASE(at::ScalarType::Double, __VA_ARGS__))
+
+namespace ak {
+
+// Work items per parallel chunk: about this many element visits at least.
+constexpr int64_t kGrainElements = 1 << 15;
+
+#ifdef AK_CPU_AVX2_CLONE
+inline bool cpu_has_avx2() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+
+template <typename Items>
+AK_TARGET_AVX2 void run_items_avx2(const Items& items, int64_t begin, int64_t end) {
+  items(begin, end);
+}
+#endif
+
+template <typename Items>
+void run_items_baseline(const Items& items, int64_t begin, int64_t end) {
+  items(begin, end);
+}
+
+// items(begin, end) over [0, count) in parallel chunks of about kGrainElements element visits.
+template <typename Items>
+void parallel_items(int64_t count, int64_t elements_per_item, const Items& items) {
+  const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, elements_per_item));
+  at::parallel_for(0, count, grain, [&](int64_t begin, int64_t end) {
+#ifdef AK_CPU_AVX2_CLONE
+    if (cpu_has_avx2()) {
+      run_items_avx2(items, begin, end);
+      return;
+    }
+#endif
+    run_items_baseline(items, begin, end);
+  });
+}
+
+}  // namespace ak

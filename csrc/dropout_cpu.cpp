@@ -41,8 +41,6 @@ using AccOf = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
 // Groups whose Philox words a block draws at once (16 KiB of words: stays in L1).
 constexpr int64_t kBlockGroups = 1024;
-// Work per parallel chunk: about this many elements at least.
-constexpr int64_t kGrainElements = 1 << 15;
 // Columns of a tile of the bias backward (a multiple of 4: a tile's row segments then start on a group
 // boundary whenever N is a multiple of 4, so no group is drawn twice).
 constexpr int64_t kTileColumns = 512;
@@ -199,48 +197,6 @@ struct BiasReluDropoutBackwardTree {
   }
 };
 
-// ----------------------------------------------------------------------------------------------
-// Parallel loops, compiled for baseline x86-64 and for AVX2
-// ----------------------------------------------------------------------------------------------
-
-template <typename Items>
-void run_items_baseline(const Items& items, int64_t begin, int64_t end) {
-  items(begin, end);
-}
-
-#ifdef AK_CPU_AVX2_CLONE
-template <typename Items>
-AK_TARGET_AVX2 void run_items_avx2(const Items& items, int64_t begin, int64_t end) {
-  items(begin, end);
-}
-
-bool cpu_has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-}
-#endif
-
-template <typename Items>
-void parallel_items(int64_t count, int64_t elements_per_item, const Items& items) {
-  const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, elements_per_item));
-  at::parallel_for(0, count, grain, [&](int64_t begin, int64_t end) {
-#ifdef AK_CPU_AVX2_CLONE
-    if (cpu_has_avx2()) {
-      run_items_avx2(items, begin, end);
-      return;
-    }
-#endif
-    run_items_baseline(items, begin, end);
-  });
-}
-
-// float / half / bfloat16 compute in float; double (for gradcheck) in double.
-#define AK_CPU_DISPATCH(TYPE, NAME, ...)                                    \
-  AT_DISPATCH_SWITCH(TYPE, NAME,                                            \
-                     AT_DISPATCH_CASE(at::ScalarType::Float, __VA_ARGS__)   \
-                     AT_DISPATCH_CASE(at::ScalarType::Half, __VA_ARGS__)    \
-                     AT_DISPATCH_CASE(at::ScalarType::BFloat16, __VA_ARGS__) \
-                     AT_DISPATCH_CASE(at::ScalarType::Double, __VA_ARGS__))
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 

@@ -617,19 +617,7 @@ AK_TARGET_AVX2 void backward_items_avx2(const T* x, const T* dy, T* dx, const Cp
   backward_items(x, dy, dx, P, begin, end, scratch);
 }
 
-bool cpu_has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-}
 #endif
-
-// float / half / bfloat16 accumulate in float; double (for gradcheck) in double.
-#define AK_CPU_DISPATCH(TYPE, NAME, ...)                                  \
-  AT_DISPATCH_SWITCH(TYPE, NAME,                                          \
-                     AT_DISPATCH_CASE(at::ScalarType::Float, __VA_ARGS__)  \
-                     AT_DISPATCH_CASE(at::ScalarType::Half, __VA_ARGS__)   \
-                     AT_DISPATCH_CASE(at::ScalarType::BFloat16, __VA_ARGS__) \
-                     AT_DISPATCH_CASE(at::ScalarType::Double, __VA_ARGS__))
 
 }  // namespace
 

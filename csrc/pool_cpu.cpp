@@ -45,13 +45,6 @@ namespace {
 template <typename T>
 using AccOf = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
-// Work items per parallel chunk: about this many element visits at least.
-constexpr int64_t kGrainElements = 1 << 15;
-
-int64_t grain_for(int64_t elements_per_item) {
-  return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, elements_per_item));
-}
-
 // pool_covering_outputs of every input column (the divisions hoisted out of the element loops).
 std::vector<PoolRange> covering_columns(const PoolProblem& P) {
   std::vector<PoolRange> ranges(static_cast<size_t>(P.W));
@@ -503,48 +496,6 @@ struct FusedBackward {
     }
   }
 };
-
-// ----------------------------------------------------------------------------------------------
-// Parallel loops, compiled for baseline x86-64 and for AVX2
-// ----------------------------------------------------------------------------------------------
-
-template <typename Items>
-void run_items_baseline(const Items& items, int64_t begin, int64_t end) {
-  items(begin, end);
-}
-
-#ifdef AK_CPU_AVX2_CLONE
-template <typename Items>
-AK_TARGET_AVX2 void run_items_avx2(const Items& items, int64_t begin, int64_t end) {
-  items(begin, end);
-}
-
-bool cpu_has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-}
-#endif
-
-template <typename Items>
-void parallel_items(int64_t count, int64_t elements_per_item, const Items& items) {
-  at::parallel_for(0, count, grain_for(elements_per_item), [&](int64_t begin, int64_t end) {
-#ifdef AK_CPU_AVX2_CLONE
-    if (cpu_has_avx2()) {
-      run_items_avx2(items, begin, end);
-      return;
-    }
-#endif
-    run_items_baseline(items, begin, end);
-  });
-}
-
-// float / half / bfloat16 compare and accumulate in float; double (for gradcheck) in double.
-#define AK_CPU_DISPATCH(TYPE, NAME, ...)                                    \
-  AT_DISPATCH_SWITCH(TYPE, NAME,                                            \
-                     AT_DISPATCH_CASE(at::ScalarType::Float, __VA_ARGS__)   \
-                     AT_DISPATCH_CASE(at::ScalarType::Half, __VA_ARGS__)    \
-                     AT_DISPATCH_CASE(at::ScalarType::BFloat16, __VA_ARGS__) \
-                     AT_DISPATCH_CASE(at::ScalarType::Double, __VA_ARGS__))
 
 }  // namespace
 
