@@ -8,7 +8,7 @@
 #   SKIP_BUILD=1 SKIP_TESTS=1 BENCH="benchmarks/bench_fused.py" bash ...
 #   TUNE=1 bash benchmarks/tools/gpu_session.sh                 # ... + the LRN Triton tile sweep
 #
-# The whole benchmark grid (~810 GPU cases, dozens of torch.compile graphs) may not fit one 10-minute call:
+# The whole benchmark grid (~950 GPU cases, dozens of torch.compile graphs) may not fit one 10-minute call:
 # split it over calls with BENCH (space-separated files), one results file pair per op.
 # `python3 -P` keeps the checkout off sys.path, so the installed package (with its extension) is imported.
 set -uo pipefail
