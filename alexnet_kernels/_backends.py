@@ -141,10 +141,11 @@ def supports_dtype(backend, dtype):
     return backend == "torch" or dtype in KERNEL_DTYPES or (backend == "cpu" and dtype == torch.float64)
 
 
-def resolve_checked(backend, x, op, fastest_on_cuda, needs=()):
-    """resolve() with the dtype policy above, then raise BackendUnavailableError if the backend cannot
-    run on x (not built, wrong device, unsupported dtype)."""
-    backend = resolve(backend, x, fastest_on_cuda, supports_dtype, needs)
+def resolve_checked(backend, x, op, cuda_preference, needs=()):
+    """resolve() with the dtype policy above and an op's cuda_preference (its ordered backends for cuda
+    tensors), then raise BackendUnavailableError if the backend cannot run on x (not built, wrong device,
+    unsupported dtype)."""
+    backend = resolve(backend, x, lambda t: cuda_preference, supports_dtype, needs)
     check(backend, x.device, op, needs)
     if not supports_dtype(backend, x.dtype):
         raise BackendUnavailableError(

@@ -27,16 +27,12 @@ from .. import _backends, _extension
 AUTO_CUDA_PREFERENCE = ("triton", "cuda")
 
 
-def _fastest_on_cuda(x):
-    return AUTO_CUDA_PREFERENCE
-
-
 # The functions of alexnet_kernels._C the "cpu" and "cuda" backends call.
 EXT_FUNCTIONS = ("dropout_forward", "bias_relu_dropout_forward", "bias_relu_dropout_backward")
 
 
 def resolve_backend(backend, x, op):
-    return _backends.resolve_checked(backend, x, op, _fastest_on_cuda, EXT_FUNCTIONS)
+    return _backends.resolve_checked(backend, x, op, AUTO_CUDA_PREFERENCE, EXT_FUNCTIONS)
 
 
 def triton_dropout():

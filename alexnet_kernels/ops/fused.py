@@ -27,16 +27,12 @@ from .pool import (in_layout, kernel_ready, offsets_from_indices, output_hw, poo
 AUTO_CUDA_PREFERENCE = ("triton", "cuda")
 
 
-def _fastest_on_cuda(x):
-    return AUTO_CUDA_PREFERENCE
-
-
 # The functions of alexnet_kernels._C the "cpu" and "cuda" backends call.
 EXT_FUNCTIONS = ("relu_lrn_max_pool2d_forward", "relu_lrn_max_pool2d_backward")
 
 
 def resolve_backend(backend, x, op):
-    return _backends.resolve_checked(backend, x, op, _fastest_on_cuda, EXT_FUNCTIONS)
+    return _backends.resolve_checked(backend, x, op, AUTO_CUDA_PREFERENCE, EXT_FUNCTIONS)
 
 
 def triton_fused():

@@ -63,10 +63,6 @@ def output_layout(x):
 AUTO_CUDA_PREFERENCE = ("triton", "cuda")
 
 
-def _fastest_on_cuda(x):
-    return AUTO_CUDA_PREFERENCE
-
-
 supports_dtype = _backends.supports_dtype
 
 
@@ -75,7 +71,7 @@ EXT_FUNCTIONS = ("lrn_forward", "lrn_backward")
 
 
 def resolve_backend(backend, x, op):
-    return _backends.resolve_checked(backend, x, op, _fastest_on_cuda, EXT_FUNCTIONS)
+    return _backends.resolve_checked(backend, x, op, AUTO_CUDA_PREFERENCE, EXT_FUNCTIONS)
 
 
 def triton_lrn():

@@ -31,16 +31,12 @@ MAX_WINDOW_ELEMENTS = 256
 AUTO_CUDA_PREFERENCE = ("triton", "cuda")
 
 
-def _fastest_on_cuda(x):
-    return AUTO_CUDA_PREFERENCE
-
-
 # The functions of alexnet_kernels._C the "cpu" and "cuda" backends call.
 EXT_FUNCTIONS = ("max_pool2d_forward", "max_pool2d_backward")
 
 
 def resolve_backend(backend, x, op):
-    return _backends.resolve_checked(backend, x, op, _fastest_on_cuda, EXT_FUNCTIONS)
+    return _backends.resolve_checked(backend, x, op, AUTO_CUDA_PREFERENCE, EXT_FUNCTIONS)
 
 
 def output_size(size, kernel, stride, pad, ceil_mode):
