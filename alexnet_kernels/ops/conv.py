@@ -1,0 +1,322 @@
+"""Convolution + bias + ReLU as torch.library custom ops, with fake kernels and registered autograd.
+
+    torch.ops.alexnet_kernels.conv2d_relu_forward(x, weight, bias, stride, padding, groups, allow_tf32,
+                                                 backend) -> y
+    torch.ops.alexnet_kernels.conv2d_relu_backward(dy, x, weight, y, stride, padding, groups, output_mask,
+                                                  allow_tf32, backend, route) -> (dx, dweight, dbias)
+
+x (N, C, H, W), dilation 1.  Saved for backward: x, weight and the output y -- what conv and ReLU keep
+anyway; the ReLU mask is y > 0, so no extra tensor.  Outputs not asked for in output_mask come back
+as empty tensors (the autograd formula returns None for them).
+
+Backends
+  "triton"  the implicit-GEMM kernels of triton_kernels/conv.py (forward with bias + ReLU in the epilogue).
+            Backward route: "triton" (dgrad + wgrad kernels, ReLU mask applied on load, d(bias) in the
+            wgrad pass) or "aten" (one Triton pass writes dy * (y > 0) and d(bias), then cuDNN's dgrad and
+            wgrad through torch.ops.aten.convolution_backward); "auto" measures both once per shape.
+  "torch"   F.conv2d + relu forward, aten.convolution_backward backward (cuDNN on GPU, oneDNN on CPU).
+  "cpu"     the CPU path delegates to "torch" (torch's CPU convolution is already oneDNN's).
+  "auto"    cuda: the faster of "triton" and "torch", measured once per (shape, dtype, layout, TF32,
+            device) on first use and cached (see measured_choices()); cpu: "torch".
+There is no hand-written CUDA C++ convolution: backend="cuda" raises BackendUnavailableError.
+
+Layouts: x and weight are brought to channels_last once (no copy when they already are); the output
+has the layout torch's convolution would give (channels_last if x or weight is channels_last).
+"""
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from .. import _backends
+
+CONV_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def triton_conv():
+    """The Triton kernels module, imported on first use."""
+    from ..triton_kernels import conv as module
+    return module
+
+
+def resolve_backend(backend, x, op):
+    """A concrete forward backend ("triton" or "torch"), or "auto" for a cuda tensor (measured later)."""
+    if backend is None:
+        backend = _backends.default_backend()
+    if backend == "auto":
+        return "auto" if x.device.type == "cuda" and x.dtype in CONV_DTYPES else "torch"
+    if backend == "cpu":
+        if x.device.type != "cpu":
+            raise _backends.BackendUnavailableError(
+                "%s: backend='cpu' takes cpu tensors, got a %s tensor" % (op, x.device.type))
+        return "torch"
+    if backend == "cuda":
+        raise _backends.BackendUnavailableError(
+            "%s: backend='cuda' is not available: there is no CUDA C++ convolution kernel; the GPU kernels "
+            "are Triton's (backend='triton'), cuDNN's is backend='torch'" % op)
+    if backend == "triton":
+        _backends.check("triton", x.device, op)
+        if x.dtype not in CONV_DTYPES:
+            raise _backends.BackendUnavailableError(
+                "%s: backend='triton' does not support dtype %s: its kernels take float32, float16 and "
+                "bfloat16; backend='torch' takes any floating dtype" % (op, x.dtype))
+        return backend
+    if backend == "torch":
+        return backend
+    raise ValueError("%s: unknown backend %r" % (op, backend))
+
+
+# --- "auto": measured once per shape -------------------------------------------------------------------
+
+_measured = {}
+
+
+def measured_choices():
+    """{key: (chosen, {candidate: median ms})} of every "auto" decision measured in this process."""
+    return dict(_measured)
+
+
+def _measured_choice(key, candidates):
+    """The fastest of candidates {name: zero-argument callable} (CUDA events, median), measured once per
+    key.  While a CUDA graph is being captured nothing can be timed: the first candidate is used and
+    nothing is cached (warm up before capturing, as torch's CUDA-graph docs advise)."""
+    if key in _measured:
+        return _measured[key][0]
+    if torch.cuda.is_current_stream_capturing():
+        return next(iter(candidates))
+    from triton.testing import do_bench
+    times = {}
+    for name, run in candidates.items():
+        run()  # first call: compilation, autotuning, cuDNN's algorithm search
+        times[name] = do_bench(run, warmup=5, rep=20, return_mode="median")
+    chosen = min(times, key=times.get)
+    _measured[key] = (chosen, times)
+    return chosen
+
+
+def _shape_key(kind, x, weight, bias, stride, padding, groups, allow_tf32):
+    return (kind, tuple(x.shape), tuple(weight.shape), bias is not None, tuple(stride), tuple(padding), groups,
+            x.dtype, x.is_contiguous(), allow_tf32, str(x.device))
+
+
+# --- layouts -------------------------------------------------------------------------------------------
+
+def _is_channels_last(t):
+    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
+def output_memory_format(x, weight):
+    """torch's rule for convolution outputs: channels_last if the input or the weight is."""
+    return torch.channels_last if (_is_channels_last(x) or _is_channels_last(weight)) else torch.contiguous_format
+
+
+def output_hw(hw, kernel_hw, stride, padding):
+    return tuple((hw[i] + 2 * padding[i] - kernel_hw[i]) // stride[i] + 1 for i in range(2))
+
+
+def _empty_output(x, weight, stride, padding):
+    shape = (x.shape[0], weight.shape[0]) + output_hw(x.shape[2:], weight.shape[2:], stride, padding)
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=output_memory_format(x, weight))
+
+
+def _cl(t):
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+# --- forward ---------------------------------------------------------------------------------------------
+
+def _torch_forward(x, weight, bias, stride, padding, groups):
+    return torch.relu(F.conv2d(x, weight, bias, stride, padding, 1, groups))
+
+
+def _triton_forward(x, weight, bias, stride, padding, groups, allow_tf32):
+    y = _empty_output(x, weight, stride, padding)
+    if y.numel():
+        triton_conv().conv2d_relu_forward(_cl(x), _cl(weight), bias.contiguous() if bias is not None else None,
+                                          y, stride, padding, groups, allow_tf32)
+    return y
+
+
+def _run_forward(x, weight, bias, stride, padding, groups, allow_tf32, backend):
+    backend = resolve_backend(backend, x, "conv2d_relu")
+    stride, padding = list(stride), list(padding)
+    if backend == "auto":
+        key = _shape_key("forward", x, weight, bias, stride, padding, groups, allow_tf32)
+        backend = _measured_choice(key, {
+            "triton": lambda: _triton_forward(x, weight, bias, stride, padding, groups, allow_tf32),
+            "torch": lambda: _torch_forward(x, weight, bias, stride, padding, groups)})
+    if backend == "triton":
+        return _triton_forward(x, weight, bias, stride, padding, groups, allow_tf32), backend
+    # allow_tf32 is torch.backends.cudnn.allow_tf32 read by the caller, which cuDNN reads itself.
+    return _torch_forward(x, weight, bias, stride, padding, groups), backend
+
+
+# --- backward --------------------------------------------------------------------------------------------
+
+def _masked_grad(dy, y, use_triton):
+    """(dy * (y > 0), d(bias) in fp32): one Triton pass, or torch ops."""
+    if use_triton:
+        g = torch.empty_like(y)
+        if y.numel() == 0:
+            return g, torch.zeros(y.shape[1], device=y.device, dtype=torch.float32)
+        return g, triton_conv().relu_mask_bias_grad(dy, y, g)
+    g = torch.where(y > 0, dy, torch.zeros((), dtype=dy.dtype, device=dy.device))
+    return g, g.sum((0, 2, 3), dtype=torch.float32)
+
+
+def _like_weight(dw, weight):
+    out = torch.empty_like(weight)
+    return dw if dw.stride() == out.stride() else out.copy_(dw)
+
+
+def _empty(like):
+    return like.new_empty(0)
+
+
+def _aten_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, triton_mask):
+    g, db = _masked_grad(dy, y, triton_mask)
+    if output_mask[0] or output_mask[1]:
+        dx, dw, _ = torch.ops.aten.convolution_backward(
+            g, x, weight, None, stride, padding, [1, 1], False, [0, 0], groups,
+            [output_mask[0], output_mask[1], False])
+    # Layouts as the fake kernel states them: dx in torch's conv layout, dw like the weight.
+    dx = dx.contiguous(memory_format=output_memory_format(x, weight)) if output_mask[0] else _empty(x)
+    dw = _like_weight(dw, weight) if output_mask[1] else _empty(weight)
+    return dx, dw, (db.to(weight.dtype) if output_mask[2] else _empty(weight))
+
+
+def _triton_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32):
+    kernels = triton_conv()
+    dx, dw, db = _empty(x), _empty(weight), _empty(weight)
+    if output_mask[0]:
+        dx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=output_memory_format(x, weight))
+        if dx.numel():
+            if y.numel():
+                kernels.conv2d_relu_dgrad(dy, y, _cl(weight), dx, stride, padding, groups, allow_tf32)
+            else:
+                dx.zero_()
+    if output_mask[1] or output_mask[2]:
+        if y.numel():
+            dw32, db32 = kernels.conv2d_relu_wgrad(dy, y, _cl(x), tuple(weight.shape), stride, padding, groups,
+                                                   allow_tf32)
+        else:  # empty batch: nothing to sum
+            dw32 = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32)
+            db32 = torch.zeros(weight.shape[0], device=weight.device, dtype=torch.float32)
+        if output_mask[1]:
+            dw = torch.empty_like(weight).copy_(dw32)
+        if output_mask[2]:
+            db = db32.to(weight.dtype)
+    return dx, dw, db
+
+
+# Backward route for backend="triton" on cuda when route="auto": measured per shape like the forward.
+ROUTES = ("auto", "triton", "aten")
+
+
+def _run_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, backend, route):
+    stride, padding, output_mask = list(stride), list(padding), list(output_mask)
+    if backend == "torch":
+        return _aten_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, False)
+    if route not in ROUTES:
+        raise ValueError("conv2d_relu: backward route must be one of %s, got %r" % (ROUTES, route))
+    if route == "auto":
+        if x.device.type == "cuda":
+            key = _shape_key(("backward",) + tuple(output_mask), x, weight, True, stride, padding, groups,
+                             allow_tf32)
+            route = _measured_choice(key, {
+                "aten": lambda: _aten_backward(dy, x, weight, y, stride, padding, groups, output_mask,
+                                               allow_tf32, True),
+                "triton": lambda: _triton_backward(dy, x, weight, y, stride, padding, groups, output_mask,
+                                                   allow_tf32)})
+        else:
+            route = "triton"
+    if route == "triton":
+        return _triton_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32)
+    return _aten_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, True)
+
+
+# --- custom ops ------------------------------------------------------------------------------------------
+
+@torch.library.custom_op("alexnet_kernels::conv2d_relu_forward", mutates_args=())
+def conv2d_relu_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: List[int],
+                        padding: List[int], groups: int, allow_tf32: bool, backend: str, route: str
+                        ) -> torch.Tensor:
+    return _run_forward(x, weight, bias, stride, padding, groups, allow_tf32, backend)[0]
+
+
+@conv2d_relu_forward.register_fake
+def _conv2d_relu_forward_fake(x, weight, bias, stride, padding, groups, allow_tf32, backend, route):
+    return _empty_output(x, weight, stride, padding)
+
+
+@torch.library.custom_op("alexnet_kernels::conv2d_relu_backward", mutates_args=())
+def conv2d_relu_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, y: torch.Tensor,
+                         stride: List[int], padding: List[int], groups: int, output_mask: List[bool],
+                         allow_tf32: bool, backend: str, route: str
+                         ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    backend = resolve_backend(backend, x, "conv2d_relu_backward")
+    if backend == "auto":  # cuda: the route measurement below weighs cuDNN's backward against Triton's
+        backend = "triton"
+    return _run_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, backend, route)
+
+
+@conv2d_relu_backward.register_fake
+def _conv2d_relu_backward_fake(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, backend,
+                               route):
+    dx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=output_memory_format(x, weight)) \
+        if output_mask[0] else x.new_empty(0)
+    dw = torch.empty_like(weight) if output_mask[1] else weight.new_empty(0)
+    db = weight.new_empty(weight.shape[0]) if output_mask[2] else weight.new_empty(0)
+    return dx, dw, db
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, stride, padding, groups, allow_tf32, backend, route = inputs
+    ctx.save_for_backward(x, weight, output)
+    ctx.params = (stride, padding, groups, allow_tf32, backend, bias is not None, route)
+
+
+def _backward(ctx, dy):
+    x, weight, y = ctx.saved_tensors
+    stride, padding, groups, allow_tf32, backend, has_bias, route = ctx.params
+    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2]]
+    dx, dw, db = torch.ops.alexnet_kernels.conv2d_relu_backward(dy, x, weight, y, stride, padding, groups, mask,
+                                                                allow_tf32, backend, route)
+    return (dx if mask[0] else None, dw if mask[1] else None, db if mask[2] else None,
+            None, None, None, None, None, None)
+
+
+torch.library.register_autograd("alexnet_kernels::conv2d_relu_forward", _backward, setup_context=_setup_context)
+
+
+class Conv2dReLUFunction(torch.autograd.Function):
+    """The eager path: the same kernels and saved tensors as the custom op without the dispatcher's
+    per-call Python cost.  Under torch.compile the custom op is used instead."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, groups, allow_tf32, backend, route):
+        y, used = _run_forward(x, weight, bias, stride, padding, groups, allow_tf32, backend)
+        ctx.save_for_backward(x, weight, y)
+        ctx.params = (stride, padding, groups, allow_tf32, used, bias is not None, route)
+        return y
+
+    @staticmethod
+    @once_differentiable  # no derivative of the backward kernels: double backward raises, never zeros
+    def backward(ctx, dy):
+        x, weight, y = ctx.saved_tensors
+        stride, padding, groups, allow_tf32, backend, has_bias, route = ctx.params
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2]]
+        dx, dw, db = _run_backward(dy, x, weight, y, stride, padding, groups, mask, allow_tf32, backend, route)
+        return (dx if mask[0] else None, dw if mask[1] else None, db if mask[2] else None,
+                None, None, None, None, None, None)
+
+
+def conv2d_relu(x, weight, bias, stride, padding, groups, allow_tf32, backend, route="auto"):
+    """relu(conv2d(x, weight, bias)) of a 4-D x with autograd: the custom op under torch.compile, else
+    Conv2dReLUFunction."""
+    if torch.compiler.is_compiling():
+        return torch.ops.alexnet_kernels.conv2d_relu_forward(x, weight, bias, list(stride), list(padding), groups,
+                                                             allow_tf32, backend, route)
+    return Conv2dReLUFunction.apply(x, weight, bias, tuple(stride), tuple(padding), groups, allow_tf32, backend,
+                                    route)

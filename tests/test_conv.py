@@ -1,0 +1,448 @@
+"""conv2d_relu / Conv2dReLU against float64 torch conv + relu: values and all three gradients.
+
+On CPU the Triton kernels run under TRITON_INTERPRET=1 with the five AlexNet geometries scaled down;
+the same file runs them at full size on a GPU."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import alexnet_kernels.conv as conv
+from alexnet_kernels import BackendUnavailableError
+from alexnet_kernels.ops import conv as conv_ops
+
+from common import DEVICES, HAS_CUDA, INTERPRETED, capture_and_replay, gpu, make_input, rel_err, require
+
+CL = torch.channels_last
+
+# (N, Cin, H, W, Cout, kernel, stride, padding, groups, bias): AlexNet's layers scaled down, plus odd cases.
+LAYERS = {
+    "conv1": (1, 3, 19, 17, 8, 11, 4, 0, 1, True),
+    "conv2": (1, 4, 7, 7, 8, 5, 1, 2, 2, True),
+    "conv3": (2, 8, 5, 7, 12, 3, 1, 1, 1, True),
+    "conv4": (1, 8, 5, 5, 8, 3, 1, 1, 2, True),
+    "conv5": (1, 8, 5, 5, 6, 3, 1, 1, 2, True),
+    "conv3-nobias-batch1": (1, 8, 5, 5, 12, 3, 1, 1, 1, False),
+    "rect-kernel-stride2": (1, 4, 7, 6, 4, (3, 2), (2, 1), (1, 0), 1, True),
+}
+# Triton backward routes: the Triton dgrad/wgrad kernels, or the Triton mask pass + aten's backward.
+ROUTES = ["triton", "aten"]
+
+
+def backends_for(device):
+    return ["triton", "torch"]
+
+
+def params(device_list=DEVICES):
+    return [pytest.param(d, b, id="%s-%s" % (d, b)) for d in device_list for b in backends_for(d)]
+
+
+def make_case(case, dtype=torch.float32, device="cpu", layout="channels_last", seed=0):
+    N, C, H, W, Cout, k, stride, padding, groups, has_bias = case
+    kh, kw = (k, k) if isinstance(k, int) else k
+    x = make_input((N, C, H, W), dtype, device, layout, scale=1.0, seed=seed)
+    w = make_input((Cout, C // groups, kh, kw), dtype, device, "contiguous", scale=(C // groups * kh * kw) ** -0.5,
+                   seed=seed + 1)
+    b = make_input((Cout,), dtype, device, "contiguous", scale=0.3, seed=seed + 2) if has_bias else None
+    return x, w, b, stride, padding, groups
+
+
+def reference(x, w, b, stride, padding, groups, dy):
+    """float64 torch conv + relu: (y, dx, dw, db)."""
+    xs = x.detach().double().requires_grad_()
+    ws = w.detach().double().requires_grad_()
+    bs = b.detach().double().requires_grad_() if b is not None else None
+    y = torch.relu(F.conv2d(xs, ws, bs, stride, padding, 1, groups))
+    grads = torch.autograd.grad(y, [t for t in (xs, ws, bs) if t is not None], dy.double())
+    return (y,) + tuple(grads)
+
+
+def run(x, w, b, stride, padding, groups, dy, **kw):
+    xs, ws = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    bs = b.detach().clone().requires_grad_() if b is not None else None
+    y = conv.conv2d_relu(xs, ws, bs, stride, padding, 1, groups, **kw)
+    grads = torch.autograd.grad(y, [t for t in (xs, ws, bs) if t is not None], dy)
+    return (y,) + tuple(grads)
+
+
+def grad_like(x, w, stride, padding, seed=3):
+    kh, kw = w.shape[2:]
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    ph, pw = (padding, padding) if isinstance(padding, int) else padding
+    oh, ow = (x.shape[2] + 2 * ph - kh) // sh + 1, (x.shape[3] + 2 * pw - kw) // sw + 1
+    return make_input((x.shape[0], w.shape[0], oh, ow), x.dtype, x.device.type, "channels_last", 1.0, seed)
+
+
+@pytest.fixture(autouse=True)
+def exact_fp32():
+    """fp32 tests compare with 1e-5: TF32 off (torch's default for convolutions is on)."""
+    saved = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.mark.parametrize("device,backend", params())
+@pytest.mark.parametrize("layer", list(LAYERS))
+@pytest.mark.parametrize("route", ROUTES)
+def test_fp32_values_and_gradients_match_float64(device, backend, layer, route):
+    require(backend, device)
+    if backend == "torch" and route == "aten":
+        pytest.skip("backend='torch' has one backward (aten's); covered by the route='triton' id")
+    x, w, b, stride, padding, groups = make_case(LAYERS[layer], device=device)
+    dy = grad_like(x, w, stride, padding)
+    got = run(x, w, b, stride, padding, groups, dy, backend=backend, backward_route=route)
+    ref = reference(x, w, b, stride, padding, groups, dy)
+    assert got[0].shape == ref[0].shape and got[0].dtype == x.dtype
+    for name, g, r in zip(("y", "dx", "dw", "db"), got, ref):
+        assert rel_err(g, r) <= 1e-5, name
+
+
+@pytest.mark.parametrize("device,backend", params())
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+def test_layouts(device, backend, layout):
+    """NCHW is converted once, channels_last runs natively, a strided view works; the output has
+    torch's layout for the same inputs."""
+    require(backend, device)
+    x, w, b, stride, padding, groups = make_case(LAYERS["conv2"], device=device, layout=layout)
+    dy = grad_like(x, w, stride, padding)
+    got = run(x, w, b, stride, padding, groups, dy, backend=backend)
+    ref = reference(x, w, b, stride, padding, groups, dy)
+    for g, r in zip(got, ref):
+        assert rel_err(g, r) <= 1e-5
+    expect_cl = torch.relu(F.conv2d(x, w, b, stride, padding, 1, groups)).is_contiguous(memory_format=CL)
+    assert got[0].is_contiguous(memory_format=CL if expect_cl else torch.contiguous_format)
+
+
+@pytest.mark.parametrize("device,backend", params())
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("layer", ["conv1", "conv2", "conv4"])
+def test_low_precision_within_twice_torch_error(device, backend, dtype, layer):
+    require(backend, device, dtype, torch_cpu_low_precision=True)
+    x, w, b, stride, padding, groups = make_case(LAYERS[layer], dtype, device)
+    dy = grad_like(x, w, stride, padding)
+    got = run(x, w, b, stride, padding, groups, dy, backend=backend)
+    mine = run(x, w, b, stride, padding, groups, dy, backend="torch")
+    ref = reference(x, w, b, stride, padding, groups, dy)
+    eps = torch.finfo(dtype).eps
+    for name, g, t, r in zip(("y", "dx", "dw", "db"), got, mine, ref):
+        assert g.dtype == dtype, name
+        assert rel_err(g, r) <= 2 * rel_err(t, r) + eps / 16, name
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the interpreter's NaN matmul
+@pytest.mark.parametrize("device,backend", params())
+def test_relu_zeros_and_nan_inf_like_torch(device, backend):
+    """Channels whose outputs are all zero (a very negative bias) get exactly zero weight and bias
+    gradients; NaN and Inf in the input reach the same outputs as torch's (relu keeps NaN)."""
+    require(backend, device)
+    x, w, b, stride, padding, groups = make_case(LAYERS["conv3"], device=device)
+    b = b.clone()
+    b[::2] = -1e4
+    dy = grad_like(x, w, stride, padding)
+    y, dx, dw, db = run(x, w, b, stride, padding, groups, dy, backend=backend)
+    assert (y[:, ::2] == 0).all()
+    assert (dw[::2] == 0).all() and (db[::2] == 0).all()
+    ref = reference(x, w, b, stride, padding, groups, dy)
+    assert rel_err(dx, ref[1]) <= 1e-5
+    bad = x.detach().clone()
+    bad[0, 1, 2, 3] = float("nan")
+    bad[1, 0, 0, 0] = float("inf")
+    bad[1, 2, 4, 6] = -float("inf")
+    y = conv.conv2d_relu(bad, w, b, stride, padding, 1, groups, backend=backend)
+    y_ref = torch.relu(F.conv2d(bad.double(), w.double(), b.double(), stride, padding, 1, groups))
+    assert torch.equal(torch.isnan(y), torch.isnan(y_ref))
+    assert torch.equal(torch.isinf(y), torch.isinf(y_ref))
+    finite = torch.isfinite(y_ref)
+    assert rel_err(y[finite], y_ref[finite]) <= 1e-5
+
+
+@pytest.mark.parametrize("device,backend", params())
+@pytest.mark.parametrize("route", ROUTES)
+def test_empty_batch(device, backend, route):
+    require(backend, device)
+    x, w, b, stride, padding, groups = make_case(LAYERS["conv2"], device=device)
+    x = x[:0].detach().requires_grad_()
+    w, b = w.detach().requires_grad_(), b.detach().requires_grad_()
+    y = conv.conv2d_relu(x, w, b, stride, padding, 1, groups, backend=backend, backward_route=route)
+    assert y.shape == (0, 8, 7, 7)
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+    assert torch.equal(w.grad, torch.zeros_like(w)) and torch.equal(b.grad, torch.zeros_like(b))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_triton_kernels_write_every_output(device):
+    """Outputs poisoned with NaN before launch: every element is written (forward, dgrad, wgrad, the
+    mask pass), and wgrad is deterministic (fixed-order split reduction)."""
+    require("triton", device)
+    kernels = conv_ops.triton_conv()
+    x, w, b, stride, padding, groups = make_case(LAYERS["conv4"], device=device)
+    w = w.contiguous(memory_format=CL)
+    stride, padding = (stride, stride), (padding, padding)
+    ref = reference(x, w, b, stride, padding, groups, grad_like(x, w, stride, padding))
+    y = torch.full_like(ref[0], float("nan"), dtype=x.dtype).contiguous(memory_format=CL)
+    kernels.conv2d_relu_forward(x, w, b, y, stride, padding, groups, False)
+    assert rel_err(y, ref[0]) <= 1e-5
+    dy = grad_like(x, w, stride, padding, seed=7)
+    ref = reference(x, w, b, stride, padding, groups, dy)
+    dx = torch.full_like(x, float("nan"))
+    kernels.conv2d_relu_dgrad(dy, y, w, dx, stride, padding, groups, False)
+    assert rel_err(dx, ref[1]) <= 1e-5
+    dw, db = kernels.conv2d_relu_wgrad(dy, y, x, tuple(w.shape), stride, padding, groups, False)
+    dw2, db2 = kernels.conv2d_relu_wgrad(dy, y, x, tuple(w.shape), stride, padding, groups, False)
+    assert rel_err(dw, ref[2]) <= 1e-5 and rel_err(db, ref[3]) <= 1e-5
+    assert torch.equal(dw, dw2) and torch.equal(db, db2)
+    g = torch.full_like(y, float("nan"))
+    db3 = kernels.relu_mask_bias_grad(dy, y, g)
+    assert torch.equal(g, torch.where(y > 0, dy, torch.zeros_like(dy)))
+    assert rel_err(db3, ref[3]) <= 1e-5
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_gradcheck_float64(backend):
+    """Our autograd formula (mask from the saved output, aten's backward) in float64."""
+    x = torch.randn(1, 4, 5, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *t: conv.conv2d_relu(*t, 2, 1, 1, 2, backend=backend), (x, w, b))
+
+
+def test_unbatched_input_and_module_repr():
+    x = make_input((3, 9, 9), seed=1)
+    m = conv.Conv2dReLU(3, 4, 3, padding=1, backend="torch")
+    assert m(x).shape == (4, 9, 9)
+    assert torch.allclose(m(x), torch.relu(m._conv_forward(x, m.weight, m.bias)), rtol=1e-5, atol=1e-6)
+    assert repr(m).startswith("Conv2dReLU(3, 4, kernel_size=(3, 3)")
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_module_state_dict_round_trip_with_nn_conv2d(backend):
+    require(backend, "cpu")
+    torch.manual_seed(0)
+    ref = torch.nn.Conv2d(4, 8, 5, padding=2, groups=2)
+    torch.manual_seed(0)
+    m = conv.Conv2dReLU(4, 8, 5, padding=2, groups=2, backend=backend)
+    assert isinstance(m, torch.nn.Conv2d)
+    assert m.state_dict().keys() == ref.state_dict().keys()
+    assert all(torch.equal(m.state_dict()[k], v) for k, v in ref.state_dict().items())  # same init
+    with torch.no_grad():
+        ref.weight.mul_(1.5)
+    m.load_state_dict(ref.state_dict())
+    back = torch.nn.Conv2d(4, 8, 5, padding=2, groups=2)
+    back.load_state_dict(m.state_dict())
+    x = make_input((2, 4, 7, 7), layout="channels_last", seed=4)
+    assert rel_err(m(x), torch.relu(ref(x))) <= 1e-5
+    assert torch.equal(back(x), ref(x))
+    nobias = conv.Conv2dReLU(4, 8, 3, bias=False, backend=backend)
+    assert nobias.bias is None and "bias" not in nobias.state_dict()
+
+
+def test_module_padding_modes():
+    torch.manual_seed(0)
+    for mode in ("reflect", "replicate", "circular"):
+        ref = torch.nn.Conv2d(3, 4, 3, padding=1, padding_mode=mode)
+        m = conv.Conv2dReLU(3, 4, 3, padding=1, padding_mode=mode, backend="torch")
+        m.load_state_dict(ref.state_dict())
+        x = make_input((1, 3, 6, 5), seed=5)
+        assert rel_err(m(x), torch.relu(ref(x))) <= 1e-6
+
+
+@pytest.mark.parametrize("device,backend", params())
+def test_opcheck(device, backend):
+    require(backend, device)
+    x, w, b, stride, padding, groups = make_case(LAYERS["conv4"], device=device)
+    args = (x.requires_grad_(), w.requires_grad_(), b.requires_grad_(), [stride] * 2, [padding] * 2, groups, False,
+            backend, "triton")
+    torch.library.opcheck(torch.ops.alexnet_kernels.conv2d_relu_forward, args)
+    nobias = (x, w, None) + args[3:]
+    torch.library.opcheck(torch.ops.alexnet_kernels.conv2d_relu_forward, nobias)
+    y = conv.conv2d_relu(x.detach(), w.detach(), b.detach(), stride, padding, 1, groups, backend=backend)
+    dy = grad_like(x, w, stride, padding)
+    torch.library.opcheck(torch.ops.alexnet_kernels.conv2d_relu_backward,
+                          (dy, x.detach(), w.detach(), y, [stride] * 2, [padding] * 2, groups, [True, True, True],
+                           False, backend, "triton"))
+
+
+@pytest.mark.parametrize("device,backend", params())
+def test_torch_compile_fullgraph(device, backend):
+    require(backend, device)
+    torch._dynamo.reset()
+    x, w, b, stride, padding, groups = make_case(LAYERS["conv2"], device=device)
+    dy = grad_like(x, w, stride, padding)
+
+    def f(x, w, b):
+        return conv.conv2d_relu(x, w, b, stride, padding, 1, groups, backend=backend)
+
+    compiled = torch.compile(f, fullgraph=True)
+    got = run(x, w, b, stride, padding, groups, dy, backend=backend)
+    xs, ws, bs = (t.detach().clone().requires_grad_() for t in (x, w, b))
+    y = compiled(xs, ws, bs)
+    grads = torch.autograd.grad(y, (xs, ws, bs), dy)
+    for g, r in zip((y,) + grads, got):
+        assert rel_err(g, r) <= 1e-6
+
+
+def test_delegated_cases_equal_torch():
+    """dilation != 1 and padding='same' run on torch's convolution (documented)."""
+    x = make_input((1, 4, 9, 9), seed=6)
+    w = make_input((4, 2, 3, 3), seed=7, scale=0.3)
+    b = make_input((4,), seed=8)
+    for kw in ({"dilation": 2, "padding": 2}, {"padding": "same"}, {"padding": "valid"}):
+        got = conv.conv2d_relu(x, w, b, groups=2, backend="triton" if INTERPRETED or HAS_CUDA else "torch", **kw)
+        assert rel_err(got, torch.relu(F.conv2d(x.double(), w.double(), b.double(), groups=2, **kw))) <= 1e-5
+
+
+def test_autocast_casts_like_conv2d():
+    x = make_input((1, 4, 7, 7), seed=9)
+    w = make_input((8, 2, 5, 5), seed=10, scale=0.1)
+    b = make_input((8,), seed=11)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv.conv2d_relu(x, w, b, 1, 2, 1, 2, backend="torch")
+        y_t = torch.relu(F.conv2d(x, w, b, 1, 2, 1, 2))
+    assert y.dtype == y_t.dtype == torch.bfloat16
+    assert torch.equal(y, y_t)
+
+
+def test_auto_on_cpu_is_torch_and_measures_nothing():
+    x, w, b, stride, padding, groups = make_case(LAYERS["conv3"])
+    before = conv.measured_choices()
+    y = conv.conv2d_relu(x, w, b, stride, padding, 1, groups, backend="auto")
+    assert rel_err(y, torch.relu(F.conv2d(x.double(), w.double(), b.double(), stride, padding))) <= 1e-5
+    assert conv.measured_choices() == before
+
+
+X = torch.randn(1, 4, 7, 7)
+W = torch.randn(8, 2, 3, 3)
+
+
+@pytest.mark.parametrize("args,kwargs,exc,match", [
+    ((X, torch.randn(8, 4, 3, 3)), {"groups": 2}, ValueError, "expects 8 input channels"),
+    ((X, torch.randn(6, 2, 3, 3)), {"groups": 4}, ValueError, "divisible by groups"),
+    ((X, torch.randn(8, 4, 3)), {}, ValueError, "weight must be 4-D"),
+    ((X, W, torch.randn(7)), {"groups": 2}, ValueError, "bias must be 1-D with out_channels = 8"),
+    ((X, torch.randn(8, 2, 9, 9)), {"groups": 2}, ValueError, "larger than the padded input"),
+    ((X.long(), W.long()), {"groups": 2}, TypeError, "floating-point"),
+    ((X, W.double()), {"groups": 2}, TypeError, "same dtype"),
+    ((torch.randn(4, 7), W), {"groups": 2}, ValueError, "3-D .* or 4-D"),
+    ((X[:, :, :0], W), {"groups": 2}, ValueError, "only the batch dimension may be empty"),
+    ((X, W), {"groups": 0}, ValueError, "groups must be a positive int"),
+    ((X, W), {"groups": 2, "stride": 0}, ValueError, "stride must be >= 1"),
+    ((X, W), {"groups": 2, "padding": -1}, ValueError, "padding must be >= 0"),
+    ((X, W), {"groups": 2, "padding": "full"}, ValueError, "'valid' or 'same'"),
+    ((X, W), {"groups": 2, "backend": "fastest"}, ValueError, "backend must be one of"),
+    ((X, W), {"groups": 2, "backward_route": "cudnn"}, ValueError, "backward_route must be one of"),
+    ((X, W), {"groups": 2, "backend": "cuda"}, BackendUnavailableError, "no CUDA C\\+\\+ convolution"),
+    ((X.double(), W.double()), {"groups": 2, "backend": "triton"}, BackendUnavailableError,
+     "(does not support dtype|not available)"),
+])
+def test_bad_inputs_raise_clear_errors(args, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        conv.conv2d_relu(*args, **kwargs)
+
+
+def test_triton_on_cpu_without_interpreter_says_why():
+    if INTERPRETED:
+        pytest.skip("Triton runs on cpu tensors under TRITON_INTERPRET=1 (this run)")
+    with pytest.raises(BackendUnavailableError, match="cuda tensors"):
+        conv.conv2d_relu(X, W, groups=2, backend="triton")
+
+
+# --- GPU: the five AlexNet layers at full size ------------------------------------------------------
+
+FULL = {  # batch 16 at the 2012 network's sizes (full channel counts; groups=2 where the towers split)
+    "conv1": (16, 3, 227, 227, 96, 11, 4, 0, 1, True),
+    "conv2": (16, 96, 27, 27, 256, 5, 1, 2, 2, True),
+    "conv3": (16, 256, 13, 13, 384, 3, 1, 1, 1, True),
+    "conv4": (16, 384, 13, 13, 384, 3, 1, 1, 2, True),
+    "conv5": (16, 384, 13, 13, 256, 3, 1, 1, 2, True),
+}
+
+
+@gpu
+@pytest.mark.parametrize("layer", list(FULL))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("route", ROUTES)
+def test_gpu_alexnet_layers(layer, dtype, route):
+    x, w, b, stride, padding, groups = make_case(FULL[layer], dtype, "cuda")
+    dy = grad_like(x, w, stride, padding)
+    got = run(x, w, b, stride, padding, groups, dy, backend="triton", backward_route=route)
+    mine = run(x, w, b, stride, padding, groups, dy, backend="torch")
+    ref = reference(x, w, b, stride, padding, groups, dy)
+    eps = torch.finfo(dtype).eps
+    for name, g, t, r in zip(("y", "dx", "dw", "db"), got, mine, ref):
+        if dtype == torch.float32:
+            assert rel_err(g, r) <= 1e-5, name  # TF32 off (fixture)
+        else:
+            assert rel_err(g, r) <= 2 * rel_err(t, r) + eps / 16, name
+
+
+@gpu
+@pytest.mark.parametrize("layer", ["conv1", "conv3", "conv4"])
+def test_gpu_tf32_within_twice_cudnn_tf32_error(layer):
+    torch.backends.cudnn.allow_tf32 = True  # the fixture restores it
+    x, w, b, stride, padding, groups = make_case(FULL[layer], torch.float32, "cuda")
+    dy = grad_like(x, w, stride, padding)
+    got = run(x, w, b, stride, padding, groups, dy, backend="triton")
+    mine = run(x, w, b, stride, padding, groups, dy, backend="torch")
+    ref = reference(x, w, b, stride, padding, groups, dy)
+    for name, g, t, r in zip(("y", "dx", "dw", "db"), got, mine, ref):
+        assert rel_err(g, r) <= max(2 * rel_err(t, r), 1e-5) + 2 ** -12, name
+
+
+@gpu
+def test_gpu_auto_measures_once_and_records_the_choice():
+    x, w, b, stride, padding, groups = make_case(FULL["conv3"], torch.bfloat16, "cuda")
+    y1 = conv.conv2d_relu(x, w, b, stride, padding, 1, groups, backend="auto")
+    choices = conv.measured_choices()
+    forward = [v for k, v in choices.items() if k[0] == "forward" and k[1] == tuple(x.shape)]
+    assert len(forward) == 1 and forward[0][0] in ("triton", "torch") and len(forward[0][1]) == 2
+    y2 = conv.conv2d_relu(x, w, b, stride, padding, 1, groups, backend="auto")
+    assert torch.equal(y1, y2) and len(conv.measured_choices()) == len(choices)
+
+
+@gpu
+@pytest.mark.parametrize("route", ROUTES)
+def test_gpu_cuda_graph_capture(route):
+    x, w, b, stride, padding, groups = make_case(FULL["conv2"], torch.bfloat16, "cuda")
+    x.requires_grad_()
+    w.requires_grad_()
+    b.requires_grad_()
+    dy = grad_like(x, w, stride, padding)
+    out = {}
+
+    def step():
+        y = conv.conv2d_relu(x, w, b, stride, padding, 1, groups, backend="triton", backward_route=route)
+        out["y"] = y
+        out["grads"] = torch.autograd.grad(y, (x, w, b), dy)
+
+    def refill():
+        x.copy_(torch.randn_like(x))
+
+    capture_and_replay(step, refill)
+    ref = run(x.detach(), w.detach(), b.detach(), stride, padding, groups, dy, backend="triton", backward_route=route)
+    for g, r in zip((out["y"],) + out["grads"], ref):
+        assert torch.equal(g, r)
+
+
+@gpu
+def test_gpu_autocast_runs_triton_in_bf16():
+    x, w, b, stride, padding, groups = make_case(FULL["conv2"], torch.float32, "cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        y = conv.conv2d_relu(x, w, b, stride, padding, 1, groups, backend="triton")
+        y_t = torch.relu(F.conv2d(x, w, b, stride, padding, 1, groups))
+    assert y.dtype == y_t.dtype == torch.bfloat16
+    ref = torch.relu(F.conv2d(x.double(), w.double(), b.double(), stride, padding, 1, groups))
+    assert rel_err(y, ref) <= 2 * rel_err(y_t, ref) + 2 ** -12
+
+
+@gpu
+def test_gpu_64bit_indexing():
+    """An output of more than 2**31 elements (fp16, ~4.3 GB): the last sample is right."""
+    if torch.cuda.get_device_properties(0).total_memory < 24 * 2 ** 30:
+        pytest.skip("needs a GPU with 24 GiB")
+    N, C, H = 66, 8, 2048  # x: 66*8*2048*2048 = 2.2e9 elements
+    x = torch.randn(N, C, H, H, device="cuda", dtype=torch.float16).to(memory_format=CL)
+    w = torch.randn(8, 8, 1, 1, device="cuda", dtype=torch.float16) * 0.3
+    y = conv.conv2d_relu(x, w, None, backend="triton")
+    last = torch.relu(F.conv2d(x[-1:], w))
+    assert torch.equal(y[-1:].isnan(), last.isnan()) and rel_err(y[-1:], last) <= 1e-3
