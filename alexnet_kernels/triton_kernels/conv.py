@@ -261,7 +261,8 @@ GROUP_M = 8
 
 
 def _precision(x, allow_tf32):
-    return "tf32" if (allow_tf32 and x.dtype == torch.float32) else "ieee"
+    """Exact fp32 ("ieee") only for fp32 with TF32 off; for fp16/bf16 the value is unused ("tf32" is the default)."""
+    return "ieee" if (x.dtype == torch.float32 and not allow_tf32) else "tf32"
 
 
 def _geometry(x, w, y, groups):
