@@ -4,6 +4,7 @@
     y = dr.dropout(x, p=0.5, training=True)                   # torch.nn.functional.dropout's signature
     m = dr.Dropout(0.5)                                       # drop-in for torch.nn.Dropout
     h = dr.bias_relu_dropout(x, bias, p=0.5, training=True)   # dropout(relu(x + bias)) in one kernel
+    fc = dr.LinearReLUDropout(4096, 4096, p=0.5)              # nn.Linear -> ReLU -> Dropout as one module
 
 Inverted dropout: kept elements are scaled by 1/(1-p).  Each call draws a 64-bit seed from torch's
 generator (the default one of x's device, or `generator=`), so torch.manual_seed reproduces masks and
@@ -15,11 +16,12 @@ the mask -- and, for bias_relu_dropout, the output y (the ReLU condition): nothi
 import numbers
 
 import torch
+import torch.nn.functional as F
 
 from . import _backends
 from .ops import dropout as _ops
 
-__all__ = ["dropout", "Dropout", "bias_relu_dropout"]
+__all__ = ["dropout", "Dropout", "bias_relu_dropout", "LinearReLUDropout"]
 
 
 def _check_p(op, p):
@@ -97,3 +99,26 @@ def bias_relu_dropout(input, bias, p=0.5, training=True, *, generator=None, back
     seed = draw_seed(input.device, generator) if p > 0 else torch.zeros(1, dtype=torch.int64, device=input.device)
     x2 = input.reshape(-1, input.shape[-1]).contiguous()
     return _ops.bias_relu_dropout(x2, bias.contiguous(), seed, p, backend).view(input.shape)
+
+
+class LinearReLUDropout(torch.nn.Linear):
+    """nn.Linear -> ReLU -> Dropout(p) as one module: the matmul is torch's (F.linear without the bias), the
+    bias + ReLU + dropout epilogue is bias_relu_dropout.  nn.Linear's constructor arguments, parameters and
+    state_dict (it subclasses nn.Linear); p=0 gives Linear -> ReLU.  Dropout follows self.training."""
+
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None, *, p=0.5, backend=None):
+        super().__init__(in_features, out_features, bias, device, dtype)
+        self.p = _check_p("LinearReLUDropout", p)
+        self.backend = backend
+
+    def forward(self, input):
+        out = F.linear(input, self.weight)
+        if self.bias is None:
+            bias = out.new_zeros(out.shape[-1])
+        else:
+            # Under autocast F.linear's output is in the autocast dtype while the bias parameter is not.
+            bias = self.bias.to(out.dtype)
+        return bias_relu_dropout(out, bias, self.p, self.training, backend=self.backend)
+
+    def extra_repr(self):
+        return "%s, p=%s" % (super().extra_repr(), self.p)
