@@ -16,6 +16,10 @@ Bandwidth: GB/s = (tensors moved x bytes per tensor) / time -- or bytes moved / 
 tensors differ in size (record(traffic_bytes=...)) -- with GB = 1e9 bytes and each op's traffic model
 (stated in its notes).  pct_of_copy = GB/s over the device-to-device copy bandwidth, measured
 once per session by copying a 1 GiB fp32 tensor with do_bench (read + write counted).
+Compute-bound ops (register_op(cell="tflops"), record(flops=...)): TFLOP/s = FLOPs / time (1e12), and
+pct_of_matmul = TFLOP/s over the bf16 matmul peak, measured once per session with do_bench on an
+8192x8192x8192 bf16 torch.mm (gpu_matmul_tflops).  Whole-model throughput (register_op(cell="rate"),
+record(items=...)): items / s, e.g. images per training step / step time.
 Speed-ups are baseline ms / provider ms for the same case, from the same session; they are recomputed
 whenever a row of the case arrives, so the order in which providers run does not matter.  Rows are
 the benchmark fixture's extra_info dicts, so pytest-benchmark's own JSON (--benchmark-json /
@@ -26,6 +30,8 @@ Environment:
   BENCH_WRITE_RESULTS=1|0  force writing / not writing.  Default: write when GPU rows were measured.
                            A run without GPU rows writes to <op>-cpu-<cpu model>-<date>.*, so it never
                            overwrites a GPU file.
+  BENCH_RESULTS_SUFFIX=s   append -s to the results files' names (<op>-<device>-<date>-s.*): for one op's grid
+                           split over several runs (e.g. -k bf16 / -k fp32), so the files do not collide.
 """
 import datetime
 import json
@@ -45,6 +51,7 @@ GB = 1e9
 DO_BENCH_KWARGS = {"warmup": 25, "rep": 100, "return_mode": "median"}
 PEDANTIC_ROUNDS = 3
 COPY_BYTES = 2 ** 30  # the copy-bandwidth probe: a 1 GiB fp32 tensor
+MATMUL_N = 8192       # the matmul-peak probe: an N x N x N bf16 torch.mm
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -62,6 +69,8 @@ class Collector:
         self.case_order = {}     # (op, device, case key) -> None, in the order cases were first seen
         self.copy_gbps = None
         self.copy_ms = None
+        self.matmul_tflops = None   # gpu_matmul_tflops(): bf16 MATMUL_N^3 torch.mm, TFLOP/s
+        self.matmul_ms = None
         self.started = datetime.datetime.now()
 
     def case_key(self, op, device, row):
@@ -92,7 +101,7 @@ def speedup_field(baseline):
 
 
 def register_op(op, *, title, case_fields, providers, baselines, short_names=None, notes=(),
-                collector=None):
+                collector=None, cell="gbps", rate_unit="items/s", summary=None):
     """Declare an op's benchmark.
 
     case_fields: the row fields that identify a case (e.g. mode, shape, dtype, layout), in table order.
@@ -100,12 +109,20 @@ def register_op(op, *, title, case_fields, providers, baselines, short_names=Non
         against every baseline of the row's device type.
     short_names: {provider: short label} for the compact speed-up and memory cells.
     notes: markdown lines for the results file (parameters, traffic model, ...).
+    cell: what a table cell shows after the ms: "gbps" (GB/s of the traffic model and % of copy; the
+        default), "tflops" (TFLOP/s and % of the bf16 matmul peak: rows recorded with flops=) or "rate"
+        (items/s in rate_unit: rows recorded with items=).
+    summary: None, or summary(op, device, collector) -> (markdown lines, JSON-able data) printed after the
+        device's table and stored in the results JSON under "summary" (e.g. a total over the cases).
     """
+    if cell not in ("gbps", "tflops", "rate"):
+        raise ValueError("register_op(): cell must be 'gbps', 'tflops' or 'rate', got %r" % (cell,))
     c = collector or COLLECTOR
     c.ops[op] = {"title": title, "case_fields": tuple(case_fields),
                  "providers": {d: tuple(p) for d, p in providers.items()},
                  "baselines": {d: tuple(b) for d, b in baselines.items()},
-                 "short_names": dict(short_names or {}), "notes": list(notes)}
+                 "short_names": dict(short_names or {}), "notes": list(notes),
+                 "cell": cell, "rate_unit": rate_unit, "summary": summary}
 
 
 def skip(op, device, case, provider, reason, collector=None):
@@ -120,7 +137,7 @@ def skip(op, device, case, provider, reason, collector=None):
 
 
 def record(benchmark, op, device, case, provider, ms, tensor_bytes=None, tensors=None, min_tensors=None,
-           collector=None, *, traffic_bytes=None, min_traffic_bytes=None, **extra):
+           collector=None, *, traffic_bytes=None, min_traffic_bytes=None, flops=None, items=None, **extra):
     """Store one measured row (into benchmark.extra_info when a fixture is given) and return it.
 
     ms: the median time.  The traffic model (the same for every provider so the GB/s are comparable), either
@@ -128,11 +145,19 @@ def record(benchmark, op, device, case, provider, ms, tensor_bytes=None, tensors
           provider's own minimal traffic in the same unit, when it differs (gbps_min_traffic); or
       traffic_bytes (keyword): the bytes moved, for ops whose tensors differ in size (e.g. a pooling's input
           and output); min_traffic_bytes: this provider's own minimal traffic in bytes, when it differs.
+      The traffic model may be left out when flops or items is given.
+    flops (keyword): the floating-point operations of one call (the same model for every provider): adds
+      flops, tflops and, on cuda once gpu_matmul_tflops() ran, matmul_tflops and pct_of_matmul.
+    items (keyword): the items one call processes (e.g. images of a training step): adds items, items_per_s.
     extra: more fields (peak_mem_x, first_call_s, ...)."""
     c = collector or COLLECTOR
     if op not in c.ops:
         raise KeyError("record(): op %r was not registered with register_op()" % (op,))
-    if (traffic_bytes is None) == (tensors is None or tensor_bytes is None):
+    no_traffic = (traffic_bytes is None and tensors is None and tensor_bytes is None and min_tensors is None
+                  and min_traffic_bytes is None)
+    if no_traffic and (flops is not None or items is not None):
+        pass   # a compute-bound op or a whole model: no traffic model
+    elif (traffic_bytes is None) == (tensors is None or tensor_bytes is None):
         raise TypeError("record(): give either tensor_bytes and tensors, or traffic_bytes")
     if traffic_bytes is None and min_traffic_bytes is not None:
         raise TypeError("record(): min_traffic_bytes goes with traffic_bytes (min_tensors with tensors)")
@@ -142,7 +167,9 @@ def record(benchmark, op, device, case, provider, ms, tensor_bytes=None, tensors
     row = benchmark.extra_info if benchmark is not None else {}
     row.update(op=op, device=device)
     row.update(case)
-    if traffic_bytes is None:
+    if no_traffic and (flops is not None or items is not None):
+        row.update(provider=provider, ms=ms)
+    elif traffic_bytes is None:
         row.update(provider=provider, ms=ms, tensor_bytes=int(tensor_bytes), traffic_tensors=tensors,
                    gbps=tensors * tensor_bytes / (ms * 1e-3) / GB)
         if min_tensors is not None and min_tensors != tensors:
@@ -159,6 +186,13 @@ def record(benchmark, op, device, case, provider, ms, tensor_bytes=None, tensors
         row["pct_of_copy"] = 100.0 * row["gbps"] / c.copy_gbps
         if "gbps_min_traffic" in row:
             row["pct_of_copy_min_traffic"] = 100.0 * row["gbps_min_traffic"] / c.copy_gbps
+    if flops is not None:
+        row.update(flops=int(flops), tflops=flops / (ms * 1e-3) / 1e12)
+        if device == "cuda" and c.matmul_tflops:
+            row["matmul_tflops"] = c.matmul_tflops
+            row["pct_of_matmul"] = 100.0 * row["tflops"] / c.matmul_tflops
+    if items is not None:
+        row.update(items=items, items_per_s=items / (ms * 1e-3))
     row.update(extra)
     if row.get("host_ms") is not None:
         row["host_bound"] = bool(row["host_ms"] >= ms)
@@ -360,6 +394,22 @@ def gpu_copy_bandwidth_gbps(collector=None):
     return c.copy_gbps
 
 
+def gpu_matmul_tflops(collector=None):
+    """The bf16 matmul peak (TFLOP/s) of this GPU as torch reaches it: do_bench of a MATMUL_N^3 bf16
+    torch.mm (cuBLAS) into a preallocated output, 2 N^3 FLOPs; measured once per session."""
+    c = collector or COLLECTOR
+    if c.matmul_tflops is None:
+        a = torch.randn(MATMUL_N, MATMUL_N, device="cuda", dtype=torch.bfloat16)
+        b = torch.randn(MATMUL_N, MATMUL_N, device="cuda", dtype=torch.bfloat16)
+        out = torch.empty(MATMUL_N, MATMUL_N, device="cuda", dtype=torch.bfloat16)
+        ms = gpu_time_ms(lambda: torch.mm(a, b, out=out))
+        c.matmul_ms = ms
+        c.matmul_tflops = 2.0 * MATMUL_N ** 3 / (ms * 1e-3) / 1e12
+        del a, b, out
+        torch.cuda.empty_cache()
+    return c.matmul_tflops
+
+
 def peak_extra_memory(fn, ref_nbytes):
     """Peak memory allocated during one call of fn beyond what was allocated before, / ref_nbytes.
 
@@ -507,6 +557,10 @@ def environment(collector=None):
         env["alexnet_kernels"] = "import failed: %s" % exc
     env["copy_gbps"] = c.copy_gbps
     env["copy_ms"] = c.copy_ms
+    if c.matmul_tflops is not None:
+        env["matmul_tflops"] = c.matmul_tflops
+        env["matmul_ms"] = c.matmul_ms
+        env["matmul_probe"] = "torch.mm of two %dx%d bf16 matrices, do_bench median" % (MATMUL_N, MATMUL_N)
     env["timing"] = {"gpu": "triton.testing.do_bench(%s), L2 flushed before each timed call"
                             % ", ".join("%s=%r" % kv for kv in DO_BENCH_KWARGS.items()),
                      "cpu": "pytest-benchmark rounds, median"}
@@ -531,6 +585,42 @@ def _fmt_gbps(v):
     return "%.0f" % v if v >= 100 else "%.3g" % v
 
 
+def _fmt_tflops(v):
+    return "%.0f" % v if v >= 100 else "%.3g" % v
+
+
+def _fmt_rate(v):
+    return "{:,.0f}".format(v) if v >= 100 else "%.3g" % v
+
+
+def _cell(spec, r):
+    """A measured row's table cell: the ms and, by the op's cell style, GB/s and % of copy, TFLOP/s and % of
+    the matmul peak, or items/s."""
+    style = spec.get("cell", "gbps")
+    if style == "tflops" and "tflops" in r:
+        cell = "%s ms, %s TFLOP/s" % (_fmt_ms(r["ms"]), _fmt_tflops(r["tflops"]))
+        if "pct_of_matmul" in r:
+            cell += ", %.0f%%" % r["pct_of_matmul"]
+    elif style == "rate" and "items_per_s" in r:
+        cell = "%s ms, %s %s" % (_fmt_ms(r["ms"]), _fmt_rate(r["items_per_s"]), spec.get("rate_unit", "items/s"))
+    elif "gbps" in r:
+        cell = "%s ms, %s GB/s" % (_fmt_ms(r["ms"]), _fmt_gbps(r["gbps"]))
+        if "pct_of_copy" in r:
+            cell += ", %.0f%%" % r["pct_of_copy"]
+    else:
+        cell = "%s ms" % _fmt_ms(r["ms"])
+    if r.get("host_bound"):
+        cell += " *"
+    return cell
+
+
+CELL_DESCRIPTIONS = {
+    "gbps": "median ms, GB/s of the traffic model, % of the copy bandwidth",
+    "tflops": "median ms, TFLOP/s of the FLOP model, % of the measured bf16 matmul peak",
+    "rate": "median ms, throughput",
+}
+
+
 def devices_of(op, collector=None):
     c = collector or COLLECTOR
     seen = [r["device"] for r in c.records + c.skips if r["op"] == op]
@@ -551,11 +641,14 @@ def case_table(op, device, collector=None):
     keys = [k for k in c.case_order if k[:2] == (op, device)]
     has_peak = any("peak_mem_x" in r for r in rows_here)
     has_saved = any("saved_x" in r for r in rows_here)
+    has_peak_gib = any("peak_mem_gib" in r for r in rows_here)
     header = list(fields) + providers + ["vs %s" % b for b in bases]
     if has_peak:
         header.append("peak extra mem (x input)")
     if has_saved:
         header.append("saved for bwd (x input)")
+    if has_peak_gib:
+        header.append("peak extra mem (GiB)")
     table, cases = [], []
     for key in keys:
         rows = {r["provider"]: r for r in rows_here if c.case_key(op, device, r) == key}
@@ -567,11 +660,7 @@ def case_table(op, device, collector=None):
         for p in providers:
             r = rows.get(p)
             if r is not None:
-                cell = "%s ms, %s GB/s" % (_fmt_ms(r["ms"]), _fmt_gbps(r["gbps"]))
-                if "pct_of_copy" in r:
-                    cell += ", %.0f%%" % r["pct_of_copy"]
-                if r.get("host_bound"):
-                    cell += " *"
+                cell = _cell(spec, r)
                 case["providers"][p] = {k: v for k, v in r.items() if k not in fields and k not in (
                     "op", "device", "provider")}
             elif p in skipped:
@@ -590,6 +679,9 @@ def case_table(op, device, collector=None):
         if has_saved:
             cells.append(", ".join("%s %.3g" % (short(p), rows[p]["saved_x"]) for p in providers
                                    if p in rows and "saved_x" in rows[p]) or "—")
+        if has_peak_gib:
+            cells.append(", ".join("%s %.2f" % (short(p), rows[p]["peak_mem_gib"]) for p in providers
+                                   if p in rows and "peak_mem_gib" in rows[p]) or "—")
         table.append(cells)
         cases.append(case)
     return header, table, cases
@@ -624,9 +716,11 @@ def op_summary_lines(op, collector=None, markdown=False):
             lines += ["## " + title, ""]
         else:
             lines += ["", "== %s ==" % title]
-        if device == "cuda" and c.copy_gbps:
+        if device == "cuda" and c.copy_gbps and spec.get("cell", "gbps") == "gbps":
             lines.append("copy bandwidth (1 GiB fp32 device-to-device copy, read + write): %.0f GB/s"
                          % c.copy_gbps)
+        if device == "cuda" and c.matmul_tflops and spec.get("cell") == "tflops":
+            lines.append("bf16 matmul peak (%d^3 torch.mm): %.0f TFLOP/s" % (MATMUL_N, c.matmul_tflops))
         compile_s = sum(r.get("first_call_s", 0.0) for r in c.rows_of(op, device)
                         if r["provider"] == "torch-compile")
         if compile_s:
@@ -639,9 +733,26 @@ def op_summary_lines(op, collector=None, markdown=False):
         sk = skip_lines(op, device, c)
         if sk:
             lines += [""] + sk
+        extra = summary_of(op, device, c)[0]
+        if extra:
+            lines += [""] + extra
         if markdown:
             lines.append("")
     return lines
+
+
+def summary_of(op, device, collector=None):
+    """(lines, data) of the op's summary hook for one device type (register_op(summary=...)), or ([], None).
+    A failing hook is reported in the lines, never raised (the tables must still be printed and written)."""
+    c = collector or COLLECTOR
+    fn = c.ops[op].get("summary")
+    if fn is None:
+        return [], None
+    try:
+        lines, data = fn(op, device, c)
+    except Exception as exc:
+        return ["summary failed: %s: %s" % (type(exc).__name__, exc)], None
+    return list(lines or []), data
 
 
 def summary_lines(collector=None):
@@ -680,7 +791,9 @@ def results_stem(op, collector=None):
         slug = slugify(torch.cuda.get_device_name(0))
     else:
         slug = "cpu-" + slugify(cpu_name())
-    return "%s-%s-%s" % (op, slug, c.started.date().isoformat())
+    stem = "%s-%s-%s" % (op, slug, c.started.date().isoformat())
+    suffix = slugify(os.environ.get("BENCH_RESULTS_SUFFIX", "")) if os.environ.get("BENCH_RESULTS_SUFFIX") else ""
+    return stem + "-" + suffix if suffix else stem
 
 
 def _json_default(o):
@@ -710,9 +823,11 @@ def markdown_document(op, env, collector=None):
     if env.get("copy_gbps"):
         lines.append("- copy bandwidth (1 GiB fp32 device-to-device copy, read + write counted): %.0f GB/s"
                      % env["copy_gbps"])
+    if env.get("matmul_tflops"):
+        lines.append("- bf16 matmul peak (%s): %.0f TFLOP/s" % (env.get("matmul_probe"), env["matmul_tflops"]))
     lines.append("- GPU timing: %s; CPU timing: %s" % (env["timing"]["gpu"], env["timing"]["cpu"]))
-    lines.append("- cells: median ms, GB/s of the traffic model, % of the copy bandwidth; vs X: X's ms / "
-                 "the provider's ms (> 1: faster than X)")
+    lines.append("- cells: %s; vs X: X's ms / the provider's ms (> 1: faster than X)"
+                 % CELL_DESCRIPTIONS[spec.get("cell", "gbps")])
     lines += ["- " + n for n in spec["notes"]]
     lines.append("")
     lines += op_summary_lines(op, c, markdown=True)
@@ -734,11 +849,16 @@ def write_results(collector=None, force=None):
         out.mkdir(parents=True, exist_ok=True)
         stem = results_stem(op, c)
         doc = {"op": op, "title": c.ops[op]["title"], "date": env["date"], "environment": env,
-               "copy_gbps": c.copy_gbps, "case_fields": list(c.ops[op]["case_fields"]),
+               "copy_gbps": c.copy_gbps, "matmul_tflops": c.matmul_tflops, "case_fields": list(c.ops[op]["case_fields"]),
                "providers": c.ops[op]["providers"], "baselines": c.ops[op]["baselines"],
                "notes": c.ops[op]["notes"], "cases": {}, "records": [], "skipped": []}
         for device in devices_of(op, c):
             doc["cases"][device] = case_table(op, device, c)[2]
+        if c.ops[op].get("summary") is not None:
+            doc["summary"] = {}
+            for device in devices_of(op, c):
+                lines, data = summary_of(op, device, c)
+                doc["summary"][device] = {"lines": lines, "data": data}
         doc["records"] = [r for r in c.records if r["op"] == op]
         doc["skipped"] = [s for s in c.skips if s["op"] == op]
         md_path, json_path = out / (stem + ".md"), out / (stem + ".json")

@@ -9,7 +9,9 @@
 #   TUNE=1 bash benchmarks/tools/gpu_session.sh                 # ... + the LRN Triton tile sweep
 #
 # The whole benchmark grid (~950 GPU cases, dozens of torch.compile graphs) may not fit one 10-minute call:
-# split it over calls with BENCH (space-separated files), one results file pair per op.
+# split it over calls with BENCH (space-separated files), one results file pair per op.  BENCH may end with a
+# one-word -k selection; BENCH_RESULTS_SUFFIX keeps one op's split runs apart (conv, AlexNet: one call per dtype):
+#   SKIP_BUILD=1 SKIP_TESTS=1 BENCH_RESULTS_SUFFIX=bf16 BENCH="benchmarks/bench_conv.py -k bf16" bash ...
 # `python3 -P` keeps the checkout off sys.path, so the installed package (with its extension) is imported.
 set -uo pipefail
 OUT="${OUT:-/tmp/alexnet-kernels-out}"
