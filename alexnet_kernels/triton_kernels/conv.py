@@ -7,6 +7,11 @@ takes the tensors' strides, so any layout works; channels_last is the fast one (
 The reduction index is flattened: k = (kh*KW + kw)*Cg + c, so K = KH*KW*Cg is one dimension.  For conv1
 (Cg = 3, 11x11) that gives K = 363 instead of 121 reductions of length 3, which would leave the tensor
 cores idle; with channels_last x and weight, consecutive k within one (kh, kw) are contiguous in memory.
+When Cg is a multiple of 16 (conv2..5) the JIT's specialisation (channel stride 1, Cg divisible by 16)
+lets Triton prove that `k % Cg` runs contiguously in 16s, so the tile loads become 16-byte cp.async copies
+pipelined into shared memory and the dot runs on wgmma on sm_90: checked by compiling ahead of time for
+sm_90 in tests/test_triton_compile.py.  (A variant ordering the loop (tap, channel block) compiled to the
+same loads, so it was not kept.)
 
     forward  y[p, o]  = relu(b[o] + sum_k  A[p, k] * Wt[k, o])          p = (n, oh, ow): M = N*OH*OW rows
              A[p, k]  = x[n, g*Cg + c, oh*SH - PH + kh, ow*SW - PW + kw]   (0 outside the image)
@@ -349,9 +354,10 @@ def relu_mask_bias_grad(dy, y, g):
     def spatial(t):  # (n, c, s) strides; s = oh*OW + ow is valid for NCHW and channels_last alike
         return t.stride(0), t.stride(1), t.stride(3)
 
-    for t in (dy, y, g):
-        if t.stride(2) != OW * t.stride(3):
-            raise ValueError("relu_mask_bias_grad: tensors must have mergeable spatial dims")
+    if g.stride(2) != OW * g.stride(3) or y.stride(2) != OW * y.stride(3):
+        raise ValueError("relu_mask_bias_grad: y and g must have mergeable spatial dims (NCHW or channels_last)")
+    if dy.stride(2) != OW * dy.stride(3):  # an unusual view of the incoming gradient: one copy
+        dy = torch.empty_like(y).copy_(dy)
     relu_mask_bias_grad_kernel[(n_p, triton.cdiv(C, BLOCK_C))](
         dy, y, g, db_part, P, C, OH * OW, *spatial(dy), *spatial(y), *spatial(g),
         BLOCK_P=BLOCK_P, BLOCK_C=BLOCK_C)
