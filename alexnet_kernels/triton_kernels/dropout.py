@@ -16,10 +16,12 @@ backward                dx = dy * (keep ? 1/(1-p) : 0)
 import triton
 import triton.language as tl
 
-PHILOX_M0: tl.constexpr = 0xD2511F53
-PHILOX_M1: tl.constexpr = 0xCD9E8D57
-PHILOX_W0: tl.constexpr = 0x9E3779B9
-PHILOX_W1: tl.constexpr = 0xBB67AE85
+# tl.constexpr(...) objects, not `NAME: tl.constexpr = ...` annotations: the compiler rejects a @triton.jit
+# function's access to any other global (the interpreter does not check; tests/test_triton_compile.py does).
+PHILOX_M0 = tl.constexpr(0xD2511F53)
+PHILOX_M1 = tl.constexpr(0xCD9E8D57)
+PHILOX_W0 = tl.constexpr(0x9E3779B9)
+PHILOX_W1 = tl.constexpr(0xBB67AE85)
 
 
 @triton.jit
