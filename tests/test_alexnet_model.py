@@ -11,7 +11,7 @@ from alexnet.model import Tower
 from alexnet_kernels.conv import Conv2dReLU
 from alexnet_kernels.dropout import LinearReLUDropout
 from alexnet_kernels.fused import ReLULRNMaxPool2d
-from tests.common import make_input, rel_err
+from common import make_input, rel_err
 
 N_GPUS = torch.cuda.device_count()
 PARAMETER_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")

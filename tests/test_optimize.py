@@ -4,14 +4,13 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
-import torchvision
 
 import alexnet_kernels
 from alexnet_kernels.conv import Conv2dReLU
 from alexnet_kernels.dropout import Dropout, LinearReLUDropout
 from alexnet_kernels.lrn import LocalResponseNorm
 from alexnet_kernels.pool import MaxPool2d
-from tests.common import make_input, rel_err, require
+from common import make_input, rel_err, require
 
 
 def assert_same_state(model, original):
@@ -41,6 +40,7 @@ def assert_same_function(model, original, x):
 
 @pytest.fixture(scope="module")
 def torchvision_alexnet():
+    torchvision = pytest.importorskip("torchvision", reason="the torchvision-model cases need torchvision")
     torch.manual_seed(0)
     return torchvision.models.alexnet(weights=None)
 
