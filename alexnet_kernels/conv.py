@@ -31,22 +31,11 @@ import torch.nn.functional as F
 
 from . import _backends
 from .ops import conv as _ops
+from .pool import _pair  # int-or-pair arguments, validated as torch's pooling does
 
 __all__ = ["conv2d_relu", "Conv2dReLU", "measured_choices"]
 
 measured_choices = _ops.measured_choices
-
-
-def _pair(op, name, value, minimum):
-    items = list(value) if isinstance(value, (tuple, list, torch.Size)) else [value]
-    if len(items) == 1:
-        items = items * 2
-    if len(items) != 2 or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in items):
-        raise TypeError("%s: %s must be an int or a tuple of 1 or 2 ints, got %r" % (op, name, value))
-    items = tuple(int(v) for v in items)
-    if min(items) < minimum:
-        raise ValueError("%s: %s must be >= %d, got %r" % (op, name, minimum, value))
-    return items
 
 
 def _check_tensors(op, input, weight, bias, groups):
