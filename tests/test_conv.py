@@ -421,7 +421,10 @@ def test_gpu_cuda_graph_capture(route):
     capture_and_replay(step, refill)
     ref = run(x.detach(), w.detach(), b.detach(), stride, padding, groups, dy, backend="triton", backward_route=route)
     for g, r in zip((out["y"],) + out["grads"], ref):
-        assert torch.equal(g, r)
+        if route == "triton":  # our kernels sum in a fixed order: the replay is bit-identical
+            assert torch.equal(g, r)
+        else:  # cuDNN's wgrad may sum in a varying order
+            assert rel_err(g, r) <= 2 ** -10
 
 
 @gpu
