@@ -21,8 +21,14 @@ import sys
 import warnings
 
 import pytest
+import torch
 
 import triton_aot as aot
+
+# With a GPU the kernels are compiled (and run) by the GPU tests themselves; this check stands in for them
+# on machines without one, and the AOT API it uses differs between triton releases.
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(),
+                                reason="a GPU is present: the GPU tests compile and run these kernels")
 
 ALL = os.environ.get("ALEXNET_KERNELS_AOT_ALL", "") not in ("", "0")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
