@@ -20,6 +20,7 @@ import copy
 
 import torch.nn as nn
 
+from . import _backends
 from .conv import Conv2dReLU
 from .dropout import Dropout, LinearReLUDropout
 from .lrn import LocalResponseNorm
@@ -35,6 +36,12 @@ def optimize(model, *, backend=None, inplace=True):
     leaves `model` untouched.  Train/eval mode, device, dtype and requires_grad are kept (the parameters are
     the same objects).  If `model` itself is a replaceable leaf (e.g. an nn.MaxPool2d), the replacement is
     returned."""
+    if not isinstance(model, nn.Module):
+        raise TypeError("optimize: model must be a torch.nn.Module, got %s" % type(model).__name__)
+    if not isinstance(inplace, bool):
+        raise TypeError("optimize: inplace must be a bool, got %r" % (inplace,))
+    if backend is not None:
+        _backends.validate_backend_argument("optimize", backend)
     if not inplace:
         model = copy.deepcopy(model)
     replacement = _replace_leaf(model, backend)

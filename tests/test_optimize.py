@@ -238,3 +238,13 @@ def test_linear_relu_dropout_autocast_and_bad_p():
     assert fc.weight.grad is not None and fc.bias.grad.dtype == torch.float32
     with pytest.raises(ValueError, match="between 0 and 1"):
         LinearReLUDropout(4, 4, p=1.5)
+
+
+@pytest.mark.parametrize("args,kwargs,exc,match", [
+    (("not a model",), {}, TypeError, "must be a torch.nn.Module"),
+    ((nn.ReLU(),), {"inplace": "yes"}, TypeError, "inplace must be a bool"),
+    ((nn.ReLU(),), {"backend": "fastest"}, ValueError, "backend must be one of"),
+])
+def test_bad_arguments_raise_clear_errors(args, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        alexnet_kernels.optimize(*args, **kwargs)
