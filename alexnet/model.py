@@ -16,6 +16,8 @@ tower's 48 or 128 channels.  The paper's text writes alpha = 1e-4 without dividi
 PyTorch's alpha = 5e-4; the released cuda-convnet code divided by n (its 1e-4 is PyTorch's 1e-4), and that is
 what is used here (the README's LRN section compares the libraries' conventions).
 """
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -25,7 +27,7 @@ from alexnet_kernels.dropout import LinearReLUDropout
 from alexnet_kernels.fused import ReLULRNMaxPool2d
 from alexnet_kernels.pool import MaxPool2d
 
-__all__ = ["AlexNet", "Tower", "KERNELS", "INPUT_SIZE"]
+__all__ = ["AlexNet", "Tower", "KERNELS", "INPUT_SIZE", "spread_init_"]
 
 KERNELS = ("ours", "torch")
 INPUT_SIZE = 227                 # 224 is accepted and zero-padded by 3 on the right and bottom
@@ -201,3 +203,16 @@ def _check_image(image):
         return F.pad(image, (0, 3, 0, 3))
     raise ValueError("AlexNet: expected 227x227 input (or 224x224, zero-padded to 227 on the right and bottom), "
                      "got %dx%d" % size)
+
+
+def spread_init_(net):
+    """He-style weights and small random biases, for comparing two kernel sets (tests, benchmarks).  The
+    paper's N(0, 0.01) with biases of 1 makes conv5's outputs nearly equal (about 1 + tiny), so its max-pool
+    windows hold near-ties that a last-bit difference between two correct LRN kernels routes differently
+    (torch's own pool does the same on such inputs): the comparison would measure tie-breaking, not kernels."""
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, math.sqrt(2.0 / p[0].numel()))
+            else:
+                p.uniform_(-0.1, 0.1)

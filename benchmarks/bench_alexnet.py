@@ -265,17 +265,6 @@ def build(provider, model, optimizer, x, target, device, precision, state):
 # --------------------------------------------------------------------------------------------------
 # Correctness
 
-def _spread_init_(net):
-    """He-style weights and small random biases (as tests/test_alexnet_model.py): the paper's init leaves conv5's
-    outputs nearly equal, whose max-pool near-ties two correct kernels may route differently."""
-    with torch.no_grad():
-        for p in net.parameters():
-            if p.dim() > 1:
-                p.normal_(0.0, math.sqrt(2.0 / p[0].numel()))
-            else:
-                p.uniform_(-0.1, 0.1)
-
-
 _kernel_checks = {}
 
 
@@ -285,8 +274,9 @@ def kernel_check(device, precision):
     and precision."""
     key = (device.type, precision)
     if key not in _kernel_checks:
+        from alexnet.model import spread_init_  # as tests/test_alexnet_model.py: no near-ties in pool5
         ours = new_model("ours", device, dropout=0.0)
-        _spread_init_(ours)
+        spread_init_(ours)
         ref = new_model("torch", device, dropout=0.0)
         ref.load_state_dict(ours.state_dict())
         x, target = make_batch(KERNEL_CHECK_IMAGES if device.type == "cuda" else CPU_KERNEL_CHECK_IMAGES, device)

@@ -1,13 +1,12 @@
 """The two-tower AlexNet (alexnet.AlexNet): shapes, state_dicts, the four cross-talk points, ours vs torch."""
 import copy
-import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from alexnet import AlexNet
-from alexnet.model import Tower
+from alexnet.model import Tower, spread_init_
 from alexnet_kernels.conv import Conv2dReLU
 from alexnet_kernels.dropout import LinearReLUDropout
 from alexnet_kernels.fused import ReLULRNMaxPool2d
@@ -15,19 +14,6 @@ from common import make_input, rel_err
 
 N_GPUS = torch.cuda.device_count()
 PARAMETER_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
-
-
-def spread_init_(net):
-    """He-style weights and small random biases.  The paper's N(0, 0.01) with biases of 1 makes conv5's
-    outputs nearly equal (about 1 + tiny), so its max-pool windows hold near-ties that a last-bit difference
-    between two correct LRN kernels routes differently (torch's own pool does the same on such inputs): the
-    comparison would measure tie-breaking, not the kernels."""
-    with torch.no_grad():
-        for p in net.parameters():
-            if p.dim() > 1:
-                p.normal_(0.0, math.sqrt(2.0 / p[0].numel()))
-            else:
-                p.uniform_(-0.1, 0.1)
 
 
 @pytest.fixture(scope="module")
