@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The one-call GPU check (benchmarks/results/README.md says how to run it and what to do with its files):
+# build for sm_90, correctness of every op, compute-sanitizer, the headline benchmark, then pytest if time is
+# left -- within ~530 s, every phase's files written under $OUT as it ends.
+#
+#   GPU_CHECK_COMMIT=$(git rev-parse HEAD) bash benchmarks/tools/gpu_check.sh            # on the GPU machine
+#   bash benchmarks/tools/gpu_check.sh --dry-run      # on a CPU: every phase's code at tiny shapes (CI)
+#
+# $OUT: where the files go (default: a new temporary folder, printed).  Other flags: --skip-build,
+# --total-s SECONDS.  The phases are in benchmarks/tools/gpu_check.py.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")}"
+mkdir -p "$OUT"
+echo "gpu_check: writing to $OUT"
+# -P: the checkout stays off sys.path, so the installed package (with its compiled extension) is imported.
+exec python3 -P benchmarks/tools/gpu_check.py run --out "$OUT" "$@"
