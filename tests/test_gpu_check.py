@@ -14,6 +14,7 @@ import gpu_check  # noqa: E402
 import gpu_check_cases  # noqa: E402
 
 MEMCHECK_REPORT = """\
+@@CASES 5
 @@CASE-BEGIN lrn/cuda/NCHW/n=5
 ========= COMPUTE-SANITIZER
 ========= Invalid __global__ read of size 4 bytes
@@ -37,7 +38,7 @@ MEMCHECK_REPORT = """\
 def test_sanitizer_reports_are_counted_per_case_and_kernel():
     parsed = gpu_check.parse_sanitizer(MEMCHECK_REPORT)
     cases = parsed["cases"]
-    assert parsed["total"] == 4
+    assert parsed["total"] == 4 and parsed["expected"] == 5
     assert cases["lrn/cuda/NCHW/n=5"] == {"status": "DONE", "errors": {"lrn_forward_nchw_kernel": 1,
                                                                           "lrn_forward_kernel": 1}}
     assert cases["pool/cuda/NCHW/k3s2p1ceil"] == {"status": "DONE", "errors": {}}   # a frame without a report

@@ -376,8 +376,11 @@ def parse_sanitizer(text):
     "unattributed": errors outside any case}.  The worker prints @@CASE-BEGIN / @@CASE-END around each case
     and synchronises before the end marker, so the sanitizer's reports of a case fall between its markers.
     Each report counts once, under the kernel its first 'at ...' frame names ('(unnamed)' when none does)."""
-    cases, current, pending, total, unattributed = {}, None, None, None, {}
+    cases, current, pending, total, unattributed, expected = {}, None, None, None, {}, None
     for line in text.splitlines():
+        if line.startswith("@@CASES "):
+            expected = int(line.split()[1])
+            continue
         if line.startswith("@@CASE-BEGIN "):
             current = line.split(" ", 1)[1].strip()
             cases[current] = {"status": "CRASHED", "errors": {}}
@@ -406,7 +409,7 @@ def parse_sanitizer(text):
             name = kernel_name(m.group(1))
             pending[name] = pending.get(name, 0) + 1
             pending = None
-    return {"cases": cases, "total": total, "unattributed": unattributed}
+    return {"cases": cases, "total": total, "unattributed": unattributed, "expected": expected}
 
 
 def phase_memcheck(check):
@@ -436,13 +439,17 @@ def phase_memcheck(check):
         return {"status": "SKIPPED" if not bad else "FAIL",
                 "summary": "compute-sanitizer not run (%s); worker cases: %d, unfinished: %d"
                            % (reason, len(parsed["cases"]), len(bad)), "files": ["memcheck.txt"]}
+    env = dict(check.env)
+    # Without torch's caching allocator every tensor is its own cudaMalloc, so memcheck sees an access past a
+    # tensor's end (inside a cached block it would land in memory the process owns and go unreported).
+    env["PYTORCH_NO_CUDA_MEMORY_CACHING"] = "1"
     for tool, select in runs.items():
         log_path = check.out / ("%s.log" % tool)
         cmd = [sanitizer, "--tool", tool, "--print-limit", "100", "--check-exit-code", "no"] + (
             ["--leak-check", "no"] if tool == "memcheck" else ["--racecheck-report", "hazard"])
         cmd += check.python("worker", "sanitize", "--select", select[0])
         f = open(log_path, "w")
-        procs[tool] = (subprocess.Popen(cmd, env=check.env, cwd=str(check.out), stdout=f, stderr=subprocess.STDOUT),
+        procs[tool] = (subprocess.Popen(cmd, env=env, cwd=str(check.out), stdout=f, stderr=subprocess.STDOUT),
                        f, log_path)
     deadline = now() + limit
     status = "PASS"
@@ -466,6 +473,12 @@ def phase_memcheck(check):
         if parsed["unattributed"]:
             lines.append("  outside any case: %s" % parsed["unattributed"])
             status = "FAIL"
+        ended = sum(1 for v in parsed["cases"].values() if v["status"] != "CRASHED")
+        if parsed["expected"] is None or ended < parsed["expected"]:
+            # the sanitized worker did not get through its cases: never a silent pass
+            tail = " | ".join(log_path.read_text(errors="replace").splitlines()[-4:])[-400:]
+            lines.append("  only %d of %s cases finished: %s" % (ended, parsed["expected"], tail))
+            status = "FAIL" if rc != "timeout" else ("INCOMPLETE" if status == "PASS" else status)
         if rc == "timeout":
             status = "INCOMPLETE" if status == "PASS" else status
     (check.out / "memcheck.txt").write_text("\n".join(lines) + "\n")

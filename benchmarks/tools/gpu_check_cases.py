@@ -771,7 +771,9 @@ def sanitize_cases(select, dev):
 def sanitize_worker(select, dry):
     dev = device_of(dry)
     from alexnet_kernels import _backends, baselines
-    for name, backend, fn in sanitize_cases(select, dev):
+    cases = sanitize_cases(select, dev)
+    print("@@CASES %d" % len(cases), flush=True)
+    for name, backend, fn in cases:
         print("@@CASE-BEGIN %s" % name, flush=True)
         if backend == "cudnn":
             err = baselines.cudnn_lrn_error(torch.empty(1, 1, 1, 1, device=dev))
