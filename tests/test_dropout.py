@@ -88,6 +88,22 @@ def test_torch_backend_does_not_synchronise():
 
 
 @pytest.mark.parametrize("device,backend", device_backend_params())
+def test_threshold_one(device, backend):
+    """p = 2**-24: threshold == 1, the value Triton's JIT specialises to a constant (tests/triton_aot.py
+    compiles that case for the GPU); every backend drops exactly the elements whose 24-bit draw is 0."""
+    require(backend, device)
+    p = 2.0 ** -24
+    assert dropout_ops.threshold_and_scale(p)[0] == 1
+    x = make_input((5, 301), device=device)
+    s = seed_tensor(77, device)
+    assert torch.equal(torch.ops.alexnet_kernels.dropout_forward(x, s, p, backend), reference_dropout(x, s, p)[0])
+    b = make_input((301,), device=device)
+    y = torch.ops.alexnet_kernels.bias_relu_dropout_forward(x, b, s, p, backend)
+    keep = dropout_ops.keep_mask_torch(x.numel(), s, p, x.device).view(x.shape)
+    assert torch.equal(y, torch.where(keep, torch.relu(x + b) * (1.0 / (1.0 - p)), torch.zeros_like(x)))
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
 @pytest.mark.parametrize("seed", [0, 123456789, -2**40 + 17], ids=["s0", "s1", "sneg"])
 def test_mask_is_the_same_on_every_backend(device, backend, p, seed):

@@ -22,8 +22,10 @@ same loads, so it was not kept.)
     wgrad    dw[o, k] = sum_p g[p, o] * A[p, k]        (split over p, partial sums reduced in fixed order)
     bias     db[o]    = sum_p g[p, o]                  (in the same pass as wgrad)
 
-All offsets are 64-bit (tensors may exceed 2**31 elements).  Accumulation is fp32; fp32 inputs go through
-TF32 tensor cores when allowed (INPUT_PRECISION "tf32") and exact fp32 FMA otherwise ("ieee").
+All offsets are 64-bit (tensors may exceed 2**31 elements); pixel indices are int64 when the pixel count
+is (the JIT passes M or P >= 2**31 as i64, and the tile index follows its type), int32 below.
+Accumulation is fp32; fp32 inputs go through TF32 tensor cores when allowed (INPUT_PRECISION "tf32") and
+exact fp32 FMA otherwise ("ieee").
 """
 import os
 
@@ -57,6 +59,14 @@ _WGRAD_CONFIGS = [
     (64, 64, 64, 4, 3), (128, 64, 64, 8, 3), (64, 128, 64, 8, 3), (128, 128, 32, 8, 3),
     (32, 64, 64, 4, 3), (64, 32, 64, 4, 3),
 ]
+
+
+@triton.jit
+def _in_type_of(i, n):
+    # i in the integer type of n: int64 exactly when the JIT passed n as i64 (n >= 2**31), so index
+    # products stay int32 (cheap divisions) for every smaller tensor.  `+ n * 0`, not n.dtype: an n equal to
+    # 1 arrives as a Python constant.
+    return i + n * 0
 
 
 @triton.jit
@@ -209,7 +219,7 @@ def conv2d_relu_wgrad_kernel(
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     db = tl.zeros((BLOCK_M,), dtype=tl.float32)
-    p_start = split * P_PER_SPLIT
+    p_start = _in_type_of(split, P) * P_PER_SPLIT  # int32 products overflow once P >= 2**31
     p_end = tl.minimum(p_start + P_PER_SPLIT, P)
     for p0 in range(p_start, p_end, BLOCK_K):
         offs_p = p0 + tl.arange(0, BLOCK_K)
@@ -248,7 +258,7 @@ def relu_mask_bias_grad_kernel(dy_ptr, y_ptr, g_ptr, db_part_ptr, P, C, OHW,
     """g = dy * (y > 0) and per-channel partial sums of g (the bias gradient) in the same pass; for the
     backward that hands dgrad/wgrad to cuDNN.  Pixels p = (n, s) with s the flat spatial index."""
     pid_p = tl.program_id(0)
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_p = _in_type_of(pid_p, P) * BLOCK_P + tl.arange(0, BLOCK_P)
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask = (offs_p < P)[:, None] & (offs_c < C)[None, :]
     n = (offs_p // OHW).to(tl.int64)
