@@ -140,6 +140,7 @@ def _run_backward(dy, seed, p, order, backend):
 
 @torch.library.custom_op("alexnet_kernels::dropout_forward", mutates_args=())
 def dropout_forward(x: torch.Tensor, seed: torch.Tensor, p: float, backend: str) -> torch.Tensor:
+    _backends.check_same_device("dropout_forward", x=x, seed=seed)
     return _run_forward(x, seed, p, resolve_backend(backend, x, "dropout_forward"))
 
 
@@ -152,6 +153,7 @@ def _dropout_forward_fake(x, seed, p, backend):
 @torch.library.custom_op("alexnet_kernels::dropout_backward", mutates_args=())
 def dropout_backward(dy: torch.Tensor, seed: torch.Tensor, p: float, order: List[int],
                      backend: str) -> torch.Tensor:
+    _backends.check_same_device("dropout_backward", dy=dy, seed=seed)
     return _run_backward(dy, seed, p, order, resolve_backend(backend, dy, "dropout_backward"))
 
 
@@ -224,6 +226,7 @@ def _bias_relu_backward(dy, y, seed, p, backend):
 @torch.library.custom_op("alexnet_kernels::bias_relu_dropout_forward", mutates_args=())
 def bias_relu_dropout_forward(x: torch.Tensor, bias: torch.Tensor, seed: torch.Tensor, p: float,
                               backend: str) -> torch.Tensor:
+    _backends.check_same_device("bias_relu_dropout_forward", x=x, bias=bias, seed=seed)
     return _bias_relu_forward(x, bias, seed, p, resolve_backend(backend, x, "bias_relu_dropout_forward"))
 
 
@@ -235,6 +238,7 @@ def _bias_relu_forward_fake(x, bias, seed, p, backend):
 @torch.library.custom_op("alexnet_kernels::bias_relu_dropout_backward", mutates_args=())
 def bias_relu_dropout_backward(dy: torch.Tensor, y: torch.Tensor, seed: torch.Tensor, p: float,
                                backend: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    _backends.check_same_device("bias_relu_dropout_backward", dy=dy, y=y, seed=seed)
     return _bias_relu_backward(dy, y, seed, p, resolve_backend(backend, y, "bias_relu_dropout_backward"))
 
 

@@ -34,6 +34,7 @@ import triton
 import triton.language as tl
 
 from .._backends import triton_interpreting
+from ._launch import launch
 
 
 def _configs(full):
@@ -300,10 +301,10 @@ def conv2d_relu_forward(x, w, b, y, stride, padding, groups, allow_tf32):
     def grid(meta):
         return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(Og, meta["BLOCK_N"]), groups)
 
-    _forward[grid](x, w, b if b is not None else y, y, M, H, W, OH, OW, Cg, Og, K,
-                   *x.stride(), *w.stride(), *y.stride(),
-                   SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], KW=KW,
-                   HAS_BIAS=b is not None, INPUT_PRECISION=_precision(x, allow_tf32), GROUP_M=GROUP_M)
+    launch(_forward, grid, x, w, b if b is not None else y, y, M, H, W, OH, OW, Cg, Og, K,
+           *x.stride(), *w.stride(), *y.stride(),
+           SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], KW=KW,
+           HAS_BIAS=b is not None, INPUT_PRECISION=_precision(x, allow_tf32), GROUP_M=GROUP_M)
     return y
 
 
@@ -316,10 +317,10 @@ def conv2d_relu_dgrad(dy, y, w, dx, stride, padding, groups, allow_tf32):
     def grid(meta):
         return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(Cg, meta["BLOCK_N"]), groups)
 
-    _dgrad[grid](dy, y, w, dx, M, H, W, OH, OW, Cg, Og, K,
-                 *dy.stride(), *y.stride(), *w.stride(), *dx.stride(),
-                 SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], KW=KW,
-                 INPUT_PRECISION=_precision(dx, allow_tf32), GROUP_M=GROUP_M)
+    launch(_dgrad, grid, dy, y, w, dx, M, H, W, OH, OW, Cg, Og, K,
+           *dy.stride(), *y.stride(), *w.stride(), *dx.stride(),
+           SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], KW=KW,
+           INPUT_PRECISION=_precision(dx, allow_tf32), GROUP_M=GROUP_M)
     return dx
 
 
@@ -350,10 +351,10 @@ def conv2d_relu_wgrad(dy, y, x, w_shape, stride, padding, groups, allow_tf32):
     def grid(meta):
         return (triton.cdiv(Og, meta["BLOCK_M"]) * triton.cdiv(K, meta["BLOCK_N"]), 1, splits * groups)
 
-    _wgrad[grid](dy, y, x, dw_part, db_part, P, H, W, OH, OW, Cg, Og, K, Cout, p_per_split, groups,
-                 *dy.stride(), *y.stride(), *x.stride(),
-                 SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], KW=KW,
-                 INPUT_PRECISION=_precision(x, allow_tf32), GROUP_M=GROUP_M)
+    launch(_wgrad, grid, dy, y, x, dw_part, db_part, P, H, W, OH, OW, Cg, Og, K, Cout,
+           p_per_split, groups, *dy.stride(), *y.stride(), *x.stride(),
+           SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], KW=KW,
+           INPUT_PRECISION=_precision(x, allow_tf32), GROUP_M=GROUP_M)
     dw = dw_part.sum(0) if splits > 1 else dw_part[0]
     db = db_part.sum(0) if splits > 1 else db_part[0]
     return dw.view(Cout, KH, KW, Cg).permute(0, 3, 1, 2), db
@@ -374,7 +375,7 @@ def relu_mask_bias_grad(dy, y, g):
         raise ValueError("relu_mask_bias_grad: y and g must have mergeable spatial dims (NCHW or channels_last)")
     if dy.stride(2) != OW * dy.stride(3):  # an unusual view of the incoming gradient: one copy
         dy = torch.empty_like(y).copy_(dy)
-    relu_mask_bias_grad_kernel[(n_p, triton.cdiv(C, BLOCK_C))](
-        dy, y, g, db_part, P, C, OH * OW, *spatial(dy), *spatial(y), *spatial(g),
-        BLOCK_P=BLOCK_P, BLOCK_C=BLOCK_C)
+    launch(relu_mask_bias_grad_kernel, (n_p, triton.cdiv(C, BLOCK_C)),
+           dy, y, g, db_part, P, C, OH * OW, *spatial(dy), *spatial(y), *spatial(g),
+           BLOCK_P=BLOCK_P, BLOCK_C=BLOCK_C)
     return db_part.sum(0)

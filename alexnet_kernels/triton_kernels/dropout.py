@@ -16,6 +16,8 @@ backward                dx = dy * (keep ? 1/(1-p) : 0)
 import triton
 import triton.language as tl
 
+from ._launch import launch
+
 # tl.constexpr(...) objects, not `NAME: tl.constexpr = ...` annotations: the compiler rejects a @triton.jit
 # function's access to any other global (the interpreter does not check; tests/test_triton_compile.py does).
 PHILOX_M0 = tl.constexpr(0xD2511F53)
@@ -147,7 +149,8 @@ def dropout(x, y, seed, p):
     numel = x.numel()
     if numel == 0:
         return
-    dropout_kernel[_flat_grid(numel)](x, y, seed, numel, threshold, scale, BLOCK_G=DROPOUT_BLOCK_G, num_warps=4)
+    launch(dropout_kernel, _flat_grid(numel), x, y, seed, numel, threshold, scale, BLOCK_G=DROPOUT_BLOCK_G,
+           num_warps=4)
 
 
 def _flat_grid(numel):
@@ -160,8 +163,8 @@ def bias_relu_dropout_forward(x, bias, y, seed, p):
     M, N = x.shape
     if M * N == 0:
         return
-    bias_relu_dropout_forward_kernel[_flat_grid(M * N)](x, bias, y, seed, M * N, N, threshold, scale,
-                                                         BLOCK_G=DROPOUT_BLOCK_G, num_warps=4)
+    launch(bias_relu_dropout_forward_kernel, _flat_grid(M * N), x, bias, y, seed, M * N, N, threshold, scale,
+           BLOCK_G=DROPOUT_BLOCK_G, num_warps=4)
 
 
 def bias_relu_dropout_backward(dy, y, dx, seed, p):
@@ -176,6 +179,6 @@ def bias_relu_dropout_backward(dy, y, dx, seed, p):
     block_m = max(1, min(triton.next_power_of_2(M), 1024 // (4 * block_q), 64))
     grid = (triton.cdiv(M, block_m), triton.cdiv(N, 4 * block_q))
     partial = torch.empty((grid[0], N), dtype=torch.float32, device=dx.device)
-    bias_relu_dropout_backward_kernel[grid](dy, y, dx, partial, seed, M, N, threshold, scale,
-                                            ROW_GROUPS=N % 4 == 0, BLOCK_M=block_m, BLOCK_Q=block_q, num_warps=4)
+    launch(bias_relu_dropout_backward_kernel, grid, dy, y, dx, partial, seed, M, N, threshold, scale,
+           ROW_GROUPS=N % 4 == 0, BLOCK_M=block_m, BLOCK_Q=block_q, num_warps=4)
     return partial.sum(0).to(dx.dtype)
