@@ -250,6 +250,46 @@ def test_only_multi_config_autotuners_take_the_lock(monkeypatch):
     assert lock is not None and _launch.tuning_lock(tconv._forward) is lock
 
 
+# --- autotune keys --------------------------------------------------------------------------------------------
+
+def test_autotune_keys_bucket_pixels_and_name_the_kernel_shape():
+    """No raw pixel count in any key (it changes with the batch size), and every compile-time constant that
+    shapes the kernel (window, bias, precision) plus the layouts in it; the tile sizes are what is tuned."""
+    for tuner, bucket in ((tconv._forward, "M_BUCKET"), (tconv._dgrad, "M_BUCKET"), (tconv._wgrad, "P_BUCKET")):
+        keys = set(tuner.keys)
+        assert bucket in keys and not keys & {"M", "P", "P_PER_SPLIT"}, tuner.keys
+        params = inspect.signature(tuner.base_fn).parameters.values()
+        constants = {p.name for p in params if "constexpr" in str(p.annotation)} - {"BLOCK_M", "BLOCK_N",
+                                                                                     "BLOCK_K", "GROUP_M"}
+        assert constants >= {"KW", "SH", "INPUT_PRECISION"}
+        assert constants <= keys, constants - keys
+        assert {"syc"} <= keys  # the output's (or the saved output's) layout
+    assert tconv.tuning_bucket(48) == tconv.tuning_bucket(64) == 64 != tconv.tuning_bucket(65)
+
+
+@needs_interpreter
+def test_a_new_batch_size_reuses_the_tuned_config(monkeypatch):
+    """Batches of 3 and 4 (48 and 64 output pixels: one bucket) tune once; a new layout or stride tunes again."""
+    for tuner in (tconv._forward, tconv._dgrad, tconv._wgrad):
+        _tunable(monkeypatch, tuner, lambda kernel_call, quantiles: [1.0, 1.0, 1.0])
+    w = make_input((8, 4, 3, 3), scale=0.3, seed=2).requires_grad_()
+    b = make_input((8,), seed=3).requires_grad_()
+
+    def step(batch, layout="contiguous", stride=1):
+        x = make_input((batch, 4, 4 * stride, 4 * stride), layout=layout, seed=batch).requires_grad_()
+        y = conv_api.conv2d_relu(x, w, b, stride=stride, padding=1, backend="triton", backward_route="triton")
+        y.sum().backward()
+        assert rel_err(y, _conv_reference(x, w, b, stride)) < 1e-5
+
+    step(3)
+    step(4)
+    assert [len(t.cache) for t in (tconv._forward, tconv._dgrad, tconv._wgrad)] == [1, 1, 1]
+    step(4, layout="channels_last")
+    assert len(tconv._forward.cache) == 2
+    step(4, stride=2)
+    assert len(tconv._forward.cache) == 3
+
+
 # --- the conv "auto" timing ------------------------------------------------------------------------------------
 
 def test_auto_timing_measures_each_key_once_across_threads(monkeypatch):

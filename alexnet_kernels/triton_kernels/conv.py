@@ -84,10 +84,10 @@ def _swizzled_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROU
     return pid_m, pid_n
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M_BUCKET"])
 def conv2d_relu_forward_kernel(
         x_ptr, w_ptr, b_ptr, y_ptr,
-        M, H, W, OH, OW, Cg, Og, K,
+        M, M_BUCKET, H, W, OH, OW, Cg, Og, K,
         sxn, sxc, sxh, sxw, swo, swc, swh, sww, syn, syc, syh, syw,
         SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr, KW: tl.constexpr,
         HAS_BIAS: tl.constexpr, INPUT_PRECISION: tl.constexpr,
@@ -140,10 +140,10 @@ def conv2d_relu_forward_kernel(
              mask=mask_m[:, None] & mask_o[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M_BUCKET"])
 def conv2d_relu_dgrad_kernel(
         dy_ptr, y_ptr, w_ptr, dx_ptr,
-        M, H, W, OH, OW, Cg, Og, K,
+        M, M_BUCKET, H, W, OH, OW, Cg, Og, K,
         sdn, sdc, sdh, sdw, syn, syc, syh, syw, swo, swc, swh, sww, sxn, sxc, sxh, sxw,
         SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr, KW: tl.constexpr,
         INPUT_PRECISION: tl.constexpr,
@@ -194,10 +194,10 @@ def conv2d_relu_dgrad_kernel(
              mask=mask_m[:, None] & mask_c[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["P_BUCKET"])
 def conv2d_relu_wgrad_kernel(
         dy_ptr, y_ptr, x_ptr, dw_part_ptr, db_part_ptr,
-        P, H, W, OH, OW, Cg, Og, K, Cout, P_PER_SPLIT, groups,
+        P, P_BUCKET, H, W, OH, OW, Cg, Og, K, Cout, P_PER_SPLIT, groups,
         sdn, sdc, sdh, sdw, syn, syc, syh, syw, sxn, sxc, sxh, sxw,
         SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr, KW: tl.constexpr,
         INPUT_PRECISION: tl.constexpr,
@@ -272,12 +272,30 @@ def relu_mask_bias_grad_kernel(dy_ptr, y_ptr, g_ptr, db_part_ptr, P, C, OHW,
     tl.store(db_part_ptr + pid_p.to(tl.int64) * C + offs_c, tl.sum(g.to(tl.float32), axis=0), mask=offs_c < C)
 
 
-_forward = triton.autotune(configs=_configs(_GEMM_CONFIGS), key=["M", "Og", "K", "Cg", "INPUT_PRECISION"])(
+# Autotune keys.  The pixel count N*OH*OW enters only as M_BUCKET / P_BUCKET (its next power of two, an
+# argument the kernels do not read), so a new batch size -- the last partial batch, evaluation -- reuses the
+# tuned configuration of its bucket instead of re-tuning in the middle of training.  The rest of the key is
+# everything that makes a different kernel or GEMM shape: the channel and reduction sizes, the output size,
+# the window constants, and the layouts, as the channel strides (1 for channels_last; they do not depend on
+# the batch).  Triton's Autotuner adds the dtypes of the tensor arguments.
+_WINDOW = ["KW", "SH", "SW", "PH", "PW"]
+_forward = triton.autotune(
+    configs=_configs(_GEMM_CONFIGS),
+    key=["M_BUCKET", "Og", "K", "Cg", "OH", "OW"] + _WINDOW + ["HAS_BIAS", "syc", "INPUT_PRECISION"])(
     conv2d_relu_forward_kernel)
-_dgrad = triton.autotune(configs=_configs(_GEMM_CONFIGS), key=["M", "Cg", "K", "Og", "INPUT_PRECISION"])(
+_dgrad = triton.autotune(
+    configs=_configs(_GEMM_CONFIGS),
+    key=["M_BUCKET", "Cg", "K", "Og", "H", "W", "OH", "OW"] + _WINDOW + ["sdc", "syc", "sxc", "INPUT_PRECISION"])(
     conv2d_relu_dgrad_kernel)
-_wgrad = triton.autotune(configs=_configs(_WGRAD_CONFIGS),
-                         key=["P", "Og", "K", "Cg", "P_PER_SPLIT", "INPUT_PRECISION"])(conv2d_relu_wgrad_kernel)
+_wgrad = triton.autotune(
+    configs=_configs(_WGRAD_CONFIGS),
+    key=["P_BUCKET", "Og", "K", "Cg", "OH", "OW", "groups"] + _WINDOW + ["sdc", "syc", "INPUT_PRECISION"])(
+    conv2d_relu_wgrad_kernel)
+
+
+def tuning_bucket(pixels):
+    """The autotune keys' stand-in for a pixel count: its next power of two."""
+    return triton.next_power_of_2(max(int(pixels), 1))
 
 GROUP_M = 8
 
@@ -301,7 +319,7 @@ def conv2d_relu_forward(x, w, b, y, stride, padding, groups, allow_tf32):
     def grid(meta):
         return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(Og, meta["BLOCK_N"]), groups)
 
-    launch(_forward, grid, x, w, b if b is not None else y, y, M, H, W, OH, OW, Cg, Og, K,
+    launch(_forward, grid, x, w, b if b is not None else y, y, M, tuning_bucket(M), H, W, OH, OW, Cg, Og, K,
            *x.stride(), *w.stride(), *y.stride(),
            SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], KW=KW,
            HAS_BIAS=b is not None, INPUT_PRECISION=_precision(x, allow_tf32), GROUP_M=GROUP_M)
@@ -317,7 +335,7 @@ def conv2d_relu_dgrad(dy, y, w, dx, stride, padding, groups, allow_tf32):
     def grid(meta):
         return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(Cg, meta["BLOCK_N"]), groups)
 
-    launch(_dgrad, grid, dy, y, w, dx, M, H, W, OH, OW, Cg, Og, K,
+    launch(_dgrad, grid, dy, y, w, dx, M, tuning_bucket(M), H, W, OH, OW, Cg, Og, K,
            *dy.stride(), *y.stride(), *w.stride(), *dx.stride(),
            SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], KW=KW,
            INPUT_PRECISION=_precision(dx, allow_tf32), GROUP_M=GROUP_M)
@@ -351,7 +369,7 @@ def conv2d_relu_wgrad(dy, y, x, w_shape, stride, padding, groups, allow_tf32):
     def grid(meta):
         return (triton.cdiv(Og, meta["BLOCK_M"]) * triton.cdiv(K, meta["BLOCK_N"]), 1, splits * groups)
 
-    launch(_wgrad, grid, dy, y, x, dw_part, db_part, P, H, W, OH, OW, Cg, Og, K, Cout,
+    launch(_wgrad, grid, dy, y, x, dw_part, db_part, P, tuning_bucket(P), H, W, OH, OW, Cg, Og, K, Cout,
            p_per_split, groups, *dy.stride(), *y.stride(), *x.stride(),
            SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], KW=KW,
            INPUT_PRECISION=_precision(x, allow_tf32), GROUP_M=GROUP_M)
