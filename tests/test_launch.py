@@ -68,7 +68,13 @@ class _LaunchProbe:
     def __getitem__(self, grid):
         caller = sys._getframe(1).f_code
         self.log.append((self.qualname, os.path.abspath(caller.co_filename), caller.co_name))
-        return lambda *args, **kwargs: None
+        return self.launch
+
+    def launch(self, *args, **kwargs):
+        # The launcher finds the tensors' device among the leading arguments: no tensor after a scalar.
+        tensors = [isinstance(a, torch.Tensor) for a in args]
+        assert tensors == sorted(tensors, reverse=True), "%s: a tensor argument after a scalar" % self.qualname
+        assert not any(isinstance(v, torch.Tensor) for v in kwargs.values()), self.qualname
 
     def __getattr__(self, attr):
         return getattr(self.obj, attr)
