@@ -118,7 +118,8 @@ def test_cuda_kernels_are_built_without_flush_to_zero():
     # subnormal converts to the integer 0 with or without the flush.
     flushing = {}
     for name, sass in kernels.items():
-        ops = [op for op in re.findall(r"\b([A-Z][A-Z0-9]*(?:\.[A-Z0-9_]+)*\.FTZ\b)", sass) if not op.startswith("F2I.")]
+        ops = re.findall(r"\b([A-Z][A-Z0-9]*(?:\.[A-Z0-9_]+)*\.FTZ\b)", sass)
+        ops = [op for op in ops if not op.startswith("F2I.")]
         if ops:
             flushing[name] = sorted(set(ops))
     assert not flushing, "%d kernels with flush-to-zero (.FTZ) instructions, built with -ftz=true? e.g. %s" % (
