@@ -134,7 +134,14 @@ def make_extension():
         so = sorted(f for f in os.listdir(libdir) if re.fullmatch(r"libcudnn\.so(\.\d+)?", f))[-1]
         # The wheel ships only the versioned soname (libcudnn.so.9): link it by file name.
         link_args += ["-l:" + so, "-Wl,-rpath," + libdir]
-    nvcc_flags = ["-O3", "--use_fast_math", "-lineinfo"]
+    # --use_fast_math for its fast exp2/log2/division (LRN's powers), but -ftz=false: fast math alone also
+    # flushes subnormals to zero (-ftz=true) in every float op, comparisons included, so max-pool would take
+    # the first of several subnormals (compared as zeros) instead of torch's maximum and its backward sum
+    # would drop subnormal gradients -- no longer bit-exact.  nvcc lets a later -ftz=false override the
+    # implied -ftz=true (the .ftz-free instructions are checked in the built binary by
+    # tests/test_subnormals.py).  torch's extension builder has no per-file flags, so this holds for every
+    # .cu file: LRN and dropout keep subnormals too (on sm_80+ that costs fp32 add/mul/fma nothing).
+    nvcc_flags = ["-O3", "--use_fast_math", "-ftz=false", "-lineinfo"]
     return CUDAExtension("alexnet_kernels._C", sources, define_macros=macros, include_dirs=include_dirs,
                          library_dirs=library_dirs, libraries=libraries, extra_link_args=link_args,
                          extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags})

@@ -156,3 +156,32 @@ def resolve_checked(backend, x, op, cuda_preference, needs=()):
 
 def is_cuda_tensor(x):
     return isinstance(x, torch.Tensor) and x.device.type == "cuda"
+
+
+def check_same_device(op, **tensors):
+    """ValueError naming the devices when the tensors given (name=tensor; None skipped) are not all on one
+    device: the one check every backend of an op with several tensor inputs shares."""
+    named = [(name, t) for name, t in tensors.items() if t is not None]
+    if len({t.device for _, t in named}) > 1:
+        raise ValueError("%s: all tensors must be on one device, got %s" % (
+            op, ", ".join("%s on %s" % (name, t.device) for name, t in named)))
+
+
+class _NoGuard:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+_NO_GUARD = _NoGuard()
+
+
+def on_device(device):
+    """A context manager that makes `device` (a torch.device) the current CUDA device when it is a CUDA device
+    other than the current one, and does nothing otherwise: for GPU work started from Python that follows the
+    current device (events, synchronisation, allocations on "cuda", Triton launches)."""
+    if device.type == "cuda" and device.index is not None and device.index != torch.cuda.current_device():
+        return torch.cuda.device(device.index)
+    return _NO_GUARD

@@ -36,8 +36,8 @@
 //   dbias[n] = s_0[n], accumulated in F and rounded once to T.
 // The CUDA kernel gives a block 16 columns x L lanes, the tree runs in shared memory; the CPU kernel
 // keeps the L partial rows of a column tile in memory. The products dy * scale are kept out of fused
-// multiply-adds on both (so dx and the sums round alike). With --use_fast_math the GPU flushes
-// subnormals to zero; otherwise CPU and GPU give the same bits.
+// multiply-adds on both (so dx and the sums round alike). The CUDA sources are built with -ftz=false
+// (setup.py), so subnormals are kept on the GPU too and CPU and GPU give the same bits.
 #pragma once
 
 #include <cstdint>

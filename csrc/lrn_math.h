@@ -17,7 +17,8 @@
 // The Python side validates k > 0, alpha >= 0 and finite parameters, so base >= k > 0.
 //
 // Powers are computed as exp2(exponent * log2(base)). On the GPU these are the hardware
-// approximations (ex2.approx / lg2.approx under --use_fast_math, about 2 ulp); on the CPU the
+// approximations (ex2.approx / lg2.approx under --use_fast_math, about 2 ulp; built with -ftz=false, so
+// without flushing subnormal inputs or results to zero); on the CPU the
 // same decomposition runs as branch-free polynomials (lrn_log2_poly / lrn_exp2_poly below, about
 // 1e-7 relative) that the compiler can auto-vectorise, where a libm call per element cannot be.
 #pragma once
@@ -108,10 +109,11 @@ AK_HD inline float lrn_exp2_poly(float t) {
 
 // base^exponent for base > 0, with IEEE pow's special values where they can arise here: NaN for a
 // NaN base, 0 or inf for an infinite base (x^2 overflowed), and 1 for exponent 0 whatever the base
-// (exp2(0 * log2(inf)) alone would give NaN). Results below about 2^-126.5 are flushed to 0.
+// (exp2(0 * log2(inf)) alone would give NaN). Results below about 2^-126.5 are 0 on the CPU (the
+// polynomial's clamp); the GPU's ex2.approx returns them as subnormals (an absolute difference < 2^-126).
 AK_HD inline float lrn_pow(float base, float exponent) {
 #if defined(__CUDA_ARCH__)
-  const float power = exp2f(exponent * log2f(base));   // ex2.approx(exponent * lg2.approx(base)) with fast math
+  const float power = exp2f(exponent * log2f(base));   // ex2.approx(exponent * lg2.approx(base)): fast math
 #else
   const float power = lrn_exp2_poly(exponent * lrn_log2_poly(base));
 #endif

@@ -37,6 +37,72 @@ def test_philox_known_answers():
         assert tuple(int(o) for o in out) == expected
 
 
+def _python_key(seed):
+    s = seed & 0xFFFFFFFFFFFFFFFF
+    return s & 0xFFFFFFFF, s >> 32
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2**32 - 1, 2**32, 2**62 + 12345, 2**63 - 1, -1, -2**63, -2**40 + 7])
+def test_seed_is_split_on_its_device(seed):
+    k0, k1 = dropout_ops.seed_key_torch(torch.tensor([seed], dtype=torch.int64))
+    assert (k0.item(), k1.item()) == _python_key(seed)
+
+
+def test_torch_backend_never_reads_a_tensor_on_the_host(monkeypatch):
+    """The seed is split on its device: no .item() (a stall per call, and illegal in a CUDA-graph capture)."""
+    x = make_input((7, 12), seed=4)
+    bias = make_input((12,), seed=5)
+    seed = torch.tensor([-2**40 + 7], dtype=torch.int64)
+    expected = dropout_ops.philox4x32_10_torch(  # the mask from python-int keys, computed before the patch
+        torch.arange(21, dtype=torch.int64), torch.zeros(21, dtype=torch.int64), torch.zeros(21, dtype=torch.int64),
+        torch.zeros(21, dtype=torch.int64), *_python_key(-2**40 + 7))
+    expected_keep = (torch.stack(expected, 1).reshape(-1) >> 8) >= dropout_ops.threshold_and_scale(0.5)[0]
+
+    def host_read(*args):
+        raise AssertionError("a tensor was read on the host")
+
+    for name in ("item", "tolist", "__int__", "__index__", "__bool__", "__float__"):
+        monkeypatch.setattr(torch.Tensor, name, host_read)
+    y = torch.ops.alexnet_kernels.dropout_forward(x, seed, 0.5, "torch")
+    h = torch.ops.alexnet_kernels.bias_relu_dropout_forward(x, bias, seed, 0.5, "torch")
+    dx, db = torch.ops.alexnet_kernels.bias_relu_dropout_backward(torch.ones_like(h), h, seed, 0.5, "torch")
+    monkeypatch.undo()
+    keep = expected_keep.view(7, 12)
+    assert torch.equal(y, torch.where(keep, x * 2, torch.zeros_like(x)))
+    assert torch.equal(h, torch.where(keep, torch.relu(x + bias) * 2, torch.zeros_like(x)))
+    assert torch.equal(dx != 0, keep & (torch.relu(x + bias) > 0))
+
+
+@gpu
+def test_torch_backend_does_not_synchronise():
+    x = torch.randn(64, 33, device="cuda")
+    seed = torch.randint(0, 2**62, (1,), dtype=torch.int64, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        y = torch.ops.alexnet_kernels.dropout_forward(x, seed, 0.5, "torch")
+        torch.ops.alexnet_kernels.bias_relu_dropout_forward(x, x[0], seed, 0.5, "torch")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(y, torch.ops.alexnet_kernels.dropout_forward(x, seed, 0.5, "triton"))
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+def test_threshold_one(device, backend):
+    """p = 2**-24: threshold == 1, the value Triton's JIT specialises to a constant (tests/triton_aot.py
+    compiles that case for the GPU); every backend drops exactly the elements whose 24-bit draw is 0."""
+    require(backend, device)
+    p = 2.0 ** -24
+    assert dropout_ops.threshold_and_scale(p)[0] == 1
+    x = make_input((5, 301), device=device)
+    s = seed_tensor(77, device)
+    assert torch.equal(torch.ops.alexnet_kernels.dropout_forward(x, s, p, backend), reference_dropout(x, s, p)[0])
+    b = make_input((301,), device=device)
+    y = torch.ops.alexnet_kernels.bias_relu_dropout_forward(x, b, s, p, backend)
+    keep = dropout_ops.keep_mask_torch(x.numel(), s, p, x.device).view(x.shape)
+    assert torch.equal(y, torch.where(keep, torch.relu(x + b) * (1.0 / (1.0 - p)), torch.zeros_like(x)))
+
+
 @pytest.mark.parametrize("device,backend", device_backend_params())
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
 @pytest.mark.parametrize("seed", [0, 123456789, -2**40 + 17], ids=["s0", "s1", "sneg"])

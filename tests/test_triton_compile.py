@@ -10,9 +10,12 @@ Default: one autotune config (the first) per (kernel, AlexNet case, dtype, targe
 cores.  ALEXNET_KERNELS_AOT_ALL=1: every autotune config, every conv layer, NCHW and channels_last, fp32 with
 TF32 off as well; prints a table (shared memory, tensor-core instructions, registers, spills).
 
-Checks: compiles; shared memory within the target's limit for at least one config (configs over it are
+Checks: compiles -- with AlexNet's arguments and with every size argument that can be 1 equal to 1 (the
+"ones" cases: the JIT turns such an int into a compile-time constant, and dropout's threshold == 1 once broke
+the compile); shared memory within the target's limit for at least one config (configs over it are
 printed: the autotuner skips them on the GPU); the conv GEMMs use tensor cores (wgmma on sm_90 for the
-first config in fp16/bf16); every *_kernel of the four modules was compiled by some case.
+first config in fp16/bf16); every *_kernel of the four modules was compiled by some case; the pool kernels'
+comparisons and gradient sums do not flush subnormals to zero (bit-exact max-pool).
 """
 import json
 import os
@@ -112,6 +115,25 @@ def test_conv_gemms_use_tensor_cores(aot_results, dtype, target):
             firsts.setdefault(_group(r), r)
         no_wgmma = [_name(r) for r in firsts.values() if r["mma"] != "wgmma"]
         assert not no_wgmma, "no wgmma in the PTX of " + ", ".join(no_wgmma)
+
+
+POOL_KERNELS = ("max_pool2d_forward_kernel", "max_pool2d_backward_kernel", "max_pool2d_backward_recompute_kernel",
+                "relu_lrn_max_pool2d_backward_kernel")
+
+
+def test_pool_kernels_keep_subnormals(aot_results):
+    """No flush-to-zero comparison, max or add in a pool kernel: flushed, subnormals would compare as zeros
+    (the first of them taken, not torch's maximum) and subnormal gradients would be dropped.  The fused
+    kernels' LRN powers go through libdevice's log2/exp2, which Triton links in their flush-to-zero form
+    (ex2.approx.ftz, fma.rn.ftz inside log2): their argument is the base k + alpha/n * sum >= k > 0, and a
+    power below 2**-126 would need a base^beta beyond 2**126."""
+    flushing = {}
+    for r in aot_results["results"]:
+        if r["ok"] and r["kernel"] in POOL_KERNELS:
+            ops = [op for op in r["ftz_ops"] if op.split(".")[0] in ("setp", "set", "max", "min", "add", "sub", "selp")]
+            if ops:
+                flushing[_name(r)] = ops
+    assert not flushing, flushing
 
 
 def test_every_kernel_is_compiled(aot_results):

@@ -8,8 +8,12 @@ How the compile jobs are found: each AlexNet case calls the real launcher (trito
 the "meta" device while every kernel object of the four modules is swapped for a recorder, so the recorded
 arguments are exactly what the launcher would pass on a GPU.  Each recorded launch is turned into the JIT's
 specialisation (triton's own specialize function: an int equal to 1 becomes a constexpr, ints and pointers
-divisible by 16 get tt.divisibility 16, ints beyond int32 become i64), then compiled with triton.compile
-for sm_80 and sm_90 -- once per autotune config when all configs are asked for, else with the first one.
+divisible by 16 get tt.divisibility 16, ints beyond int32 become i64; none of that for the parameters a kernel
+lists in do_not_specialize), then compiled with triton.compile for sm_80 and sm_90 -- once per autotune config
+when all configs are asked for, else with the first one.  Besides AlexNet's shapes, the "ones" cases launch
+every kernel with every size argument that can be 1 equal to 1 (one channel, one pixel, one element, one row,
+dropout's threshold == 1): each such argument becomes a compile-time constant, which breaks code that calls
+a method on it (threshold.to(...) did).
 
     python tests/triton_aot.py OUT.json [--all] [--jobs N]
 writes {"skip": reason} or {"results": [...], "wall_s": ...} to OUT.json.
@@ -105,6 +109,48 @@ def cases(full):
         dropout.bias_relu_dropout_backward(h, torch.empty_like(h), torch.empty_like(h), seed, 0.5)
     out.append(("fc6", dropout_case))
 
+    # Every size that can be 1 equal to 1: such int arguments are specialised to compile-time constants.
+    def lrn_ones_case(d):
+        x = _t((1, 1, 1, 1), _torch_dtype(d))
+        lrn.lrn_forward(x, torch.empty_like(x), *LRN, channels_last=False)
+        lrn.lrn_backward(x, torch.empty_like(x), torch.empty_like(x), *LRN, channels_last=False)
+    out.append(("lrn/ones", lrn_ones_case))
+
+    def pool_ones_case(d):
+        dt = _torch_dtype(d)
+        x = _t((1, 1, 3, 3), dt)  # one channel, one output pixel
+        y, off = _t((1, 1, 1, 1), dt), _t((1, 1, 1, 1), torch.uint8)
+        pool.max_pool2d_forward(x, y, off, *POOL)
+        pool.max_pool2d_backward(y, off, torch.empty_like(x), *POOL)
+        pool.relu_lrn_max_pool2d_forward(x, y, off, *LRN, *POOL)
+        pool.relu_lrn_max_pool2d_backward(x, y, off, torch.empty_like(x), *LRN, *POOL)
+        pool.max_pool2d_backward_recompute(x, y, torch.empty_like(x), *POOL)
+    out.append(("pool/ones", pool_ones_case))
+
+    def dropout_ones_case(d):
+        dt = _torch_dtype(d)
+        seed = _t((1,), torch.int64)
+        p_threshold_1 = 1.0 / (1 << 24)  # threshold = round(p * 2**24) == 1
+        assert dropout._threshold_scale(p_threshold_1)[0] == 1
+        for numel in (1, 4096):
+            x = _t((numel,), dt)
+            dropout.dropout(x, torch.empty_like(x), seed, p_threshold_1)
+        for shape in ((1, 1), (1, 4), (3, 1)):
+            h, b = _t(shape, dt), _t(shape[1:], dt)
+            dropout.bias_relu_dropout_forward(h, b, torch.empty_like(h), seed, p_threshold_1)
+            dropout.bias_relu_dropout_backward(h, torch.empty_like(h), torch.empty_like(h), seed, p_threshold_1)
+    out.append(("dropout/ones", dropout_ones_case))
+
+    def conv_ones_case(d):
+        dt = _torch_dtype(d)
+        x, w = _t((1, 1, 1, 1), dt), _t((1, 1, 1, 1), dt)  # one image, channel, pixel, tap
+        y = _t((1, 1, 1, 1), dt)
+        conv.conv2d_relu_forward(x, w, _t((1,), dt), y, (1, 1), (0, 0), 1, True)
+        conv.conv2d_relu_dgrad(torch.empty_like(y), y, w, torch.empty_like(x), (1, 1), (0, 0), 1, True)
+        conv.conv2d_relu_wgrad(torch.empty_like(y), y, x, w.shape, (1, 1), (0, 0), 1, True)
+        conv.relu_mask_bias_grad(torch.empty_like(y), y, torch.empty_like(y))
+    out.append(("conv/ones", conv_ones_case))
+
     # conv3, conv4 and conv5 share their specialisation (3x3/s1/p1, channel counts divisible by 16), so the
     # full run compiles them once; NCHW outputs and exact fp32 ("ieee", TF32 off) only for conv3.
     conv_cases = ([(layer, True) for layer in CONV_LAYERS] + [("conv3", False)] if full
@@ -180,8 +226,9 @@ def recording(log):
             setattr(mod, name, obj)
 
 
-def _specialize(value):
-    """(signature type, divisible by 16) as the JIT's launch would make them."""
+def _specialize(value, specialize=True, align=True):
+    """(signature type, divisible by 16) as the JIT's launch would make them; specialize / align False for the
+    parameters a kernel lists in do_not_specialize / do_not_specialize_on_alignment."""
     try:
         from triton._C.libtriton import native_specialize_impl
         from triton.backends.compiler import BaseBackend
@@ -189,20 +236,20 @@ def _specialize(value):
         native_specialize_impl = None
     if native_specialize_impl is not None:
         try:
-            ty, attr = native_specialize_impl(BaseBackend, value, False, True, True)
+            ty, attr = native_specialize_impl(BaseBackend, value, False, specialize, align)
             return ty, attr == "D"
         except TypeError:  # another signature in this triton version
             pass
     if hasattr(value, "data_ptr"):
         names = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "uint8": "u8", "int64": "i64",
                  "int32": "i32"}
-        return "*" + names[str(value.dtype).split(".")[-1]], value.data_ptr() % 16 == 0
+        return "*" + names[str(value.dtype).split(".")[-1]], specialize and align and value.data_ptr() % 16 == 0
     if isinstance(value, bool):
         return "i1", False
     if isinstance(value, int):
-        if value == 1:
+        if value == 1 and specialize:
             return "constexpr", False
-        return ("i32" if -2**31 <= value < 2**31 else "i64"), value % 16 == 0
+        return ("i32" if -2**31 <= value < 2**31 else "i64"), specialize and align and value % 16 == 0
     if isinstance(value, float):
         return "fp32", False
     if value is None:
@@ -251,7 +298,8 @@ def jobs_of_launch(launch, all_configs):
             if p.is_constexpr:
                 signature[p.name], constexprs[p.name] = "constexpr", v
                 continue
-            ty, div16 = _specialize(v)
+            ty, div16 = _specialize(v, not getattr(p, "do_not_specialize", False),
+                                    not getattr(p, "do_not_specialize_on_alignment", False))
             signature[p.name] = ty
             if ty == "constexpr":
                 constexprs[p.name] = v
@@ -291,6 +339,7 @@ def collect_jobs(all_configs):
 # --- compiling -------------------------------------------------------------------------------------------
 
 _SPILL = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
+_FTZ = re.compile(r"^\s*(?:@!?%\w+\s+)?([a-z][\w.]*\.ftz[\w.]*)\s", re.M)  # PTX opcodes that flush subnormals
 _REGS = re.compile(r"Used (\d+) registers")
 
 
@@ -339,6 +388,7 @@ def compile_job(job):
                   regs=int(regs.group(1)) if regs else None,
                   spill_stores=int(spill.group(1)) if spill else None,
                   spill_loads=int(spill.group(2)) if spill else None,
+                  ftz_ops=sorted(set(_FTZ.findall(ptx))),
                   num_warps=k.metadata.num_warps, num_stages=k.metadata.num_stages,
                   seconds=round(time.perf_counter() - start, 2))
     return result

@@ -23,6 +23,7 @@ There is no hand-written CUDA C++ convolution: backend="cuda" raises BackendUnav
 Layouts: x and weight are brought to channels_last once (no copy when they already are); the output
 has the layout torch's convolution would give (channels_last if x or weight is channels_last).
 """
+import threading
 from typing import List, Optional, Tuple
 
 import torch
@@ -70,6 +71,10 @@ def resolve_backend(backend, x, op):
 # --- "auto": measured once per shape -------------------------------------------------------------------
 
 _measured = {}
+# One lock per device: two threads (autograd runs each device's backward on its own thread) reaching the same
+# unmeasured key measure it once, and two measurements never share a GPU's time.
+_measuring = {}
+_measuring_guard = threading.Lock()
 
 
 def measured_choices():
@@ -77,21 +82,33 @@ def measured_choices():
     return dict(_measured)
 
 
-def _measured_choice(key, candidates):
+def _device_lock(device):
+    with _measuring_guard:
+        return _measuring.setdefault(str(device), threading.Lock())
+
+
+def _measured_choice(key, candidates, device):
     """The fastest of candidates {name: zero-argument callable} (CUDA events, median), measured once per
-    key.  While a CUDA graph is being captured nothing can be timed: the first candidate is used and
-    nothing is cached (warm up before capturing, as torch's CUDA-graph docs advise)."""
-    if key in _measured:
-        return _measured[key][0]
-    if torch.cuda.is_current_stream_capturing():
-        return next(iter(candidates))
-    from triton.testing import do_bench
-    times = {}
-    for name, run in candidates.items():
-        run()  # first call: compilation, autotuning, cuDNN's algorithm search
-        times[name] = do_bench(run, warmup=5, rep=20, return_mode="median")
-    chosen = min(times, key=times.get)
-    _measured[key] = (chosen, times)
+    key (keys name the device) on `device`: it is made current for the timing, so do_bench's events,
+    cache-flush buffer and synchronisation are that GPU's and its current stream's.  While a CUDA graph is
+    being captured nothing can be timed: the first candidate is used and nothing is cached (warm up before
+    capturing, as torch's CUDA-graph docs advise)."""
+    measured = _measured.get(key)
+    if measured is not None:
+        return measured[0]
+    with _backends.on_device(device):
+        if torch.cuda.is_current_stream_capturing():
+            return next(iter(candidates))
+        with _device_lock(device):
+            if key in _measured:  # measured by another thread while this one waited
+                return _measured[key][0]
+            from triton.testing import do_bench
+            times = {}
+            for name, run in candidates.items():
+                run()  # first call: compilation, autotuning, cuDNN's algorithm search
+                times[name] = do_bench(run, warmup=5, rep=20, return_mode="median")
+            chosen = min(times, key=times.get)
+            _measured[key] = (chosen, times)
     return chosen
 
 
@@ -145,7 +162,7 @@ def _run_forward(x, weight, bias, stride, padding, groups, allow_tf32, backend):
         key = _shape_key("forward", x, weight, bias, stride, padding, groups, allow_tf32)
         backend = _measured_choice(key, {
             "triton": lambda: _triton_forward(x, weight, bias, stride, padding, groups, allow_tf32),
-            "torch": lambda: _torch_forward(x, weight, bias, stride, padding, groups)})
+            "torch": lambda: _torch_forward(x, weight, bias, stride, padding, groups)}, x.device)
     if backend == "triton":
         return _triton_forward(x, weight, bias, stride, padding, groups, allow_tf32), backend
     # allow_tf32 is torch.backends.cudnn.allow_tf32 read by the caller, which cuDNN reads itself.
@@ -228,7 +245,7 @@ def _run_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_
                 "aten": lambda: _aten_backward(dy, x, weight, y, stride, padding, groups, output_mask,
                                                allow_tf32, True),
                 "triton": lambda: _triton_backward(dy, x, weight, y, stride, padding, groups, output_mask,
-                                                   allow_tf32)})
+                                                   allow_tf32)}, x.device)
         else:
             route = "triton"
     if route == "triton":
@@ -242,6 +259,7 @@ def _run_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_
 def conv2d_relu_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: List[int],
                         padding: List[int], groups: int, allow_tf32: bool, backend: str, route: str
                         ) -> torch.Tensor:
+    _backends.check_same_device("conv2d_relu_forward", x=x, weight=weight, bias=bias)
     return _run_forward(x, weight, bias, stride, padding, groups, allow_tf32, backend)[0]
 
 
@@ -255,6 +273,7 @@ def conv2d_relu_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor
                          stride: List[int], padding: List[int], groups: int, output_mask: List[bool],
                          allow_tf32: bool, backend: str, route: str
                          ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    _backends.check_same_device("conv2d_relu_backward", dy=dy, x=x, weight=weight, y=y)
     backend = resolve_backend(backend, x, "conv2d_relu_backward")
     if backend == "auto":  # cuda: the route measurement below weighs cuDNN's backward against Triton's
         backend = "triton"

@@ -61,7 +61,8 @@ def _mul_hi_lo(a, b):
 
 
 def philox4x32_10_torch(c0, c1, c2, c3, k0, k1):
-    """Philox-4x32-10 on int64 tensors holding uint32 values (k0, k1: python ints)."""
+    """Philox-4x32-10 on int64 tensors holding uint32 values (k0, k1: python ints or int64 tensors that
+    broadcast against the counters)."""
     for _ in range(10):
         hi0, lo0 = _mul_hi_lo(c0, _M0)
         hi1, lo1 = _mul_hi_lo(c2, _M1)
@@ -70,13 +71,21 @@ def philox4x32_10_torch(c0, c1, c2, c3, k0, k1):
     return c0, c1, c2, c3
 
 
+def seed_key_torch(seed):
+    """(low, high) 32-bit halves of the 64-bit seed as (1,) int64 tensors on the seed's device: split with
+    tensor ops, never read on the host (no synchronisation, and legal inside a CUDA-graph capture)."""
+    s = seed.reshape(-1)[:1]
+    # & keeps the two's-complement low bits of a negative seed; >> is arithmetic, so mask the high half too.
+    return s & _LO32, (s >> 32) & _LO32
+
+
 def keep_mask_torch(numel, seed, p, device):
     """The keep bits of elements 0..numel-1 (bool tensor) for an int64 seed tensor, as every kernel draws them."""
-    s = int(seed.reshape(-1)[0].item()) & 0xFFFFFFFFFFFFFFFF
+    k0, k1 = seed_key_torch(seed)
     index = torch.arange(numel, dtype=torch.int64, device=device)
     groups = index >> 2
     zero = torch.zeros_like(groups)
-    draws = torch.stack(philox4x32_10_torch(groups & _LO32, groups >> 32, zero, zero, s & _LO32, s >> 32), 1)
+    draws = torch.stack(philox4x32_10_torch(groups & _LO32, groups >> 32, zero, zero, k0, k1), 1)
     r = draws.gather(1, (index & 3)[:, None])[:, 0]
     return (r >> 8) >= threshold_and_scale(p)[0]
 
@@ -131,6 +140,7 @@ def _run_backward(dy, seed, p, order, backend):
 
 @torch.library.custom_op("alexnet_kernels::dropout_forward", mutates_args=())
 def dropout_forward(x: torch.Tensor, seed: torch.Tensor, p: float, backend: str) -> torch.Tensor:
+    _backends.check_same_device("dropout_forward", x=x, seed=seed)
     return _run_forward(x, seed, p, resolve_backend(backend, x, "dropout_forward"))
 
 
@@ -143,6 +153,7 @@ def _dropout_forward_fake(x, seed, p, backend):
 @torch.library.custom_op("alexnet_kernels::dropout_backward", mutates_args=())
 def dropout_backward(dy: torch.Tensor, seed: torch.Tensor, p: float, order: List[int],
                      backend: str) -> torch.Tensor:
+    _backends.check_same_device("dropout_backward", dy=dy, seed=seed)
     return _run_backward(dy, seed, p, order, resolve_backend(backend, dy, "dropout_backward"))
 
 
@@ -215,6 +226,7 @@ def _bias_relu_backward(dy, y, seed, p, backend):
 @torch.library.custom_op("alexnet_kernels::bias_relu_dropout_forward", mutates_args=())
 def bias_relu_dropout_forward(x: torch.Tensor, bias: torch.Tensor, seed: torch.Tensor, p: float,
                               backend: str) -> torch.Tensor:
+    _backends.check_same_device("bias_relu_dropout_forward", x=x, bias=bias, seed=seed)
     return _bias_relu_forward(x, bias, seed, p, resolve_backend(backend, x, "bias_relu_dropout_forward"))
 
 
@@ -226,6 +238,7 @@ def _bias_relu_forward_fake(x, bias, seed, p, backend):
 @torch.library.custom_op("alexnet_kernels::bias_relu_dropout_backward", mutates_args=())
 def bias_relu_dropout_backward(dy: torch.Tensor, y: torch.Tensor, seed: torch.Tensor, p: float,
                                backend: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    _backends.check_same_device("bias_relu_dropout_backward", dy=dy, y=y, seed=seed)
     return _bias_relu_backward(dy, y, seed, p, resolve_backend(backend, y, "bias_relu_dropout_backward"))
 
 

@@ -103,6 +103,7 @@ def _forward_fake(x, size, alpha, beta, k, kernel_size, stride, padding, ceil_mo
 def relu_lrn_max_pool2d_backward(dz: torch.Tensor, x: torch.Tensor, offsets: torch.Tensor, size: int,
                                  alpha: float, beta: float, k: float, kernel_size: List[int], stride: List[int],
                                  padding: List[int], ceil_mode: bool, backend: str) -> torch.Tensor:
+    _backends.check_same_device("relu_lrn_max_pool2d_backward", dz=dz, x=x, offsets=offsets)
     backend = resolve_backend(backend, x, "relu_lrn_max_pool2d_backward")
     return _run_backward(dz, x, offsets, size, alpha, beta, k, kernel_size, stride, padding, ceil_mode, backend)
 

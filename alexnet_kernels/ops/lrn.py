@@ -150,6 +150,7 @@ def _lrn_forward_fake(x, size, alpha, beta, k, backend):
 @torch.library.custom_op("alexnet_kernels::lrn_backward", mutates_args=())
 def lrn_backward(dy: torch.Tensor, x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
                  backend: str) -> torch.Tensor:
+    _backends.check_same_device("lrn_backward", dy=dy, x=x)
     backend = resolve_backend(backend, x, "lrn_backward")
     return _run_backward(dy, x, size, alpha, beta, k, backend)
 

@@ -158,6 +158,7 @@ def _max_pool2d_forward_fake(x, kernel_size, stride, padding, ceil_mode, backend
 def max_pool2d_backward(dy: torch.Tensor, offsets: torch.Tensor, input_hw: List[int], channels_last: bool,
                         kernel_size: List[int], stride: List[int], padding: List[int], ceil_mode: bool,
                         backend: str) -> torch.Tensor:
+    _backends.check_same_device("max_pool2d_backward", dy=dy, offsets=offsets)
     backend = resolve_backend(backend, dy, "max_pool2d_backward")
     return _run_backward(dy, offsets, input_hw, channels_last, kernel_size, stride, padding, ceil_mode,
                          backend)

@@ -22,8 +22,10 @@ same loads, so it was not kept.)
     wgrad    dw[o, k] = sum_p g[p, o] * A[p, k]        (split over p, partial sums reduced in fixed order)
     bias     db[o]    = sum_p g[p, o]                  (in the same pass as wgrad)
 
-All offsets are 64-bit (tensors may exceed 2**31 elements).  Accumulation is fp32; fp32 inputs go through
-TF32 tensor cores when allowed (INPUT_PRECISION "tf32") and exact fp32 FMA otherwise ("ieee").
+All offsets are 64-bit (tensors may exceed 2**31 elements); pixel indices are int64 when the pixel count
+is (the JIT passes M or P >= 2**31 as i64, and the tile index follows its type), int32 below.
+Accumulation is fp32; fp32 inputs go through TF32 tensor cores when allowed (INPUT_PRECISION "tf32") and
+exact fp32 FMA otherwise ("ieee").
 """
 import os
 
@@ -32,6 +34,7 @@ import triton
 import triton.language as tl
 
 from .._backends import triton_interpreting
+from ._launch import launch
 
 
 def _configs(full):
@@ -60,6 +63,14 @@ _WGRAD_CONFIGS = [
 
 
 @triton.jit
+def _in_type_of(i, n):
+    # i in the integer type of n: int64 exactly when the JIT passed n as i64 (n >= 2**31), so index
+    # products stay int32 (cheap divisions) for every smaller tensor.  `+ n * 0`, not n.dtype: an n equal to
+    # 1 arrives as a Python constant.
+    return i + n * 0
+
+
+@triton.jit
 def _swizzled_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
     # Groups of GROUP_M row-tiles walk the column tiles together, so neighbouring programs share the
     # rows of A they read (L2 reuse).
@@ -73,10 +84,10 @@ def _swizzled_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROU
     return pid_m, pid_n
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M_BUCKET"])
 def conv2d_relu_forward_kernel(
         x_ptr, w_ptr, b_ptr, y_ptr,
-        M, H, W, OH, OW, Cg, Og, K,
+        M, M_BUCKET, H, W, OH, OW, Cg, Og, K,
         sxn, sxc, sxh, sxw, swo, swc, swh, sww, syn, syc, syh, syw,
         SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr, KW: tl.constexpr,
         HAS_BIAS: tl.constexpr, INPUT_PRECISION: tl.constexpr,
@@ -129,10 +140,10 @@ def conv2d_relu_forward_kernel(
              mask=mask_m[:, None] & mask_o[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M_BUCKET"])
 def conv2d_relu_dgrad_kernel(
         dy_ptr, y_ptr, w_ptr, dx_ptr,
-        M, H, W, OH, OW, Cg, Og, K,
+        M, M_BUCKET, H, W, OH, OW, Cg, Og, K,
         sdn, sdc, sdh, sdw, syn, syc, syh, syw, swo, swc, swh, sww, sxn, sxc, sxh, sxw,
         SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr, KW: tl.constexpr,
         INPUT_PRECISION: tl.constexpr,
@@ -183,10 +194,10 @@ def conv2d_relu_dgrad_kernel(
              mask=mask_m[:, None] & mask_c[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["P_BUCKET"])
 def conv2d_relu_wgrad_kernel(
         dy_ptr, y_ptr, x_ptr, dw_part_ptr, db_part_ptr,
-        P, H, W, OH, OW, Cg, Og, K, Cout, P_PER_SPLIT, groups,
+        P, P_BUCKET, H, W, OH, OW, Cg, Og, K, Cout, P_PER_SPLIT, groups,
         sdn, sdc, sdh, sdw, syn, syc, syh, syw, sxn, sxc, sxh, sxw,
         SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr, KW: tl.constexpr,
         INPUT_PRECISION: tl.constexpr,
@@ -209,7 +220,7 @@ def conv2d_relu_wgrad_kernel(
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     db = tl.zeros((BLOCK_M,), dtype=tl.float32)
-    p_start = split * P_PER_SPLIT
+    p_start = _in_type_of(split, P) * P_PER_SPLIT  # int32 products overflow once P >= 2**31
     p_end = tl.minimum(p_start + P_PER_SPLIT, P)
     for p0 in range(p_start, p_end, BLOCK_K):
         offs_p = p0 + tl.arange(0, BLOCK_K)
@@ -248,7 +259,7 @@ def relu_mask_bias_grad_kernel(dy_ptr, y_ptr, g_ptr, db_part_ptr, P, C, OHW,
     """g = dy * (y > 0) and per-channel partial sums of g (the bias gradient) in the same pass; for the
     backward that hands dgrad/wgrad to cuDNN.  Pixels p = (n, s) with s the flat spatial index."""
     pid_p = tl.program_id(0)
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_p = _in_type_of(pid_p, P) * BLOCK_P + tl.arange(0, BLOCK_P)
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask = (offs_p < P)[:, None] & (offs_c < C)[None, :]
     n = (offs_p // OHW).to(tl.int64)
@@ -261,12 +272,30 @@ def relu_mask_bias_grad_kernel(dy_ptr, y_ptr, g_ptr, db_part_ptr, P, C, OHW,
     tl.store(db_part_ptr + pid_p.to(tl.int64) * C + offs_c, tl.sum(g.to(tl.float32), axis=0), mask=offs_c < C)
 
 
-_forward = triton.autotune(configs=_configs(_GEMM_CONFIGS), key=["M", "Og", "K", "Cg", "INPUT_PRECISION"])(
+# Autotune keys.  The pixel count N*OH*OW enters only as M_BUCKET / P_BUCKET (its next power of two, an
+# argument the kernels do not read), so a new batch size -- the last partial batch, evaluation -- reuses the
+# tuned configuration of its bucket instead of re-tuning in the middle of training.  The rest of the key is
+# everything that makes a different kernel or GEMM shape: the channel and reduction sizes, the output size,
+# the window constants, and the layouts, as the channel strides (1 for channels_last; they do not depend on
+# the batch).  Triton's Autotuner adds the dtypes of the tensor arguments.
+_WINDOW = ["KW", "SH", "SW", "PH", "PW"]
+_forward = triton.autotune(
+    configs=_configs(_GEMM_CONFIGS),
+    key=["M_BUCKET", "Og", "K", "Cg", "OH", "OW"] + _WINDOW + ["HAS_BIAS", "syc", "INPUT_PRECISION"])(
     conv2d_relu_forward_kernel)
-_dgrad = triton.autotune(configs=_configs(_GEMM_CONFIGS), key=["M", "Cg", "K", "Og", "INPUT_PRECISION"])(
+_dgrad = triton.autotune(
+    configs=_configs(_GEMM_CONFIGS),
+    key=["M_BUCKET", "Cg", "K", "Og", "H", "W", "OH", "OW"] + _WINDOW + ["sdc", "syc", "sxc", "INPUT_PRECISION"])(
     conv2d_relu_dgrad_kernel)
-_wgrad = triton.autotune(configs=_configs(_WGRAD_CONFIGS),
-                         key=["P", "Og", "K", "Cg", "P_PER_SPLIT", "INPUT_PRECISION"])(conv2d_relu_wgrad_kernel)
+_wgrad = triton.autotune(
+    configs=_configs(_WGRAD_CONFIGS),
+    key=["P_BUCKET", "Og", "K", "Cg", "OH", "OW", "groups"] + _WINDOW + ["sdc", "syc", "INPUT_PRECISION"])(
+    conv2d_relu_wgrad_kernel)
+
+
+def tuning_bucket(pixels):
+    """The autotune keys' stand-in for a pixel count: its next power of two."""
+    return triton.next_power_of_2(max(int(pixels), 1))
 
 GROUP_M = 8
 
@@ -290,10 +319,10 @@ def conv2d_relu_forward(x, w, b, y, stride, padding, groups, allow_tf32):
     def grid(meta):
         return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(Og, meta["BLOCK_N"]), groups)
 
-    _forward[grid](x, w, b if b is not None else y, y, M, H, W, OH, OW, Cg, Og, K,
-                   *x.stride(), *w.stride(), *y.stride(),
-                   SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], KW=KW,
-                   HAS_BIAS=b is not None, INPUT_PRECISION=_precision(x, allow_tf32), GROUP_M=GROUP_M)
+    launch(_forward, grid, x, w, b if b is not None else y, y, M, tuning_bucket(M), H, W, OH, OW, Cg, Og, K,
+           *x.stride(), *w.stride(), *y.stride(),
+           SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], KW=KW,
+           HAS_BIAS=b is not None, INPUT_PRECISION=_precision(x, allow_tf32), GROUP_M=GROUP_M)
     return y
 
 
@@ -306,10 +335,10 @@ def conv2d_relu_dgrad(dy, y, w, dx, stride, padding, groups, allow_tf32):
     def grid(meta):
         return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(Cg, meta["BLOCK_N"]), groups)
 
-    _dgrad[grid](dy, y, w, dx, M, H, W, OH, OW, Cg, Og, K,
-                 *dy.stride(), *y.stride(), *w.stride(), *dx.stride(),
-                 SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], KW=KW,
-                 INPUT_PRECISION=_precision(dx, allow_tf32), GROUP_M=GROUP_M)
+    launch(_dgrad, grid, dy, y, w, dx, M, tuning_bucket(M), H, W, OH, OW, Cg, Og, K,
+           *dy.stride(), *y.stride(), *w.stride(), *dx.stride(),
+           SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], KW=KW,
+           INPUT_PRECISION=_precision(dx, allow_tf32), GROUP_M=GROUP_M)
     return dx
 
 
@@ -340,10 +369,10 @@ def conv2d_relu_wgrad(dy, y, x, w_shape, stride, padding, groups, allow_tf32):
     def grid(meta):
         return (triton.cdiv(Og, meta["BLOCK_M"]) * triton.cdiv(K, meta["BLOCK_N"]), 1, splits * groups)
 
-    _wgrad[grid](dy, y, x, dw_part, db_part, P, H, W, OH, OW, Cg, Og, K, Cout, p_per_split, groups,
-                 *dy.stride(), *y.stride(), *x.stride(),
-                 SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], KW=KW,
-                 INPUT_PRECISION=_precision(x, allow_tf32), GROUP_M=GROUP_M)
+    launch(_wgrad, grid, dy, y, x, dw_part, db_part, P, tuning_bucket(P), H, W, OH, OW, Cg, Og, K, Cout,
+           p_per_split, groups, *dy.stride(), *y.stride(), *x.stride(),
+           SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], KW=KW,
+           INPUT_PRECISION=_precision(x, allow_tf32), GROUP_M=GROUP_M)
     dw = dw_part.sum(0) if splits > 1 else dw_part[0]
     db = db_part.sum(0) if splits > 1 else db_part[0]
     return dw.view(Cout, KH, KW, Cg).permute(0, 3, 1, 2), db
@@ -364,7 +393,7 @@ def relu_mask_bias_grad(dy, y, g):
         raise ValueError("relu_mask_bias_grad: y and g must have mergeable spatial dims (NCHW or channels_last)")
     if dy.stride(2) != OW * dy.stride(3):  # an unusual view of the incoming gradient: one copy
         dy = torch.empty_like(y).copy_(dy)
-    relu_mask_bias_grad_kernel[(n_p, triton.cdiv(C, BLOCK_C))](
-        dy, y, g, db_part, P, C, OH * OW, *spatial(dy), *spatial(y), *spatial(g),
-        BLOCK_P=BLOCK_P, BLOCK_C=BLOCK_C)
+    launch(relu_mask_bias_grad_kernel, (n_p, triton.cdiv(C, BLOCK_C)),
+           dy, y, g, db_part, P, C, OH * OW, *spatial(dy), *spatial(y), *spatial(g),
+           BLOCK_P=BLOCK_P, BLOCK_C=BLOCK_C)
     return db_part.sum(0)

@@ -16,6 +16,8 @@ backward                dx = dy * (keep ? 1/(1-p) : 0)
 import triton
 import triton.language as tl
 
+from ._launch import launch
+
 # tl.constexpr(...) objects, not `NAME: tl.constexpr = ...` annotations: the compiler rejects a @triton.jit
 # function's access to any other global (the interpreter does not check; tests/test_triton_compile.py does).
 PHILOX_M0 = tl.constexpr(0xD2511F53)
@@ -60,6 +62,15 @@ def _pick_lane(lane, r0, r1, r2, r3):
 
 
 @triton.jit
+def _keep(r, threshold):
+    # (r >> 8) < 2**24 compared as int32 with threshold (in [0, 2**24]), with no method called on threshold:
+    # were it specialised (the JIT makes an int argument equal to 1 a Python constant), threshold.to(...)
+    # would not compile.  The kernels also exempt it from specialisation (do_not_specialize): one compiled
+    # kernel serves every p.
+    return (r >> 8).to(tl.int32) >= threshold
+
+
+@triton.jit(do_not_specialize=["threshold"])
 def dropout_kernel(x_ptr, y_ptr, seed_ptr, numel, threshold, scale, BLOCK_G: tl.constexpr):
     # y = x * (keep ? scale : 0) over a flat (memory-order) range; also the backward (x = dy, y = dx).
     # A [BLOCK_G, 4] tile: row g holds the four elements of group g, one Philox call for them.
@@ -69,13 +80,13 @@ def dropout_kernel(x_ptr, y_ptr, seed_ptr, numel, threshold, scale, BLOCK_G: tl.
     offs = groups[:, None] * 4 + lane
     mask = offs < numel
     r0, r1, r2, r3 = _philox_of_groups(groups, k0, k1)
-    keep = (_pick_lane(lane, r0[:, None], r1[:, None], r2[:, None], r3[:, None]) >> 8) >= threshold.to(tl.uint32)
+    keep = _keep(_pick_lane(lane, r0[:, None], r1[:, None], r2[:, None], r3[:, None]), threshold)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     y = x * tl.where(keep, scale, 0.0)
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["threshold"])
 def bias_relu_dropout_forward_kernel(x_ptr, b_ptr, y_ptr, seed_ptr, numel, N, threshold, scale,
                                      BLOCK_G: tl.constexpr):
     # The flat (M, N) row-major range as in dropout_kernel; the bias column is i % N.
@@ -85,14 +96,14 @@ def bias_relu_dropout_forward_kernel(x_ptr, b_ptr, y_ptr, seed_ptr, numel, N, th
     offs = groups[:, None] * 4 + lane
     mask = offs < numel
     r0, r1, r2, r3 = _philox_of_groups(groups, k0, k1)
-    keep = (_pick_lane(lane, r0[:, None], r1[:, None], r2[:, None], r3[:, None]) >> 8) >= threshold.to(tl.uint32)
+    keep = _keep(_pick_lane(lane, r0[:, None], r1[:, None], r2[:, None], r3[:, None]), threshold)
     v = (tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
          + tl.load(b_ptr + offs % N, mask=mask, other=0.0).to(tl.float32))
     h = tl.where((v > 0) | (v != v), v, 0.0)  # relu that keeps NaN, as torch.relu
     tl.store(y_ptr + offs, (h * tl.where(keep, scale, 0.0)).to(y_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["threshold"])
 def bias_relu_dropout_backward_kernel(dy_ptr, y_ptr, dx_ptr, partial_ptr, seed_ptr, M, N, threshold, scale,
                                       ROW_GROUPS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_Q: tl.constexpr):
     # d(pre) = keep and relu passes ? dy * scale : 0.  For a kept element y = h * scale, so relu passes
@@ -114,13 +125,14 @@ def bias_relu_dropout_backward_kernel(dy_ptr, y_ptr, dx_ptr, partial_ptr, seed_p
     else:
         r0, r1, r2, r3 = _philox_of_groups(offs >> 2, k0, k1)
         r = _pick_lane(offs & 3, r0, r1, r2, r3)
-    keep = (r >> 8) >= threshold.to(tl.uint32)
+    keep = _keep(r, threshold)
     y = tl.load(y_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     dpre = tl.where(keep & ~(y <= 0) & mask, dy * scale, 0.0)
     tl.store(dx_ptr + offs, dpre.to(dx_ptr.dtype.element_ty), mask=mask)
     col_sums = tl.sum(dpre, axis=0)                              # [BLOCK_Q, 4]
-    tl.store(partial_ptr + pid_m * N + cols.reshape(BLOCK_Q, 4), col_sums, mask=cols.reshape(BLOCK_Q, 4) < N)
+    tl.store(partial_ptr + pid_m.to(tl.int64) * N + cols.reshape(BLOCK_Q, 4), col_sums,  # 64-bit: M*N may pass 2**31
+             mask=cols.reshape(BLOCK_Q, 4) < N)
 
 
 def _threshold_scale(p):
@@ -137,7 +149,8 @@ def dropout(x, y, seed, p):
     numel = x.numel()
     if numel == 0:
         return
-    dropout_kernel[_flat_grid(numel)](x, y, seed, numel, threshold, scale, BLOCK_G=DROPOUT_BLOCK_G, num_warps=4)
+    launch(dropout_kernel, _flat_grid(numel), x, y, seed, numel, threshold, scale, BLOCK_G=DROPOUT_BLOCK_G,
+           num_warps=4)
 
 
 def _flat_grid(numel):
@@ -150,8 +163,8 @@ def bias_relu_dropout_forward(x, bias, y, seed, p):
     M, N = x.shape
     if M * N == 0:
         return
-    bias_relu_dropout_forward_kernel[_flat_grid(M * N)](x, bias, y, seed, M * N, N, threshold, scale,
-                                                         BLOCK_G=DROPOUT_BLOCK_G, num_warps=4)
+    launch(bias_relu_dropout_forward_kernel, _flat_grid(M * N), x, bias, y, seed, M * N, N, threshold, scale,
+           BLOCK_G=DROPOUT_BLOCK_G, num_warps=4)
 
 
 def bias_relu_dropout_backward(dy, y, dx, seed, p):
@@ -166,6 +179,6 @@ def bias_relu_dropout_backward(dy, y, dx, seed, p):
     block_m = max(1, min(triton.next_power_of_2(M), 1024 // (4 * block_q), 64))
     grid = (triton.cdiv(M, block_m), triton.cdiv(N, 4 * block_q))
     partial = torch.empty((grid[0], N), dtype=torch.float32, device=dx.device)
-    bias_relu_dropout_backward_kernel[grid](dy, y, dx, partial, seed, M, N, threshold, scale,
-                                            ROW_GROUPS=N % 4 == 0, BLOCK_M=block_m, BLOCK_Q=block_q, num_warps=4)
+    launch(bias_relu_dropout_backward_kernel, grid, dy, y, dx, partial, seed, M, N, threshold, scale,
+           ROW_GROUPS=N % 4 == 0, BLOCK_M=block_m, BLOCK_Q=block_q, num_warps=4)
     return partial.sum(0).to(dx.dtype)

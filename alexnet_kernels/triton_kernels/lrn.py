@@ -21,6 +21,8 @@ reads x and dy once from DRAM and saves nothing but x from the forward.
 import triton
 import triton.language as tl
 
+from ._launch import launch
+
 # Windows longer than this run a rolled loop instead of an unrolled one (compile time).
 MAX_UNROLLED_WINDOW = 16
 
@@ -167,9 +169,9 @@ def _launch(kernel, tensors, x, size, extra_args, channels_last):
     pre, post = min(size // 2, C - 1), min((size - 1) // 2, C - 1)
     block_c, block_s, num_warps = _config(C, S, channels_last)
     grid = (triton.cdiv(C, block_c) * triton.cdiv(S, block_s) * N,)
-    kernel[grid](*tensors, C, S, *strides, *extra_args,
-                 PRE=pre, POST=post, UNROLL=(pre + post + 1) <= MAX_UNROLLED_WINDOW,
-                 BLOCK_C=block_c, BLOCK_S=block_s, num_warps=num_warps)
+    launch(kernel, grid, *tensors, C, S, *strides, *extra_args,
+           PRE=pre, POST=post, UNROLL=(pre + post + 1) <= MAX_UNROLLED_WINDOW,
+           BLOCK_C=block_c, BLOCK_S=block_s, num_warps=num_warps)
 
 
 def lrn_forward(x, y, size, alpha, beta, k, channels_last):

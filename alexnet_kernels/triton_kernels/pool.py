@@ -29,6 +29,7 @@ Fused block, z = max_pool(LRN(relu(x))) (LRN in PyTorch's convention, see triton
 import triton
 import triton.language as tl
 
+from ._launch import launch
 from .lrn import MAX_UNROLLED_WINDOW, _tile_ids
 
 # Pool windows with more elements than this run rolled loops (compile time).
@@ -344,7 +345,8 @@ def _forward(x, y, offsets, kernel_size, stride, padding, lrn_args):
         size, alpha, beta, k = lrn_args
         lrn_values, lrn_consts = (alpha / size, beta, k), _lrn_constants(size, C)
     kh, kw = kernel_size
-    max_pool2d_forward_kernel[_grid(N, C, OH * OW, block_c, block_p)](
+    launch(
+        max_pool2d_forward_kernel, _grid(N, C, OH * OW, block_c, block_p),
         x, y, y if offsets is None else offsets, C, H, W, OH, OW, *x.stride(), *y.stride(), *lrn_values,
         **_pool_constants(kernel_size, stride, padding), FUSED_LRN=lrn_args is not None, **lrn_consts,
         UNROLL=kh * kw <= MAX_UNROLLED_POOL, WRITE_OFFSETS=offsets is not None, BLOCK_C=block_c,
@@ -369,7 +371,8 @@ def max_pool2d_backward(dy, offsets, dx, kernel_size, stride, padding):
     if dx.numel() == 0:
         return
     block_c, block_p, num_warps = _config(C, H * W, dx.stride(1) == 1 and C > 1)
-    max_pool2d_backward_kernel[_grid(N, C, H * W, block_c, block_p)](
+    launch(
+        max_pool2d_backward_kernel, _grid(N, C, H * W, block_c, block_p),
         dy, offsets, dx, C, H, W, OH, OW, *dy.stride(), *offsets.stride(), *dx.stride(),
         **_pool_constants(kernel_size, stride, padding), BLOCK_C=block_c, BLOCK_P=block_p,
         num_warps=num_warps)
@@ -382,7 +385,8 @@ def relu_lrn_max_pool2d_backward(x, dz, offsets, dx, size, alpha, beta, k, kerne
     if dx.numel() == 0:
         return
     block_c, block_p, num_warps = _config(C, H * W, dx.stride(1) == 1 and C > 1)
-    relu_lrn_max_pool2d_backward_kernel[_grid(N, C, H * W, block_c, block_p)](
+    launch(
+        relu_lrn_max_pool2d_backward_kernel, _grid(N, C, H * W, block_c, block_p),
         x, dz, offsets, dx, C, H, W, OH, OW, *x.stride(), *dz.stride(), *offsets.stride(), *dx.stride(),
         alpha / size, beta, k, 2.0 * alpha * beta / size,
         **_pool_constants(kernel_size, stride, padding), **_lrn_constants(size, C),
@@ -397,7 +401,8 @@ def max_pool2d_backward_recompute(x, dy, dx, kernel_size, stride, padding):
         return
     block_c, block_p, num_warps = _config(C, H * W, dx.stride(1) == 1 and C > 1)
     kh, kw = kernel_size
-    max_pool2d_backward_recompute_kernel[_grid(N, C, H * W, block_c, block_p)](
+    launch(
+        max_pool2d_backward_recompute_kernel, _grid(N, C, H * W, block_c, block_p),
         x, dy, dx, C, H, W, OH, OW, *x.stride(), *dy.stride(), *dx.stride(),
         **_pool_constants(kernel_size, stride, padding), UNROLL=kh * kw <= MAX_UNROLLED_POOL,
         BLOCK_C=block_c, BLOCK_P=block_p, num_warps=num_warps)

@@ -2,8 +2,8 @@
 // dropout_math.h (dropout_group, bias_relu_dropout_group, bias_relu_dropout_backward_lane) with no
 // communication between threads, except the backward's shared-memory tree, which is replayed here step by
 // step. Calling the same functions for every thread in turn, with the launchers' choice of the packed
-// (Pack4) paths, runs the device code's index arithmetic, mask and math on the CPU (only the GPU's
-// flush-to-zero of subnormals under --use_fast_math differs). Built with torch.utils.cpp_extension.load.
+// (Pack4) paths, runs the device code's index arithmetic, mask and math on the CPU (the GPU build keeps
+// subnormals too: -ftz=false in setup.py). Built with torch.utils.cpp_extension.load.
 //
 //   apply_dropout(src, dst, seed, threshold, scale)
 //   bias_relu_dropout_forward(x, bias, y, seed, threshold, scale)
