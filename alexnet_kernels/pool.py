@@ -23,8 +23,12 @@ from .ops import pool as _ops
 __all__ = ["max_pool2d", "MaxPool2d"]
 
 
+# torch's pooling ops take these arguments as C ints and raise beyond (so do the C++ and Triton kernels).
+MAX_POOL_ARGUMENT = 2**31 - 1
+
+
 def _pair(op, name, value, minimum):
-    """An int or a sequence of 1 or 2 ints -> a pair, each >= minimum (torch's accepted forms)."""
+    """An int or a sequence of 1 or 2 ints -> a pair, each in [minimum, 2**31 - 1] (torch's accepted forms)."""
     items = list(value) if isinstance(value, (tuple, list, torch.Size)) else [value]
     if len(items) == 1:
         items = items * 2
@@ -33,6 +37,8 @@ def _pair(op, name, value, minimum):
     items = tuple(int(v) for v in items)
     if min(items) < minimum:
         raise ValueError("%s: %s must be >= %d, got %r" % (op, name, minimum, value))
+    if max(items) > MAX_POOL_ARGUMENT:
+        raise ValueError("%s: %s is too large: at most 2**31 - 1 (torch raises too), got %r" % (op, name, value))
     return items
 
 
