@@ -60,11 +60,10 @@ def check_pool_arguments(op, input, kernel_size, stride, padding, dilation, ceil
     dilation = _pair(op, "dilation", dilation, 1)
     if not isinstance(ceil_mode, bool):
         raise TypeError("%s: ceil_mode must be a bool, got %r" % (op, ceil_mode))
-    for p, kern, d in zip(padding, kernel_size, dilation):
-        effective = (kern - 1) * d + 1
-        if p > effective // 2:
-            raise ValueError("%s: padding must be at most half of the (effective) kernel size, got padding %s "
-                             "for kernel_size %s (torch rejects it too)" % (op, padding, kernel_size))
+    # torch's rule is against the kernel size itself, dilated or not (pool2d_shape_check: kW / 2 >= padW).
+    if any(p > kern // 2 for p, kern in zip(padding, kernel_size)):
+        raise ValueError("%s: padding must be at most half of the kernel size, got padding %s for kernel_size "
+                         "%s (torch rejects it too)" % (op, padding, kernel_size))
     out = tuple(_ops.output_size(input.shape[-2 + i], (kernel_size[i] - 1) * dilation[i] + 1, stride[i],
                                  padding[i], ceil_mode) for i in range(2))
     if min(out) < 1:

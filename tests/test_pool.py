@@ -298,6 +298,7 @@ def test_return_indices_and_dilation_delegate_to_torch():
     (dict(input=torch.randn(2, 2, 2)), ValueError, "larger than the padded input"),
     (dict(input=torch.randn(1, 2, 2, 2), kernel_size=3, padding=0), ValueError, "larger than the padded input"),
     (dict(padding=2), ValueError, "at most half"),
+    (dict(kernel_size=5, padding=3, dilation=2), ValueError, "at most half"),   # torch: of the kernel, not dilated
     (dict(input=torch.randn(4, 5)), ValueError, "3-D .* or 4-D"),
     (dict(input=torch.randn(1, 2, 3, 4, 5)), ValueError, "3-D .* or 4-D"),
     (dict(input=torch.randint(0, 5, (2, 3, 8, 8))), TypeError, "floating-point"),
