@@ -4,9 +4,12 @@
     y = pool.max_pool2d(x, kernel_size=3, stride=2)   # torch.nn.functional.max_pool2d's signature
     m = pool.MaxPool2d(3, 2)                          # drop-in for torch.nn.MaxPool2d
 
-Values, the choice of maximum (the first in scan order on ties -- after a ReLU whole windows are zero --
-and the last NaN when there are NaNs) and therefore the gradients are torch's exactly.  The backward is a
-deterministic gather (no atomics).  Autograd keeps one byte per output (the maximum's in-window offset)
+Values and the choice of maximum (the first in scan order on ties -- after a ReLU whole windows are zero --
+and the last NaN when there are NaNs) are torch's exactly, in every dtype.  The backward is a deterministic
+gather (no atomics): each input element sums its routed gradients in torch's order, in fp32 (fp64 for fp64),
+rounded once.  So fp32/fp64 gradients are torch's bit for bit; fp16/bf16 ones are the fp32 sums rounded once,
+as torch's CUDA kernels compute them (per torch's source), whereas torch's CPU kernels round after every
+addition (the same bits unless three or more windows route to one element).  See the README.  Autograd keeps one byte per output (the maximum's in-window offset)
 instead of torch's int64 index and does not keep the input.
 
 Delegated to torch.nn.functional.max_pool2d (documented, tested): return_indices=True, dilation != 1, and

@@ -1,5 +1,6 @@
 """2-D max-pooling: every backend against torch's own max_pool2d -- values bit-exact and gradients exactly
-equal, ties (ReLU'd inputs: whole windows of zeros) and NaN routing included.
+equal (fp16/bf16 gradients: torch's fp32 gradient rounded once), ties (ReLU'd inputs: whole windows of zeros)
+and NaN routing included.
 
 Runs on CPU in CI (C++ CPU kernels; Triton under TRITON_INTERPRET=1; torch) and, when a GPU is present,
 the same tests on cuda plus the GPU-only ones at the bottom."""
