@@ -73,6 +73,10 @@ def draw_pool_geometry(rng, within_torch_limits=True):
     extra = 0 if within_torch_limits else 1   # up to one past torch's padding limit
     ph, pw = rng.randint(0, kh // 2 + extra), rng.randint(0, kw // 2 + extra)
     padding = ph if ph == pw and rng.random() < 0.5 else (ph, pw)
+    if not within_torch_limits:   # now and then a value torch refuses outright
+        r = rng.random()
+        kernel, stride, padding = ((0 if r < 0.03 else kernel), (0 if 0.03 <= r < 0.06 else stride),
+                                   (-1 if 0.06 <= r < 0.09 else padding))
     return kernel, stride, padding, rng.random() < 0.6
 
 
