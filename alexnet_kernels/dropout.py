@@ -40,6 +40,15 @@ def _check_input(op, name, t):
         raise TypeError("%s: expected a floating-point %s, got dtype %s" % (op, name, t.dtype))
 
 
+def _check_flags(op, training, generator):
+    """torch's dropout takes `train` as a bool only (TypeError otherwise); generator: None or a torch.Generator."""
+    if not isinstance(training, bool):
+        raise TypeError("%s: training must be a bool, got %r (%s)" % (op, training, type(training).__name__))
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError("%s: generator must be a torch.Generator or None, got %r (%s)"
+                        % (op, generator, type(generator).__name__))
+
+
 def draw_seed(device, generator=None):
     """A 64-bit seed drawn from torch's generator on `device` (a 1-element int64 tensor there): a device-side
     draw, so CUDA-graph capture and torch.compile handle it like any torch RNG call."""
@@ -56,6 +65,7 @@ def dropout(input, p=0.5, training=True, inplace=False, *, generator=None, backe
     op = "dropout"
     p = _check_p(op, p)
     _check_input(op, "input", input)
+    _check_flags(op, training, generator)
     if inplace:
         raise ValueError("dropout: inplace=True is not supported (the kernels write a new tensor); "
                          "use inplace=False")
@@ -87,6 +97,7 @@ def bias_relu_dropout(input, bias, p=0.5, training=True, *, generator=None, back
     p = _check_p(op, p)
     _check_input(op, "input", input)
     _check_input(op, "bias", bias)
+    _check_flags(op, training, generator)
     if input.dim() < 1 or bias.dim() != 1 or bias.shape[0] != input.shape[-1]:
         raise ValueError("%s: bias must be 1-D with input.shape[-1] = %s elements, got input %s and bias %s"
                          % (op, input.shape[-1] if input.dim() else None, tuple(input.shape), tuple(bias.shape)))
@@ -97,7 +108,7 @@ def bias_relu_dropout(input, bias, p=0.5, training=True, *, generator=None, back
     if not training:
         p = 0.0
     seed = draw_seed(input.device, generator) if p > 0 else torch.zeros(1, dtype=torch.int64, device=input.device)
-    x2 = input.reshape(-1, input.shape[-1]).contiguous()
+    x2 = input.reshape(input.shape[:-1].numel(), input.shape[-1]).contiguous()  # -1 fails when N = 0
     return _ops.bias_relu_dropout(x2, bias.contiguous(), seed, p, backend).view(input.shape)
 
 

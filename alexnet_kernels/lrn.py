@@ -32,7 +32,8 @@ def _check_number(name, value):
 def check_arguments(input, size, alpha, beta, k):
     """Validate like torch and reject what makes the math undefined; returns the float parameters.
 
-    Accepted: size an int >= 1; alpha >= 0, k > 0 and beta finite.  Then the base
+    Accepted: size an int in [1, 2**63 - 1] (from n = 2C - 1 on, every window spans all C channels; the
+    divisor stays n); alpha >= 0, k > 0 and beta finite.  Then the base
     k + alpha/n * sum(a^2) is >= k > 0 for every finite input, so base^-beta is defined and finite.
     k <= 0 or alpha < 0 can make the base zero or negative (a division by zero, or a negative number
     to a fractional power): rejected rather than answered with inf/NaN.
@@ -48,6 +49,8 @@ def check_arguments(input, size, alpha, beta, k):
         raise TypeError("local_response_norm: size must be an int, got %r" % (size,))
     if size < 1:
         raise ValueError("local_response_norm: size must be >= 1, got %d" % size)
+    if size > 2**63 - 1:  # the ops take an int64 (a window beyond C - 1 channels a side adds only zeros)
+        raise ValueError("local_response_norm: size is too large: at most 2**63 - 1, got %d" % size)
     alpha, beta, k = (_check_number(n, v) for n, v in (("alpha", alpha), ("beta", beta), ("k", k)))
     if alpha < 0:
         raise ValueError("local_response_norm: alpha must be >= 0 (a negative alpha can make the base "

@@ -4,9 +4,12 @@
     y = pool.max_pool2d(x, kernel_size=3, stride=2)   # torch.nn.functional.max_pool2d's signature
     m = pool.MaxPool2d(3, 2)                          # drop-in for torch.nn.MaxPool2d
 
-Values, the choice of maximum (the first in scan order on ties -- after a ReLU whole windows are zero --
-and the last NaN when there are NaNs) and therefore the gradients are torch's exactly.  The backward is a
-deterministic gather (no atomics).  Autograd keeps one byte per output (the maximum's in-window offset)
+Values and the choice of maximum (the first in scan order on ties -- after a ReLU whole windows are zero --
+and the last NaN when there are NaNs) are torch's exactly, in every dtype.  The backward is a deterministic
+gather (no atomics): each input element sums its routed gradients in torch's order, in fp32 (fp64 for fp64),
+rounded once.  So fp32/fp64 gradients are torch's bit for bit; fp16/bf16 ones are the fp32 sums rounded once,
+as torch's CUDA kernels compute them (per torch's source), whereas torch's CPU kernels round after every
+addition (the same bits unless three or more windows route to one element).  See the README.  Autograd keeps one byte per output (the maximum's in-window offset)
 instead of torch's int64 index and does not keep the input.
 
 Delegated to torch.nn.functional.max_pool2d (documented, tested): return_indices=True, dilation != 1, and
@@ -23,8 +26,12 @@ from .ops import pool as _ops
 __all__ = ["max_pool2d", "MaxPool2d"]
 
 
+# torch's pooling ops take these arguments as C ints and raise beyond (so do the C++ and Triton kernels).
+MAX_POOL_ARGUMENT = 2**31 - 1
+
+
 def _pair(op, name, value, minimum):
-    """An int or a sequence of 1 or 2 ints -> a pair, each >= minimum (torch's accepted forms)."""
+    """An int or a sequence of 1 or 2 ints -> a pair, each in [minimum, 2**31 - 1] (torch's accepted forms)."""
     items = list(value) if isinstance(value, (tuple, list, torch.Size)) else [value]
     if len(items) == 1:
         items = items * 2
@@ -33,6 +40,8 @@ def _pair(op, name, value, minimum):
     items = tuple(int(v) for v in items)
     if min(items) < minimum:
         raise ValueError("%s: %s must be >= %d, got %r" % (op, name, minimum, value))
+    if max(items) > MAX_POOL_ARGUMENT:
+        raise ValueError("%s: %s is too large: at most 2**31 - 1 (torch raises too), got %r" % (op, name, value))
     return items
 
 
@@ -54,11 +63,10 @@ def check_pool_arguments(op, input, kernel_size, stride, padding, dilation, ceil
     dilation = _pair(op, "dilation", dilation, 1)
     if not isinstance(ceil_mode, bool):
         raise TypeError("%s: ceil_mode must be a bool, got %r" % (op, ceil_mode))
-    for p, kern, d in zip(padding, kernel_size, dilation):
-        effective = (kern - 1) * d + 1
-        if p > effective // 2:
-            raise ValueError("%s: padding must be at most half of the (effective) kernel size, got padding %s "
-                             "for kernel_size %s (torch rejects it too)" % (op, padding, kernel_size))
+    # torch's rule is against the kernel size itself, dilated or not (pool2d_shape_check: kW / 2 >= padW).
+    if any(p > kern // 2 for p, kern in zip(padding, kernel_size)):
+        raise ValueError("%s: padding must be at most half of the kernel size, got padding %s for kernel_size "
+                         "%s (torch rejects it too)" % (op, padding, kernel_size))
     out = tuple(_ops.output_size(input.shape[-2 + i], (kernel_size[i] - 1) * dilation[i] + 1, stride[i],
                                  padding[i], ceil_mode) for i in range(2))
     if min(out) < 1:

@@ -73,8 +73,9 @@ void check_same(const char* op, const char* name, const at::Tensor& t, const at:
               t.device());
 }
 
+// Any n >= 1: the kernels clip the window's reach to the channels (make_lrn_params), the divisor stays n.
 void check_size(const char* op, int64_t size) {
-  TORCH_CHECK(size >= 1 && size <= std::numeric_limits<int>::max(), op, ": size must be >= 1, got ", size);
+  TORCH_CHECK(size >= 1, op, ": size must be >= 1, got ", size);
 }
 
 #ifndef AK_WITH_CUDA
@@ -175,8 +176,9 @@ ak::PoolParams check_pool_params(const char* op, int64_t kH, int64_t kW, int64_t
   TORCH_CHECK(kH >= 1 && kW >= 1, op, ": kernel size must be >= 1, got (", kH, ", ", kW, ")");
   TORCH_CHECK(kH <= 256 && kW <= 256 && kH * kW <= 256, op, ": kH * kW must be <= 256 (offsets are uint8), got (",
               kH, ", ", kW, ")");
-  TORCH_CHECK(sH >= 1 && sW >= 1 && sH <= std::numeric_limits<int>::max() && sW <= std::numeric_limits<int>::max(),
-              op, ": stride must be >= 1, got (", sH, ", ", sW, ")");
+  TORCH_CHECK(sH >= 1 && sW >= 1, op, ": stride must be >= 1, got (", sH, ", ", sW, ")");
+  TORCH_CHECK(sH <= std::numeric_limits<int>::max() && sW <= std::numeric_limits<int>::max(), op,
+              ": stride is too large (at most 2^31 - 1, as torch), got (", sH, ", ", sW, ")");
   TORCH_CHECK(pH >= 0 && pW >= 0, op, ": padding must be >= 0, got (", pH, ", ", pW, ")");
   // torch's rule; it also keeps every window's in-bounds part non-empty.
   TORCH_CHECK(pH <= kH / 2 && pW <= kW / 2, op, ": padding must be at most half the kernel size, got padding (",
@@ -193,7 +195,10 @@ int64_t pool_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad
   return out;
 }
 
-// in is (N, C, H, W), out (N, C, OH, OW) with OH, OW torch's output sizes (floor or ceil mode).
+// in is (N, C, H, W), out (N, C, OH, OW) with OH, OW torch's output sizes (floor or ceil mode), each >= 1.
+// In ceil mode the floor-mode size may be 0 while the ceil-mode size is 1 (e.g. a 2x2 window over a 1x1
+// input): the last window must start inside the input or its left padding, and may hang off the end
+// (the kernels clip every window to the input).
 void check_pool_shapes(const char* op, const at::Tensor& in, const char* in_name, const at::Tensor& out,
                        const char* out_name, const ak::PoolParams& p) {
   TORCH_CHECK(out.size(0) == in.size(0) && out.size(1) == in.size(1), op, ": ", out_name, " must have ", in_name,
@@ -205,9 +210,11 @@ void check_pool_shapes(const char* op, const at::Tensor& in, const char* in_name
   for (int d = 0; d < 2; ++d) {
     const int64_t floor_size = pool_output_size(sizes[d][0], sizes[d][1], sizes[d][2], sizes[d][3], false);
     const int64_t ceil_size = pool_output_size(sizes[d][0], sizes[d][1], sizes[d][2], sizes[d][3], true);
-    TORCH_CHECK(floor_size >= 1, op, ": ", in_name, " of shape ", in.sizes(), " is too small for the kernel (",
+    TORCH_CHECK(ceil_size >= 1, op, ": ", in_name, " of shape ", in.sizes(), " is too small for the kernel (",
                 p.kH, ", ", p.kW, ") and padding (", p.pH, ", ", p.pW, ")");
     const int64_t got = out.size(2 + d);
+    TORCH_CHECK(got >= 1, op, ": ", out_name, " has ", d == 0 ? "OH" : "OW", " = ", got, ", but ", in_name,
+                " of shape ", in.sizes(), " pools to ", floor_size, " (ceil_mode: ", ceil_size, ")");
     TORCH_CHECK(got == floor_size || got == ceil_size, op, ": ", out_name, " has ", d == 0 ? "OH" : "OW", " = ", got,
                 ", but ", in_name, " of shape ", in.sizes(), " pools to ", floor_size, " (ceil_mode: ", ceil_size,
                 ")");

@@ -198,7 +198,7 @@ CpuProblem make_problem(const at::Tensor& x, int64_t size, double alpha, double 
   P.N = x.size(0);
   P.C = x.size(1);
   P.S = x.size(2);
-  const int pre = lrn_pre(static_cast<int>(size)), post = lrn_post(static_cast<int>(size));
+  const int pre = lrn_clipped_reach(lrn_pre(size), P.C), post = lrn_clipped_reach(lrn_post(size), P.C);
   P.coeffs = Coeffs<double>{alpha / static_cast<double>(size), beta, k, 2.0 * alpha * beta / static_cast<double>(size)};
   P.window = make_window(P.C, pre, post);
   P.transposed = make_window(P.C, post, pre);

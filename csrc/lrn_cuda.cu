@@ -47,7 +47,7 @@ LaunchContext make_context(const at::Tensor& x, int64_t size, double alpha, doub
                            bool channels_last) {
   LaunchContext ctx;
   ctx.shape = LrnShape{x.size(0), static_cast<int>(x.size(1)), x.size(2)};
-  ctx.params = make_lrn_params(size, alpha, beta, k);
+  ctx.params = make_lrn_params(size, alpha, beta, k, x.size(1));
   ctx.rows_of_channels = channels_last || ctx.shape.S == 1;
   ctx.device = device_limits(x.get_device());
   ctx.stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();

@@ -42,7 +42,7 @@ constexpr int kWarps = kThreads / 32;
 // (S = 169, 729, 3025 split into 3, 12, 48 tiles at 88%, 95%, 98% use).
 constexpr int kNchwTileChannels = 32;
 constexpr int kNchwTilePositions = 64;
-// Widest halo (pre + post = n - 1) of the tiled kernels; wider windows take the fallback.
+// Widest halo (pre + post = window - 1) of the tiled kernels; wider windows take the fallback.
 constexpr int kMaxTiledHalo = 64;
 
 // NHWC tile: about this many elements (all channels of max(1, kNhwcTileElements / C) positions).
@@ -190,8 +190,8 @@ struct NchwTileReader {
 };
 
 // Forward. Tile rows are channels [c0 - pre, c0 + channels + post); output channel c0 + cl uses
-// rows cl .. cl + n - 1 and its own x at row cl + pre.
-//   y_c = x_c * (k + alpha/n * sum_{d < n} x_{c - pre + d}^2)^(-beta)
+// rows cl .. cl + window - 1 and its own x at row cl + pre.
+//   y_c = x_c * (k + alpha/n * sum_{d < window} x_{c - pre + d}^2)^(-beta)
 template <typename T>
 __global__ void __launch_bounds__(kThreads) lrn_forward_nchw_kernel(const T* __restrict__ x, T* __restrict__ y,
                                                                     LrnShape shape, LrnParams p, int64_t num_tiles) {
@@ -213,7 +213,7 @@ __global__ void __launch_bounds__(kThreads) lrn_forward_nchw_kernel(const T* __r
       T* y_row = y + (tc.n * shape.C + tc.c0 + cl) * shape.S + tc.s0;
       for (int s = lane; s < tc.len; s += 32) {
         float sumsq = 0.0f;
-        for (int d = 0; d < p.size; ++d) {
+        for (int d = 0; d < p.window; ++d) {
           const float v = xt(cl + d, s);
           sumsq = fmaf(v, v, sumsq);
         }
@@ -271,7 +271,7 @@ __global__ void __launch_bounds__(kThreads) lrn_backward_nchw_kernel(const T* __
         float t_j = 0.0f;
         if (inside) {
           float sumsq = 0.0f;
-          for (int d = 0; d < p.size; ++d) {
+          for (int d = 0; d < p.window; ++d) {
             const float v = xt(i + d, s);
             sumsq = fmaf(v, v, sumsq);
           }
@@ -291,7 +291,7 @@ __global__ void __launch_bounds__(kThreads) lrn_backward_nchw_kernel(const T* __
       T* dx_row = dx + (tc.n * shape.C + tc.c0 + cl) * shape.S + tc.s0;
       for (int s = lane; s < tc.len; s += 32) {
         float tsum = 0.0f;
-        for (int d = 0; d < p.size; ++d) tsum += t_tile[(cl + d) * kNchwTilePositions + s];
+        for (int d = 0; d < p.window; ++d) tsum += t_tile[(cl + d) * kNchwTilePositions + s];
         const float xc = xt(cl + halo, s);
         dx_row[s] = static_cast<T>(lrn_backward_value(g_tile[cl * kNchwTilePositions + s], xc, tsum, p.coef));
       }

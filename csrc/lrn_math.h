@@ -40,8 +40,16 @@ namespace ak {
 // ---------------------------------------------------------------------------------------------
 
 // Channels looked at before / after c by W(c).
-AK_HD inline int lrn_pre(int size) { return size / 2; }
-AK_HD inline int lrn_post(int size) { return (size - 1) / 2; }
+AK_HD inline int64_t lrn_pre(int64_t size) { return size / 2; }
+AK_HD inline int64_t lrn_post(int64_t size) { return (size - 1) / 2; }
+
+// A reach (pre or post) clipped to C - 1: from any channel of [0, C), offsets beyond C - 1 fall outside
+// [0, C) and add only zeros, so a window of any n >= 1 (up to 2^63 - 1) runs as one of at most 2C - 1
+// channels with the same sums; the divisor stays n. C >= 1 and C < 2^31 (checked by the bindings).
+inline int lrn_clipped_reach(int64_t reach, int64_t C) {
+  const int64_t limit = C > 1 ? C - 1 : 0;
+  return static_cast<int>(reach < limit ? reach : limit);
+}
 
 // [lo, hi] = [c - behind, c + ahead] clipped to [0, C). W(c) is (behind, ahead) = (pre, post);
 // the transposed window {j : c in W(j)} used by backward is (behind, ahead) = (post, pre).
@@ -150,19 +158,20 @@ AK_HD inline F lrn_backward_value(F dy_scale, F x, F tsum, F coef) {
 
 // The scalar parameters every kernel takes.
 struct LrnParams {
-  int size;            // n
-  int pre, post;       // W(c) = [c - pre, c + post]
+  int window;          // pre + post + 1: n, or fewer rows when n's reach is clipped to the C channels
+  int pre, post;       // W(c) = [c - pre, c + post], each clipped to C - 1 (lrn_clipped_reach)
   float alpha_over_n;  // alpha / n
   float beta;
   float k;
   float coef;          // 2 * alpha * beta / n
 };
 
-inline LrnParams make_lrn_params(int64_t size, double alpha, double beta, double k) {
+// size = n >= 1, channels = C of the tensor.
+inline LrnParams make_lrn_params(int64_t size, double alpha, double beta, double k, int64_t channels) {
   LrnParams p;
-  p.size = static_cast<int>(size);
-  p.pre = lrn_pre(p.size);
-  p.post = lrn_post(p.size);
+  p.pre = lrn_clipped_reach(lrn_pre(size), channels);
+  p.post = lrn_clipped_reach(lrn_post(size), channels);
+  p.window = p.pre + p.post + 1;
   p.alpha_over_n = static_cast<float>(alpha / static_cast<double>(size));
   p.beta = static_cast<float>(beta);
   p.k = static_cast<float>(k);

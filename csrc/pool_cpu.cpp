@@ -543,7 +543,7 @@ void relu_lrn_max_pool2d_forward_cpu(const at::Tensor& x, const at::Tensor& z, c
     using F = AccOf<scalar_t>;
     const FusedForward<scalar_t> items{x.const_data_ptr<scalar_t>(), z.mutable_data_ptr<scalar_t>(),
                                        offsets.mutable_data_ptr<uint8_t>(), P, interior_columns(P),
-                                       make_lrn_coeffs<F>(size, alpha, beta, k)};
+                                       make_lrn_coeffs<F>(size, alpha, beta, k, x.size(1))};
     // Per output row: about sH new input rows of LRN (the power dominates) and the pooling.
     parallel_items(P.N * P.OH, P.C * (P.W * p.sH * 8 + P.OW * p.kH * p.kW), items);
   });
@@ -559,7 +559,7 @@ void relu_lrn_max_pool2d_backward_cpu(const at::Tensor& x, const at::Tensor& dz,
     using F = AccOf<scalar_t>;
     const FusedBackward<scalar_t> items{x.const_data_ptr<scalar_t>(), dz.const_data_ptr<scalar_t>(),
                                         offsets.const_data_ptr<uint8_t>(), dx.mutable_data_ptr<scalar_t>(), P,
-                                        make_lrn_coeffs<F>(size, alpha, beta, k), columns.data()};
+                                        make_lrn_coeffs<F>(size, alpha, beta, k, x.size(1)), columns.data()};
     parallel_items(P.N * P.H, P.C * P.W * 16, items);
   });
 }

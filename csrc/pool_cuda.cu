@@ -115,7 +115,7 @@ void relu_lrn_max_pool2d_forward_cuda(const at::Tensor& x, const at::Tensor& z, 
   if (count == 0) return;
   const c10::cuda::CUDAGuard guard(x.device());
   const PoolProblem P = make_pool_problem(x, z, p, channels_last);
-  const LrnCoeffs<float> lrn = make_lrn_coeffs<float>(size, alpha, beta, k);
+  const LrnCoeffs<float> lrn = make_lrn_coeffs<float>(size, alpha, beta, k, x.size(1));
   const Launch L = launch_for(count, x);
   AK_CUDA_DISPATCH(x.scalar_type(), "relu_lrn_max_pool2d_forward_cuda", [&] {
     fused_forward_kernel<scalar_t><<<L.grid, L.block, 0, L.stream>>>(
@@ -132,7 +132,7 @@ void relu_lrn_max_pool2d_backward_cuda(const at::Tensor& x, const at::Tensor& dz
   if (count == 0) return;
   const c10::cuda::CUDAGuard guard(x.device());
   const PoolProblem P = make_pool_problem(x, dz, p, channels_last);
-  const LrnCoeffs<float> lrn = make_lrn_coeffs<float>(size, alpha, beta, k);
+  const LrnCoeffs<float> lrn = make_lrn_coeffs<float>(size, alpha, beta, k, x.size(1));
   const Launch L = launch_for(count, x);
   AK_CUDA_DISPATCH(x.scalar_type(), "relu_lrn_max_pool2d_backward_cuda", [&] {
     fused_backward_kernel<scalar_t><<<L.grid, L.block, 0, L.stream>>>(

@@ -235,9 +235,10 @@ struct LrnCoeffs {
   F coef;         // 2 * alpha * beta / n
 };
 
+// size = n >= 1, channels = C of the tensor (the window's reach is clipped to it: make_lrn_params).
 template <typename F>
-inline LrnCoeffs<F> make_lrn_coeffs(int64_t size, double alpha, double beta, double k) {
-  const LrnParams p = make_lrn_params(size, alpha, beta, k);
+inline LrnCoeffs<F> make_lrn_coeffs(int64_t size, double alpha, double beta, double k, int64_t channels) {
+  const LrnParams p = make_lrn_params(size, alpha, beta, k, channels);
   const double n = static_cast<double>(size);
   return LrnCoeffs<F>{p.pre, p.post, static_cast<F>(alpha / n), static_cast<F>(beta), static_cast<F>(k),
                       static_cast<F>(2.0 * alpha * beta / n)};

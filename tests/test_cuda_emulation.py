@@ -61,7 +61,9 @@ def pool_emulator(tmp_path_factory):
 
 # (shape, (kH, kW, sH, sW, pH, pW), ceil_mode)
 POOL_CASES = [((2, 7, 13, 11), (3, 3, 2, 2, 0, 0), False), ((3, 5, 12, 9), (3, 3, 2, 2, 1, 1), True),
-              ((1, 4, 9, 10), (5, 3, 2, 1, 1, 1), True), ((2, 3, 8, 8), (2, 2, 2, 2, 0, 0), False)]
+              ((1, 4, 9, 10), (5, 3, 2, 1, 1, 1), True), ((2, 3, 8, 8), (2, 2, 2, 2, 0, 0), False),
+              ((1, 3, 2, 2), (3, 3, 2, 2, 0, 0), True),     # ceil mode: 1x1 output where floor mode has none
+              ((2, 2, 3, 5), (4, 2, 3, 3, 1, 1), True)]     # last windows hang off the bottom / right edge
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])

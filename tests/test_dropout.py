@@ -203,12 +203,28 @@ def test_edge_cases(device, backend):
     (dict(input=torch.arange(6)), TypeError, "floating-point"),
     (dict(inplace=True), ValueError, "inplace=True is not supported"),
     (dict(backend="cudnn"), ValueError, "backend must be one of"),
+    (dict(generator=5), TypeError, "generator must be a torch.Generator"),
+    (dict(generator=5, training=False), TypeError, "generator must be a torch.Generator"),
+    (dict(training="yes"), TypeError, "training must be a bool"),
+    (dict(training=1), TypeError, "training must be a bool"),
+    (dict(training=None, p=0.0), TypeError, "training must be a bool"),
 ])
 def test_bad_inputs(bad, exc, match):
     kwargs = dict(input=make_input((4, 6)), p=0.5)
     kwargs.update(bad)
     with pytest.raises(exc, match=match):
         dr.dropout(**kwargs)
+
+
+@pytest.mark.parametrize("training", ["yes", 1, None, 1.0])
+def test_training_must_be_a_bool_as_in_torch(training):
+    x = make_input((4, 6))
+    with pytest.raises(TypeError):
+        F.dropout(x, 0.5, training)
+    with pytest.raises(TypeError, match="training must be a bool"):
+        dr.dropout(x, 0.5, training)
+    with pytest.raises(TypeError, match="training must be a bool"):
+        dr.bias_relu_dropout(x, make_input((6,)), 0.5, training)
 
 
 def test_nothing_mask_sized_is_saved():
@@ -279,6 +295,21 @@ def test_bias_relu_dropout_low_precision(device, backend, dtype):
     torch.testing.assert_close(db.double(), db_ref, rtol=2 * torch.finfo(dtype).eps, atol=1e-3)
 
 
+@pytest.mark.parametrize("device,backend", device_backend_params())
+@pytest.mark.parametrize("shape", [(3, 0), (0, 0), (2, 3, 0), (0, 4), (0,)], ids=lambda s: "x".join(map(str, s)))
+def test_bias_relu_dropout_empty_inputs_like_torch(device, backend, shape):
+    """torch's dropout(relu(x + b)) of an empty x is an empty tensor of x's shape, the last dim 0 included
+    (reshape(-1, 0) used to fail); the gradients are empty too."""
+    require(backend, device)
+    x = torch.randn(shape, device=device, requires_grad=True)
+    b = torch.randn(shape[-1:], device=device, requires_grad=True)
+    y = dr.bias_relu_dropout(x, b, 0.5, backend=backend)
+    y_t = F.dropout(F.relu(x + b), 0.5)
+    assert y.shape == y_t.shape == x.shape and y.dtype == y_t.dtype
+    dx, db = torch.autograd.grad(y, (x, b), torch.ones_like(y))
+    assert dx.shape == x.shape and db.shape == b.shape and not db.any()
+
+
 @pytest.mark.parametrize("backend", ["cpu", "torch"])
 def test_bias_relu_dropout_gradcheck_float64(backend):
     require(backend, "cpu", torch.float64)
@@ -298,6 +329,8 @@ def test_bias_relu_dropout_gradcheck_float64(backend):
     (dict(bias=torch.randn(6, dtype=torch.float64)), ValueError, "input's dtype"),
     (dict(input=torch.arange(24).view(4, 6)), TypeError, "floating-point"),
     (dict(p=2.0), ValueError, "between 0 and 1"),
+    (dict(generator=5), TypeError, "generator must be a torch.Generator"),
+    (dict(training="yes"), TypeError, "training must be a bool"),
 ])
 def test_bias_relu_dropout_bad_inputs(bad, exc, match):
     kwargs = dict(input=make_input((4, 6)), bias=make_input((6,)), p=0.5)

@@ -76,6 +76,34 @@ def test_fp32_matches_float64_unfused_chain(device, backend, case, layout):
     assert rel_err(dx, dx_ref) <= 1e-5
 
 
+def spanning_lrn_args(lrn_args, channels):
+    """LRN arguments with n replaced by 2C - 1 and alpha rescaled to keep alpha / n: the same math whenever
+    n >= 2C - 1 (every window then spans all C channels), without torch's composite padding n planes."""
+    size, alpha, beta, k = lrn_args
+    if size < 2 * channels - 1:
+        return lrn_args
+    return 2 * channels - 1, alpha * (2 * channels - 1) / size, beta, k
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+@pytest.mark.parametrize("case", [
+    ((1, 4, 3, 3), (3, 1e-4, 0.75, 1.0), (4, 2, 0, True)),       # the issue's: floor mode 0 rows, ceil mode 1
+    ((2, 5, 2, 2), STRONG, (3, 2, 0, True)),                      # googlenet's ceil-mode pool on a 2x2 map
+    ((1, 3, 5, 4), (2**31, 0.5, 0.75, 1.0), (3, 2, 1, True)),     # n past int32 (the binding rejected it)
+    ((2, 4, 4, 3), (2**63 - 1, 1.0, 0.75, 1.0), (2, 2, 0, False)),
+], ids=case_id)
+def test_ceil_mode_windows_and_huge_lrn_sizes(device, backend, case):
+    require(backend, device)
+    shape, lrn_args, geometry = case
+    x = make_input(shape, device=device)
+    dz = make_input(output_shape(shape, geometry), device=device, scale=1.0)
+    z, dx = ours(x, dz, lrn_args, geometry, backend)
+    z_ref, dx_ref, _ = unfused(x, dz, spanning_lrn_args(lrn_args, shape[1]), geometry)
+    assert z.shape == z_ref.shape
+    assert rel_err(z, z_ref) <= 1e-5
+    assert rel_err(dx, dx_ref) <= 1e-5
+
+
 @pytest.mark.parametrize("device,backend", device_backend_params())
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_routing_equals_torch_pool_on_the_unfused_chain(device, backend, layout):

@@ -231,8 +231,47 @@ def test_module_is_a_drop_in_for_torch():
     seq.load_state_dict(torch.nn.Sequential(torch.nn.Conv2d(3, 10, 3), torch.nn.LocalResponseNorm(3)).state_dict())
 
 
+def spanning_reference(x, size, alpha, beta, k, dy=None):
+    """reference() for any n: from n = 2C - 1 on every window spans all C channels, so n = 2C - 1 with alpha
+    rescaled (alpha / n kept) is the same math -- without torch's composite padding n channel planes."""
+    C = x.shape[1]
+    if size >= 2 * C - 1:
+        size, alpha = 2 * C - 1, alpha * (2 * C - 1) / size
+    return reference(x, size, alpha, beta, k, dy)
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+@pytest.mark.parametrize("shape,layout,size", [
+    ((2, 5, 3, 3), "contiguous", 2**31), ((2, 5, 3, 3), "spatial_last", 2**40),
+    ((2, 5, 3, 3), "contiguous", 2**63 - 1), ((3, 1, 7), "contiguous", 2**31),
+    ((1, 20, 2, 3), "contiguous", 2**31)])   # a clipped window of 39 channels: the long-window paths
+def test_sizes_past_int32_agree_on_every_backend(device, backend, shape, layout, size):
+    """n = 2**31 used to be refused by the C++ binding ("size must be >= 1", an int32 overflow) while Triton
+    answered; torch's composite would pad n planes.  The window's reach is clipped to C - 1 everywhere."""
+    require(backend, device)
+    x = make_input(shape, device=device, layout=layout)
+    dy = make_input(shape, device=device)
+    y, dx = ours(x, size, 0.5, 0.75, 1.0, backend, dy)
+    y_ref, dx_ref = spanning_reference(x, size, 0.5, 0.75, 1.0, dy)
+    assert rel_err(y, y_ref) <= 1e-5 and rel_err(dx, dx_ref) <= 1e-5
+
+
+def test_torch_backend_clipped_window_is_torchs_composite_bit_for_bit():
+    """The "torch" backend clips the zero padding of windows longer than the channels; the values stay
+    F.local_response_norm's exactly (same ops, the same non-zero terms in the same order)."""
+    for shape in [(2, 5, 3, 3), (2, 4, 7), (1, 3, 2, 2, 2), (2, 1, 4, 4)]:
+        x = make_input(shape)
+        C = shape[1]
+        for size in [C + 1, C + 2, C + 3, 2 * C - 1, 2 * C, 2 * C + 5, 1000]:
+            for dtype in (torch.float32, torch.float64):
+                xd = x.to(dtype)
+                assert torch.equal(lrn_ops.torch_local_response_norm(xd, size, 0.1, 0.75, 1.0),
+                                   F.local_response_norm(xd, size, 0.1, 0.75, 1.0)), (shape, size, dtype)
+
+
 @pytest.mark.parametrize("bad,exc,match", [
     (dict(input=torch.randn(4, 5)), ValueError, "3 or more dimensions"),
+    (dict(size=2**63), ValueError, "size is too large"),
     (dict(input=torch.randint(0, 5, (2, 3, 4, 4))), TypeError, "floating-point"),
     (dict(input=torch.ones(2, 3, 4, dtype=torch.bool)), TypeError, "floating-point"),
     (dict(size=0), ValueError, "size must be >= 1"),

@@ -71,6 +71,19 @@ def test_torchvision_alexnet_same_outputs_and_gradients(torchvision_alexnet):
     assert_same_function(model, original, make_input((1, 3, 127, 127), scale=1.0, seed=1))
 
 
+def test_torchvision_googlenet_ceil_mode_pools_run_like_torch():
+    """googlenet's MaxPool2d(3, 2, ceil_mode=True) meets a 2x2 map at a 16x16 input: a window torch accepts
+    though the floor-mode output would be empty (the C++ path refused it)."""
+    torchvision = pytest.importorskip("torchvision", reason="the torchvision-model cases need torchvision")
+    torch.manual_seed(0)
+    original = torchvision.models.googlenet(weights=None, init_weights=False, aux_logits=False).eval()
+    model = alexnet_kernels.optimize(original, inplace=False)
+    assert any(type(m) is MaxPool2d and m.ceil_mode for m in model.modules())
+    x = make_input((1, 3, 16, 16), scale=1.0, seed=2)
+    with torch.no_grad():
+        assert torch.equal(model(x), original(x))   # max-pool values are torch's bit for bit
+
+
 def test_inplace_keeps_the_parameter_objects(torchvision_alexnet):
     model = copy.deepcopy(torchvision_alexnet)
     params = {name: p for name, p in model.named_parameters()}

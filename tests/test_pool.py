@@ -1,5 +1,6 @@
 """2-D max-pooling: every backend against torch's own max_pool2d -- values bit-exact and gradients exactly
-equal, ties (ReLU'd inputs: whole windows of zeros) and NaN routing included.
+equal (fp16/bf16 gradients: torch's fp32 gradient rounded once), ties (ReLU'd inputs: whole windows of zeros)
+and NaN routing included.
 
 Runs on CPU in CI (C++ CPU kernels; Triton under TRITON_INTERPRET=1; torch) and, when a GPU is present,
 the same tests on cuda plus the GPU-only ones at the bottom."""
@@ -298,6 +299,7 @@ def test_return_indices_and_dilation_delegate_to_torch():
     (dict(input=torch.randn(2, 2, 2)), ValueError, "larger than the padded input"),
     (dict(input=torch.randn(1, 2, 2, 2), kernel_size=3, padding=0), ValueError, "larger than the padded input"),
     (dict(padding=2), ValueError, "at most half"),
+    (dict(kernel_size=5, padding=3, dilation=2), ValueError, "at most half"),   # torch: of the kernel, not dilated
     (dict(input=torch.randn(4, 5)), ValueError, "3-D .* or 4-D"),
     (dict(input=torch.randn(1, 2, 3, 4, 5)), ValueError, "3-D .* or 4-D"),
     (dict(input=torch.randint(0, 5, (2, 3, 8, 8))), TypeError, "floating-point"),
@@ -316,6 +318,74 @@ def test_bad_inputs_raise_clear_errors(args, exc, match):
     kwargs.update(args)
     with pytest.raises(exc, match=match):
         pool.max_pool2d(**kwargs)
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+@pytest.mark.parametrize("shape,kernel,stride,padding", [
+    ((1, 1, 1, 1), 2, 2, 0),        # floor mode gives 0 rows, ceil mode 1: a window hanging off the end
+    ((1, 48, 2, 2), 3, 2, 0),       # googlenet's 3x3/s2 ceil-mode pools on a 2x2 map (16x16 input)
+    ((2, 3, 3, 5), (4, 2), 3, 1),   # a 4-row window over 3 rows (+1 padding), stride past the input
+    ((1, 2, 1, 6), (2, 3), (1, 2), 1),
+])
+def test_ceil_mode_windows_that_start_inside_and_hang_off_the_end(device, backend, shape, kernel, stride,
+                                                                    padding):
+    """torch's rule: in ceil mode the last window must start inside the input or its left padding, and the
+    floor-mode output may be 0 where the ceil-mode one is 1.  Every backend accepts what torch accepts (the
+    C++ binding used to require the floor-mode size >= 1) and clips the window: values and gradients."""
+    require(backend, device)
+    x = relu_input(shape, device=device)
+    y_ref = F.max_pool2d(x, kernel, stride, padding, ceil_mode=True)
+    dy = make_input(tuple(y_ref.shape), device=device, scale=1.0)
+    y_ref, dx_ref = torch_reference(x, dy, kernel, stride, padding, True)
+    y, dx = pool_and_grad(lambda t: pool.max_pool2d(t, kernel, stride, padding, ceil_mode=True,
+                                                    backend=backend), x, dy)
+    assert_same(y, y_ref)
+    assert_same(dx, dx_ref)
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+def test_largest_stride_torch_takes(device, backend):
+    """2**31 - 1 is the largest stride torch's pooling takes (a C int); every backend computes it."""
+    require(backend, device)
+    x = relu_input((2, 3, 5, 4), device=device)
+    for ceil_mode in (False, True):
+        dy = make_input((2, 3, 1, 1), device=device, scale=1.0)
+        y_ref, dx_ref = torch_reference(x, dy, 2, 2**31 - 1, 1, ceil_mode)
+        y, dx = pool_and_grad(lambda t: pool.max_pool2d(t, 2, 2**31 - 1, 1, ceil_mode=ceil_mode,
+                                                        backend=backend), x, dy)
+        assert_same(y, y_ref)
+        assert_same(dx, dx_ref)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton", "torch"])
+@pytest.mark.parametrize("name,value", [("stride", 2**40), ("stride", (1, 2**31)), ("kernel_size", 2**31),
+                                        ("padding", 2**40)])
+def test_too_large_arguments_are_named(backend, name, value):
+    """torch raises for values past a C int ("cannot be converted to type int"); every backend says which
+    argument is too large (the C++ binding answered "stride must be >= 1", Triton an int32 ValueError)."""
+    x = make_input((1, 2, 5, 5))
+    kwargs = dict(kernel_size=2, stride=2, padding=0)
+    kwargs[name] = value
+    with pytest.raises(RuntimeError):
+        F.max_pool2d(x, **kwargs)
+    with pytest.raises(ValueError, match="%s is too large" % name):
+        pool.max_pool2d(x, **kwargs, backend=backend)
+
+
+def test_binding_accepts_ceil_mode_sizes_and_names_a_too_large_stride():
+    """The C++ binding's own shape check: an output the floor mode would not have (ceil mode) is taken, a
+    stride beyond a C int is reported as too large."""
+    require("cpu", "cpu")
+    ext = _extension.load()
+    x = torch.randn(1, 1, 1, 1)
+    y, offsets = torch.empty(1, 1, 1, 1), torch.empty(1, 1, 1, 1, dtype=torch.uint8)
+    ext.max_pool2d_forward(x, y, offsets, 2, 2, 2, 2, 0, 0, False)
+    assert torch.equal(y, x) and offsets.item() == 0
+    with pytest.raises(RuntimeError, match="OH = 2"):
+        ext.max_pool2d_forward(x, torch.empty(1, 1, 2, 1), torch.empty(1, 1, 2, 1, dtype=torch.uint8),
+                               2, 2, 2, 2, 0, 0, False)
+    with pytest.raises(RuntimeError, match="stride is too large"):
+        ext.max_pool2d_forward(x, y, offsets, 2, 2, 2**31, 2, 0, 0, False)
 
 
 def test_backend_that_cannot_take_the_input_says_why():

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from .. import _backends, _extension
-from .lrn import NSC, empty_in_layout, reference_backward
+from .lrn import NSC, empty_in_layout, reference_backward, torch_local_response_norm
 from .pool import (in_layout, kernel_ready, offsets_from_indices, output_hw, pool_layout,
                    torch_pool_backward)
 
@@ -50,7 +50,7 @@ def _run_forward(x, size, alpha, beta, k, kernel_size, stride, padding, ceil_mod
     if z.numel() == 0:
         return z, offsets
     if backend == "torch":
-        lrn_out = F.local_response_norm(torch.relu(x), size, alpha, beta, k)
+        lrn_out = torch_local_response_norm(torch.relu(x), size, alpha, beta, k)
         ref, indices = F.max_pool2d(lrn_out, kernel_size, stride, padding, 1, ceil_mode, return_indices=True)
         z.copy_(ref)
         offsets.copy_(offsets_from_indices(indices, W, kernel_size, stride, padding))

@@ -88,11 +88,38 @@ def _window_sum(t, before, after):
     return F.avg_pool3d(t5, (before + after + 1, 1, 1), stride=1, divisor_override=1).reshape(t.shape)
 
 
+def clipped_reach(size, channels):
+    """W(c)'s (pre, post) = (n // 2, (n - 1) // 2), each clipped to C - 1: from a channel of [0, C) the
+    offsets beyond C - 1 reach only the zero padding, so any n runs as a window of at most 2C - 1 channels
+    with the same sums (the divisor stays n).  Every backend clips alike (the kernels in C++ and Triton)."""
+    limit = max(channels - 1, 0)
+    return min(size // 2, limit), min((size - 1) // 2, limit)
+
+
+def torch_local_response_norm(x, size, alpha, beta, k):
+    """torch.nn.functional.local_response_norm(x, size, alpha, beta, k), also for an n whose zero padding
+    torch would allocate in full (n = 2**31 pads 2**31 channel planes): the padding is clipped to C - 1 a
+    side, the rest is torch's sequence of ops, so the values are torch's bit for bit (tested)."""
+    C = x.shape[1]
+    pre, post = clipped_reach(size, C)
+    if (pre, post) == (size // 2, (size - 1) // 2):
+        return F.local_response_norm(x, size, alpha, beta, k)
+    div = x.mul(x)
+    if x.dim() == 3:
+        div = F.pad(div.unsqueeze(1), (0, 0, pre, post))
+        div = F.avg_pool2d(div, (pre + post + 1, 1), stride=1, divisor_override=size).squeeze(1)
+    else:
+        sizes = x.size()
+        div = F.pad(div.view(sizes[0], 1, sizes[1], sizes[2], -1), (0, 0, 0, 0, pre, post))
+        div = F.avg_pool3d(div, (pre + post + 1, 1, 1), stride=1, divisor_override=size).squeeze(1).view(sizes)
+    return x / div.mul(alpha).add(k).pow(beta)
+
+
 def reference_backward(dy, x, size, alpha, beta, k):
     """The input gradient of PyTorch's LRN in torch ops (fp32 accumulation for fp16/bf16)."""
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     xa, dya = x.to(acc), dy.to(acc)
-    pre, post = size // 2, (size - 1) // 2
+    pre, post = clipped_reach(size, x.shape[1])
     base = k + (alpha / size) * _window_sum(xa * xa, pre, post)
     p = base.pow(-beta - 1.0)
     tsum = _window_sum(dya * xa * p, post, pre)  # the transposed window
@@ -107,7 +134,7 @@ def _run_forward(x, size, alpha, beta, k, backend):
     if x.numel() == 0:
         return y
     if backend == "torch":
-        y.copy_(F.local_response_norm(x, size, alpha, beta, k))
+        y.copy_(torch_local_response_norm(x, size, alpha, beta, k))
     elif backend == "triton":
         triton_lrn().lrn_forward(x, y, size, alpha, beta, k, layout == NSC)
     else:

@@ -8,8 +8,10 @@
 x is 4-D (N, C, H, W); dilation is 1.  `offsets` (uint8, y's shape and layout) holds each maximum's
 in-window offset (ih - hstart) * kW + (iw - wstart), hstart = oh*sH - pH, wstart = ow*sW - pW: one byte per
 output instead of torch's int64 index.  Saved for backward: the offsets only (not the input), so the
-backward reads dy and the offsets and writes dx.  Values, the choice of maximum (first in scan order on
-ties, last NaN with NaNs) and the gradients are torch's exactly.
+backward reads dy and the offsets and writes dx.  Values and the choice of maximum (first in scan order on
+ties, last NaN with NaNs) are torch's exactly; the gradients are sums in torch's order in fp32 (fp64 for
+fp64) rounded once: torch's bits for fp32/fp64, and for fp16/bf16 those of torch's CUDA kernels, not of its
+CPU kernels (which round after each addition) -- see alexnet_kernels/pool.py.
 
 Backends: "triton" (any strides), "cuda" / "cpu" (C++; NCHW- or channels_last-contiguous, other strides
 copied once), "torch" (F.max_pool2d with indices converted to offsets) and "auto".

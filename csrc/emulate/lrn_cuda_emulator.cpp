@@ -103,7 +103,7 @@ void emulate(int64_t grid, int bx, int by, size_t smem_bytes, Kernel kernel, Arg
 
 // ---------------------------------------------------------------- reference (double)
 struct Case {
-  int64_t N; int C; int64_t S; int size; bool cl; double alpha, beta, k; int offset;
+  int64_t N; int C; int64_t S; int64_t size; bool cl; double alpha, beta, k; int offset;
 };
 
 static int64_t index_of(const Case& c, int64_t n, int ch, int64_t s) {
@@ -112,7 +112,7 @@ static int64_t index_of(const Case& c, int64_t n, int ch, int64_t s) {
 
 static void reference(const Case& c, const std::vector<double>& x, const std::vector<double>& dy,
                       std::vector<double>& y, std::vector<double>& dx) {
-  const int pre = c.size / 2, post = (c.size - 1) / 2;
+  const int64_t pre = c.size / 2, post = (c.size - 1) / 2;
   const int64_t numel = c.N * c.C * c.S;
   y.assign(numel, 0); dx.assign(numel, 0);
   std::vector<double> base(c.C), t(c.C);
@@ -120,7 +120,7 @@ static void reference(const Case& c, const std::vector<double>& x, const std::ve
     for (int64_t s = 0; s < c.S; ++s) {
       for (int ch = 0; ch < c.C; ++ch) {
         double sum = 0;
-        for (int j = std::max(ch - pre, 0); j <= std::min(ch + post, c.C - 1); ++j) { double v = x[index_of(c, n, j, s)]; sum += v * v; }
+        for (int64_t j = std::max<int64_t>(ch - pre, 0); j <= std::min<int64_t>(ch + post, c.C - 1); ++j) { double v = x[index_of(c, n, j, s)]; sum += v * v; }
         base[ch] = c.k + c.alpha / c.size * sum;
         const int64_t i = index_of(c, n, ch, s);
         y[i] = x[i] * std::pow(base[ch], -c.beta);
@@ -128,7 +128,7 @@ static void reference(const Case& c, const std::vector<double>& x, const std::ve
       }
       for (int ch = 0; ch < c.C; ++ch) {
         double ts = 0;
-        for (int j = std::max(ch - post, 0); j <= std::min(ch + pre, c.C - 1); ++j) ts += t[j];
+        for (int64_t j = std::max<int64_t>(ch - post, 0); j <= std::min<int64_t>(ch + pre, c.C - 1); ++j) ts += t[j];
         const int64_t i = index_of(c, n, ch, s);
         dx[i] = dy[i] * std::pow(base[ch], -c.beta) - 2 * c.alpha * c.beta / c.size * x[i] * ts;
       }
@@ -144,7 +144,7 @@ static int g_grid_cap = 24;
 template <typename T>
 bool run_case(const Case& c, double tol, bool verbose, double* worst) {
   const int64_t numel = c.N * c.C * c.S;
-  std::mt19937 rng(static_cast<unsigned>(numel * 31 + c.size * 7 + c.offset + (c.cl ? 1000 : 0)));
+  std::mt19937 rng(static_cast<unsigned>(numel * 31 + (c.size % 1000003) * 7 + c.offset + (c.cl ? 1000 : 0)));
   std::normal_distribution<float> nd;
   // Buffers with `offset` poisoned leading elements (misaligned base) and exact ends.
   std::vector<T> xb(numel + c.offset), dyb(numel + c.offset), yb(numel + c.offset), dxb(numel + c.offset);
@@ -160,7 +160,7 @@ bool run_case(const Case& c, double tol, bool verbose, double* worst) {
     EMU_POISON(yb.data(), c.offset * sizeof(T)); EMU_POISON(dxb.data(), c.offset * sizeof(T));
   }
   const LrnShape shape{c.N, c.C, c.S};
-  const LrnParams p = make_lrn_params(c.size, c.alpha, c.beta, c.k);
+  const LrnParams p = make_lrn_params(c.size, c.alpha, c.beta, c.k, c.C);
   const bool rows_of_channels = c.cl || c.S == 1;
   const DeviceLimits dev{227 * 1024, 132};
   KernelKind kinds[2];
@@ -200,8 +200,8 @@ bool run_case(const Case& c, double tol, bool verbose, double* worst) {
   worst[0] = std::max(worst[0], ye); worst[1] = std::max(worst[1], dxe);
   const bool ok = ye <= tol && dxe <= tol;
   if (!ok || verbose)
-    printf("%s N=%lld C=%d S=%lld n=%d %s off=%d [%s/%s]: fwd %.2e bwd %.2e\n", ok ? "ok  " : "FAIL", (long long)c.N, c.C,
-           (long long)c.S, c.size, c.cl ? "NHWC" : "NCHW", c.offset, kind_name(kinds[0]), kind_name(kinds[1]), ye, dxe);
+    printf("%s N=%lld C=%d S=%lld n=%lld %s off=%d [%s/%s]: fwd %.2e bwd %.2e\n", ok ? "ok  " : "FAIL", (long long)c.N, c.C,
+           (long long)c.S, (long long)c.size, c.cl ? "NHWC" : "NCHW", c.offset, kind_name(kinds[0]), kind_name(kinds[1]), ye, dxe);
   return ok;
 }
 
@@ -210,13 +210,14 @@ int main(int argc, char** argv) {
   g_grid_cap = quick ? 3 : 6;
   struct Shape { int64_t N; int C; int64_t S; };
   std::vector<Shape> shapes = {{2, 1, 7}, {3, 5, 11}, {2, 16, 65}, {1, 96, 130}, {1, 40, 3}, {4, 7, 1}, {2, 33, 64}, {1, 70, 129}};
-  std::vector<int> sizes = {1, 2, 3, 4, 5, 6, 9, 16, 25, 64, 65, 66};
-  if (quick) { shapes = {{2, 5, 11}, {1, 40, 70}, {3, 7, 1}, {1, 33, 65}}; sizes = {1, 4, 5, 66}; }
+  // 2^31 and 2^40: n beyond int, its reach clipped to the channels (make_lrn_params).
+  std::vector<int64_t> sizes = {1, 2, 3, 4, 5, 6, 9, 16, 25, 64, 65, 66, int64_t(1) << 31, int64_t(1) << 40};
+  if (quick) { shapes = {{2, 5, 11}, {1, 40, 70}, {3, 7, 1}, {1, 33, 65}}; sizes = {1, 4, 5, 66, int64_t(1) << 31}; }
   int cases = 0, fails = 0;
   double worst[3][2] = {};
   int idx = 0;
   for (const Shape& s : shapes)
-    for (int size : sizes)
+    for (int64_t size : sizes)
       for (int cl = 0; cl < 2; ++cl)
         for (int dt = 0; dt < 3; ++dt) {
           ++idx;

@@ -52,7 +52,7 @@ void max_pool2d_backward(at::Tensor dy, at::Tensor offsets, at::Tensor dx, std::
 void relu_lrn_max_pool2d_forward(at::Tensor x, at::Tensor z, at::Tensor offsets, int64_t size, double alpha,
                                  double beta, double k, std::vector<int64_t> geometry, bool channels_last) {
   const PoolProblem P = problem(x, z, geometry, channels_last);
-  const LrnCoeffs<float> lrn = make_lrn_coeffs<float>(size, alpha, beta, k);
+  const LrnCoeffs<float> lrn = make_lrn_coeffs<float>(size, alpha, beta, k, x.size(1));
   EMULATOR_DISPATCH(x.scalar_type(), "relu_lrn_max_pool2d_forward", [&] {
     for (int64_t o = 0; o < z.numel(); ++o)
       fused_forward_element<scalar_t, float>(x.data_ptr<scalar_t>(), z.data_ptr<scalar_t>(),
@@ -64,7 +64,7 @@ void relu_lrn_max_pool2d_backward(at::Tensor x, at::Tensor dz, at::Tensor offset
                                   double alpha, double beta, double k, std::vector<int64_t> geometry,
                                   bool channels_last) {
   const PoolProblem P = problem(x, dz, geometry, channels_last);
-  const LrnCoeffs<float> lrn = make_lrn_coeffs<float>(size, alpha, beta, k);
+  const LrnCoeffs<float> lrn = make_lrn_coeffs<float>(size, alpha, beta, k, x.size(1));
   EMULATOR_DISPATCH(x.scalar_type(), "relu_lrn_max_pool2d_backward", [&] {
     for (int64_t o = 0; o < dx.numel(); ++o)
       fused_backward_element<scalar_t, float>(x.data_ptr<scalar_t>(), dz.data_ptr<scalar_t>(),
