@@ -63,6 +63,17 @@ def torch_reference(x, dy, kernel, stride, padding, ceil_mode, grad_dtype=None):
     return y.to(x.dtype), dx.to(x.dtype)
 
 
+def assert_pool_equals_torch(x, backend, kernel, stride, padding, ceil_mode):
+    """Our max_pool2d's values and gradient equal torch's bit for bit on x."""
+    y_ref = F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode)
+    dy = make_input(tuple(y_ref.shape), device=x.device, scale=1.0)
+    y_ref, dx_ref = torch_reference(x, dy, kernel, stride, padding, ceil_mode)
+    y, dx = pool_and_grad(lambda t: pool.max_pool2d(t, kernel, stride, padding, ceil_mode=ceil_mode,
+                                                    backend=backend), x, dy)
+    assert_same(y, y_ref)
+    assert_same(dx, dx_ref)
+
+
 @pytest.mark.parametrize("device,backend", device_backend_params())
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=geometry_id)
 @pytest.mark.parametrize("shape,layout", [
@@ -72,14 +83,8 @@ def torch_reference(x, dy, kernel, stride, padding, ceil_mode, grad_dtype=None):
 def test_fp32_equals_torch_exactly(device, backend, geometry, shape, layout):
     require(backend, device)
     kernel, stride, padding, ceil_mode = geometry
-    x = relu_input(shape, device=device, layout=layout)
-    y_ref = F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode)
-    dy = make_input(tuple(y_ref.shape), device=device, scale=1.0)
-    y_ref, dx_ref = torch_reference(x, dy, kernel, stride, padding, ceil_mode)
-    y, dx = pool_and_grad(lambda t: pool.max_pool2d(t, kernel, stride, padding, ceil_mode=ceil_mode,
-                                                    backend=backend), x, dy)
-    assert_same(y, y_ref)
-    assert_same(dx, dx_ref)
+    assert_pool_equals_torch(relu_input(shape, device=device, layout=layout), backend, kernel, stride, padding,
+                             ceil_mode)
 
 
 @pytest.mark.parametrize("device,backend", device_backend_params())
@@ -333,14 +338,7 @@ def test_ceil_mode_windows_that_start_inside_and_hang_off_the_end(device, backen
     floor-mode output may be 0 where the ceil-mode one is 1.  Every backend accepts what torch accepts (the
     C++ binding used to require the floor-mode size >= 1) and clips the window: values and gradients."""
     require(backend, device)
-    x = relu_input(shape, device=device)
-    y_ref = F.max_pool2d(x, kernel, stride, padding, ceil_mode=True)
-    dy = make_input(tuple(y_ref.shape), device=device, scale=1.0)
-    y_ref, dx_ref = torch_reference(x, dy, kernel, stride, padding, True)
-    y, dx = pool_and_grad(lambda t: pool.max_pool2d(t, kernel, stride, padding, ceil_mode=True,
-                                                    backend=backend), x, dy)
-    assert_same(y, y_ref)
-    assert_same(dx, dx_ref)
+    assert_pool_equals_torch(relu_input(shape, device=device), backend, kernel, stride, padding, True)
 
 
 @pytest.mark.parametrize("device,backend", device_backend_params())
