@@ -923,11 +923,12 @@ def headline_worker(out, seconds, dry):
     dev = device_of(dry)
     if dry:
         install_dry_run_shims(common)
+        headline_cases(dry)   # imports the benchmark modules in the order their results are shown
         import bench_alexnet
-        bench_alexnet.GPU_BATCH = bench_alexnet.KERNEL_CHECK_IMAGES = 1
+        import bench_fused
         import bench_lrn
         import bench_pool
-        import bench_fused
+        bench_alexnet.GPU_BATCH = bench_alexnet.KERNEL_CHECK_IMAGES = 1
         bench_lrn.GPU_BATCH = bench_pool.GPU_BATCH = bench_fused.GPU_BATCH = 2
     else:
         common.gpu_copy_bandwidth_gbps()
