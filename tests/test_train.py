@@ -97,7 +97,7 @@ def _interrupt_after_first_step(monkeypatch):
 
 
 @needs_sklearn
-def test_resume_reproduces_an_uninterrupted_run(tmp_path, monkeypatch):
+def test_resume_reproduces_an_uninterrupted_run(tmp_path, monkeypatch, capsys):
     # Dropout and every augmentation on: the RNG states and the data order must both be restored exactly.
     extra = ["--epochs", "2", "--dropout", "0.5", "--pca-std", "0.1"]
     ref, cut = tmp_path / "ref", tmp_path / "cut"
@@ -124,9 +124,20 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, monkeypatch):
     ref_rows, cut_rows = read_jsonl(ref / "metrics.jsonl"), read_jsonl(cut / "metrics.jsonl")
     assert without_timing(ref_rows) == without_timing(cut_rows)   # the partial row of the --max-steps stop is gone
     assert result["step"] == 4 and result["top1"] == ref_rows[-1]["top1"]
-    # Resuming a finished run does nothing and returns its last metrics.
-    again = T.main(base_args(cut, *extra, "--resume"))
-    assert again["step"] == 4 and again["top1"] == result["top1"]
+    # Resuming a finished run does nothing, says so and how to extend it, and returns its last metrics -- also
+    # without --epochs: flags left to the recipe continue as the checkpoint had them (2 epochs, not digits' default).
+    capsys.readouterr()
+    for again_args in (extra, [a for a in extra if a not in ("--epochs", "2")]):
+        again = T.main(base_args(cut, *again_args, "--resume"))
+        assert again["step"] == 4 and again["top1"] == result["top1"]
+        said = capsys.readouterr().out
+        assert "nothing left to do" in said and "finished all 2 epochs" in said and "--epochs 7" in said, said
+        assert "resumed from" not in said
+    # Following that advice continues the run.
+    longer = T.main(base_args(cut, *extra[2:], "--resume", "--epochs", "3"))
+    assert longer["step"] == 6 and longer["epoch"] == 3
+    assert [r["epoch"] for r in read_jsonl(cut / "metrics.jsonl")] == [1, 2, 3]
+    assert "resumed from" in capsys.readouterr().out
 
 
 @needs_sklearn
@@ -338,8 +349,18 @@ def test_cli_argument_errors(capsys):
     with pytest.raises(SystemExit):
         T.parse_args(["--data", "imagenet"])
     args = T.parse_args([])
-    assert (args.data_kind, args.momentum, args.weight_decay, args.batch_size, args.image_size, args.normalize) == (
-        "digits", 0.9, 5e-4, 128, 227, "mean")
-    assert args.lr is None and T.default_lr(1000) == 0.01 and T.default_lr(10) == 0.001
+    assert (args.data_kind, args.momentum, args.weight_decay, args.image_size, args.normalize) == (
+        "digits", 0.9, 5e-4, 227, "mean")
+    # Each data set's recipe fills the optimisation flags left unset; given flags win.
+    for argv, kind in (([], "digits"), (["--data", "folder", "/x"], "folder"),
+                       (["--data", "fashion-mnist", "/x"], "fashion-mnist")):
+        args = T.parse_args(argv)
+        for name, value in T.RECIPES[kind].items():
+            assert getattr(args, name) == value, (kind, name)
+    assert (T.RECIPES["folder"]["batch_size"], T.RECIPES["folder"]["epochs"], T.RECIPES["folder"]["lr"]) == (
+        128, 90, None)   # the paper's: lr by the number of classes
+    args = T.parse_args(["--batch-size", "7", "--lr", "0.5"])
+    assert (args.batch_size, args.lr) == (7, 0.5) and "batch_size" not in args.recipe_defaults
+    assert T.default_lr(1000) == 0.01 and T.default_lr(10) == 0.001
     assert T.resolve_devices("cpu,cpu")[0] == (torch.device("cpu"), torch.device("cpu"))
     assert T.resolve_devices("cpu") == (None, torch.device("cpu"))
