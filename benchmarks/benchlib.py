@@ -28,8 +28,8 @@ each speed-up a range: [baseline's lowest / row's highest, baseline's highest / 
 prints them in brackets; one repeat (e.g. a 100 ms GPU step that do_bench times once) gives no range.
 Pictures: write_results() also draws <stem>.png per op (plot_op: GB/s, TFLOP/s or items/s per provider and
 case, with the range as error bars, against the measured copy bandwidth / matmul peak; on a CPU the ceilings
-come from cpu_ceilings()).  Rows are
-the benchmark fixture's extra_info dicts, so pytest-benchmark's own JSON (--benchmark-json /
+come from cpu_ceilings()).
+Rows are the benchmark fixture's extra_info dicts, so pytest-benchmark's own JSON (--benchmark-json /
 --benchmark-autosave) carries the same fields.
 
 Environment:
