@@ -20,6 +20,7 @@ from alexnet import train as T
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING_KEYS = ("images_per_s", "elapsed")
+LOSS_BOUND = 10.0   # cross-entropy over 10 classes starts near 3.6 with the paper's init
 
 HAS_SKLEARN = importlib.util.find_spec("sklearn") is not None
 needs_sklearn = pytest.mark.skipif(not HAS_SKLEARN, reason="--data digits needs scikit-learn")
@@ -72,6 +73,27 @@ def test_smoke_run_writes_metrics_checkpoint_and_curves(tmp_path):
     assert not [p for p in os.listdir(out) if "tmp" in p]
 
 
+@needs_sklearn
+def test_the_default_command_runs_the_digits_recipe(tmp_path, capsys):
+    """`python -m alexnet.train` with no optimisation flags trains digits with its recipe (RECIPES["digits"]):
+    here its first steps, on a small held-out sample (the full run is measured, README "Results")."""
+    out = tmp_path / "run"
+    result = T.main(["--out", str(out), "--max-steps", "3", "--limit-val", "8", "--no-progress", "--log-every", "1"])
+    recipe = T.RECIPES["digits"]
+    ckpt = T.load_checkpoint(out / T.CHECKPOINT)
+    for name, value in recipe.items():
+        assert ckpt["args"][name] == value, name
+    assert ckpt["args"]["data_kind"] == "digits" and ckpt["step"] == 3
+    assert ckpt["optimizer"]["param_groups"][0]["momentum"] == 0.9
+    said = capsys.readouterr().out
+    assert "batch %d per process, lr %g" % (recipe["batch_size"], recipe["lr"]) in said, said
+    steps = read_jsonl(out / "steps.jsonl")
+    assert [s["step"] for s in steps] == [0, 1, 2]
+    # The first steps stay in range (the paper's lr 0.01 on 10 classes sends the loss past 30 within them).
+    assert all(np.isfinite(s["loss"]) and s["loss"] < LOSS_BOUND for s in steps), steps
+    assert result["step"] == 3 and np.isfinite(result["val_loss"])
+
+
 def _interrupt_after_first_step(monkeypatch):
     """Make the first optimizer step of the next run send this process a SIGINT (what Ctrl-C does)."""
     real = T.train_steps
@@ -99,7 +121,7 @@ def _interrupt_after_first_step(monkeypatch):
 @needs_sklearn
 def test_resume_reproduces_an_uninterrupted_run(tmp_path, monkeypatch, capsys):
     # Dropout and every augmentation on: the RNG states and the data order must both be restored exactly.
-    extra = ["--epochs", "2", "--dropout", "0.5", "--pca-std", "0.1"]
+    extra = ["--epochs", "2", "--dropout", "0.5", "--pca-std", "0.1", "--lr-drops", "2"]
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     T.main(base_args(ref, *extra))
 
@@ -121,13 +143,15 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, monkeypatch, capsys):
         assert torch.equal(a[k], b[k]), k
     assert read_jsonl(ref / "steps.jsonl") == read_jsonl(cut / "steps.jsonl")
     assert len(read_jsonl(ref / "steps.jsonl")) == 4
+    lrs = {s["epoch"]: s["lr"] for s in read_jsonl(cut / "steps.jsonl")}   # --lr-drops 2: epoch 2 at lr / 10,
+    assert lrs[2] == pytest.approx(lrs[1] * 0.1)                          # applied once across the resumes
     ref_rows, cut_rows = read_jsonl(ref / "metrics.jsonl"), read_jsonl(cut / "metrics.jsonl")
     assert without_timing(ref_rows) == without_timing(cut_rows)   # the partial row of the --max-steps stop is gone
     assert result["step"] == 4 and result["top1"] == ref_rows[-1]["top1"]
     # Resuming a finished run does nothing, says so and how to extend it, and returns its last metrics -- also
     # without --epochs: flags left to the recipe continue as the checkpoint had them (2 epochs, not digits' default).
     capsys.readouterr()
-    for again_args in (extra, [a for a in extra if a not in ("--epochs", "2")]):
+    for again_args in (extra, extra[2:]):   # extra[2:]: without --epochs
         again = T.main(base_args(cut, *again_args, "--resume"))
         assert again["step"] == 4 and again["top1"] == result["top1"]
         said = capsys.readouterr().out
