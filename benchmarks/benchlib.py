@@ -912,6 +912,9 @@ def markdown_document(op, env, collector=None, picture=None):
                      % env["copy_gbps"])
     if env.get("matmul_tflops"):
         lines.append("- bf16 matmul peak (%s): %.0f TFLOP/s" % (env.get("matmul_probe"), env["matmul_tflops"]))
+    if env.get("cpu_ceilings"):
+        lines.append("- CPU ceilings drawn in the picture: copy %.3g GB/s, fp32 matmul %.3g TFLOP/s (%s)" % (
+            env["cpu_ceilings"]["copy_gbps"], env["cpu_ceilings"]["matmul_tflops"], env["cpu_ceilings"]["probe"]))
     lines.append("- GPU timing: %s; CPU timing: %s" % (env["timing"]["gpu"], env["timing"]["cpu"]))
     lines.append("- columns: %s; %s" % (CELL_DESCRIPTIONS[spec.get("cell", "gbps")], SPEEDUP_DESCRIPTION))
     lines += ["- " + n for n in spec["notes"]]
