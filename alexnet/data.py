@@ -87,12 +87,17 @@ class ArraySource:
         return len(self.labels)
 
     def image(self, i):
-        img = self.images[i]
-        img = img.unsqueeze(0) if img.dim() == 2 else img.permute(2, 0, 1)
-        if img.shape[-1] != self.size or img.shape[-2] != self.size:
-            img = F.interpolate(img[None].float(), size=(self.size, self.size), mode="bilinear",
-                                align_corners=False)[0].round_().clamp_(0, 255).to(torch.uint8)
-        return img.expand(3, -1, -1) if img.shape[0] == 1 else img
+        return self.images_at([i])[0]
+
+    def images_at(self, indices):
+        """uint8 (len(indices), 3, size, size): image(i) for each index, upsampled in one call (one parallel
+        region per op, not one per image: on a busy machine each region can wait a scheduler quantum)."""
+        imgs = self.images[list(indices)]
+        imgs = imgs.unsqueeze(1) if imgs.dim() == 3 else imgs.permute(0, 3, 1, 2)
+        if imgs.shape[-1] != self.size or imgs.shape[-2] != self.size:
+            imgs = F.interpolate(imgs.float(), size=(self.size, self.size), mode="bilinear",
+                                 align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
+        return imgs.expand(-1, 3, -1, -1) if imgs.shape[1] == 1 else imgs
 
     def label(self, i):
         return self.labels[i]
@@ -136,8 +141,18 @@ class Subset:
     def image(self, i):
         return self.source.image(self.indices[i])
 
+    def images_at(self, indices):
+        return _images_at(self.source, [self.indices[i] for i in indices])
+
     def label(self, i):
         return self.source.label(self.indices[i])
+
+
+def _images_at(source, indices):
+    """uint8 (n, 3, S, S) images of a source: batched when it can, else one by one."""
+    if hasattr(source, "images_at"):
+        return source.images_at(indices)
+    return torch.stack([source.image(i) for i in indices])
 
 
 # ----------------------------------------------------------------------------------------------- transforms
@@ -237,8 +252,9 @@ def rgb_statistics(dataset, max_samples=512):
     s = torch.zeros(3, dtype=torch.float64)
     ss = torch.zeros(3, 3, dtype=torch.float64)
     count = 0
-    for i in order:
-        img = center_crop(dataset.source.image(i), dataset.image_size).reshape(3, -1).to(torch.float64)
+    for start in range(0, len(order), 64):   # in chunks: a few large ops instead of many small ones
+        imgs = center_crop(_images_at(dataset.source, order[start:start + 64]), dataset.image_size)
+        img = imgs.transpose(0, 1).reshape(3, -1).to(torch.float64)
         s += img.sum(1)
         ss += img @ img.T
         count += img.shape[1]

@@ -21,8 +21,15 @@ pct_of_matmul = TFLOP/s over the bf16 matmul peak, measured once per session wit
 8192x8192x8192 bf16 torch.mm (gpu_matmul_tflops).  Whole-model throughput (register_op(cell="rate"),
 record(items=...)): items / s, e.g. images per training step / step time.
 Speed-ups are baseline ms / provider ms for the same case, from the same session; they are recomputed
-whenever a row of the case arrives, so the order in which providers run does not matter.  Rows are
-the benchmark fixture's extra_info dicts, so pytest-benchmark's own JSON (--benchmark-json /
+whenever a row of the case arrives, so the order in which providers run does not matter.
+Spread: each row keeps the medians of REPEATS consecutive slices of its timed calls (GPU: do_bench's calls, from
+one do_bench run with return_mode="all"; CPU: pytest-benchmark's rounds), its ms_range = [lowest, highest], and
+each speed-up a range: [baseline's lowest / row's highest, baseline's highest / row's lowest].  The summary
+prints them in brackets; one repeat (e.g. a 100 ms GPU step that do_bench times once) gives no range.
+Pictures: write_results() also draws <stem>.png per op (plot_op: GB/s, TFLOP/s or items/s per provider and
+case, with the range as error bars, against the measured copy bandwidth / matmul peak; on a CPU the ceilings
+come from cpu_ceilings()).
+Rows are the benchmark fixture's extra_info dicts, so pytest-benchmark's own JSON (--benchmark-json /
 --benchmark-autosave) carries the same fields.
 
 Environment:
@@ -30,11 +37,13 @@ Environment:
   BENCH_WRITE_RESULTS=1|0  force writing / not writing.  Default: write when GPU rows were measured.
                            A run without GPU rows writes to <op>-cpu-<cpu model>-<date>.*, so it never
                            overwrites a GPU file.
+  BENCH_PLOTS=0            no pictures (they need matplotlib; without it they are left out silently)
   BENCH_RESULTS_SUFFIX=s   append -s to the results files' names (<op>-<device>-<date>-s.*): for one op's grid
                            split over several runs (e.g. -k bf16 / -k fp32), so the files do not collide.
 """
 import datetime
 import json
+import math
 import os
 import platform
 import re
@@ -50,6 +59,7 @@ import torch
 GB = 1e9
 DO_BENCH_KWARGS = {"warmup": 25, "rep": 100, "return_mode": "median"}
 PEDANTIC_ROUNDS = 3
+REPEATS = 5           # the spread: medians of this many consecutive slices of one case's timed calls
 COPY_BYTES = 2 ** 30  # the copy-bandwidth probe: a 1 GiB fp32 tensor
 MATMUL_N = 8192       # the matmul-peak probe: an N x N x N bf16 torch.mm
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -71,6 +81,8 @@ class Collector:
         self.copy_ms = None
         self.matmul_tflops = None   # gpu_matmul_tflops(): bf16 MATMUL_N^3 torch.mm, TFLOP/s
         self.matmul_ms = None
+        self.cpu_ceilings = None    # cpu_ceilings(): {"copy_gbps", "matmul_tflops"} for the CPU pictures
+        self.plotted = {}           # op -> what its last picture showed (write_results redraws only on change)
         self.started = datetime.datetime.now()
 
     def case_key(self, op, device, row):
@@ -81,7 +93,9 @@ class Collector:
                 and (key is None or self.case_key(op, device, r) == key)]
 
     def update_speedups(self, op, device, key):
-        """speedup_vs_<baseline> = baseline ms / row ms, for every row of the case."""
+        """speedup_vs_<baseline> = baseline ms / row ms, for every row of the case, and when both were timed in
+        repeats speedup_vs_<baseline>_range = [the baseline's fastest repeat / the row's slowest, the
+        baseline's slowest / the row's fastest]: how far the noise of the two measurements can move the ratio."""
         rows = self.rows_of(op, device, key)
         by_provider = {r["provider"]: r for r in rows}
         for base in self.ops[op]["baselines"].get(device, ()):
@@ -90,7 +104,12 @@ class Collector:
                 continue
             for r in rows:
                 if r["ms"] > 0:
-                    r[speedup_field(base)] = b["ms"] / r["ms"]
+                    f = speedup_field(base)
+                    r[f] = b["ms"] / r["ms"]
+                    lo_b, hi_b = b.get("ms_range") or (None, None)
+                    lo_r, hi_r = r.get("ms_range") or (None, None)
+                    if r is not b and lo_b and lo_r:
+                        r[f + "_range"] = [lo_b / hi_r, hi_b / lo_r]
 
 
 COLLECTOR = Collector()
@@ -149,7 +168,9 @@ def record(benchmark, op, device, case, provider, ms, tensor_bytes=None, tensors
     flops (keyword): the floating-point operations of one call (the same model for every provider): adds
       flops, tflops and, on cuda once gpu_matmul_tflops() ran, matmul_tflops and pct_of_matmul.
     items (keyword): the items one call processes (e.g. images of a training step): adds items, items_per_s.
-    extra: more fields (peak_mem_x, first_call_s, ...)."""
+    extra: more fields (peak_mem_x, first_call_s, ...); ms_repeats: the medians of REPEATS consecutive slices of
+      the timed calls (measure_gpu returns it; cpu_median_ms leaves it in benchmark.extra_info), from which the
+      row gets ms_range = [lowest, highest] and its speed-ups their ranges."""
     c = collector or COLLECTOR
     if op not in c.ops:
         raise KeyError("record(): op %r was not registered with register_op()" % (op,))
@@ -194,6 +215,11 @@ def record(benchmark, op, device, case, provider, ms, tensor_bytes=None, tensors
     if items is not None:
         row.update(items=items, items_per_s=items / (ms * 1e-3))
     row.update(extra)
+    repeats = [float(v) for v in row.get("ms_repeats") or () if v > 0]
+    if len(repeats) >= 2:
+        row["ms_range"] = [min(repeats), max(repeats)]
+    else:
+        row.pop("ms_range", None)
     if row.get("host_ms") is not None:
         row["host_bound"] = bool(row["host_ms"] >= ms)
     c.records.append(row)
@@ -349,6 +375,28 @@ def gpu_time_ms(fn):
     return float(do_bench(fn, **DO_BENCH_KWARGS))
 
 
+def gpu_times_ms(fn):
+    """Every timed call's ms from one do_bench run (the same warm-up, repetitions and L2 flush as gpu_time_ms;
+    return_mode="all"), in the order they ran.  A do_bench that returns one number gives a list of one."""
+    from triton.testing import do_bench
+    try:
+        times = do_bench(fn, **dict(DO_BENCH_KWARGS, return_mode="all"))
+    except (AssertionError, TypeError, ValueError):   # a do_bench without return_mode="all"
+        times = gpu_time_ms(fn)
+    if isinstance(times, (list, tuple)):
+        return [float(t) for t in times]
+    return [float(times)]
+
+
+def repeat_medians(times_ms, repeats=REPEATS):
+    """The medians of `repeats` consecutive, equal slices of the timed calls (fewer slices when there are fewer
+    calls): how much one case's median moves while it is measured (load, clocks, other processes)."""
+    times = [float(t) for t in times_ms]
+    n = min(repeats, len(times))
+    bounds = [round(i * len(times) / n) for i in range(n + 1)] if n else []
+    return [statistics.median(times[a:b]) for a, b in zip(bounds, bounds[1:])]
+
+
 def gpu_pedantic(benchmark, fn, rounds=PEDANTIC_ROUNDS):
     """A few synchronised rounds through pytest-benchmark, so that it has a record of the test."""
     def run():
@@ -425,11 +473,12 @@ def peak_extra_memory(fn, ref_nbytes):
 
 
 def measure_gpu(benchmark, fn, peak_ref_nbytes=None):
-    """After the first call (and the correctness check): do_bench's median ms, the host ms per call, the
-    peak extra memory over peak_ref_nbytes when given, and pytest-benchmark's rounds.  Returns
-    (ms, {"host_ms": ..., ["peak_mem_x": ...]})."""
-    ms = gpu_time_ms(fn)
-    extra = {"host_ms": host_ms_per_call(fn)}
+    """After the first call (and the correctness check): do_bench's median ms, the medians of REPEATS slices of
+    its timed calls, the host ms per call, the peak extra memory over peak_ref_nbytes when given, and
+    pytest-benchmark's rounds.  Returns (ms, {"ms_repeats": ..., "host_ms": ..., ["peak_mem_x": ...]})."""
+    times = gpu_times_ms(fn)
+    ms = statistics.median(times)
+    extra = {"ms_repeats": repeat_medians(times), "host_ms": host_ms_per_call(fn)}
     if peak_ref_nbytes is not None:
         extra["peak_mem_x"] = peak_extra_memory(fn, peak_ref_nbytes)
     gpu_pedantic(benchmark, fn)
@@ -438,10 +487,13 @@ def measure_gpu(benchmark, fn, peak_ref_nbytes=None):
 
 def cpu_median_ms(benchmark, fn, runs=20):
     """The median of pytest-benchmark's rounds (ms), or our own perf_counter median when it has none
-    (--benchmark-disable runs fn once without stats)."""
+    (--benchmark-disable runs fn once without stats).  The medians of REPEATS consecutive slices of those
+    rounds go to benchmark.extra_info["ms_repeats"], where record() finds them (the spread)."""
     try:
-        median = benchmark.stats.stats.median
+        stats = benchmark.stats.stats
+        median = stats.median
         if median is not None and median > 0:
+            _keep_repeats(benchmark, [t * 1e3 for t in getattr(stats, "data", ())])
             return float(median) * 1e3
     except AttributeError:
         pass
@@ -450,8 +502,15 @@ def cpu_median_ms(benchmark, fn, runs=20):
     for _ in range(runs):
         t0 = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+        times.append((time.perf_counter() - t0) * 1e3)
+    _keep_repeats(benchmark, times)
+    return statistics.median(times)
+
+
+def _keep_repeats(benchmark, times_ms):
+    info = getattr(benchmark, "extra_info", None)
+    if isinstance(info, dict) and times_ms:
+        info["ms_repeats"] = repeat_medians(times_ms)
 
 
 _dynamo_configured = []
@@ -593,32 +652,57 @@ def _fmt_rate(v):
     return "{:,.0f}".format(v) if v >= 100 else "%.3g" % v
 
 
-def _cell(spec, r):
-    """A measured row's table cell: the ms and, by the op's cell style, GB/s and % of copy, TFLOP/s and % of
-    the matmul peak, or items/s."""
-    style = spec.get("cell", "gbps")
-    if style == "tflops" and "tflops" in r:
-        cell = "%s ms, %s TFLOP/s" % (_fmt_ms(r["ms"]), _fmt_tflops(r["tflops"]))
-        if "pct_of_matmul" in r:
-            cell += ", %.0f%%" % r["pct_of_matmul"]
-    elif style == "rate" and "items_per_s" in r:
-        cell = "%s ms, %s %s" % (_fmt_ms(r["ms"]), _fmt_rate(r["items_per_s"]), spec.get("rate_unit", "items/s"))
-    elif "gbps" in r:
-        cell = "%s ms, %s GB/s" % (_fmt_ms(r["ms"]), _fmt_gbps(r["gbps"]))
-        if "pct_of_copy" in r:
-            cell += ", %.0f%%" % r["pct_of_copy"]
-    else:
-        cell = "%s ms" % _fmt_ms(r["ms"])
-    if r.get("host_bound"):
-        cell += " *"
+def _fmt_ms4(ms):
+    """ms to 4 significant digits (0.1230, 3.360, 28.90, 1086)."""
+    if not ms > 0 or ms >= 1000:
+        return "%.0f" % ms
+    return "%.*f" % (max(0, 3 - int(math.floor(math.log10(ms)))), ms)
+
+
+def _fmt_ms_cell(r):
+    """'3.360 (3.300–3.510)': the median ms and the lowest–highest of the repeats' medians."""
+    cell = _fmt_ms4(r["ms"])
+    if r.get("ms_range"):
+        cell += " (%s–%s)" % tuple(_fmt_ms4(v) for v in r["ms_range"])
+    return cell + (" *" if r.get("host_bound") else "")
+
+
+def _fmt_ratio(v):
+    return "%.2g" % v if v < 0.1 else "%.2f" % v if v < 10 else "%.1f" % v if v < 100 else "%.0f" % v
+
+
+def _fmt_speedup(r, field):
+    """'8.60× (8.1–9.2)', or '' when the row has no such speed-up."""
+    if field not in r:
+        return ""
+    cell = _fmt_ratio(r[field]) + "×"
+    if r.get(field + "_range"):
+        cell += " (%s–%s)" % tuple(_fmt_ratio(v) for v in r[field + "_range"])
     return cell
 
 
+# Per cell style: the throughput column (row field, header, formatter) and the ceiling column (row field, header).
+THROUGHPUT = {"gbps": ("gbps", "GB/s", _fmt_gbps), "tflops": ("tflops", "TFLOP/s", _fmt_tflops),
+              "rate": ("items_per_s", None, _fmt_rate)}
+CEILING_PCT = {"gbps": ("pct_of_copy", "% of copy"), "tflops": ("pct_of_matmul", "% of matmul peak")}
+
 CELL_DESCRIPTIONS = {
-    "gbps": "median ms, GB/s of the traffic model, % of the copy bandwidth",
-    "tflops": "median ms, TFLOP/s of the FLOP model, % of the measured bf16 matmul peak",
-    "rate": "median ms, throughput",
+    "gbps": "median ms (lowest–highest of the repeats' medians), GB/s of the traffic model, % of the copy bandwidth",
+    "tflops": "median ms (lowest–highest of the repeats' medians), TFLOP/s of the FLOP model, % of the measured "
+              "bf16 matmul peak",
+    "rate": "median ms (lowest–highest of the repeats' medians), throughput",
 }
+SUMMARY_LEGEND = (
+    "median ms (range): the median, and the lowest–highest median of %d consecutive slices of the timed calls"
+    % REPEATS,
+    "GB/s: the op's traffic model / time (TFLOP/s or img/s where the header says so); % of copy: of the GPU's "
+    "measured copy bandwidth",
+    "speed-up vs X: X's median ms / this provider's (> 1: faster than X); (range): X's fastest slice against "
+    "this provider's slowest, and the reverse",
+)
+SPEEDUP_DESCRIPTION = ("speed-up vs X: X's median ms / this provider's (> 1: faster than X); in brackets its range "
+                       "over the repeats (X's fastest repeat against this provider's slowest, and the reverse); "
+                       "a repeat is the median of one of %d consecutive slices of a case's timed calls" % REPEATS)
 
 
 def devices_of(op, collector=None):
@@ -628,61 +712,64 @@ def devices_of(op, collector=None):
     return [d for d in order if d in seen] + sorted(set(seen) - set(order))
 
 
+def _providers_of(op, device, c):
+    spec = c.ops[op]
+    providers = list(spec["providers"].get(device, ()))
+    return providers + sorted({r["provider"] for r in c.rows_of(op, device)} - set(providers))
+
+
 def case_table(op, device, collector=None):
-    """(header, rows of cells, cases) for one op and device type: one row per case."""
+    """(header, rows of cells, cases) for one op and device type: one row per provider measured or skipped in
+    each case (the case's fields on its first row only), with plain columns: the median ms and its range, the
+    throughput, % of the ceiling, one speed-up column per baseline, the memory columns the rows have."""
     c = collector or COLLECTOR
     spec = c.ops[op]
     fields = spec["case_fields"]
-    short = lambda p: spec["short_names"].get(p, p)  # noqa: E731
+    style = spec.get("cell", "gbps")
     rows_here = c.rows_of(op, device)
-    providers = list(spec["providers"].get(device, ()))
-    providers += sorted({r["provider"] for r in rows_here} - set(providers))
+    providers = _providers_of(op, device, c)
     bases = spec["baselines"].get(device, ())
     keys = [k for k in c.case_order if k[:2] == (op, device)]
-    has_peak = any("peak_mem_x" in r for r in rows_here)
-    has_saved = any("saved_x" in r for r in rows_here)
-    has_peak_gib = any("peak_mem_gib" in r for r in rows_here)
-    header = list(fields) + providers + ["vs %s" % b for b in bases]
-    if has_peak:
-        header.append("peak extra mem (x input)")
-    if has_saved:
-        header.append("saved for bwd (x input)")
-    if has_peak_gib:
-        header.append("peak extra mem (GiB)")
+    tp_field, tp_header, tp_fmt = THROUGHPUT[style]
+    tp_header = tp_header or spec.get("rate_unit", "items/s")
+    if not any(tp_field in r for r in rows_here) and any("gbps" in r for r in rows_here):
+        tp_field, tp_header, tp_fmt = THROUGHPUT["gbps"]   # e.g. a tflops op recorded with a traffic model
+    pct = CEILING_PCT.get(style if tp_field != "gbps" else "gbps")
+    has_pct = pct is not None and any(pct[0] in r for r in rows_here)
+    memory = [(f, h) for f, h in (("peak_mem_x", "peak extra mem (x input)"), ("saved_x", "saved for bwd (x input)"),
+                                  ("peak_mem_gib", "peak extra mem (GiB)")) if any(f in r for r in rows_here)]
+    header = (list(fields) + ["provider", "median ms (range)", tp_header] + ([pct[1]] if has_pct else [])
+              + ["speed-up vs %s" % b for b in bases] + [h for _, h in memory])
     table, cases = [], []
     for key in keys:
         rows = {r["provider"]: r for r in rows_here if c.case_key(op, device, r) == key}
         skipped = {s["provider"]: s["reason"] for s in c.skips
                    if s["op"] == op and c.case_key(op, device, s) == key}
-        cells = [str(v) for v in key[2:]]
         case = dict(zip(fields, key[2:]))
         case["providers"] = {}
+        first = True
         for p in providers:
             r = rows.get(p)
-            if r is not None:
-                cell = _cell(spec, r)
-                case["providers"][p] = {k: v for k, v in r.items() if k not in fields and k not in (
-                    "op", "device", "provider")}
-            elif p in skipped:
-                cell = "skipped"
+            if r is None and p not in skipped:
+                continue   # not run (deselected with -k, or the run stopped)
+            cells = [str(v) for v in key[2:]] if first else [""] * len(fields)
+            first = False
+            cells.append(p)
+            if r is None:
                 case["providers"][p] = {"skipped": skipped[p]}
-            else:
-                cell = "—"
-            cells.append(cell)
-        for b in bases:
-            f = speedup_field(b)
-            cells.append(", ".join("%s %.2fx" % (short(p), rows[p][f]) for p in providers
-                                   if p != b and p in rows and f in rows[p]) or "—")
-        if has_peak:
-            cells.append(", ".join("%s %.2f" % (short(p), rows[p]["peak_mem_x"]) for p in providers
-                                   if p in rows and "peak_mem_x" in rows[p]) or "—")
-        if has_saved:
-            cells.append(", ".join("%s %.3g" % (short(p), rows[p]["saved_x"]) for p in providers
-                                   if p in rows and "saved_x" in rows[p]) or "—")
-        if has_peak_gib:
-            cells.append(", ".join("%s %.2f" % (short(p), rows[p]["peak_mem_gib"]) for p in providers
-                                   if p in rows and "peak_mem_gib" in rows[p]) or "—")
-        table.append(cells)
+                cells += ["skipped"] + [""] * (len(header) - len(cells) - 1)
+                table.append(cells)
+                continue
+            case["providers"][p] = {k: v for k, v in r.items() if k not in fields and k not in (
+                "op", "device", "provider")}
+            cells += [_fmt_ms_cell(r), tp_fmt(r[tp_field]) if tp_field in r else ""]
+            if has_pct:
+                cells.append("%.0f" % r[pct[0]] if pct[0] in r else "")
+            for b in bases:
+                cells.append("baseline" if p == b else _fmt_speedup(r, speedup_field(b)))
+            for f, _ in memory:
+                cells.append(("%.2f" if f != "saved_x" else "%.3g") % r[f] if f in r else "")
+            table.append(cells)
         cases.append(case)
     return header, table, cases
 
@@ -804,7 +891,7 @@ def _json_default(o):
     return repr(o)
 
 
-def markdown_document(op, env, collector=None):
+def markdown_document(op, env, collector=None, picture=None):
     c = collector or COLLECTOR
     spec = c.ops[op]
     lines = ["# %s benchmarks: %s, %s" % (spec["title"], env.get("device"), env["date"]), ""]
@@ -825,17 +912,22 @@ def markdown_document(op, env, collector=None):
                      % env["copy_gbps"])
     if env.get("matmul_tflops"):
         lines.append("- bf16 matmul peak (%s): %.0f TFLOP/s" % (env.get("matmul_probe"), env["matmul_tflops"]))
+    if env.get("cpu_ceilings"):
+        lines.append("- CPU ceilings drawn in the picture: copy %.3g GB/s, fp32 matmul %.3g TFLOP/s (%s)" % (
+            env["cpu_ceilings"]["copy_gbps"], env["cpu_ceilings"]["matmul_tflops"], env["cpu_ceilings"]["probe"]))
     lines.append("- GPU timing: %s; CPU timing: %s" % (env["timing"]["gpu"], env["timing"]["cpu"]))
-    lines.append("- cells: %s; vs X: X's ms / the provider's ms (> 1: faster than X)"
-                 % CELL_DESCRIPTIONS[spec.get("cell", "gbps")])
+    lines.append("- columns: %s; %s" % (CELL_DESCRIPTIONS[spec.get("cell", "gbps")], SPEEDUP_DESCRIPTION))
     lines += ["- " + n for n in spec["notes"]]
     lines.append("")
+    if picture is not None:
+        lines += ["![%s: throughput per provider against the measured ceiling](%s)" % (spec["title"], picture), ""]
     lines += op_summary_lines(op, c, markdown=True)
     return "\n".join(lines).rstrip() + "\n"
 
 
 def write_results(collector=None, force=None):
-    """Write <stem>.md and <stem>.json for every op with rows (see should_write); returns the paths."""
+    """Write <stem>.md, <stem>.json and the picture <stem>.png (plot_op; needs matplotlib, BENCH_PLOTS=0 leaves it
+    out) for every op with rows (see should_write); returns the paths."""
     c = collector or COLLECTOR
     paths = []
     env = None
@@ -848,6 +940,15 @@ def write_results(collector=None, force=None):
         out = results_dir()
         out.mkdir(parents=True, exist_ok=True)
         stem = results_stem(op, c)
+        png_path = out / (stem + ".png")
+        picture = None
+        if os.environ.get("BENCH_PLOTS", "1").strip().lower() not in ("0", "false", "no", "off"):
+            try:
+                picture = png_path if plot_op(op, png_path, c) else None
+            except Exception as exc:  # the tables matter more than the picture
+                env.setdefault("plot_errors", {})[op] = "%s: %s" % (type(exc).__name__, exc)
+        if c.cpu_ceilings:
+            env["cpu_ceilings"] = dict(c.cpu_ceilings)
         doc = {"op": op, "title": c.ops[op]["title"], "date": env["date"], "environment": env,
                "copy_gbps": c.copy_gbps, "matmul_tflops": c.matmul_tflops, "case_fields": list(c.ops[op]["case_fields"]),
                "providers": c.ops[op]["providers"], "baselines": c.ops[op]["baselines"],
@@ -862,10 +963,145 @@ def write_results(collector=None, force=None):
         doc["records"] = [r for r in c.records if r["op"] == op]
         doc["skipped"] = [s for s in c.skips if s["op"] == op]
         md_path, json_path = out / (stem + ".md"), out / (stem + ".json")
-        md_path.write_text(markdown_document(op, env, c))
+        md_path.write_text(markdown_document(op, env, c, picture=picture.name if picture else None))
         json_path.write_text(json.dumps(doc, indent=1, default=_json_default) + "\n")
-        paths += [md_path, json_path]
+        paths += [md_path, json_path] + ([picture] if picture else [])
     return paths
+
+
+# --------------------------------------------------------------------------------------------------
+# Pictures: the roofline at a glance
+# --------------------------------------------------------------------------------------------------
+
+CPU_COPY_BYTES = 2 ** 28   # the CPU ceilings' probes (for the pictures): a 256 MiB fp32 copy and a
+CPU_MATMUL_N = 2048        # 2048^3 fp32 torch.mm, medians of CPU_PROBE_RUNS
+CPU_PROBE_RUNS = 5
+
+
+def cpu_ceilings(collector=None):
+    """{"copy_gbps", "matmul_tflops"} of this CPU as torch reaches them with its threads (read + write of a
+    256 MiB fp32 copy_; a 2048^3 fp32 torch.mm), perf_counter medians, measured once per session -- the
+    ceilings drawn in the CPU pictures."""
+    c = collector or COLLECTOR
+    if c.cpu_ceilings is None:
+        def median_s(fn):
+            fn()
+            times = []
+            for _ in range(CPU_PROBE_RUNS):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            return statistics.median(times)
+        src = torch.randn(CPU_COPY_BYTES // 4)
+        dst = torch.empty_like(src)
+        copy_s = median_s(lambda: dst.copy_(src))
+        a, b = torch.randn(CPU_MATMUL_N, CPU_MATMUL_N), torch.randn(CPU_MATMUL_N, CPU_MATMUL_N)
+        out = torch.empty(CPU_MATMUL_N, CPU_MATMUL_N)
+        mm_s = median_s(lambda: torch.mm(a, b, out=out))
+        c.cpu_ceilings = {"copy_gbps": 2 * src.nbytes / copy_s / GB,
+                          "matmul_tflops": 2.0 * CPU_MATMUL_N ** 3 / mm_s / 1e12,
+                          "probe": "fp32 copy_ of %d MiB (read + write) and %d^3 fp32 torch.mm, %d threads, "
+                                   "perf_counter medians of %d" % (CPU_COPY_BYTES // 2 ** 20, CPU_MATMUL_N,
+                                                                   torch.get_num_threads(), CPU_PROBE_RUNS)}
+    return c.cpu_ceilings
+
+
+def _ceiling(style, device, c):
+    """(value, label) of the roofline the picture draws for this cell style and device, or (None, None)."""
+    if style == "gbps":
+        if device == "cuda" and c.copy_gbps:
+            return c.copy_gbps, "copy bandwidth, measured: %.0f GB/s" % c.copy_gbps
+        if device == "cpu":
+            v = cpu_ceilings(c)["copy_gbps"]
+            return v, "copy bandwidth (%d MiB, measured): %.3g GB/s;\ncache-resident cases can exceed it" % (
+                CPU_COPY_BYTES // 2 ** 20, v)
+    if style == "tflops":
+        if device == "cuda" and c.matmul_tflops:
+            return c.matmul_tflops, "bf16 matmul peak, measured: %.0f TFLOP/s" % c.matmul_tflops
+        if device == "cpu":
+            v = cpu_ceilings(c)["matmul_tflops"]
+            return v, "fp32 matmul (%d^3 torch.mm, measured): %.3g TFLOP/s" % (CPU_MATMUL_N, v)
+    return None, None
+
+
+def plot_op(op, path, collector=None):
+    """Draw the op's picture into path (PNG): one panel per device type, one group of horizontal bars per case,
+    one bar per measured provider -- its GB/s (TFLOP/s for compute-bound ops, items/s for whole models), the
+    range over the repeats as an error bar -- and the measured ceiling (copy bandwidth / matmul peak) as a
+    vertical line.  False, with nothing written, when matplotlib is missing.  Redrawn only when the op's rows
+    changed since the last call."""
+    c = collector or COLLECTOR
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    spec = c.ops[op]
+    style = spec.get("cell", "gbps")
+    signature = (str(path), len(c.rows_of(op, "cuda")), len(c.rows_of(op, "cpu")),
+                 tuple(sorted({r["device"] for r in c.records if r["op"] == op})))
+    if c.plotted.get(op) == signature and Path(path).exists():
+        return True
+    panels = []
+    for device in devices_of(op, c):
+        rows = c.rows_of(op, device)
+        if not rows:
+            continue
+        field, unit, _ = THROUGHPUT[style]
+        dev_style = style
+        if not any(field in r for r in rows) and any("gbps" in r for r in rows):
+            field, unit, dev_style = "gbps", "GB/s", "gbps"
+        unit = unit or spec.get("rate_unit", "items/s")
+        keys = [k for k in c.case_order if k[:2] == (op, device) and any(
+            c.case_key(op, device, r) == k and field in r for r in rows)]
+        providers = [p for p in _providers_of(op, device, c) if any(r["provider"] == p and field in r for r in rows)]
+        panels.append((device, field, unit, dev_style, keys, providers, rows))
+    if not panels:
+        return False
+    heights = [max(2.0, len(keys) * (0.1 * len(providers) + 0.15) + 1.2) for _, _, _, _, keys, providers, _ in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(12, sum(heights) + 0.8),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C%d" % i for i in range(10)])
+    for ax, (device, field, unit, dev_style, keys, providers, rows) in zip(axes[:, 0], panels):
+        n = max(1, len(providers))
+        bar = 0.8 / n
+        labels, labelled = [], set()
+        for i, key in enumerate(keys):
+            labels.append(" ".join(str(v) for v in key[2:]))
+            by = {r["provider"]: r for r in rows if c.case_key(op, device, r) == key}
+            for j, p in enumerate(providers):
+                r = by.get(p)
+                if r is None or field not in r:
+                    continue
+                v = r[field]
+                err = None
+                if r.get("ms_range"):   # throughput scales as 1 / ms
+                    lo, hi = v * r["ms"] / r["ms_range"][1], v * r["ms"] / r["ms_range"][0]
+                    err = [[max(0.0, v - lo)], [max(0.0, hi - v)]]
+                y = i + (j - (n - 1) / 2) * bar
+                ax.barh(y, v, height=bar * 0.9, color=colours[j % len(colours)], xerr=err, capsize=2,
+                        label=None if p in labelled else p)
+                labelled.add(p)
+        ceiling, ceiling_label = _ceiling(dev_style, device, c)
+        if ceiling:
+            ax.axvline(ceiling, color="black", linestyle="--", linewidth=1.2, label=ceiling_label)
+        ax.set_yticks(range(len(keys)))
+        ax.set_yticklabels(labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel(unit + (" (traffic model)" if field == "gbps" else ""))
+        ax.set_title("%s, %s (%s): %s per provider%s" % (
+            spec["title"], DEVICE_TITLES.get(device, device), device, unit, " against the measured ceiling"
+            if ceiling else ""), fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    fig.tight_layout()
+    tmp = Path(str(path) + ".tmp-%d.png" % os.getpid())
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    c.plotted[op] = signature
+    return True
 
 
 def gpu_params(modes, shapes, providers, layouts=None):

@@ -4,13 +4,36 @@
     pytest benchmarks --benchmark-only -k "fp16 and fwd" # a subset (ids: mode-shape-dtype-layout-provider)
     BENCH_RESULTS_DIR=$OUT pytest benchmarks --benchmark-only
 
-At the end of the run one table per op and device type is printed, and on a GPU the results are
-written to benchmarks/results/<op>-<device>-<date>.md/.json (see benchmarks/benchlib.py).
+At the end of the run one table per op and device type is printed -- the only tables: pytest-benchmark's
+own (every round's statistics, up to ~250 characters wide) are shown with --benchmark-tables, and are always
+in its JSON (--benchmark-json PATH).  On a GPU the results are written to
+benchmarks/results/<op>-<device>-<date>.md/.json/.png (see benchmarks/benchlib.py; BENCH_WRITE_RESULTS=1 on a CPU).
 """
 import pytest
 import torch
 
 import benchlib as common
+
+
+def pytest_addoption(parser):
+    parser.getgroup("benchmark").addoption(
+        "--benchmark-tables", action="store_true", default=False,
+        help="alexnet_kernels: also print pytest-benchmark's own tables (hidden by default: the suite prints "
+             "its own summary)")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    session = getattr(config, "_benchmarksession", None)
+    if session is None or config.getoption("--benchmark-tables", default=False):
+        return
+    check_regressions = getattr(session, "check_regressions", None)
+
+    def display(terminalreporter):   # pytest-benchmark's display() without its tables
+        if check_regressions is not None:   # --benchmark-compare-fail still fails the run
+            check_regressions()
+
+    session.display = display
 
 
 @pytest.fixture(scope="session")
@@ -42,8 +65,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not lines:
         return
     terminalreporter.section("alexnet_kernels benchmark summary")
-    terminalreporter.write_line("cells: median ms, GB/s of the traffic model, % of the device copy bandwidth; "
-                                "vs X: X's ms / the provider's ms (> 1: faster than X)")
+    for legend in common.SUMMARY_LEGEND:
+        terminalreporter.write_line(legend)
     for line in lines:
         terminalreporter.write_line(line)
     try:
@@ -58,4 +81,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     else:
         terminalreporter.write_line("")
         terminalreporter.write_line("results not written (written by default only when GPU rows were measured; "
-                                    "BENCH_WRITE_RESULTS=1 forces it, to a CPU-named file on a CPU-only run)")
+                                    "BENCH_WRITE_RESULTS=1 forces it, to a CPU-named file on a CPU-only run, "
+                                    "with the pictures)")

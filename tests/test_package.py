@@ -51,6 +51,43 @@ def test_imports_and_falls_back_without_the_extension(tmp_path):
     assert out.stdout.strip().endswith("OK")
 
 
+def test_missing_extension_advice_fits_where_the_package_was_imported_from(tmp_path):
+    """Imported from a source checkout (the current folder shadows the installed package) the warning says to
+    run from another folder or build in place -- reinstalling would not help; imported from an installed copy
+    it says to reinstall."""
+    package_dir = os.path.dirname(os.path.abspath(alexnet_kernels.__file__))
+    code = textwrap.dedent("""
+        import sys, warnings
+        class BlockC:
+            def find_spec(self, name, path=None, target=None):
+                if name == "alexnet_kernels._C":
+                    raise ImportError("simulated: no compiled extension")
+        sys.meta_path.insert(0, BlockC())
+        import alexnet_kernels
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            alexnet_kernels.build_info()
+        print("\\n".join(str(w.message) for w in caught if "alexnet_kernels._C" in str(w.message)))
+    """)
+    messages = {}
+    for kind in ("checkout", "installed"):
+        folder = tmp_path / kind
+        folder.mkdir()
+        os.symlink(package_dir, folder / "alexnet_kernels")   # abspath keeps the link: __file__ is under folder
+        if kind == "checkout":
+            (folder / "setup.py").write_text("# a checkout's setup.py\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=300,
+                             cwd=folder)   # -c puts the cwd first on sys.path, as in a checkout
+        assert out.returncode == 0, out.stderr
+        messages[kind] = out.stdout.strip()
+        assert "simulated" in messages[kind], messages[kind]
+    assert str(tmp_path / "checkout") in messages["checkout"], messages["checkout"]
+    assert "run from another folder" in messages["checkout"] and "-e ." in messages["checkout"]
+    assert "reinstall" not in messages["checkout"].lower(), messages["checkout"]
+    assert "reinstall with `pip install --no-build-isolation .`" in messages["installed"]
+    assert "another folder" not in messages["installed"]
+
+
 def test_info_command_prints_every_backend(tmp_path):
     out = subprocess.run([sys.executable, "-m", "alexnet_kernels"], capture_output=True, text=True,
                          env=ENV, timeout=300, cwd=tmp_path)

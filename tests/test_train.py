@@ -20,6 +20,7 @@ from alexnet import train as T
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING_KEYS = ("images_per_s", "elapsed")
+LOSS_BOUND = 10.0   # cross-entropy over 10 classes starts near 3.6 with the paper's init
 
 HAS_SKLEARN = importlib.util.find_spec("sklearn") is not None
 needs_sklearn = pytest.mark.skipif(not HAS_SKLEARN, reason="--data digits needs scikit-learn")
@@ -72,6 +73,27 @@ def test_smoke_run_writes_metrics_checkpoint_and_curves(tmp_path):
     assert not [p for p in os.listdir(out) if "tmp" in p]
 
 
+@needs_sklearn
+def test_the_default_command_runs_the_digits_recipe(tmp_path, capsys):
+    """`python -m alexnet.train` with no optimisation flags trains digits with its recipe (RECIPES["digits"]):
+    here its first steps, on a small held-out sample (the full run is measured, README "Results")."""
+    out = tmp_path / "run"
+    result = T.main(["--out", str(out), "--max-steps", "3", "--limit-val", "8", "--no-progress", "--log-every", "1"])
+    recipe = T.RECIPES["digits"]
+    ckpt = T.load_checkpoint(out / T.CHECKPOINT)
+    for name, value in recipe.items():
+        assert ckpt["args"][name] == value, name
+    assert ckpt["args"]["data_kind"] == "digits" and ckpt["step"] == 3
+    assert ckpt["optimizer"]["param_groups"][0]["momentum"] == 0.9
+    said = capsys.readouterr().out
+    assert "batch %d per process, lr %g" % (recipe["batch_size"], recipe["lr"]) in said, said
+    steps = read_jsonl(out / "steps.jsonl")
+    assert [s["step"] for s in steps] == [0, 1, 2]
+    # The first steps stay in range (the paper's lr 0.01 on 10 classes sends the loss past 30 within them).
+    assert all(np.isfinite(s["loss"]) and s["loss"] < LOSS_BOUND for s in steps), steps
+    assert result["step"] == 3 and np.isfinite(result["val_loss"])
+
+
 def _interrupt_after_first_step(monkeypatch):
     """Make the first optimizer step of the next run send this process a SIGINT (what Ctrl-C does)."""
     real = T.train_steps
@@ -97,9 +119,9 @@ def _interrupt_after_first_step(monkeypatch):
 
 
 @needs_sklearn
-def test_resume_reproduces_an_uninterrupted_run(tmp_path, monkeypatch):
+def test_resume_reproduces_an_uninterrupted_run(tmp_path, monkeypatch, capsys):
     # Dropout and every augmentation on: the RNG states and the data order must both be restored exactly.
-    extra = ["--epochs", "2", "--dropout", "0.5", "--pca-std", "0.1"]
+    extra = ["--epochs", "2", "--dropout", "0.5", "--pca-std", "0.1", "--lr-drops", "2"]
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     T.main(base_args(ref, *extra))
 
@@ -121,12 +143,25 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, monkeypatch):
         assert torch.equal(a[k], b[k]), k
     assert read_jsonl(ref / "steps.jsonl") == read_jsonl(cut / "steps.jsonl")
     assert len(read_jsonl(ref / "steps.jsonl")) == 4
+    lrs = {s["epoch"]: s["lr"] for s in read_jsonl(cut / "steps.jsonl")}   # --lr-drops 2: epoch 2 at lr / 10,
+    assert lrs[2] == pytest.approx(lrs[1] * 0.1)                          # applied once across the resumes
     ref_rows, cut_rows = read_jsonl(ref / "metrics.jsonl"), read_jsonl(cut / "metrics.jsonl")
     assert without_timing(ref_rows) == without_timing(cut_rows)   # the partial row of the --max-steps stop is gone
     assert result["step"] == 4 and result["top1"] == ref_rows[-1]["top1"]
-    # Resuming a finished run does nothing and returns its last metrics.
-    again = T.main(base_args(cut, *extra, "--resume"))
-    assert again["step"] == 4 and again["top1"] == result["top1"]
+    # Resuming a finished run does nothing, says so and how to extend it, and returns its last metrics -- also
+    # without --epochs: flags left to the recipe continue as the checkpoint had them (2 epochs, not digits' default).
+    capsys.readouterr()
+    for again_args in (extra, extra[2:]):   # extra[2:]: without --epochs
+        again = T.main(base_args(cut, *again_args, "--resume"))
+        assert again["step"] == 4 and again["top1"] == result["top1"]
+        said = capsys.readouterr().out
+        assert "nothing left to do" in said and "finished all 2 epochs" in said and "--epochs 7" in said, said
+        assert "resumed from" not in said
+    # Following that advice continues the run.
+    longer = T.main(base_args(cut, *extra[2:], "--resume", "--epochs", "3"))
+    assert longer["step"] == 6 and longer["epoch"] == 3
+    assert [r["epoch"] for r in read_jsonl(cut / "metrics.jsonl")] == [1, 2, 3]
+    assert "resumed from" in capsys.readouterr().out
 
 
 @needs_sklearn
@@ -338,8 +373,18 @@ def test_cli_argument_errors(capsys):
     with pytest.raises(SystemExit):
         T.parse_args(["--data", "imagenet"])
     args = T.parse_args([])
-    assert (args.data_kind, args.momentum, args.weight_decay, args.batch_size, args.image_size, args.normalize) == (
-        "digits", 0.9, 5e-4, 128, 227, "mean")
-    assert args.lr is None and T.default_lr(1000) == 0.01 and T.default_lr(10) == 0.001
+    assert (args.data_kind, args.momentum, args.weight_decay, args.image_size, args.normalize) == (
+        "digits", 0.9, 5e-4, 227, "mean")
+    # Each data set's recipe fills the optimisation flags left unset; given flags win.
+    for argv, kind in (([], "digits"), (["--data", "folder", "/x"], "folder"),
+                       (["--data", "fashion-mnist", "/x"], "fashion-mnist")):
+        args = T.parse_args(argv)
+        for name, value in T.RECIPES[kind].items():
+            assert getattr(args, name) == value, (kind, name)
+    assert (T.RECIPES["folder"]["batch_size"], T.RECIPES["folder"]["epochs"], T.RECIPES["folder"]["lr"]) == (
+        128, 90, None)   # the paper's: lr by the number of classes
+    args = T.parse_args(["--batch-size", "7", "--lr", "0.5"])
+    assert (args.batch_size, args.lr) == (7, 0.5) and "batch_size" not in args.recipe_defaults
+    assert T.default_lr(1000) == 0.01 and T.default_lr(10) == 0.001
     assert T.resolve_devices("cpu,cpu")[0] == (torch.device("cpu"), torch.device("cpu"))
     assert T.resolve_devices("cpu") == (None, torch.device("cpu"))
