@@ -19,15 +19,19 @@ def run_python(code, tmp_path):
                           env=ENV, timeout=300, cwd=tmp_path)
 
 
+# Makes `import alexnet_kernels._C` fail as a broken build would (pasted into the child processes' code).
+BLOCK_EXTENSION = """class BlockC:
+            def find_spec(self, name, path=None, target=None):
+                if name == "alexnet_kernels._C":
+                    raise ImportError("simulated: no compiled extension")
+        sys.meta_path.insert(0, BlockC())"""
+
+
 def test_imports_and_falls_back_without_the_extension(tmp_path):
     """If _C cannot load, the package imports, warns once with the reason, and 'torch' still works."""
     out = run_python("""
         import sys, warnings
-        class BlockC:  # make `import alexnet_kernels._C` fail as a broken build would
-            def find_spec(self, name, path=None, target=None):
-                if name == "alexnet_kernels._C":
-                    raise ImportError("simulated: no compiled extension")
-        sys.meta_path.insert(0, BlockC())
+        BLOCK_EXTENSION
         import torch
         import alexnet_kernels.lrn as lrn
         from alexnet_kernels import BackendUnavailableError
@@ -46,7 +50,7 @@ def test_imports_and_falls_back_without_the_extension(tmp_path):
         else:
             raise AssertionError("backend='cpu' should have raised")
         print("OK")
-    """, tmp_path)
+    """.replace("BLOCK_EXTENSION", BLOCK_EXTENSION), tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("OK")
 
@@ -58,17 +62,13 @@ def test_missing_extension_advice_fits_where_the_package_was_imported_from(tmp_p
     package_dir = os.path.dirname(os.path.abspath(alexnet_kernels.__file__))
     code = textwrap.dedent("""
         import sys, warnings
-        class BlockC:
-            def find_spec(self, name, path=None, target=None):
-                if name == "alexnet_kernels._C":
-                    raise ImportError("simulated: no compiled extension")
-        sys.meta_path.insert(0, BlockC())
+        BLOCK_EXTENSION
         import alexnet_kernels
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             alexnet_kernels.build_info()
         print("\\n".join(str(w.message) for w in caught if "alexnet_kernels._C" in str(w.message)))
-    """)
+    """.replace("BLOCK_EXTENSION", BLOCK_EXTENSION))
     messages = {}
     for kind in ("checkout", "installed"):
         folder = tmp_path / kind
