@@ -8,6 +8,11 @@ Environment knobs:
   CUDA_HOME                   toolkit root (default: found from the ``nvcc`` on PATH)
   ALEXNET_KERNELS_NO_CUDA=1   build the CPU sources only
   ALEXNET_KERNELS_NO_CUDNN=1  skip the cuDNN baseline wrapper
+
+The extension uses only torch's stable C ABI (torch/csrc/stable, targeting torch 2.11) and Python's limited
+API: one build loads under every torch >= 2.11 and every CPython >= 3.10 (an abi3 wheel), so an isolated
+`pip install .` -- which compiles against whatever torch pip puts in the build environment -- cannot mismatch
+the torch it then runs with.
 """
 import os
 import re
@@ -90,6 +95,30 @@ CUDNN = find_cudnn() if WITH_CUDA and os.environ.get("ALEXNET_KERNELS_NO_CUDNN")
 WITH_CUDNN = CUDNN is not None
 
 
+def sources_digest():
+    """alexnet_kernels/_sources_digest.py, loaded by path (importing the package would import torch first)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "_ak_sources_digest", os.path.join(HERE, "alexnet_kernels", "_sources_digest.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.sources_digest(HERE)
+
+
+def git_commit():
+    """The checkout's commit (with "+dirty" for uncommitted changes to tracked files), or "unknown"."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True,
+                             timeout=30).stdout.strip()
+        if not re.fullmatch(r"[0-9a-f]{40}", sha):
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE,
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def _src(*names):
     return [os.path.join("csrc", n) for n in names]
 
@@ -98,28 +127,35 @@ def _str_macro(name, value):
     return (name, '"%s"' % str(value).replace('"', ''))
 
 
+# The oldest torch whose stable ABI the extension may use (0xMMmm << 48), and the oldest CPython.
+TORCH_TARGET = (2, 11)
+PY_LIMITED_API_MIN = (3, 10)
+
+
 def make_extension():
     macros = [
+        ("TORCH_TARGET_VERSION", "0x%02x%02x000000000000ULL" % TORCH_TARGET),
+        ("AK_PY_LIMITED_API_MIN", "%d.%d" % PY_LIMITED_API_MIN),
         _str_macro("AK_BUILD_TORCH_VERSION", torch.__version__),
         _str_macro("AK_BUILD_CUDA_VERSION", torch.version.cuda if WITH_CUDA else "none"),
         _str_macro("AK_BUILD_CUDA_ARCHS", os.environ["TORCH_CUDA_ARCH_LIST"] if WITH_CUDA else "none"),
         _str_macro("AK_BUILD_CUDA_HOME", CUDA_HOME or "none"),
+        _str_macro("AK_BUILD_GIT_COMMIT", git_commit()),
+        _str_macro("AK_BUILD_SOURCES_DIGEST", sources_digest()),
     ]
     # No -std flag: torch.utils.cpp_extension adds the standard its headers need (C++20 for torch >= 2.10).
+    # No -fopenmp: the CPU kernels' parallel loops call torch's own thread pool through the stable ABI
+    # (torch_parallel_for), so the extension needs no OpenMP runtime of its own.
     cxx_flags = ["-O3"]
-    omp_link_args = []
-    if sys.platform.startswith("linux"):
-        # at::parallel_for is inline OpenMP in ATen's headers: without -fopenmp it runs serially.
-        # The extension then shares torch's libgomp.so.1 (same soname, already loaded by torch).
-        cxx_flags.append("-fopenmp")
-        omp_link_args.append("-fopenmp")
+    # py_limited_api: torch.utils.cpp_extension then defines Py_LIMITED_API and leaves out libtorch_python.
+    limited = dict(py_limited_api=True)
     sources = _src("bindings.cpp", "lrn_cpu.cpp", "pool_cpu.cpp", "dropout_cpu.cpp")
     if not WITH_CUDA:
         return CppExtension("alexnet_kernels._C", sources, define_macros=macros,
-                            extra_compile_args={"cxx": cxx_flags}, extra_link_args=omp_link_args)
+                            extra_compile_args={"cxx": cxx_flags}, **limited)
     macros.append(("AK_WITH_CUDA", "1"))
     sources += _src("lrn_cuda.cu", "pool_cuda.cu", "dropout_cuda.cu")
-    include_dirs, library_dirs, libraries, link_args = [], [], [], list(omp_link_args)
+    include_dirs, library_dirs, libraries, link_args = [], [], [], []
     # The toolkit keeps its libraries in lib/ on some installs and lib64/ on others.
     for sub in ("lib", "lib64"):
         d = os.path.join(CUDA_HOME, sub)
@@ -132,8 +168,11 @@ def make_extension():
         include_dirs.append(inc)
         library_dirs.append(libdir)
         so = sorted(f for f in os.listdir(libdir) if re.fullmatch(r"libcudnn\.so(\.\d+)?", f))[-1]
-        # The wheel ships only the versioned soname (libcudnn.so.9): link it by file name.
-        link_args += ["-l:" + so, "-Wl,-rpath," + libdir]
+        # The wheel ships only the versioned soname (libcudnn.so.9): link it by file name. At run time torch has
+        # loaded that soname already; the rpaths are for loading _C alone: the nvidia-cudnn wheel next to the
+        # installed package (site-packages/nvidia/cudnn/lib, also right after an isolated build, whose build
+        # environment is gone by then), then the directory found at build time.
+        link_args += ["-l:" + so, "-Wl,-rpath,$ORIGIN/../nvidia/cudnn/lib", "-Wl,-rpath," + libdir]
     # --use_fast_math for its fast exp2/log2/division (LRN's powers), but -ftz=false: fast math alone also
     # flushes subnormals to zero (-ftz=true) in every float op, comparisons included, so max-pool would take
     # the first of several subnormals (compared as zeros) instead of torch's maximum and its backward sum
@@ -144,7 +183,7 @@ def make_extension():
     nvcc_flags = ["-O3", "--use_fast_math", "-ftz=false", "-lineinfo"]
     return CUDAExtension("alexnet_kernels._C", sources, define_macros=macros, include_dirs=include_dirs,
                          library_dirs=library_dirs, libraries=libraries, extra_link_args=link_args,
-                         extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags})
+                         extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags}, **limited)
 
 
 print("alexnet_kernels build: torch %s, CUDA sources %s (toolkit %s, archs %s), cuDNN baseline %s" % (
@@ -163,4 +202,6 @@ setup(
     ext_modules=[make_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     zip_safe=False,
+    # One wheel for every CPython >= 3.10 (cp310-abi3).
+    options={"bdist_wheel": {"py_limited_api": "cp%d%d" % PY_LIMITED_API_MIN}},
 )

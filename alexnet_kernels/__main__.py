@@ -29,6 +29,11 @@ def main():
     if info is None:
         print("alexnet_kernels._C: unavailable (%s)" % _extension.load_error())
     else:
+        print("alexnet_kernels._C: %s, ABI target torch %s (loads under torch >= %s), %s; built with torch %s, "
+              "loaded under torch %s: %s" % (info.get("abi", "?"), info.get("abi_target", "?"),
+                                             info.get("abi_target", "?"), info.get("python_abi", "?"),
+                                             info.get("torch_version", "?"), torch.__version__,
+                                             _extension.load().__file__))
         print("alexnet_kernels._C built with: " + ", ".join("%s=%s" % kv for kv in sorted(info.items())))
     print("default backend: %s ($%s)" % (_backends.default_backend(), _backends.ENV_VAR))
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])

@@ -75,7 +75,7 @@ def backend_error(backend, device, needs=()):
     missing = [name for name in needs if not hasattr(ext, name)]
     if missing:
         return ("alexnet_kernels._C has no %s: it was built before these kernels existed; rebuild it "
-                "(pip install --no-build-isolation .)" % ", ".join(missing))
+                "(pip install .)" % ", ".join(missing))
     if backend == "cpu":
         if device.type != "cpu":
             return "the C++ CPU kernels take cpu tensors, got a %s tensor" % device.type

@@ -1,13 +1,20 @@
 """Lazy access to the compiled extension ``alexnet_kernels._C``.
 
+``_C`` is built on torch's stable C ABI (targeting torch 2.11) as a limited-API (abi3) Python module:
+importing it registers its kernels as the torch.library operators ``torch.ops.alexnet_kernels_C.<name>``;
+the module itself holds only ``build_info()``.  :func:`load` returns an object whose attributes are those
+operators (``load().lrn_forward(x, y, ...)``), so callers do not depend on how the kernels are bound.
+
 Importing alexnet_kernels never fails because of the extension: if ``_C`` is missing or does not load
-(built against another torch, no CUDA runtime, ...), the package warns once with the reason and the
+(no CUDA runtime, a torch older than the ABI target, ...), the package warns once with the reason and the
 Triton and torch backends keep working.
 """
 import importlib
 import os
 import threading
 import warnings
+
+OPS_NAMESPACE = "alexnet_kernels_C"
 
 _lock = threading.Lock()
 _state = {"loaded": False, "module": None, "error": None, "build_info": None}
@@ -28,21 +35,51 @@ def _fix_advice():
     if checkout is not None:
         return ("alexnet_kernels was imported from the source checkout %s (Python puts the current folder first "
                 "on sys.path), which holds no built extension: run from another folder to use the installed "
-                "package, or build the checkout in place with `pip install --no-build-isolation -e .`"
+                "package, or build the checkout in place with `pip install -e .`"
                 % checkout)
-    return "reinstall with `pip install --no-build-isolation .` to build it"
+    return "reinstall with `pip install .` to build it"
+
+
+class CompiledKernels:
+    """The extension's operators as attributes (``torch.ops.alexnet_kernels_C.<name>``) and its
+    ``build_info()``; a name the loaded library does not define raises AttributeError (so ``hasattr``
+    tells an extension built before an op existed)."""
+
+    def __init__(self, module):
+        import torch
+        self._module = module
+        self._ops = getattr(torch.ops, OPS_NAMESPACE)
+        self.__file__ = getattr(module, "__file__", None)
+
+    def build_info(self):
+        return self._module.build_info()
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            # The overload itself, not the packet: the call then skips overload resolution (~0.2 us).
+            op = getattr(self._ops, name).default
+        except (AttributeError, RuntimeError):
+            raise AttributeError("alexnet_kernels._C (%s) has no operator %r" % (self.__file__, name)) from None
+        setattr(self, name, op)  # later lookups skip torch.ops' resolution
+        return op
+
+    def __repr__(self):
+        return "<alexnet_kernels._C: torch.ops.%s, %s>" % (OPS_NAMESPACE, self.__file__)
 
 
 def load():
-    """The ``_C`` module, or None (the reason is in :func:`load_error`)."""
+    """The extension's operators (a :class:`CompiledKernels`), or None (the reason is in :func:`load_error`)."""
     if not _state["loaded"]:
         with _lock:
             if not _state["loaded"]:
                 try:
                     import torch  # noqa: F401  (_C links against torch's libraries)
                     module = importlib.import_module("alexnet_kernels._C")
-                    _state["build_info"] = dict(module.build_info())
-                    _state["module"] = module
+                    kernels = CompiledKernels(module)
+                    _state["build_info"] = dict(kernels.build_info())
+                    _state["module"] = kernels
                 except Exception as exc:  # ImportError, OSError from a bad .so, ...
                     advice = _fix_advice()
                     _state["error"] = "%s: %s; %s" % (type(exc).__name__, exc, advice)

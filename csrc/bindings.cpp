@@ -23,12 +23,172 @@
 // bit pattern is the Philox key), threshold = round(p * 2^24) in [0, 2^24], scale = 1 / (1 - p), finite
 // and >= 1. dropout_* take 1-D contiguous tensors (dense tensors' storage, flattened in memory order); bias_relu_dropout_* take
 // (M, N) row-major x / y / dy / dx and (N,) bias / dbias. Outputs may not overlap inputs.
-#include <torch/extension.h>
+//
+// Registered as torch.library operators alexnet_kernels_C::<name> through torch's stable C ABI
+// (torch/csrc/stable: STABLE_TORCH_LIBRARY, torch::stable::Tensor, DeviceGuard), targeting torch 2.11
+// (TORCH_TARGET_VERSION, set by setup.py): the library links only torch's C shim -- no ATen, c10 or
+// pybind11 symbol -- so one build loads under every torch from 2.11 on. The Python module is a bare
+// limited-API (abi3) module: importing it registers the operators; its one function is build_info().
+// The kernels see tensors as ak::TensorView (tensor_view.h): this file is the only one that talks to torch.
+#ifdef AK_WITH_CUDA
+// aoti_torch_get_current_cuda_stream, part of the same C shim, is declared only for CUDA builds.
+#ifndef USE_CUDA
+#define USE_CUDA
+#endif
+#endif
 
-#include <ATen/MemoryOverlap.h>
+#include <torch/csrc/stable/accelerator.h>
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+#include <torch/headeronly/core/ScalarType.h>
+#include <torch/csrc/inductor/aoti_torch/c/shim.h>  // aoti_torch_get_current_cuda_stream (with USE_CUDA)
 
+#include <Python.h>  // the limited API only (Py_LIMITED_API, set by torch.utils.cpp_extension)
+
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
+#include <sstream>
+#include <string>
+
+#include "dropout.h"
+#include "dropout_math.h"
+#include "lrn.h"
+#include "pool.h"
+#include "tensor_view.h"
+
+#ifdef AK_WITH_CUDNN
+#include <cudnn.h>
+#endif
+
+namespace {
+
+using torch::headeronly::ScalarType;
+using torch::stable::Tensor;
+
+// --- what error messages print, in torch's spelling -------------------------------------------------
+
+std::string int_list(const int64_t* values, int64_t count) {
+  std::ostringstream out;
+  out << "[";
+  for (int64_t i = 0; i < count; ++i) out << (i ? ", " : "") << values[i];
+  out << "]";
+  return out.str();
+}
+
+// t's shape, or its first `dims` sizes.
+std::string shape(const Tensor& t, int64_t dims = -1) {
+  const auto sizes = t.sizes();
+  const int64_t n = dims < 0 ? static_cast<int64_t>(sizes.size()) : std::min<int64_t>(dims, sizes.size());
+  return int_list(sizes.data(), n);
+}
+
+std::string strides(const Tensor& t) {
+  const auto s = t.strides();
+  return int_list(s.data(), static_cast<int64_t>(s.size()));
+}
+
+std::string device_name(const Tensor& t) {
+  if (t.is_cpu()) return "cpu";
+  if (t.is_cuda()) return "cuda:" + std::to_string(static_cast<int>(t.get_device_index()));
+  const auto type = t.device().type();
+  if (type == torch::headeronly::DeviceType::Meta) return "meta";
+  return "device type " + std::to_string(static_cast<int>(type));
+}
+
+bool same_shape(const Tensor& a, const Tensor& b) {
+  const auto sa = a.sizes(), sb = b.sizes();
+  return sa.size() == sb.size() && std::equal(sa.begin(), sa.end(), sb.begin());
+}
+
+bool same_device(const Tensor& a, const Tensor& b) {
+  return a.device().type() == b.device().type() && a.get_device_index() == b.get_device_index();
+}
+
+// --- the kernels' view of a checked tensor ---------------------------------------------------------
+
+ak::DType view_dtype(ScalarType t) {
+  switch (t) {
+    case ScalarType::Float: return ak::DType::kFloat;
+    case ScalarType::Double: return ak::DType::kDouble;
+    case ScalarType::Half: return ak::DType::kHalf;
+    case ScalarType::BFloat16: return ak::DType::kBFloat16;
+    case ScalarType::Byte: return ak::DType::kByte;
+    case ScalarType::Long: return ak::DType::kLong;
+    default: return ak::DType::kOther;
+  }
+}
+
+ak::TensorView view(const Tensor& t) {
+  ak::TensorView v;
+  v.dim = static_cast<int>(t.dim());
+  AK_CHECK(v.dim <= ak::kMaxViewDims, "alexnet_kernels: a kernel argument has more than 4 dimensions");
+  for (int d = 0; d < v.dim; ++d) {
+    v.sizes[d] = t.size(d);
+    v.strides[d] = t.stride(d);
+  }
+  v.numel = t.numel();
+  v.data = v.numel == 0 ? nullptr : t.data_ptr();
+  v.dtype = view_dtype(t.scalar_type());
+  v.is_cuda = t.is_cuda();
+  v.device = t.is_cuda() ? static_cast<int>(t.get_device_index()) : -1;
+  return v;
+}
+
+#ifdef AK_WITH_CUDA
+// The tensors' device made current (restored on exit) and its current stream, as torch's own
+// kernels use: CUDA-graph capture and torch.cuda.stream(...) contexts are honoured, from any thread.
+class CurrentCudaStream {
+ public:
+  explicit CurrentCudaStream(const Tensor& t) : guard_(t.get_device_index()) {
+    TORCH_ERROR_CODE_CHECK(aoti_torch_get_current_cuda_stream(t.get_device_index(), &stream_));
+  }
+  void* get() const { return stream_; }
+
+ private:
+  torch::stable::accelerator::DeviceGuard guard_;
+  void* stream_ = nullptr;
+};
+#endif
+
+// --- overlap: outputs must share no memory with inputs ----------------------------------------------
+
+// The address range [begin, end) of t's elements (exact for the dense layouts every argument is
+// checked to have; conservative for other strides).
+struct ByteRange {
+  uintptr_t begin, end;
+};
+
+ByteRange byte_range(const Tensor& t) {
+  const uintptr_t base = reinterpret_cast<uintptr_t>(t.data_ptr());
+  int64_t lo = 0, hi = 0;
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    const int64_t reach = (t.size(d) - 1) * t.stride(d);
+    (reach < 0 ? lo : hi) += reach;
+  }
+  const int64_t item = static_cast<int64_t>(t.element_size());
+  return ByteRange{base + lo * item, base + (hi + 1) * item};
+}
+
+enum class Overlap { kNone, kFull, kPartial };
+
+Overlap overlap_status(const Tensor& a, const Tensor& b) {
+  if (a.numel() == 0 || b.numel() == 0) return Overlap::kNone;
+  const ByteRange ra = byte_range(a), rb = byte_range(b);
+  if (ra.end <= rb.begin || rb.end <= ra.begin) return Overlap::kNone;
+  const bool same = ra.begin == rb.begin && ra.end == rb.end && same_shape(a, b) && strides(a) == strides(b);
+  return same ? Overlap::kFull : Overlap::kPartial;
+}
+
+// at::assert_no_overlap's rule and message.
+void assert_no_overlap(const Tensor& out, const Tensor& in) {
+  AK_CHECK(overlap_status(out, in) == Overlap::kNone,
+           "unsupported operation: some elements of the input tensor and the written-to tensor refer to a single "
+           "memory location. Please clone() the tensor before performing the operation.");
+}
+
 
 #include "dropout.h"
 #include "dropout_math.h"
@@ -39,8 +199,6 @@
 #include <cudnn.h>
 #endif
 
-namespace {
-
 const char* layout_name(bool channels_last) {
   return channels_last ? "channels_last (strides (C*S, 1, C))" : "NCHW-contiguous (strides (C*S, S, 1))";
 }
@@ -48,62 +206,63 @@ const char* layout_name(bool channels_last) {
 // A 3-D (N, C, S) float/half/bfloat16 tensor (or float64 on the CPU) laid out as the layout says.
 // The stride of a dimension of size 1 is not checked (it never enters an address), nor are those of
 // an empty tensor.
-void check_lrn_tensor(const char* op, const char* name, const at::Tensor& t, bool channels_last) {
-  TORCH_CHECK(t.defined(), op, ": ", name, " is undefined");
-  TORCH_CHECK(t.dim() == 3, op, ": ", name, " must be 3-D (N, C, S), got shape ", t.sizes());
-  TORCH_CHECK(t.is_cpu() || t.is_cuda(), op, ": ", name, " must be a cpu or cuda tensor, got ", t.device());
+void check_lrn_tensor(const char* op, const char* name, const Tensor& t, bool channels_last) {
+  AK_CHECK(t.defined(), op, ": ", name, " is undefined");
+  AK_CHECK(t.dim() == 3, op, ": ", name, " must be 3-D (N, C, S), got shape ", shape(t));
+  AK_CHECK(t.is_cpu() || t.is_cuda(), op, ": ", name, " must be a cpu or cuda tensor, got ", device_name(t));
   const auto dtype = t.scalar_type();
-  const bool cpu_double = dtype == at::kDouble && t.is_cpu();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16 || cpu_double, op, ": ", name,
-              " must be float32, float16 or bfloat16 (or float64 on the CPU), got ", dtype, " on ", t.device());
+  const bool cpu_double = dtype == ScalarType::Double && t.is_cpu();
+  AK_CHECK(dtype == ScalarType::Float || dtype == ScalarType::Half || dtype == ScalarType::BFloat16 || cpu_double, op, ": ", name,
+              " must be float32, float16 or bfloat16 (or float64 on the CPU), got ", dtype, " on ", device_name(t));
   const int64_t C = t.size(1), S = t.size(2);
   const int64_t expected[3] = {C * S, channels_last ? 1 : S, channels_last ? C : 1};
   for (int d = 0; d < 3; ++d) {
-    TORCH_CHECK(t.size(d) <= 1 || t.numel() == 0 || t.stride(d) == expected[d], op, ": ", name, " must be ",
-                layout_name(channels_last), ", got shape ", t.sizes(), " and strides ", t.strides());
+    AK_CHECK(t.size(d) <= 1 || t.numel() == 0 || t.stride(d) == expected[d], op, ": ", name, " must be ",
+                layout_name(channels_last), ", got shape ", shape(t), " and strides ", strides(t));
   }
-  TORCH_CHECK(C <= std::numeric_limits<int>::max(), op, ": at most 2^31 - 1 channels, got ", C);
+  AK_CHECK(C <= std::numeric_limits<int>::max(), op, ": at most 2^31 - 1 channels, got ", C);
 }
 
-void check_same(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x) {
-  TORCH_CHECK(t.sizes() == x.sizes(), op, ": ", name, " must have x's shape ", x.sizes(), ", got ", t.sizes());
-  TORCH_CHECK(t.scalar_type() == x.scalar_type(), op, ": ", name, " must have x's dtype ", x.scalar_type(),
+void check_same(const char* op, const char* name, const Tensor& t, const Tensor& x) {
+  AK_CHECK(same_shape(t, x), op, ": ", name, " must have x's shape ", shape(x), ", got ", shape(t));
+  AK_CHECK(t.scalar_type() == x.scalar_type(), op, ": ", name, " must have x's dtype ", x.scalar_type(),
               ", got ", t.scalar_type());
-  TORCH_CHECK(t.device() == x.device(), op, ": ", name, " must be on x's device ", x.device(), ", got ",
-              t.device());
+  AK_CHECK(same_device(t, x), op, ": ", name, " must be on x's device ", device_name(x), ", got ",
+              device_name(t));
 }
 
 // Any n >= 1: the kernels clip the window's reach to the channels (make_lrn_params), the divisor stays n.
 void check_size(const char* op, int64_t size) {
-  TORCH_CHECK(size >= 1, op, ": size must be >= 1, got ", size);
+  AK_CHECK(size >= 1, op, ": size must be >= 1, got ", size);
 }
 
 #ifndef AK_WITH_CUDA
 [[noreturn]] void no_cuda(const char* op) {
-  TORCH_CHECK(false, op, ": alexnet_kernels._C was built without CUDA sources");
+  AK_CHECK(false, op, ": alexnet_kernels._C was built without CUDA sources");
 }
 #endif
 
-void lrn_forward(const at::Tensor& x, const at::Tensor& y, int64_t size, double alpha, double beta, double k,
+void lrn_forward(const Tensor& x, const Tensor& y, int64_t size, double alpha, double beta, double k,
                  bool channels_last) {
   const char* op = "lrn_forward";
   check_size(op, size);
   check_lrn_tensor(op, "x", x, channels_last);
   check_lrn_tensor(op, "y", y, channels_last);
   check_same(op, "y", y, x);
-  at::assert_no_overlap(y, x);
+  assert_no_overlap(y, x);
   if (x.is_cuda()) {
 #ifdef AK_WITH_CUDA
-    ak::lrn_forward_cuda(x, y, size, alpha, beta, k, channels_last);
+    const CurrentCudaStream stream(x);
+    ak::lrn_forward_cuda(view(x), view(y), size, alpha, beta, k, channels_last, stream.get());
 #else
     no_cuda(op);
 #endif
   } else {
-    ak::lrn_forward_cpu(x, y, size, alpha, beta, k, channels_last);
+    ak::lrn_forward_cpu(view(x), view(y), size, alpha, beta, k, channels_last);
   }
 }
 
-void lrn_backward(const at::Tensor& x, const at::Tensor& dy, const at::Tensor& dx, int64_t size, double alpha,
+void lrn_backward(const Tensor& x, const Tensor& dy, const Tensor& dx, int64_t size, double alpha,
                   double beta, double k, bool channels_last) {
   const char* op = "lrn_backward";
   check_size(op, size);
@@ -112,16 +271,17 @@ void lrn_backward(const at::Tensor& x, const at::Tensor& dy, const at::Tensor& d
   check_lrn_tensor(op, "dx", dx, channels_last);
   check_same(op, "dy", dy, x);
   check_same(op, "dx", dx, x);
-  at::assert_no_overlap(dx, x);
-  at::assert_no_overlap(dx, dy);
+  assert_no_overlap(dx, x);
+  assert_no_overlap(dx, dy);
   if (x.is_cuda()) {
 #ifdef AK_WITH_CUDA
-    ak::lrn_backward_cuda(x, dy, dx, size, alpha, beta, k, channels_last);
+    const CurrentCudaStream stream(x);
+    ak::lrn_backward_cuda(view(x), view(dy), view(dx), size, alpha, beta, k, channels_last, stream.get());
 #else
     no_cuda(op);
 #endif
   } else {
-    ak::lrn_backward_cpu(x, dy, dx, size, alpha, beta, k, channels_last);
+    ak::lrn_backward_cpu(view(x), view(dy), view(dx), size, alpha, beta, k, channels_last);
   }
 }
 
@@ -135,53 +295,53 @@ const char* layout4_name(bool channels_last) {
 
 // A 4-D tensor on the CPU or a GPU laid out as the layout says (strides of size-1 dimensions, and
 // of empty tensors, are not checked: they never enter an address).
-void check_pool_tensor(const char* op, const char* name, const at::Tensor& t, bool channels_last) {
-  TORCH_CHECK(t.defined(), op, ": ", name, " is undefined");
-  TORCH_CHECK(t.dim() == 4, op, ": ", name, " must be 4-D (N, C, H, W), got shape ", t.sizes());
-  TORCH_CHECK(t.is_cpu() || t.is_cuda(), op, ": ", name, " must be a cpu or cuda tensor, got ", t.device());
+void check_pool_tensor(const char* op, const char* name, const Tensor& t, bool channels_last) {
+  AK_CHECK(t.defined(), op, ": ", name, " is undefined");
+  AK_CHECK(t.dim() == 4, op, ": ", name, " must be 4-D (N, C, H, W), got shape ", shape(t));
+  AK_CHECK(t.is_cpu() || t.is_cuda(), op, ": ", name, " must be a cpu or cuda tensor, got ", device_name(t));
   const ak::Strides4 s = ak::layout_strides(t.size(1), t.size(2), t.size(3), channels_last);
   const int64_t expected[4] = {s.n, s.c, s.h, s.w};
   for (int d = 0; d < 4; ++d) {
-    TORCH_CHECK(t.size(d) <= 1 || t.numel() == 0 || t.stride(d) == expected[d], op, ": ", name, " must be ",
-                layout4_name(channels_last), ", got shape ", t.sizes(), " and strides ", t.strides());
+    AK_CHECK(t.size(d) <= 1 || t.numel() == 0 || t.stride(d) == expected[d], op, ": ", name, " must be ",
+                layout4_name(channels_last), ", got shape ", shape(t), " and strides ", strides(t));
   }
 }
 
 // Values: float32, float16 or bfloat16 (or float64 on the CPU); ref's dtype and device when ref is given.
-void check_pool_values(const char* op, const char* name, const at::Tensor& t, const at::Tensor* ref,
+void check_pool_values(const char* op, const char* name, const Tensor& t, const Tensor* ref,
                        const char* ref_name) {
   const auto dtype = t.scalar_type();
-  const bool cpu_double = dtype == at::kDouble && t.is_cpu();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16 || cpu_double, op, ": ", name,
-              " must be float32, float16 or bfloat16 (or float64 on the CPU), got ", dtype, " on ", t.device());
+  const bool cpu_double = dtype == ScalarType::Double && t.is_cpu();
+  AK_CHECK(dtype == ScalarType::Float || dtype == ScalarType::Half || dtype == ScalarType::BFloat16 || cpu_double, op, ": ", name,
+              " must be float32, float16 or bfloat16 (or float64 on the CPU), got ", dtype, " on ", device_name(t));
   if (ref != nullptr) {
-    TORCH_CHECK(dtype == ref->scalar_type(), op, ": ", name, " must have ", ref_name, "'s dtype ",
+    AK_CHECK(dtype == ref->scalar_type(), op, ": ", name, " must have ", ref_name, "'s dtype ",
                 ref->scalar_type(), ", got ", dtype);
-    TORCH_CHECK(t.device() == ref->device(), op, ": ", name, " must be on ", ref_name, "'s device ", ref->device(),
-                ", got ", t.device());
+    AK_CHECK(same_device(t, *ref), op, ": ", name, " must be on ", ref_name, "'s device ", device_name(*ref),
+                ", got ", device_name(t));
   }
 }
 
 // offsets: uint8, out's shape and device.
-void check_offsets(const char* op, const at::Tensor& offsets, const at::Tensor& out, const char* out_name) {
-  TORCH_CHECK(offsets.scalar_type() == at::kByte, op, ": offsets must be uint8, got ", offsets.scalar_type());
-  TORCH_CHECK(offsets.sizes() == out.sizes(), op, ": offsets must have ", out_name, "'s shape ", out.sizes(),
-              ", got ", offsets.sizes());
-  TORCH_CHECK(offsets.device() == out.device(), op, ": offsets must be on ", out_name, "'s device ", out.device(),
-              ", got ", offsets.device());
+void check_offsets(const char* op, const Tensor& offsets, const Tensor& out, const char* out_name) {
+  AK_CHECK(offsets.scalar_type() == ScalarType::Byte, op, ": offsets must be uint8, got ", offsets.scalar_type());
+  AK_CHECK(same_shape(offsets, out), op, ": offsets must have ", out_name, "'s shape ", shape(out),
+              ", got ", shape(offsets));
+  AK_CHECK(same_device(offsets, out), op, ": offsets must be on ", out_name, "'s device ", device_name(out),
+              ", got ", device_name(offsets));
 }
 
 ak::PoolParams check_pool_params(const char* op, int64_t kH, int64_t kW, int64_t sH, int64_t sW, int64_t pH,
                                  int64_t pW) {
-  TORCH_CHECK(kH >= 1 && kW >= 1, op, ": kernel size must be >= 1, got (", kH, ", ", kW, ")");
-  TORCH_CHECK(kH <= 256 && kW <= 256 && kH * kW <= 256, op, ": kH * kW must be <= 256 (offsets are uint8), got (",
+  AK_CHECK(kH >= 1 && kW >= 1, op, ": kernel size must be >= 1, got (", kH, ", ", kW, ")");
+  AK_CHECK(kH <= 256 && kW <= 256 && kH * kW <= 256, op, ": kH * kW must be <= 256 (offsets are uint8), got (",
               kH, ", ", kW, ")");
-  TORCH_CHECK(sH >= 1 && sW >= 1, op, ": stride must be >= 1, got (", sH, ", ", sW, ")");
-  TORCH_CHECK(sH <= std::numeric_limits<int>::max() && sW <= std::numeric_limits<int>::max(), op,
+  AK_CHECK(sH >= 1 && sW >= 1, op, ": stride must be >= 1, got (", sH, ", ", sW, ")");
+  AK_CHECK(sH <= std::numeric_limits<int>::max() && sW <= std::numeric_limits<int>::max(), op,
               ": stride is too large (at most 2^31 - 1, as torch), got (", sH, ", ", sW, ")");
-  TORCH_CHECK(pH >= 0 && pW >= 0, op, ": padding must be >= 0, got (", pH, ", ", pW, ")");
+  AK_CHECK(pH >= 0 && pW >= 0, op, ": padding must be >= 0, got (", pH, ", ", pW, ")");
   // torch's rule; it also keeps every window's in-bounds part non-empty.
-  TORCH_CHECK(pH <= kH / 2 && pW <= kW / 2, op, ": padding must be at most half the kernel size, got padding (",
+  AK_CHECK(pH <= kH / 2 && pW <= kW / 2, op, ": padding must be at most half the kernel size, got padding (",
               pH, ", ", pW, ") for kernel (", kH, ", ", kW, ")");
   return ak::PoolParams{static_cast<int>(kH), static_cast<int>(kW), static_cast<int>(sH),
                         static_cast<int>(sW), static_cast<int>(pH), static_cast<int>(pW)};
@@ -199,29 +359,29 @@ int64_t pool_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad
 // In ceil mode the floor-mode size may be 0 while the ceil-mode size is 1 (e.g. a 2x2 window over a 1x1
 // input): the last window must start inside the input or its left padding, and may hang off the end
 // (the kernels clip every window to the input).
-void check_pool_shapes(const char* op, const at::Tensor& in, const char* in_name, const at::Tensor& out,
+void check_pool_shapes(const char* op, const Tensor& in, const char* in_name, const Tensor& out,
                        const char* out_name, const ak::PoolParams& p) {
-  TORCH_CHECK(out.size(0) == in.size(0) && out.size(1) == in.size(1), op, ": ", out_name, " must have ", in_name,
-              "'s batch and channels ", in.sizes().slice(0, 2), ", got shape ", out.sizes());
-  TORCH_CHECK(in.size(2) >= 1 && in.size(3) >= 1, op, ": ", in_name, " must have non-empty spatial dims, got shape ",
-              in.sizes());
-  TORCH_CHECK(in.size(1) <= std::numeric_limits<int>::max(), op, ": at most 2^31 - 1 channels, got ", in.size(1));
+  AK_CHECK(out.size(0) == in.size(0) && out.size(1) == in.size(1), op, ": ", out_name, " must have ", in_name,
+              "'s batch and channels ", shape(in, 2), ", got shape ", shape(out));
+  AK_CHECK(in.size(2) >= 1 && in.size(3) >= 1, op, ": ", in_name, " must have non-empty spatial dims, got shape ",
+              shape(in));
+  AK_CHECK(in.size(1) <= std::numeric_limits<int>::max(), op, ": at most 2^31 - 1 channels, got ", in.size(1));
   const int64_t sizes[2][4] = {{in.size(2), p.kH, p.sH, p.pH}, {in.size(3), p.kW, p.sW, p.pW}};
   for (int d = 0; d < 2; ++d) {
     const int64_t floor_size = pool_output_size(sizes[d][0], sizes[d][1], sizes[d][2], sizes[d][3], false);
     const int64_t ceil_size = pool_output_size(sizes[d][0], sizes[d][1], sizes[d][2], sizes[d][3], true);
-    TORCH_CHECK(ceil_size >= 1, op, ": ", in_name, " of shape ", in.sizes(), " is too small for the kernel (",
+    AK_CHECK(ceil_size >= 1, op, ": ", in_name, " of shape ", shape(in), " is too small for the kernel (",
                 p.kH, ", ", p.kW, ") and padding (", p.pH, ", ", p.pW, ")");
     const int64_t got = out.size(2 + d);
-    TORCH_CHECK(got >= 1, op, ": ", out_name, " has ", d == 0 ? "OH" : "OW", " = ", got, ", but ", in_name,
-                " of shape ", in.sizes(), " pools to ", floor_size, " (ceil_mode: ", ceil_size, ")");
-    TORCH_CHECK(got == floor_size || got == ceil_size, op, ": ", out_name, " has ", d == 0 ? "OH" : "OW", " = ", got,
-                ", but ", in_name, " of shape ", in.sizes(), " pools to ", floor_size, " (ceil_mode: ", ceil_size,
+    AK_CHECK(got >= 1, op, ": ", out_name, " has ", d == 0 ? "OH" : "OW", " = ", got, ", but ", in_name,
+                " of shape ", shape(in), " pools to ", floor_size, " (ceil_mode: ", ceil_size, ")");
+    AK_CHECK(got == floor_size || got == ceil_size, op, ": ", out_name, " has ", d == 0 ? "OH" : "OW", " = ", got,
+                ", but ", in_name, " of shape ", shape(in), " pools to ", floor_size, " (ceil_mode: ", ceil_size,
                 ")");
   }
 }
 
-void max_pool2d_forward(const at::Tensor& x, const at::Tensor& y, const at::Tensor& offsets, int64_t kH, int64_t kW,
+void max_pool2d_forward(const Tensor& x, const Tensor& y, const Tensor& offsets, int64_t kH, int64_t kW,
                         int64_t sH, int64_t sW, int64_t pH, int64_t pW, bool channels_last) {
   const char* op = "max_pool2d_forward";
   const ak::PoolParams p = check_pool_params(op, kH, kW, sH, sW, pH, pW);
@@ -232,21 +392,22 @@ void max_pool2d_forward(const at::Tensor& x, const at::Tensor& y, const at::Tens
   check_pool_values(op, "y", y, &x, "x");
   check_offsets(op, offsets, y, "y");
   check_pool_shapes(op, x, "x", y, "y", p);
-  at::assert_no_overlap(y, x);
-  at::assert_no_overlap(offsets, x);
-  at::assert_no_overlap(offsets, y);
+  assert_no_overlap(y, x);
+  assert_no_overlap(offsets, x);
+  assert_no_overlap(offsets, y);
   if (x.is_cuda()) {
 #ifdef AK_WITH_CUDA
-    ak::max_pool2d_forward_cuda(x, y, offsets, p, channels_last);
+    const CurrentCudaStream stream(x);
+    ak::max_pool2d_forward_cuda(view(x), view(y), view(offsets), p, channels_last, stream.get());
 #else
     no_cuda(op);
 #endif
   } else {
-    ak::max_pool2d_forward_cpu(x, y, offsets, p, channels_last);
+    ak::max_pool2d_forward_cpu(view(x), view(y), view(offsets), p, channels_last);
   }
 }
 
-void max_pool2d_backward(const at::Tensor& dy, const at::Tensor& offsets, const at::Tensor& dx, int64_t kH,
+void max_pool2d_backward(const Tensor& dy, const Tensor& offsets, const Tensor& dx, int64_t kH,
                          int64_t kW, int64_t sH, int64_t sW, int64_t pH, int64_t pW, bool channels_last) {
   const char* op = "max_pool2d_backward";
   const ak::PoolParams p = check_pool_params(op, kH, kW, sH, sW, pH, pW);
@@ -257,20 +418,21 @@ void max_pool2d_backward(const at::Tensor& dy, const at::Tensor& offsets, const 
   check_pool_values(op, "dx", dx, &dy, "dy");
   check_offsets(op, offsets, dy, "dy");
   check_pool_shapes(op, dx, "dx", dy, "dy", p);
-  at::assert_no_overlap(dx, dy);
-  at::assert_no_overlap(dx, offsets);
+  assert_no_overlap(dx, dy);
+  assert_no_overlap(dx, offsets);
   if (dy.is_cuda()) {
 #ifdef AK_WITH_CUDA
-    ak::max_pool2d_backward_cuda(dy, offsets, dx, p, channels_last);
+    const CurrentCudaStream stream(dy);
+    ak::max_pool2d_backward_cuda(view(dy), view(offsets), view(dx), p, channels_last, stream.get());
 #else
     no_cuda(op);
 #endif
   } else {
-    ak::max_pool2d_backward_cpu(dy, offsets, dx, p, channels_last);
+    ak::max_pool2d_backward_cpu(view(dy), view(offsets), view(dx), p, channels_last);
   }
 }
 
-void relu_lrn_max_pool2d_forward(const at::Tensor& x, const at::Tensor& z, const at::Tensor& offsets, int64_t size,
+void relu_lrn_max_pool2d_forward(const Tensor& x, const Tensor& z, const Tensor& offsets, int64_t size,
                                  double alpha, double beta, double k, int64_t kH, int64_t kW, int64_t sH, int64_t sW,
                                  int64_t pH, int64_t pW, bool channels_last) {
   const char* op = "relu_lrn_max_pool2d_forward";
@@ -283,22 +445,23 @@ void relu_lrn_max_pool2d_forward(const at::Tensor& x, const at::Tensor& z, const
   check_pool_values(op, "z", z, &x, "x");
   check_offsets(op, offsets, z, "z");
   check_pool_shapes(op, x, "x", z, "z", p);
-  at::assert_no_overlap(z, x);
-  at::assert_no_overlap(offsets, x);
-  at::assert_no_overlap(offsets, z);
+  assert_no_overlap(z, x);
+  assert_no_overlap(offsets, x);
+  assert_no_overlap(offsets, z);
   if (x.is_cuda()) {
 #ifdef AK_WITH_CUDA
-    ak::relu_lrn_max_pool2d_forward_cuda(x, z, offsets, size, alpha, beta, k, p, channels_last);
+    const CurrentCudaStream stream(x);
+    ak::relu_lrn_max_pool2d_forward_cuda(view(x), view(z), view(offsets), size, alpha, beta, k, p, channels_last, stream.get());
 #else
     no_cuda(op);
 #endif
   } else {
-    ak::relu_lrn_max_pool2d_forward_cpu(x, z, offsets, size, alpha, beta, k, p, channels_last);
+    ak::relu_lrn_max_pool2d_forward_cpu(view(x), view(z), view(offsets), size, alpha, beta, k, p, channels_last);
   }
 }
 
-void relu_lrn_max_pool2d_backward(const at::Tensor& x, const at::Tensor& dz, const at::Tensor& offsets,
-                                  const at::Tensor& dx, int64_t size, double alpha, double beta, double k, int64_t kH,
+void relu_lrn_max_pool2d_backward(const Tensor& x, const Tensor& dz, const Tensor& offsets,
+                                  const Tensor& dx, int64_t size, double alpha, double beta, double k, int64_t kH,
                                   int64_t kW, int64_t sH, int64_t sW, int64_t pH, int64_t pW, bool channels_last) {
   const char* op = "relu_lrn_max_pool2d_backward";
   check_size(op, size);
@@ -310,20 +473,21 @@ void relu_lrn_max_pool2d_backward(const at::Tensor& x, const at::Tensor& dz, con
   check_pool_values(op, "x", x, nullptr, nullptr);
   check_pool_values(op, "dz", dz, &x, "x");
   check_pool_values(op, "dx", dx, &x, "x");
-  TORCH_CHECK(dx.sizes() == x.sizes(), op, ": dx must have x's shape ", x.sizes(), ", got ", dx.sizes());
+  AK_CHECK(same_shape(dx, x), op, ": dx must have x's shape ", shape(x), ", got ", shape(dx));
   check_offsets(op, offsets, dz, "dz");
   check_pool_shapes(op, x, "x", dz, "dz", p);
-  at::assert_no_overlap(dx, x);
-  at::assert_no_overlap(dx, dz);
-  at::assert_no_overlap(dx, offsets);
+  assert_no_overlap(dx, x);
+  assert_no_overlap(dx, dz);
+  assert_no_overlap(dx, offsets);
   if (x.is_cuda()) {
 #ifdef AK_WITH_CUDA
-    ak::relu_lrn_max_pool2d_backward_cuda(x, dz, offsets, dx, size, alpha, beta, k, p, channels_last);
+    const CurrentCudaStream stream(x);
+    ak::relu_lrn_max_pool2d_backward_cuda(view(x), view(dz), view(offsets), view(dx), size, alpha, beta, k, p, channels_last, stream.get());
 #else
     no_cuda(op);
 #endif
   } else {
-    ak::relu_lrn_max_pool2d_backward_cpu(x, dz, offsets, dx, size, alpha, beta, k, p, channels_last);
+    ak::relu_lrn_max_pool2d_backward_cpu(view(x), view(dz), view(offsets), view(dx), size, alpha, beta, k, p, channels_last);
   }
 }
 
@@ -332,105 +496,105 @@ void relu_lrn_max_pool2d_backward(const at::Tensor& x, const at::Tensor& dz, con
 // ---------------------------------------------------------------------------------------------
 
 // A contiguous dim-D float32 / float16 / bfloat16 tensor (or float64 on the CPU) on the CPU or a GPU.
-void check_dropout_tensor(const char* op, const char* name, const at::Tensor& t, int64_t dim, const char* shape) {
-  TORCH_CHECK(t.defined(), op, ": ", name, " is undefined");
-  TORCH_CHECK(t.dim() == dim, op, ": ", name, " must be ", dim, "-D ", shape, ", got shape ", t.sizes());
-  TORCH_CHECK(t.is_cpu() || t.is_cuda(), op, ": ", name, " must be a cpu or cuda tensor, got ", t.device());
+void check_dropout_tensor(const char* op, const char* name, const Tensor& t, int64_t dim, const char* dims) {
+  AK_CHECK(t.defined(), op, ": ", name, " is undefined");
+  AK_CHECK(t.dim() == dim, op, ": ", name, " must be ", dim, "-D ", dims, ", got shape ", shape(t));
+  AK_CHECK(t.is_cpu() || t.is_cuda(), op, ": ", name, " must be a cpu or cuda tensor, got ", device_name(t));
   const auto dtype = t.scalar_type();
-  const bool cpu_double = dtype == at::kDouble && t.is_cpu();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16 || cpu_double, op, ": ", name,
-              " must be float32, float16 or bfloat16 (or float64 on the CPU), got ", dtype, " on ", t.device());
-  TORCH_CHECK(t.is_contiguous(), op, ": ", name, " must be contiguous, got shape ", t.sizes(), " and strides ",
-              t.strides());
+  const bool cpu_double = dtype == ScalarType::Double && t.is_cpu();
+  AK_CHECK(dtype == ScalarType::Float || dtype == ScalarType::Half || dtype == ScalarType::BFloat16 || cpu_double, op, ": ", name,
+              " must be float32, float16 or bfloat16 (or float64 on the CPU), got ", dtype, " on ", device_name(t));
+  AK_CHECK(t.is_contiguous(), op, ": ", name, " must be contiguous, got shape ", shape(t), " and strides ",
+              strides(t));
 }
 
 // t has ref's dtype and device.
-void check_dropout_like(const char* op, const char* name, const at::Tensor& t, const char* ref_name,
-                        const at::Tensor& ref) {
-  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " must have ", ref_name, "'s dtype ",
+void check_dropout_like(const char* op, const char* name, const Tensor& t, const char* ref_name,
+                        const Tensor& ref) {
+  AK_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " must have ", ref_name, "'s dtype ",
               ref.scalar_type(), ", got ", t.scalar_type());
-  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " must be on ", ref_name, "'s device ", ref.device(),
-              ", got ", t.device());
+  AK_CHECK(same_device(t, ref), op, ": ", name, " must be on ", ref_name, "'s device ", device_name(ref),
+              ", got ", device_name(t));
 }
 
 void check_dropout_scalars(const char* op, int64_t threshold, double scale) {
-  TORCH_CHECK(threshold >= 0 && threshold <= ak::kDropoutThresholdMax, op,
+  AK_CHECK(threshold >= 0 && threshold <= ak::kDropoutThresholdMax, op,
               ": threshold must be in [0, 2^24] (round(p * 2^24)), got ", threshold);
-  TORCH_CHECK(std::isfinite(scale) && scale >= 1.0, op, ": scale must be finite and >= 1 (1 / (1 - p)), got ",
+  AK_CHECK(std::isfinite(scale) && scale >= 1.0, op, ": scale must be finite and >= 1 (1 / (1 - p)), got ",
               scale);
 }
 
 // The output `out` shares no memory with the input `in` (the kernels read and write in no fixed order).
-void check_no_overlap(const char* op, const char* out_name, const at::Tensor& out, const char* in_name,
-                      const at::Tensor& in) {
-  const at::MemOverlapStatus status = at::get_overlap_status(out, in);
-  TORCH_CHECK(status != at::MemOverlapStatus::Full && status != at::MemOverlapStatus::Partial, op, ": ", out_name,
-              " must not overlap ", in_name, " (", status == at::MemOverlapStatus::Full ? "same memory" : "partial overlap",
-              ")");
+void check_no_overlap(const char* op, const char* out_name, const Tensor& out, const char* in_name,
+                      const Tensor& in) {
+  const Overlap status = overlap_status(out, in);
+  AK_CHECK(status == Overlap::kNone, op, ": ", out_name, " must not overlap ", in_name, " (",
+           status == Overlap::kFull ? "same memory" : "partial overlap", ")");
 }
 
 // seed: a 1-element int64 tensor on ref's device (drawn there by torch's generator). The CPU kernels take
 // its value; the CUDA kernels read it from device memory (no host sync, CUDA-graph safe).
-void check_seed(const char* op, const at::Tensor& seed, const at::Tensor& ref) {
-  TORCH_CHECK(seed.defined() && seed.scalar_type() == at::kLong && seed.numel() == 1, op,
-              ": seed must be a 1-element int64 tensor, got ", seed.defined() ? seed.sizes() : at::IntArrayRef{},
-              " of ", seed.defined() ? seed.scalar_type() : at::ScalarType::Undefined);
-  TORCH_CHECK(seed.device() == ref.device(), op, ": seed must be on ", ref.device(), ", got ", seed.device());
+void check_seed(const char* op, const Tensor& seed, const Tensor& ref) {
+  AK_CHECK(seed.scalar_type() == ScalarType::Long && seed.numel() == 1, op,
+           ": seed must be a 1-element int64 tensor, got ", shape(seed), " of ", seed.scalar_type());
+  AK_CHECK(same_device(seed, ref), op, ": seed must be on ", device_name(ref), ", got ", device_name(seed));
 }
 
 #ifdef AK_WITH_CUDA
-const int64_t* seed_on_device(const at::Tensor& seed) { return seed.const_data_ptr<int64_t>(); }
+const int64_t* seed_on_device(const Tensor& seed) { return static_cast<const int64_t*>(seed.const_data_ptr()); }
 #endif
-int64_t seed_on_host(const at::Tensor& seed) { return seed.reshape({1}).const_data_ptr<int64_t>()[0]; }
+// One element: its address is the data pointer whatever the strides.
+int64_t seed_on_host(const Tensor& seed) { return *static_cast<const int64_t*>(seed.const_data_ptr()); }
 
 // dropout_forward and dropout_backward: dst = src * (keep ? scale : 0).
-void apply_dropout(const char* op, const char* src_name, const at::Tensor& src, const char* dst_name,
-                   const at::Tensor& dst, const at::Tensor& seed, int64_t threshold, double scale) {
+void apply_dropout(const char* op, const char* src_name, const Tensor& src, const char* dst_name,
+                   const Tensor& dst, const Tensor& seed, int64_t threshold, double scale) {
   check_dropout_scalars(op, threshold, scale);
   check_dropout_tensor(op, src_name, src, 1, "(numel,)");
   check_dropout_tensor(op, dst_name, dst, 1, "(numel,)");
   check_dropout_like(op, dst_name, dst, src_name, src);
-  TORCH_CHECK(dst.numel() == src.numel(), op, ": ", dst_name, " must have ", src_name, "'s numel ", src.numel(),
+  AK_CHECK(dst.numel() == src.numel(), op, ": ", dst_name, " must have ", src_name, "'s numel ", src.numel(),
               ", got ", dst.numel());
   check_no_overlap(op, dst_name, dst, src_name, src);
   check_seed(op, seed, src);
   if (src.is_cuda()) {
 #ifdef AK_WITH_CUDA
-    ak::apply_dropout_cuda(src, dst, seed_on_device(seed), threshold, scale);
+    const CurrentCudaStream stream(src);
+    ak::apply_dropout_cuda(view(src), view(dst), seed_on_device(seed), threshold, scale, stream.get());
 #else
     no_cuda(op);
 #endif
   } else {
-    ak::apply_dropout_cpu(src, dst, seed_on_host(seed), threshold, scale);
+    ak::apply_dropout_cpu(view(src), view(dst), seed_on_host(seed), threshold, scale);
   }
 }
 
-void dropout_forward(const at::Tensor& x, const at::Tensor& y, const at::Tensor& seed, int64_t threshold,
+void dropout_forward(const Tensor& x, const Tensor& y, const Tensor& seed, int64_t threshold,
                      double scale) {
   apply_dropout("dropout_forward", "x", x, "y", y, seed, threshold, scale);
 }
 
-void dropout_backward(const at::Tensor& dy, const at::Tensor& dx, const at::Tensor& seed, int64_t threshold,
+void dropout_backward(const Tensor& dy, const Tensor& dx, const Tensor& seed, int64_t threshold,
                       double scale) {
   apply_dropout("dropout_backward", "dy", dy, "dx", dx, seed, threshold, scale);
 }
 
 // t is (M, N) = ref's shape.
-void check_same_shape(const char* op, const char* name, const at::Tensor& t, const char* ref_name,
-                      const at::Tensor& ref) {
-  TORCH_CHECK(t.sizes() == ref.sizes(), op, ": ", name, " must have ", ref_name, "'s shape ", ref.sizes(), ", got ",
-              t.sizes());
+void check_same_shape(const char* op, const char* name, const Tensor& t, const char* ref_name,
+                      const Tensor& ref) {
+  AK_CHECK(same_shape(t, ref), op, ": ", name, " must have ", ref_name, "'s shape ", shape(ref), ", got ",
+              shape(t));
 }
 
 // bias / dbias is (N,) for the (M, N) tensor ref.
-void check_bias_shape(const char* op, const char* name, const at::Tensor& bias, const char* ref_name,
-                      const at::Tensor& ref) {
-  TORCH_CHECK(bias.size(0) == ref.size(1), op, ": ", name, " must have shape (N,) = (", ref.size(1), ",) for ",
-              ref_name, " of shape ", ref.sizes(), ", got ", bias.sizes());
+void check_bias_shape(const char* op, const char* name, const Tensor& bias, const char* ref_name,
+                      const Tensor& ref) {
+  AK_CHECK(bias.size(0) == ref.size(1), op, ": ", name, " must have shape (N,) = (", ref.size(1), ",) for ",
+              ref_name, " of shape ", shape(ref), ", got ", shape(bias));
 }
 
-void bias_relu_dropout_forward(const at::Tensor& x, const at::Tensor& bias, const at::Tensor& y,
-                               const at::Tensor& seed, int64_t threshold, double scale) {
+void bias_relu_dropout_forward(const Tensor& x, const Tensor& bias, const Tensor& y,
+                               const Tensor& seed, int64_t threshold, double scale) {
   const char* op = "bias_relu_dropout_forward";
   check_dropout_scalars(op, threshold, scale);
   check_dropout_tensor(op, "x", x, 2, "(M, N)");
@@ -445,17 +609,18 @@ void bias_relu_dropout_forward(const at::Tensor& x, const at::Tensor& bias, cons
   check_seed(op, seed, x);
   if (x.is_cuda()) {
 #ifdef AK_WITH_CUDA
-    ak::bias_relu_dropout_forward_cuda(x, bias, y, seed_on_device(seed), threshold, scale);
+    const CurrentCudaStream stream(x);
+    ak::bias_relu_dropout_forward_cuda(view(x), view(bias), view(y), seed_on_device(seed), threshold, scale, stream.get());
 #else
     no_cuda(op);
 #endif
   } else {
-    ak::bias_relu_dropout_forward_cpu(x, bias, y, seed_on_host(seed), threshold, scale);
+    ak::bias_relu_dropout_forward_cpu(view(x), view(bias), view(y), seed_on_host(seed), threshold, scale);
   }
 }
 
-void bias_relu_dropout_backward(const at::Tensor& dy, const at::Tensor& y, const at::Tensor& dx,
-                                const at::Tensor& dbias, const at::Tensor& seed, int64_t threshold, double scale) {
+void bias_relu_dropout_backward(const Tensor& dy, const Tensor& y, const Tensor& dx,
+                                const Tensor& dbias, const Tensor& seed, int64_t threshold, double scale) {
   const char* op = "bias_relu_dropout_backward";
   check_dropout_scalars(op, threshold, scale);
   check_dropout_tensor(op, "dy", dy, 2, "(M, N)");
@@ -476,111 +641,223 @@ void bias_relu_dropout_backward(const at::Tensor& dy, const at::Tensor& y, const
   check_seed(op, seed, dy);
   if (dy.is_cuda()) {
 #ifdef AK_WITH_CUDA
-    ak::bias_relu_dropout_backward_cuda(dy, y, dx, dbias, seed_on_device(seed), threshold, scale);
+    const CurrentCudaStream stream(dy);
+    ak::bias_relu_dropout_backward_cuda(view(dy), view(y), view(dx), view(dbias), seed_on_device(seed), threshold, scale, stream.get());
 #else
     no_cuda(op);
 #endif
   } else {
-    ak::bias_relu_dropout_backward_cpu(dy, y, dx, dbias, seed_on_host(seed), threshold, scale);
+    ak::bias_relu_dropout_backward_cpu(view(dy), view(y), view(dx), view(dbias), seed_on_host(seed), threshold, scale);
   }
 }
 
-at::Tensor cudnn_lrn_forward(const at::Tensor& x, int64_t size, double alpha, double beta, double k) {
+// --- the cuDNN baseline ------------------------------------------------------------------------------
+
 #ifdef AK_WITH_CUDNN
-  return ak::cudnn_lrn_forward(x, size, alpha, beta, k);
+void check_cudnn_params(const char* op, int64_t size, double beta, double k) {
+  const ak::CudnnLrnLimits lim = ak::cudnn_lrn_limits();
+  AK_CHECK(size >= lim.min_n && size <= lim.max_n, op, ": cuDNN accepts ", lim.min_n, " <= size <= ", lim.max_n,
+           ", got size = ", size);
+  AK_CHECK(k >= lim.min_k, op, ": cuDNN requires k >= ", lim.min_k, ", got k = ", k);
+  AK_CHECK(beta >= lim.min_beta, op, ": cuDNN requires beta >= ", lim.min_beta, ", got beta = ", beta);
+}
+
+// torch's is_contiguous(memory_format) for a 4-D tensor: strides of size-1 dimensions are free.
+bool dense_in(const Tensor& t, bool channels_last) {
+  const ak::Strides4 s = ak::layout_strides(t.size(1), t.size(2), t.size(3), channels_last);
+  const int64_t expected[4] = {s.n, s.c, s.h, s.w};
+  for (int d = 0; d < 4; ++d) {
+    if (t.size(d) != 1 && t.stride(d) != expected[d]) return false;
+  }
+  return true;
+}
+
+// The memory format the cuDNN call uses for x (and then for y, dy, dx): channels_last when x is
+// channels_last and not also NCHW-contiguous, as at::Tensor::suggest_memory_format.
+bool check_cudnn_input(const char* op, const Tensor& x) {
+  AK_CHECK(x.is_cuda(), op, ": x must be a cuda tensor, got ", device_name(x));
+  AK_CHECK(x.dim() == 4, op, ": x must be 4-D (N, C, H, W), got shape ", shape(x));
+  const auto dtype = x.scalar_type();
+  AK_CHECK(dtype == ScalarType::Float || dtype == ScalarType::Half || dtype == ScalarType::BFloat16, op,
+           ": x must be float32, float16 or bfloat16, got ", dtype);
+  AK_CHECK(x.numel() <= std::numeric_limits<int>::max(), op, ": cuDNN descriptors take int sizes, got ", x.numel(),
+           " elements");
+  const bool nchw = dense_in(x, false), channels_last = !nchw && dense_in(x, true);
+  AK_CHECK(nchw || channels_last, op, ": x must be contiguous or channels_last, got strides ", strides(x));
+  return channels_last;
+}
+
+void check_cudnn_like(const char* op, const char* name, const Tensor& t, const Tensor& x) {
+  AK_CHECK(same_shape(t, x), op, ": ", name, " must have x's shape ", shape(x), ", got ", shape(t));
+  AK_CHECK(t.scalar_type() == x.scalar_type(), op, ": ", name, " must have x's dtype");
+  AK_CHECK(same_device(t, x), op, ": ", name, " must be on x's device");
+}
+
+Tensor in_layout(const Tensor& t, bool channels_last) {
+  if (dense_in(t, channels_last)) return t;
+  return torch::stable::contiguous(t, channels_last ? torch::headeronly::MemoryFormat::ChannelsLast
+                                                    : torch::headeronly::MemoryFormat::Contiguous);
+}
+#endif
+
+Tensor cudnn_lrn_forward(const Tensor& x_in, int64_t size, double alpha, double beta, double k) {
+  const char* op = "cudnn_lrn_forward";
+#ifdef AK_WITH_CUDNN
+  check_cudnn_params(op, size, beta, k);
+  const bool channels_last = check_cudnn_input(op, x_in);
+  const CurrentCudaStream stream(x_in);
+  const Tensor x = in_layout(x_in, channels_last);
+  const Tensor y = torch::stable::empty_like(x);  // preserves x's (dense) layout
+  ak::cudnn_lrn_forward(view(x), view(y), size, alpha, beta, k, stream.get());
+  return y;
 #else
-  (void)x, (void)size, (void)alpha, (void)beta, (void)k;
-  TORCH_CHECK(false, "cudnn_lrn_forward: alexnet_kernels._C was built without cuDNN");
+  (void)x_in, (void)size, (void)alpha, (void)beta, (void)k;
+  AK_CHECK(false, op, ": alexnet_kernels._C was built without cuDNN");
+  return Tensor();
 #endif
 }
 
-at::Tensor cudnn_lrn_backward(const at::Tensor& x, const at::Tensor& y, const at::Tensor& dy, int64_t size,
-                              double alpha, double beta, double k) {
+Tensor cudnn_lrn_backward(const Tensor& x_in, const Tensor& y_in, const Tensor& dy_in, int64_t size, double alpha,
+                          double beta, double k) {
+  const char* op = "cudnn_lrn_backward";
 #ifdef AK_WITH_CUDNN
-  return ak::cudnn_lrn_backward(x, y, dy, size, alpha, beta, k);
+  check_cudnn_params(op, size, beta, k);
+  const bool channels_last = check_cudnn_input(op, x_in);
+  check_cudnn_like(op, "y", y_in, x_in);
+  check_cudnn_like(op, "dy", dy_in, x_in);
+  const CurrentCudaStream stream(x_in);
+  // One layout for all four tensors (no copy when they already share x's).
+  const Tensor x = in_layout(x_in, channels_last), y = in_layout(y_in, channels_last),
+               dy = in_layout(dy_in, channels_last);
+  const Tensor dx = torch::stable::empty_like(x);
+  ak::cudnn_lrn_backward(view(x), view(y), view(dy), view(dx), size, alpha, beta, k, stream.get());
+  return dx;
 #else
-  (void)x, (void)y, (void)dy, (void)size, (void)alpha, (void)beta, (void)k;
-  TORCH_CHECK(false, "cudnn_lrn_backward: alexnet_kernels._C was built without cuDNN");
+  (void)x_in, (void)y_in, (void)dy_in, (void)size, (void)alpha, (void)beta, (void)k;
+  AK_CHECK(false, op, ": alexnet_kernels._C was built without cuDNN");
+  return Tensor();
 #endif
 }
 
-py::dict build_info() {
-  py::dict info;
-  info["torch_version"] = AK_BUILD_TORCH_VERSION;
-  info["cuda_version"] = AK_BUILD_CUDA_VERSION;
-  info["cuda_archs"] = AK_BUILD_CUDA_ARCHS;
-  info["cuda_home"] = AK_BUILD_CUDA_HOME;
-#ifdef AK_WITH_CUDA
-  info["with_cuda"] = true;
-#else
-  info["with_cuda"] = false;
-#endif
-#ifdef AK_WITH_CUDNN
-  info["with_cudnn"] = true;
-  info["cudnn_version"] = static_cast<int>(CUDNN_VERSION);
-#else
-  info["with_cudnn"] = false;
-  info["cudnn_version"] = py::none();
-#endif
+// --- build_info(): what this library was built with ---------------------------------------------------
+
+#define AK_STRINGIFY_(x) #x
+#define AK_STRINGIFY(x) AK_STRINGIFY_(x)
+
+bool set_item(PyObject* dict, const char* key, PyObject* value) {
+  if (value == nullptr) return false;
+  const int rc = PyDict_SetItemString(dict, key, value);
+  Py_DECREF(value);
+  return rc == 0;
+}
+
+PyObject* build_info(PyObject* /*self*/, PyObject* /*args*/) {
+  PyObject* info = PyDict_New();
+  if (info == nullptr) return nullptr;
 #if defined(__clang__)
-  info["compiler"] = "clang " __clang_version__;
+  const std::string compiler = "clang " __clang_version__;
 #elif defined(__GNUC__)
-  info["compiler"] = "gcc " __VERSION__;
-#elif defined(_MSC_VER)
-  info["compiler"] = "msvc " + std::to_string(_MSC_VER);
+  const std::string compiler = "gcc " __VERSION__;
 #else
-  info["compiler"] = "unknown";
+  const std::string compiler = "unknown";
 #endif
+  const unsigned long long target = TORCH_TARGET_VERSION;
+  const std::string abi_target = std::to_string(target >> 56) + "." + std::to_string((target >> 48) & 0xff);
+  bool ok = set_item(info, "torch_version", PyUnicode_FromString(AK_BUILD_TORCH_VERSION)) &&
+            set_item(info, "cuda_version", PyUnicode_FromString(AK_BUILD_CUDA_VERSION)) &&
+            set_item(info, "cuda_archs", PyUnicode_FromString(AK_BUILD_CUDA_ARCHS)) &&
+            set_item(info, "cuda_home", PyUnicode_FromString(AK_BUILD_CUDA_HOME)) &&
+            set_item(info, "git_commit", PyUnicode_FromString(AK_BUILD_GIT_COMMIT)) &&
+            set_item(info, "sources_digest", PyUnicode_FromString(AK_BUILD_SOURCES_DIGEST)) &&
+            set_item(info, "compiler", PyUnicode_FromString(compiler.c_str())) &&
+            set_item(info, "abi", PyUnicode_FromString("torch stable C ABI")) &&
+            set_item(info, "abi_target", PyUnicode_FromString(abi_target.c_str())) &&
+            set_item(info, "python_abi", PyUnicode_FromString("abi3, Python >= " AK_STRINGIFY(AK_PY_LIMITED_API_MIN)));
+#ifdef AK_WITH_CUDA
+  ok = ok && set_item(info, "with_cuda", PyBool_FromLong(1));
+#else
+  ok = ok && set_item(info, "with_cuda", PyBool_FromLong(0));
+#endif
+#ifdef AK_WITH_CUDNN
+  ok = ok && set_item(info, "with_cudnn", PyBool_FromLong(1)) &&
+       set_item(info, "cudnn_version", PyLong_FromLong(static_cast<long>(CUDNN_VERSION)));
+#else
+  ok = ok && set_item(info, "with_cudnn", PyBool_FromLong(0));
+  if (ok) {
+    Py_INCREF(Py_None);
+    ok = set_item(info, "cudnn_version", Py_None);
+  }
+#endif
+  if (!ok) {
+    Py_DECREF(info);
+    return nullptr;
+  }
   return info;
 }
 
+PyMethodDef module_methods[] = {
+    {"build_info", build_info, METH_NOARGS, "What this extension was built with (dict)"},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    "_C",
+    "alexnet_kernels compiled kernels: cross-channel LRN, max-pool, fused ReLU -> LRN -> max-pool, Philox dropout "
+    "and fused bias + ReLU + dropout (CPU and CUDA), and the cuDNN LRN baseline. Importing this module registers "
+    "them as torch.ops.alexnet_kernels_C.<name>.",
+    -1,
+    module_methods,
+    nullptr,
+    nullptr,
+    nullptr,
+    nullptr,
+};
+
 }  // namespace
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() =
-      "alexnet_kernels compiled kernels: cross-channel LRN, max-pool, fused ReLU -> LRN -> max-pool, Philox "
-      "dropout and fused bias + ReLU + dropout (CPU and CUDA), and the cuDNN LRN baseline";
-  m.def("lrn_forward", &lrn_forward, "LRN forward: writes y = x * (k + alpha/n * window sum of x^2)^-beta",
-        py::arg("x"), py::arg("y"), py::arg("size"), py::arg("alpha"), py::arg("beta"), py::arg("k"),
-        py::arg("channels_last"), py::call_guard<py::gil_scoped_release>());
-  m.def("lrn_backward", &lrn_backward, "LRN backward: writes dx from x and dy", py::arg("x"), py::arg("dy"),
-        py::arg("dx"), py::arg("size"), py::arg("alpha"), py::arg("beta"), py::arg("k"), py::arg("channels_last"),
-        py::call_guard<py::gil_scoped_release>());
-  m.def("cudnn_lrn_forward", &cudnn_lrn_forward, "cuDNN cross-channel LRN forward (baseline) of a 4-D tensor",
-        py::arg("x"), py::arg("size"), py::arg("alpha"), py::arg("beta"), py::arg("k"));
-  m.def("cudnn_lrn_backward", &cudnn_lrn_backward, "cuDNN cross-channel LRN backward (baseline)", py::arg("x"),
-        py::arg("y"), py::arg("dy"), py::arg("size"), py::arg("alpha"), py::arg("beta"), py::arg("k"));
-  m.def("max_pool2d_forward", &max_pool2d_forward,
-        "Max-pool forward (torch.nn.functional.max_pool2d): writes y and the argmax's in-window offsets",
-        py::arg("x"), py::arg("y"), py::arg("offsets"), py::arg("kH"), py::arg("kW"), py::arg("sH"), py::arg("sW"),
-        py::arg("pH"), py::arg("pW"), py::arg("channels_last"), py::call_guard<py::gil_scoped_release>());
-  m.def("max_pool2d_backward", &max_pool2d_backward, "Max-pool backward: writes dx (a deterministic gather)",
-        py::arg("dy"), py::arg("offsets"), py::arg("dx"), py::arg("kH"), py::arg("kW"), py::arg("sH"), py::arg("sW"),
-        py::arg("pH"), py::arg("pW"), py::arg("channels_last"), py::call_guard<py::gil_scoped_release>());
-  m.def("relu_lrn_max_pool2d_forward", &relu_lrn_max_pool2d_forward,
-        "Fused max_pool2d(local_response_norm(relu(x))): writes z and the argmax's in-window offsets", py::arg("x"),
-        py::arg("z"), py::arg("offsets"), py::arg("size"), py::arg("alpha"), py::arg("beta"), py::arg("k"),
-        py::arg("kH"), py::arg("kW"), py::arg("sH"), py::arg("sW"), py::arg("pH"), py::arg("pW"),
-        py::arg("channels_last"), py::call_guard<py::gil_scoped_release>());
-  m.def("relu_lrn_max_pool2d_backward", &relu_lrn_max_pool2d_backward,
-        "Fused ReLU -> LRN -> max-pool backward: writes dx from x, dz and the offsets", py::arg("x"), py::arg("dz"),
-        py::arg("offsets"), py::arg("dx"), py::arg("size"), py::arg("alpha"), py::arg("beta"), py::arg("k"),
-        py::arg("kH"), py::arg("kW"), py::arg("sH"), py::arg("sW"), py::arg("pH"), py::arg("pW"),
-        py::arg("channels_last"), py::call_guard<py::gil_scoped_release>());
-  m.def("dropout_forward", &dropout_forward,
-        "Counter-based (Philox) dropout of a 1-D contiguous tensor: writes y = x * (keep ? scale : 0)", py::arg("x"),
-        py::arg("y"), py::arg("seed"), py::arg("threshold"), py::arg("scale"), py::call_guard<py::gil_scoped_release>());
-  m.def("dropout_backward", &dropout_backward,
-        "Dropout backward, the mask regenerated from the seed: writes dx = dy * (keep ? scale : 0)", py::arg("dy"),
-        py::arg("dx"), py::arg("seed"), py::arg("threshold"), py::arg("scale"),
-        py::call_guard<py::gil_scoped_release>());
-  m.def("bias_relu_dropout_forward", &bias_relu_dropout_forward,
-        "Fused dropout(relu(x + bias)) of an (M, N) tensor: writes y", py::arg("x"), py::arg("bias"), py::arg("y"),
-        py::arg("seed"), py::arg("threshold"), py::arg("scale"), py::call_guard<py::gil_scoped_release>());
-  m.def("bias_relu_dropout_backward", &bias_relu_dropout_backward,
-        "Fused bias + ReLU + dropout backward from dy and the saved output y: writes dx and dbias (deterministic "
-        "column sums)",
-        py::arg("dy"), py::arg("y"), py::arg("dx"), py::arg("dbias"), py::arg("seed"), py::arg("threshold"),
-        py::arg("scale"), py::call_guard<py::gil_scoped_release>());
-  m.def("build_info", &build_info, "What this extension was built with");
+extern "C" PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&module_def); }
+
+// --- the operators --------------------------------------------------------------------------------------
+// (a!) marks what an operator writes. Every operator runs on CPU and CUDA tensors (one function each:
+// it checks the arguments, then picks the kernel by device).
+
+STABLE_TORCH_LIBRARY(alexnet_kernels_C, m) {
+  m.def("lrn_forward(Tensor x, Tensor(a!) y, int size, float alpha, float beta, float k, bool channels_last) -> ()");
+  m.def("lrn_backward(Tensor x, Tensor dy, Tensor(a!) dx, int size, float alpha, float beta, float k, "
+        "bool channels_last) -> ()");
+  m.def("cudnn_lrn_forward(Tensor x, int size, float alpha, float beta, float k) -> Tensor");
+  m.def("cudnn_lrn_backward(Tensor x, Tensor y, Tensor dy, int size, float alpha, float beta, float k) -> Tensor");
+  m.def("max_pool2d_forward(Tensor x, Tensor(a!) y, Tensor(b!) offsets, int kH, int kW, int sH, int sW, int pH, "
+        "int pW, bool channels_last) -> ()");
+  m.def("max_pool2d_backward(Tensor dy, Tensor offsets, Tensor(a!) dx, int kH, int kW, int sH, int sW, int pH, "
+        "int pW, bool channels_last) -> ()");
+  m.def("relu_lrn_max_pool2d_forward(Tensor x, Tensor(a!) z, Tensor(b!) offsets, int size, float alpha, "
+        "float beta, float k, int kH, int kW, int sH, int sW, int pH, int pW, bool channels_last) -> ()");
+  m.def("relu_lrn_max_pool2d_backward(Tensor x, Tensor dz, Tensor offsets, Tensor(a!) dx, int size, float alpha, "
+        "float beta, float k, int kH, int kW, int sH, int sW, int pH, int pW, bool channels_last) -> ()");
+  m.def("dropout_forward(Tensor x, Tensor(a!) y, Tensor seed, int threshold, float scale) -> ()");
+  m.def("dropout_backward(Tensor dy, Tensor(a!) dx, Tensor seed, int threshold, float scale) -> ()");
+  m.def("bias_relu_dropout_forward(Tensor x, Tensor bias, Tensor(a!) y, Tensor seed, int threshold, "
+        "float scale) -> ()");
+  m.def("bias_relu_dropout_backward(Tensor dy, Tensor y, Tensor(a!) dx, Tensor(b!) dbias, Tensor seed, "
+        "int threshold, float scale) -> ()");
 }
+
+#define AK_REGISTER_IMPLS(m)                                                                  \
+  m.impl("lrn_forward", TORCH_BOX(&lrn_forward));                                             \
+  m.impl("lrn_backward", TORCH_BOX(&lrn_backward));                                           \
+  m.impl("cudnn_lrn_forward", TORCH_BOX(&cudnn_lrn_forward));                                 \
+  m.impl("cudnn_lrn_backward", TORCH_BOX(&cudnn_lrn_backward));                               \
+  m.impl("max_pool2d_forward", TORCH_BOX(&max_pool2d_forward));                               \
+  m.impl("max_pool2d_backward", TORCH_BOX(&max_pool2d_backward));                             \
+  m.impl("relu_lrn_max_pool2d_forward", TORCH_BOX(&relu_lrn_max_pool2d_forward));             \
+  m.impl("relu_lrn_max_pool2d_backward", TORCH_BOX(&relu_lrn_max_pool2d_backward));           \
+  m.impl("dropout_forward", TORCH_BOX(&dropout_forward));                                     \
+  m.impl("dropout_backward", TORCH_BOX(&dropout_backward));                                   \
+  m.impl("bias_relu_dropout_forward", TORCH_BOX(&bias_relu_dropout_forward));                 \
+  m.impl("bias_relu_dropout_backward", TORCH_BOX(&bias_relu_dropout_backward))
+
+STABLE_TORCH_LIBRARY_IMPL(alexnet_kernels_C, CPU, m) { AK_REGISTER_IMPLS(m); }
+
+STABLE_TORCH_LIBRARY_IMPL(alexnet_kernels_C, CUDA, m) { AK_REGISTER_IMPLS(m); }

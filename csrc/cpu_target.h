@@ -3,8 +3,9 @@
 // AVX2 + FMA -- with the AVX2 copy chosen at run time where the CPU has it.
 #pragma once
 
-#include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
+#include <torch/csrc/stable/ops.h>  // torch::stable::parallel_for: torch's intra-op thread pool, stable C ABI
+
+#include "tensor_view.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -21,14 +22,17 @@
 #endif
 
 // The CPU kernels' dtypes: float / half / bfloat16 computed in float, double (for gradcheck) in double.
-#define AK_CPU_DISPATCH(TYPE, NAME, ...)                                    \
-  AT_DISPATCH_SWITCH(TYPE, NAME,                                            \
-                     AT_DISPATCH_CASE(at::ScalarType::Float, __VA_ARGS__)   \
-                     AT_DISPATCH_CASE(at::ScalarType::Half, __VA_ARGS__)    \
-                     AT_DISPATCH_CASE(at::ScalarType::BFloat16, __VA_ARGS__) \
-                     AT_DISPATCH_CASE(at::ScalarType::Double, __VA_ARGS__))
+#define AK_CPU_DISPATCH(TYPE, NAME, ...) AK_DISPATCH_FLOATING_AND_DOUBLE(TYPE, NAME, __VA_ARGS__)
 
 namespace ak {
+
+// at::parallel_for through the stable ABI (same pool, same grain semantics).
+template <typename F>
+void parallel_for(int64_t begin, int64_t end, int64_t grain, const F& f) {
+  torch::stable::parallel_for(begin, end, grain, f);
+}
+
+inline int num_threads() { return static_cast<int>(torch::stable::get_num_threads()); }
 
 // Work items per parallel chunk: about this many element visits at least.
 constexpr int64_t kGrainElements = 1 << 15;
@@ -54,7 +58,7 @@ void run_items_baseline(const Items& items, int64_t begin, int64_t end) {
 template <typename Items>
 void parallel_items(int64_t count, int64_t elements_per_item, const Items& items) {
   const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, elements_per_item));
-  at::parallel_for(0, count, grain, [&](int64_t begin, int64_t end) {
+  parallel_for(0, count, grain, [&](int64_t begin, int64_t end) {
 #ifdef AK_CPU_AVX2_CLONE
     if (cpu_has_avx2()) {
       run_items_avx2(items, begin, end);

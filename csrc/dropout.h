@@ -11,24 +11,25 @@
 // (bias_relu_dropout_backward with M == 0 writes dbias = 0).
 #pragma once
 
-#include <ATen/ATen.h>
+#include "tensor_view.h"
 
 namespace ak {
 
-void apply_dropout_cpu(const at::Tensor& src, const at::Tensor& dst, int64_t seed, int64_t threshold, double scale);
-void bias_relu_dropout_forward_cpu(const at::Tensor& x, const at::Tensor& bias, const at::Tensor& y, int64_t seed,
+void apply_dropout_cpu(const TensorView& src, const TensorView& dst, int64_t seed, int64_t threshold, double scale);
+void bias_relu_dropout_forward_cpu(const TensorView& x, const TensorView& bias, const TensorView& y, int64_t seed,
                                    int64_t threshold, double scale);
-void bias_relu_dropout_backward_cpu(const at::Tensor& dy, const at::Tensor& y, const at::Tensor& dx,
-                                    const at::Tensor& dbias, int64_t seed, int64_t threshold, double scale);
+void bias_relu_dropout_backward_cpu(const TensorView& dy, const TensorView& y, const TensorView& dx,
+                                    const TensorView& dbias, int64_t seed, int64_t threshold, double scale);
 
 #ifdef AK_WITH_CUDA
+// stream: the cudaStream_t to launch on (the current stream of the tensors' device, which is current).
 // seed: a device pointer to the int64 seed (read by the kernels, so CUDA-graph replays use each draw).
-void apply_dropout_cuda(const at::Tensor& src, const at::Tensor& dst, const int64_t* seed, int64_t threshold,
-                        double scale);
-void bias_relu_dropout_forward_cuda(const at::Tensor& x, const at::Tensor& bias, const at::Tensor& y,
-                                    const int64_t* seed, int64_t threshold, double scale);
-void bias_relu_dropout_backward_cuda(const at::Tensor& dy, const at::Tensor& y, const at::Tensor& dx,
-                                     const at::Tensor& dbias, const int64_t* seed, int64_t threshold, double scale);
+void apply_dropout_cuda(const TensorView& src, const TensorView& dst, const int64_t* seed, int64_t threshold,
+                        double scale, void* stream);
+void bias_relu_dropout_forward_cuda(const TensorView& x, const TensorView& bias, const TensorView& y,
+                                    const int64_t* seed, int64_t threshold, double scale, void* stream);
+void bias_relu_dropout_backward_cuda(const TensorView& dy, const TensorView& y, const TensorView& dx,
+                                     const TensorView& dbias, const int64_t* seed, int64_t threshold, double scale, void* stream);
 #endif
 
 }  // namespace ak

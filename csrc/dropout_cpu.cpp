@@ -1,5 +1,5 @@
 // CPU kernels of counter-based dropout and of the fused bias + ReLU + dropout block (math and mask:
-// dropout_math.h). at::parallel_for over groups of four elements (forward) or over (column tile, row
+// dropout_math.h). torch's parallel_for over groups of four elements (forward) or over (column tile, row
 // lane) items (the bias backward). The results depend on neither the thread count nor the chunking:
 // the mask is a function of the element index, and dbias is summed in dropout_math.h's fixed order.
 //
@@ -19,10 +19,6 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-trapping-math", "fp-contract=off")
 #endif
-
-#include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <memory>
@@ -202,10 +198,10 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace
 
-void apply_dropout_cpu(const at::Tensor& src, const at::Tensor& dst, int64_t seed, int64_t threshold, double scale) {
-  const int64_t numel = src.numel();
+void apply_dropout_cpu(const TensorView& src, const TensorView& dst, int64_t seed, int64_t threshold, double scale) {
+  const int64_t numel = src.numel;
   if (numel == 0) return;
-  AK_CPU_DISPATCH(src.scalar_type(), "apply_dropout_cpu", [&] {
+  AK_CPU_DISPATCH(src.dtype, "apply_dropout_cpu", [&] {
     using F = AccOf<scalar_t>;
     const ApplyDropout<scalar_t> items{src.const_data_ptr<scalar_t>(), dst.mutable_data_ptr<scalar_t>(), numel,
                                        make_dropout_params<F>(seed, threshold, scale)};
@@ -213,11 +209,11 @@ void apply_dropout_cpu(const at::Tensor& src, const at::Tensor& dst, int64_t see
   });
 }
 
-void bias_relu_dropout_forward_cpu(const at::Tensor& x, const at::Tensor& bias, const at::Tensor& y, int64_t seed,
+void bias_relu_dropout_forward_cpu(const TensorView& x, const TensorView& bias, const TensorView& y, int64_t seed,
                                    int64_t threshold, double scale) {
-  const int64_t numel = x.numel();
+  const int64_t numel = x.numel;
   if (numel == 0) return;
-  AK_CPU_DISPATCH(x.scalar_type(), "bias_relu_dropout_forward_cpu", [&] {
+  AK_CPU_DISPATCH(x.dtype, "bias_relu_dropout_forward_cpu", [&] {
     using F = AccOf<scalar_t>;
     const BiasReluDropoutForward<scalar_t> items{x.const_data_ptr<scalar_t>(), bias.const_data_ptr<scalar_t>(),
                                                  y.mutable_data_ptr<scalar_t>(), numel, x.size(1),
@@ -226,17 +222,19 @@ void bias_relu_dropout_forward_cpu(const at::Tensor& x, const at::Tensor& bias, 
   });
 }
 
-void bias_relu_dropout_backward_cpu(const at::Tensor& dy, const at::Tensor& y, const at::Tensor& dx,
-                                    const at::Tensor& dbias, int64_t seed, int64_t threshold, double scale) {
+void bias_relu_dropout_backward_cpu(const TensorView& dy, const TensorView& y, const TensorView& dx,
+                                    const TensorView& dbias, int64_t seed, int64_t threshold, double scale) {
   const int64_t M = dy.size(0), N = dy.size(1);
   if (N == 0) return;
   if (M == 0) {
-    dbias.zero_();  // the sum over no rows
+    AK_CPU_DISPATCH(dbias.dtype, "bias_relu_dropout_backward_cpu", [&] {
+      std::fill_n(dbias.mutable_data_ptr<scalar_t>(), N, scalar_t(0));  // the sum over no rows
+    });
     return;
   }
   const int64_t tiles = ceil_div(N, kTileColumns);
   const int64_t lanes_used = std::min<int64_t>(M, kDbiasLanes);
-  AK_CPU_DISPATCH(dy.scalar_type(), "bias_relu_dropout_backward_cpu", [&] {
+  AK_CPU_DISPATCH(dy.dtype, "bias_relu_dropout_backward_cpu", [&] {
     using F = AccOf<scalar_t>;
     // The lanes' partial sums: 64 * N values at most (a few MiB for AlexNet's layers), host scratch.
     const std::unique_ptr<F[]> partial(new F[static_cast<size_t>(tiles * lanes_used * kTileColumns)]);

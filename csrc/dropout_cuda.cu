@@ -14,14 +14,8 @@
 //     32-byte sectors. When N % 4 == 0 a quad of a row is one group (one Philox call); otherwise it
 //     may straddle two, both drawn (dropout_run_keep_bits).
 //
-// One launch per call on the current stream; nothing is allocated and nothing synchronises (safe under
-// CUDA-graph capture). As in pool_cuda.cu, ATen/cuda/CUDAContext.h is avoided: the stream comes from c10.
-#include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-
+// One launch per call on the stream bindings.cpp passes (the current stream of the tensors' device);
+// nothing is allocated and nothing synchronises (safe under CUDA-graph capture).
 #include <algorithm>
 
 #include "dropout.h"
@@ -109,30 +103,23 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-cudaStream_t current_stream(const at::Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.get_device()).stream(); }
-
 unsigned grid_for(int64_t work_items) {
   return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((work_items + kThreads - 1) / kThreads, kMaxBlocks)));
 }
 
-#define AK_CUDA_DISPATCH(TYPE, NAME, ...)                                \
-  AT_DISPATCH_SWITCH(TYPE, NAME,                                         \
-                     AT_DISPATCH_CASE(at::ScalarType::Float, __VA_ARGS__) \
-                     AT_DISPATCH_CASE(at::ScalarType::Half, __VA_ARGS__)  \
-                     AT_DISPATCH_CASE(at::ScalarType::BFloat16, __VA_ARGS__))
+#define AK_CUDA_DISPATCH(TYPE, NAME, ...) AK_DISPATCH_FLOATING(TYPE, NAME, __VA_ARGS__)
 
 }  // namespace
 
-void apply_dropout_cuda(const at::Tensor& src, const at::Tensor& dst, const int64_t* seed, int64_t threshold,
-                        double scale) {
-  const int64_t numel = src.numel();
+void apply_dropout_cuda(const TensorView& src, const TensorView& dst, const int64_t* seed, int64_t threshold,
+                        double scale, void* cuda_stream) {
+  const int64_t numel = src.numel;
   if (numel == 0) return;
-  const c10::cuda::CUDAGuard guard(src.device());
   // The key is read from `seed` (device memory) by the kernels: a CUDA-graph replay sees each replay's draw.
   const DropoutParams<float> p = make_dropout_params<float>(0, threshold, scale);
   const unsigned grid = grid_for((numel + kDropoutGroup - 1) / kDropoutGroup);
-  const cudaStream_t stream = current_stream(src);
-  AK_CUDA_DISPATCH(src.scalar_type(), "apply_dropout_cuda", [&] {
+  const cudaStream_t stream = static_cast<cudaStream_t>(cuda_stream);
+  AK_CUDA_DISPATCH(src.dtype, "apply_dropout_cuda", [&] {
     const scalar_t* s = src.const_data_ptr<scalar_t>();
     scalar_t* d = dst.mutable_data_ptr<scalar_t>();
     if (is_pack4_aligned(s) && is_pack4_aligned(d)) {
@@ -140,21 +127,20 @@ void apply_dropout_cuda(const at::Tensor& src, const at::Tensor& dst, const int6
     } else {
       apply_dropout_kernel<false, scalar_t><<<grid, kThreads, 0, stream>>>(s, d, numel, seed, p);
     }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    AK_CUDA_LAUNCH_CHECK();
   });
 }
 
-void bias_relu_dropout_forward_cuda(const at::Tensor& x, const at::Tensor& bias, const at::Tensor& y, const int64_t* seed,
-                                    int64_t threshold, double scale) {
-  const int64_t numel = x.numel();
+void bias_relu_dropout_forward_cuda(const TensorView& x, const TensorView& bias, const TensorView& y, const int64_t* seed,
+                                    int64_t threshold, double scale, void* cuda_stream) {
+  const int64_t numel = x.numel;
   if (numel == 0) return;
   const int64_t N = x.size(1);
-  const c10::cuda::CUDAGuard guard(x.device());
   // The key is read from `seed` (device memory) by the kernels: a CUDA-graph replay sees each replay's draw.
   const DropoutParams<float> p = make_dropout_params<float>(0, threshold, scale);
   const unsigned grid = grid_for((numel + kDropoutGroup - 1) / kDropoutGroup);
-  const cudaStream_t stream = current_stream(x);
-  AK_CUDA_DISPATCH(x.scalar_type(), "bias_relu_dropout_forward_cuda", [&] {
+  const cudaStream_t stream = static_cast<cudaStream_t>(cuda_stream);
+  AK_CUDA_DISPATCH(x.dtype, "bias_relu_dropout_forward_cuda", [&] {
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     const scalar_t* bp = bias.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
@@ -163,25 +149,25 @@ void bias_relu_dropout_forward_cuda(const at::Tensor& x, const at::Tensor& bias,
     } else {
       bias_relu_dropout_forward_kernel<false, scalar_t><<<grid, kThreads, 0, stream>>>(xp, bp, yp, numel, N, seed, p);
     }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    AK_CUDA_LAUNCH_CHECK();
   });
 }
 
-void bias_relu_dropout_backward_cuda(const at::Tensor& dy, const at::Tensor& y, const at::Tensor& dx,
-                                     const at::Tensor& dbias, const int64_t* seed, int64_t threshold,
-                                     double scale) {
+void bias_relu_dropout_backward_cuda(const TensorView& dy, const TensorView& y, const TensorView& dx,
+                                     const TensorView& dbias, const int64_t* seed, int64_t threshold,
+                                     double scale, void* cuda_stream) {
   const int64_t M = dy.size(0), N = dy.size(1);
   if (N == 0) return;
-  const c10::cuda::CUDAGuard guard(dy.device());
-  if (M == 0) {
-    dbias.zero_();  // the sum over no rows
+  if (M == 0) {  // the sum over no rows
+    AK_CUDA_CHECK(cudaMemsetAsync(dbias.data, 0, static_cast<size_t>(N) * dtype_size(dbias.dtype),
+                                  static_cast<cudaStream_t>(cuda_stream)));
     return;
   }
   // The key is read from `seed` (device memory) by the kernels: a CUDA-graph replay sees each replay's draw.
   const DropoutParams<float> p = make_dropout_params<float>(0, threshold, scale);
   const unsigned grid = static_cast<unsigned>(std::min<int64_t>((N + kBlockColumns - 1) / kBlockColumns, kMaxBlocks));
-  const cudaStream_t stream = current_stream(dy);
-  AK_CUDA_DISPATCH(dy.scalar_type(), "bias_relu_dropout_backward_cuda", [&] {
+  const cudaStream_t stream = static_cast<cudaStream_t>(cuda_stream);
+  AK_CUDA_DISPATCH(dy.dtype, "bias_relu_dropout_backward_cuda", [&] {
     const scalar_t* dyp = dy.const_data_ptr<scalar_t>();
     const scalar_t* yp = y.const_data_ptr<scalar_t>();
     scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
@@ -191,7 +177,7 @@ void bias_relu_dropout_backward_cuda(const at::Tensor& dy, const at::Tensor& y, 
     } else {
       bias_relu_dropout_backward_kernel<false, scalar_t><<<grid, kThreads, 0, stream>>>(dyp, yp, dxp, dbp, M, N, seed, p);
     }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    AK_CUDA_LAUNCH_CHECK();
   });
 }
 

@@ -6,27 +6,37 @@
 // The kernels address memory from (N, C, S) and the layout alone.
 #pragma once
 
-#include <ATen/ATen.h>
+#include "tensor_view.h"
 
 namespace ak {
 
-void lrn_forward_cpu(const at::Tensor& x, const at::Tensor& y, int64_t size, double alpha, double beta,
+void lrn_forward_cpu(const TensorView& x, const TensorView& y, int64_t size, double alpha, double beta,
                      double k, bool channels_last);
-void lrn_backward_cpu(const at::Tensor& x, const at::Tensor& dy, const at::Tensor& dx, int64_t size,
+void lrn_backward_cpu(const TensorView& x, const TensorView& dy, const TensorView& dx, int64_t size,
                       double alpha, double beta, double k, bool channels_last);
 
 #ifdef AK_WITH_CUDA
-void lrn_forward_cuda(const at::Tensor& x, const at::Tensor& y, int64_t size, double alpha, double beta,
-                      double k, bool channels_last);
-void lrn_backward_cuda(const at::Tensor& x, const at::Tensor& dy, const at::Tensor& dx, int64_t size,
-                       double alpha, double beta, double k, bool channels_last);
+// stream: the cudaStream_t to launch on (the current stream of the tensors' device, which is current).
+void lrn_forward_cuda(const TensorView& x, const TensorView& y, int64_t size, double alpha, double beta,
+                      double k, bool channels_last, void* stream);
+void lrn_backward_cuda(const TensorView& x, const TensorView& dy, const TensorView& dx, int64_t size,
+                       double alpha, double beta, double k, bool channels_last, void* stream);
 #endif
 
 #ifdef AK_WITH_CUDNN
-// cuDNN's cross-channel LRN on a 4-D NCHW-contiguous or channels_last tensor (the baseline).
-at::Tensor cudnn_lrn_forward(const at::Tensor& x, int64_t size, double alpha, double beta, double k);
-at::Tensor cudnn_lrn_backward(const at::Tensor& x, const at::Tensor& y, const at::Tensor& dy, int64_t size,
-                              double alpha, double beta, double k);
+// cuDNN's cross-channel LRN on 4-D tensors that all share one dense layout, NCHW-contiguous or
+// channels_last (the baseline): writes y, or dx. bindings.cpp checks the cuDNN limits and the layouts.
+void cudnn_lrn_forward(const TensorView& x, const TensorView& y, int64_t size, double alpha, double beta, double k,
+                       void* stream);
+void cudnn_lrn_backward(const TensorView& x, const TensorView& y, const TensorView& dy, const TensorView& dx,
+                        int64_t size, double alpha, double beta, double k, void* stream);
+// cuDNN's limits (cudnn.h), for the binding's checks.
+struct CudnnLrnLimits {
+  int64_t min_n, max_n;
+  double min_k, min_beta;
+  int64_t version;
+};
+CudnnLrnLimits cudnn_lrn_limits();
 #endif
 
 }  // namespace ak

@@ -1,4 +1,4 @@
-// CPU kernels of cross-channel LRN (math: lrn_math.h). at::parallel_for over work items; every element
+// CPU kernels of cross-channel LRN (math: lrn_math.h). torch's parallel_for over work items; every element
 // loop runs over contiguous floats so that it vectorises, whatever the layout and dtype (values are
 // converted to float when read and back when written).
 //
@@ -29,10 +29,6 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-trapping-math")
 #endif
-
-#include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <type_traits>
@@ -191,7 +187,7 @@ struct CpuProblem {
   int64_t scratch_elements;  // of the accumulation type
 };
 
-CpuProblem make_problem(const at::Tensor& x, int64_t size, double alpha, double beta, double k, bool channels_last,
+CpuProblem make_problem(const TensorView& x, int64_t size, double alpha, double beta, double k, bool channels_last,
                         bool backward) {
   CpuProblem P{};
   P.backward = backward;
@@ -203,7 +199,7 @@ CpuProblem make_problem(const at::Tensor& x, int64_t size, double alpha, double 
   P.window = make_window(P.C, pre, post);
   P.transposed = make_window(P.C, post, pre);
   const bool rows_of_channels = channels_last || P.S == 1;  // memory is [N*S][C]
-  const int64_t threads = std::max(1, at::get_num_threads());
+  const int64_t threads = std::max(1, num_threads());
   const int64_t C = P.C;
 
   if (P.window.blocked || (rows_of_channels && C < kRowsMinChannels)) {
@@ -621,14 +617,14 @@ AK_TARGET_AVX2 void backward_items_avx2(const T* x, const T* dy, T* dx, const Cp
 
 }  // namespace
 
-void lrn_forward_cpu(const at::Tensor& x, const at::Tensor& y, int64_t size, double alpha, double beta, double k,
+void lrn_forward_cpu(const TensorView& x, const TensorView& y, int64_t size, double alpha, double beta, double k,
                      bool channels_last) {
-  if (x.numel() == 0) return;
+  if (x.numel == 0) return;
   const CpuProblem P = make_problem(x, size, alpha, beta, k, channels_last, /*backward=*/false);
-  AK_CPU_DISPATCH(x.scalar_type(), "lrn_forward_cpu", [&] {
+  AK_CPU_DISPATCH(x.dtype, "lrn_forward_cpu", [&] {
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, P.items, 1, [&](int64_t begin, int64_t end) {
+    parallel_for(0, P.items, 1, [&](int64_t begin, int64_t end) {
       std::vector<AccOf<scalar_t>> scratch(static_cast<size_t>(P.scratch_elements));
 #ifdef AK_CPU_AVX2_CLONE
       if (cpu_has_avx2()) {
@@ -641,15 +637,15 @@ void lrn_forward_cpu(const at::Tensor& x, const at::Tensor& y, int64_t size, dou
   });
 }
 
-void lrn_backward_cpu(const at::Tensor& x, const at::Tensor& dy, const at::Tensor& dx, int64_t size, double alpha,
+void lrn_backward_cpu(const TensorView& x, const TensorView& dy, const TensorView& dx, int64_t size, double alpha,
                       double beta, double k, bool channels_last) {
-  if (x.numel() == 0) return;
+  if (x.numel == 0) return;
   const CpuProblem P = make_problem(x, size, alpha, beta, k, channels_last, /*backward=*/true);
-  AK_CPU_DISPATCH(x.scalar_type(), "lrn_backward_cpu", [&] {
+  AK_CPU_DISPATCH(x.dtype, "lrn_backward_cpu", [&] {
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     const scalar_t* dyp = dy.const_data_ptr<scalar_t>();
     scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, P.items, 1, [&](int64_t begin, int64_t end) {
+    parallel_for(0, P.items, 1, [&](int64_t begin, int64_t end) {
       std::vector<AccOf<scalar_t>> scratch(static_cast<size_t>(P.scratch_elements));
 #ifdef AK_CPU_AVX2_CLONE
       if (cpu_has_avx2()) {

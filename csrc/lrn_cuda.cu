@@ -1,16 +1,7 @@
 // CUDA kernels of cross-channel LRN (math: lrn_math.h; kernels and launch planning:
-// lrn_cuda_kernels.cuh). One launch for forward, one for backward, on the current stream. Nothing
-// is allocated and nothing synchronises: safe under CUDA-graph capture.
-//
-// ATen/cuda/CUDAContext.h is avoided on purpose: it includes cuBLAS / cuSPARSE headers, which a
-// minimal CUDA toolkit does not have. The stream comes from c10 (at::cuda::getCurrentCUDAStream is
-// the same function) and device limits from cudaDeviceGetAttribute.
-#include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-
+// lrn_cuda_kernels.cuh). One launch for forward, one for backward, on the stream bindings.cpp passes
+// (the current stream of the tensors' device, made current there). Nothing is allocated and nothing
+// synchronises: safe under CUDA-graph capture. Device limits come from cudaDeviceGetAttribute.
 #include <mutex>
 #include <unordered_map>
 
@@ -28,8 +19,8 @@ DeviceLimits device_limits(int device) {
   auto it = cache.find(device);
   if (it == cache.end()) {
     DeviceLimits limits;
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&limits.max_smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&limits.sm_count, cudaDevAttrMultiProcessorCount, device));
+    AK_CUDA_CHECK(cudaDeviceGetAttribute(&limits.max_smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    AK_CUDA_CHECK(cudaDeviceGetAttribute(&limits.sm_count, cudaDevAttrMultiProcessorCount, device));
     it = cache.emplace(device, limits).first;
   }
   return it->second;
@@ -43,14 +34,14 @@ struct LaunchContext {
   cudaStream_t stream;
 };
 
-LaunchContext make_context(const at::Tensor& x, int64_t size, double alpha, double beta, double k,
-                           bool channels_last) {
+LaunchContext make_context(const TensorView& x, int64_t size, double alpha, double beta, double k,
+                           bool channels_last, void* stream) {
   LaunchContext ctx;
   ctx.shape = LrnShape{x.size(0), static_cast<int>(x.size(1)), x.size(2)};
   ctx.params = make_lrn_params(size, alpha, beta, k, x.size(1));
   ctx.rows_of_channels = channels_last || ctx.shape.S == 1;
-  ctx.device = device_limits(x.get_device());
-  ctx.stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
+  ctx.device = device_limits(x.device);
+  ctx.stream = static_cast<cudaStream_t>(stream);
   return ctx;
 }
 
@@ -60,7 +51,7 @@ LaunchContext make_context(const at::Tensor& x, int64_t size, double alpha, doub
 template <typename Kernel>
 void allow_smem(Kernel kernel, size_t bytes) {
   if (bytes > 48 * 1024) {
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+    AK_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
   }
 }
 
@@ -83,7 +74,7 @@ void launch_forward(const T* x, T* y, const LaunchContext& ctx) {
       lrn_forward_fallback_kernel<T><<<grid, block, 0, ctx.stream>>>(x, y, plan.fallback, ctx.params);
       break;
   }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  AK_CUDA_LAUNCH_CHECK();
 }
 
 template <typename T>
@@ -106,33 +97,27 @@ void launch_backward(const T* x, const T* dy, T* dx, const LaunchContext& ctx) {
       lrn_backward_fallback_kernel<T><<<grid, block, 0, ctx.stream>>>(x, dy, dx, plan.fallback, ctx.params);
       break;
   }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  AK_CUDA_LAUNCH_CHECK();
 }
 
-#define AK_CUDA_DISPATCH(TYPE, NAME, ...)                                \
-  AT_DISPATCH_SWITCH(TYPE, NAME,                                         \
-                     AT_DISPATCH_CASE(at::ScalarType::Float, __VA_ARGS__) \
-                     AT_DISPATCH_CASE(at::ScalarType::Half, __VA_ARGS__)  \
-                     AT_DISPATCH_CASE(at::ScalarType::BFloat16, __VA_ARGS__))
+#define AK_CUDA_DISPATCH(TYPE, NAME, ...) AK_DISPATCH_FLOATING(TYPE, NAME, __VA_ARGS__)
 
 }  // namespace
 
-void lrn_forward_cuda(const at::Tensor& x, const at::Tensor& y, int64_t size, double alpha, double beta, double k,
-                      bool channels_last) {
-  if (x.numel() == 0) return;
-  const c10::cuda::CUDAGuard guard(x.device());
-  const LaunchContext ctx = make_context(x, size, alpha, beta, k, channels_last);
-  AK_CUDA_DISPATCH(x.scalar_type(), "lrn_forward_cuda", [&] {
+void lrn_forward_cuda(const TensorView& x, const TensorView& y, int64_t size, double alpha, double beta, double k,
+                      bool channels_last, void* stream) {
+  if (x.numel == 0) return;
+  const LaunchContext ctx = make_context(x, size, alpha, beta, k, channels_last, stream);
+  AK_CUDA_DISPATCH(x.dtype, "lrn_forward_cuda", [&] {
     launch_forward<scalar_t>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), ctx);
   });
 }
 
-void lrn_backward_cuda(const at::Tensor& x, const at::Tensor& dy, const at::Tensor& dx, int64_t size, double alpha,
-                       double beta, double k, bool channels_last) {
-  if (x.numel() == 0) return;
-  const c10::cuda::CUDAGuard guard(x.device());
-  const LaunchContext ctx = make_context(x, size, alpha, beta, k, channels_last);
-  AK_CUDA_DISPATCH(x.scalar_type(), "lrn_backward_cuda", [&] {
+void lrn_backward_cuda(const TensorView& x, const TensorView& dy, const TensorView& dx, int64_t size, double alpha,
+                       double beta, double k, bool channels_last, void* stream) {
+  if (x.numel == 0) return;
+  const LaunchContext ctx = make_context(x, size, alpha, beta, k, channels_last, stream);
+  AK_CUDA_DISPATCH(x.dtype, "lrn_backward_cuda", [&] {
     launch_backward<scalar_t>(x.const_data_ptr<scalar_t>(), dy.const_data_ptr<scalar_t>(),
                               dx.mutable_data_ptr<scalar_t>(), ctx);
   });

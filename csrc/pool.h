@@ -8,41 +8,42 @@
 // their outputs (dx included, zeros too) and allocate nothing on the device.
 #pragma once
 
-#include <ATen/ATen.h>
+#include "tensor_view.h"
 
 #include "pool_math.h"
 
 namespace ak {
 
 // The call's shapes from its input-shaped tensor (x or dx) and its output-shaped tensor (y, z, dy or dz).
-inline PoolProblem make_pool_problem(const at::Tensor& input, const at::Tensor& output, const PoolParams& p,
+inline PoolProblem make_pool_problem(const TensorView& input, const TensorView& output, const PoolParams& p,
                                      bool channels_last) {
   return make_pool_problem(input.size(0), input.size(1), input.size(2), input.size(3), output.size(2),
                            output.size(3), p, channels_last);
 }
 
-void max_pool2d_forward_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor& offsets,
+void max_pool2d_forward_cpu(const TensorView& x, const TensorView& y, const TensorView& offsets,
                             const PoolParams& p, bool channels_last);
-void max_pool2d_backward_cpu(const at::Tensor& dy, const at::Tensor& offsets, const at::Tensor& dx,
+void max_pool2d_backward_cpu(const TensorView& dy, const TensorView& offsets, const TensorView& dx,
                              const PoolParams& p, bool channels_last);
-void relu_lrn_max_pool2d_forward_cpu(const at::Tensor& x, const at::Tensor& z, const at::Tensor& offsets,
+void relu_lrn_max_pool2d_forward_cpu(const TensorView& x, const TensorView& z, const TensorView& offsets,
                                      int64_t size, double alpha, double beta, double k, const PoolParams& p,
                                      bool channels_last);
-void relu_lrn_max_pool2d_backward_cpu(const at::Tensor& x, const at::Tensor& dz, const at::Tensor& offsets,
-                                      const at::Tensor& dx, int64_t size, double alpha, double beta, double k,
+void relu_lrn_max_pool2d_backward_cpu(const TensorView& x, const TensorView& dz, const TensorView& offsets,
+                                      const TensorView& dx, int64_t size, double alpha, double beta, double k,
                                       const PoolParams& p, bool channels_last);
 
 #ifdef AK_WITH_CUDA
-void max_pool2d_forward_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor& offsets,
-                             const PoolParams& p, bool channels_last);
-void max_pool2d_backward_cuda(const at::Tensor& dy, const at::Tensor& offsets, const at::Tensor& dx,
-                              const PoolParams& p, bool channels_last);
-void relu_lrn_max_pool2d_forward_cuda(const at::Tensor& x, const at::Tensor& z, const at::Tensor& offsets,
+// stream: the cudaStream_t to launch on (the current stream of the tensors' device, which is current).
+void max_pool2d_forward_cuda(const TensorView& x, const TensorView& y, const TensorView& offsets,
+                             const PoolParams& p, bool channels_last, void* stream);
+void max_pool2d_backward_cuda(const TensorView& dy, const TensorView& offsets, const TensorView& dx,
+                              const PoolParams& p, bool channels_last, void* stream);
+void relu_lrn_max_pool2d_forward_cuda(const TensorView& x, const TensorView& z, const TensorView& offsets,
                                       int64_t size, double alpha, double beta, double k, const PoolParams& p,
-                                      bool channels_last);
-void relu_lrn_max_pool2d_backward_cuda(const at::Tensor& x, const at::Tensor& dz, const at::Tensor& offsets,
-                                       const at::Tensor& dx, int64_t size, double alpha, double beta, double k,
-                                       const PoolParams& p, bool channels_last);
+                                      bool channels_last, void* stream);
+void relu_lrn_max_pool2d_backward_cuda(const TensorView& x, const TensorView& dz, const TensorView& offsets,
+                                       const TensorView& dx, int64_t size, double alpha, double beta, double k,
+                                       const PoolParams& p, bool channels_last, void* stream);
 #endif
 
 }  // namespace ak

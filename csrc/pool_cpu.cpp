@@ -26,10 +26,6 @@
 #pragma GCC optimize("no-trapping-math")
 #endif
 
-#include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
-
 #include <algorithm>
 #include <type_traits>
 #include <vector>
@@ -499,12 +495,12 @@ struct FusedBackward {
 
 }  // namespace
 
-void max_pool2d_forward_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor& offsets,
+void max_pool2d_forward_cpu(const TensorView& x, const TensorView& y, const TensorView& offsets,
                             const PoolParams& p, bool channels_last) {
-  if (y.numel() == 0) return;
+  if (y.numel == 0) return;
   const PoolProblem P = make_pool_problem(x, y, p, channels_last);
   const int64_t window = int64_t(p.kH) * p.kW;
-  AK_CPU_DISPATCH(x.scalar_type(), "max_pool2d_forward_cpu", [&] {
+  AK_CPU_DISPATCH(x.dtype, "max_pool2d_forward_cpu", [&] {
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     uint8_t* op = offsets.mutable_data_ptr<uint8_t>();
@@ -516,13 +512,13 @@ void max_pool2d_forward_cpu(const at::Tensor& x, const at::Tensor& y, const at::
   });
 }
 
-void max_pool2d_backward_cpu(const at::Tensor& dy, const at::Tensor& offsets, const at::Tensor& dx,
+void max_pool2d_backward_cpu(const TensorView& dy, const TensorView& offsets, const TensorView& dx,
                              const PoolParams& p, bool channels_last) {
-  if (dx.numel() == 0) return;
+  if (dx.numel == 0) return;
   const PoolProblem P = make_pool_problem(dx, dy, p, channels_last);
   const std::vector<PoolRange> columns = covering_columns(P);
   const OffsetTable table = make_offset_table(p);
-  AK_CPU_DISPATCH(dx.scalar_type(), "max_pool2d_backward_cpu", [&] {
+  AK_CPU_DISPATCH(dx.dtype, "max_pool2d_backward_cpu", [&] {
     const scalar_t* dyp = dy.const_data_ptr<scalar_t>();
     const uint8_t* op = offsets.const_data_ptr<uint8_t>();
     scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
@@ -534,12 +530,12 @@ void max_pool2d_backward_cpu(const at::Tensor& dy, const at::Tensor& offsets, co
   });
 }
 
-void relu_lrn_max_pool2d_forward_cpu(const at::Tensor& x, const at::Tensor& z, const at::Tensor& offsets,
+void relu_lrn_max_pool2d_forward_cpu(const TensorView& x, const TensorView& z, const TensorView& offsets,
                                      int64_t size, double alpha, double beta, double k, const PoolParams& p,
                                      bool channels_last) {
-  if (z.numel() == 0) return;
+  if (z.numel == 0) return;
   const PoolProblem P = make_pool_problem(x, z, p, channels_last);
-  AK_CPU_DISPATCH(x.scalar_type(), "relu_lrn_max_pool2d_forward_cpu", [&] {
+  AK_CPU_DISPATCH(x.dtype, "relu_lrn_max_pool2d_forward_cpu", [&] {
     using F = AccOf<scalar_t>;
     const FusedForward<scalar_t> items{x.const_data_ptr<scalar_t>(), z.mutable_data_ptr<scalar_t>(),
                                        offsets.mutable_data_ptr<uint8_t>(), P, interior_columns(P),
@@ -549,13 +545,13 @@ void relu_lrn_max_pool2d_forward_cpu(const at::Tensor& x, const at::Tensor& z, c
   });
 }
 
-void relu_lrn_max_pool2d_backward_cpu(const at::Tensor& x, const at::Tensor& dz, const at::Tensor& offsets,
-                                      const at::Tensor& dx, int64_t size, double alpha, double beta, double k,
+void relu_lrn_max_pool2d_backward_cpu(const TensorView& x, const TensorView& dz, const TensorView& offsets,
+                                      const TensorView& dx, int64_t size, double alpha, double beta, double k,
                                       const PoolParams& p, bool channels_last) {
-  if (dx.numel() == 0) return;
+  if (dx.numel == 0) return;
   const PoolProblem P = make_pool_problem(x, dz, p, channels_last);
   const std::vector<PoolRange> columns = covering_columns(P);
-  AK_CPU_DISPATCH(x.scalar_type(), "relu_lrn_max_pool2d_backward_cpu", [&] {
+  AK_CPU_DISPATCH(x.dtype, "relu_lrn_max_pool2d_backward_cpu", [&] {
     using F = AccOf<scalar_t>;
     const FusedBackward<scalar_t> items{x.const_data_ptr<scalar_t>(), dz.const_data_ptr<scalar_t>(),
                                         offsets.const_data_ptr<uint8_t>(), dx.mutable_data_ptr<scalar_t>(), P,

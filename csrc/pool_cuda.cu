@@ -4,15 +4,8 @@
 // backward to an input element; consecutive threads take consecutive offsets, i.e. the contiguous
 // dimension (W for NCHW, C for channels_last), so loads and stores coalesce.
 //
-// One launch per call on the current stream; nothing is allocated and nothing synchronises (safe
-// under CUDA-graph capture). As in lrn_cuda.cu, ATen/cuda/CUDAContext.h is avoided (it needs cuBLAS
-// headers): the stream comes from c10.
-#include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-
+// One launch per call on the stream bindings.cpp passes (the current stream of the tensors' device);
+// nothing is allocated and nothing synchronises (safe under CUDA-graph capture).
 #include <algorithm>
 
 #include "pool.h"
@@ -67,78 +60,70 @@ struct Launch {
   cudaStream_t stream;
 };
 
-Launch launch_for(int64_t count, const at::Tensor& t) {
+Launch launch_for(int64_t count, void* stream) {
   const int64_t blocks = std::min<int64_t>((count + kThreads - 1) / kThreads, kMaxBlocks);
-  return Launch{dim3(static_cast<unsigned>(blocks)), dim3(kThreads), c10::cuda::getCurrentCUDAStream(t.get_device()).stream()};
+  return Launch{dim3(static_cast<unsigned>(blocks)), dim3(kThreads), static_cast<cudaStream_t>(stream)};
 }
 
-#define AK_CUDA_DISPATCH(TYPE, NAME, ...)                                \
-  AT_DISPATCH_SWITCH(TYPE, NAME,                                         \
-                     AT_DISPATCH_CASE(at::ScalarType::Float, __VA_ARGS__) \
-                     AT_DISPATCH_CASE(at::ScalarType::Half, __VA_ARGS__)  \
-                     AT_DISPATCH_CASE(at::ScalarType::BFloat16, __VA_ARGS__))
+#define AK_CUDA_DISPATCH(TYPE, NAME, ...) AK_DISPATCH_FLOATING(TYPE, NAME, __VA_ARGS__)
 
 }  // namespace
 
-void max_pool2d_forward_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor& offsets,
-                             const PoolParams& p, bool channels_last) {
-  const int64_t count = y.numel();
+void max_pool2d_forward_cuda(const TensorView& x, const TensorView& y, const TensorView& offsets,
+                             const PoolParams& p, bool channels_last, void* stream) {
+  const int64_t count = y.numel;
   if (count == 0) return;
-  const c10::cuda::CUDAGuard guard(x.device());
   const PoolProblem P = make_pool_problem(x, y, p, channels_last);
-  const Launch L = launch_for(count, x);
-  AK_CUDA_DISPATCH(x.scalar_type(), "max_pool2d_forward_cuda", [&] {
+  const Launch L = launch_for(count, stream);
+  AK_CUDA_DISPATCH(x.dtype, "max_pool2d_forward_cuda", [&] {
     max_pool_forward_kernel<scalar_t><<<L.grid, L.block, 0, L.stream>>>(
         x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), offsets.mutable_data_ptr<uint8_t>(), P, count);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    AK_CUDA_LAUNCH_CHECK();
   });
 }
 
-void max_pool2d_backward_cuda(const at::Tensor& dy, const at::Tensor& offsets, const at::Tensor& dx,
-                              const PoolParams& p, bool channels_last) {
-  const int64_t count = dx.numel();
+void max_pool2d_backward_cuda(const TensorView& dy, const TensorView& offsets, const TensorView& dx,
+                              const PoolParams& p, bool channels_last, void* stream) {
+  const int64_t count = dx.numel;
   if (count == 0) return;
-  const c10::cuda::CUDAGuard guard(dx.device());
   const PoolProblem P = make_pool_problem(dx, dy, p, channels_last);
-  const Launch L = launch_for(count, dx);
-  AK_CUDA_DISPATCH(dx.scalar_type(), "max_pool2d_backward_cuda", [&] {
+  const Launch L = launch_for(count, stream);
+  AK_CUDA_DISPATCH(dx.dtype, "max_pool2d_backward_cuda", [&] {
     max_pool_backward_kernel<scalar_t><<<L.grid, L.block, 0, L.stream>>>(
         dy.const_data_ptr<scalar_t>(), offsets.const_data_ptr<uint8_t>(), dx.mutable_data_ptr<scalar_t>(), P, count);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    AK_CUDA_LAUNCH_CHECK();
   });
 }
 
-void relu_lrn_max_pool2d_forward_cuda(const at::Tensor& x, const at::Tensor& z, const at::Tensor& offsets,
+void relu_lrn_max_pool2d_forward_cuda(const TensorView& x, const TensorView& z, const TensorView& offsets,
                                       int64_t size, double alpha, double beta, double k, const PoolParams& p,
-                                      bool channels_last) {
-  const int64_t count = z.numel();
+                                      bool channels_last, void* stream) {
+  const int64_t count = z.numel;
   if (count == 0) return;
-  const c10::cuda::CUDAGuard guard(x.device());
   const PoolProblem P = make_pool_problem(x, z, p, channels_last);
   const LrnCoeffs<float> lrn = make_lrn_coeffs<float>(size, alpha, beta, k, x.size(1));
-  const Launch L = launch_for(count, x);
-  AK_CUDA_DISPATCH(x.scalar_type(), "relu_lrn_max_pool2d_forward_cuda", [&] {
+  const Launch L = launch_for(count, stream);
+  AK_CUDA_DISPATCH(x.dtype, "relu_lrn_max_pool2d_forward_cuda", [&] {
     fused_forward_kernel<scalar_t><<<L.grid, L.block, 0, L.stream>>>(
         x.const_data_ptr<scalar_t>(), z.mutable_data_ptr<scalar_t>(), offsets.mutable_data_ptr<uint8_t>(), P, lrn,
         count);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    AK_CUDA_LAUNCH_CHECK();
   });
 }
 
-void relu_lrn_max_pool2d_backward_cuda(const at::Tensor& x, const at::Tensor& dz, const at::Tensor& offsets,
-                                       const at::Tensor& dx, int64_t size, double alpha, double beta, double k,
-                                       const PoolParams& p, bool channels_last) {
-  const int64_t count = dx.numel();
+void relu_lrn_max_pool2d_backward_cuda(const TensorView& x, const TensorView& dz, const TensorView& offsets,
+                                       const TensorView& dx, int64_t size, double alpha, double beta, double k,
+                                       const PoolParams& p, bool channels_last, void* stream) {
+  const int64_t count = dx.numel;
   if (count == 0) return;
-  const c10::cuda::CUDAGuard guard(x.device());
   const PoolProblem P = make_pool_problem(x, dz, p, channels_last);
   const LrnCoeffs<float> lrn = make_lrn_coeffs<float>(size, alpha, beta, k, x.size(1));
-  const Launch L = launch_for(count, x);
-  AK_CUDA_DISPATCH(x.scalar_type(), "relu_lrn_max_pool2d_backward_cuda", [&] {
+  const Launch L = launch_for(count, stream);
+  AK_CUDA_DISPATCH(x.dtype, "relu_lrn_max_pool2d_backward_cuda", [&] {
     fused_backward_kernel<scalar_t><<<L.grid, L.block, 0, L.stream>>>(
         x.const_data_ptr<scalar_t>(), dz.const_data_ptr<scalar_t>(), offsets.const_data_ptr<uint8_t>(),
         dx.mutable_data_ptr<scalar_t>(), P, lrn, count);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    AK_CUDA_LAUNCH_CHECK();
   });
 }
 

@@ -87,3 +87,26 @@ def test_correctness_case_lists_build_at_the_gpu_shapes(op):
 def test_headline_covers_every_benchmark_op():
     ops = {c[0] for c in gpu_check_cases.headline_cases(dry=False)}
     assert ops == {"lrn", "max_pool2d", "relu_lrn_max_pool2d", "dropout", "conv2d_relu", "alexnet_train_step"}
+
+
+# --- the prebuilt wheel (issue 15: the GPU machine installs a wheel built on a CPU instead of compiling) --------
+
+def test_the_wheel_check_uses_the_digest_setup_py_bakes_in():
+    """gpu_check.sources_digest() is alexnet_kernels/_sources_digest.py's, over csrc/ and the build files; a
+    library built from this tree carries the same value in build_info() (CI builds from the clean tree)."""
+    from alexnet_kernels import _extension, _sources_digest
+    root = str(TOOLS.parents[1])
+    assert gpu_check.sources_digest() == _sources_digest.sources_digest(root)
+    files = _sources_digest.source_files(root)
+    assert "setup.py" in files and "csrc/bindings.cpp" in files and "csrc/lrn_cuda_kernels.cuh" in files
+    info = _extension.build_info()
+    if info is None:
+        pytest.skip("alexnet_kernels._C is not built: %s" % _extension.load_error())
+    assert info["sources_digest"] == gpu_check.sources_digest(), (
+        "the loaded library was built from other sources than this tree: rebuild it")
+
+
+def test_no_prebuilt_wheel_means_the_build_phase_compiles(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_check, "WHEEL_DIR", tmp_path / "absent")
+    ok, why = gpu_check.install_prebuilt_wheel(None, None, 10)
+    assert not ok and "no prebuilt wheel" in why

@@ -84,7 +84,7 @@ def test_missing_extension_advice_fits_where_the_package_was_imported_from(tmp_p
     assert str(tmp_path / "checkout") in messages["checkout"], messages["checkout"]
     assert "run from another folder" in messages["checkout"] and "-e ." in messages["checkout"]
     assert "reinstall" not in messages["checkout"].lower(), messages["checkout"]
-    assert "reinstall with `pip install --no-build-isolation .`" in messages["installed"]
+    assert "reinstall with `pip install .`" in messages["installed"]
     assert "another folder" not in messages["installed"]
 
 

@@ -8,7 +8,9 @@ benchmarks/results/README.md).  Every phase writes its files under $OUT the mome
 gpu_check.md / gpu_check.json, so a call killed at its limit still returns everything that finished.  One
 failing case never stops the others.
 
-  build        pip install --no-build-isolation --no-deps . for sm_90 with every core          (budget 120 s)
+  build        the wheel built on a CPU beforehand (`gpu_check.py wheel`: .whl/, carried to the GPU machine
+               with the source) installed with pip in seconds, if its sources digest matches the source
+               tree; else pip install --no-build-isolation --no-deps . for sm_90 with every core (budget 120 s)
   correctness  every op x backend x dtype x layout, forward and backward, at the AlexNet shapes
                (batch 128) and two odd shapes, against a float64 reference; a CUDA-graph capture +
                replay of each op; the AlexNet, kernels="ours" against kernels="torch", on one device and
@@ -28,6 +30,9 @@ configuration; torch.compile in its default mode).  Files in $OUT: build.log, co
 case: PASS / FAIL / SKIP with the error or reason) and correctness/<op>.jsonl, memcheck.txt and the sanitizer
 logs, headline/<op>-*.md/.json (the benchmark suite's results files) and headline.jsonl, tests.log,
 tune.log, and gpu_check.md / gpu_check.json (device, driver, versions, commit, date, each phase's status).
+
+Before the device call, on the CPU: `python3 benchmarks/tools/gpu_check.py wheel` builds that wheel into
+.whl/ (sm_90; the device tool's `carry: [".whl"]` brings it along).
 
 Internal entry points (used by the phases): `gpu_check.py worker correctness|sanitize|headline ...`.
 """
@@ -51,6 +56,9 @@ TESTS_DIR = REPO / "tests"
 ME = Path(__file__).resolve()
 
 TOTAL_S = 530           # the whole call (a device command may run 600 s: room for the transfers)
+WHEEL_DIR = REPO / ".whl"        # gitignored; carried to the GPU machine by the device tool
+WHEEL_ARCHS = "9.0"
+WHEEL_LIMIT_BYTES = 64 * 2**20    # what the device tool carries, in all
 BUDGETS = {"build": 120, "correctness": 120, "memcheck": 60, "headline": 240}
 SUMMARY_RESERVE_S = 10  # kept back at the end for the last gpu_check.md / .json
 TEST_TIMEOUT_S = 60     # per test in the tests phase (tests/conftest.py: ALEXNET_KERNELS_TEST_TIMEOUT)
@@ -210,17 +218,75 @@ print("@@ENV " + json.dumps(info, default=str))
 # --------------------------------------------------------------------------------------------------
 # build
 
+def sources_digest():
+    """The source tree's digest, as setup.py bakes it into the library (alexnet_kernels/_sources_digest.py)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("_ak_sources_digest",
+                                                  REPO / "alexnet_kernels" / "_sources_digest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.sources_digest(str(REPO))
+
+
+def installed_build_info(check):
+    """build_info() of the installed package, imported from outside the checkout, or None."""
+    code = "import json, alexnet_kernels; print('@@INFO ' + json.dumps(alexnet_kernels.build_info()))"
+    try:
+        out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, timeout=120,
+                             env=check.env, cwd=str(check.out))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.stdout.splitlines():
+        if line.startswith("@@INFO "):
+            return json.loads(line[7:])
+    return None
+
+
+def install_prebuilt_wheel(check, log_file, limit):
+    """Install .whl/'s wheel and keep it if it was built from these sources with CUDA for sm_90.
+    Returns (ok, why)."""
+    wheels = sorted(WHEEL_DIR.glob("alexnet_kernels-*.whl")) if WHEEL_DIR.is_dir() else []
+    if not wheels:
+        return False, "no prebuilt wheel in .whl/"
+    wheel = wheels[-1]
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps",
+                               "--force-reinstall", "-v", str(wheel)], cwd=str(check.out), env=check.env,
+                              stdout=log_file, stderr=subprocess.STDOUT, timeout=limit)
+    except subprocess.TimeoutExpired:
+        return False, "pip install %s timed out" % wheel.name
+    if proc.returncode != 0:
+        return False, "pip install %s failed (rc %s)" % (wheel.name, proc.returncode)
+    info = installed_build_info(check) or {}
+    want = sources_digest()
+    if info.get("sources_digest") != want:
+        return False, "%s was built from other sources (digest %s, the tree's %s)" % (
+            wheel.name, info.get("sources_digest"), want)
+    if not info.get("with_cuda") or WHEEL_ARCHS not in str(info.get("cuda_archs")).split(";"):
+        return False, "%s has no sm_90 CUDA build (%s)" % (wheel.name, info.get("cuda_archs"))
+    return True, "%s (built with torch %s at %s, digest %s)" % (wheel.name, info.get("torch_version"),
+                                                               info.get("git_commit"), want)
+
+
 def phase_build(check):
     limit = check.phase_limit("build", later=("correctness", "memcheck", "headline"))
     env = dict(check.env)
-    env["TORCH_CUDA_ARCH_LIST"] = env.get("TORCH_CUDA_ARCH_LIST", "9.0")
+    env["TORCH_CUDA_ARCH_LIST"] = env.get("TORCH_CUDA_ARCH_LIST", WHEEL_ARCHS)
     env["MAX_JOBS"] = str(os.cpu_count() or 1)
     log_path = check.out / "build.log"
     t0 = now()
     with open(log_path, "w") as f:
+        ok, why = install_prebuilt_wheel(check, f, limit)
+        print("prebuilt wheel: %s%s" % ("installed " if ok else "not used: ", why), file=f, flush=True)
+        if ok:
+            seconds = now() - t0
+            print("build: prebuilt wheel installed in %.0f s" % seconds, flush=True)
+            return {"status": "PASS", "summary": "installed the prebuilt wheel %s in %.0f s, no compiling" % (
+                why, seconds), "files": ["build.log"], "build_s": round(seconds, 1), "prebuilt_wheel": True}
         try:
             proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "-v",
-                                   "."], cwd=str(REPO), env=env, stdout=f, stderr=subprocess.STDOUT, timeout=limit)
+                                   "."], cwd=str(REPO), env=env, stdout=f, stderr=subprocess.STDOUT,
+                                  timeout=max(1.0, limit - (now() - t0)))
             rc = proc.returncode
         except subprocess.TimeoutExpired:
             rc = "timeout"
@@ -232,10 +298,35 @@ def phase_build(check):
         tail = log_path.read_text(errors="replace").splitlines()[-30:]
         return {"status": "FAIL", "summary": "pip install failed (%s) after %.0f s; later phases use the source "
                 "tree without the extension" % (rc, seconds), "log_tail": tail, "files": ["build.log"],
-                "build_s": round(seconds, 1)}
-    return {"status": "PASS", "summary": "built for sm_%s in %.0f s with %s jobs" % (
-        env["TORCH_CUDA_ARCH_LIST"].replace(".", ""), seconds, env["MAX_JOBS"]), "files": ["build.log"],
-        "build_s": round(seconds, 1)}
+                "build_s": round(seconds, 1), "prebuilt_wheel": False}
+    return {"status": "PASS", "summary": "prebuilt wheel not used (%s); built for sm_%s in %.0f s with %s jobs" % (
+        why, env["TORCH_CUDA_ARCH_LIST"].replace(".", ""), seconds, env["MAX_JOBS"]), "files": ["build.log"],
+        "build_s": round(seconds, 1), "prebuilt_wheel": False}
+
+
+def main_wheel(args):
+    """On a CPU, before the device call: the sm_90 wheel of this tree in .whl/ (replacing older ones)."""
+    WHEEL_DIR.mkdir(exist_ok=True)
+    for old in WHEEL_DIR.glob("alexnet_kernels-*.whl"):
+        old.unlink()
+    env = dict(os.environ, TORCH_CUDA_ARCH_LIST=WHEEL_ARCHS)
+    t0 = now()
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-w",
+                           str(WHEEL_DIR), "."], cwd=str(REPO), env=env)
+    if proc.returncode != 0:
+        return proc.returncode
+    wheels = sorted(WHEEL_DIR.glob("alexnet_kernels-*.whl"))
+    if len(wheels) != 1:
+        print("gpu_check wheel: expected one wheel in %s, found %s" % (WHEEL_DIR, wheels), file=sys.stderr)
+        return 1
+    size = wheels[0].stat().st_size
+    print("gpu_check wheel: %s, %.1f MiB, built in %.0f s, sources digest %s" % (
+        wheels[0], size / 2**20, now() - t0, sources_digest()))
+    if size > WHEEL_LIMIT_BYTES:
+        print("gpu_check wheel: larger than the %d MiB the device tool carries" % (WHEEL_LIMIT_BYTES // 2**20),
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -642,6 +733,7 @@ def main(argv=None):
     run.add_argument("--dry-run", action="store_true")
     run.add_argument("--skip-build", action="store_true")
     run.add_argument("--total-s", type=float, default=TOTAL_S)
+    sub.add_parser("wheel", help="on a CPU: build the sm_90 wheel the build phase installs (.whl/)")
     worker = sub.add_parser("worker", help="internal: one phase's worker process")
     worker.add_argument("kind", choices=("correctness", "sanitize", "headline"))
     worker.add_argument("--op")
@@ -653,6 +745,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "run":
         return main_run(args)
+    if args.command == "wheel":
+        return main_wheel(args)
     return main_worker(args)
 
 
