@@ -1,4 +1,4 @@
-// Python bindings of alexnet_kernels._C: argument checks, then dispatch to the CPU or CUDA kernels.
+// alexnet_kernels._C: argument checks, then dispatch to the CPU or CUDA kernels. Operators (torch.ops.alexnet_kernels_C.*):
 //
 //   lrn_forward(x, y, size, alpha, beta, k, channels_last) -> None          writes y
 //   lrn_backward(x, dy, dx, size, alpha, beta, k, channels_last) -> None    writes dx
@@ -14,7 +14,7 @@
 //   dropout_backward(dy, dx, seed, threshold, scale) -> None                   writes dx
 //   bias_relu_dropout_forward(x, bias, y, seed, threshold, scale) -> None      writes y
 //   bias_relu_dropout_backward(dy, y, dx, dbias, seed, threshold, scale) -> None   writes dx, dbias
-//   build_info() -> dict
+//   build_info() -> dict                                                     (a function of the Python module)
 //
 // Pooling tensors are 4-D, all NCHW-contiguous or all channels_last; x / dx are (N, C, H, W), the
 // others (N, C, OH, OW) with OH, OW torch's output size (floor or ceil mode); offsets are uint8.
