@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one-call GPU check (benchmarks/results/README.md says how to run it and what to do with its files):
-# build for sm_90, correctness of every op, compute-sanitizer, the headline benchmark, then pytest if time is
-# left -- within ~530 s, every phase's files written under $OUT as it ends.
+# install the prebuilt sm_90 wheel (or build), correctness of every op, compute-sanitizer, the headline benchmark,
+# then pytest if time is left -- within ~530 s, every phase's files written under $OUT as it ends.
 #
+#   python3 benchmarks/tools/gpu_check.py wheel       # first, on the CPU: .whl/ (device tool: carry [".whl"])
 #   GPU_CHECK_COMMIT=$(git rev-parse HEAD) bash benchmarks/tools/gpu_check.sh            # on the GPU machine
 #   bash benchmarks/tools/gpu_check.sh --dry-run      # on a CPU: every phase's code at tiny shapes (CI)
 #
