@@ -1,6 +1,6 @@
 """Compiled-code counts of the LRN kernels for sm_90, without a GPU (compiled-code evidence, not measurements).
 
-    python benchmarks/tools/sass_counts.py [--markdown] [--cuda] [--json OUT]
+    python benchmarks/tools/sass_counts.py [--markdown] [--cuda] [--pool] [--json OUT]
 
 Triton kernels: each launcher (triton_kernels/lrn.py) is called on "meta" tensors with the kernels swapped for
 recorders (tests/triton_aot.py), so the compile arguments are exactly those of a GPU launch; triton.compile
@@ -13,7 +13,8 @@ bytes each LDG/STG/LDS/STS moves per thread (its width suffix), registers and lo
 `cuobjdump -res-usage`.  For the Triton kernels, whose AlexNet configurations are straight-line code (the
 window loops unrolled, one tile per program), the counts times the program's threads over the outputs it
 writes give a per-output-element model: bytes requested from L1 / shared memory and MUFU operations per
-output.  That model counts masked lanes as active and says nothing about L1/L2 hit rates: DRAM traffic is
+output.  --pool: the integer divisions (div/rem .s64/.u64 and .32) in the PTX of the pool kernels, CUDA
+(csrc/emulate/pool_sass_probe.cu, each index path alone) and Triton.  That model counts masked lanes as active and says nothing about L1/L2 hit rates: DRAM traffic is
 the tensors' size times the number of tensors read or written once, whatever the L1 requests.
 """
 import argparse
@@ -168,6 +169,62 @@ def _short(name):
     return "%s %s" % (m.group(1), {"float": "fp32", "__half": "fp16"}.get(m.group(2), m.group(2)))
 
 
+POOL_PROBE = os.path.join(ROOT, "csrc", "emulate", "pool_sass_probe.cu")
+_DIV64 = re.compile(r"^\s*(?:@%\w+\s+)?(?:div|rem)\.[su]64\b", re.M)
+_DIV32 = re.compile(r"^\s*(?:@%\w+\s+)?(?:div|rem)\.[su]32\b", re.M)
+
+
+def _divisions_per_entry(ptx):
+    """{kernel entry: (64-bit div/rem, 32-bit div/rem)} of a PTX text."""
+    out = {}
+    parts = re.split(r"^\s*(?:\.visible\s+|\.weak\s+)?\.entry\s+(\S+?)\(", ptx, flags=re.M)
+    for name, body in zip(parts[1::2], parts[2::2]):
+        out[name] = (len(_DIV64.findall(body)), len(_DIV32.findall(body)))
+    return out
+
+
+def pool_division_rows(workdir):
+    """Integer divisions in the PTX of the pool kernels: CUDA (each index path alone) and Triton."""
+    rows = []
+    for path in (32, 64):
+        ptx_path = os.path.join(workdir, "pool%d.ptx" % path)
+        subprocess.run(["nvcc", "-ptx", "-arch=sm_90", "-O3", "--use_fast_math", "-ftz=false", "-std=c++17",
+                        "-DAK_POOL_INDEX_PATH=%d" % path, "-I" + os.path.join(ROOT, "csrc"), POOL_PROBE,
+                        "-o", ptx_path], check=True, capture_output=True, text=True)
+        for name, (d64, d32) in _divisions_per_entry(open(ptx_path).read()).items():
+            pretty = subprocess.run(["c++filt", name], capture_output=True, text=True).stdout.strip() or name
+            m = re.search(r"(\w+_kernel)<", pretty)
+            rows.append(dict(kernel="cuda " + (m.group(1) if m else pretty), case="%d-bit index path" % path,
+                             div64=d64, div32=d32))
+    import triton_aot as aot
+    import triton
+    import importlib
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from alexnet_kernels.triton_kernels import pool as tp
+    x = aot._t((BATCH, 96, 55, 55), aot._torch_dtype("fp32"), False)
+    import torch
+    y = aot._t((BATCH, 96, 27, 27), x.dtype)
+    off = aot._t((BATCH, 96, 27, 27), torch.uint8)
+    calls = [("", lambda: tp.max_pool2d_forward(x, y, off, *aot.POOL)),
+             ("", lambda: tp.max_pool2d_backward(y, off, torch.empty_like(x), *aot.POOL)),
+             (" (FUSED_LRN)", lambda: tp.relu_lrn_max_pool2d_forward(x, y, off, *LRN, *aot.POOL)),
+             ("", lambda: tp.relu_lrn_max_pool2d_backward(x, y, off, torch.empty_like(x), *LRN, *aot.POOL))]
+    for label, call in calls:
+        log = []
+        with aot.recording(log):
+            call()
+        (job,) = aot.jobs_of_launch(log[0], False)
+        fn = getattr(importlib.import_module(job["module"]), job["attr"])
+        attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in job["divisible"]}
+        k = triton.compile(ASTSource(fn=fn, signature=job["signature"], constexprs=job["constexprs"],
+                                     attrs=attrs), target=GPUTarget("cuda", 90, 32), options=dict(job["options"]))
+        ((d64, d32),) = _divisions_per_entry(k.asm["ptx"]).values()
+        rows.append(dict(kernel="triton " + job["kernel"] + label, case="128x96x55x55 fp32 NCHW", div64=d64,
+                         div32=d32))
+    return rows
+
+
 def markdown(rows, per_output):
     cols = ["kernel", "case"] + (["tile"] if per_output else []) + \
         ["LDG", "STG", "LDS", "STS", "SHFL", "MUFU", "BAR", "ALL", "regs", "local"] + \
@@ -184,21 +241,30 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--cuda", action="store_true", help="also the CUDA kernels (nvcc -cubin)")
+    parser.add_argument("--pool", action="store_true", help="integer divisions in the pool kernels' PTX")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         raise SystemExit("run with TRITON_INTERPRET unset")
     with tempfile.TemporaryDirectory() as workdir:
+        # the pool kernels first: compiling them after the LRN launches were recorded fails in triton 3.8's
+        # dependency hashing (a global that cannot be deep-copied), alone they compile
+        prows = pool_division_rows(workdir) if args.pool else []
         trows = triton_rows(workdir)
         crows = cuda_rows(workdir) if args.cuda else []
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"triton": trows, "cuda": crows}, f, indent=1)
+            json.dump({"triton": trows, "cuda": crows, "pool_divisions": prows}, f, indent=1)
     if args.markdown:
         print(markdown(trows, True))
         if crows:
             print()
             print(markdown(crows, False))
+        if prows:
+            print()
+            print("| kernel | case | 64-bit div/rem | 32-bit div/rem |\n|---|---|---|---|")
+            for r in prows:
+                print("| %s | %s | %d | %d |" % (r["kernel"], r["case"], r["div64"], r["div32"]))
     else:
         for r in trows + crows:
             print(r)
