@@ -165,7 +165,10 @@ def channels_last_weight(weight):
     """`weight` in channels_last: itself when it already is, else a copy cached until the weight changes
     (in-place update: a new `_version`; new storage: `.data` reassigned) or is freed.  Autograd sees the
     original weight; the copy is only read by the kernels."""
-    if weight.is_contiguous(memory_format=torch.channels_last) or torch.compiler.is_compiling():
+    if (weight.is_contiguous(memory_format=torch.channels_last) or torch.compiler.is_compiling()
+            or (weight.is_cuda and torch.cuda.is_current_stream_capturing())):
+        # Under CUDA-graph capture the copy must be part of the graph: a replay after an in-place update
+        # of the weight (outside the graph) would otherwise read a stale cached copy.
         return _cl(weight)
     key = id(weight)
     stamp = (weight.data_ptr(), weight._version, weight.dtype, tuple(weight.shape), weight.device)
