@@ -168,7 +168,7 @@ class AlexNet(nn.Module):
             for tower in (self.tower_a, self.tower_b):
                 for name in list(CONV_SHAPES) + ["fc6", "fc7", "fc8"]:
                     layer = getattr(tower, name)
-                    layer.weight.normal_(0.0, 0.01)
+                    _normal_in_logical_order_(layer.weight, 0.0, 0.01)
                     layer.bias.fill_(1.0 if name in UNIT_BIAS_LAYERS else 0.0)
 
     def forward(self, image):
@@ -205,6 +205,14 @@ def _check_image(image):
                      "got %dx%d" % size)
 
 
+def _normal_in_logical_order_(p, mean, std):
+    """p.normal_(mean, std) with the values drawn in index order whatever p's memory format: Conv2dReLU stores
+    its weight channels_last, nn.Conv2d NCHW, and a seed must give both kernel sets the same network."""
+    if p.is_contiguous():
+        return p.normal_(mean, std)
+    return p.copy_(torch.empty(p.shape, dtype=p.dtype, device=p.device).normal_(mean, std))
+
+
 def spread_init_(net):
     """He-style weights and small random biases, for comparing two kernel sets (tests, benchmarks).  The
     paper's N(0, 0.01) with biases of 1 makes conv5's outputs nearly equal (about 1 + tiny), so its max-pool
@@ -213,6 +221,6 @@ def spread_init_(net):
     with torch.no_grad():
         for p in net.parameters():
             if p.dim() > 1:
-                p.normal_(0.0, math.sqrt(2.0 / p[0].numel()))
+                _normal_in_logical_order_(p, 0.0, math.sqrt(2.0 / p[0].numel()))
             else:
                 p.uniform_(-0.1, 0.1)

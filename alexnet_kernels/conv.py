@@ -8,7 +8,10 @@ Forward: one Triton implicit-GEMM kernel per call (groups inside the kernel, bia
 the output written once; the reduction runs over K = Cin/groups * KH * KW flattened, so conv1's three
 input channels do not waste the tensor cores).  fp16/bf16 accumulate in fp32; fp32 uses TF32 tensor cores
 when torch.backends.cudnn.allow_tf32 is on (torch's default for convolutions) and exact fp32 when it is off.
-channels_last is the fast layout: NCHW inputs are converted once (a copy of x) before the kernel.
+channels_last is the fast layout: NCHW inputs are converted once (a copy of x, reused by the backward);
+an NCHW weight is converted once per update (a cached copy, see ops/conv.py channels_last_weight), and
+Conv2dReLU stores its weight channels_last, so its outputs are channels_last (torch's rule for convolutions)
+and a network of them converts its activations once, at the first layer.
 
 Backward: d(input), d(weight), d(bias); the ReLU mask is read from the saved output.  Two routes: Triton
 dgrad/wgrad kernels (mask applied as dy is loaded, d(bias) in the wgrad pass), or one Triton pass that
@@ -125,12 +128,16 @@ def conv2d_relu(input, weight, bias=None, stride=1, padding=0, dilation=1, group
 class Conv2dReLU(torch.nn.Conv2d):
     """Drop-in for nn.Conv2d followed by nn.ReLU: a subclass of nn.Conv2d with its constructor arguments,
     parameters (weight, bias), initialisation and state_dict; the keyword-only `backend` (and
-    `backward_route`) choose the kernels."""
+    `backward_route`) choose the kernels.  The weight is stored channels_last (the kernels' layout: no copy
+    per call; load_state_dict copies values into it and keeps that layout), so the output is channels_last
+    whatever the input's layout, as torch's convolution gives for a channels_last weight."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, padding_mode="zeros", device=None, dtype=None, *, backend=None, backward_route="auto"):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, device, dtype)
+        with torch.no_grad():
+            self.weight.data = self.weight.data.contiguous(memory_format=torch.channels_last)
         self.backend = backend
         self.backward_route = backward_route
 

@@ -3,7 +3,8 @@
     pytest benchmarks/bench_lrn.py --benchmark-only
     pytest benchmarks/bench_lrn.py --benchmark-only -k "fwd and 96x55x55 and fp16"   # a subset
 
-GPU (test_lrn_gpu): providers ours-triton, ours-cuda, cudnn, torch-eager, torch-compile; batch 128 x
+GPU (test_lrn_gpu): providers ours-triton, ours-cuda, cudnn, torch-eager, torch-compile, and the previous
+backward kernels ours-triton-v1 / ours-cuda-v1 (bwd and fwd+bwd only: the forward is the same kernel); batch 128 x
 (96,55,55), (96,27,27), (256,27,27), (256,13,13); fp32/fp16/bf16; NCHW/channels_last; modes
   fwd      y = lrn(x)
   bwd      the backward alone: ours call torch.ops.alexnet_kernels.lrn_backward(dy, x, ...) directly;
@@ -12,6 +13,9 @@ GPU (test_lrn_gpu): providers ours-triton, ours-cuda, cudnn, torch-eager, torch-
 CPU (test_lrn_cpu): ours-cpu vs torch-cpu, 32x96x27x27 fp32 NCHW, fwd and fwd+bwd.
 Unavailable providers (extension not built, cuDNN rejecting a dtype, ...) are skipped with the reason.
 """
+import contextlib
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -32,9 +36,32 @@ DTYPES = common.DTYPES
 LAYOUTS = common.LAYOUTS
 GPU_MODES = ("fwd", "bwd", "fwd+bwd")
 CPU_MODES = ("fwd", "fwd+bwd")
-GPU_PROVIDERS = ("ours-triton", "ours-cuda", "cudnn", "torch-eager", "torch-compile")
+GPU_PROVIDERS = ("ours-triton", "ours-triton-v1", "ours-cuda", "ours-cuda-v1", "cudnn", "torch-eager",
+                 "torch-compile")
 CPU_PROVIDERS = ("ours-cpu", "torch-cpu")
-OURS_BACKEND = {"ours-triton": "triton", "ours-cuda": "cuda", "ours-cpu": "cpu"}
+OURS_BACKEND = {"ours-triton": "triton", "ours-triton-v1": "triton", "ours-cuda": "cuda", "ours-cuda-v1": "cuda",
+                "ours-cpu": "cpu"}
+# The backward kernel variant each of ours runs (the previous kernels stay until a GPU run decides):
+# Triton through triton_kernels.lrn.backward_variant, CUDA through ALEXNET_KERNELS_LRN_CUDA_BACKWARD.
+VARIANT = {"ours-triton-v1": "v1", "ours-cuda-v1": "v1"}
+CUDA_VARIANT_ENV = "ALEXNET_KERNELS_LRN_CUDA_BACKWARD"
+
+
+@contextlib.contextmanager
+def backward_variant(provider):
+    """Run `provider`'s backward kernel variant inside the block (the default v2 for every other provider)."""
+    from alexnet_kernels.triton_kernels import lrn as triton_lrn
+    variant = VARIANT.get(provider, "v2")
+    saved_env = os.environ.get(CUDA_VARIANT_ENV)
+    os.environ[CUDA_VARIANT_ENV] = variant
+    try:
+        with triton_lrn.backward_variant(variant):
+            yield
+    finally:
+        if saved_env is None:
+            os.environ.pop(CUDA_VARIANT_ENV, None)
+        else:
+            os.environ[CUDA_VARIANT_ENV] = saved_env
 
 # Traffic in input-sized tensors, as cuDNN moves them, for every provider (comparable GB/s):
 # fwd reads x, writes y; bwd reads x, y, dy, writes dx; fwd+bwd both.
@@ -47,7 +74,8 @@ common.register_op(
     case_fields=("mode", "shape", "dtype", "layout"),
     providers={"cuda": GPU_PROVIDERS, "cpu": CPU_PROVIDERS},
     baselines={"cuda": ("cudnn", "torch-eager"), "cpu": ("torch-cpu",)},
-    short_names={"ours-triton": "triton", "ours-cuda": "cuda", "cudnn": "cudnn", "torch-eager": "eager",
+    short_names={"ours-triton": "triton", "ours-triton-v1": "triton-v1", "ours-cuda": "cuda",
+                 "ours-cuda-v1": "cuda-v1", "cudnn": "cudnn", "torch-eager": "eager",
                  "torch-compile": "compile", "ours-cpu": "ours", "torch-cpu": "torch"},
     notes=["LRN parameters: size %d, alpha %g, beta %g, k %g; inputs torch.randn" % (SIZE, ALPHA, BETA, K),
            "modes: fwd = y = lrn(x); bwd = the backward alone (ours: the lrn_backward op; others: "
@@ -168,9 +196,15 @@ def test_lrn_gpu(benchmark, gpu, mode, chw, dname, layout, provider):
     case = {"mode": mode, "shape": shape_label(shape), "dtype": dname, "layout": layout}
     benchmark.group = "lrn-gpu %s %s %s %s" % (mode, case["shape"], dname, layout)
     err = known_bad(provider, shape, dtype, layout) or provider_error(provider, dtype, layout, gpu)
+    if err is None and provider in VARIANT and mode == "fwd":
+        err = "%s differs from %s only in the backward kernel" % (provider, provider[:-3])
     if err is not None:
         common.skip(OP, "cuda", case, provider, err)
+    with backward_variant(provider):
+        _run_gpu_case(benchmark, gpu, mode, shape, dtype, layout, provider, case)
 
+
+def _run_gpu_case(benchmark, gpu, mode, shape, dtype, layout, provider, case):
     torch.manual_seed(0)
     x = common.make_input(shape, dtype, layout, gpu)
     dy = common.make_input(shape, dtype, layout, gpu)

@@ -13,7 +13,11 @@
 //     touch (with the halo) into shared memory: rows along s are contiguous in global memory, so the
 //     copy is coalesced and moves 16-byte vectors where the row's alignment allows (load_nchw_rows).
 //     Shared rows are [channel][position], so a warp reading one channel row for 32 consecutive
-//     positions is bank-conflict free; each output then sums exactly its n window terms.
+//     positions is bank-conflict free; each output then sums exactly its n window terms. The backward
+//     forms base_j and t_j once per tile row (phase 1) and sums t over the transposed windows (phase 2);
+//     its default "v2" window sums read each shared value once into registers per run of kRegRows rows
+//     (windows up to kRegWindowMax), "v1" (LrnParams::backward_v1, a benchmark provider) re-reads the n
+//     terms of every sum from shared memory.
 //   * NHWC tiles (C <= kNhwcMaxChannels): a block takes all C channels of a run of consecutive
 //     positions, a contiguous span of memory with no halo (every window stays inside the tile).
 //     It is copied with 16-byte vectors; lanes map to consecutive channels when computing.
@@ -225,6 +229,92 @@ __global__ void __launch_bounds__(kThreads) lrn_forward_nchw_kernel(const T* __r
   }
 }
 
+// Backward "v2" window sums (the default for windows up to kRegWindowMax): a thread takes one position s
+// and kRegRows consecutive rows, reads the kRegRows + window - 1 shared-memory values their windows
+// cover into registers once, and forms each row's sum exactly from the registers (a fresh sum per row,
+// in the same order as v1's loop, so v1 and v2 give the same bits). Shared-memory reads per row:
+// (kRegRows + window - 1) / kRegRows instead of window. Register arrays are indexed by compile-time
+// constants only (fully unrolled loops, runtime bounds as predicates), so they stay in registers.
+constexpr int kRegRows = 8;
+constexpr int kRegWindowMax = 16;
+constexpr int kRegSpan = kRegRows + kRegWindowMax - 1;
+
+// Phase 1: t_j for t rows [0, t_rows), and g_c = dy_c * scale_c for the output rows.
+template <typename T>
+__device__ __forceinline__ void backward_nchw_t_registers(const NchwTileReader<T>& xt, const NchwTileReader<T>& dyt,
+                                                          float* t_tile, float* g_tile, const NchwTileCoords& tc,
+                                                          int t_first, int t_rows, int C, const LrnParams& p) {
+  const int groups = (t_rows + kRegRows - 1) / kRegRows;
+  const int x_rows = t_rows + p.pre + p.post;
+  for (int item = threadIdx.x; item < groups * kNchwTilePositions; item += blockDim.x) {
+    const int i0 = (item / kNchwTilePositions) * kRegRows;
+    const int s = item % kNchwTilePositions;  // consecutive threads: consecutive positions (no bank conflicts)
+    if (s >= tc.len) continue;
+    float xv[kRegSpan];
+#pragma unroll
+    for (int e = 0; e < kRegSpan; ++e) {
+      xv[e] = (e < kRegRows + p.window - 1 && i0 + e < x_rows) ? xt(i0 + e, s) : 0.0f;
+    }
+#pragma unroll
+    for (int q = 0; q < kRegRows; ++q) {
+      const int i = i0 + q;
+      if (i >= t_rows) break;
+      float sumsq = 0.0f;
+      float xj = 0.0f;
+#pragma unroll
+      for (int d = 0; d < kRegWindowMax; ++d) {
+        if (d < p.window) sumsq = fmaf(xv[q + d], xv[q + d], sumsq);
+        if (d == p.pre) xj = xv[q + d];
+      }
+      const int j = t_first + i;
+      float t_j = 0.0f;
+      if (j >= 0 && j < C) {
+        const float base = lrn_base(sumsq, p.alpha_over_n, p.k);
+        const float scale = lrn_scale(base, p.beta);
+        const float dyj = dyt(i, s);
+        t_j = lrn_t_term(dyj, xj, base, scale);
+        const int cl = i - p.post;
+        if (cl >= 0 && cl < tc.channels) g_tile[cl * kNchwTilePositions + s] = dyj * scale;
+      }
+      t_tile[i * kNchwTilePositions + s] = t_j;
+    }
+  }
+}
+
+// Phase 2: dx for the output rows, the transposed-window sums of t from registers.
+template <typename T>
+__device__ __forceinline__ void backward_nchw_dx_registers(const NchwTileReader<T>& xt, const float* t_tile,
+                                                           const float* g_tile, T* __restrict__ dx,
+                                                           const NchwTileCoords& tc, const LrnShape& shape,
+                                                           const LrnParams& p) {
+  const int groups = (tc.channels + kRegRows - 1) / kRegRows;
+  const int t_rows = tc.channels + p.pre + p.post;
+  const int halo = p.pre + p.post;
+  for (int item = threadIdx.x; item < groups * kNchwTilePositions; item += blockDim.x) {
+    const int c0 = (item / kNchwTilePositions) * kRegRows;
+    const int s = item % kNchwTilePositions;
+    if (s >= tc.len) continue;
+    float tv[kRegSpan];
+#pragma unroll
+    for (int e = 0; e < kRegSpan; ++e) {
+      tv[e] = (e < kRegRows + p.window - 1 && c0 + e < t_rows) ? t_tile[(c0 + e) * kNchwTilePositions + s] : 0.0f;
+    }
+#pragma unroll
+    for (int q = 0; q < kRegRows; ++q) {
+      const int cl = c0 + q;
+      if (cl >= tc.channels) break;
+      float tsum = 0.0f;
+#pragma unroll
+      for (int d = 0; d < kRegWindowMax; ++d) {
+        if (d < p.window) tsum += tv[q + d];
+      }
+      const float xc = xt(cl + halo, s);
+      dx[(tc.n * shape.C + tc.c0 + cl) * shape.S + tc.s0 + s] =
+          static_cast<T>(lrn_backward_value(g_tile[cl * kNchwTilePositions + s], xc, tsum, p.coef));
+    }
+  }
+}
+
 // Backward. For output channels [c0, c0 + channels):
 //   dx_c = dy_c * scale_c - coef * x_c * sum_{j = c - post}^{c + pre} t_j,
 //   t_j = dy_j * x_j * base_j^(-beta-1), base_j from x over [j - pre, j + post].
@@ -262,6 +352,13 @@ __global__ void __launch_bounds__(kThreads) lrn_backward_nchw_kernel(const T* __
     const uint32_t S32 = static_cast<uint32_t>(shape.S);
     const NchwTileReader<T> xt{x_tile, nchw_row0_address(x, shape, tc.n, x_first, tc.s0), S32};
     const NchwTileReader<T> dyt{dy_tile, nchw_row0_address(dy, shape, tc.n, t_first, tc.s0), S32};
+    if (!p.backward_v1 && p.window <= kRegWindowMax) {
+      backward_nchw_t_registers(xt, dyt, t_tile, g_tile, tc, t_first, t_rows, shape.C, p);
+      __syncthreads();
+      backward_nchw_dx_registers(xt, t_tile, g_tile, dx, tc, shape, p);
+      __syncthreads();
+      continue;
+    }
     for (int i = warp; i < t_rows; i += kWarps) {
       const int j = t_first + i;
       const bool inside = j >= 0 && j < shape.C;

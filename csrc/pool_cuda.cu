@@ -4,55 +4,20 @@
 // backward to an input element; consecutive threads take consecutive offsets, i.e. the contiguous
 // dimension (W for NCHW, C for channels_last), so loads and stores coalesce.
 //
+// Index math: when every offset of the call is below 2^31 (PoolProblem::index32) the loops count in
+// unsigned 32 bits and the element functions divide in int32 (the unravelling of an offset into
+// (n, c, h, w) and the backward's covering-window bounds: a 64-bit division is a long software
+// sequence on the GPU, several per element); otherwise in int64.
+//
 // One launch per call on the stream bindings.cpp passes (the current stream of the tensors' device);
 // nothing is allocated and nothing synchronises (safe under CUDA-graph capture).
 #include <algorithm>
 
 #include "pool.h"
-#include "pool_math.h"
+#include "pool_cuda_kernels.cuh"
 
 namespace ak {
 namespace {
-
-constexpr int kThreads = 256;
-// Grid cap: far more blocks than any GPU runs at once; the grid-stride loops take the rest.
-constexpr int64_t kMaxBlocks = int64_t(1) << 20;
-
-template <typename T>
-__global__ void __launch_bounds__(kThreads)
-    max_pool_forward_kernel(const T* __restrict__ x, T* __restrict__ y, uint8_t* __restrict__ offsets,
-                            PoolProblem P, int64_t count) {
-  for (int64_t o = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; o < count; o += int64_t(gridDim.x) * blockDim.x) {
-    max_pool_forward_element<T, float>(x, y, offsets, P, o);
-  }
-}
-
-template <typename T>
-__global__ void __launch_bounds__(kThreads)
-    max_pool_backward_kernel(const T* __restrict__ dy, const uint8_t* __restrict__ offsets, T* __restrict__ dx,
-                             PoolProblem P, int64_t count) {
-  for (int64_t o = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; o < count; o += int64_t(gridDim.x) * blockDim.x) {
-    max_pool_backward_element<T, float>(dy, offsets, dx, P, o);
-  }
-}
-
-template <typename T>
-__global__ void __launch_bounds__(kThreads)
-    fused_forward_kernel(const T* __restrict__ x, T* __restrict__ z, uint8_t* __restrict__ offsets, PoolProblem P,
-                         LrnCoeffs<float> lrn, int64_t count) {
-  for (int64_t o = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; o < count; o += int64_t(gridDim.x) * blockDim.x) {
-    fused_forward_element<T, float>(x, z, offsets, P, lrn, o);
-  }
-}
-
-template <typename T>
-__global__ void __launch_bounds__(kThreads)
-    fused_backward_kernel(const T* __restrict__ x, const T* __restrict__ dz, const uint8_t* __restrict__ offsets,
-                          T* __restrict__ dx, PoolProblem P, LrnCoeffs<float> lrn, int64_t count) {
-  for (int64_t o = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; o < count; o += int64_t(gridDim.x) * blockDim.x) {
-    fused_backward_element<T, float>(x, dz, offsets, dx, P, lrn, o);
-  }
-}
 
 // One thread per element of `count`, on the current stream of the tensors' device.
 struct Launch {

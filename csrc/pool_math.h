@@ -66,8 +66,11 @@ struct Index4 {
   int64_t n, c, h, w;
 };
 
-// The element at memory offset o of a layout_strides tensor.
-AK_HD inline Index4 unravel_index(int64_t o, int64_t C, int64_t H, int64_t W, bool channels_last) {
+// The element at memory offset o of a layout_strides tensor, the divisions done in the index type I:
+// int32_t when every offset of the call fits (PoolProblem::index32; a 64-bit division is a long
+// software sequence on the GPU, several per element), int64_t otherwise.
+template <typename I>
+AK_HD inline Index4 unravel_index_as(I o, I C, I H, I W, bool channels_last) {
   Index4 i;
   if (channels_last) {
     i.c = o % C;
@@ -87,6 +90,10 @@ AK_HD inline Index4 unravel_index(int64_t o, int64_t C, int64_t H, int64_t W, bo
   return i;
 }
 
+AK_HD inline Index4 unravel_index(int64_t o, int64_t C, int64_t H, int64_t W, bool channels_last) {
+  return unravel_index_as<int64_t>(o, C, H, W, channels_last);
+}
+
 // One call's shapes: input (N, C, H, W), outputs (N, C, OH, OW), one layout for all tensors.
 struct PoolProblem {
   int64_t N, C, H, W;
@@ -95,7 +102,12 @@ struct PoolProblem {
   bool channels_last;
   Strides4 in;   // x, dx
   Strides4 out;  // y / z, offsets, dy / dz
+  bool index32;  // every element offset of input and output < 2^31: index math in 32 bits
 };
+
+// Offsets below this take 32-bit index math; the CUDA grid-stride loops add at most 2^28 to an offset
+// below it, which stays below 2^32 in their unsigned 32-bit loop counters.
+constexpr int64_t kIndex32Limit = int64_t(1) << 31;
 
 inline PoolProblem make_pool_problem(int64_t N, int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW,
                                      const PoolParams& p, bool channels_last) {
@@ -110,11 +122,14 @@ inline PoolProblem make_pool_problem(int64_t N, int64_t C, int64_t H, int64_t W,
   P.channels_last = channels_last;
   P.in = layout_strides(C, H, W, channels_last);
   P.out = layout_strides(C, OH, OW, channels_last);
+  P.index32 = N * C * H * W < kIndex32Limit && N * C * OH * OW < kIndex32Limit;
   return P;
 }
 
 // ceil(a / b) for b > 0 and a of either sign (C++ division truncates towards zero).
-AK_HD inline int64_t pool_ceil_div(int64_t a, int64_t b) { return a > 0 ? (a + b - 1) / b : -((-a) / b); }
+template <typename I>
+AK_HD inline I pool_ceil_div_as(I a, I b) { return a > 0 ? (a + b - 1) / b : -((-a) / b); }
+AK_HD inline int64_t pool_ceil_div(int64_t a, int64_t b) { return pool_ceil_div_as<int64_t>(a, b); }
 
 // One axis of a window: unclipped start, and the in-bounds part [begin, end).
 struct PoolSpan {
@@ -134,10 +149,16 @@ struct PoolRange {
   int64_t first, last;
 };
 
-AK_HD inline PoolRange pool_covering_outputs(int64_t in_index, int kernel, int stride, int pad, int64_t out_size) {
-  const int64_t first = pool_ceil_div(in_index + pad - kernel + 1, stride);
-  const int64_t last = (in_index + pad) / stride;  // in_index + pad >= 0: truncation is floor
+// The divisions in the index type I (int32_t under PoolProblem::index32: every index and size < 2^31).
+template <typename I>
+AK_HD inline PoolRange pool_covering_outputs_as(I in_index, int kernel, int stride, int pad, I out_size) {
+  const I first = pool_ceil_div_as<I>(in_index + pad - kernel + 1, stride);
+  const I last = (in_index + pad) / stride;  // in_index + pad >= 0: truncation is floor
   return PoolRange{first > 0 ? first : 0, last < out_size - 1 ? last : out_size - 1};
+}
+
+AK_HD inline PoolRange pool_covering_outputs(int64_t in_index, int kernel, int stride, int pad, int64_t out_size) {
+  return pool_covering_outputs_as<int64_t>(in_index, kernel, stride, pad, out_size);
 }
 
 // Offset of input (ih, iw) in the window starting at (hstart, wstart).
@@ -350,10 +371,14 @@ struct PoolGradReader {
 // Whole elements: what one CUDA thread computes (o = the element's memory offset)
 // ---------------------------------------------------------------------------------------------
 
+// The element functions take the index type I of their divisions (int32_t only under P.index32); the
+// address arithmetic stays int64.
+
 // Output o of max_pool2d: y[o], offsets[o].
-template <typename T, typename F>
+template <typename T, typename F, typename I = int64_t>
 AK_HD inline void max_pool_forward_element(const T* x, T* y, uint8_t* offsets, const PoolProblem& P, int64_t o) {
-  const Index4 i = unravel_index(o, P.C, P.OH, P.OW, P.channels_last);
+  const Index4 i = unravel_index_as<I>(static_cast<I>(o), static_cast<I>(P.C), static_cast<I>(P.OH),
+                                       static_cast<I>(P.OW), P.channels_last);
   const PoolSpan h = pool_window(i.h, P.p.kH, P.p.sH, P.p.pH, P.H);
   const PoolSpan w = pool_window(i.w, P.p.kW, P.p.sW, P.p.pW, P.W);
   const PlaneReader<T, F> plane{x + i.n * P.in.n + i.c * P.in.c, P.in.h, P.in.w};
@@ -363,21 +388,25 @@ AK_HD inline void max_pool_forward_element(const T* x, T* y, uint8_t* offsets, c
 }
 
 // Input o of max_pool2d backward: dx[o].
-template <typename T, typename F>
+template <typename T, typename F, typename I = int64_t>
 AK_HD inline void max_pool_backward_element(const T* dy, const uint8_t* offsets, T* dx, const PoolProblem& P,
                                             int64_t o) {
-  const Index4 i = unravel_index(o, P.C, P.H, P.W, P.channels_last);
-  const PoolRange oh_range = pool_covering_outputs(i.h, P.p.kH, P.p.sH, P.p.pH, P.OH);
-  const PoolRange ow_range = pool_covering_outputs(i.w, P.p.kW, P.p.sW, P.p.pW, P.OW);
+  const Index4 i = unravel_index_as<I>(static_cast<I>(o), static_cast<I>(P.C), static_cast<I>(P.H),
+                                       static_cast<I>(P.W), P.channels_last);
+  const PoolRange oh_range =
+      pool_covering_outputs_as<I>(static_cast<I>(i.h), P.p.kH, P.p.sH, P.p.pH, static_cast<I>(P.OH));
+  const PoolRange ow_range =
+      pool_covering_outputs_as<I>(static_cast<I>(i.w), P.p.kW, P.p.sW, P.p.pW, static_cast<I>(P.OW));
   const int64_t plane = i.n * P.out.n + i.c * P.out.c;
   dx[o] = static_cast<T>(pool_gather<F>(dy + plane, offsets + plane, P.out.h, P.out.w, i.h, i.w, oh_range, ow_range, P.p));
 }
 
 // Output o of the fused block: z[o], offsets[o].
-template <typename T, typename F>
+template <typename T, typename F, typename I = int64_t>
 AK_HD inline void fused_forward_element(const T* x, T* z, uint8_t* offsets, const PoolProblem& P,
                                         const LrnCoeffs<F>& lrn, int64_t o) {
-  const Index4 i = unravel_index(o, P.C, P.OH, P.OW, P.channels_last);
+  const Index4 i = unravel_index_as<I>(static_cast<I>(o), static_cast<I>(P.C), static_cast<I>(P.OH),
+                                       static_cast<I>(P.OW), P.channels_last);
   const PoolSpan h = pool_window(i.h, P.p.kH, P.p.sH, P.p.pH, P.H);
   const PoolSpan w = pool_window(i.w, P.p.kW, P.p.sW, P.p.pW, P.W);
   const FusedLrnReader<T, F> values{x + i.n * P.in.n, P.in, static_cast<int>(i.c), static_cast<int>(P.C), lrn};
@@ -387,10 +416,11 @@ AK_HD inline void fused_forward_element(const T* x, T* z, uint8_t* offsets, cons
 }
 
 // Input o of the fused backward: dx[o].
-template <typename T, typename F>
+template <typename T, typename F, typename I = int64_t>
 AK_HD inline void fused_backward_element(const T* x, const T* dz, const uint8_t* offsets, T* dx,
                                          const PoolProblem& P, const LrnCoeffs<F>& lrn, int64_t o) {
-  const Index4 i = unravel_index(o, P.C, P.H, P.W, P.channels_last);
+  const Index4 i = unravel_index_as<I>(static_cast<I>(o), static_cast<I>(P.C), static_cast<I>(P.H),
+                                       static_cast<I>(P.W), P.channels_last);
   const int C = static_cast<int>(P.C);
   const ReluChannelReader<T, F> r{x + i.n * P.in.n + i.h * P.in.h + i.w * P.in.w, P.in.c};
   const LrnTermsReader<T, F> terms{r, C, lrn};
@@ -399,8 +429,10 @@ AK_HD inline void fused_backward_element(const T* x, const T* dz, const uint8_t*
                                   P.out,
                                   i.h,
                                   i.w,
-                                  pool_covering_outputs(i.h, P.p.kH, P.p.sH, P.p.pH, P.OH),
-                                  pool_covering_outputs(i.w, P.p.kW, P.p.sW, P.p.pW, P.OW),
+                                  pool_covering_outputs_as<I>(static_cast<I>(i.h), P.p.kH, P.p.sH, P.p.pH,
+                                                              static_cast<I>(P.OH)),
+                                  pool_covering_outputs_as<I>(static_cast<I>(i.w), P.p.kW, P.p.sW, P.p.pW,
+                                                              static_cast<I>(P.OW)),
                                   P.p};
   dx[o] = static_cast<T>(fused_backward_value(static_cast<F>(x[o]), static_cast<int>(i.c), C, lrn, r, terms, grad));
 }

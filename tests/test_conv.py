@@ -449,3 +449,106 @@ def test_gpu_64bit_indexing():
     y = conv.conv2d_relu(x, w, None, backend="triton")
     last = torch.relu(F.conv2d(x[-1:], w))
     assert torch.equal(y[-1:].isnan(), last.isnan()) and rel_err(y[-1:], last) <= 1e-3
+
+
+# --- no per-call layout copies (issue 17) ------------------------------------------------------------------
+
+class _CopyCounter:
+    """Wraps ops/conv.py's channels_last conversion: records the shape of every call that really copied."""
+
+    def __init__(self, monkeypatch):
+        self.copies = []
+        real = conv_ops._cl
+
+        def counted(t):
+            out = real(t)
+            if out.data_ptr() != t.data_ptr() or out.stride() != t.stride():
+                self.copies.append(tuple(t.shape))
+            return out
+        monkeypatch.setattr(conv_ops, "_cl", counted)
+
+
+def _triton_backend():
+    require("triton", "cpu")
+    return "triton"
+
+
+def test_nchw_weight_copied_once_per_update_and_update_seen(monkeypatch):
+    backend = _triton_backend()
+    counter = _CopyCounter(monkeypatch)
+    x = make_input((2, 4, 7, 7)).to(memory_format=CL).requires_grad_()
+    w = torch.nn.Parameter(make_input((6, 2, 3, 3), scale=0.3))  # NCHW, as nn.Conv2d creates it
+    b = torch.nn.Parameter(make_input((6,), scale=0.3))
+
+    def step():
+        y = conv.conv2d_relu(x, w, b, padding=1, groups=2, backend=backend, backward_route="triton")
+        y.sum().backward()
+        return y.detach()
+
+    step()
+    assert counter.copies == [tuple(w.shape)]  # the forward's copy, reused by the backward's dgrad
+    step()
+    assert counter.copies == [tuple(w.shape)]  # unchanged weight: no copy at all
+    with torch.no_grad():
+        w.add_(0.25)  # an optimizer step: in place, a new version
+    y = step()
+    assert counter.copies == [tuple(w.shape)] * 2
+    ref = torch.relu(F.conv2d(x.detach().double(), w.detach().double(), b.detach().double(), padding=1, groups=2))
+    assert rel_err(y, ref) <= 1e-5
+    with torch.no_grad():
+        w.data = w.data.clone()  # new storage, same version counter value possible
+        w.data.mul_(-1.0)
+    y = step()
+    ref = torch.relu(F.conv2d(x.detach().double(), w.detach().double(), b.detach().double(), padding=1, groups=2))
+    assert rel_err(y, ref) <= 1e-5
+
+
+def test_nchw_input_converted_once_per_forward_and_backward(monkeypatch):
+    backend = _triton_backend()
+    counter = _CopyCounter(monkeypatch)
+    x = make_input((2, 4, 6, 5)).requires_grad_()  # NCHW activations
+    w = make_input((3, 4, 3, 3), scale=0.3).to(memory_format=CL).requires_grad_()
+    y = conv.conv2d_relu(x, w, None, padding=1, backend=backend, backward_route="triton")
+    dy = torch.randn_like(y)
+    dx, dw = torch.autograd.grad(y, (x, w), dy)
+    assert counter.copies == [tuple(x.shape)]  # the forward's copy of x serves the backward's wgrad too
+    x64, w64 = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    ref = torch.relu(F.conv2d(x64, w64, None, padding=1))
+    dx_ref, dw_ref = torch.autograd.grad(ref, (x64, w64), dy.double())
+    assert rel_err(dx, dx_ref) <= 1e-5 and rel_err(dw, dw_ref) <= 1e-5
+    # dx in torch's layout for this x and weight (a channels_last weight: channels_last), as before
+    assert dx.is_contiguous(memory_format=CL)
+
+
+def test_network_of_conv2d_relu_copies_only_its_input(monkeypatch):
+    """Conv2dReLU stores its weight channels_last, so its output is channels_last and the next layer copies
+    nothing: one copy (the NCHW input, at the first layer) for a whole forward and backward."""
+    backend = _triton_backend()
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(conv.Conv2dReLU(3, 8, 3, padding=1, backend=backend, backward_route="triton"),
+                              conv.Conv2dReLU(8, 6, 3, stride=2, groups=2, backend=backend,
+                                              backward_route="triton"))
+    assert all(m.weight.is_contiguous(memory_format=CL) for m in net)
+    counter = _CopyCounter(monkeypatch)
+    x = make_input((2, 3, 9, 9))
+    y = net(x)
+    y.sum().backward()
+    assert counter.copies == [tuple(x.shape)]
+    assert y.is_contiguous(memory_format=CL)
+    with torch.no_grad():  # the same values as nn.Conv2d + ReLU with these parameters
+        h = torch.relu(F.conv2d(x, net[0].weight, net[0].bias, padding=1))
+        ref = torch.relu(F.conv2d(h, net[1].weight, net[1].bias, stride=2, groups=2))
+    assert rel_err(y, ref) <= 1e-5
+
+
+def test_optimize_stores_fused_conv_weights_channels_last():
+    import alexnet_kernels
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    w = model[0].weight
+    alexnet_kernels.optimize(model)
+    assert model[0].weight is w and w.is_contiguous(memory_format=CL)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    alexnet_kernels.optimize(model, channels_last_weights=False)
+    assert model[0].weight.is_contiguous()
+    with pytest.raises(TypeError, match="channels_last_weights"):
+        alexnet_kernels.optimize(model, channels_last_weights=1)

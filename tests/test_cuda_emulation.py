@@ -66,11 +66,30 @@ POOL_CASES = [((2, 7, 13, 11), (3, 3, 2, 2, 0, 0), False), ((3, 5, 12, 9), (3, 3
               ((2, 2, 3, 5), (4, 2, 3, 3, 1, 1), True)]     # last windows hang off the bottom / right edge
 
 
+@pytest.mark.parametrize("index_path", [0, 64], ids=["index32", "index64"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "cl"])
-def test_pool_cuda_kernels_under_the_host_emulator(pool_emulator, dtype, channels_last):
+def test_pool_cuda_kernels_under_the_host_emulator(pool_emulator, dtype, channels_last, index_path):
     """The CUDA max-pool and fused kernels' device code equals torch: max-pool exactly (values, offsets,
-    gradients summed in fp32 then rounded, as torch's CUDA kernels do), the fused block within rounding."""
+    gradients summed in fp32 then rounded, as torch's CUDA kernels do), the fused block within rounding.
+    Both index paths: 32-bit (what these small tensors take) and 64-bit (what tensors of 2^31 elements or
+    more take), forced."""
+    pool_emulator.set_index_path(index_path)
+    try:
+        _check_pool_emulator(pool_emulator, dtype, channels_last)
+    finally:
+        pool_emulator.set_index_path(0)
+
+
+def test_pool_index32_chosen_by_size(pool_emulator):
+    """PoolProblem::index32 holds exactly when every input and output offset is below 2^31."""
+    assert pool_emulator.index32([128, 96, 55, 55], [27, 27])
+    assert pool_emulator.index32([1, 1, 46340, 46340], [23169, 23169])      # 2147395600 < 2^31
+    assert not pool_emulator.index32([1, 1, 46341, 46341], [23170, 23170])  # 2147488281 >= 2^31
+    assert not pool_emulator.index32([2, 1, 2**30, 1], [1, 1])
+
+
+def _check_pool_emulator(pool_emulator, dtype, channels_last):
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     for shape, g, ceil_mode in POOL_CASES:
         kernel, stride, padding = g[0:2], g[2:4], g[4:6]

@@ -153,6 +153,83 @@ def test_kernels_write_every_output(device, backend):
         assert rel_err(y, y_ref) <= 1e-5 and rel_err(dx, dx_ref) <= 1e-5
 
 
+
+# The Triton backward's two kernels (triton_kernels/lrn.py): v2 forms each normaliser once per tile row
+# (shifted adds with tl.gather), v1 recomputes them per output.  Every n from 1 past v2's widest halo (32
+# channels each side, n = 33) to the rolled v1 path, odd C, sizes down to 1, both layouts.  The small tile
+# cap (V2_MAX_ROWS) makes most cases span several channel tiles, so the halo rows between tiles are tested.
+VARIANT_SHAPES = [(2, 13, 3, 1), (1, 1, 1, 1), (1, 3, 1, 2), (1, 40, 2, 1)]
+
+
+def _variant_case(shape, size, channels_last, variant, device, dtype=torch.float32):
+    from alexnet_kernels.triton_kernels import lrn as tk
+    x = make_input(shape, dtype, device, "channels_last" if channels_last else "contiguous")
+    dy = make_input(shape, dtype, device, "channels_last" if channels_last else "contiguous", scale=1.0)
+    dx = torch.full_like(x, float("nan"))  # every output must be written
+    tk.lrn_backward(x, dy, dx, size, 0.3, 0.75, 1.5, channels_last, variant=variant)
+    _, dx_ref = reference(x, size, 0.3, 0.75, 1.5, dy)
+    return dx, dx_ref
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("shape", VARIANT_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("max_rows", [16, 128])
+def test_triton_backward_v2_every_window(monkeypatch, shape, channels_last, max_rows):
+    require("triton", "cpu")
+    from alexnet_kernels.triton_kernels import lrn as tk
+    monkeypatch.setattr(tk, "V2_MAX_ROWS", max_rows)
+    ran = []
+    real_launch = tk.launch
+    monkeypatch.setattr(tk, "launch", lambda kernel, *a, **k: (ran.append(kernel), real_launch(kernel, *a, **k)))
+    C = shape[1]
+    for size in list(range(1, 19)) + [24, 33, 34, 41]:
+        halo = min(size // 2, C - 1) + min((size - 1) // 2, C - 1)
+        ran.clear()
+        dx, dx_ref = _variant_case(shape, size, channels_last, "v2", "cpu")
+        # v2 while a tile of at most max_rows rows fits the halo, else the launcher falls back to v1
+        fits = tk._v2_rows(C, halo) is not None
+        assert ran == [tk.lrn_backward_kernel if fits else tk.lrn_backward_v1_kernel]
+        assert fits or 4 * halo > max_rows
+        assert not torch.isnan(dx).any(), (size, shape)
+        assert rel_err(dx, dx_ref) <= 1e-5, (size, shape)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("size", [1, 2, 5, 16, 17])
+def test_triton_backward_v1_kept_as_benchmark_provider(size, channels_last):
+    require("triton", "cpu")
+    dx, dx_ref = _variant_case((2, 13, 3, 1), size, channels_last, "v1", "cpu")
+    assert not torch.isnan(dx).any() and rel_err(dx, dx_ref) <= 1e-5
+
+
+def test_triton_backward_variant_switch():
+    from alexnet_kernels.triton_kernels import lrn as tk
+    calls = []
+    real = tk.launch
+    try:
+        tk.launch = lambda kernel, *a, **k: calls.append(kernel)
+        x = torch.empty(2, 8, 3, 3)
+        tk.lrn_backward(x, x, x, 5, 1e-4, 0.75, 2.0, False)
+        with tk.backward_variant("v1"):
+            tk.lrn_backward(x, x, x, 5, 1e-4, 0.75, 2.0, False)
+        tk.lrn_backward(x, x, x, 5, 1e-4, 0.75, 2.0, False, variant="v1")
+    finally:
+        tk.launch = real
+    assert calls == [tk.lrn_backward_kernel, tk.lrn_backward_v1_kernel, tk.lrn_backward_v1_kernel]
+    assert tk.backward_variant_in_use == "v2"
+    with pytest.raises(ValueError, match="variant"):
+        tk.backward_variant("v3")
+
+
+def test_triton_backward_v2_low_precision():
+    """fp16 in, fp32 accumulation: at most twice as far from float64 as the float64 result rounded to fp16
+    (torch has no CPU fp16 LRN to compare with), as test_low_precision_within_twice_torch_error."""
+    dtype = torch.float16
+    require("triton", "cpu", dtype)
+    for channels_last, variant in ((False, "v2"), (True, "v2"), (False, "v1")):
+        dx, dx_ref = _variant_case((2, 13, 3, 3), 5, channels_last, variant, "cpu", dtype)
+        assert rel_err(dx, dx_ref) <= 2 * rel_err(dx_ref.to(dtype), dx_ref) + torch.finfo(dtype).eps / 16
+
 def test_gradcheck_float64_cpu_kernel():
     require("cpu", "cpu", torch.float64)
     for shape, size in [((2, 6, 3, 2), 5), ((1, 5, 4), 4), ((2, 3, 2, 2), 1)]:

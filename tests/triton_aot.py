@@ -116,6 +116,15 @@ def cases(full):
         lrn.lrn_backward(x, torch.empty_like(x), torch.empty_like(x), *LRN, channels_last=False)
     out.append(("lrn/ones", lrn_ones_case))
 
+    # The old LRN backward ("v1", kept as a benchmark provider) and the wide windows: v2's rolled gathers
+    # (n = 25) and v1's rolled loop (n = 41, beyond v2's widest halo).
+    def lrn_variants_case(d):
+        x = _t((N, 48, 27, 27), _torch_dtype(d))
+        for size, variant in ((5, "v1"), (25, "v2"), (41, "v2")):
+            lrn.lrn_backward(x, torch.empty_like(x), torch.empty_like(x), size, *LRN[1:], channels_last=False,
+                             variant=variant)
+    out.append(("lrn/variants", lrn_variants_case))
+
     def pool_ones_case(d):
         dt = _torch_dtype(d)
         x = _t((1, 1, 3, 3), dt)  # one channel, one output pixel

@@ -20,10 +20,18 @@ Backends
             device) on first use and cached (see measured_choices()); cpu: "torch".
 There is no hand-written CUDA C++ convolution: backend="cuda" raises BackendUnavailableError.
 
-Layouts: x and weight are brought to channels_last once (no copy when they already are); the output
-has the layout torch's convolution would give (channels_last if x or weight is channels_last).
+Layouts: the kernels take channels_last x and weight; the output has the layout torch's convolution would
+give (channels_last if x or weight is channels_last).  No per-call copies where they can be avoided:
+  weight  a channels_last weight is used as it is (Conv2dReLU and optimize() store theirs so); an NCHW one is
+          copied once and the copy cached, keyed on the tensor's identity, storage and version counter
+          (torch's `_version`, which every in-place update bumps), so the forward and backward of a step
+          share one copy and an optimizer step invalidates it (channels_last_weight());
+  x       an NCHW x is copied once in the forward, and the eager path (Conv2dReLUFunction) saves that copy
+          for the backward's wgrad instead of copying x again.  With channels_last weights the outputs are
+          channels_last, so a network's activations are converted at most once, at its first conv.
 """
 import threading
+import weakref
 from typing import List, Optional, Tuple
 
 import torch
@@ -141,21 +149,58 @@ def _cl(t):
     return t.contiguous(memory_format=torch.channels_last)
 
 
+# id(weight) -> (weakref to weight, storage pointer, version, channels_last copy)
+_weight_cache = {}
+_weight_cache_lock = threading.Lock()
+
+
+def _drop_cached(key, ref):
+    with _weight_cache_lock:
+        entry = _weight_cache.get(key)
+        if entry is not None and entry[0] is ref:
+            del _weight_cache[key]
+
+
+def channels_last_weight(weight):
+    """`weight` in channels_last: itself when it already is, else a copy cached until the weight changes
+    (in-place update: a new `_version`; new storage: `.data` reassigned) or is freed.  Autograd sees the
+    original weight; the copy is only read by the kernels."""
+    if (weight.is_contiguous(memory_format=torch.channels_last) or torch.compiler.is_compiling()
+            or (weight.is_cuda and torch.cuda.is_current_stream_capturing())):
+        # Under CUDA-graph capture the copy must be part of the graph: a replay after an in-place update
+        # of the weight (outside the graph) would otherwise read a stale cached copy.
+        return _cl(weight)
+    key = id(weight)
+    stamp = (weight.data_ptr(), weight._version, weight.dtype, tuple(weight.shape), weight.device)
+    with _weight_cache_lock:
+        entry = _weight_cache.get(key)
+        if entry is not None and entry[0]() is weight and entry[1] == stamp:
+            return entry[2]
+    copy = _cl(weight.detach())
+    ref = weakref.ref(weight, lambda r, key=key: _drop_cached(key, r))
+    with _weight_cache_lock:
+        _weight_cache[key] = (ref, stamp, copy)
+    return copy
+
+
 # --- forward ---------------------------------------------------------------------------------------------
 
 def _torch_forward(x, weight, bias, stride, padding, groups):
     return torch.relu(F.conv2d(x, weight, bias, stride, padding, 1, groups))
 
 
-def _triton_forward(x, weight, bias, stride, padding, groups, allow_tf32):
+def _triton_forward(x, weight, bias, stride, padding, groups, allow_tf32, x_cl=None):
+    """x_cl: x already in channels_last (x itself decides the output's layout)."""
     y = _empty_output(x, weight, stride, padding)
     if y.numel():
-        triton_conv().conv2d_relu_forward(_cl(x), _cl(weight), bias.contiguous() if bias is not None else None,
+        triton_conv().conv2d_relu_forward(_cl(x) if x_cl is None else x_cl, channels_last_weight(weight),
+                                          bias.contiguous() if bias is not None else None,
                                           y, stride, padding, groups, allow_tf32)
     return y
 
 
 def _run_forward(x, weight, bias, stride, padding, groups, allow_tf32, backend):
+    """(y, the backend used, the x the kernels read: channels_last for "triton", else x)."""
     backend = resolve_backend(backend, x, "conv2d_relu")
     stride, padding = list(stride), list(padding)
     if backend == "auto":
@@ -164,9 +209,10 @@ def _run_forward(x, weight, bias, stride, padding, groups, allow_tf32, backend):
             "triton": lambda: _triton_forward(x, weight, bias, stride, padding, groups, allow_tf32),
             "torch": lambda: _torch_forward(x, weight, bias, stride, padding, groups)}, x.device)
     if backend == "triton":
-        return _triton_forward(x, weight, bias, stride, padding, groups, allow_tf32), backend
+        x_cl = _cl(x)
+        return _triton_forward(x, weight, bias, stride, padding, groups, allow_tf32, x_cl), backend, x_cl
     # allow_tf32 is torch.backends.cudnn.allow_tf32 read by the caller, which cuDNN reads itself.
-    return _torch_forward(x, weight, bias, stride, padding, groups), backend
+    return _torch_forward(x, weight, bias, stride, padding, groups), backend, x
 
 
 # --- backward --------------------------------------------------------------------------------------------
@@ -191,26 +237,32 @@ def _empty(like):
     return like.new_empty(0)
 
 
-def _aten_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, triton_mask):
+def _aten_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, triton_mask,
+                   dx_format=None):
+    """dx_format: dx's memory format (None: torch's conv rule on x and weight; given when x is a
+    channels_last copy of the forward's input)."""
     g, db = _masked_grad(dy, y, triton_mask)
     if output_mask[0] or output_mask[1]:
         dx, dw, _ = torch.ops.aten.convolution_backward(
             g, x, weight, None, stride, padding, [1, 1], False, [0, 0], groups,
             [output_mask[0], output_mask[1], False])
     # Layouts as the fake kernel states them: dx in torch's conv layout, dw like the weight.
-    dx = dx.contiguous(memory_format=output_memory_format(x, weight)) if output_mask[0] else _empty(x)
+    dx_format = output_memory_format(x, weight) if dx_format is None else dx_format
+    dx = dx.contiguous(memory_format=dx_format) if output_mask[0] else _empty(x)
     dw = _like_weight(dw, weight) if output_mask[1] else _empty(weight)
     return dx, dw, (db.to(weight.dtype) if output_mask[2] else _empty(weight))
 
 
-def _triton_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32):
+def _triton_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, dx_format=None):
     kernels = triton_conv()
     dx, dw, db = _empty(x), _empty(weight), _empty(weight)
     if output_mask[0]:
-        dx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=output_memory_format(x, weight))
+        dx_format = output_memory_format(x, weight) if dx_format is None else dx_format
+        dx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=dx_format)
         if dx.numel():
             if y.numel():
-                kernels.conv2d_relu_dgrad(dy, y, _cl(weight), dx, stride, padding, groups, allow_tf32)
+                kernels.conv2d_relu_dgrad(dy, y, channels_last_weight(weight), dx, stride, padding, groups,
+                                          allow_tf32)
             else:
                 dx.zero_()
     if output_mask[1] or output_mask[2]:
@@ -231,10 +283,12 @@ def _triton_backward(dy, x, weight, y, stride, padding, groups, output_mask, all
 ROUTES = ("auto", "triton", "aten")
 
 
-def _run_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, backend, route):
+def _run_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, backend, route,
+                  dx_format=None):
     stride, padding, output_mask = list(stride), list(padding), list(output_mask)
     if backend == "torch":
-        return _aten_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, False)
+        return _aten_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, False,
+                              dx_format)
     if route not in ROUTES:
         raise ValueError("conv2d_relu: backward route must be one of %s, got %r" % (ROUTES, route))
     if route == "auto":
@@ -243,14 +297,14 @@ def _run_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_
                              allow_tf32)
             route = _measured_choice(key, {
                 "aten": lambda: _aten_backward(dy, x, weight, y, stride, padding, groups, output_mask,
-                                               allow_tf32, True),
+                                               allow_tf32, True, dx_format),
                 "triton": lambda: _triton_backward(dy, x, weight, y, stride, padding, groups, output_mask,
-                                                   allow_tf32)}, x.device)
+                                                   allow_tf32, dx_format)}, x.device)
         else:
             route = "triton"
     if route == "triton":
-        return _triton_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32)
-    return _aten_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, True)
+        return _triton_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, dx_format)
+    return _aten_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, True, dx_format)
 
 
 # --- custom ops ------------------------------------------------------------------------------------------
@@ -315,9 +369,12 @@ class Conv2dReLUFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, groups, allow_tf32, backend, route):
-        y, used = _run_forward(x, weight, bias, stride, padding, groups, allow_tf32, backend)
-        ctx.save_for_backward(x, weight, y)
+        y, used, x_kernel = _run_forward(x, weight, bias, stride, padding, groups, allow_tf32, backend)
+        # The x the kernels read (a channels_last copy of an NCHW x): the backward's wgrad reads it again
+        # instead of copying x a second time; dx keeps the layout torch's rule gives for x itself.
+        ctx.save_for_backward(x_kernel, weight, y)
         ctx.params = (stride, padding, groups, allow_tf32, used, bias is not None, route)
+        ctx.dx_format = output_memory_format(x, weight)
         return y
 
     @staticmethod
@@ -326,7 +383,8 @@ class Conv2dReLUFunction(torch.autograd.Function):
         x, weight, y = ctx.saved_tensors
         stride, padding, groups, allow_tf32, backend, has_bias, route = ctx.params
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2]]
-        dx, dw, db = _run_backward(dy, x, weight, y, stride, padding, groups, mask, allow_tf32, backend, route)
+        dx, dw, db = _run_backward(dy, x, weight, y, stride, padding, groups, mask, allow_tf32, backend, route,
+                                   ctx.dx_format)
         return (dx if mask[0] else None, dw if mask[1] else None, db if mask[2] else None,
                 None, None, None, None, None, None)
 

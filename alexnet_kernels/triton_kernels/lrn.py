@@ -13,10 +13,22 @@ Math (window W(c) = [c - PRE, c + POST], PRE = n // 2, POST = (n - 1) // 2, zero
 and c in W(j) <=> j in [c - POST, c + PRE] (the transposed window).
 
 Design: each program owns a [BLOCK_C, BLOCK_S] tile of one sample and forms every window sum exactly
-(no running add/subtract sum, which loses precision when a large value leaves the window) from
-shifted loads of the tile.  Only the first touch of each element reaches DRAM; the shifted re-loads
-hit L1/L2.  The backward recomputes base_j for each shift of the transposed window from x, so it
-reads x and dy once from DRAM and saves nothing but x from the forward.
+(no running add/subtract sum, which loses precision when a large value leaves the window).
+
+Forward: the window sums come from shifted loads of the tile; only the first touch of each element
+reaches DRAM, the shifted re-loads hit L1/L2.
+
+Backward ("v2", the default): the tile's rows are BLOCK_C consecutive channels, of which the middle
+BLOCK_C - 2 * (PRE + POST) are outputs and the rest the halo their transposed windows need.  The
+program loads x and dy once per tile element, forms base_j once for every row (window sums by
+shifted adds of the squared tile: tl.gather along the channel axis, which the compiler lowers to
+register shuffles or a shared-memory round trip), computes t_j = dy_j * x_j * base_j^(-beta-1) once
+per row, sums t over the transposed windows the same way, and writes the output rows of dx once.
+Windows too wide for a 128-row tile (PRE + POST > 32) take "v1".
+
+Backward "v1" (kept as a benchmark provider until a GPU run decides, and the path for very wide
+windows): every output recomputes base_j for each j of its transposed window from shifted loads of x,
+(n + 1) * n loads (L1 hits after the first) and n powers per element.
 """
 import triton
 import triton.language as tl
@@ -54,6 +66,24 @@ def _window_sumsq(x_ptrs, offs_c, mask_s, C, stride_c, shift, PRE: tl.constexpr,
     else:
         for i in range(PRE + POST + 1):
             acc += _shifted_square(x_ptrs, offs_c, mask_s, C, stride_c, shift + i - PRE)
+    return acc
+
+
+@triton.jit
+def _window_sumsq_centred(x, x_ptrs, offs_c, mask_s, C, stride_c, PRE: tl.constexpr, POST: tl.constexpr,
+                          UNROLL: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
+    """_window_sumsq at shift 0 with the centre term x^2 taken from the tile already loaded (x, fp32,
+    zero outside [0, C)): one load fewer per element, the same sum in the same order (bit for bit)."""
+    acc = tl.zeros((BLOCK_C, BLOCK_S), dtype=tl.float32)
+    if UNROLL:
+        for i in tl.static_range(PRE + POST + 1):
+            if i == PRE:
+                acc += x * x
+            else:
+                acc += _shifted_square(x_ptrs, offs_c, mask_s, C, stride_c, i - PRE)
+    else:
+        for i in range(PRE + POST + 1):
+            acc += _shifted_square(x_ptrs, offs_c, mask_s, C, stride_c, i - PRE)
     return acc
 
 
@@ -96,8 +126,8 @@ def lrn_forward_kernel(x_ptr, y_ptr, C, S, stride_n, stride_c, stride_s, alpha_o
     mask = (offs_c < C)[:, None] & mask_s
     x_ptrs = _tile_pointers(x_ptr, n, offs_c, offs_s, stride_n, stride_c, stride_s)
 
-    sumsq = _window_sumsq(x_ptrs, offs_c, mask_s, C, stride_c, 0, PRE, POST, UNROLL, BLOCK_C, BLOCK_S)
     x = tl.load(x_ptrs, mask=mask, other=0.0).to(tl.float32)
+    sumsq = _window_sumsq_centred(x, x_ptrs, offs_c, mask_s, C, stride_c, PRE, POST, UNROLL, BLOCK_C, BLOCK_S)
     base = k + alpha_over_n * sumsq
     y = x * tl.exp2(-beta * tl.log2(base))  # base >= k > 0
 
@@ -106,10 +136,10 @@ def lrn_forward_kernel(x_ptr, y_ptr, C, S, stride_n, stride_c, stride_s, alpha_o
 
 
 @triton.jit
-def lrn_backward_kernel(x_ptr, dy_ptr, dx_ptr, C, S, stride_n, stride_c, stride_s, alpha_over_n, beta,
-                        k, coef, PRE: tl.constexpr, POST: tl.constexpr, UNROLL: tl.constexpr,
-                        BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
-    # coef = 2 * alpha * beta / n
+def lrn_backward_v1_kernel(x_ptr, dy_ptr, dx_ptr, C, S, stride_n, stride_c, stride_s, alpha_over_n, beta,
+                           k, coef, PRE: tl.constexpr, POST: tl.constexpr, UNROLL: tl.constexpr,
+                           BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
+    # "v1": every output recomputes the normalisers of its transposed window. coef = 2 * alpha * beta / n
     n, offs_c, offs_s = _tile_ids(C, S, BLOCK_C, BLOCK_S)
     mask_s = (offs_s < S)[None, :]
     mask = (offs_c < C)[:, None] & mask_s
@@ -140,6 +170,77 @@ def lrn_backward_kernel(x_ptr, dy_ptr, dx_ptr, C, S, stride_n, stride_c, stride_
     tl.store(dx_ptrs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def _shift_rows(v, rows, d, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
+    """v[r + d, :] at row r (rows = arange(BLOCK_C)); rows whose r + d falls outside the tile get a row
+    of the tile instead (clamped): only halo rows whose results are never stored see them."""
+    src = tl.minimum(tl.maximum(rows + d, 0), BLOCK_C - 1)
+    return tl.gather(v, tl.broadcast_to(src[:, None], (BLOCK_C, BLOCK_S)), 0)
+
+
+@triton.jit
+def _row_window_sum(v, rows, behind: tl.constexpr, ahead: tl.constexpr, UNROLL: tl.constexpr,
+                    BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
+    """sum_{e=-behind..ahead} v[r + e, :] for every row r of the tile, exactly (a fresh sum per row)."""
+    acc = tl.zeros((BLOCK_C, BLOCK_S), dtype=tl.float32)
+    if UNROLL:
+        for i in tl.static_range(behind + ahead + 1):
+            if i == behind:
+                acc += v
+            else:
+                acc += _shift_rows(v, rows, i - behind, BLOCK_C, BLOCK_S)
+    else:
+        for i in range(behind + ahead + 1):
+            acc += _shift_rows(v, rows, i - behind, BLOCK_C, BLOCK_S)
+    return acc
+
+
+@triton.jit
+def lrn_backward_kernel(x_ptr, dy_ptr, dx_ptr, C, S, stride_n, stride_c, stride_s, alpha_over_n, beta,
+                        k, coef, PRE: tl.constexpr, POST: tl.constexpr, UNROLL: tl.constexpr,
+                        BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
+    # "v2": tile rows r = 0 .. BLOCK_C - 1 are channels c_out0 - HALO + r; rows [HALO, BLOCK_C - HALO)
+    # are this program's outputs (OUT_C channels), the rest their halo:
+    #   base_j, t_j exact for rows [PRE, BLOCK_C - POST)  (their x window lies in the tile)
+    #   tsum_c exact for rows [HALO, BLOCK_C - HALO)       (their transposed t window lies there)
+    # coef = 2 * alpha * beta / n
+    HALO: tl.constexpr = PRE + POST
+    OUT_C: tl.constexpr = BLOCK_C - 2 * HALO
+    pid = tl.program_id(0)
+    num_c_blocks = tl.cdiv(C, OUT_C)
+    num_s_blocks = tl.cdiv(S, BLOCK_S)
+    c_block = pid % num_c_blocks  # channel blocks fastest: neighbours share halo rows through L2
+    rest = pid // num_c_blocks
+    s_block = rest % num_s_blocks
+    n = (rest // num_s_blocks).to(tl.int64)
+    rows = tl.arange(0, BLOCK_C)
+    offs_c = c_block * OUT_C - HALO + rows
+    offs_s = s_block * BLOCK_S + tl.arange(0, BLOCK_S)
+    mask_s = (offs_s < S)[None, :]
+    inside = (offs_c >= 0) & (offs_c < C)
+    x_ptrs = _tile_pointers(x_ptr, n, offs_c, offs_s, stride_n, stride_c, stride_s)
+    dy_ptrs = _tile_pointers(dy_ptr, n, offs_c, offs_s, stride_n, stride_c, stride_s)
+
+    # One load of x (every row) and dy (the rows whose t is used); zero outside [0, C): the padding.
+    x = tl.load(x_ptrs, mask=inside[:, None] & mask_s, other=0.0).to(tl.float32)
+    t_rows = inside & (rows >= PRE) & (rows < BLOCK_C - POST)
+    dy = tl.load(dy_ptrs, mask=t_rows[:, None] & mask_s, other=0.0).to(tl.float32)
+
+    # base_j once per row: the window W(j) = [j - PRE, j + POST] by shifted adds of the squared tile.
+    base = k + alpha_over_n * _row_window_sum(x * x, rows, PRE, POST, UNROLL, BLOCK_C, BLOCK_S)
+    log2_base = tl.log2(base)  # base >= k > 0
+    dy_scale = dy * tl.exp2(-beta * log2_base)
+    t = dy * x * tl.exp2((-beta - 1.0) * log2_base)  # zero on padding rows (x = 0 there)
+
+    # Transposed window {j : c in W(j)} = [c - POST, c + PRE], the same way.
+    tsum = _row_window_sum(t, rows, POST, PRE, UNROLL, BLOCK_C, BLOCK_S)
+    dx = dy_scale - coef * x * tsum
+
+    out = inside & (rows >= HALO) & (rows < BLOCK_C - HALO)
+    dx_ptrs = _tile_pointers(dx_ptr, n, offs_c, offs_s, stride_n, stride_c, stride_s)
+    tl.store(dx_ptrs, dx.to(dx_ptr.dtype.element_ty), mask=out[:, None] & mask_s)
+
+
 def _next_pow2(v):
     return 1 << max(0, (int(v) - 1).bit_length())
 
@@ -156,6 +257,60 @@ def _config(C, S, channels_last):
         block_c = max(1, min(2048 // block_s, 16))
         block_c = min(block_c, _next_pow2(C))
     return block_c, block_s, 4
+
+
+# Backward kernel: "v2" (normalisers formed once per tile row) or "v1" (recomputed per output). A module
+# setting, not an op argument: benchmarks switch it (backward_variant) to time old against new.
+BACKWARD_VARIANTS = ("v2", "v1")
+backward_variant_in_use = "v2"
+# v2's tile rows: at most this many, and v2 only while the halo leaves at least half of them outputs.
+V2_MAX_ROWS = 128
+V2_ELEMENTS = 2048  # tile elements (rows x positions)
+
+
+class backward_variant:
+    """Context manager: `with backward_variant("v1"): ...` runs the Triton LRN backward with that kernel."""
+
+    def __init__(self, variant):
+        if variant not in BACKWARD_VARIANTS:
+            raise ValueError("LRN backward variant must be one of %s, got %r" % (BACKWARD_VARIANTS, variant))
+        self.variant = variant
+
+    def __enter__(self):
+        global backward_variant_in_use
+        self.saved, backward_variant_in_use = backward_variant_in_use, self.variant
+        return self
+
+    def __exit__(self, *exc):
+        global backward_variant_in_use
+        backward_variant_in_use = self.saved
+        return False
+
+
+def _v2_rows(C, halo):
+    """v2's tile rows (a power of two) for C channels and a halo of `halo` rows on each side, or None when
+    no tile of at most V2_MAX_ROWS rows keeps half its rows outputs.  Chooses the fewest rows computed in
+    all (cdiv(C, outputs per tile) * rows), ties to the taller tile (fewer halo re-reads)."""
+    best = None
+    rows = 1
+    while rows <= V2_MAX_ROWS:
+        out = rows - 2 * halo
+        if out >= max(1, rows // 2) or (out >= 1 and rows >= C + 2 * halo):
+            cost = -(-C // out) * rows
+            if best is None or cost <= best[0]:
+                best = (cost, rows)
+        if rows >= C + 2 * halo:
+            break
+        rows *= 2
+    return None if best is None else best[1]
+
+
+def _v2_config(C, S, halo, channels_last):
+    rows = _v2_rows(C, halo)
+    if rows is None:
+        return None
+    block_s = min(max(1, V2_ELEMENTS // rows), _next_pow2(S))
+    return rows, block_s, 4
 
 
 def _launch(kernel, tensors, x, size, extra_args, channels_last):
@@ -179,7 +334,27 @@ def lrn_forward(x, y, size, alpha, beta, k, channels_last):
     _launch(lrn_forward_kernel, (x, y), x, size, (alpha / size, beta, k), channels_last)
 
 
-def lrn_backward(x, dy, dx, size, alpha, beta, k, channels_last):
-    """Write the input gradient into dx, recomputing the normaliser from x (same layout for all three)."""
-    _launch(lrn_backward_kernel, (x, dy, dx), x, size,
-            (alpha / size, beta, k, 2.0 * alpha * beta / size), channels_last)
+def lrn_backward(x, dy, dx, size, alpha, beta, k, channels_last, variant=None):
+    """Write the input gradient into dx, recomputing the normaliser from x (same layout for all three).
+    variant: "v2" or "v1" (default: backward_variant_in_use); v2 takes windows up to a halo of
+    V2_MAX_ROWS // 4 channels per side, wider ones run v1's rolled loop."""
+    variant = backward_variant_in_use if variant is None else variant
+    args = (alpha / size, beta, k, 2.0 * alpha * beta / size)
+    if variant == "v2":
+        N, C = x.shape[0], x.shape[1]
+        S = x.numel() // (N * C) if N * C else 0
+        if N * C * S == 0:
+            return
+        pre, post = min(size // 2, C - 1), min((size - 1) // 2, C - 1)
+        cfg = _v2_config(C, S, pre + post, channels_last)
+        if cfg is not None:
+            rows, block_s, num_warps = cfg
+            strides = (C * S, 1, C) if channels_last else (C * S, S, 1)
+            grid = (triton.cdiv(C, rows - 2 * (pre + post)) * triton.cdiv(S, block_s) * N,)
+            launch(lrn_backward_kernel, grid, x, dy, dx, C, S, *strides, *args,
+                   PRE=pre, POST=post, UNROLL=(pre + post + 1) <= MAX_UNROLLED_WINDOW,
+                   BLOCK_C=rows, BLOCK_S=block_s, num_warps=num_warps)
+            return
+    elif variant != "v1":
+        raise ValueError("LRN backward variant must be one of %s, got %r" % (BACKWARD_VARIANTS, variant))
+    _launch(lrn_backward_v1_kernel, (x, dy, dx), x, size, args, channels_last)

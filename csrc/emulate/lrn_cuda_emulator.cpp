@@ -7,7 +7,8 @@
 // The kernels' own launch planning (plan_launch) picks kernel, block shape and shared-memory size, as
 // on the GPU. Checks, against a double-precision reference of torch.nn.functional.local_response_norm:
 // forward and backward values for fp32 / fp16 / bf16, both layouts, misaligned base pointers, n = 1 .. 66
-// (tiled and fallback paths), and that every thread of a block passed the same number of barriers.
+// (tiled and fallback paths), the NCHW backward's v1 variant too (fp32), and that every thread of a block
+// passed the same number of barriers.
 // On the GPU the power is exp2f(e * log2f(b)) (fast math); here lrn_math.h's host polynomials.
 //
 // Build and run from the repository root (TORCH_INC = torch's include dir, e.g.
@@ -142,7 +143,7 @@ static const char* kind_name(KernelKind k) {
 static int g_grid_cap = 24;
 
 template <typename T>
-bool run_case(const Case& c, double tol, bool verbose, double* worst) {
+bool run_case(const Case& c, double tol, bool verbose, double* worst, bool backward_v1 = false) {
   const int64_t numel = c.N * c.C * c.S;
   std::mt19937 rng(static_cast<unsigned>(numel * 31 + (c.size % 1000003) * 7 + c.offset + (c.cl ? 1000 : 0)));
   std::normal_distribution<float> nd;
@@ -160,7 +161,8 @@ bool run_case(const Case& c, double tol, bool verbose, double* worst) {
     EMU_POISON(yb.data(), c.offset * sizeof(T)); EMU_POISON(dxb.data(), c.offset * sizeof(T));
   }
   const LrnShape shape{c.N, c.C, c.S};
-  const LrnParams p = make_lrn_params(c.size, c.alpha, c.beta, c.k, c.C);
+  LrnParams p = make_lrn_params(c.size, c.alpha, c.beta, c.k, c.C);
+  p.backward_v1 = backward_v1;
   const bool rows_of_channels = c.cl || c.S == 1;
   const DeviceLimits dev{227 * 1024, 132};
   KernelKind kinds[2];
@@ -200,8 +202,9 @@ bool run_case(const Case& c, double tol, bool verbose, double* worst) {
   worst[0] = std::max(worst[0], ye); worst[1] = std::max(worst[1], dxe);
   const bool ok = ye <= tol && dxe <= tol;
   if (!ok || verbose)
-    printf("%s N=%lld C=%d S=%lld n=%lld %s off=%d [%s/%s]: fwd %.2e bwd %.2e\n", ok ? "ok  " : "FAIL", (long long)c.N, c.C,
-           (long long)c.S, (long long)c.size, c.cl ? "NHWC" : "NCHW", c.offset, kind_name(kinds[0]), kind_name(kinds[1]), ye, dxe);
+    printf("%s N=%lld C=%d S=%lld n=%lld %s off=%d [%s/%s%s]: fwd %.2e bwd %.2e\n", ok ? "ok  " : "FAIL", (long long)c.N, c.C,
+           (long long)c.S, (long long)c.size, c.cl ? "NHWC" : "NCHW", c.offset, kind_name(kinds[0]), kind_name(kinds[1]),
+           backward_v1 ? " v1" : "", ye, dxe);
   return ok;
 }
 
@@ -224,7 +227,11 @@ int main(int argc, char** argv) {
           const double params[4][3] = {{1e-4, 0.75, 2.0}, {0.5, 0.75, 1.0}, {2.0, 1.7, 0.3}, {1.0, -0.4, 0.7}};
           Case c{s.N, s.C, s.S, size, cl == 1, params[idx % 4][0], params[idx % 4][1], params[idx % 4][2], (int[]){0, 1, 3, 5}[idx % 4]};
           bool ok;
-          if (dt == 0) ok = run_case<float>(c, 2e-5, false, worst[0]);
+          if (dt == 0) {
+            // the NCHW backward's two variants (v2 register windows, the default; v1 kept for benchmarks)
+            ok = run_case<float>(c, 2e-5, false, worst[0]);
+            if (!c.cl) { ok = run_case<float>(c, 2e-5, false, worst[0], true) && ok; ++cases; }
+          }
           else if (dt == 1) ok = run_case<c10::Half>(c, 2e-3, false, worst[1]);
           else ok = run_case<c10::BFloat16>(c, 1.6e-2, false, worst[2]);
           ++cases; fails += !ok;

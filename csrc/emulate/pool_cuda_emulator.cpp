@@ -13,6 +13,30 @@ namespace {
 
 using namespace ak;
 
+// Which index path the "threads" take: 0 = the kernels' own choice (32-bit when PoolProblem::index32),
+// 64 = the 64-bit path always (what a tensor of 2^31 elements or more runs), 32 = 32-bit (index32 must hold).
+int g_index_path = 0;
+
+void set_index_path(int64_t path) {
+  TORCH_CHECK(path == 0 || path == 32 || path == 64, "index path is 0, 32 or 64");
+  g_index_path = static_cast<int>(path);
+}
+
+bool use_index32(const PoolProblem& P) {
+  if (g_index_path == 32) TORCH_CHECK(P.index32, "the 32-bit index path needs offsets below 2^31");
+  return g_index_path == 0 ? P.index32 : g_index_path == 32;
+}
+
+// element(index type) run for every offset, as the kernels' grid_stride dispatches it.
+template <typename Element>
+void each_offset(const PoolProblem& P, int64_t count, const Element& element) {
+  if (use_index32(P)) {
+    for (int64_t o = 0; o < count; ++o) element(o, int32_t(0));
+  } else {
+    for (int64_t o = 0; o < count; ++o) element(o, int64_t(0));
+  }
+}
+
 PoolProblem problem(const at::Tensor& in, const at::Tensor& out, const std::vector<int64_t>& geometry,
                     bool channels_last) {
   TORCH_CHECK(geometry.size() == 6, "geometry is (kH, kW, sH, sW, pH, pW)");
@@ -33,9 +57,10 @@ void max_pool2d_forward(at::Tensor x, at::Tensor y, at::Tensor offsets, std::vec
                         bool channels_last) {
   const PoolProblem P = problem(x, y, geometry, channels_last);
   EMULATOR_DISPATCH(x.scalar_type(), "max_pool2d_forward", [&] {
-    for (int64_t o = 0; o < y.numel(); ++o)
-      max_pool_forward_element<scalar_t, float>(x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
-                                                offsets.data_ptr<uint8_t>(), P, o);
+    each_offset(P, y.numel(), [&](int64_t o, auto index) {
+      max_pool_forward_element<scalar_t, float, decltype(index)>(x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+                                                                 offsets.data_ptr<uint8_t>(), P, o);
+    });
   });
 }
 
@@ -43,9 +68,10 @@ void max_pool2d_backward(at::Tensor dy, at::Tensor offsets, at::Tensor dx, std::
                          bool channels_last) {
   const PoolProblem P = problem(dx, dy, geometry, channels_last);
   EMULATOR_DISPATCH(dx.scalar_type(), "max_pool2d_backward", [&] {
-    for (int64_t o = 0; o < dx.numel(); ++o)
-      max_pool_backward_element<scalar_t, float>(dy.data_ptr<scalar_t>(), offsets.data_ptr<uint8_t>(),
-                                                  dx.data_ptr<scalar_t>(), P, o);
+    each_offset(P, dx.numel(), [&](int64_t o, auto index) {
+      max_pool_backward_element<scalar_t, float, decltype(index)>(dy.data_ptr<scalar_t>(), offsets.data_ptr<uint8_t>(),
+                                                                  dx.data_ptr<scalar_t>(), P, o);
+    });
   });
 }
 
@@ -54,9 +80,10 @@ void relu_lrn_max_pool2d_forward(at::Tensor x, at::Tensor z, at::Tensor offsets,
   const PoolProblem P = problem(x, z, geometry, channels_last);
   const LrnCoeffs<float> lrn = make_lrn_coeffs<float>(size, alpha, beta, k, x.size(1));
   EMULATOR_DISPATCH(x.scalar_type(), "relu_lrn_max_pool2d_forward", [&] {
-    for (int64_t o = 0; o < z.numel(); ++o)
-      fused_forward_element<scalar_t, float>(x.data_ptr<scalar_t>(), z.data_ptr<scalar_t>(),
-                                             offsets.data_ptr<uint8_t>(), P, lrn, o);
+    each_offset(P, z.numel(), [&](int64_t o, auto index) {
+      fused_forward_element<scalar_t, float, decltype(index)>(x.data_ptr<scalar_t>(), z.data_ptr<scalar_t>(),
+                                                              offsets.data_ptr<uint8_t>(), P, lrn, o);
+    });
   });
 }
 
@@ -66,15 +93,22 @@ void relu_lrn_max_pool2d_backward(at::Tensor x, at::Tensor dz, at::Tensor offset
   const PoolProblem P = problem(x, dz, geometry, channels_last);
   const LrnCoeffs<float> lrn = make_lrn_coeffs<float>(size, alpha, beta, k, x.size(1));
   EMULATOR_DISPATCH(x.scalar_type(), "relu_lrn_max_pool2d_backward", [&] {
-    for (int64_t o = 0; o < dx.numel(); ++o)
-      fused_backward_element<scalar_t, float>(x.data_ptr<scalar_t>(), dz.data_ptr<scalar_t>(),
-                                              offsets.data_ptr<uint8_t>(), dx.data_ptr<scalar_t>(), P, lrn, o);
+    each_offset(P, dx.numel(), [&](int64_t o, auto index) {
+      fused_backward_element<scalar_t, float, decltype(index)>(x.data_ptr<scalar_t>(), dz.data_ptr<scalar_t>(),
+                                                               offsets.data_ptr<uint8_t>(), dx.data_ptr<scalar_t>(), P,
+                                                               lrn, o);
+    });
   });
 }
 
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("set_index_path", &set_index_path);
+  m.def("index32", [](std::vector<int64_t> in_shape, std::vector<int64_t> out_hw) {
+    return make_pool_problem(in_shape[0], in_shape[1], in_shape[2], in_shape[3], out_hw[0], out_hw[1],
+                             PoolParams{3, 3, 2, 2, 0, 0}, false).index32;
+  });
   m.def("max_pool2d_forward", &max_pool2d_forward);
   m.def("max_pool2d_backward", &max_pool2d_backward);
   m.def("relu_lrn_max_pool2d_forward", &relu_lrn_max_pool2d_forward);
