@@ -52,6 +52,7 @@
 #include <limits>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "dropout.h"
 #include "dropout_math.h"
@@ -642,7 +643,13 @@ void bias_relu_dropout_backward(const Tensor& dy, const Tensor& y, const Tensor&
   if (dy.is_cuda()) {
 #ifdef AK_WITH_CUDA
     const CurrentCudaStream stream(dy);
-    ak::bias_relu_dropout_backward_cuda(view(dy), view(y), view(dx), view(dbias), seed_on_device(seed), threshold, scale, stream.get());
+    // The per-chunk dbias sums of a matrix taller than one chunk (dropout_math.h): M * N / 512 floats from
+    // torch's caching allocator (on the current stream, so CUDA-graph capture is safe).
+    const int64_t chunks = ak::dbias_chunks(dy.size(0));
+    const std::vector<int64_t> partial_shape = {chunks > 1 ? chunks : 0, dy.size(1)};
+    const Tensor partial = torch::stable::new_empty(dy, partial_shape, ScalarType::Float);
+    ak::bias_relu_dropout_backward_cuda(view(dy), view(y), view(dx), view(dbias), view(partial),
+                                        seed_on_device(seed), threshold, scale, stream.get());
 #else
     no_cuda(op);
 #endif

@@ -7,7 +7,8 @@
 //   bias_relu_dropout_backward_*: dy, y, dx (M, N), dbias (N,): dx = dpre, dbias = column sums of dpre in
 //     dropout_math.h's fixed order.
 // Values are float, half or bfloat16 (and double on the CPU); outputs are written whole, nothing
-// mask-sized is allocated, and the device kernels allocate nothing at all. Empty tensors return at once
+// mask-sized is allocated, and the device kernels allocate nothing (bindings.cpp gives the backward of a
+// matrix taller than 512 rows its per-chunk dbias scratch, M * N / 512 floats). Empty tensors return at once
 // (bias_relu_dropout_backward with M == 0 writes dbias = 0).
 #pragma once
 
@@ -28,8 +29,10 @@ void apply_dropout_cuda(const TensorView& src, const TensorView& dst, const int6
                         double scale, void* stream);
 void bias_relu_dropout_forward_cuda(const TensorView& x, const TensorView& bias, const TensorView& y,
                                     const int64_t* seed, int64_t threshold, double scale, void* stream);
+// partial: float32 (dbias_chunks(M), N) device scratch for the per-chunk sums, used when M > kDbiasChunkRows.
 void bias_relu_dropout_backward_cuda(const TensorView& dy, const TensorView& y, const TensorView& dx,
-                                     const TensorView& dbias, const int64_t* seed, int64_t threshold, double scale, void* stream);
+                                     const TensorView& dbias, const TensorView& partial, const int64_t* seed,
+                                     int64_t threshold, double scale, void* stream);
 #endif
 
 }  // namespace ak

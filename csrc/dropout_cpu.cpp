@@ -1,6 +1,6 @@
 // CPU kernels of counter-based dropout and of the fused bias + ReLU + dropout block (math and mask:
-// dropout_math.h). torch's parallel_for over groups of four elements (forward) or over (column tile, row
-// lane) items (the bias backward). The results depend on neither the thread count nor the chunking:
+// dropout_math.h). torch's parallel_for over groups of four elements (forward) or over (dbias chunk, column
+// tile) items (the bias backward). The results depend on neither the thread count nor the chunking:
 // the mask is a function of the element index, and dbias is summed in dropout_math.h's fixed order.
 //
 // Each work chunk runs in blocks: the Philox words of a block's groups are drawn first into a small
@@ -125,70 +125,78 @@ struct BiasReluDropoutForward {
   }
 };
 
-// Backward, phase 1; item = (column tile, row lane t). dx of rows m = t, t + L, ... of the tile's
-// columns, and s_t of those columns (m ascending) into the lane's row of `partial`.
+// Backward, phase 1; item = (dbias chunk j, column tile). For each row lane t: dx of the chunk's rows
+// m = jR + t, jR + t + L, ... of the tile's columns and s_jt of those columns (m ascending); then
+// dropout_math.h's tree over the lanes gives P_j, stored in partial[j][column]. Lanes >= the chunk's row
+// count had no rows: their s is +0 (a sum that starts at +0 is never -0), adding it changes nothing, so the
+// tree skips them and gives the GPU's bits.
 template <typename T>
-struct BiasReluDropoutBackwardLanes {
+struct BiasReluDropoutBackwardChunk {
   const T* dy;
   const T* y;
   T* dx;
-  AccOf<T>* partial;  // [tile][lane][kTileColumns], lanes < lanes_used
-  int64_t M, N, lanes_used;
+  AccOf<T>* partial;  // [chunk][N]
+  int64_t M, N, tiles;
   DropoutParams<AccOf<T>> p;
 
   AK_ALWAYS_INLINE void operator()(int64_t item_begin, int64_t item_end) const {
     using F = AccOf<T>;
     alignas(64) uint32_t r[kTileColumns + 2 * kDropoutGroup];
+    std::unique_ptr<F[]> lanes(new F[static_cast<size_t>(kDbiasLanes * kTileColumns)]);  // [lane][column]
     const uint32_t threshold = p.threshold;
     const F scale = p.scale;
     for (int64_t item = item_begin; item < item_end; ++item) {
-      const int64_t tile = item / lanes_used;
-      const int64_t t = item % lanes_used;
+      const int64_t chunk = item / tiles, tile = item % tiles;
       const int64_t c0 = tile * kTileColumns;
       const int64_t columns = std::min(kTileColumns, N - c0);
-      F* s = partial + item * kTileColumns;  // = (tile * lanes_used + t) * kTileColumns
-      std::fill(s, s + columns, F(0));
-      for (int64_t m = t; m < M; m += kDbiasLanes) {
-        const int64_t first = m * N + c0;
-        const uint32_t* rs = r + draw_run(first, columns, p.key, r);
-        const T* dys = dy + first;
-        const T* ys = y + first;
-        T* dxs = dx + first;
-        for (int64_t k = 0; k < columns; ++k) {
-          const F d = bias_relu_dropout_grad(static_cast<F>(dys[k]), static_cast<F>(ys[k]),
-                                             dropout_keep(rs[k], threshold), scale);
-          dxs[k] = static_cast<T>(d);
-          s[k] += d;
+      const int64_t m0 = chunk * kDbiasChunkRows, m_end = std::min(M, m0 + kDbiasChunkRows);
+      const int64_t lanes_used = std::min<int64_t>(m_end - m0, kDbiasLanes);
+      for (int64_t t = 0; t < lanes_used; ++t) {
+        F* s = lanes.get() + t * kTileColumns;
+        std::fill(s, s + columns, F(0));
+        for (int64_t m = m0 + t; m < m_end; m += kDbiasLanes) {
+          const int64_t first = m * N + c0;
+          const uint32_t* rs = r + draw_run(first, columns, p.key, r);
+          const T* dys = dy + first;
+          const T* ys = y + first;
+          T* dxs = dx + first;
+          for (int64_t k = 0; k < columns; ++k) {
+            const F d = bias_relu_dropout_grad(static_cast<F>(dys[k]), static_cast<F>(ys[k]),
+                                               dropout_keep(rs[k], threshold), scale);
+            dxs[k] = static_cast<T>(d);
+            s[k] += d;
+          }
         }
       }
+      for (int64_t h = kDbiasLanes / 2; h >= 1; h /= 2) {
+        for (int64_t t = 0; t < h && t + h < lanes_used; ++t) {
+          F* dst = lanes.get() + t * kTileColumns;
+          const F* src = lanes.get() + (t + h) * kTileColumns;
+          for (int64_t k = 0; k < columns; ++k) dst[k] += src[k];
+        }
+      }
+      std::copy(lanes.get(), lanes.get() + columns, partial + chunk * N + c0);
     }
   }
 };
 
-// Backward, phase 2; item = column tile. dropout_math.h's tree over the lanes, then dbias. Lanes
-// >= lanes_used (= min(M, L)) had no rows: their s is +0 (a sum that starts at +0 is never -0), and
-// adding it changes nothing, so the tree skips them and gives the GPU's bits.
+// Backward, phase 2; item = column tile: dbias = 0 + P_0 + P_1 + ... (chunk order), rounded once.
 template <typename T>
-struct BiasReluDropoutBackwardTree {
+struct BiasReluDropoutBackwardChunkSum {
   T* dbias;
-  AccOf<T>* partial;
-  int64_t N, lanes_used;
+  const AccOf<T>* partial;
+  int64_t N, chunks;
 
   AK_ALWAYS_INLINE void operator()(int64_t tile_begin, int64_t tile_end) const {
     using F = AccOf<T>;
     for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
       const int64_t c0 = tile * kTileColumns;
       const int64_t columns = std::min(kTileColumns, N - c0);
-      F* lanes = partial + tile * lanes_used * kTileColumns;
-      for (int64_t h = kDbiasLanes / 2; h >= 1; h /= 2) {
-        for (int64_t t = 0; t < h && t + h < lanes_used; ++t) {
-          F* dst = lanes + t * kTileColumns;
-          const F* src = lanes + (t + h) * kTileColumns;
-          for (int64_t k = 0; k < columns; ++k) dst[k] += src[k];
-        }
+      for (int64_t k = 0; k < columns; ++k) {
+        F sum = F(0);
+        for (int64_t j = 0; j < chunks; ++j) sum += partial[j * N + c0 + k];
+        dbias[c0 + k] = static_cast<T>(sum);
       }
-      T* out = dbias + c0;
-      for (int64_t k = 0; k < columns; ++k) out[k] = static_cast<T>(lanes[k]);
     }
   }
 };
@@ -233,18 +241,18 @@ void bias_relu_dropout_backward_cpu(const TensorView& dy, const TensorView& y, c
     return;
   }
   const int64_t tiles = ceil_div(N, kTileColumns);
-  const int64_t lanes_used = std::min<int64_t>(M, kDbiasLanes);
+  const int64_t chunks = dbias_chunks(M);
   AK_CPU_DISPATCH(dy.dtype, "bias_relu_dropout_backward_cpu", [&] {
     using F = AccOf<scalar_t>;
-    // The lanes' partial sums: 64 * N values at most (a few MiB for AlexNet's layers), host scratch.
-    const std::unique_ptr<F[]> partial(new F[static_cast<size_t>(tiles * lanes_used * kTileColumns)]);
-    const BiasReluDropoutBackwardLanes<scalar_t> lanes{dy.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
-                                                       dx.mutable_data_ptr<scalar_t>(), partial.get(), M, N,
-                                                       lanes_used, make_dropout_params<F>(seed, threshold, scale)};
-    parallel_items(tiles * lanes_used, ceil_div(M, kDbiasLanes) * std::min(N, kTileColumns), lanes);
-    const BiasReluDropoutBackwardTree<scalar_t> tree{dbias.mutable_data_ptr<scalar_t>(), partial.get(), N,
-                                                     lanes_used};
-    parallel_items(tiles, lanes_used * kTileColumns, tree);
+    // The chunks' partial sums: M * N / 512 values, host scratch.
+    const std::unique_ptr<F[]> partial(new F[static_cast<size_t>(chunks * N)]);
+    const BiasReluDropoutBackwardChunk<scalar_t> items{dy.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
+                                                       dx.mutable_data_ptr<scalar_t>(), partial.get(), M, N, tiles,
+                                                       make_dropout_params<F>(seed, threshold, scale)};
+    parallel_items(chunks * tiles, std::min(M, kDbiasChunkRows) * std::min(N, kTileColumns), items);
+    const BiasReluDropoutBackwardChunkSum<scalar_t> sums{dbias.mutable_data_ptr<scalar_t>(), partial.get(), N,
+                                                        chunks};
+    parallel_items(tiles, chunks * kTileColumns, sums);
   });
 }
 

@@ -30,10 +30,13 @@
 //                           of T's smallest subnormal, loses its gradient, unlike autograd's)
 //
 // dbias, deterministically (no atomics; one summation order, identical on the CPU and the GPU and
-// independent of the thread count), with L = kDbiasLanes = 64 row lanes:
-//   s_t[n]   = dpre[t][n] + dpre[t + L][n] + dpre[t + 2L][n] + ...   (0 + the terms, m ascending), t < L
-//   then the pairwise tree: for h = L/2, L/4, ..., 1:  s_t += s_{t+h} for every t < h
-//   dbias[n] = s_0[n], accumulated in F and rounded once to T.
+// independent of the thread count), with L = kDbiasLanes = 64 row lanes and the rows cut into chunks of
+// R = kDbiasChunkRows = 8L = 512 (chunk j: rows [jR, min(M, (j+1)R))):
+//   s_jt[n]  = dpre[jR + t][n] + dpre[jR + t + L][n] + ...   (0 + the chunk's terms, m ascending), t < L
+//   then the pairwise tree: for h = L/2, L/4, ..., 1:  s_jt += s_j(t+h) for every t < h;  P_j = s_j0
+//   dbias[n] = 0 + P_0[n] + P_1[n] + ... (j ascending), accumulated in F and rounded once to T.
+// (M <= R: one chunk, dbias = P_0.) The chunks let a tall, narrow matrix fill the GPU: its blocks are
+// column blocks x chunks, each lane walks at most 8 rows, and the P_j go through a small scratch buffer.
 // The CUDA kernel gives a block 16 columns x L lanes, the tree runs in shared memory; the CPU kernel
 // keeps the L partial rows of a column tile in memory. The products dy * scale are kept out of fused
 // multiply-adds on both (so dx and the sums round alike). The CUDA sources are built with -ftz=false
@@ -53,8 +56,11 @@ namespace ak {
 constexpr int kDropoutGroup = 4;
 // threshold is an integer in [0, 2^24]; 2^24 drops everything.
 constexpr int64_t kDropoutThresholdMax = int64_t(1) << 24;
-// Row lanes of the dbias summation (see the header comment).
+// Row lanes and rows per chunk of the dbias summation (see the header comment).
 constexpr int kDbiasLanes = 64;
+constexpr int64_t kDbiasChunkRows = 8 * kDbiasLanes;
+
+AK_HD inline int64_t dbias_chunks(int64_t M) { return (M + kDbiasChunkRows - 1) / kDbiasChunkRows; }
 
 struct DropoutKey {
   uint32_t k0, k1;
@@ -250,18 +256,20 @@ AK_HD inline void bias_relu_dropout_group(const T* __restrict__ x, const T* __re
   }
 }
 
-// One thread of the backward: row lane t (< kDbiasLanes) and the count (1..4) columns [c, c + count).
-// Writes dx of rows m = t, t + L, t + 2L, ... of those columns and adds their dpre to s[0..count), m
-// ascending (s_t of the header comment). kPacked: count == 4, N % 4 == 0 and dy, y, dx Pack4-aligned
+// One thread of the backward: row lane t (< kDbiasLanes) of chunk `chunk` and the count (1..4) columns
+// [c, c + count). Writes dx of the chunk's rows m = jR + t, jR + t + L, ... of those columns and adds their
+// dpre to s[0..count), m ascending (s_jt of the header comment). kPacked: count == 4, N % 4 == 0 and dy, y, dx Pack4-aligned
 // (then each row's four elements are one group: one Philox call).
 template <bool kPacked, typename T, typename F>
 AK_HD inline void bias_relu_dropout_backward_lane(const T* __restrict__ dy, const T* __restrict__ y,
                                                   T* __restrict__ dx, int64_t M, int64_t N, int64_t c, int count,
-                                                  int t, const DropoutParams<F>& p, F (&s)[kDropoutGroup]) {
+                                                  int64_t chunk, int t, const DropoutParams<F>& p,
+                                                  F (&s)[kDropoutGroup]) {
+  const int64_t m_end = M < (chunk + 1) * kDbiasChunkRows ? M : (chunk + 1) * kDbiasChunkRows;
 #if defined(__CUDA_ARCH__)
 #pragma unroll 4
 #endif
-  for (int64_t m = t; m < M; m += kDbiasLanes) {
+  for (int64_t m = chunk * kDbiasChunkRows + t; m < m_end; m += kDbiasLanes) {
     const int64_t first = m * N + c;
     if constexpr (kPacked) {
       const uint32_t keep = dropout_keep_bits(dropout_group_randoms(first / kDropoutGroup, p.key), p.threshold);

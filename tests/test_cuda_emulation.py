@@ -173,3 +173,28 @@ def test_dropout_cuda_kernels_under_the_host_emulator(dropout_emulator, dtype):
         assert torch.equal(dx, dx_ref)
         torch.testing.assert_close(dbias.float(), dbias_ref.float(), rtol=1e-5 if dtype == torch.float32 else 1e-2,
                                    atol=1e-4 if dtype == torch.float32 else 5e-2)
+
+
+@pytest.mark.parametrize("M, N", [(1, 5), (511, 9), (512, 16), (513, 3), (1500, 20), (2049, 7)])
+def test_dropout_dbias_chunks_give_the_cpu_kernels_bits_under_the_emulator(dropout_emulator, M, N):
+    """dbias of a matrix taller than one 512-row chunk: the emulated CUDA grid (column blocks x chunks, then the
+    chunk-order sum) and the C++ CPU kernel follow dropout_math.h's order, so fp32 dbias is equal bit for bit;
+    both are within fp32 rounding of a float64 sum."""
+    from alexnet_kernels import _extension
+    from alexnet_kernels.ops import dropout as dropout_ops
+    ext = _extension.load()
+    if ext is None:
+        pytest.skip("alexnet_kernels._C is not built: %s" % _extension.load_error())
+    seed = torch.tensor([1234567], dtype=torch.int64)
+    threshold, scale = dropout_ops.threshold_and_scale(0.3)
+    x, b, dy = torch.randn(M, N), torch.randn(N), torch.randn(M, N)
+    y = torch.empty_like(x)
+    ext.bias_relu_dropout_forward(x, b, y, seed, threshold, scale)
+    dx_cpu, db_cpu = torch.full_like(x, float("nan")), torch.full_like(b, float("nan"))
+    ext.bias_relu_dropout_backward(dy, y, dx_cpu, db_cpu, seed, threshold, scale)
+    dx_emu, db_emu = torch.full_like(x, float("nan")), torch.full_like(b, float("nan"))
+    dropout_emulator.bias_relu_dropout_backward(dy, y, dx_emu, db_emu, int(seed), threshold, scale)
+    assert torch.equal(dx_cpu, dx_emu)
+    assert torch.equal(db_cpu, db_emu), (db_cpu - db_emu).abs().max()
+    db_ref = dx_cpu.double().sum(0)
+    torch.testing.assert_close(db_cpu.double(), db_ref, rtol=1e-5, atol=1e-5 * max(1.0, M ** 0.5))

@@ -356,7 +356,9 @@ def dropout_cases(dev, dry):
               ("dropout", (128, 256, 6, 6), "channels_last", 0.5), ("dropout", (3, 1001), "contiguous", 0.1),
               ("dropout", (2, 3, 5, 7), "channels_last", 0.9),
               ("bias_relu_dropout", (128, 4096), "contiguous", 0.5), ("bias_relu_dropout", (128, 9216), "contiguous", 0.5),
-              ("bias_relu_dropout", (3, 1001), "contiguous", 0.1), ("bias_relu_dropout", (5, 7, 33), "contiguous", 0.5)])
+              ("bias_relu_dropout", (3, 1001), "contiguous", 0.1), ("bias_relu_dropout", (5, 7, 33), "contiguous", 0.5),
+              # taller than one 512-row d(bias) chunk: the CUDA backward's chunk grid and its scratch sums
+              ("bias_relu_dropout", (65536, 16), "contiguous", 0.5), ("bias_relu_dropout", (1500, 33), "contiguous", 0.3)])
 
     def run_op(op, backend, p, x, b, dy, seed):
         g = torch.Generator(device=dev).manual_seed(seed)
@@ -748,8 +750,11 @@ def sanitize_cases(select, dev):
         cases.append((name, backend, lambda b=backend:
                       fwd_bwd(lambda t, bb: dr.bias_relu_dropout(t, bb, 0.3, True, backend=b), x_of((37, 33)),
                               x_of((33,)))))
+        cases.append((name + "/chunks", backend, lambda b=backend:   # M > 512: several d(bias) chunks
+                      fwd_bwd(lambda t, bb: dr.bias_relu_dropout(t, bb, 0.3, True, backend=b), x_of((1031, 7)),
+                              x_of((7,)))))
         if backend == "cuda":
-            shared.append(name)
+            shared += [name, name + "/chunks"]
     cases.append(("pool/triton-recompute", "triton", lambda: bench_pool.recompute_backward(
         x_of((1, 5, 9, 9)), x_of((1, 5, 4, 4)))))
     for route in ("triton", "aten"):

@@ -80,31 +80,46 @@ void bias_relu_dropout_backward(at::Tensor dy, at::Tensor y, at::Tensor dx, at::
     const bool aligned =
         N % kDropoutGroup == 0 && is_pack4_aligned(dyp) && is_pack4_aligned(yp) && is_pack4_aligned(dxp);
     std::vector<float> lane_sums(static_cast<size_t>(kDbiasLanes * kBlockColumns));
-    for (int64_t cb = 0; cb < (N + kBlockColumns - 1) / kBlockColumns; ++cb) {
-      // Every thread (t, q) of the block: its lane's rows, then its sums into shared memory.
-      for (int t = 0; t < kDbiasLanes; ++t) {
-        for (int q = 0; q < kBlockQuads; ++q) {
-          const int64_t c = cb * kBlockColumns + q * kDropoutGroup;
-          const int count = static_cast<int>(N - c >= kDropoutGroup ? kDropoutGroup : (N - c > 0 ? N - c : 0));
-          float s[kDropoutGroup] = {0.0f, 0.0f, 0.0f, 0.0f};
-          if (aligned) {  // count is 0 or 4
-            if (count == kDropoutGroup) {
-              bias_relu_dropout_backward_lane<true, scalar_t, float>(dyp, yp, dxp, M, N, c, count, t, p, s);
+    const int64_t chunks = dbias_chunks(M);
+    std::vector<float> partial(static_cast<size_t>(chunks > 1 ? chunks * N : 0));
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) {  // grid axis y
+      for (int64_t cb = 0; cb < (N + kBlockColumns - 1) / kBlockColumns; ++cb) {  // grid axis x
+        // Every thread (t, q) of the block: its lane's rows of the chunk, then its sums into shared memory.
+        for (int t = 0; t < kDbiasLanes; ++t) {
+          for (int q = 0; q < kBlockQuads; ++q) {
+            const int64_t c = cb * kBlockColumns + q * kDropoutGroup;
+            const int count = static_cast<int>(N - c >= kDropoutGroup ? kDropoutGroup : (N - c > 0 ? N - c : 0));
+            float s[kDropoutGroup] = {0.0f, 0.0f, 0.0f, 0.0f};
+            if (aligned) {  // count is 0 or 4
+              if (count == kDropoutGroup) {
+                bias_relu_dropout_backward_lane<true, scalar_t, float>(dyp, yp, dxp, M, N, c, count, chunk, t, p, s);
+              }
+            } else if (count > 0) {
+              bias_relu_dropout_backward_lane<false, scalar_t, float>(dyp, yp, dxp, M, N, c, count, chunk, t, p, s);
             }
-          } else if (count > 0) {
-            bias_relu_dropout_backward_lane<false, scalar_t, float>(dyp, yp, dxp, M, N, c, count, t, p, s);
+            for (int l = 0; l < kDropoutGroup; ++l) lane_sums[t * kBlockColumns + q * kDropoutGroup + l] = s[l];
           }
-          for (int l = 0; l < kDropoutGroup; ++l) lane_sums[t * kBlockColumns + q * kDropoutGroup + l] = s[l];
+        }
+        // The tree, one __syncthreads-separated step at a time.
+        for (int h = kDbiasLanes / 2; h >= 1; h /= 2) {
+          for (int t = 0; t < h; ++t) {
+            for (int k = 0; k < kBlockColumns; ++k) lane_sums[t * kBlockColumns + k] += lane_sums[(t + h) * kBlockColumns + k];
+          }
+        }
+        for (int k = 0; k < kBlockColumns && cb * kBlockColumns + k < N; ++k) {
+          if (chunks == 1) {
+            dbp[cb * kBlockColumns + k] = static_cast<scalar_t>(lane_sums[k]);
+          } else {
+            partial[chunk * N + cb * kBlockColumns + k] = lane_sums[k];
+          }
         }
       }
-      // The tree, one __syncthreads-separated step at a time.
-      for (int h = kDbiasLanes / 2; h >= 1; h /= 2) {
-        for (int t = 0; t < h; ++t) {
-          for (int k = 0; k < kBlockColumns; ++k) lane_sums[t * kBlockColumns + k] += lane_sums[(t + h) * kBlockColumns + k];
-        }
-      }
-      for (int k = 0; k < kBlockColumns && cb * kBlockColumns + k < N; ++k) {
-        dbp[cb * kBlockColumns + k] = static_cast<scalar_t>(lane_sums[k]);
+    }
+    if (chunks > 1) {  // dbias_chunk_sum_kernel: one thread per column
+      for (int64_t n = 0; n < N; ++n) {
+        float sum = 0.0f;
+        for (int64_t j = 0; j < chunks; ++j) sum += partial[j * N + n];
+        dbp[n] = static_cast<scalar_t>(sum);
       }
     }
   });
