@@ -9,7 +9,8 @@ the output written once; the reduction runs over K = Cin/groups * KH * KW flatte
 input channels do not waste the tensor cores).  fp16/bf16 accumulate in fp32; fp32 uses TF32 tensor cores
 when torch.backends.cudnn.allow_tf32 is on (torch's default for convolutions) and exact fp32 when it is off.
 channels_last is the fast layout: NCHW inputs are converted once (a copy of x, reused by the backward);
-an NCHW weight is converted once per update (a cached copy, see ops/conv.py channels_last_weight), and
+an NCHW weight is converted once per forward (its backward reuses the copy, see ops/conv.py
+channels_last_weight), and
 Conv2dReLU stores its weight channels_last, so its outputs are channels_last (torch's rule for convolutions)
 and a network of them converts its activations once, at the first layer.
 

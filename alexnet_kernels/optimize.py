@@ -18,7 +18,7 @@ dilation != 1 are not fused.  Hooks registered on a replaced module are not carr
 The fused convs' weights are stored channels_last (the Parameter objects stay the same; their storage is
 replaced by a channels_last copy, once), as Conv2dReLU's own are: the kernels then copy no weight per call and
 the activations after the first fused conv are channels_last.  channels_last_weights=False leaves the weights
-as they are (an NCHW weight is then converted once per optimizer step, into a cached copy).
+as they are (an NCHW weight is then converted once per forward, the copy reused by its backward).
 """
 import torch
 import copy

@@ -473,7 +473,7 @@ def _triton_backend():
     return "triton"
 
 
-def test_nchw_weight_copied_once_per_update_and_update_seen(monkeypatch):
+def test_nchw_weight_copied_once_per_step_and_every_update_seen(monkeypatch):
     backend = _triton_backend()
     counter = _CopyCounter(monkeypatch)
     x = make_input((2, 4, 7, 7)).to(memory_format=CL).requires_grad_()
@@ -488,16 +488,20 @@ def test_nchw_weight_copied_once_per_update_and_update_seen(monkeypatch):
     step()
     assert counter.copies == [tuple(w.shape)]  # the forward's copy, reused by the backward's dgrad
     step()
-    assert counter.copies == [tuple(w.shape)]  # unchanged weight: no copy at all
+    assert counter.copies == [tuple(w.shape)] * 2  # one per step: a later forward never reuses it
     with torch.no_grad():
         w.add_(0.25)  # an optimizer step: in place, a new version
     y = step()
-    assert counter.copies == [tuple(w.shape)] * 2
+    assert counter.copies == [tuple(w.shape)] * 3
     ref = torch.relu(F.conv2d(x.detach().double(), w.detach().double(), b.detach().double(), padding=1, groups=2))
     assert rel_err(y, ref) <= 1e-5
     with torch.no_grad():
         w.data = w.data.clone()  # new storage, same version counter value possible
         w.data.mul_(-1.0)
+    y = step()
+    ref = torch.relu(F.conv2d(x.detach().double(), w.detach().double(), b.detach().double(), padding=1, groups=2))
+    assert rel_err(y, ref) <= 1e-5
+    w.data.mul_(0.5)  # in place through .data: w._version does not change (a cross-step cache would miss it)
     y = step()
     ref = torch.relu(F.conv2d(x.detach().double(), w.detach().double(), b.detach().double(), padding=1, groups=2))
     assert rel_err(y, ref) <= 1e-5

@@ -22,10 +22,11 @@ There is no hand-written CUDA C++ convolution: backend="cuda" raises BackendUnav
 
 Layouts: the kernels take channels_last x and weight; the output has the layout torch's convolution would
 give (channels_last if x or weight is channels_last).  No per-call copies where they can be avoided:
-  weight  a channels_last weight is used as it is (Conv2dReLU and optimize() store theirs so); an NCHW one is
-          copied once and the copy cached, keyed on the tensor's identity, storage and version counter
-          (torch's `_version`, which every in-place update bumps), so the forward and backward of a step
-          share one copy and an optimizer step invalidates it (channels_last_weight());
+  weight  a channels_last weight is used as it is (Conv2dReLU and optimize() store theirs so: a training
+          step then copies no weight); an NCHW one is copied by each forward, and the backward reuses that
+          copy while the weight's identity, storage and version counter (torch's `_version`) are unchanged
+          (channels_last_weight()).  The copy is never reused by a later forward: an in-place update
+          through `.data` does not bump `_version`, so a cross-step cache could not see it;
   x       an NCHW x is copied once in the forward, and the eager path (Conv2dReLUFunction) saves that copy
           for the backward's wgrad instead of copying x again.  With channels_last weights the outputs are
           channels_last, so a network's activations are converted at most once, at its first conv.
@@ -161,10 +162,11 @@ def _drop_cached(key, ref):
             del _weight_cache[key]
 
 
-def channels_last_weight(weight):
-    """`weight` in channels_last: itself when it already is, else a copy cached until the weight changes
-    (in-place update: a new `_version`; new storage: `.data` reassigned) or is freed.  Autograd sees the
-    original weight; the copy is only read by the kernels."""
+def channels_last_weight(weight, forward=False):
+    """`weight` in channels_last: itself when it already is, else a copy.  forward=True: a new copy, kept
+    (keyed on the tensor's identity, storage and `_version`) for the backward of the same step, which calls
+    with forward=False and reuses it if the weight is unchanged.  Autograd sees the original weight; the
+    copy is only read by the kernels."""
     if (weight.is_contiguous(memory_format=torch.channels_last) or torch.compiler.is_compiling()
             or (weight.is_cuda and torch.cuda.is_current_stream_capturing())):
         # Under CUDA-graph capture the copy must be part of the graph: a replay after an in-place update
@@ -172,10 +174,11 @@ def channels_last_weight(weight):
         return _cl(weight)
     key = id(weight)
     stamp = (weight.data_ptr(), weight._version, weight.dtype, tuple(weight.shape), weight.device)
-    with _weight_cache_lock:
-        entry = _weight_cache.get(key)
-        if entry is not None and entry[0]() is weight and entry[1] == stamp:
-            return entry[2]
+    if not forward:
+        with _weight_cache_lock:
+            entry = _weight_cache.get(key)
+            if entry is not None and entry[0]() is weight and entry[1] == stamp:
+                return entry[2]
     copy = _cl(weight.detach())
     ref = weakref.ref(weight, lambda r, key=key: _drop_cached(key, r))
     with _weight_cache_lock:
@@ -193,7 +196,7 @@ def _triton_forward(x, weight, bias, stride, padding, groups, allow_tf32, x_cl=N
     """x_cl: x already in channels_last (x itself decides the output's layout)."""
     y = _empty_output(x, weight, stride, padding)
     if y.numel():
-        triton_conv().conv2d_relu_forward(_cl(x) if x_cl is None else x_cl, channels_last_weight(weight),
+        triton_conv().conv2d_relu_forward(_cl(x) if x_cl is None else x_cl, channels_last_weight(weight, True),
                                           bias.contiguous() if bias is not None else None,
                                           y, stride, padding, groups, allow_tf32)
     return y
