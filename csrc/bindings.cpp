@@ -536,7 +536,10 @@ py::dict build_info() {
 
 }  // namespace
 
+void register_conv_cuda(py::module_& m);  // the conv section at the end of this file
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  register_conv_cuda(m);
   m.doc() =
       "alexnet_kernels compiled kernels: cross-channel LRN, max-pool, fused ReLU -> LRN -> max-pool, Philox "
       "dropout and fused bias + ReLU + dropout (CPU and CUDA), and the cuDNN LRN baseline";
@@ -583,4 +586,180 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("dy"), py::arg("y"), py::arg("dx"), py::arg("dbias"), py::arg("seed"), py::arg("threshold"),
         py::arg("scale"), py::call_guard<py::gil_scoped_release>());
   m.def("build_info", &build_info, "What this extension was built with");
+}
+
+
+// =============================================================================================
+// Convolution + bias + ReLU on CUDA (csrc/conv.h, conv_cuda.cu, conv_cuda_kernels.cuh)
+//
+//   conv2d_relu_forward_cuda(x, weight, bias, y, stride_h, stride_w, pad_h, pad_w, groups, allow_tf32) -> None
+//     writes y = relu(conv2d(x, weight, bias, stride, padding, dilation 1, groups)), one kernel launch on the
+//     current stream of x's device.
+//     x       (N, C, H, W) cuda float32 / float16 / bfloat16, channels_last-contiguous
+//     weight  (Cout, C / groups, KH, KW), same dtype and device, channels_last rows: strides
+//             (row, 1, KW*Cg, Cg) with row >= KH*KW*Cg (a larger row stride pads rows, e.g. to 16 bytes)
+//     bias    (Cout,) contiguous, or None
+//     y       (N, Cout, OH, OW), any non-negative strides (channels_last is the fast layout), not
+//             overlapping the inputs
+//     allow_tf32  fp32 on TF32 tensor cores (else exact fp32 FMA); ignored for float16 / bfloat16
+//   conv2d_relu_dgrad_cuda(dy, y, weight_t, dx, KH, KW, stride_h, stride_w, pad_h, pad_w, groups, allow_tf32)
+//       -> None   writes dx = d(input) of that op, the ReLU mask (y > 0) applied to dy as it is loaded
+//     dy, y     (N, Cout, OH, OW) channels_last-contiguous, y the forward's output
+//     weight_t  the weight transposed: (groups * C/groups, row >= KH*KW*Cout/groups), contiguous rows,
+//               weight_t[g*Cg + c, (kh*KW + kw)*Og + o] = weight[g*Og + o, c, kh, kw]
+//     dx        (N, C, H, W), any non-negative strides, every element written
+// All argument checks are in this one function; the torch-free ones are conv.h's conv_problem_error.
+// =============================================================================================
+
+#include "conv.h"
+
+#ifdef AK_WITH_CUDA
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+namespace {
+
+void conv2d_relu_forward_cuda(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                              const at::Tensor& y, int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                              int64_t groups, bool allow_tf32) {
+  const char* op = "conv2d_relu_forward_cuda";
+  const bool has_bias = bias.has_value() && bias->defined();
+  for (const at::Tensor* t : {&x, &weight, &y}) TORCH_CHECK(t->defined(), op, ": undefined tensor argument");
+  TORCH_CHECK(x.is_cuda(), op, ": x must be a cuda tensor, got ", x.device());
+  const auto dtype = x.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16, op,
+              ": x must be float32, float16 or bfloat16, got ", dtype);
+  auto same = [&](const at::Tensor& t, const char* name) {
+    TORCH_CHECK(t.device() == x.device(), op, ": ", name, " is on ", t.device(), ", x on ", x.device());
+    TORCH_CHECK(t.scalar_type() == dtype, op, ": ", name, " has dtype ", t.scalar_type(), ", x ", dtype);
+  };
+  same(weight, "weight");
+  same(y, "y");
+  if (has_bias) same(*bias, "bias");
+  TORCH_CHECK(x.dim() == 4 && weight.dim() == 4 && y.dim() == 4, op, ": x, weight and y must be 4-D, got ",
+              x.sizes(), ", ", weight.sizes(), ", ", y.sizes());
+  TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast), op, ": x must be channels_last-contiguous, got strides ",
+              x.strides());
+  const int64_t Cout = weight.size(0), Cg = weight.size(1), KH = weight.size(2), KW = weight.size(3);
+  const int64_t K = KH * KW * Cg;
+  // Strides of size-1 dimensions never enter an address: not checked.
+  TORCH_CHECK((Cg == 1 || weight.stride(1) == 1) && (KW == 1 || weight.stride(3) == Cg) &&
+                  (KH == 1 || weight.stride(2) == KW * Cg) && (Cout == 1 || weight.stride(0) >= K),
+              op, ": weight must have channels_last rows, strides (row >= ", K, ", 1, ", KW * Cg, ", ", Cg,
+              "), got ", weight.strides());
+  if (has_bias)
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == Cout && (Cout == 1 || bias->stride(0) == 1), op,
+                ": bias must be 1-D contiguous with ", Cout, " elements, got shape ", bias->sizes());
+  ak::ConvProblem p{};
+  p.N = x.size(0); p.C = x.size(1); p.H = x.size(2); p.W = x.size(3);
+  p.Cout = Cout; p.KH = KH; p.KW = KW;
+  p.SH = stride_h; p.SW = stride_w; p.PH = pad_h; p.PW = pad_w; p.groups = groups;
+  TORCH_CHECK(groups >= 1 && Cg * groups == p.C, op, ": weight.shape[1] * groups (", Cg, " * ", groups,
+              ") must equal the input channels ", p.C);
+  TORCH_CHECK(stride_h >= 1 && stride_w >= 1, op, ": stride must be >= 1");
+  p.OH = (p.H + 2 * pad_h - KH) / std::max<int64_t>(stride_h, 1) + 1;
+  p.OW = (p.W + 2 * pad_w - KW) / std::max<int64_t>(stride_w, 1) + 1;
+  TORCH_CHECK(y.size(0) == p.N && y.size(1) == Cout && y.size(2) == p.OH && y.size(3) == p.OW, op,
+              ": y must have shape (", p.N, ", ", Cout, ", ", p.OH, ", ", p.OW, "), got ", y.sizes());
+  for (int d = 0; d < 4; ++d) TORCH_CHECK(y.stride(d) >= 0, op, ": y has a negative stride");
+  p.w_row_stride = Cout == 1 ? std::max<int64_t>(weight.stride(0), K) : weight.stride(0);
+  p.y_sn = y.stride(0); p.y_sc = y.stride(1); p.y_sh = y.stride(2); p.y_sw = y.stride(3);
+  if (const char* why = ak::conv_problem_error(p)) TORCH_CHECK(false, op, ": ", why);
+  if (y.numel() == 0) return;
+  at::assert_no_internal_overlap(y);
+  at::assert_no_overlap(y, x);
+  at::assert_no_overlap(y, weight);
+  if (has_bias) at::assert_no_overlap(y, *bias);
+#ifdef AK_WITH_CUDA
+  const ak::ConvDtype cdtype = dtype == at::kFloat ? ak::ConvDtype::kFloat32
+                               : dtype == at::kHalf ? ak::ConvDtype::kFloat16 : ak::ConvDtype::kBFloat16;
+  const int device = x.get_device();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
+  char err[512] = {0};
+  const int rc = ak::conv2d_relu_forward_cuda(x.const_data_ptr(), weight.const_data_ptr(),
+                                              has_bias ? bias->const_data_ptr() : nullptr, y.mutable_data_ptr(), p,
+                                              cdtype, allow_tf32, stream, device, err, sizeof(err));
+  TORCH_CHECK(rc == 0, err);
+#else
+  (void)allow_tf32;
+  no_cuda(op);
+#endif
+}
+
+void conv2d_relu_dgrad_cuda(const at::Tensor& dy, const at::Tensor& y, const at::Tensor& weight_t,
+                            const at::Tensor& dx, int64_t KH, int64_t KW, int64_t stride_h, int64_t stride_w,
+                            int64_t pad_h, int64_t pad_w, int64_t groups, bool allow_tf32) {
+  const char* op = "conv2d_relu_dgrad_cuda";
+  for (const at::Tensor* t : {&dy, &y, &weight_t, &dx}) TORCH_CHECK(t->defined(), op, ": undefined tensor argument");
+  TORCH_CHECK(dy.is_cuda(), op, ": dy must be a cuda tensor, got ", dy.device());
+  const auto dtype = dy.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16, op,
+              ": dy must be float32, float16 or bfloat16, got ", dtype);
+  for (const at::Tensor* t : {&y, &weight_t, &dx}) {
+    TORCH_CHECK(t->device() == dy.device(), op, ": all tensors must be on ", dy.device(), ", got ", t->device());
+    TORCH_CHECK(t->scalar_type() == dtype, op, ": all tensors must have dtype ", dtype, ", got ", t->scalar_type());
+  }
+  TORCH_CHECK(dy.dim() == 4 && y.dim() == 4 && dx.dim() == 4 && weight_t.dim() == 2, op,
+              ": dy, y, dx must be 4-D and weight_t 2-D, got ", dy.sizes(), ", ", y.sizes(), ", ", dx.sizes(), ", ",
+              weight_t.sizes());
+  TORCH_CHECK(dy.sizes() == y.sizes(), op, ": dy and y must have the same shape, got ", dy.sizes(), " and ", y.sizes());
+  TORCH_CHECK(dy.is_contiguous(at::MemoryFormat::ChannelsLast) && y.is_contiguous(at::MemoryFormat::ChannelsLast),
+              op, ": dy and y must be channels_last-contiguous");
+  ak::ConvDgradProblem d{};
+  ak::ConvProblem& p = d.p;
+  p.N = dx.size(0); p.C = dx.size(1); p.H = dx.size(2); p.W = dx.size(3);
+  p.Cout = dy.size(1); p.KH = KH; p.KW = KW;
+  p.SH = stride_h; p.SW = stride_w; p.PH = pad_h; p.PW = pad_w; p.groups = groups;
+  p.OH = dy.size(2); p.OW = dy.size(3);
+  TORCH_CHECK(dy.size(0) == p.N, op, ": dy and dx must have the same batch size");
+  TORCH_CHECK(groups >= 1 && p.C % groups == 0 && p.Cout % groups == 0, op,
+              ": groups must divide the channels of dx and dy");
+  const int64_t Cg = p.C / groups, Kd = KH * KW * (p.Cout / groups);
+  TORCH_CHECK(weight_t.size(0) == groups * Cg && weight_t.size(1) >= Kd && (weight_t.size(0) == 1 ||
+              weight_t.stride(0) >= Kd) && (weight_t.size(1) == 1 || weight_t.stride(1) == 1), op,
+              ": weight_t must be (groups * C/groups, >= KH*KW*Cout/groups) = (", groups * Cg, ", >= ", Kd,
+              ") with contiguous rows, got shape ", weight_t.sizes(), " strides ", weight_t.strides());
+  p.w_row_stride = weight_t.size(0) == 1 ? std::max<int64_t>(Kd, weight_t.stride(0)) : weight_t.stride(0);
+  p.y_sn = dy.stride(0); p.y_sc = dy.stride(1); p.y_sh = dy.stride(2); p.y_sw = dy.stride(3);
+  if (p.OH == 1 && p.OW == 1) { p.y_sh = p.OW * p.Cout; p.y_sw = p.Cout; }  // strides of size-1 dims are free
+  else if (p.OW == 1) p.y_sw = p.Cout;
+  else if (p.OH == 1) p.y_sh = p.OW * p.Cout;
+  if (p.N == 1) p.y_sn = p.OH * p.OW * p.Cout;
+  if (p.Cout == 1) p.y_sc = 1;
+  d.dx_sn = dx.stride(0); d.dx_sc = dx.stride(1); d.dx_sh = dx.stride(2); d.dx_sw = dx.stride(3);
+  if (const char* why = ak::conv_dgrad_problem_error(d)) TORCH_CHECK(false, op, ": ", why);
+  if (dx.numel() == 0) return;
+  at::assert_no_internal_overlap(dx);
+  at::assert_no_overlap(dx, dy);
+  at::assert_no_overlap(dx, y);
+  at::assert_no_overlap(dx, weight_t);
+#ifdef AK_WITH_CUDA
+  const ak::ConvDtype cdtype = dtype == at::kFloat ? ak::ConvDtype::kFloat32
+                               : dtype == at::kHalf ? ak::ConvDtype::kFloat16 : ak::ConvDtype::kBFloat16;
+  const int device = dy.get_device();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
+  char err[512] = {0};
+  const int rc = ak::conv2d_relu_dgrad_cuda(dy.const_data_ptr(), y.const_data_ptr(), weight_t.const_data_ptr(),
+                                            dx.mutable_data_ptr(), d, cdtype, allow_tf32, stream, device, err,
+                                            sizeof(err));
+  TORCH_CHECK(rc == 0, err);
+#else
+  (void)allow_tf32;
+  no_cuda(op);
+#endif
+}
+
+}  // namespace
+
+void register_conv_cuda(py::module_& m) {
+  m.def("conv2d_relu_dgrad_cuda", &conv2d_relu_dgrad_cuda,
+        "d(input) of relu(conv2d(x, w) + b) from dy and the saved output y (mask y > 0 applied on load): writes dx",
+        py::arg("dy"), py::arg("y"), py::arg("weight_t"), py::arg("dx"), py::arg("KH"), py::arg("KW"),
+        py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("groups"),
+        py::arg("allow_tf32"), py::call_guard<py::gil_scoped_release>());
+  m.def("conv2d_relu_forward_cuda", &conv2d_relu_forward_cuda,
+        "Implicit-GEMM relu(conv2d(x, weight) + bias) on CUDA tensor cores: writes y (see csrc/bindings.cpp)",
+        py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("y"), py::arg("stride_h"), py::arg("stride_w"),
+        py::arg("pad_h"), py::arg("pad_w"), py::arg("groups"), py::arg("allow_tf32"),
+        py::call_guard<py::gil_scoped_release>());
 }
