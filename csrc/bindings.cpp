@@ -608,6 +608,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 //     weight_t  the weight transposed: (groups * C/groups, row >= KH*KW*Cout/groups), contiguous rows,
 //               weight_t[g*Cg + c, (kh*KW + kw)*Og + o] = weight[g*Og + o, c, kh, kw]
 //     dx        (N, C, H, W), any non-negative strides, every element written
+//   conv2d_relu_wgrad_cuda(dy, y, x, dw_part, db_part, KH, KW, stride_h, stride_w, pad_h, pad_w, groups,
+//       allow_tf32) -> None   writes fp32 partial sums of d(weight) and d(bias) over `splits` pixel ranges
+//     dy, y     as for dgrad;  x (N, C, H, W) channels_last-contiguous
+//     dw_part   (splits, Cout, KH*KW*C/groups) contiguous float32, dw_part[s, o, (kh*KW + kw)*Cg + c]
+//     db_part   (splits, Cout) contiguous float32;  the caller sums dim 0 (a fixed order: deterministic)
 // All argument checks are in this one function; the torch-free ones are conv.h's conv_problem_error.
 // =============================================================================================
 
@@ -749,9 +754,70 @@ void conv2d_relu_dgrad_cuda(const at::Tensor& dy, const at::Tensor& y, const at:
 #endif
 }
 
+void conv2d_relu_wgrad_cuda(const at::Tensor& dy, const at::Tensor& y, const at::Tensor& x, const at::Tensor& dw_part,
+                            const at::Tensor& db_part, int64_t KH, int64_t KW, int64_t stride_h, int64_t stride_w,
+                            int64_t pad_h, int64_t pad_w, int64_t groups, bool allow_tf32) {
+  const char* op = "conv2d_relu_wgrad_cuda";
+  for (const at::Tensor* t : {&dy, &y, &x, &dw_part, &db_part})
+    TORCH_CHECK(t->defined(), op, ": undefined tensor argument");
+  TORCH_CHECK(dy.is_cuda(), op, ": dy must be a cuda tensor, got ", dy.device());
+  const auto dtype = dy.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16, op,
+              ": dy must be float32, float16 or bfloat16, got ", dtype);
+  for (const at::Tensor* t : {&y, &x, &dw_part, &db_part})
+    TORCH_CHECK(t->device() == dy.device(), op, ": all tensors must be on ", dy.device(), ", got ", t->device());
+  TORCH_CHECK(y.scalar_type() == dtype && x.scalar_type() == dtype, op, ": dy, y and x must share a dtype");
+  TORCH_CHECK(dw_part.scalar_type() == at::kFloat && db_part.scalar_type() == at::kFloat, op,
+              ": dw_part and db_part must be float32");
+  TORCH_CHECK(dy.dim() == 4 && y.dim() == 4 && x.dim() == 4, op, ": dy, y and x must be 4-D");
+  TORCH_CHECK(dy.sizes() == y.sizes(), op, ": dy and y must have the same shape, got ", dy.sizes(), " and ", y.sizes());
+  TORCH_CHECK(dy.is_contiguous(at::MemoryFormat::ChannelsLast) && y.is_contiguous(at::MemoryFormat::ChannelsLast) &&
+                  x.is_contiguous(at::MemoryFormat::ChannelsLast),
+              op, ": dy, y and x must be channels_last-contiguous");
+  ak::ConvWgradProblem w{};
+  ak::ConvProblem& p = w.p;
+  p.N = x.size(0); p.C = x.size(1); p.H = x.size(2); p.W = x.size(3);
+  p.Cout = dy.size(1); p.KH = KH; p.KW = KW;
+  p.SH = stride_h; p.SW = stride_w; p.PH = pad_h; p.PW = pad_w; p.groups = groups;
+  p.OH = dy.size(2); p.OW = dy.size(3);
+  TORCH_CHECK(dy.size(0) == p.N, op, ": dy and x must have the same batch size");
+  // channels_last-contiguous (checked above): the strides the kernel assumes.
+  p.y_sc = 1; p.y_sw = p.Cout; p.y_sh = p.OW * p.Cout; p.y_sn = p.OH * p.OW * p.Cout;
+  TORCH_CHECK(groups >= 1 && p.C % groups == 0, op, ": groups must divide the input channels");
+  const int64_t K = KH * KW * (p.C / groups);
+  TORCH_CHECK(dw_part.dim() == 3 && dw_part.size(1) == p.Cout && dw_part.size(2) == K && dw_part.is_contiguous(), op,
+              ": dw_part must be contiguous (splits, ", p.Cout, ", ", K, "), got ", dw_part.sizes());
+  TORCH_CHECK(db_part.dim() == 2 && db_part.size(0) == dw_part.size(0) && db_part.size(1) == p.Cout &&
+                  db_part.is_contiguous(),
+              op, ": db_part must be contiguous (splits, ", p.Cout, "), got ", db_part.sizes());
+  w.splits = dw_part.size(0);
+  if (const char* why = ak::conv_wgrad_problem_error(w)) TORCH_CHECK(false, op, ": ", why);
+  at::assert_no_overlap(dw_part, db_part);
+#ifdef AK_WITH_CUDA
+  const ak::ConvDtype cdtype = dtype == at::kFloat ? ak::ConvDtype::kFloat32
+                               : dtype == at::kHalf ? ak::ConvDtype::kFloat16 : ak::ConvDtype::kBFloat16;
+  const int device = dy.get_device();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
+  char err[512] = {0};
+  const int rc = ak::conv2d_relu_wgrad_cuda(dy.const_data_ptr(), y.const_data_ptr(), x.const_data_ptr(),
+                                            dw_part.mutable_data_ptr<float>(), db_part.mutable_data_ptr<float>(), w,
+                                            cdtype, allow_tf32, stream, device, err, sizeof(err));
+  TORCH_CHECK(rc == 0, err);
+#else
+  (void)allow_tf32;
+  no_cuda(op);
+#endif
+}
+
 }  // namespace
 
 void register_conv_cuda(py::module_& m) {
+  m.def("conv2d_relu_wgrad_cuda", &conv2d_relu_wgrad_cuda,
+        "d(weight), d(bias) of relu(conv2d(x, w) + b) as fp32 partial sums over pixel splits (mask y > 0 on load): "
+        "writes dw_part, db_part",
+        py::arg("dy"), py::arg("y"), py::arg("x"), py::arg("dw_part"), py::arg("db_part"), py::arg("KH"),
+        py::arg("KW"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"),
+        py::arg("groups"), py::arg("allow_tf32"), py::call_guard<py::gil_scoped_release>());
   m.def("conv2d_relu_dgrad_cuda", &conv2d_relu_dgrad_cuda,
         "d(input) of relu(conv2d(x, w) + b) from dy and the saved output y (mask y > 0 applied on load): writes dx",
         py::arg("dy"), py::arg("y"), py::arg("weight_t"), py::arg("dx"), py::arg("KH"), py::arg("KW"),

@@ -207,6 +207,53 @@ inline ConvDgradPlan plan_conv_dgrad(const ConvDgradProblem& d, ConvDtype dtype,
   return plan;
 }
 
+// d(weight) and d(bias) of conv2d_relu (the backward's wgrad), the ReLU mask y > 0 applied to dy on load,
+// as fp32 partial sums over `splits` ranges of pixels: dw_part[s][o][(kh*KW + kw)*Cg + c] and db_part[s][o]
+// (every element written; the caller adds the splits in order).  dy, y: channels_last (N, OH, OW, Cout)
+// contiguous (p.y_* their strides); x channels_last (N, H, W, C) contiguous; p.w_row_stride unused.
+struct ConvWgradProblem {
+  ConvProblem p;
+  int64_t splits;
+};
+
+inline const char* conv_wgrad_problem_error(const ConvWgradProblem& w) {
+  ConvProblem q = w.p;
+  q.w_row_stride = INT64_MAX;
+  if (const char* why = conv_problem_error(q)) return why;
+  if (w.p.y_sc != 1 || w.p.y_sw != w.p.Cout || w.p.y_sh != w.p.OW * w.p.Cout || w.p.y_sn != w.p.OH * w.p.OW * w.p.Cout)
+    return "dy and y must be channels_last-contiguous";
+  if (w.splits < 1 || w.splits > kConvMaxGridY) return "splits must be in [1, 65535]";
+  return nullptr;
+}
+
+struct ConvWgradPlan {
+  bool vec;  // 16-byte loads of dy, y and x
+  int tile;
+  bool fma, dw_pair;
+  const char* reason;
+};
+
+inline ConvWgradPlan plan_conv_wgrad(const ConvWgradProblem& w, ConvDtype dtype, bool allow_tf32, unsigned dy_align,
+                                     unsigned y_align, unsigned x_align) {
+  const ConvProblem& p = w.p;
+  ConvWgradPlan plan{};
+  const int64_t vec = 16 / conv_dtype_size(dtype);
+  const int64_t Cg = p.C / p.groups, Og = p.Cout / p.groups;
+  plan.vec = Og % vec == 0 && p.Cout % vec == 0 && Cg % vec == 0 && p.C % vec == 0 && dy_align == 0 &&
+             y_align == 0 && x_align == 0;
+  plan.fma = dtype == ConvDtype::kFloat32 && !allow_tf32;
+  plan.dw_pair = (p.KH * p.KW * Cg) % 2 == 0;
+  if (plan.fma || !plan.vec || Og % 128 != 0) {
+    plan.tile = 2;
+    plan.reason = plan.fma ? "exact fp32: the 64x64 tile" : !plan.vec ? "element loads: the 64x64 tile"
+                                                                       : "Og not a multiple of 128: 64x64 tiles";
+  } else {
+    plan.tile = 0;
+    plan.reason = "Og a multiple of 128: 128x128 tiles";
+  }
+  return plan;
+}
+
 // Dynamic shared memory of a tile: STAGES x (BM + BN) rows of BK elements padded by 16 bytes.
 inline size_t conv_smem_bytes(const ConvTileShape& s, ConvDtype dtype) {
   const int esize = conv_dtype_size(dtype);
@@ -219,6 +266,11 @@ inline size_t conv_smem_bytes(const ConvTileShape& s, ConvDtype dtype) {
 int conv2d_relu_dgrad_cuda(const void* dy, const void* y, const void* wt, void* dx, const ConvDgradProblem& d,
                            ConvDtype dtype, bool allow_tf32, cudaStream_t stream, int device, char* err,
                            size_t errlen);
+
+// Writes dw_part (splits, Cout, K) and db_part (splits, Cout), fp32, with one kernel launch.
+int conv2d_relu_wgrad_cuda(const void* dy, const void* y, const void* x, float* dw_part, float* db_part,
+                           const ConvWgradProblem& w, ConvDtype dtype, bool allow_tf32, cudaStream_t stream,
+                           int device, char* err, size_t errlen);
 
 // Writes y = relu(conv(x, w) + bias) with one kernel launch on `stream` of CUDA device `device`.
 // Returns 0 on success; otherwise writes a message into err (errlen bytes) and returns nonzero.

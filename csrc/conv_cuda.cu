@@ -77,6 +77,34 @@ struct DgradLauncher {
   }
 };
 
+struct WgradLauncher {
+  const WgradArgs& a;
+  int64_t groups, splits;
+  ConvDtype dtype;
+  cudaStream_t stream;
+  char* err;
+  size_t errlen;
+
+  template <typename T, MathKind MK, typename TileT, bool VEC>
+  int run_wgrad() {
+    auto kernel = conv2d_relu_wgrad_kernel<T, MK, TileT, VEC>;
+    const ConvTileShape shape{TileT::BM, TileT::BN, TileT::BK, TileT::WARPS_M, TileT::WARPS_N, TileT::STAGES};
+    const size_t smem = conv_smem_bytes(shape, dtype);
+    cudaError_t e =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (e != cudaSuccess) return fail(err, errlen, "cudaFuncSetAttribute", e);
+    const int64_t blocks_x = int64_t(a.m_tiles) * ((a.K + TileT::BN - 1) / TileT::BN);
+    if (blocks_x > 0x7fffffff) {
+      snprintf(err, errlen, "conv2d_relu_wgrad_cuda: %lld tiles exceed the grid", (long long)blocks_x);
+      return 1;
+    }
+    const dim3 grid(static_cast<unsigned>(blocks_x), static_cast<unsigned>(groups), static_cast<unsigned>(splits));
+    kernel<<<grid, TileT::kThreads, smem, stream>>>(a);
+    e = cudaGetLastError();
+    return e == cudaSuccess ? 0 : fail(err, errlen, "kernel launch", e);
+  }
+};
+
 unsigned align16(const void* p) { return static_cast<unsigned>(reinterpret_cast<uintptr_t>(p) & 15); }
 
 // Makes `device` current for the call (and restores the caller's).
@@ -149,6 +177,21 @@ int conv2d_relu_dgrad_cuda(const void* dy, const void* y, const void* wt, void* 
   }
   DgradLauncher launcher{a, dtype, stream, err, errlen};
   return dispatch_dgrad<conv_f16, conv_bf16>(plan, dtype, launcher);
+}
+
+int conv2d_relu_wgrad_cuda(const void* dy, const void* y, const void* x, float* dw_part, float* db_part,
+                           const ConvWgradProblem& w, ConvDtype dtype, bool allow_tf32, cudaStream_t stream,
+                           int device, char* err, size_t errlen) {
+  if (const char* why = conv_wgrad_problem_error(w)) {
+    snprintf(err, errlen, "conv2d_relu_wgrad_cuda: %s", why);
+    return 1;
+  }
+  const DeviceScope scope(device);
+  if (scope.error != cudaSuccess) return fail(err, errlen, "cudaSetDevice", scope.error);
+  const ConvWgradPlan plan = plan_conv_wgrad(w, dtype, allow_tf32, align16(dy), align16(y), align16(x));
+  const WgradArgs a = make_wgrad_args(w, plan, dy, y, x, dw_part, db_part);
+  WgradLauncher launcher{a, w.p.groups, w.splits, dtype, stream, err, errlen};
+  return dispatch_wgrad<conv_f16, conv_bf16>(plan, dtype, launcher);
 }
 
 }  // namespace ak

@@ -379,10 +379,11 @@ template <typename TileT>
 using Acc = float[TileT::MT][TileT::NT][4];
 
 // acc += A x B over k_tiles tiles of BK; fill(As, Bs, k0) issues the loads of one tile into a stage
-// (cp.async copies, or synchronous stores).  Ends with every copy landed.
-template <typename T, MathKind MK, typename TileT, typename Fill>
+// (cp.async copies, or synchronous stores); landed(As) sees each A tile once every thread's loads of it
+// are visible.  Ends with every copy landed.
+template <typename T, MathKind MK, typename TileT, typename Fill, typename Landed>
 __device__ __forceinline__ void gemm_mainloop(T* smem, int k_tiles, int wm, int wn, int lane, Fill& fill,
-                                              Acc<TileT>& acc) {
+                                              Landed& landed, Acc<TileT>& acc) {
   constexpr int kPitch = TileT::BK + Elem<T>::kVec;  // elements per shared row (16 bytes of padding)
   constexpr int kStageElems = (TileT::BM + TileT::BN) * kPitch;
 #pragma unroll
@@ -407,6 +408,7 @@ __device__ __forceinline__ void gemm_mainloop(T* smem, int k_tiles, int wm, int 
     }
     conv_ptx_cp_async_commit();
     const T* As = smem + (kt % TileT::STAGES) * kStageElems;
+    landed(As);
     warp_tile_mma<T, MK, TileT>(As, As + TileT::BM * kPitch, kPitch, wm, wn, lane, acc);
   }
   conv_ptx_cp_async_wait<0>();
@@ -424,7 +426,7 @@ struct EpilogueMap {
   bool pair;      // channel pairs may be stored as one aligned store (sc == 1, even offsets)
 };
 
-template <typename T, typename TileT>
+template <typename TileT, typename T>
 __device__ __forceinline__ void store_tile(const Acc<TileT>& acc, const EpilogueMap& e, int64_t m0, int col0,
                                            int wm, int wn, int lane, T* __restrict__ out,
                                            const T* __restrict__ bias, bool relu) {
@@ -487,12 +489,13 @@ __global__ void __launch_bounds__(TileT::kThreads)
     loader.load(a, x, group, k0, As, kPitch, tid);
     load_weights<T, TileT>(a, w, o_first, o_count, k0, Bs, kPitch, tid);
   };
+  auto landed = [](const T*) {};
   float acc[TileT::MT][TileT::NT][4];
-  gemm_mainloop<T, MK, TileT>(smem, (a.K + TileT::BK - 1) / TileT::BK, wm, wn, lane, fill, acc);
+  gemm_mainloop<T, MK, TileT>(smem, (a.K + TileT::BK - 1) / TileT::BK, wm, wn, lane, fill, landed, acc);
 
   // Epilogue: bias + ReLU on the accumulators, one store per element (or per channel pair).
   const EpilogueMap e{a.M, a.OH, a.OW, a.y_sn, a.y_sc, a.y_sh, a.y_sw, int64_t(group) * a.Og, a.Og, a.y_pair};
-  store_tile<T, TileT>(acc, e, m0, o0, wm, wn, lane, static_cast<T*>(a.y), static_cast<const T*>(a.bias), true);
+  store_tile<TileT>(acc, e, m0, o0, wm, wn, lane, static_cast<T*>(a.y), static_cast<const T*>(a.bias), true);
 }
 
 // ---- the dgrad kernel: dx = (dy * (y > 0)) (*) w^T ------------------------------------------------------
@@ -600,10 +603,130 @@ __global__ void __launch_bounds__(TileT::kThreads)
     loader.load(a, dy, y, group, k0, As, kPitch, tid);
     load_weights<T, TileT>(a, w, row_first, c_count, k0, Bs, kPitch, tid);
   };
+  auto landed = [](const T*) {};
   float acc[TileT::MT][TileT::NT][4];
-  gemm_mainloop<T, MK, TileT>(smem, (a.K + TileT::BK - 1) / TileT::BK, wm, wn, lane, fill, acc);
+  gemm_mainloop<T, MK, TileT>(smem, (a.K + TileT::BK - 1) / TileT::BK, wm, wn, lane, fill, landed, acc);
   const EpilogueMap e{a.M, a.H, a.W, a.dx_sn, a.dx_sc, a.dx_sh, a.dx_sw, int64_t(group) * a.Cg, a.Cg, a.dx_pair};
-  store_tile<T, TileT>(acc, e, m0, c0, wm, wn, lane, static_cast<T*>(a.dx), static_cast<const T*>(nullptr), false);
+  store_tile<TileT>(acc, e, m0, c0, wm, wn, lane, static_cast<T*>(a.dx), static_cast<const T*>(nullptr), false);
+}
+
+
+// ---- the wgrad kernel: dw = (dy * (y > 0))^T (*) im2col(x), db = column sums of dy * (y > 0) -------------
+//
+//   dw[g*Og + o, k] = sum_p G[o, p] * X[k, p],  db[g*Og + o] = sum_p G[o, p]
+//   G[o, p] = (y > 0 ? dy : 0)[p, g*Og + o] (the mask applied as dy is loaded), X[k, p] = A[p, k] of the forward
+//   (im2col of x), p = (n, oh, ow) in [0, P = N*OH*OW), k = (kh*KW + kw)*Cg + c.
+// The pixel reduction is split over grid axis z; split s sums pixels [s*p_per_split, (s+1)*p_per_split) in
+// order and writes fp32 partial sums dw_part[s][Cout][K] and db_part[s][Cout]; the caller adds the splits
+// in a fixed order (deterministic, no atomics).  db is summed by the blocks of the first k tile, in pixel
+// order, from the A tiles in shared memory.  Both operands are transposed on their way to shared memory
+// ([o][p] and [k][p]), so their loads are synchronous: 16-byte vector loads (VEC: Og, Cout, Cg, C multiples
+// of 16 bytes of channels, aligned bases) or element loads.
+
+struct WgradArgs {
+  const void* dy;
+  const void* y;
+  const void* x;
+  float* dw_part;
+  float* db_part;
+  int64_t P;            // N * OH * OW
+  int H, W, C, OH, OW, Cg, Og, Cout, K, KW, SH, SW, PH, PW;
+  int m_tiles;          // tiles over Og
+  int64_t p_per_split;  // a multiple of BK
+  bool vec, dw_pair;
+};
+
+template <typename T, typename TileT, bool VEC>
+__device__ __forceinline__ void wgrad_fill(const WgradArgs& a, const T* __restrict__ dy, const T* __restrict__ y,
+                                           const T* __restrict__ x, int group, int o0, int kcol0, int64_t p0,
+                                           int64_t p_end, T* As, T* Bs, int pitch, int tid) {
+  constexpr int kE = VEC ? Elem<T>::kVec : 1;
+  // A[o][p]: kE consecutive output channels of one pixel per load (contiguous in channels_last dy).
+  constexpr int kAChunksPerP = TileT::BM / kE;
+  for (int q = tid; q < kAChunksPerP * TileT::BK; q += TileT::kThreads) {
+    const int pl = q / kAChunksPerP, oc = (q - pl * kAChunksPerP) * kE;
+    const int64_t p = p0 + pl;
+    const int o = o0 + oc;
+    const bool ok = p < p_end && o < a.Og;
+    T d[kE], v[kE];
+    if (ok) {
+      const int64_t off = p * a.Cout + int64_t(group) * a.Og + o;
+      if constexpr (VEC) {
+        conv_ld_global16(d, dy + off);
+        conv_ld_global16(v, y + off);
+      } else {
+        d[0] = dy[off];
+        v[0] = y[off];
+      }
+    }
+#pragma unroll
+    for (int e = 0; e < kE; ++e) As[(oc + e) * pitch + pl] = (ok && conv_to_float(v[e]) > 0.0f) ? d[e] : conv_zero<T>();
+  }
+  // B[k][p]: kE consecutive k (channels of one tap) of one pixel per load.
+  constexpr int kBChunksPerP = TileT::BN / kE;
+  for (int q = tid; q < kBChunksPerP * TileT::BK; q += TileT::kThreads) {
+    const int pl = q / kBChunksPerP, kc = (q - pl * kBChunksPerP) * kE;
+    const int64_t p = p0 + pl;
+    const int k = kcol0 + kc;
+    bool ok = p < p_end && k < a.K;
+    T v[kE];
+    if (ok) {
+      const int ow = static_cast<int>(p % a.OW);
+      const int64_t t = p / a.OW;
+      const int oh = static_cast<int>(t % a.OH);
+      const int64_t n = t / a.OH;
+      const int tap = k / a.Cg, c = k - tap * a.Cg;
+      const int kh = tap / a.KW, kw = tap - kh * a.KW;
+      const int ih = oh * a.SH - a.PH + kh, iw = ow * a.SW - a.PW + kw;
+      ok = ih >= 0 && ih < a.H && iw >= 0 && iw < a.W;
+      if (ok) {
+        const T* src = x + ((n * a.H + ih) * a.W + iw) * a.C + int64_t(group) * a.Cg + c;
+        if constexpr (VEC)
+          conv_ld_global16(v, src);
+        else
+          v[0] = *src;
+      }
+    }
+#pragma unroll
+    for (int e = 0; e < kE; ++e) Bs[(kc + e) * pitch + pl] = ok ? v[e] : conv_zero<T>();
+  }
+}
+
+template <typename T, MathKind MK, typename TileT, bool VEC>
+__global__ void __launch_bounds__(TileT::kThreads)
+    conv2d_relu_wgrad_kernel(WgradArgs a) {
+  extern __shared__ __align__(16) unsigned char conv_smem[];
+  T* smem = reinterpret_cast<T*>(conv_smem);
+  const int tid = threadIdx.x;
+  const int lane = tid & 31, warp = tid >> 5;
+  const int wm = warp / TileT::WARPS_N, wn = warp % TileT::WARPS_N;
+  const int m_tile = static_cast<int>(blockIdx.x % a.m_tiles), k_tile = static_cast<int>(blockIdx.x / a.m_tiles);
+  const int group = blockIdx.y;
+  const int64_t split = blockIdx.z;
+  const int o0 = m_tile * TileT::BM, kcol0 = k_tile * TileT::BN;
+  const int64_t p_begin = split * a.p_per_split;
+  const int64_t p_end = p_begin + a.p_per_split < a.P ? p_begin + a.p_per_split : a.P;
+  const int k_tiles = p_end > p_begin ? static_cast<int>((p_end - p_begin + TileT::BK - 1) / TileT::BK) : 0;
+  const T* dy = static_cast<const T*>(a.dy);
+  const T* y = static_cast<const T*>(a.y);
+  const T* x = static_cast<const T*>(a.x);
+  constexpr int kPitch = TileT::BK + Elem<T>::kVec;
+
+  auto fill = [&](T* As, T* Bs, int kk) {
+    wgrad_fill<T, TileT, VEC>(a, dy, y, x, group, o0, kcol0, p_begin + kk, p_end, As, Bs, kPitch, tid);
+  };
+  float db = 0.0f;  // output channel o0 + tid of the first k tile's blocks, summed in pixel order
+  const bool sums_bias = k_tile == 0 && tid < TileT::BM;
+  auto landed = [&](const T* As) {
+    if (sums_bias)
+      for (int j = 0; j < TileT::BK; ++j) db += conv_to_float(As[tid * kPitch + j]);
+  };
+  float acc[TileT::MT][TileT::NT][4];
+  gemm_mainloop<T, MK, TileT>(smem, k_tiles, wm, wn, lane, fill, landed, acc);
+  float* dw = a.dw_part + (split * a.Cout + int64_t(group) * a.Og) * a.K;
+  const EpilogueMap e{int64_t(a.Og), 1, 1, int64_t(a.K), 1, 0, 0, 0, a.K, a.dw_pair};
+  store_tile<TileT>(acc, e, o0, kcol0, wm, wn, lane, dw, static_cast<const float*>(nullptr), false);
+  if (sums_bias && o0 + tid < a.Og) a.db_part[split * a.Cout + int64_t(group) * a.Og + o0 + tid] = db;
 }
 
 // ---- host side: kernel arguments and the choice of compiled kernel -----------------------------------
@@ -739,6 +862,60 @@ int dispatch_dgrad(const ConvDgradPlan& plan, ConvDtype dtype, F& f) {
   if (dtype == ConvDtype::kFloat16) return dispatch_dgrad_tile<TF16, MathKind::kMmaF16>(plan, f);
   if (plan.fma) return dispatch_dgrad_tile<float, MathKind::kFmaF32>(plan, f);
   return dispatch_dgrad_tile<float, MathKind::kMmaTF32>(plan, f);
+}
+
+inline WgradArgs make_wgrad_args(const ConvWgradProblem& w, const ConvWgradPlan& plan, const void* dy, const void* y,
+                                 const void* x, float* dw_part, float* db_part) {
+  const ConvProblem& p = w.p;
+  WgradArgs a{};
+  a.dy = dy;
+  a.y = y;
+  a.x = x;
+  a.dw_part = dw_part;
+  a.db_part = db_part;
+  a.P = p.N * p.OH * p.OW;
+  a.H = int(p.H);
+  a.W = int(p.W);
+  a.C = int(p.C);
+  a.OH = int(p.OH);
+  a.OW = int(p.OW);
+  a.Cg = int(p.C / p.groups);
+  a.Og = int(p.Cout / p.groups);
+  a.Cout = int(p.Cout);
+  a.K = int(p.KH * p.KW * a.Cg);
+  a.KW = int(p.KW);
+  a.SH = int(p.SH);
+  a.SW = int(p.SW);
+  a.PH = int(p.PH);
+  a.PW = int(p.PW);
+  const ConvTileShape& s = kConvTiles[plan.tile];
+  a.m_tiles = (a.Og + s.bm - 1) / s.bm;
+  const int64_t per = (a.P + w.splits - 1) / w.splits;
+  a.p_per_split = ((per + s.bk - 1) / s.bk) * s.bk;
+  a.vec = plan.vec;
+  a.dw_pair = plan.dw_pair;
+  return a;
+}
+
+// Calls f.template run_wgrad<T, MathKind, TileT, VEC>(): vector loads on tiles 0 and 2, element loads and
+// exact fp32 on tile 2.
+template <typename T, MathKind MK, typename F>
+int dispatch_wgrad_tile(const ConvWgradPlan& plan, F& f) {
+  if (!plan.vec) return f.template run_wgrad<T, MK, TileOf<2>, false>();
+  if constexpr (MK == MathKind::kFmaF32) {
+    return f.template run_wgrad<T, MK, TileOf<2>, true>();
+  } else {
+    if (plan.tile == 0) return f.template run_wgrad<T, MK, TileOf<0>, true>();
+    return f.template run_wgrad<T, MK, TileOf<2>, true>();
+  }
+}
+
+template <typename TF16, typename TBF16, typename F>
+int dispatch_wgrad(const ConvWgradPlan& plan, ConvDtype dtype, F& f) {
+  if (dtype == ConvDtype::kBFloat16) return dispatch_wgrad_tile<TBF16, MathKind::kMmaBF16>(plan, f);
+  if (dtype == ConvDtype::kFloat16) return dispatch_wgrad_tile<TF16, MathKind::kMmaF16>(plan, f);
+  if (plan.fma) return dispatch_wgrad_tile<float, MathKind::kFmaF32>(plan, f);
+  return dispatch_wgrad_tile<float, MathKind::kMmaTF32>(plan, f);
 }
 
 }  // namespace conv_detail

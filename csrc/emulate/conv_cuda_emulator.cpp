@@ -360,6 +360,30 @@ struct EmuDgradLauncher {
   }
 };
 
+
+struct EmuWgradLauncher {
+  const WgradArgs& a;
+  int64_t groups, splits;
+  ConvDtype dtype;
+  std::string kernel_name;
+
+  template <typename T, MathKind MK, typename TileT, bool VEC>
+  int run_wgrad() {
+    const ConvTileShape shape{TileT::BM, TileT::BN, TileT::BK, TileT::WARPS_M, TileT::WARPS_N, TileT::STAGES};
+    kernel_name = tile_name<TileT>(int(MK), VEC ? "wgrad-vec16" : "wgrad-element");
+    const int64_t blocks_x = int64_t(a.m_tiles) * ((a.K + TileT::BN - 1) / TileT::BN);
+    for (int64_t z = 0; z < splits; ++z) {
+      const WgradArgs args = a;
+      const unsigned zz = static_cast<unsigned>(z);
+      emulate_launch(blocks_x, groups, TileT::kThreads, conv_smem_bytes(shape, dtype), [&, zz] {
+        blockIdx.z = zz;
+        conv2d_relu_wgrad_kernel<T, MK, TileT, VEC>(args);
+      });
+    }
+    return 0;
+  }
+};
+
 ConvDtype dtype_of(const at::Tensor& t) {
   switch (t.scalar_type()) {
     case at::kFloat: return ConvDtype::kFloat32;
@@ -467,9 +491,52 @@ py::dict conv2d_relu_dgrad(at::Tensor dy, at::Tensor y, at::Tensor wt, at::Tenso
   return out;
 }
 
+// dy, y: channels_last (N, Cout, OH, OW); x channels_last (N, C, H, W); dw_part (splits, Cout, K) and db_part
+// (splits, Cout) fp32; geometry (KH, KW, SH, SW, PH, PW, groups).  vec >= 0 overrides the plan.
+py::dict conv2d_relu_wgrad(at::Tensor dy, at::Tensor y, at::Tensor x, at::Tensor dw_part, at::Tensor db_part,
+                           std::vector<int64_t> geometry, bool allow_tf32, int64_t tile, int64_t vec) {
+  TORCH_CHECK(geometry.size() == 7, "geometry is (KH, KW, SH, SW, PH, PW, groups)");
+  TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast), "x must be channels_last");
+  TORCH_CHECK(y.strides() == dy.strides(), "y and dy must share strides");
+  ConvWgradProblem w{};
+  ConvProblem& p = w.p;
+  p.N = x.size(0); p.C = x.size(1); p.H = x.size(2); p.W = x.size(3);
+  p.Cout = dy.size(1); p.KH = geometry[0]; p.KW = geometry[1];
+  p.SH = geometry[2]; p.SW = geometry[3]; p.PH = geometry[4]; p.PW = geometry[5]; p.groups = geometry[6];
+  p.OH = dy.size(2); p.OW = dy.size(3);
+  p.y_sn = dy.stride(0); p.y_sc = dy.stride(1); p.y_sh = dy.stride(2); p.y_sw = dy.stride(3);
+  w.splits = dw_part.size(0);
+  if (const char* why = conv_wgrad_problem_error(w)) TORCH_CHECK(false, "conv emulator: ", why);
+  const ConvDtype dtype = dtype_of(dy);
+  ConvWgradPlan plan = plan_conv_wgrad(w, dtype, allow_tf32, align16(dy.data_ptr()), align16(y.data_ptr()),
+                                       align16(x.data_ptr()));
+  if (vec >= 0) plan.vec = vec != 0;
+  if (tile >= 0) plan.tile = int(tile);
+  if (plan.fma || !plan.vec) plan.tile = 2;
+  emu::g_global.clear();
+  add_range(dy); add_range(y); add_range(x); add_range(dw_part); add_range(db_part);
+  const WgradArgs a = make_wgrad_args(w, plan, dy.data_ptr(), y.data_ptr(), x.data_ptr(), dw_part.data_ptr<float>(),
+                                      db_part.data_ptr<float>());
+  g_barrier_mismatch = 0;
+  g_unfinished_copies = 0;
+  EmuWgradLauncher launcher{a, p.groups, w.splits, dtype, {}};
+  dispatch_wgrad<conv_f16, conv_bf16>(plan, dtype, launcher);
+  TORCH_CHECK(g_barrier_mismatch == 0, "conv emulator: threads of a block passed different numbers of barriers");
+  TORCH_CHECK(g_unfinished_copies == 0, "conv emulator: cp.async copies left pending at kernel exit");
+  py::dict out;
+  out["tile"] = plan.tile;
+  out["vec"] = plan.vec;
+  out["fma"] = plan.fma;
+  out["reason"] = std::string(plan.reason ? plan.reason : "");
+  out["kernel"] = launcher.kernel_name;
+  out["p_per_split"] = a.p_per_split;
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("conv2d_relu_wgrad", &conv2d_relu_wgrad);
   m.def("conv2d_relu_forward", &conv2d_relu_forward);
   m.def("conv2d_relu_dgrad", &conv2d_relu_dgrad);
 }
