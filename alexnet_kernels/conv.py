@@ -19,8 +19,8 @@ backend: "auto" (default: on cuda the fastest of "triton", "cuda" and "torch", m
 dtype and device; on cpu "torch"), "triton", "cuda" (the hand-written CUDA C++ implicit GEMM of
 csrc/conv_cuda.cu: mma.sync tensor cores -- bf16/fp16 with fp32 accumulation, TF32 for fp32 when allowed,
 exact fp32 FMA when not -- a cp.async pipeline, bias + ReLU in the epilogue, groups one launch; its
-backward: d(input) by a CUDA C++ dgrad kernel that applies the ReLU mask as it loads dy, d(weight) and
-d(bias) by Triton's wgrad, or with backward_route="aten" the mask pass + cuDNN's wgrad), "torch" (F.conv2d + relu: cuDNN / oneDNN), "cpu" (delegates to
+backward: CUDA C++ dgrad and wgrad kernels that apply the ReLU mask as they load dy, d(bias) summed in the
+wgrad pass in a fixed order; with backward_route="aten" the mask pass + cuDNN's dgrad and wgrad), "torch" (F.conv2d + relu: cuDNN / oneDNN), "cpu" (delegates to
 torch's CPU convolution).  First calls of a new shape pay Triton's autotuning (cached per shape for the
 process) and the "auto" measurement: warm up before capturing a CUDA graph.
 
@@ -95,7 +95,8 @@ def conv2d_relu(input, weight, bias=None, stride=1, padding=0, dilation=1, group
 
     input (N, C, H, W) or (C, H, W); weight (out_channels, C / groups, kH, kW); bias (out_channels,) or None.
     padding: an int, a pair, "valid" or "same".  backward_route ("auto", "triton", "aten"): how
-    backend="triton" (and "cuda") computes the gradients (see the module docstring)."""
+    backend="triton" computes the gradients (see the module docstring); backend="cuda": "aten" is the mask
+    pass + cuDNN, anything else its CUDA C++ dgrad and wgrad."""
     op = "conv2d_relu"
     input, weight, bias = _autocast(input, weight, bias)
     _check_tensors(op, input, weight, bias, groups)

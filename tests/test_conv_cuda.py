@@ -5,7 +5,8 @@ Without a GPU:
     mma.sync emulated by the PTX ISA's fragment layouts, cp.async deferred to its wait_group) against float64
     F.conv2d + ReLU: the five AlexNet layer geometries scaled down and odd ones, in each path's precision
     (bf16 / fp16 with fp32 accumulation, TF32-rounded fp32, exact fp32), every compiled kernel (tile x loader);
-  * the dgrad kernel (d(input), the ReLU mask applied to dy on load) likewise, against float64 conv2d_input;
+  * the dgrad and wgrad kernels (the ReLU mask applied to dy on load; wgrad's fp32 partial sums over pixel
+    splits, d(bias) in the same pass) likewise, against float64 conv2d_input / conv2d_weight;
   * the SASS of conv_cuda.cu compiled for sm_80 and sm_90 (nvcc -cubin, read with cuobjdump) has HMMA in the
     tensor-core kernels and cp.async (LDGSTS); register and shared-memory use are printed (pytest -s), no spills.
 With a GPU (skipped here): backend="cuda" forward and backward at the five AlexNet layers, CUDA-graph capture."""
@@ -266,6 +267,74 @@ def test_every_compiled_dgrad_kernel_under_the_emulator(emulator, dtype):
     assert len(seen) == (3 + 1 + (2 if dtype == torch.float32 else 0)), seen
 
 
+WGRAD_GEOMETRIES = {
+    "conv1": (1, 3, 19, 19, 16, (11, 11), (4, 4), (2, 2), 1),          # C = 3: element loads
+    "conv2": (2, 32, 6, 6, 64, (5, 5), (1, 1), (2, 2), 2),
+    "conv3-Og128": (2, 16, 5, 5, 128, (3, 3), (1, 1), (1, 1), 1),     # 128x128 tile
+    "conv4": (2, 48, 4, 4, 96, (3, 3), (1, 1), (1, 1), 2),
+    "groups3-odd-channels": GEOMETRIES["groups3-odd-channels"],
+    "odd-channels-stride23": GEOMETRIES["odd-channels-stride23"],
+}
+
+
+def wgrad_reference(x, w_shape, dy, y, stride, padding, groups):
+    g = dy.double() * (y > 0)
+    return torch.nn.grad.conv2d_weight(x.double(), w_shape, g, stride, padding, 1, groups), g.sum((0, 2, 3))
+
+
+def run_wgrad(emulator, x, w_shape, dy, y, stride, padding, groups, allow_tf32, splits, tile=-1, vec=-1):
+    Cout, Cg, KH, KW = w_shape
+    dw_part = torch.full((splits, Cout, Cg * KH * KW), float("nan"))
+    db_part = torch.full((splits, Cout), float("nan"))
+    info = emulator.conv2d_relu_wgrad(dy, y, x, dw_part, db_part,
+                                      [KH, KW, stride[0], stride[1], padding[0], padding[1], groups], allow_tf32,
+                                      tile, vec)
+    assert not dw_part.isnan().any() and not db_part.isnan().any(), "unwritten partial sums"
+    dw = dw_part.sum(0).view(Cout, KH, KW, Cg).permute(0, 3, 1, 2)
+    return dw, db_part.sum(0), info
+
+
+def wgrad_case(name, dtype, seed=0):
+    N, C, H, W, Cout, k, stride, padding, groups = WGRAD_GEOMETRIES[name]
+    x, w, b = make(N, C, H, W, Cout, k, stride, padding, groups, dtype, seed=seed)
+    y = torch.relu(F.conv2d(x.float(), w.float(), b.float(), stride, padding, 1, groups)).to(dtype)
+    y = y.contiguous(memory_format=CL)
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(seed + 9)).to(dtype).contiguous(memory_format=CL)
+    return x, w.shape, dy, y, stride, padding, groups
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", list(WGRAD_GEOMETRIES))
+def test_emulated_wgrad_matches_float64(emulator, name, dtype):
+    """d(weight) and d(bias), the ReLU mask applied to dy on load, fp32 partial sums over 1 and 3 pixel splits
+    added in order, against float64 conv2d_weight and the sum of dy * (y > 0)."""
+    x, w_shape, dy, y, stride, padding, groups = wgrad_case(name, dtype)
+    dw_ref, db_ref = wgrad_reference(x, w_shape, dy, y, stride, padding, groups)
+    for allow_tf32 in ([True, False] if dtype == torch.float32 else [True]):
+        for splits in (1, 3):
+            dw, db, info = run_wgrad(emulator, x, w_shape, dy, y, stride, padding, groups, allow_tf32, splits)
+            # The partial sums stay fp32: exact products of bf16 / fp16 / exact fp32 inputs, fp32 sums.
+            bound = 2e-3 if (dtype == torch.float32 and allow_tf32) else 1e-5
+            assert rel_err(dw, dw_ref) <= bound, (info, rel_err(dw, dw_ref))
+            assert rel_err(db, db_ref) <= 1e-5, (info, rel_err(db, db_ref))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+def test_every_compiled_wgrad_kernel_under_the_emulator(emulator, dtype):
+    x, w_shape, dy, y, stride, padding, groups = wgrad_case("conv3-Og128", dtype, seed=2)
+    dw_ref, db_ref = wgrad_reference(x, w_shape, dy, y, stride, padding, groups)
+    seen = set()
+    for vec in (1, 0):
+        for tile in (0, 2):
+            for allow_tf32 in ([True, False] if dtype == torch.float32 else [True]):
+                dw, db, info = run_wgrad(emulator, x, w_shape, dy, y, stride, padding, groups, allow_tf32, 2,
+                                         tile=tile, vec=vec)
+                bound = 2e-3 if (dtype == torch.float32 and allow_tf32) else 1e-5
+                assert rel_err(dw, dw_ref) <= bound and rel_err(db, db_ref) <= 1e-5, info
+                seen.add(info["kernel"])
+    assert len(seen) == (3 + (2 if dtype == torch.float32 else 0)), seen
+
+
 def test_a_wrong_fragment_layout_fails_under_the_emulator(tmp_path):
     """The emulator is not a tautology: the kernel with two A-fragment registers swapped (rows g+8 and columns
     2t+8 exchanged, a plausible slip) computes a wrong convolution under it."""
@@ -341,11 +410,13 @@ def test_conv_kernels_run_on_tensor_cores_in_the_sass(cubins, arch):
     assert sass.returncode == 0, sass.stderr[-2000:]
     kernels = _functions(sass.stdout)
     names = _demangle(list(kernels))
-    conv = {n: s for n, s in kernels.items() if "conv2d_relu_fwd_kernel" in n or "conv2d_relu_dgrad_kernel" in n}
+    conv = {n: s for n, s in kernels.items() if re.search(r"conv2d_relu_(fwd|dgrad|wgrad)_kernel", n)}
     # forward: 3 dtypes x (3 tiles x 2 loaders + scalar) + 3 exact-fp32 loaders; dgrad: 3 x (3 tiles + element
     # loads) + 2 exact fp32
     assert sum("fwd_kernel" in n for n in conv) == 24, sorted(names[n] for n in conv)
     assert sum("dgrad_kernel" in n for n in conv) == 14, sorted(names[n] for n in conv)
+    # wgrad: 3 x (tiles 0 and 2 with vector loads + element loads) + 2 exact fp32
+    assert sum("wgrad_kernel" in n for n in conv) == 11, sorted(names[n] for n in conv)
     usage = subprocess.run([tool, "-res-usage", built[arch]], capture_output=True, text=True, timeout=600).stdout
     res = dict(re.findall(r"Function (\S+):\s*\n\s*(REG:\d+ STACK:\d+ SHARED:\d+[^\n]*)", usage))
     print("\n%s: conv kernels, registers / stack / static shared memory (dynamic smem: conv.h conv_smem_bytes)" % arch)
@@ -384,6 +455,8 @@ def test_binding_checks_name_the_problem():
         ext.conv2d_relu_forward_cuda(x, w, None, y, 1, 1, 0, 0, 1, True)
     with pytest.raises(RuntimeError, match="dy must be a cuda tensor"):
         ext.conv2d_relu_dgrad_cuda(y, y, w.reshape(3, 36), x, 3, 3, 1, 1, 0, 0, 1, True)
+    with pytest.raises(RuntimeError, match="dy must be a cuda tensor"):
+        ext.conv2d_relu_wgrad_cuda(y, y, x, torch.empty(1, 4, 27), torch.empty(1, 4), 3, 3, 1, 1, 0, 0, 1, True)
 
 
 # ---- on a GPU (skipped without one) ----------------------------------------------------------------------

@@ -19,13 +19,15 @@ Backends
                 _extension.load().conv2d_relu_forward_cuda(x, weight, bias_or_None, y, stride_h, stride_w,
                                                            pad_h, pad_w, groups, allow_tf32)
             with x channels_last, weight with channels_last rows (conv1's K = 363 rows padded to 16 bytes
-            in a copy), y preallocated.  Backward: d(input) by the CUDA C++ dgrad kernel (the same GEMM
-            machinery; mask y > 0 applied as dy is loaded):
+            in a copy), y preallocated.  Backward (route "auto" or "triton"): CUDA C++ dgrad and wgrad on
+            the same GEMM machinery, the mask y > 0 applied as dy is loaded:
                 _extension.load().conv2d_relu_dgrad_cuda(dy, y, weight_t, dx, KH, KW, stride_h, stride_w,
                                                          pad_h, pad_w, groups, allow_tf32)
-            with dy, y channels_last and weight_t the weight transposed to rows (group, c) of (kh, kw, o);
-            d(weight) and d(bias) by Triton's wgrad kernel (route "auto"/"triton"; deterministic) or the mask
-            pass + aten's wgrad (route "aten", and whenever Triton is unavailable).  No CUDA C++ wgrad.
+                _extension.load().conv2d_relu_wgrad_cuda(dy, y, x, dw_part, db_part, KH, KW, stride_h,
+                                                         stride_w, pad_h, pad_w, groups, allow_tf32)
+            dy, y, x channels_last, weight_t the weight transposed to rows (group, c) of (kh, kw, o);
+            dw_part / db_part fp32 partial sums over pixel splits, added here in a fixed order (d(bias)
+            deterministic, no atomics).  Route "aten": the mask pass + aten's (cuDNN's) dgrad and wgrad.
   "torch"   F.conv2d + relu forward, aten.convolution_backward backward (cuDNN on GPU, oneDNN on CPU).
   "cpu"     the CPU path delegates to "torch" (torch's CPU convolution is already oneDNN's).
   "auto"    cuda: the fastest of "triton", "cuda" (when the extension has it) and "torch", measured once
@@ -45,7 +47,8 @@ from torch.autograd.function import once_differentiable
 from .. import _backends
 
 CONV_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-CUDA_FUNCTIONS = ("conv2d_relu_forward_cuda", "conv2d_relu_dgrad_cuda")  # what backend="cuda" needs from _C
+# What backend="cuda" needs from alexnet_kernels._C.
+CUDA_FUNCTIONS = ("conv2d_relu_forward_cuda", "conv2d_relu_dgrad_cuda", "conv2d_relu_wgrad_cuda")
 
 
 def triton_conv():
@@ -294,9 +297,32 @@ def _cuda_weight_t(weight, groups):
     return rows
 
 
-def _cuda_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, route):
-    """d(input) by the CUDA C++ dgrad kernel; d(weight), d(bias) by Triton's wgrad (or the mask + aten)."""
+def _cuda_wgrad(dy, y, x, weight, stride, padding, groups, allow_tf32):
+    """(dw, db) in fp32 by the CUDA C++ wgrad kernel: partial sums over pixel splits (about two blocks per
+    multiprocessor), added in a fixed order."""
     from .. import _extension
+    Cout, Cg, KH, KW = weight.shape
+    K = Cg * KH * KW
+    P = x.shape[0] * y.shape[2] * y.shape[3]
+    Og = Cout // groups
+    tiles = -(-Og // 64) * -(-K // 64) * groups
+    sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+    splits = max(1, min(-(-2 * sms // tiles), -(-P // 1024), 65535))
+    dw_part = torch.empty((splits, Cout, K), device=x.device, dtype=torch.float32)
+    db_part = torch.empty((splits, Cout), device=x.device, dtype=torch.float32)
+    _extension.load().conv2d_relu_wgrad_cuda(_cl(dy), _cl(y), _cl(x), dw_part, db_part, KH, KW, stride[0],
+                                             stride[1], padding[0], padding[1], groups, bool(allow_tf32))
+    dw = dw_part.sum(0) if splits > 1 else dw_part[0]
+    db = db_part.sum(0) if splits > 1 else db_part[0]
+    return dw.view(Cout, KH, KW, Cg).permute(0, 3, 1, 2), db
+
+
+def _cuda_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, route):
+    """The CUDA C++ dgrad and wgrad kernels; route "aten": the mask pass + aten's dgrad and wgrad."""
+    from .. import _extension
+    if route == "aten":
+        return _aten_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32,
+                              _backends.backend_error("triton", x.device) is None)
     dx = _empty(x)
     if output_mask[0]:
         dx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=output_memory_format(x, weight))
@@ -309,12 +335,15 @@ def _cuda_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow
                 dx.zero_()
     dw, db = _empty(weight), _empty(weight)
     if output_mask[1] or output_mask[2]:
-        rest = [False, output_mask[1], output_mask[2]]
-        if route != "aten" and _backends.backend_error("triton", x.device) is None:
-            _, dw, db = _triton_backward(dy, x, weight, y, stride, padding, groups, rest, allow_tf32)
-        else:
-            _, dw, db = _aten_backward(dy, x, weight, y, stride, padding, groups, rest, allow_tf32,
-                                       _backends.backend_error("triton", x.device) is None)
+        if y.numel():
+            dw32, db32 = _cuda_wgrad(dy, y, x, weight, stride, padding, groups, allow_tf32)
+        else:  # empty batch: nothing to sum
+            dw32 = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32)
+            db32 = torch.zeros(weight.shape[0], device=weight.device, dtype=torch.float32)
+        if output_mask[1]:
+            dw = torch.empty_like(weight).copy_(dw32)
+        if output_mask[2]:
+            db = db32.to(weight.dtype)
     return dx, dw, db
 
 
