@@ -17,8 +17,8 @@ tensor cores, labelled "fp32 (TF32)"); modes
   fwd+bwd  torch.autograd.grad(relu(conv2d(x, w, b)), (x, w, b), dy)  -- dy random, the same for every provider
 providers
   ours           alexnet_kernels.conv.conv2d_relu(backend="triton")
-  ours-cuda      conv2d_relu(backend="cuda"): the hand-written CUDA C++ implicit GEMM (csrc/conv_cuda.cu) forward;
-                 its backward takes the Triton routes (backward_route="auto")
+  ours-cuda      conv2d_relu(backend="cuda"): the hand-written CUDA C++ implicit GEMMs (csrc/conv_cuda.cu), forward
+                 and backward (dgrad + wgrad)
   ours-auto      conv2d_relu(backend="auto") (what it measured and chose is in the JSON as auto_choices)
   ours-bwd-triton, ours-bwd-aten  (fwd+bwd only) backend="triton" with backward_route="triton" (Triton dgrad
                  and wgrad) / "aten" (a Triton mask + dbias pass, then cuDNN's dgrad and wgrad); ours uses
@@ -191,7 +191,7 @@ common.register_op(
            "layer); CPU: two small layers at batch 2 (a harness check, not a kernel comparison: see below)",
            "providers: ours = alexnet_kernels.conv.conv2d_relu(backend='triton') (backward_route='auto': the "
            "faster of its two backward routes, measured once per shape); ours-cuda = backend='cuda' (the CUDA C++ "
-           "implicit GEMM forward, the Triton backward routes); ours-auto = backend='auto' (the fastest "
+           "implicit GEMMs, forward and backward); ours-auto = backend='auto' (the fastest "
            "of 'triton', 'cuda' and 'torch', measured once per shape; the measurements and choices are in the JSON as "
            "auto_choices); ours-bwd-triton / ours-bwd-aten (fwd+bwd only) = backend='triton' with "
            "backward_route='triton' (Triton dgrad + wgrad) / 'aten' (a Triton pass for the ReLU mask and dbias, "
@@ -262,7 +262,8 @@ def provider_error(provider, device):
     if OURS_BACKEND.get(provider) == "triton":
         return common.ours_error("triton", device)
     if OURS_BACKEND.get(provider) == "cuda":
-        return common.ours_error("cuda", device, needs=("conv2d_relu_forward_cuda",))
+        from alexnet_kernels.ops import conv as conv_ops
+        return common.ours_error("cuda", device, needs=conv_ops.CUDA_FUNCTIONS)
     if provider == "cudnn" and not torch.backends.cudnn.is_available():
         return "cuDNN is not available to torch here (torch.backends.cudnn.is_available() is False)"
     if provider == "cudnn-fused":

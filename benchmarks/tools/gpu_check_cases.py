@@ -488,9 +488,10 @@ def conv_cases(dev, dry, dname):
 
     def case(li, layer, layout, backend, route):
         def run():
-            if backend == "cuda":  # the CUDA C++ implicit GEMM forward (csrc/conv_cuda.cu), Triton's backward routes
+            if backend == "cuda":  # the CUDA C++ implicit GEMMs (csrc/conv_cuda.cu), forward, dgrad and wgrad
                 from alexnet_kernels import _backends
-                err = _backends.backend_error("cuda", dev, ("conv2d_relu_forward_cuda",))
+                from alexnet_kernels.ops import conv as conv_ops
+                err = _backends.backend_error("cuda", dev, conv_ops.CUDA_FUNCTIONS)
                 if err is not None:
                     raise Skip("backend 'cuda' unavailable: %s" % err)
             if backend == "triton":
@@ -555,7 +556,8 @@ def conv_cases(dev, dry, dname):
             if dev.type != "cuda":
                 raise Skip("CUDA graphs need a GPU (dry run)")
             from alexnet_kernels import _backends
-            err = _backends.backend_error("cuda", dev, ("conv2d_relu_forward_cuda",))
+            from alexnet_kernels.ops import conv as conv_ops
+            err = _backends.backend_error("cuda", dev, conv_ops.CUDA_FUNCTIONS)
             if err is not None:
                 raise Skip("backend 'cuda' unavailable: %s" % err)
             w = (randn((256, 48, 5, 5), 21, dev) / 35.0).to(dtype).contiguous(memory_format=torch.channels_last)
