@@ -154,7 +154,7 @@ def make_extension():
         return CppExtension("alexnet_kernels._C", sources, define_macros=macros,
                             extra_compile_args={"cxx": cxx_flags}, **limited)
     macros.append(("AK_WITH_CUDA", "1"))
-    sources += _src("lrn_cuda.cu", "pool_cuda.cu", "dropout_cuda.cu")
+    sources += _src("lrn_cuda.cu", "pool_cuda.cu", "dropout_cuda.cu", "conv_cuda.cu")
     include_dirs, library_dirs, libraries, link_args = [], [], [], []
     # The toolkit keeps its libraries in lib/ on some installs and lib64/ on others.
     for sub in ("lib", "lib64"):

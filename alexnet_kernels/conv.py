@@ -19,11 +19,14 @@ dgrad/wgrad kernels (mask applied as dy is loaded, d(bias) in the wgrad pass), o
 writes the masked gradient and d(bias) followed by cuDNN's dgrad/wgrad (aten.convolution_backward).
 backward_route="auto" measures both once per shape on the GPU and keeps the faster (measured_choices()).
 
-backend: "auto" (default: on cuda the faster of "triton" and "torch", measured once per shape and dtype;
-on cpu "torch"), "triton", "torch" (F.conv2d + relu: cuDNN / oneDNN), "cpu" (delegates to torch's CPU
-convolution).  There is no CUDA C++ convolution ("cuda" raises BackendUnavailableError).  First calls of
-a new shape pay Triton's autotuning (cached per shape for the process) and the "auto" measurement: warm
-up before capturing a CUDA graph.
+backend: "auto" (default: on cuda the fastest of "triton", "cuda" and "torch", measured once per shape,
+dtype and device; on cpu "torch"), "triton", "cuda" (the hand-written CUDA C++ implicit GEMM of
+csrc/conv_cuda.cu: mma.sync tensor cores -- bf16/fp16 with fp32 accumulation, TF32 for fp32 when allowed,
+exact fp32 FMA when not -- a cp.async pipeline, bias + ReLU in the epilogue, groups one launch; its
+backward: CUDA C++ dgrad and wgrad kernels that apply the ReLU mask as they load dy, d(bias) summed in the
+wgrad pass in a fixed order; with backward_route="aten" the mask pass + cuDNN's dgrad and wgrad), "torch" (F.conv2d + relu: cuDNN / oneDNN), "cpu" (delegates to
+torch's CPU convolution).  First calls of a new shape pay Triton's autotuning (cached per shape for the
+process) and the "auto" measurement: warm up before capturing a CUDA graph.
 
 Delegated to torch.nn.functional.conv2d + relu (documented, tested): dilation != 1 and padding="same".
 Under autocast, input, weight and bias are cast to the autocast dtype, as F.conv2d does.
@@ -96,7 +99,8 @@ def conv2d_relu(input, weight, bias=None, stride=1, padding=0, dilation=1, group
 
     input (N, C, H, W) or (C, H, W); weight (out_channels, C / groups, kH, kW); bias (out_channels,) or None.
     padding: an int, a pair, "valid" or "same".  backward_route ("auto", "triton", "aten"): how
-    backend="triton" computes the gradients (see the module docstring)."""
+    backend="triton" computes the gradients (see the module docstring); backend="cuda": "aten" is the mask
+    pass + cuDNN, anything else its CUDA C++ dgrad and wgrad."""
     op = "conv2d_relu"
     input, weight, bias = _autocast(input, weight, bias)
     _check_tensors(op, input, weight, bias, groups)

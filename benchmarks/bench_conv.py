@@ -17,6 +17,8 @@ tensor cores, labelled "fp32 (TF32)"); modes
   fwd+bwd  torch.autograd.grad(relu(conv2d(x, w, b)), (x, w, b), dy)  -- dy random, the same for every provider
 providers
   ours           alexnet_kernels.conv.conv2d_relu(backend="triton")
+  ours-cuda      conv2d_relu(backend="cuda"): the hand-written CUDA C++ implicit GEMMs (csrc/conv_cuda.cu), forward
+                 and backward (dgrad + wgrad)
   ours-auto      conv2d_relu(backend="auto") (what it measured and chose is in the JSON as auto_choices)
   ours-bwd-triton, ours-bwd-aten  (fwd+bwd only) backend="triton" with backward_route="triton" (Triton dgrad
                  and wgrad) / "aten" (a Triton mask + dbias pass, then cuDNN's dgrad and wgrad); ours uses
@@ -84,10 +86,11 @@ MODES = ("fwd", "fwd+bwd")
 GPU_DTYPES = ("bf16", "fp16", "fp32")
 DTYPE_LABELS = {"bf16": "bf16", "fp16": "fp16", "fp32": "fp32 (TF32)"}   # GPU; the CPU runs true fp32
 DTYPE_IDS = {"bf16": "bf16", "fp16": "fp16", "fp32": "fp32-tf32"}
-GPU_PROVIDERS = ("ours", "ours-auto", "ours-bwd-triton", "ours-bwd-aten", "cudnn", "cudnn-fused", "torch-compile")
+GPU_PROVIDERS = ("ours", "ours-cuda", "ours-auto", "ours-bwd-triton", "ours-bwd-aten", "cudnn", "cudnn-fused", "torch-compile")
 ROUTE_PROVIDERS = {"ours-bwd-triton": "triton", "ours-bwd-aten": "aten"}   # fwd+bwd only
 CPU_PROVIDERS = ("ours-cpu", "torch-cpu")
-OURS_BACKEND = {"ours": "triton", "ours-auto": "auto", "ours-bwd-triton": "triton", "ours-bwd-aten": "triton",
+OURS_BACKEND = {"ours": "triton", "ours-cuda": "cuda", "ours-auto": "auto", "ours-bwd-triton": "triton",
+                "ours-bwd-aten": "triton",
                 "ours-cpu": "auto"}
 OURS = tuple(OURS_BACKEND)
 SUM_PAIRS = {"cuda": ("ours", "cudnn"), "cpu": ("ours-cpu", "torch-cpu")}   # the summary's ratio
@@ -177,7 +180,7 @@ common.register_op(
     case_fields=("mode", "layer", "shape", "dtype", "layout"),
     providers={"cuda": GPU_PROVIDERS, "cpu": CPU_PROVIDERS},
     baselines={"cuda": ("cudnn", "cudnn-fused", "torch-compile"), "cpu": ("torch-cpu",)},
-    short_names={"ours": "ours", "ours-auto": "auto", "ours-bwd-triton": "bwd-triton", "ours-bwd-aten": "bwd-aten",
+    short_names={"ours": "ours", "ours-cuda": "cuda", "ours-auto": "auto", "ours-bwd-triton": "bwd-triton", "ours-bwd-aten": "bwd-aten",
                  "cudnn": "cudnn", "cudnn-fused": "fused",
                  "torch-compile": "compile", "ours-cpu": "ours", "torch-cpu": "torch"},
     cell="tflops", summary=conv_summary,
@@ -187,8 +190,9 @@ common.register_op(
            "GPU layers: the 2012 AlexNet's five convs at batch 128 (groups 2 where the two towers split a "
            "layer); CPU: two small layers at batch 2 (a harness check, not a kernel comparison: see below)",
            "providers: ours = alexnet_kernels.conv.conv2d_relu(backend='triton') (backward_route='auto': the "
-           "faster of its two backward routes, measured once per shape); ours-auto = backend='auto' (the faster "
-           "of 'triton' and 'torch', measured once per shape; the measurements and choices are in the JSON as "
+           "faster of its two backward routes, measured once per shape); ours-cuda = backend='cuda' (the CUDA C++ "
+           "implicit GEMMs, forward and backward); ours-auto = backend='auto' (the fastest "
+           "of 'triton', 'cuda' and 'torch', measured once per shape; the measurements and choices are in the JSON as "
            "auto_choices); ours-bwd-triton / ours-bwd-aten (fwd+bwd only) = backend='triton' with "
            "backward_route='triton' (Triton dgrad + wgrad) / 'aten' (a Triton pass for the ReLU mask and dbias, "
            "then cuDNN's dgrad + wgrad); cudnn = torch.relu(F.conv2d(...)); cudnn-fused = "
@@ -257,6 +261,9 @@ def provider_error(provider, device):
         return "alexnet_kernels.conv.conv2d_relu takes no backward_route here"
     if OURS_BACKEND.get(provider) == "triton":
         return common.ours_error("triton", device)
+    if OURS_BACKEND.get(provider) == "cuda":
+        from alexnet_kernels.ops import conv as conv_ops
+        return common.ours_error("cuda", device, needs=conv_ops.CUDA_FUNCTIONS)
     if provider == "cudnn" and not torch.backends.cudnn.is_available():
         return "cuDNN is not available to torch here (torch.backends.cudnn.is_available() is False)"
     if provider == "cudnn-fused":

@@ -55,6 +55,7 @@
 #include <vector>
 
 #include "dropout.h"
+#include "conv.h"
 #include "dropout_math.h"
 #include "lrn.h"
 #include "pool.h"
@@ -172,6 +173,28 @@ ByteRange byte_range(const Tensor& t) {
   const int64_t item = static_cast<int64_t>(t.element_size());
   return ByteRange{base + lo * item, base + (hi + 1) * item};
 }
+
+// at::assert_no_internal_overlap's rule (a stride 0 over more than one element) and message.
+void assert_no_internal_overlap(const Tensor& t) {
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    AK_CHECK(!(t.size(d) > 1 && t.stride(d) == 0),
+             "unsupported operation: more than one element of the written-to tensor refers to a single memory "
+             "location. Please clone() the tensor before performing the operation.");
+  }
+}
+
+// torch's is_contiguous(memory_format) for a 4-D tensor: strides of size-1 dimensions are free.
+bool dense_in(const Tensor& t, bool channels_last) {
+  if (t.numel() == 0) return true;
+  const ak::Strides4 s = ak::layout_strides(t.size(1), t.size(2), t.size(3), channels_last);
+  const int64_t expected[4] = {s.n, s.c, s.h, s.w};
+  for (int d = 0; d < 4; ++d) {
+    if (t.size(d) != 1 && t.stride(d) != expected[d]) return false;
+  }
+  return true;
+}
+
+bool channels_last_contiguous(const Tensor& t) { return t.dim() == 4 && dense_in(t, true); }
 
 enum class Overlap { kNone, kFull, kPartial };
 
@@ -669,16 +692,6 @@ void check_cudnn_params(const char* op, int64_t size, double beta, double k) {
   AK_CHECK(beta >= lim.min_beta, op, ": cuDNN requires beta >= ", lim.min_beta, ", got beta = ", beta);
 }
 
-// torch's is_contiguous(memory_format) for a 4-D tensor: strides of size-1 dimensions are free.
-bool dense_in(const Tensor& t, bool channels_last) {
-  const ak::Strides4 s = ak::layout_strides(t.size(1), t.size(2), t.size(3), channels_last);
-  const int64_t expected[4] = {s.n, s.c, s.h, s.w};
-  for (int d = 0; d < 4; ++d) {
-    if (t.size(d) != 1 && t.stride(d) != expected[d]) return false;
-  }
-  return true;
-}
-
 // The memory format the cuDNN call uses for x (and then for y, dy, dx): channels_last when x is
 // channels_last and not also NCHW-contiguous, as at::Tensor::suggest_memory_format.
 bool check_cudnn_input(const char* op, const Tensor& x) {
@@ -743,6 +756,221 @@ Tensor cudnn_lrn_backward(const Tensor& x_in, const Tensor& y_in, const Tensor& 
   (void)x_in, (void)y_in, (void)dy_in, (void)size, (void)alpha, (void)beta, (void)k;
   AK_CHECK(false, op, ": alexnet_kernels._C was built without cuDNN");
   return Tensor();
+#endif
+}
+
+// =============================================================================================
+// Convolution + bias + ReLU on CUDA (csrc/conv.h, conv_cuda.cu, conv_cuda_kernels.cuh)
+//
+//   conv2d_relu_forward_cuda(x, weight, bias, y, stride_h, stride_w, pad_h, pad_w, groups, allow_tf32) -> None
+//     writes y = relu(conv2d(x, weight, bias, stride, padding, dilation 1, groups)), one kernel launch on the
+//     current stream of x's device.
+//     x       (N, C, H, W) cuda float32 / float16 / bfloat16, channels_last-contiguous
+//     weight  (Cout, C / groups, KH, KW), same dtype and device, channels_last rows: strides
+//             (row, 1, KW*Cg, Cg) with row >= KH*KW*Cg (a larger row stride pads rows, e.g. to 16 bytes)
+//     bias    (Cout,) contiguous, or None
+//     y       (N, Cout, OH, OW), any non-negative strides (channels_last is the fast layout), not
+//             overlapping the inputs
+//     allow_tf32  fp32 on TF32 tensor cores (else exact fp32 FMA); ignored for float16 / bfloat16
+//   conv2d_relu_dgrad_cuda(dy, y, weight_t, dx, KH, KW, stride_h, stride_w, pad_h, pad_w, groups, allow_tf32)
+//       -> None   writes dx = d(input) of that op, the ReLU mask (y > 0) applied to dy as it is loaded
+//     dy, y     (N, Cout, OH, OW) channels_last-contiguous, y the forward's output
+//     weight_t  the weight transposed: (groups * C/groups, row >= KH*KW*Cout/groups), contiguous rows,
+//               weight_t[g*Cg + c, (kh*KW + kw)*Og + o] = weight[g*Og + o, c, kh, kw]
+//     dx        (N, C, H, W), any non-negative strides, every element written
+//   conv2d_relu_wgrad_cuda(dy, y, x, dw_part, db_part, KH, KW, stride_h, stride_w, pad_h, pad_w, groups,
+//       allow_tf32) -> None   writes fp32 partial sums of d(weight) and d(bias) over `splits` pixel ranges
+//     dy, y     as for dgrad;  x (N, C, H, W) channels_last-contiguous
+//     dw_part   (splits, Cout, KH*KW*C/groups) contiguous float32, dw_part[s, o, (kh*KW + kw)*Cg + c]
+//     db_part   (splits, Cout) contiguous float32;  the caller sums dim 0 (a fixed order: deterministic)
+// All argument checks are in this one function; the torch-free ones are conv.h's conv_problem_error.
+// =============================================================================================
+
+void conv2d_relu_forward_cuda(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
+                              const Tensor& y, int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                              int64_t groups, bool allow_tf32) {
+  const char* op = "conv2d_relu_forward_cuda";
+  const bool has_bias = bias.has_value() && bias->defined();
+  for (const Tensor* t : {&x, &weight, &y}) AK_CHECK(t->defined(), op, ": undefined tensor argument");
+  AK_CHECK(x.is_cuda(), op, ": x must be a cuda tensor, got ", device_name(x));
+  const auto dtype = x.scalar_type();
+  AK_CHECK(dtype == ScalarType::Float || dtype == ScalarType::Half || dtype == ScalarType::BFloat16, op,
+              ": x must be float32, float16 or bfloat16, got ", dtype);
+  auto same = [&](const Tensor& t, const char* name) {
+    AK_CHECK(same_device(t, x), op, ": ", name, " is on ", device_name(t), ", x on ", device_name(x));
+    AK_CHECK(t.scalar_type() == dtype, op, ": ", name, " has dtype ", t.scalar_type(), ", x ", dtype);
+  };
+  same(weight, "weight");
+  same(y, "y");
+  if (has_bias) same(*bias, "bias");
+  AK_CHECK(x.dim() == 4 && weight.dim() == 4 && y.dim() == 4, op, ": x, weight and y must be 4-D, got ",
+              shape(x), ", ", shape(weight), ", ", shape(y));
+  AK_CHECK(channels_last_contiguous(x), op, ": x must be channels_last-contiguous, got strides ",
+              strides(x));
+  const int64_t Cout = weight.size(0), Cg = weight.size(1), KH = weight.size(2), KW = weight.size(3);
+  const int64_t K = KH * KW * Cg;
+  // Strides of size-1 dimensions never enter an address: not checked.
+  AK_CHECK((Cg == 1 || weight.stride(1) == 1) && (KW == 1 || weight.stride(3) == Cg) &&
+                  (KH == 1 || weight.stride(2) == KW * Cg) && (Cout == 1 || weight.stride(0) >= K),
+              op, ": weight must have channels_last rows, strides (row >= ", K, ", 1, ", KW * Cg, ", ", Cg,
+              "), got ", strides(weight));
+  if (has_bias)
+    AK_CHECK(bias->dim() == 1 && bias->size(0) == Cout && (Cout == 1 || bias->stride(0) == 1), op,
+                ": bias must be 1-D contiguous with ", Cout, " elements, got shape ", shape(*bias));
+  ak::ConvProblem p{};
+  p.N = x.size(0); p.C = x.size(1); p.H = x.size(2); p.W = x.size(3);
+  p.Cout = Cout; p.KH = KH; p.KW = KW;
+  p.SH = stride_h; p.SW = stride_w; p.PH = pad_h; p.PW = pad_w; p.groups = groups;
+  AK_CHECK(groups >= 1 && Cg * groups == p.C, op, ": weight.shape[1] * groups (", Cg, " * ", groups,
+              ") must equal the input channels ", p.C);
+  AK_CHECK(stride_h >= 1 && stride_w >= 1, op, ": stride must be >= 1");
+  p.OH = (p.H + 2 * pad_h - KH) / std::max<int64_t>(stride_h, 1) + 1;
+  p.OW = (p.W + 2 * pad_w - KW) / std::max<int64_t>(stride_w, 1) + 1;
+  AK_CHECK(y.size(0) == p.N && y.size(1) == Cout && y.size(2) == p.OH && y.size(3) == p.OW, op,
+              ": y must have shape (", p.N, ", ", Cout, ", ", p.OH, ", ", p.OW, "), got ", shape(y));
+  for (int d = 0; d < 4; ++d) AK_CHECK(y.stride(d) >= 0, op, ": y has a negative stride");
+  p.w_row_stride = Cout == 1 ? std::max<int64_t>(weight.stride(0), K) : weight.stride(0);
+  p.y_sn = y.stride(0); p.y_sc = y.stride(1); p.y_sh = y.stride(2); p.y_sw = y.stride(3);
+  if (const char* why = ak::conv_problem_error(p)) AK_CHECK(false, op, ": ", why);
+  if (y.numel() == 0) return;
+  assert_no_internal_overlap(y);
+  assert_no_overlap(y, x);
+  assert_no_overlap(y, weight);
+  if (has_bias) assert_no_overlap(y, *bias);
+#ifdef AK_WITH_CUDA
+  const ak::ConvDtype cdtype = dtype == ScalarType::Float ? ak::ConvDtype::kFloat32
+                               : dtype == ScalarType::Half ? ak::ConvDtype::kFloat16 : ak::ConvDtype::kBFloat16;
+  const CurrentCudaStream current(x);
+  const int device = static_cast<int>(x.get_device_index());
+  const cudaStream_t stream = static_cast<cudaStream_t>(current.get());
+  char err[512] = {0};
+  const int rc = ak::conv2d_relu_forward_cuda(x.const_data_ptr(), weight.const_data_ptr(),
+                                              has_bias ? bias->const_data_ptr() : nullptr, y.mutable_data_ptr(), p,
+                                              cdtype, allow_tf32, stream, device, err, sizeof(err));
+  AK_CHECK(rc == 0, static_cast<const char*>(err));
+#else
+  (void)allow_tf32;
+  no_cuda(op);
+#endif
+}
+
+void conv2d_relu_dgrad_cuda(const Tensor& dy, const Tensor& y, const Tensor& weight_t,
+                            const Tensor& dx, int64_t KH, int64_t KW, int64_t stride_h, int64_t stride_w,
+                            int64_t pad_h, int64_t pad_w, int64_t groups, bool allow_tf32) {
+  const char* op = "conv2d_relu_dgrad_cuda";
+  for (const Tensor* t : {&dy, &y, &weight_t, &dx}) AK_CHECK(t->defined(), op, ": undefined tensor argument");
+  AK_CHECK(dy.is_cuda(), op, ": dy must be a cuda tensor, got ", device_name(dy));
+  const auto dtype = dy.scalar_type();
+  AK_CHECK(dtype == ScalarType::Float || dtype == ScalarType::Half || dtype == ScalarType::BFloat16, op,
+              ": dy must be float32, float16 or bfloat16, got ", dtype);
+  for (const Tensor* t : {&y, &weight_t, &dx}) {
+    AK_CHECK(same_device(*t, dy), op, ": all tensors must be on ", device_name(dy), ", got ", device_name(*t));
+    AK_CHECK(t->scalar_type() == dtype, op, ": all tensors must have dtype ", dtype, ", got ", t->scalar_type());
+  }
+  AK_CHECK(dy.dim() == 4 && y.dim() == 4 && dx.dim() == 4 && weight_t.dim() == 2, op,
+              ": dy, y, dx must be 4-D and weight_t 2-D, got ", shape(dy), ", ", shape(y), ", ", shape(dx), ", ",
+              shape(weight_t));
+  AK_CHECK(same_shape(dy, y), op, ": dy and y must have the same shape, got ", shape(dy), " and ", shape(y));
+  AK_CHECK(channels_last_contiguous(dy) && channels_last_contiguous(y),
+              op, ": dy and y must be channels_last-contiguous");
+  ak::ConvDgradProblem d{};
+  ak::ConvProblem& p = d.p;
+  p.N = dx.size(0); p.C = dx.size(1); p.H = dx.size(2); p.W = dx.size(3);
+  p.Cout = dy.size(1); p.KH = KH; p.KW = KW;
+  p.SH = stride_h; p.SW = stride_w; p.PH = pad_h; p.PW = pad_w; p.groups = groups;
+  p.OH = dy.size(2); p.OW = dy.size(3);
+  AK_CHECK(dy.size(0) == p.N, op, ": dy and dx must have the same batch size");
+  AK_CHECK(groups >= 1 && p.C % groups == 0 && p.Cout % groups == 0, op,
+              ": groups must divide the channels of dx and dy");
+  const int64_t Cg = p.C / groups, Kd = KH * KW * (p.Cout / groups);
+  AK_CHECK(weight_t.size(0) == groups * Cg && weight_t.size(1) >= Kd && (weight_t.size(0) == 1 ||
+              weight_t.stride(0) >= Kd) && (weight_t.size(1) == 1 || weight_t.stride(1) == 1), op,
+              ": weight_t must be (groups * C/groups, >= KH*KW*Cout/groups) = (", groups * Cg, ", >= ", Kd,
+              ") with contiguous rows, got shape ", shape(weight_t), " strides ", strides(weight_t));
+  p.w_row_stride = weight_t.size(0) == 1 ? std::max<int64_t>(Kd, weight_t.stride(0)) : weight_t.stride(0);
+  p.y_sn = dy.stride(0); p.y_sc = dy.stride(1); p.y_sh = dy.stride(2); p.y_sw = dy.stride(3);
+  if (p.OH == 1 && p.OW == 1) { p.y_sh = p.OW * p.Cout; p.y_sw = p.Cout; }  // strides of size-1 dims are free
+  else if (p.OW == 1) p.y_sw = p.Cout;
+  else if (p.OH == 1) p.y_sh = p.OW * p.Cout;
+  if (p.N == 1) p.y_sn = p.OH * p.OW * p.Cout;
+  if (p.Cout == 1) p.y_sc = 1;
+  d.dx_sn = dx.stride(0); d.dx_sc = dx.stride(1); d.dx_sh = dx.stride(2); d.dx_sw = dx.stride(3);
+  if (const char* why = ak::conv_dgrad_problem_error(d)) AK_CHECK(false, op, ": ", why);
+  if (dx.numel() == 0) return;
+  assert_no_internal_overlap(dx);
+  assert_no_overlap(dx, dy);
+  assert_no_overlap(dx, y);
+  assert_no_overlap(dx, weight_t);
+#ifdef AK_WITH_CUDA
+  const ak::ConvDtype cdtype = dtype == ScalarType::Float ? ak::ConvDtype::kFloat32
+                               : dtype == ScalarType::Half ? ak::ConvDtype::kFloat16 : ak::ConvDtype::kBFloat16;
+  const CurrentCudaStream current(dy);
+  const int device = static_cast<int>(dy.get_device_index());
+  const cudaStream_t stream = static_cast<cudaStream_t>(current.get());
+  char err[512] = {0};
+  const int rc = ak::conv2d_relu_dgrad_cuda(dy.const_data_ptr(), y.const_data_ptr(), weight_t.const_data_ptr(),
+                                            dx.mutable_data_ptr(), d, cdtype, allow_tf32, stream, device, err,
+                                            sizeof(err));
+  AK_CHECK(rc == 0, static_cast<const char*>(err));
+#else
+  (void)allow_tf32;
+  no_cuda(op);
+#endif
+}
+
+void conv2d_relu_wgrad_cuda(const Tensor& dy, const Tensor& y, const Tensor& x, const Tensor& dw_part,
+                            const Tensor& db_part, int64_t KH, int64_t KW, int64_t stride_h, int64_t stride_w,
+                            int64_t pad_h, int64_t pad_w, int64_t groups, bool allow_tf32) {
+  const char* op = "conv2d_relu_wgrad_cuda";
+  for (const Tensor* t : {&dy, &y, &x, &dw_part, &db_part})
+    AK_CHECK(t->defined(), op, ": undefined tensor argument");
+  AK_CHECK(dy.is_cuda(), op, ": dy must be a cuda tensor, got ", device_name(dy));
+  const auto dtype = dy.scalar_type();
+  AK_CHECK(dtype == ScalarType::Float || dtype == ScalarType::Half || dtype == ScalarType::BFloat16, op,
+              ": dy must be float32, float16 or bfloat16, got ", dtype);
+  for (const Tensor* t : {&y, &x, &dw_part, &db_part})
+    AK_CHECK(same_device(*t, dy), op, ": all tensors must be on ", device_name(dy), ", got ", device_name(*t));
+  AK_CHECK(y.scalar_type() == dtype && x.scalar_type() == dtype, op, ": dy, y and x must share a dtype");
+  AK_CHECK(dw_part.scalar_type() == ScalarType::Float && db_part.scalar_type() == ScalarType::Float, op,
+              ": dw_part and db_part must be float32");
+  AK_CHECK(dy.dim() == 4 && y.dim() == 4 && x.dim() == 4, op, ": dy, y and x must be 4-D");
+  AK_CHECK(same_shape(dy, y), op, ": dy and y must have the same shape, got ", shape(dy), " and ", shape(y));
+  AK_CHECK(channels_last_contiguous(dy) && channels_last_contiguous(y) &&
+                  channels_last_contiguous(x),
+              op, ": dy, y and x must be channels_last-contiguous");
+  ak::ConvWgradProblem w{};
+  ak::ConvProblem& p = w.p;
+  p.N = x.size(0); p.C = x.size(1); p.H = x.size(2); p.W = x.size(3);
+  p.Cout = dy.size(1); p.KH = KH; p.KW = KW;
+  p.SH = stride_h; p.SW = stride_w; p.PH = pad_h; p.PW = pad_w; p.groups = groups;
+  p.OH = dy.size(2); p.OW = dy.size(3);
+  AK_CHECK(dy.size(0) == p.N, op, ": dy and x must have the same batch size");
+  // channels_last-contiguous (checked above): the strides the kernel assumes.
+  p.y_sc = 1; p.y_sw = p.Cout; p.y_sh = p.OW * p.Cout; p.y_sn = p.OH * p.OW * p.Cout;
+  AK_CHECK(groups >= 1 && p.C % groups == 0, op, ": groups must divide the input channels");
+  const int64_t K = KH * KW * (p.C / groups);
+  AK_CHECK(dw_part.dim() == 3 && dw_part.size(1) == p.Cout && dw_part.size(2) == K && dw_part.is_contiguous(), op,
+              ": dw_part must be contiguous (splits, ", p.Cout, ", ", K, "), got ", shape(dw_part));
+  AK_CHECK(db_part.dim() == 2 && db_part.size(0) == dw_part.size(0) && db_part.size(1) == p.Cout &&
+                  db_part.is_contiguous(),
+              op, ": db_part must be contiguous (splits, ", p.Cout, "), got ", shape(db_part));
+  w.splits = dw_part.size(0);
+  if (const char* why = ak::conv_wgrad_problem_error(w)) AK_CHECK(false, op, ": ", why);
+  assert_no_overlap(dw_part, db_part);
+#ifdef AK_WITH_CUDA
+  const ak::ConvDtype cdtype = dtype == ScalarType::Float ? ak::ConvDtype::kFloat32
+                               : dtype == ScalarType::Half ? ak::ConvDtype::kFloat16 : ak::ConvDtype::kBFloat16;
+  const CurrentCudaStream current(dy);
+  const int device = static_cast<int>(dy.get_device_index());
+  const cudaStream_t stream = static_cast<cudaStream_t>(current.get());
+  char err[512] = {0};
+  const int rc = ak::conv2d_relu_wgrad_cuda(dy.const_data_ptr(), y.const_data_ptr(), x.const_data_ptr(),
+                                            static_cast<float*>(dw_part.mutable_data_ptr()), static_cast<float*>(db_part.mutable_data_ptr()), w,
+                                            cdtype, allow_tf32, stream, device, err, sizeof(err));
+  AK_CHECK(rc == 0, static_cast<const char*>(err));
+#else
+  (void)allow_tf32;
+  no_cuda(op);
 #endif
 }
 
@@ -849,6 +1077,12 @@ STABLE_TORCH_LIBRARY(alexnet_kernels_C, m) {
         "float scale) -> ()");
   m.def("bias_relu_dropout_backward(Tensor dy, Tensor y, Tensor(a!) dx, Tensor(b!) dbias, Tensor seed, "
         "int threshold, float scale) -> ()");
+  m.def("conv2d_relu_forward_cuda(Tensor x, Tensor weight, Tensor? bias, Tensor(a!) y, int stride_h, int stride_w, "
+        "int pad_h, int pad_w, int groups, bool allow_tf32) -> ()");
+  m.def("conv2d_relu_dgrad_cuda(Tensor dy, Tensor y, Tensor weight_t, Tensor(a!) dx, int KH, int KW, int stride_h, "
+        "int stride_w, int pad_h, int pad_w, int groups, bool allow_tf32) -> ()");
+  m.def("conv2d_relu_wgrad_cuda(Tensor dy, Tensor y, Tensor x, Tensor(a!) dw_part, Tensor(b!) db_part, int KH, "
+        "int KW, int stride_h, int stride_w, int pad_h, int pad_w, int groups, bool allow_tf32) -> ()");
 }
 
 #define AK_REGISTER_IMPLS(m)                                                                  \
@@ -863,7 +1097,10 @@ STABLE_TORCH_LIBRARY(alexnet_kernels_C, m) {
   m.impl("dropout_forward", TORCH_BOX(&dropout_forward));                                     \
   m.impl("dropout_backward", TORCH_BOX(&dropout_backward));                                   \
   m.impl("bias_relu_dropout_forward", TORCH_BOX(&bias_relu_dropout_forward));                 \
-  m.impl("bias_relu_dropout_backward", TORCH_BOX(&bias_relu_dropout_backward))
+  m.impl("bias_relu_dropout_backward", TORCH_BOX(&bias_relu_dropout_backward));                 \
+  m.impl("conv2d_relu_forward_cuda", TORCH_BOX(&conv2d_relu_forward_cuda));                   \
+  m.impl("conv2d_relu_dgrad_cuda", TORCH_BOX(&conv2d_relu_dgrad_cuda));                       \
+  m.impl("conv2d_relu_wgrad_cuda", TORCH_BOX(&conv2d_relu_wgrad_cuda))
 
 STABLE_TORCH_LIBRARY_IMPL(alexnet_kernels_C, CPU, m) { AK_REGISTER_IMPLS(m); }
 

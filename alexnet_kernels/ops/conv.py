@@ -14,11 +14,25 @@ Backends
             Backward route: "triton" (dgrad + wgrad kernels, ReLU mask applied on load, d(bias) in the
             wgrad pass) or "aten" (one Triton pass writes dy * (y > 0) and d(bias), then cuDNN's dgrad and
             wgrad through torch.ops.aten.convolution_backward); "auto" measures both once per shape.
+  "cuda"    the hand-written CUDA C++ implicit GEMM of csrc/conv_cuda.cu (tensor-core mma.sync, cp.async
+            pipeline, bias + ReLU in the epilogue), called as
+                _extension.load().conv2d_relu_forward_cuda(x, weight, bias_or_None, y, stride_h, stride_w,
+                                                           pad_h, pad_w, groups, allow_tf32)
+            with x channels_last, weight with channels_last rows (conv1's K = 363 rows padded to 16 bytes
+            in a copy), y preallocated.  Backward (route "auto" or "triton"): CUDA C++ dgrad and wgrad on
+            the same GEMM machinery, the mask y > 0 applied as dy is loaded:
+                _extension.load().conv2d_relu_dgrad_cuda(dy, y, weight_t, dx, KH, KW, stride_h, stride_w,
+                                                         pad_h, pad_w, groups, allow_tf32)
+                _extension.load().conv2d_relu_wgrad_cuda(dy, y, x, dw_part, db_part, KH, KW, stride_h,
+                                                         stride_w, pad_h, pad_w, groups, allow_tf32)
+            dy, y, x channels_last, weight_t the weight transposed to rows (group, c) of (kh, kw, o);
+            dw_part / db_part fp32 partial sums over pixel splits, added here in a fixed order (d(bias)
+            deterministic, no atomics).  Route "aten": the mask pass + aten's (cuDNN's) dgrad and wgrad.
   "torch"   F.conv2d + relu forward, aten.convolution_backward backward (cuDNN on GPU, oneDNN on CPU).
   "cpu"     the CPU path delegates to "torch" (torch's CPU convolution is already oneDNN's).
-  "auto"    cuda: the faster of "triton" and "torch", measured once per (shape, dtype, layout, TF32,
-            device) on first use and cached (see measured_choices()); cpu: "torch".
-There is no hand-written CUDA C++ convolution: backend="cuda" raises BackendUnavailableError.
+  "auto"    cuda: the fastest of "triton", "cuda" (when the extension has it) and "torch", measured once
+            per (shape, dtype, layout, TF32, device) on first use and cached (see measured_choices());
+            cpu: "torch".
 
 Layouts: the kernels take channels_last x and weight; the output has the layout torch's convolution would
 give (channels_last if x or weight is channels_last).  No per-call copies where they can be avoided:
@@ -42,6 +56,8 @@ from torch.autograd.function import once_differentiable
 from .. import _backends
 
 CONV_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# What backend="cuda" needs from alexnet_kernels._C.
+CUDA_FUNCTIONS = ("conv2d_relu_forward_cuda", "conv2d_relu_dgrad_cuda", "conv2d_relu_wgrad_cuda")
 
 
 def triton_conv():
@@ -51,7 +67,7 @@ def triton_conv():
 
 
 def resolve_backend(backend, x, op):
-    """A concrete forward backend ("triton" or "torch"), or "auto" for a cuda tensor (measured later)."""
+    """A concrete forward backend ("triton", "cuda" or "torch"), or "auto" for a cuda tensor (measured later)."""
     if backend is None:
         backend = _backends.default_backend()
     if backend == "auto":
@@ -62,9 +78,12 @@ def resolve_backend(backend, x, op):
                 "%s: backend='cpu' takes cpu tensors, got a %s tensor" % (op, x.device.type))
         return "torch"
     if backend == "cuda":
-        raise _backends.BackendUnavailableError(
-            "%s: backend='cuda' is not available: there is no CUDA C++ convolution kernel; the GPU kernels "
-            "are Triton's (backend='triton'), cuDNN's is backend='torch'" % op)
+        _backends.check("cuda", x.device, op, needs=CUDA_FUNCTIONS)
+        if x.dtype not in CONV_DTYPES:
+            raise _backends.BackendUnavailableError(
+                "%s: backend='cuda' does not support dtype %s: its kernels take float32, float16 and "
+                "bfloat16; backend='torch' takes any floating dtype" % (op, x.dtype))
+        return backend
     if backend == "triton":
         _backends.check("triton", x.device, op)
         if x.dtype not in CONV_DTYPES:
@@ -202,18 +221,53 @@ def _triton_forward(x, weight, bias, stride, padding, groups, allow_tf32, x_cl=N
     return y
 
 
+def _cuda_weight(weight):
+    """The weight as the CUDA kernel reads it: channels_last rows (Cout, KH, KW, Cg); rows whose size is not
+    a multiple of 16 bytes (conv1: K = 363) are copied into rows padded to 16 bytes, so that the weight
+    tile loads with 16-byte cp.async (the padding is never read)."""
+    w = _cl(weight)
+    Cout, Cg, KH, KW = w.shape
+    K = Cg * KH * KW
+    vec = 16 // w.element_size()
+    if K % vec == 0 or Cout == 1:
+        return w
+    row = -(-K // vec) * vec
+    rows = torch.empty((Cout, row), dtype=w.dtype, device=w.device)
+    rows[:, :K].copy_(w.permute(0, 2, 3, 1).reshape(Cout, K))
+    return rows.as_strided((Cout, Cg, KH, KW), (row, 1, KW * Cg, Cg))
+
+
+def _cuda_forward(x, weight, bias, stride, padding, groups, allow_tf32):
+    from .. import _extension
+    y = _empty_output(x, weight, stride, padding)
+    if y.numel():
+        _extension.load().conv2d_relu_forward_cuda(_cl(x), _cuda_weight(weight),
+                                                   bias.contiguous() if bias is not None else None, y,
+                                                   stride[0], stride[1], padding[0], padding[1], groups,
+                                                   bool(allow_tf32))
+    return y
+
+
+def _cuda_available(x):
+    return _backends.backend_error("cuda", x.device, CUDA_FUNCTIONS) is None
+
+
 def _run_forward(x, weight, bias, stride, padding, groups, allow_tf32, backend):
-    """(y, the backend used, the x the kernels read: channels_last for "triton", else x)."""
+    """(y, the backend used, the x the backward reads: the channels_last copy for "triton", else x)."""
     backend = resolve_backend(backend, x, "conv2d_relu")
     stride, padding = list(stride), list(padding)
     if backend == "auto":
         key = _shape_key("forward", x, weight, bias, stride, padding, groups, allow_tf32)
-        backend = _measured_choice(key, {
-            "triton": lambda: _triton_forward(x, weight, bias, stride, padding, groups, allow_tf32),
-            "torch": lambda: _torch_forward(x, weight, bias, stride, padding, groups)}, x.device)
+        candidates = {"triton": lambda: _triton_forward(x, weight, bias, stride, padding, groups, allow_tf32)}
+        if _cuda_available(x):
+            candidates["cuda"] = lambda: _cuda_forward(x, weight, bias, stride, padding, groups, allow_tf32)
+        candidates["torch"] = lambda: _torch_forward(x, weight, bias, stride, padding, groups)
+        backend = _measured_choice(key, candidates, x.device)
     if backend == "triton":
         x_cl = _cl(x)
         return _triton_forward(x, weight, bias, stride, padding, groups, allow_tf32, x_cl), backend, x_cl
+    if backend == "cuda":
+        return _cuda_forward(x, weight, bias, stride, padding, groups, allow_tf32), backend, x
     # allow_tf32 is torch.backends.cudnn.allow_tf32 read by the caller, which cuDNN reads itself.
     return _torch_forward(x, weight, bias, stride, padding, groups), backend, x
 
@@ -282,6 +336,72 @@ def _triton_backward(dy, x, weight, y, stride, padding, groups, output_mask, all
     return dx, dw, db
 
 
+def _cuda_weight_t(weight, groups):
+    """The dgrad kernel's weight: rows (group, c), k = (kh*KW + kw)*Og + o contiguous, rows padded to 16 bytes."""
+    Cout, Cg, KH, KW = weight.shape
+    Og = Cout // groups
+    Kd = KH * KW * Og
+    vec = 16 // weight.element_size()
+    row = -(-Kd // vec) * vec
+    rows = torch.empty((groups * Cg, row), dtype=weight.dtype, device=weight.device)
+    src = weight.reshape(groups, Og, Cg, KH, KW).permute(0, 2, 3, 4, 1)
+    if row == Kd:
+        rows.view(groups, Cg, KH, KW, Og).copy_(src)
+    else:
+        rows[:, :Kd].copy_(src.reshape(groups * Cg, Kd))
+    return rows
+
+
+def _cuda_wgrad(dy, y, x, weight, stride, padding, groups, allow_tf32):
+    """(dw, db) in fp32 by the CUDA C++ wgrad kernel: partial sums over pixel splits (about two blocks per
+    multiprocessor), added in a fixed order."""
+    from .. import _extension
+    Cout, Cg, KH, KW = weight.shape
+    K = Cg * KH * KW
+    P = x.shape[0] * y.shape[2] * y.shape[3]
+    Og = Cout // groups
+    tiles = -(-Og // 64) * -(-K // 64) * groups
+    sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+    splits = max(1, min(-(-2 * sms // tiles), -(-P // 1024), 65535))
+    dw_part = torch.empty((splits, Cout, K), device=x.device, dtype=torch.float32)
+    db_part = torch.empty((splits, Cout), device=x.device, dtype=torch.float32)
+    _extension.load().conv2d_relu_wgrad_cuda(_cl(dy), _cl(y), _cl(x), dw_part, db_part, KH, KW, stride[0],
+                                             stride[1], padding[0], padding[1], groups, bool(allow_tf32))
+    dw = dw_part.sum(0) if splits > 1 else dw_part[0]
+    db = db_part.sum(0) if splits > 1 else db_part[0]
+    return dw.view(Cout, KH, KW, Cg).permute(0, 3, 1, 2), db
+
+
+def _cuda_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, route):
+    """The CUDA C++ dgrad and wgrad kernels; route "aten": the mask pass + aten's dgrad and wgrad."""
+    from .. import _extension
+    if route == "aten":
+        return _aten_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32,
+                              _backends.backend_error("triton", x.device) is None)
+    dx = _empty(x)
+    if output_mask[0]:
+        dx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=output_memory_format(x, weight))
+        if dx.numel():
+            if y.numel():
+                _extension.load().conv2d_relu_dgrad_cuda(
+                    _cl(dy), _cl(y), _cuda_weight_t(weight, groups), dx, weight.shape[2], weight.shape[3],
+                    stride[0], stride[1], padding[0], padding[1], groups, bool(allow_tf32))
+            else:
+                dx.zero_()
+    dw, db = _empty(weight), _empty(weight)
+    if output_mask[1] or output_mask[2]:
+        if y.numel():
+            dw32, db32 = _cuda_wgrad(dy, y, x, weight, stride, padding, groups, allow_tf32)
+        else:  # empty batch: nothing to sum
+            dw32 = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32)
+            db32 = torch.zeros(weight.shape[0], device=weight.device, dtype=torch.float32)
+        if output_mask[1]:
+            dw = torch.empty_like(weight).copy_(dw32)
+        if output_mask[2]:
+            db = db32.to(weight.dtype)
+    return dx, dw, db
+
+
 # Backward route for backend="triton" on cuda when route="auto": measured per shape like the forward.
 ROUTES = ("auto", "triton", "aten")
 
@@ -289,6 +409,8 @@ ROUTES = ("auto", "triton", "aten")
 def _run_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, backend, route,
                   dx_format=None):
     stride, padding, output_mask = list(stride), list(padding), list(output_mask)
+    if backend == "cuda":
+        return _cuda_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, route)
     if backend == "torch":
         return _aten_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, False,
                               dx_format)

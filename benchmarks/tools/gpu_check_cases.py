@@ -490,9 +490,12 @@ def conv_cases(dev, dry, dname):
 
     def case(li, layer, layout, backend, route):
         def run():
-            if backend == "cuda":
-                raise Skip("no CUDA C++ convolution yet (issue 16): conv2d_relu(backend='cuda') raises "
-                           "BackendUnavailableError")
+            if backend == "cuda":  # the CUDA C++ implicit GEMMs (csrc/conv_cuda.cu), forward, dgrad and wgrad
+                from alexnet_kernels import _backends
+                from alexnet_kernels.ops import conv as conv_ops
+                err = _backends.backend_error("cuda", dev, conv_ops.CUDA_FUNCTIONS)
+                if err is not None:
+                    raise Skip("backend 'cuda' unavailable: %s" % err)
             if backend == "triton":
                 require_backend("triton", dev, dtype)
             x, w, b, dy = inputs(li, layer)
@@ -505,8 +508,8 @@ def conv_cases(dev, dry, dname):
                     if backend == "torch":
                         fn = lambda t, ww, bb: torch.relu(F.conv2d(t, ww, bb, s, p, 1, g))  # noqa: E731
                     else:
-                        fn = lambda t, ww, bb: conv.conv2d_relu(t, ww, bb, s, p, 1, g, backend="triton",  # noqa: E731
-                                                                 backward_route=route)
+                        fn = lambda t, ww, bb: conv.conv2d_relu(t, ww, bb, s, p, 1, g, backend=backend,  # noqa: E731
+                                                                 backward_route=route or "auto")
                     try:
                         y, grads = grad_of(fn, [x, w, b], dy)
                     except alexnet_kernels.BackendUnavailableError as exc:
@@ -550,6 +553,22 @@ def conv_cases(dev, dry, dname):
                 return graph_case(dev, "triton", op, (16, 96, 27, 27), dtype, "channels_last", exact=route == "triton")
             return run
         cases += [("conv/triton-bwd-%s/graph/conv2@16/bf16/channels_last" % r, graph(r)) for r in ("triton", "aten")]
+
+        def cuda_graph():
+            if dev.type != "cuda":
+                raise Skip("CUDA graphs need a GPU (dry run)")
+            from alexnet_kernels import _backends
+            from alexnet_kernels.ops import conv as conv_ops
+            err = _backends.backend_error("cuda", dev, conv_ops.CUDA_FUNCTIONS)
+            if err is not None:
+                raise Skip("backend 'cuda' unavailable: %s" % err)
+            w = (randn((256, 48, 5, 5), 21, dev) / 35.0).to(dtype).contiguous(memory_format=torch.channels_last)
+            b = (0.1 * randn((256,), 22, dev)).to(dtype)
+
+            def op(t, backend):
+                return conv.conv2d_relu(t, w, b, 1, 2, 1, 2, backend=backend, backward_route="triton")
+            return graph_case(dev, "cuda", op, (16, 96, 27, 27), dtype, "channels_last", exact=True)
+        cases.append(("conv/cuda/graph/conv2@16/bf16/channels_last", cuda_graph))
     return cases
 
 
@@ -857,7 +876,7 @@ def headline_cases(dry):
             cases.append(("dropout", bench_dropout, fn_name, dict(mode="fwd+bwd", shape=shape, dname=dname,
                                                                   layout=bench_dropout.LAYOUT, provider=provider)))
     layers = conv_layers(True)[:2] if dry else list(bench_conv.LAYERS)
-    for mode, providers in (("fwd", ("ours", "cudnn", "cudnn-fused")),
+    for mode, providers in (("fwd", ("ours", "ours-cuda", "cudnn", "cudnn-fused")),
                             ("fwd+bwd", ("ours-bwd-triton", "ours-bwd-aten", "cudnn"))):
         for layer in layers:
             for provider in providers:

@@ -1,0 +1,922 @@
+// Device code of the CUDA implicit-GEMM convolution + bias + ReLU (host launcher: conv_cuda.cu; problem,
+// checks and tile plan: conv.h).  Kept free of CUDA-runtime and torch calls, and every warp-collective or
+// asynchronous instruction goes through one small wrapper (conv_ptx_* below), so that the host emulator
+// (csrc/emulate/conv_cuda_emulator.cpp) can include this file with its own definitions of those wrappers:
+// mma.sync by the PTX ISA's fragment layouts, cp.async as copies deferred to the matching wait.
+//
+// GEMM view (as the Triton kernel in alexnet_kernels/triton_kernels/conv.py):
+//   y[p, o] = relu(b[o] + sum_k A[p, k] * B[o, k]),  p = (n, oh, ow) in [0, M = N*OH*OW), o in [0, Og) of group g
+//   A[p, k] = x[n, g*Cg + c, oh*SH - PH + kh, ow*SW - PW + kw]  (0 outside the image),  k = (kh*KW + kw)*Cg + c
+//   B[o, k] = w[g*Og + o, c, kh, kw] = w_mem[(g*Og + o)*w_row_stride + k]
+// Grid: x = tiles of BM pixels, y = group * (output-channel tiles) + output-channel tile (groups are one
+// launch).  A block of WARPS_M x WARPS_N warps computes a BM x BN tile; warp (wm, wn) owns the
+// (BM/WARPS_M) x (BN/WARPS_N) sub-tile as MT x NT fragments of 16 x 8 (the mma's C shape).
+//
+// Pipeline: STAGES shared-memory buffers of A (BM x BK) and B (BN x BK), k contiguous in each row (pitch
+// BK + 16 bytes: the fragment loads below, one 32-bit word per lane, hit 32 distinct banks).  Tiles
+// kt+1 .. kt+STAGES-1 are in flight (cp.async groups) while tile kt is multiplied; cp.async.wait_group
+// STAGES-2 then __syncthreads() before a tile is read and before its buffer is refilled.
+//
+// A loaders (im2col on the fly; conv.h ConvLoader):
+//   kCpAsync16  Cg % 8 (16 bytes of channels) == 0: a 16-byte chunk of a row is 8 channels of one tap,
+//               contiguous in channels_last x: one cp.async, zero-filled (src-size 0) outside the image.
+//   kRowSpan    groups == 1 (conv1: C = 3, K = 363): for one tap row kh the window's KW*C elements are
+//               contiguous in x, so each A row of a k tile is at most ceil(BK / (KW*C)) + 1 contiguous
+//               spans, read with 16-byte vector loads (elements outside the image row are zeros).
+//   kScalar     anything else: one element per load.
+// B (weights): 16-byte cp.async per 8 k (src-size clipped at K: zero-filled tail) when the rows are
+// 16-byte aligned, else element loads.
+//
+// Math: bf16 / fp16 -> mma.sync.m16n8k16 (fp32 accumulators); fp32 with TF32 -> the inputs rounded by
+// cvt.rna.tf32.f32, then mma.sync.m16n8k8.tf32; exact fp32 -> the same fragment ownership with FFMA over k
+// in order.  Epilogue: + bias, relu (NaN kept: `v < 0 ? 0 : v`), converted once and stored once.
+//
+// Indices: pixel and output offsets are 64-bit; sizes within a tile row are 32-bit (conv.h limits them).
+#pragma once
+
+#include <cstdint>
+
+#include "conv.h"
+
+#ifndef AK_CONV_HOST_EMULATION
+#include "conv_cuda_ptx.cuh"  // the emulator defines the same functions before including this file
+#endif
+
+namespace ak {
+namespace conv_detail {
+
+enum class MathKind : int { kMmaF16 = 0, kMmaBF16 = 1, kMmaTF32 = 2, kFmaF32 = 3 };
+
+// Problem as the kernel reads it.
+struct ConvArgs {
+  const void* x;
+  const void* w;
+  const void* bias;  // nullptr: no bias
+  void* y;
+  int64_t M;         // N * OH * OW
+  int H, W, C, OH, OW, Cg, Og, K, KW, SH, SW, PH, PW, Cout;
+  int n_tiles;       // output-channel tiles per group
+  int64_t w_row_stride;
+  int64_t y_sn, y_sc, y_sh, y_sw;
+  bool w_vec, y_pair;
+};
+
+template <int BM_, int BN_, int BK_, int WARPS_M_, int WARPS_N_, int STAGES_>
+struct Tile {
+  static constexpr int BM = BM_, BN = BN_, BK = BK_, WARPS_M = WARPS_M_, WARPS_N = WARPS_N_, STAGES = STAGES_;
+  static constexpr int kThreads = 32 * WARPS_M * WARPS_N;
+  static constexpr int WTM = BM / WARPS_M, WTN = BN / WARPS_N;  // warp tile
+  static constexpr int MT = WTM / 16, NT = WTN / 8;             // 16 x 8 fragments per warp
+  static_assert(WTM % 16 == 0 && WTN % 8 == 0, "warp tile must be whole 16x8 fragments");
+  static_assert(BK % 16 == 0, "BK must be a multiple of the mma's k (16)");
+};
+
+// T is the storage type (float, or the includer's 16-bit half / bfloat16); elements move as raw bits
+// between global and shared memory and are converted only by the mma (or FMA) and the epilogue.
+template <typename T>
+struct Elem {
+  static constexpr int kSize = sizeof(T);
+  static constexpr int kVec = 16 / sizeof(T);  // elements per 16-byte chunk
+};
+
+__host__ __device__ inline int64_t cdiv64(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Per-row data of an A-tile row a thread loads: the first input element of its window.
+struct RowInfo {
+  int64_t base;  // element offset of x[n, 0, 0, 0]
+  int ih0, iw0;  // top-left corner of the window (may be negative)
+  bool valid;    // pixel < M
+};
+
+__device__ __forceinline__ RowInfo row_info(const ConvArgs& a, int64_t m) {
+  RowInfo r;
+  r.valid = m < a.M;
+  const int64_t mm = r.valid ? m : 0;
+  const int ow = static_cast<int>(mm % a.OW);
+  const int64_t t = mm / a.OW;
+  const int oh = static_cast<int>(t % a.OH);
+  const int64_t n = t / a.OH;
+  r.base = n * a.H * a.W * a.C;
+  r.ih0 = oh * a.SH - a.PH;
+  r.iw0 = ow * a.SW - a.PW;
+  return r;
+}
+
+// ---- A loaders ---------------------------------------------------------------------------------------
+
+// kCpAsync16: thread `tid` copies chunks tid, tid + kThreads, ... of the BM x (BK/kVec) chunks.
+template <typename T, typename TileT>
+struct LoaderCp16 {
+  static constexpr int kVec = Elem<T>::kVec;
+  static constexpr int kChunksPerRow = TileT::BK / kVec;
+  static constexpr int kRowsPerPass = TileT::kThreads / kChunksPerRow;
+  static constexpr int kPasses = TileT::BM / kRowsPerPass;
+  static_assert(TileT::kThreads % kChunksPerRow == 0 && TileT::BM % kRowsPerPass == 0, "A chunk split");
+  RowInfo rows[kPasses];
+  int chunk;  // this thread's chunk column (the same in every pass)
+
+  __device__ __forceinline__ void init(const ConvArgs& a, int64_t m0, int tid) {
+    chunk = tid % kChunksPerRow;
+#pragma unroll
+    for (int i = 0; i < kPasses; ++i) rows[i] = row_info(a, m0 + tid / kChunksPerRow + i * kRowsPerPass);
+  }
+
+  __device__ __forceinline__ void load(const ConvArgs& a, const T* __restrict__ x, int group, int k0, T* As,
+                                       int pitch, int tid) {
+    const int k = k0 + chunk * kVec;
+    const bool k_ok = k < a.K;
+    const int kk = k_ok ? k : 0;
+    const int tap = kk / a.Cg, c = kk - tap * a.Cg;
+    const int kh = tap / a.KW, kw = tap - kh * a.KW;
+#pragma unroll
+    for (int i = 0; i < kPasses; ++i) {
+      const int r = tid / kChunksPerRow + i * kRowsPerPass;
+      const int ih = rows[i].ih0 + kh, iw = rows[i].iw0 + kw;
+      const bool ok = k_ok && rows[i].valid && ih >= 0 && ih < a.H && iw >= 0 && iw < a.W;
+      const T* src = ok ? x + rows[i].base + (int64_t(ih) * a.W + iw) * a.C + int64_t(group) * a.Cg + c : x;
+      conv_ptx_cp_async16(As + r * pitch + chunk * kVec, src, ok ? 16 : 0);
+    }
+  }
+};
+
+// kScalar: element (r, kk) of the tile; kk fixed per thread.
+template <typename T, typename TileT>
+struct LoaderScalar {
+  static constexpr int kRowsPerPass = TileT::kThreads / TileT::BK;
+  static constexpr int kPasses = TileT::BM / kRowsPerPass;
+  static_assert(TileT::kThreads % TileT::BK == 0 && TileT::BM % kRowsPerPass == 0, "A element split");
+  RowInfo rows[kPasses];
+  int col;
+
+  __device__ __forceinline__ void init(const ConvArgs& a, int64_t m0, int tid) {
+    col = tid % TileT::BK;
+#pragma unroll
+    for (int i = 0; i < kPasses; ++i) rows[i] = row_info(a, m0 + tid / TileT::BK + i * kRowsPerPass);
+  }
+
+  __device__ __forceinline__ void load(const ConvArgs& a, const T* __restrict__ x, int group, int k0, T* As,
+                                       int pitch, int tid) {
+    const int k = k0 + col;
+    const bool k_ok = k < a.K;
+    const int kk = k_ok ? k : 0;
+    const int tap = kk / a.Cg, c = kk - tap * a.Cg;
+    const int kh = tap / a.KW, kw = tap - kh * a.KW;
+#pragma unroll
+    for (int i = 0; i < kPasses; ++i) {
+      const int r = tid / TileT::BK + i * kRowsPerPass;
+      const int ih = rows[i].ih0 + kh, iw = rows[i].iw0 + kw;
+      const bool ok = k_ok && rows[i].valid && ih >= 0 && ih < a.H && iw >= 0 && iw < a.W;
+      T v = conv_zero<T>();
+      if (ok) v = x[rows[i].base + (int64_t(ih) * a.W + iw) * a.C + int64_t(group) * a.Cg + c];
+      As[r * pitch + col] = v;
+    }
+  }
+};
+
+// kRowSpan (groups == 1): kThreadsPerRow threads share an A row of the tile, each filling kPart contiguous
+// k of it, span by span (a span: the elements of one window row kh).
+template <typename T, typename TileT>
+struct LoaderRowSpan {
+  static constexpr int kVec = Elem<T>::kVec;
+  // Split a row between threads so that every thread takes kPart contiguous elements of it.
+  static constexpr int kThreadsPerRow = TileT::kThreads >= TileT::BM ? TileT::kThreads / TileT::BM : 1;
+  static constexpr int kPart = TileT::BK / kThreadsPerRow;
+  static constexpr int kRowsPerPass = TileT::kThreads / kThreadsPerRow;
+  static constexpr int kPasses = TileT::BM / kRowsPerPass;
+  static_assert(TileT::BK % kThreadsPerRow == 0 && TileT::BM % kRowsPerPass == 0, "A span split");
+  RowInfo rows[kPasses];
+  int part;
+
+  __device__ __forceinline__ void init(const ConvArgs& a, int64_t m0, int tid) {
+    part = tid % kThreadsPerRow;
+#pragma unroll
+    for (int i = 0; i < kPasses; ++i) rows[i] = row_info(a, m0 + tid / kThreadsPerRow + i * kRowsPerPass);
+  }
+
+  __device__ __forceinline__ void load(const ConvArgs& a, const T* __restrict__ x, int /*group*/, int k0, T* As,
+                                       int pitch, int tid) {
+    const int span = a.KW * a.C;       // elements of one tap row of the window
+    const int row_len = a.W * a.C;     // elements of one image row
+    const int kbeg = k0 + part * kPart;
+#pragma unroll 1
+    for (int i = 0; i < kPasses; ++i) {
+      const int r = tid / kThreadsPerRow + i * kRowsPerPass;
+      T* dst = As + r * pitch + part * kPart;
+      const RowInfo& ri = rows[i];
+      int k = kbeg;
+      const int kend = kbeg + kPart;
+      while (k < kend) {
+        const int kh = k / span;
+        const int j = k - kh * span;
+        const int seg_end = min_int(kend, (kh + 1) * span);
+        const int len = seg_end - k;
+        const int ih = ri.ih0 + kh;
+        if (!ri.valid || ih < 0 || ih >= a.H || k >= a.K) {
+          for (int e = 0; e < len; ++e) dst[k - kbeg + e] = conv_zero<T>();
+        } else {
+          // Elements [lo, lo + len) of image row (n, ih); those outside [0, row_len) are padding.
+          const T* row = x + ri.base + int64_t(ih) * row_len;
+          const int lo = ri.iw0 * a.C + j;
+          const int klim = a.K - k;  // elements past K are zeros (last tile)
+          copy_row_span(row, row_len, lo, len < klim ? len : klim, dst + (k - kbeg));
+          for (int e = klim; e < len; ++e) dst[k - kbeg + e] = conv_zero<T>();
+        }
+        k = seg_end;
+      }
+    }
+  }
+
+  __device__ __forceinline__ static int min_int(int a, int b) { return a < b ? a : b; }
+
+  // dst[e - lo] = row[e] for e in [lo, lo + len), zero where e is outside [0, row_len).  16-byte vector
+  // loads for the aligned middle part (never reading outside the image row), elements at the ends.
+  __device__ __forceinline__ static void copy_row_span(const T* __restrict__ row, int row_len, int lo, int len,
+                                                       T* dst) {
+    int e = lo;
+    const int end = lo + len;
+    for (; e < end && (e < 0 || conv_misaligned16(row + e)); ++e)
+      dst[e - lo] = (e >= 0 && e < row_len) ? row[e] : conv_zero<T>();
+    for (; e + kVec <= end && e + kVec <= row_len; e += kVec) {
+      T v[kVec];
+      conv_ld_global16(v, row + e);
+#pragma unroll
+      for (int q = 0; q < kVec; ++q) dst[e - lo + q] = v[q];
+    }
+    for (; e < end; ++e) dst[e - lo] = (e >= 0 && e < row_len) ? row[e] : conv_zero<T>();
+  }
+};
+
+template <typename T, typename TileT, ConvLoader L>
+struct LoaderFor;
+template <typename T, typename TileT>
+struct LoaderFor<T, TileT, ConvLoader::kCpAsync16> { using type = LoaderCp16<T, TileT>; };
+template <typename T, typename TileT>
+struct LoaderFor<T, TileT, ConvLoader::kRowSpan> { using type = LoaderRowSpan<T, TileT>; };
+template <typename T, typename TileT>
+struct LoaderFor<T, TileT, ConvLoader::kScalar> { using type = LoaderScalar<T, TileT>; };
+
+// ---- B (weight) loader ---------------------------------------------------------------------------------
+
+// Rows [o_first, o_first + o_count) of a row-major weight matrix (Args: w_vec, K, w_row_stride), columns
+// [k0, k0 + BK) into Bs[row][k].
+template <typename T, typename TileT, typename Args>
+__device__ __forceinline__ void load_weights(const Args& a, const T* __restrict__ w, int64_t o_first,
+                                             int o_count, int k0, T* Bs, int pitch, int tid) {
+  constexpr int kVec = Elem<T>::kVec;
+  if (a.w_vec) {
+    constexpr int kChunksPerRow = TileT::BK / kVec;
+    constexpr int kChunks = TileT::BN * kChunksPerRow;
+    for (int q = tid; q < kChunks; q += TileT::kThreads) {
+      const int r = q / kChunksPerRow, cc = q - r * kChunksPerRow;
+      const int k = k0 + cc * kVec;
+      const int left = a.K - k;
+      const bool ok = r < o_count && left > 0;
+      const int bytes = ok ? (left >= kVec ? 16 : left * int(sizeof(T))) : 0;
+      const T* src = ok ? w + (o_first + r) * a.w_row_stride + k : w;
+      conv_ptx_cp_async16(Bs + r * pitch + cc * kVec, src, bytes);
+    }
+  } else {
+    constexpr int kElems = TileT::BN * TileT::BK;
+    for (int q = tid; q < kElems; q += TileT::kThreads) {
+      const int r = q / TileT::BK, kk = q - r * TileT::BK;
+      const int k = k0 + kk;
+      T v = conv_zero<T>();
+      if (r < o_count && k < a.K) v = w[(o_first + r) * a.w_row_stride + k];
+      Bs[r * pitch + kk] = v;
+    }
+  }
+}
+
+// ---- warp tile math ------------------------------------------------------------------------------------
+
+// One BK slice of the warp tile: acc[mt][nt][0..3] += A(16 rows of mt) x B(8 columns of nt), the fragment
+// registers read straight from shared memory by the PTX ISA's layouts:
+//   m16n8k16 (16-bit): A regs (g, 2t|2t+1), (g+8, 2t|2t+1), (g, 2t+8|+9), (g+8, 2t+8|+9);
+//                      B regs (k 2t|2t+1, n g), (k 2t+8|2t+9, n g); C (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1)
+//   m16n8k8 (tf32):    A (g, t), (g+8, t), (g, t+4), (g+8, t+4); B (k t, n g), (k t+4, n g); C as above
+// with g = lane / 4, t = lane % 4.  A is [row][k] and B is [n][k] in shared memory, so every 16-bit pair
+// above is one aligned 32-bit word.
+template <typename T, MathKind MK, typename TileT>
+__device__ __forceinline__ void warp_tile_mma(const T* As, const T* Bs, int pitch, int wm, int wn, int lane,
+                                              float (&acc)[TileT::MT][TileT::NT][4]) {
+  const int g = lane >> 2, t = lane & 3;
+  if constexpr (MK == MathKind::kMmaF16 || MK == MathKind::kMmaBF16) {
+#pragma unroll
+    for (int ks = 0; ks < TileT::BK; ks += 16) {
+      uint32_t af[TileT::MT][4], bf[TileT::NT][2];
+#pragma unroll
+      for (int mt = 0; mt < TileT::MT; ++mt) {
+        const T* p = As + (wm * TileT::WTM + mt * 16 + g) * pitch + ks + 2 * t;
+        af[mt][0] = conv_lds32(p);
+        af[mt][1] = conv_lds32(p + 8 * pitch);
+        af[mt][2] = conv_lds32(p + 8);
+        af[mt][3] = conv_lds32(p + 8 * pitch + 8);
+      }
+#pragma unroll
+      for (int nt = 0; nt < TileT::NT; ++nt) {
+        const T* p = Bs + (wn * TileT::WTN + nt * 8 + g) * pitch + ks + 2 * t;
+        bf[nt][0] = conv_lds32(p);
+        bf[nt][1] = conv_lds32(p + 8);
+      }
+#pragma unroll
+      for (int mt = 0; mt < TileT::MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < TileT::NT; ++nt) {
+          if constexpr (MK == MathKind::kMmaF16)
+            conv_ptx_mma_f16(acc[mt][nt], af[mt], bf[nt]);
+          else
+            conv_ptx_mma_bf16(acc[mt][nt], af[mt], bf[nt]);
+        }
+    }
+  } else if constexpr (MK == MathKind::kMmaTF32) {
+#pragma unroll
+    for (int ks = 0; ks < TileT::BK; ks += 8) {
+      uint32_t af[TileT::MT][4], bf[TileT::NT][2];
+#pragma unroll
+      for (int mt = 0; mt < TileT::MT; ++mt) {
+        const float* p = reinterpret_cast<const float*>(As) + (wm * TileT::WTM + mt * 16 + g) * pitch + ks + t;
+        af[mt][0] = conv_ptx_to_tf32(p[0]);
+        af[mt][1] = conv_ptx_to_tf32(p[8 * pitch]);
+        af[mt][2] = conv_ptx_to_tf32(p[4]);
+        af[mt][3] = conv_ptx_to_tf32(p[8 * pitch + 4]);
+      }
+#pragma unroll
+      for (int nt = 0; nt < TileT::NT; ++nt) {
+        const float* p = reinterpret_cast<const float*>(Bs) + (wn * TileT::WTN + nt * 8 + g) * pitch + ks + t;
+        bf[nt][0] = conv_ptx_to_tf32(p[0]);
+        bf[nt][1] = conv_ptx_to_tf32(p[4]);
+      }
+#pragma unroll
+      for (int mt = 0; mt < TileT::MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < TileT::NT; ++nt) conv_ptx_mma_tf32(acc[mt][nt], af[mt], bf[nt]);
+    }
+  } else {
+    // Exact fp32: this thread's C elements (the mma's ownership), k in order, one FMA each.
+#pragma unroll
+    for (int mt = 0; mt < TileT::MT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < TileT::NT; ++nt) {
+        const float* a0 = reinterpret_cast<const float*>(As) + (wm * TileT::WTM + mt * 16 + g) * pitch;
+        const float* a1 = a0 + 8 * pitch;
+        const float* b0 = reinterpret_cast<const float*>(Bs) + (wn * TileT::WTN + nt * 8 + 2 * t) * pitch;
+        const float* b1 = b0 + pitch;
+        float* c = acc[mt][nt];
+#pragma unroll 8
+        for (int k = 0; k < TileT::BK; ++k) {
+          c[0] = fmaf(a0[k], b0[k], c[0]);
+          c[1] = fmaf(a0[k], b1[k], c[1]);
+          c[2] = fmaf(a1[k], b0[k], c[2]);
+          c[3] = fmaf(a1[k], b1[k], c[3]);
+        }
+      }
+  }
+}
+
+// ---- the pipelined main loop and the epilogue, shared by the forward and dgrad kernels -----------------
+
+template <typename TileT>
+using Acc = float[TileT::MT][TileT::NT][4];
+
+// acc += A x B over k_tiles tiles of BK; fill(As, Bs, k0) issues the loads of one tile into a stage
+// (cp.async copies, or synchronous stores); landed(As) sees each A tile once every thread's loads of it
+// are visible.  Ends with every copy landed.
+template <typename T, MathKind MK, typename TileT, typename Fill, typename Landed>
+__device__ __forceinline__ void gemm_mainloop(T* smem, int k_tiles, int wm, int wn, int lane, Fill& fill,
+                                              Landed& landed, Acc<TileT>& acc) {
+  constexpr int kPitch = TileT::BK + Elem<T>::kVec;  // elements per shared row (16 bytes of padding)
+  constexpr int kStageElems = (TileT::BM + TileT::BN) * kPitch;
+#pragma unroll
+  for (int mt = 0; mt < TileT::MT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < TileT::NT; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.0f;
+#pragma unroll 1
+  for (int s = 0; s < TileT::STAGES - 1; ++s) {
+    if (s < k_tiles) fill(smem + s * kStageElems, smem + s * kStageElems + TileT::BM * kPitch, s * TileT::BK);
+    conv_ptx_cp_async_commit();
+  }
+#pragma unroll 1
+  for (int kt = 0; kt < k_tiles; ++kt) {
+    conv_ptx_cp_async_wait<TileT::STAGES - 2>();  // tile kt has landed (this thread's copies) ...
+    __syncthreads();                              // ... and everyone's; buffer (kt-1) % STAGES is free
+    const int next = kt + TileT::STAGES - 1;
+    if (next < k_tiles) {
+      T* As = smem + (next % TileT::STAGES) * kStageElems;
+      fill(As, As + TileT::BM * kPitch, next * TileT::BK);
+    }
+    conv_ptx_cp_async_commit();
+    const T* As = smem + (kt % TileT::STAGES) * kStageElems;
+    landed(As);
+    warp_tile_mma<T, MK, TileT>(As, As + TileT::BM * kPitch, kPitch, wm, wn, lane, acc);
+  }
+  conv_ptx_cp_async_wait<0>();
+}
+
+// Where the GEMM's rows and columns go: row m = (n, a, b) of an (N, cols, D1, D2) tensor with element
+// strides (sn, sc, s1, s2); columns [col0, col0 + cols_valid) of the tile's first column are channels
+// chan0 + j.  bias (may be nullptr) is indexed by the channel; relu as torch.relu (NaN kept).
+struct EpilogueMap {
+  int64_t M;
+  int D1, D2;
+  int64_t sn, sc, s1, s2;
+  int64_t chan0;  // channel of column 0 of the group's matrix
+  int cols;       // columns of the group's matrix (Og or Cg)
+  bool pair;      // channel pairs may be stored as one aligned store (sc == 1, even offsets)
+};
+
+template <typename TileT, typename T>
+__device__ __forceinline__ void store_tile(const Acc<TileT>& acc, const EpilogueMap& e, int64_t m0, int col0,
+                                           int wm, int wn, int lane, T* __restrict__ out,
+                                           const T* __restrict__ bias, bool relu) {
+  const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int mt = 0; mt < TileT::MT; ++mt)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int64_t m = m0 + wm * TileT::WTM + mt * 16 + g + 8 * half;
+      if (m >= e.M) continue;
+      const int b = static_cast<int>(m % e.D2);
+      const int64_t q = m / e.D2;
+      const int a = static_cast<int>(q % e.D1);
+      const int64_t n = q / e.D1;
+      T* row = out + n * e.sn + int64_t(a) * e.s1 + int64_t(b) * e.s2;
+#pragma unroll
+      for (int nt = 0; nt < TileT::NT; ++nt) {
+        const int col = col0 + wn * TileT::WTN + nt * 8 + 2 * t;  // column in the group's matrix
+        float v[2] = {acc[mt][nt][2 * half], acc[mt][nt][2 * half + 1]};
+        T res[2];
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          if (bias != nullptr && col + j < e.cols) v[j] += conv_to_float(bias[e.chan0 + col + j]);
+          if (relu) v[j] = v[j] < 0.0f ? 0.0f : v[j];
+          res[j] = conv_from_float<T>(v[j]);
+        }
+        const int64_t c = e.chan0 + col;
+        if (e.pair && col + 1 < e.cols) {
+          conv_store_pair(row + c, res);
+        } else {
+          if (col < e.cols) row[c * e.sc] = res[0];
+          if (col + 1 < e.cols) row[(c + 1) * e.sc] = res[1];
+        }
+      }
+    }
+}
+
+// ---- the forward kernel --------------------------------------------------------------------------------
+
+template <typename T, MathKind MK, typename TileT, ConvLoader L>
+__global__ void __launch_bounds__(TileT::kThreads)
+    conv2d_relu_fwd_kernel(ConvArgs a) {
+  extern __shared__ __align__(16) unsigned char conv_smem[];
+  T* smem = reinterpret_cast<T*>(conv_smem);
+  const int tid = threadIdx.x;
+  const int lane = tid & 31, warp = tid >> 5;
+  const int wm = warp / TileT::WARPS_N, wn = warp % TileT::WARPS_N;
+  const int64_t m0 = int64_t(blockIdx.x) * TileT::BM;
+  const int group = blockIdx.y / a.n_tiles;
+  const int o0 = (blockIdx.y - group * a.n_tiles) * TileT::BN;  // first output channel of the tile in its group
+  const int o_count = a.Og - o0 < TileT::BN ? a.Og - o0 : TileT::BN;
+  const int64_t o_first = int64_t(group) * a.Og + o0;           // its weight row
+  const T* x = static_cast<const T*>(a.x);
+  const T* w = static_cast<const T*>(a.w);
+  constexpr int kPitch = TileT::BK + Elem<T>::kVec;
+
+  typename LoaderFor<T, TileT, L>::type loader;
+  loader.init(a, m0, tid);
+  auto fill = [&](T* As, T* Bs, int k0) {
+    loader.load(a, x, group, k0, As, kPitch, tid);
+    load_weights<T, TileT>(a, w, o_first, o_count, k0, Bs, kPitch, tid);
+  };
+  auto landed = [](const T*) {};
+  float acc[TileT::MT][TileT::NT][4];
+  gemm_mainloop<T, MK, TileT>(smem, (a.K + TileT::BK - 1) / TileT::BK, wm, wn, lane, fill, landed, acc);
+
+  // Epilogue: bias + ReLU on the accumulators, one store per element (or per channel pair).
+  const EpilogueMap e{a.M, a.OH, a.OW, a.y_sn, a.y_sc, a.y_sh, a.y_sw, int64_t(group) * a.Og, a.Og, a.y_pair};
+  store_tile<TileT>(acc, e, m0, o0, wm, wn, lane, static_cast<T*>(a.y), static_cast<const T*>(a.bias), true);
+}
+
+// ---- the dgrad kernel: dx = (dy * (y > 0)) (*) w^T ------------------------------------------------------
+//
+//   dx[q, c] = sum_k G[q, k] * Wt[c, k],  q = (n, ih, iw) in [0, N*H*W), c in [0, Cg) of group g,
+//   k = (kh*KW + kw)*Og + o,  G[q, k] = g[n, oh, ow, g*Og + o] with oh = (ih + PH - kh) / SH, ow likewise,
+//   when both divide exactly and are in range (else 0), g = dy where y > 0 (the ReLU mask, applied as dy is
+//   loaded; y is the saved output), Wt[c, k] = w[g*Og + o, c, kh, kw] = wt_mem[(g*Cg + c)*wt_row_stride + k]
+//   (the weight transposed once by the caller: rows (group, c), k contiguous).
+// dy and y are channels_last (N, OH, OW, Cout) contiguous; dx any strides.
+
+struct DgradArgs {
+  const void* dy;
+  const void* y;
+  const void* w;  // the transposed weight (rows g*Cg + c)
+  void* dx;
+  int64_t M;      // N * H * W
+  int H, W, OH, OW, Cg, Og, Cout, K, KW, SH, SW, PH, PW;
+  int n_tiles;    // Cg tiles per group
+  int64_t w_row_stride;
+  int64_t dx_sn, dx_sc, dx_sh, dx_sw;
+  bool vec;       // 16-byte loads of dy and y (Og, Cout multiples of 16 bytes of channels, aligned bases)
+  bool w_vec, dx_pair;
+};
+
+template <typename T, typename TileT, bool VEC>
+struct DgradLoader {
+  static constexpr int kE = VEC ? Elem<T>::kVec : 1;  // channels per load
+  static constexpr int kChunksPerRow = TileT::BK / kE;
+  static constexpr int kRowsPerPass = TileT::kThreads / kChunksPerRow;
+  static constexpr int kPasses = TileT::BM / kRowsPerPass;
+  static_assert(TileT::kThreads % kChunksPerRow == 0 && TileT::BM % kRowsPerPass == 0, "dgrad A split");
+  int64_t nb[kPasses];  // n * OH
+  int ihp[kPasses], iwp[kPasses];  // ih + PH, iw + PW
+  bool valid[kPasses];
+  int chunk;
+
+  __device__ __forceinline__ void init(const DgradArgs& a, int64_t m0, int tid) {
+    chunk = tid % kChunksPerRow;
+#pragma unroll
+    for (int i = 0; i < kPasses; ++i) {
+      const int64_t q = m0 + tid / kChunksPerRow + i * kRowsPerPass;
+      valid[i] = q < a.M;
+      const int64_t qq = valid[i] ? q : 0;
+      iwp[i] = static_cast<int>(qq % a.W) + a.PW;
+      const int64_t t = qq / a.W;
+      ihp[i] = static_cast<int>(t % a.H) + a.PH;
+      nb[i] = (t / a.H) * a.OH;
+    }
+  }
+
+  __device__ __forceinline__ void load(const DgradArgs& a, const T* __restrict__ dy, const T* __restrict__ y,
+                                       int group, int k0, T* As, int pitch, int tid) {
+    const int k = k0 + chunk * kE;
+    const bool k_ok = k < a.K;
+    const int kk = k_ok ? k : 0;
+    const int tap = kk / a.Og, o = kk - tap * a.Og;
+    const int kh = tap / a.KW, kw = tap - kh * a.KW;
+#pragma unroll
+    for (int i = 0; i < kPasses; ++i) {
+      const int r = tid / kChunksPerRow + i * kRowsPerPass;
+      const int ohs = ihp[i] - kh, ows = iwp[i] - kw;
+      const int oh = ohs / a.SH, ow = ows / a.SW;
+      const bool ok = k_ok && valid[i] && ohs >= 0 && ows >= 0 && oh * a.SH == ohs && ow * a.SW == ows &&
+                      oh < a.OH && ow < a.OW;
+      T d[kE], v[kE];
+      if (ok) {
+        const int64_t off = ((nb[i] + oh) * a.OW + ow) * a.Cout + int64_t(group) * a.Og + o;
+        if constexpr (VEC) {
+          conv_ld_global16(d, dy + off);
+          conv_ld_global16(v, y + off);
+        } else {
+          d[0] = dy[off];
+          v[0] = y[off];
+        }
+      }
+      T* dst = As + r * pitch + chunk * kE;
+#pragma unroll
+      for (int e = 0; e < kE; ++e) dst[e] = (ok && conv_to_float(v[e]) > 0.0f) ? d[e] : conv_zero<T>();
+    }
+  }
+};
+
+template <typename T, MathKind MK, typename TileT, bool VEC>
+__global__ void __launch_bounds__(TileT::kThreads)
+    conv2d_relu_dgrad_kernel(DgradArgs a) {
+  extern __shared__ __align__(16) unsigned char conv_smem[];
+  T* smem = reinterpret_cast<T*>(conv_smem);
+  const int tid = threadIdx.x;
+  const int lane = tid & 31, warp = tid >> 5;
+  const int wm = warp / TileT::WARPS_N, wn = warp % TileT::WARPS_N;
+  const int64_t m0 = int64_t(blockIdx.x) * TileT::BM;
+  const int group = blockIdx.y / a.n_tiles;
+  const int c0 = (blockIdx.y - group * a.n_tiles) * TileT::BN;  // first input channel of the tile in its group
+  const int c_count = a.Cg - c0 < TileT::BN ? a.Cg - c0 : TileT::BN;
+  const int64_t row_first = int64_t(group) * a.Cg + c0;         // its row of the transposed weight
+  const T* dy = static_cast<const T*>(a.dy);
+  const T* y = static_cast<const T*>(a.y);
+  const T* w = static_cast<const T*>(a.w);
+  constexpr int kPitch = TileT::BK + Elem<T>::kVec;
+
+  DgradLoader<T, TileT, VEC> loader;
+  loader.init(a, m0, tid);
+  auto fill = [&](T* As, T* Bs, int k0) {
+    loader.load(a, dy, y, group, k0, As, kPitch, tid);
+    load_weights<T, TileT>(a, w, row_first, c_count, k0, Bs, kPitch, tid);
+  };
+  auto landed = [](const T*) {};
+  float acc[TileT::MT][TileT::NT][4];
+  gemm_mainloop<T, MK, TileT>(smem, (a.K + TileT::BK - 1) / TileT::BK, wm, wn, lane, fill, landed, acc);
+  const EpilogueMap e{a.M, a.H, a.W, a.dx_sn, a.dx_sc, a.dx_sh, a.dx_sw, int64_t(group) * a.Cg, a.Cg, a.dx_pair};
+  store_tile<TileT>(acc, e, m0, c0, wm, wn, lane, static_cast<T*>(a.dx), static_cast<const T*>(nullptr), false);
+}
+
+
+// ---- the wgrad kernel: dw = (dy * (y > 0))^T (*) im2col(x), db = column sums of dy * (y > 0) -------------
+//
+//   dw[g*Og + o, k] = sum_p G[o, p] * X[k, p],  db[g*Og + o] = sum_p G[o, p]
+//   G[o, p] = (y > 0 ? dy : 0)[p, g*Og + o] (the mask applied as dy is loaded), X[k, p] = A[p, k] of the forward
+//   (im2col of x), p = (n, oh, ow) in [0, P = N*OH*OW), k = (kh*KW + kw)*Cg + c.
+// The pixel reduction is split over grid axis z; split s sums pixels [s*p_per_split, (s+1)*p_per_split) in
+// order and writes fp32 partial sums dw_part[s][Cout][K] and db_part[s][Cout]; the caller adds the splits
+// in a fixed order (deterministic, no atomics).  db is summed by the blocks of the first k tile, in pixel
+// order, from the A tiles in shared memory.  Both operands are transposed on their way to shared memory
+// ([o][p] and [k][p]), so their loads are synchronous: 16-byte vector loads (VEC: Og, Cout, Cg, C multiples
+// of 16 bytes of channels, aligned bases) or element loads.
+
+struct WgradArgs {
+  const void* dy;
+  const void* y;
+  const void* x;
+  float* dw_part;
+  float* db_part;
+  int64_t P;            // N * OH * OW
+  int H, W, C, OH, OW, Cg, Og, Cout, K, KW, SH, SW, PH, PW;
+  int m_tiles;          // tiles over Og
+  int64_t p_per_split;  // a multiple of BK
+  bool vec, dw_pair;
+};
+
+template <typename T, typename TileT, bool VEC>
+__device__ __forceinline__ void wgrad_fill(const WgradArgs& a, const T* __restrict__ dy, const T* __restrict__ y,
+                                           const T* __restrict__ x, int group, int o0, int kcol0, int64_t p0,
+                                           int64_t p_end, T* As, T* Bs, int pitch, int tid) {
+  constexpr int kE = VEC ? Elem<T>::kVec : 1;
+  // A[o][p]: kE consecutive output channels of one pixel per load (contiguous in channels_last dy).
+  constexpr int kAChunksPerP = TileT::BM / kE;
+  for (int q = tid; q < kAChunksPerP * TileT::BK; q += TileT::kThreads) {
+    const int pl = q / kAChunksPerP, oc = (q - pl * kAChunksPerP) * kE;
+    const int64_t p = p0 + pl;
+    const int o = o0 + oc;
+    const bool ok = p < p_end && o < a.Og;
+    T d[kE], v[kE];
+    if (ok) {
+      const int64_t off = p * a.Cout + int64_t(group) * a.Og + o;
+      if constexpr (VEC) {
+        conv_ld_global16(d, dy + off);
+        conv_ld_global16(v, y + off);
+      } else {
+        d[0] = dy[off];
+        v[0] = y[off];
+      }
+    }
+#pragma unroll
+    for (int e = 0; e < kE; ++e) As[(oc + e) * pitch + pl] = (ok && conv_to_float(v[e]) > 0.0f) ? d[e] : conv_zero<T>();
+  }
+  // B[k][p]: kE consecutive k (channels of one tap) of one pixel per load.
+  constexpr int kBChunksPerP = TileT::BN / kE;
+  for (int q = tid; q < kBChunksPerP * TileT::BK; q += TileT::kThreads) {
+    const int pl = q / kBChunksPerP, kc = (q - pl * kBChunksPerP) * kE;
+    const int64_t p = p0 + pl;
+    const int k = kcol0 + kc;
+    bool ok = p < p_end && k < a.K;
+    T v[kE];
+    if (ok) {
+      const int ow = static_cast<int>(p % a.OW);
+      const int64_t t = p / a.OW;
+      const int oh = static_cast<int>(t % a.OH);
+      const int64_t n = t / a.OH;
+      const int tap = k / a.Cg, c = k - tap * a.Cg;
+      const int kh = tap / a.KW, kw = tap - kh * a.KW;
+      const int ih = oh * a.SH - a.PH + kh, iw = ow * a.SW - a.PW + kw;
+      ok = ih >= 0 && ih < a.H && iw >= 0 && iw < a.W;
+      if (ok) {
+        const T* src = x + ((n * a.H + ih) * a.W + iw) * a.C + int64_t(group) * a.Cg + c;
+        if constexpr (VEC)
+          conv_ld_global16(v, src);
+        else
+          v[0] = *src;
+      }
+    }
+#pragma unroll
+    for (int e = 0; e < kE; ++e) Bs[(kc + e) * pitch + pl] = ok ? v[e] : conv_zero<T>();
+  }
+}
+
+template <typename T, MathKind MK, typename TileT, bool VEC>
+__global__ void __launch_bounds__(TileT::kThreads)
+    conv2d_relu_wgrad_kernel(WgradArgs a) {
+  extern __shared__ __align__(16) unsigned char conv_smem[];
+  T* smem = reinterpret_cast<T*>(conv_smem);
+  const int tid = threadIdx.x;
+  const int lane = tid & 31, warp = tid >> 5;
+  const int wm = warp / TileT::WARPS_N, wn = warp % TileT::WARPS_N;
+  const int m_tile = static_cast<int>(blockIdx.x % a.m_tiles), k_tile = static_cast<int>(blockIdx.x / a.m_tiles);
+  const int group = blockIdx.y;
+  const int64_t split = blockIdx.z;
+  const int o0 = m_tile * TileT::BM, kcol0 = k_tile * TileT::BN;
+  const int64_t p_begin = split * a.p_per_split;
+  const int64_t p_end = p_begin + a.p_per_split < a.P ? p_begin + a.p_per_split : a.P;
+  const int k_tiles = p_end > p_begin ? static_cast<int>((p_end - p_begin + TileT::BK - 1) / TileT::BK) : 0;
+  const T* dy = static_cast<const T*>(a.dy);
+  const T* y = static_cast<const T*>(a.y);
+  const T* x = static_cast<const T*>(a.x);
+  constexpr int kPitch = TileT::BK + Elem<T>::kVec;
+
+  auto fill = [&](T* As, T* Bs, int kk) {
+    wgrad_fill<T, TileT, VEC>(a, dy, y, x, group, o0, kcol0, p_begin + kk, p_end, As, Bs, kPitch, tid);
+  };
+  float db = 0.0f;  // output channel o0 + tid of the first k tile's blocks, summed in pixel order
+  const bool sums_bias = k_tile == 0 && tid < TileT::BM;
+  auto landed = [&](const T* As) {
+    if (sums_bias)
+      for (int j = 0; j < TileT::BK; ++j) db += conv_to_float(As[tid * kPitch + j]);
+  };
+  float acc[TileT::MT][TileT::NT][4];
+  gemm_mainloop<T, MK, TileT>(smem, k_tiles, wm, wn, lane, fill, landed, acc);
+  float* dw = a.dw_part + (split * a.Cout + int64_t(group) * a.Og) * a.K;
+  const EpilogueMap e{int64_t(a.Og), 1, 1, int64_t(a.K), 1, 0, 0, 0, a.K, a.dw_pair};
+  store_tile<TileT>(acc, e, o0, kcol0, wm, wn, lane, dw, static_cast<const float*>(nullptr), false);
+  if (sums_bias && o0 + tid < a.Og) a.db_part[split * a.Cout + int64_t(group) * a.Og + o0 + tid] = db;
+}
+
+// ---- host side: kernel arguments and the choice of compiled kernel -----------------------------------
+
+template <int I>
+using TileOf = Tile<kConvTiles[I].bm, kConvTiles[I].bn, kConvTiles[I].bk, kConvTiles[I].warps_m,
+                    kConvTiles[I].warps_n, kConvTiles[I].stages>;
+
+// The kernel's view of a checked problem under a plan (plan.tile is the tile that will run).
+inline ConvArgs make_conv_args(const ConvProblem& p, const ConvPlan& plan, const void* x, const void* w,
+                               const void* bias, void* y) {
+  ConvArgs a{};
+  a.x = x;
+  a.w = w;
+  a.bias = bias;
+  a.y = y;
+  a.M = p.N * p.OH * p.OW;
+  a.H = int(p.H);
+  a.W = int(p.W);
+  a.C = int(p.C);
+  a.OH = int(p.OH);
+  a.OW = int(p.OW);
+  a.Cg = int(p.C / p.groups);
+  a.Og = int(p.Cout / p.groups);
+  a.K = int(p.KH * p.KW * (p.C / p.groups));
+  a.KW = int(p.KW);
+  a.SH = int(p.SH);
+  a.SW = int(p.SW);
+  a.PH = int(p.PH);
+  a.PW = int(p.PW);
+  a.Cout = int(p.Cout);
+  a.n_tiles = (a.Og + kConvTiles[plan.tile].bn - 1) / kConvTiles[plan.tile].bn;
+  a.w_row_stride = p.w_row_stride;
+  a.y_sn = p.y_sn;
+  a.y_sc = p.y_sc;
+  a.y_sh = p.y_sh;
+  a.y_sw = p.y_sw;
+  a.w_vec = plan.w_vec;
+  a.y_pair = plan.y_pair;
+  return a;
+}
+
+// Calls f.template run<T, MathKind, TileT, Loader>() for the compiled kernel the plan names: bf16 / fp16 /
+// TF32 on any tile with the cp.async16 or row-span loader; the scalar loader and exact fp32 on tile 2.
+// TF16 / TBF16 are the 16-bit storage types of the includer (CUDA's __half / __nv_bfloat16, or the
+// emulator's).
+template <typename TF16, typename TBF16, typename F>
+int dispatch_conv(const ConvPlan& plan, ConvDtype dtype, F& f);
+
+template <typename T, MathKind MK, typename TileT, typename F>
+int dispatch_loader(const ConvPlan& plan, F& f) {
+  switch (plan.loader) {
+    case ConvLoader::kCpAsync16: return f.template run<T, MK, TileT, ConvLoader::kCpAsync16>();
+    case ConvLoader::kRowSpan: return f.template run<T, MK, TileT, ConvLoader::kRowSpan>();
+    default: return f.template run<T, MK, TileOf<2>, ConvLoader::kScalar>();
+  }
+}
+
+template <typename T, MathKind MK, typename F>
+int dispatch_tile(const ConvPlan& plan, F& f) {
+  if constexpr (MK == MathKind::kFmaF32) {
+    return dispatch_loader<T, MK, TileOf<2>>(plan, f);
+  } else {
+    switch (plan.tile) {
+      case 0: return dispatch_loader<T, MK, TileOf<0>>(plan, f);
+      case 1: return dispatch_loader<T, MK, TileOf<1>>(plan, f);
+      default: return dispatch_loader<T, MK, TileOf<2>>(plan, f);
+    }
+  }
+}
+
+template <typename TF16, typename TBF16, typename F>
+int dispatch_conv(const ConvPlan& plan, ConvDtype dtype, F& f) {
+  if (dtype == ConvDtype::kBFloat16) return dispatch_tile<TBF16, MathKind::kMmaBF16>(plan, f);
+  if (dtype == ConvDtype::kFloat16) return dispatch_tile<TF16, MathKind::kMmaF16>(plan, f);
+  if (plan.fma) return dispatch_tile<float, MathKind::kFmaF32>(plan, f);
+  return dispatch_tile<float, MathKind::kMmaTF32>(plan, f);
+}
+
+inline DgradArgs make_dgrad_args(const ConvDgradProblem& d, const ConvDgradPlan& plan, const void* dy, const void* y,
+                                 const void* wt, void* dx) {
+  const ConvProblem& p = d.p;
+  DgradArgs a{};
+  a.dy = dy;
+  a.y = y;
+  a.w = wt;
+  a.dx = dx;
+  a.M = p.N * p.H * p.W;
+  a.H = int(p.H);
+  a.W = int(p.W);
+  a.OH = int(p.OH);
+  a.OW = int(p.OW);
+  a.Cg = int(p.C / p.groups);
+  a.Og = int(p.Cout / p.groups);
+  a.Cout = int(p.Cout);
+  a.K = int(p.KH * p.KW * a.Og);
+  a.KW = int(p.KW);
+  a.SH = int(p.SH);
+  a.SW = int(p.SW);
+  a.PH = int(p.PH);
+  a.PW = int(p.PW);
+  a.n_tiles = (a.Cg + kConvTiles[plan.tile].bn - 1) / kConvTiles[plan.tile].bn;
+  a.w_row_stride = p.w_row_stride;
+  a.dx_sn = d.dx_sn;
+  a.dx_sc = d.dx_sc;
+  a.dx_sh = d.dx_sh;
+  a.dx_sw = d.dx_sw;
+  a.vec = plan.vec;
+  a.w_vec = plan.w_vec;
+  a.dx_pair = plan.dx_pair;
+  return a;
+}
+
+// Calls f.template run_dgrad<T, MathKind, TileT, VEC>(): 16-byte dy loads on any tile, element loads and exact
+// fp32 on tile 2.
+template <typename T, MathKind MK, typename F>
+int dispatch_dgrad_tile(const ConvDgradPlan& plan, F& f) {
+  if (!plan.vec) return f.template run_dgrad<T, MK, TileOf<2>, false>();
+  if constexpr (MK == MathKind::kFmaF32) {
+    return f.template run_dgrad<T, MK, TileOf<2>, true>();
+  } else {
+    switch (plan.tile) {
+      case 0: return f.template run_dgrad<T, MK, TileOf<0>, true>();
+      case 1: return f.template run_dgrad<T, MK, TileOf<1>, true>();
+      default: return f.template run_dgrad<T, MK, TileOf<2>, true>();
+    }
+  }
+}
+
+template <typename TF16, typename TBF16, typename F>
+int dispatch_dgrad(const ConvDgradPlan& plan, ConvDtype dtype, F& f) {
+  if (dtype == ConvDtype::kBFloat16) return dispatch_dgrad_tile<TBF16, MathKind::kMmaBF16>(plan, f);
+  if (dtype == ConvDtype::kFloat16) return dispatch_dgrad_tile<TF16, MathKind::kMmaF16>(plan, f);
+  if (plan.fma) return dispatch_dgrad_tile<float, MathKind::kFmaF32>(plan, f);
+  return dispatch_dgrad_tile<float, MathKind::kMmaTF32>(plan, f);
+}
+
+inline WgradArgs make_wgrad_args(const ConvWgradProblem& w, const ConvWgradPlan& plan, const void* dy, const void* y,
+                                 const void* x, float* dw_part, float* db_part) {
+  const ConvProblem& p = w.p;
+  WgradArgs a{};
+  a.dy = dy;
+  a.y = y;
+  a.x = x;
+  a.dw_part = dw_part;
+  a.db_part = db_part;
+  a.P = p.N * p.OH * p.OW;
+  a.H = int(p.H);
+  a.W = int(p.W);
+  a.C = int(p.C);
+  a.OH = int(p.OH);
+  a.OW = int(p.OW);
+  a.Cg = int(p.C / p.groups);
+  a.Og = int(p.Cout / p.groups);
+  a.Cout = int(p.Cout);
+  a.K = int(p.KH * p.KW * a.Cg);
+  a.KW = int(p.KW);
+  a.SH = int(p.SH);
+  a.SW = int(p.SW);
+  a.PH = int(p.PH);
+  a.PW = int(p.PW);
+  const ConvTileShape& s = kConvTiles[plan.tile];
+  a.m_tiles = (a.Og + s.bm - 1) / s.bm;
+  const int64_t per = (a.P + w.splits - 1) / w.splits;
+  a.p_per_split = ((per + s.bk - 1) / s.bk) * s.bk;
+  a.vec = plan.vec;
+  a.dw_pair = plan.dw_pair;
+  return a;
+}
+
+// Calls f.template run_wgrad<T, MathKind, TileT, VEC>(): vector loads on tiles 0 and 2, element loads and
+// exact fp32 on tile 2.
+template <typename T, MathKind MK, typename F>
+int dispatch_wgrad_tile(const ConvWgradPlan& plan, F& f) {
+  if (!plan.vec) return f.template run_wgrad<T, MK, TileOf<2>, false>();
+  if constexpr (MK == MathKind::kFmaF32) {
+    return f.template run_wgrad<T, MK, TileOf<2>, true>();
+  } else {
+    if (plan.tile == 0) return f.template run_wgrad<T, MK, TileOf<0>, true>();
+    return f.template run_wgrad<T, MK, TileOf<2>, true>();
+  }
+}
+
+template <typename TF16, typename TBF16, typename F>
+int dispatch_wgrad(const ConvWgradPlan& plan, ConvDtype dtype, F& f) {
+  if (dtype == ConvDtype::kBFloat16) return dispatch_wgrad_tile<TBF16, MathKind::kMmaBF16>(plan, f);
+  if (dtype == ConvDtype::kFloat16) return dispatch_wgrad_tile<TF16, MathKind::kMmaF16>(plan, f);
+  if (plan.fma) return dispatch_wgrad_tile<float, MathKind::kFmaF32>(plan, f);
+  return dispatch_wgrad_tile<float, MathKind::kMmaTF32>(plan, f);
+}
+
+}  // namespace conv_detail
+}  // namespace ak

@@ -1,0 +1,118 @@
+// The instructions of the CUDA convolution kernels (conv_cuda_kernels.cuh) that a host cannot run as they
+// are: tensor-core mma.sync, cp.async and its groups, the TF32 rounding, plus the element conversions.
+// One inline function each, so the host emulator (csrc/emulate/conv_cuda_emulator.cpp) can replace this
+// file with definitions of the same names that follow the PTX ISA's documented semantics.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+namespace ak {
+namespace conv_detail {
+
+using conv_bf16 = __nv_bfloat16;
+using conv_f16 = __half;
+
+template <typename T>
+__device__ __forceinline__ T conv_zero();
+template <>
+__device__ __forceinline__ float conv_zero<float>() { return 0.0f; }
+template <>
+__device__ __forceinline__ __half conv_zero<__half>() { return __ushort_as_half(0); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 conv_zero<__nv_bfloat16>() { return __ushort_as_bfloat16(0); }
+
+__device__ __forceinline__ float conv_to_float(float v) { return v; }
+__device__ __forceinline__ float conv_to_float(__half v) { return __half2float(v); }
+__device__ __forceinline__ float conv_to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T>
+__device__ __forceinline__ T conv_from_float(float v);
+template <>
+__device__ __forceinline__ float conv_from_float<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __half conv_from_float<__half>(float v) { return __float2half_rn(v); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 conv_from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+template <typename T>
+__device__ __forceinline__ bool conv_misaligned16(const T* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15) != 0;
+}
+
+// 16 bytes from global memory (read-only path), p 16-byte aligned.
+template <typename T, int N>
+__device__ __forceinline__ void conv_ld_global16(T (&v)[N], const T* p) {
+  static_assert(N * sizeof(T) == 16, "one 16-byte vector");
+  const uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
+  memcpy(v, &u, 16);
+}
+
+// One 32-bit word of shared memory (a 16-bit pair of a fragment register).
+template <typename T>
+__device__ __forceinline__ uint32_t conv_lds32(const T* p) {
+  return *reinterpret_cast<const uint32_t*>(p);
+}
+
+template <typename T>
+struct alignas(2 * sizeof(T)) ConvPair {
+  T v[2];
+};
+
+template <typename T>
+__device__ __forceinline__ void conv_store_pair(T* p, const T (&v)[2]) {
+  *reinterpret_cast<ConvPair<T>*>(p) = ConvPair<T>{{v[0], v[1]}};
+}
+
+// cp.async.cg: 16 bytes global -> shared, bytes beyond src_bytes (0..16) zero-filled (nothing is read when
+// src_bytes is 0).
+template <typename T>
+__device__ __forceinline__ void conv_ptx_cp_async16(T* smem_dst, const T* src, int src_bytes) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+}
+
+__device__ __forceinline__ void conv_ptx_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+
+template <int N>
+__device__ __forceinline__ void conv_ptx_cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// d = a x b + d on the tensor cores, fp32 accumulators; fragment layouts: conv_cuda_kernels.cuh.
+__device__ __forceinline__ void conv_ptx_mma_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+__device__ __forceinline__ void conv_ptx_mma_f16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+__device__ __forceinline__ void conv_ptx_mma_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// fp32 -> tf32 rounded to nearest (ties away from zero); fed raw fp32 bits, the mma would ignore the low
+// 13 mantissa bits (truncation).
+__device__ __forceinline__ uint32_t conv_ptx_to_tf32(float v) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(v));
+  return r;
+}
+
+}  // namespace conv_detail
+}  // namespace ak
