@@ -6,7 +6,8 @@
   running the test (in CI: by torch 2.14.1 and by torch 2.11.0 -- the static half of the cross-version proof);
 - a build's CPU kernels, loaded in a fresh process under the torch running the test, give torch's results.
   ALEXNET_KERNELS_FOREIGN_BUILD=<path to an _C.abi3.so> runs that check on another build's library: .ci/run
-  passes the one built under torch 2.14.1 to its torch 2.11.0 leg, so the same binary runs under both.
+  passes its first leg's library (installed into the torch 2.14.1 virtualenv) to its torch 2.11.0 leg, so the
+  same binary runs under both.
 """
 import os
 import re
