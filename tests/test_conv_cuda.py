@@ -39,7 +39,7 @@ def emulator(tmp_path_factory):
         pytest.skip("needs a C++ compiler (g++) to build the emulator")
     build = tmp_path_factory.mktemp("conv_emulator")
     return cpp_extension.load("ak_conv_cuda_emulator", [EMULATOR], extra_include_paths=[CSRC],
-                              extra_cflags=["-O1"], build_directory=str(build), verbose=False)
+                              extra_cflags=["-O1", "-std=c++20"], build_directory=str(build), verbose=False)
 
 
 def tf32_round(t):
@@ -352,7 +352,7 @@ def test_a_wrong_fragment_layout_fails_under_the_emulator(tmp_path):
     build = tmp_path / "build"
     build.mkdir()
     wrong = cpp_extension.load("ak_conv_cuda_emulator_mutated", [str(mutated / "emulate" / "conv_cuda_emulator.cpp")],
-                               extra_include_paths=[str(mutated)], extra_cflags=["-O1"], build_directory=str(build),
+                               extra_include_paths=[str(mutated)], extra_cflags=["-O1", "-std=c++20"], build_directory=str(build),
                                verbose=False)
     x, w, b = make(1, 64, 5, 5, 128, (3, 3), (1, 1), (1, 1), 2, torch.bfloat16)
     y, _ = run_emulated(wrong, x, w, b, (1, 1), (1, 1), 2, True)
