@@ -215,6 +215,78 @@ def test_triton_recompute_variant_equals_torch(device):
         assert_same(dx, dx_ref)
 
 
+def _rows_alike(row, height):
+    """(1, 1, height, len(row)) whose rows are all `row` (row stride 0): a plane of any size, len(row) memory."""
+    return row.as_strided((1, 1, height, row.numel()), (0, 0, 0, 1))
+
+
+def test_triton_plane_past_2_31_elements(monkeypatch):
+    """One (n, c) plane of more than 2**31 outputs (forward) or inputs (backward): the plane's size and the
+    flat positions must not wrap in int32 (they did: the kernels formed OH * OW and H * W in int32, so the
+    plane's size went negative and every tile's mask was empty).  The planes' rows alias one row of memory,
+    and only the grid's first program runs (the interpreter could not run the millions of them): its tile,
+    256 positions of row 0, must equal the same kernel's result on a 3 x 513 input, whose first output row
+    (and first input row's gradient) has those 256 positions from the same inputs."""
+    require("triton", "cpu")
+    tk = pool_ops.triton_pool()
+    k, s, p, lrn = (3, 3), (2, 2), (0, 0), (5, 1e-4, 0.75, 2.0)
+    first_program = lambda *args: (1,)  # noqa: E731
+
+    # Forward: H = W = 92683 -> OH = OW = 46341, OH * OW = 2147488281 >= 2**31.
+    W = 92683
+    row = relu_input((W,))
+    small = _rows_alike(row[:513], 3)
+    y_ref = torch.full((1, 1, 1, 256), float("nan"))
+    offsets_ref = torch.full(y_ref.shape, 255, dtype=torch.uint8)
+    z_ref, z_offsets_ref = y_ref.clone(), offsets_ref.clone()
+    tk.max_pool2d_forward(small, y_ref, offsets_ref, k, s, p)
+    tk.relu_lrn_max_pool2d_forward(small, z_ref, z_offsets_ref, *lrn, k, s, p)
+    assert not y_ref.isnan().any() and not z_ref.isnan().any()
+    big = _rows_alike(row, W)
+    with monkeypatch.context() as m:
+        m.setattr(tk, "_grid", first_program)
+        for fn, args, expected in ((tk.max_pool2d_forward, (), (y_ref, offsets_ref)),
+                                   (tk.relu_lrn_max_pool2d_forward, lrn, (z_ref, z_offsets_ref))):
+            y = _rows_alike(torch.full((46341,), float("nan")), 46341)
+            offsets = _rows_alike(torch.full((46341,), 255, dtype=torch.uint8), 46341)
+            assert y.shape[2] * y.shape[3] >= 2**31
+            fn(big, y, offsets, *args, k, s, p)
+            tile = slice(0, 256)  # the first program's tile: one channel, 256 positions of row 0
+            assert_same(y[..., 0, tile], expected[0][..., 0, tile])
+            assert torch.equal(offsets[..., 0, tile], expected[1][..., 0, tile])
+
+    # Backward: H = W = 46342 -> H * W = 2147580964 >= 2**31; OH = OW = 23170.  Input row 0 is covered by
+    # output row 0 only, so its gradient equals the 3-row problem's.
+    W, OW = 46342, 23170
+    row = relu_input((W,))
+    small = _rows_alike(row[:513], 3)
+    dy_row = make_input((OW,), scale=1.0)
+    dy_small = _rows_alike(dy_row[:256], 1)
+    offsets_small = torch.empty((1, 1, 1, 256), dtype=torch.uint8)
+    z_offsets_small = offsets_small.clone()
+    tk.max_pool2d_forward(small, torch.empty(1, 1, 1, 256), offsets_small, k, s, p)
+    tk.relu_lrn_max_pool2d_forward(small, torch.empty(1, 1, 1, 256), z_offsets_small, *lrn, k, s, p)
+    dx_ref = torch.full(small.shape, float("nan"))
+    dx_fused_ref, dx_recompute_ref = dx_ref.clone(), dx_ref.clone()
+    tk.max_pool2d_backward(dy_small, offsets_small, dx_ref, k, s, p)
+    tk.relu_lrn_max_pool2d_backward(small, dy_small, z_offsets_small, dx_fused_ref, *lrn, k, s, p)
+    tk.max_pool2d_backward_recompute(small, dy_small, dx_recompute_ref, k, s, p)
+    big, dy = _rows_alike(row, W), _rows_alike(dy_row, OW)
+    # The big problem's offsets: the small one's for ow < 256 (all that input columns < 256 read), row 0's.
+    offsets = _rows_alike(torch.cat([offsets_small.view(-1), torch.zeros(OW - 256, dtype=torch.uint8)]), OW)
+    z_offsets = _rows_alike(torch.cat([z_offsets_small.view(-1), torch.zeros(OW - 256, dtype=torch.uint8)]), OW)
+    with monkeypatch.context() as m:
+        m.setattr(tk, "_grid", first_program)
+        cases = ((lambda dx: tk.max_pool2d_backward(dy, offsets, dx, k, s, p), dx_ref),
+                 (lambda dx: tk.relu_lrn_max_pool2d_backward(big, dy, z_offsets, dx, *lrn, k, s, p), dx_fused_ref),
+                 (lambda dx: tk.max_pool2d_backward_recompute(big, dy, dx, k, s, p), dx_recompute_ref))
+        for run, expected in cases:
+            dx = _rows_alike(torch.full((W,), float("nan")), W)
+            assert dx.shape[2] * dx.shape[3] >= 2**31
+            run(dx)
+            assert_same(dx[..., 0, :256], expected[..., 0, :256])
+
+
 def test_gradcheck_float64_cpu_kernel():
     require("cpu", "cpu", torch.float64)
     # Distinct values (no ties) so that the max is differentiable at the point.
@@ -447,6 +519,32 @@ def test_gpu_64bit_indexing(backend):
     # The last 3 output rows read input rows 4088..4095.
     assert torch.equal(y[1:, :, -3:], F.max_pool2d(x[1:, :, 4088:], 3, 2))
     del x, y
+    torch.cuda.empty_cache()
+
+
+@gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_gpu_plane_past_2_31_elements(backend):
+    """One plane of more than 2**31 outputs (forward) and of inputs (backward); the last rows must be right."""
+    require(backend, "cuda", torch.float16)
+    if torch.cuda.get_device_properties(0).total_memory < 48 * 2**30:
+        pytest.skip("needs 48 GiB of GPU memory")
+    x = torch.randn(1, 1, 92683, 92683, device="cuda", dtype=torch.float16)  # 46341**2 outputs
+    y = pool.max_pool2d(x, 3, 2, backend=backend)
+    assert y.shape[2] * y.shape[3] >= 2**31
+    assert torch.equal(y[..., -3:, :], F.max_pool2d(x[..., -7:, :], 3, 2))
+    del x, y
+    x = torch.randn(1, 1, 46342, 46342, device="cuda", dtype=torch.float16, requires_grad=True)
+    assert x.numel() >= 2**31
+    y = pool.max_pool2d(x, 3, 2, backend=backend)
+    dy = torch.randn_like(y)
+    (dx,) = torch.autograd.grad(y, x, dy)
+    # The last 3 output rows' windows start at input rows 46334, 46336, 46338 (row o's at 2 o), and input
+    # rows 46335.. are covered by those windows only.
+    tail = x.detach()[..., -8:, :].clone().requires_grad_()
+    (dx_tail,) = torch.autograd.grad(F.max_pool2d(tail, 3, 2), tail, dy[..., -3:, :])
+    assert torch.equal(dx[..., -7:, :], dx_tail[..., -7:, :])
+    del x, y, dy, dx
     torch.cuda.empty_cache()
 
 

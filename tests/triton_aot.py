@@ -136,6 +136,23 @@ def cases(full):
         pool.max_pool2d_backward_recompute(x, y, torch.empty_like(x), *POOL)
     out.append(("pool/ones", pool_ones_case))
 
+    # A plane of more than 2**31 outputs (forward) or inputs (backward): the plane's size arrives as i64 and
+    # the flat positions are formed in 64 bits.  One dtype: the index math does not depend on it.
+    def pool_huge_plane_case(d):
+        if d != "fp16":
+            return
+        dt = _torch_dtype(d)
+        x = _t((1, 1, 92683, 92683), dt)  # 46341 x 46341 outputs
+        y, off = _t((1, 1, 46341, 46341), dt), _t((1, 1, 46341, 46341), torch.uint8)
+        pool.max_pool2d_forward(x, y, off, *POOL)
+        pool.relu_lrn_max_pool2d_forward(x, y, off, *LRN, *POOL)
+        x = _t((1, 1, 46342, 46342), dt)  # 46342**2 inputs
+        y, off = _t((1, 1, 23170, 23170), dt), _t((1, 1, 23170, 23170), torch.uint8)
+        pool.max_pool2d_backward(y, off, torch.empty_like(x), *POOL)
+        pool.relu_lrn_max_pool2d_backward(x, y, off, torch.empty_like(x), *LRN, *POOL)
+        pool.max_pool2d_backward_recompute(x, y, torch.empty_like(x), *POOL)
+    out.append(("pool/huge-plane", pool_huge_plane_case))
+
     def dropout_ones_case(d):
         dt = _torch_dtype(d)
         seed = _t((1,), torch.int64)

@@ -38,7 +38,11 @@ MAX_UNROLLED_POOL = 49
 
 @triton.jit
 def _pool_tile(C, P, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-    """(n, channels, flat positions, masks) of this program's tile of a (N, C, P) iteration space."""
+    """(n, channels, flat positions, masks) of this program's tile of a (N, C, P) iteration space.
+
+    P, the plane's size (OH * OW or H * W), is the launcher's argument, not a product formed here: the JIT
+    passes it as i64 once it reaches 2**31, so the positions are counted in 64 bits exactly then (an int32
+    OH * OW went negative and masked the whole plane off)."""
     n, offs_c, offs_p = _tile_ids(C, P, BLOCK_C, BLOCK_P)
     mask_c = (offs_c < C)[:, None]
     mask_p = (offs_p < P)[None, :]
@@ -129,7 +133,7 @@ def _pool_candidate(base_ptrs, y_ptr, offs_c, mask, ih, iw, off, best, best_off,
 
 
 @triton.jit
-def max_pool2d_forward_kernel(x_ptr, y_ptr, off_ptr, C, H, W, OH, OW,
+def max_pool2d_forward_kernel(x_ptr, y_ptr, off_ptr, C, P, H, W, OH, OW,
                               sxn, sxc, sxh, sxw, syn, syc, syh, syw,
                               alpha_over_n, beta, k,
                               KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
@@ -140,7 +144,7 @@ def max_pool2d_forward_kernel(x_ptr, y_ptr, off_ptr, C, H, W, OH, OW,
     # y and the offsets share one layout (strides syn..syw).  alpha_over_n, beta, k, PRE, POST and
     # UNROLL_LRN only matter when FUSED_LRN (the ReLU -> LRN -> pool block).  WRITE_OFFSETS=False is the
     # benchmark-only variant whose backward recomputes the arg-max from x instead.
-    n, offs_c, offs_p, mask_c, mask_p = _pool_tile(C, OH * OW, BLOCK_C, BLOCK_P)
+    n, offs_c, offs_p, mask_c, mask_p = _pool_tile(C, P, BLOCK_C, BLOCK_P)
     mask = mask_c & mask_p
     oh = offs_p // OW
     ow = offs_p % OW
@@ -191,13 +195,13 @@ def _routed_gradient(dy_ptr, off_ptr, n, offs_c, mask, ih, iw, OH, OW, sdn, sdc,
 
 
 @triton.jit
-def max_pool2d_backward_kernel(dy_ptr, off_ptr, dx_ptr, C, H, W, OH, OW,
+def max_pool2d_backward_kernel(dy_ptr, off_ptr, dx_ptr, C, P, H, W, OH, OW,
                                sdn, sdc, sdh, sdw, son, soc, soh, sow, sxn, sxc, sxh, sxw,
                                KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                                PH: tl.constexpr, PW: tl.constexpr,
                                BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     # One program per tile of dx: every element written (zeros included), no atomics.
-    n, offs_c, offs_p, mask_c, mask_p = _pool_tile(C, H * W, BLOCK_C, BLOCK_P)
+    n, offs_c, offs_p, mask_c, mask_p = _pool_tile(C, P, BLOCK_C, BLOCK_P)
     mask = mask_c & mask_p
     ih = offs_p // W
     iw = offs_p % W
@@ -209,14 +213,14 @@ def max_pool2d_backward_kernel(dy_ptr, off_ptr, dx_ptr, C, H, W, OH, OW,
 
 
 @triton.jit
-def max_pool2d_backward_recompute_kernel(x_ptr, dy_ptr, dx_ptr, C, H, W, OH, OW,
+def max_pool2d_backward_recompute_kernel(x_ptr, dy_ptr, dx_ptr, C, P, H, W, OH, OW,
                                          sxn, sxc, sxh, sxw, sdn, sdc, sdh, sdw, sgn, sgc, sgh, sgw,
                                          KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr,
                                          SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
                                          UNROLL: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     # The alternative to saved offsets, kept to measure the two against each other (benchmarks only): the
     # backward re-scans every covering window of x for its arg-max (x saved instead of one byte per output).
-    n, offs_c, offs_p, mask_c, mask_p = _pool_tile(C, H * W, BLOCK_C, BLOCK_P)
+    n, offs_c, offs_p, mask_c, mask_p = _pool_tile(C, P, BLOCK_C, BLOCK_P)
     mask = mask_c & mask_p
     ih = offs_p // W
     iw = offs_p % W
@@ -242,7 +246,7 @@ def max_pool2d_backward_recompute_kernel(x_ptr, dy_ptr, dx_ptr, C, H, W, OH, OW,
 
 
 @triton.jit
-def relu_lrn_max_pool2d_backward_kernel(x_ptr, dz_ptr, off_ptr, dx_ptr, C, H, W, OH, OW,
+def relu_lrn_max_pool2d_backward_kernel(x_ptr, dz_ptr, off_ptr, dx_ptr, C, P, H, W, OH, OW,
                                         sxn, sxc, sxh, sxw, sdn, sdc, sdh, sdw, son, soc, soh, sow,
                                         sgn, sgc, sgh, sgw, alpha_over_n, beta, k, coef,
                                         KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr,
@@ -250,7 +254,7 @@ def relu_lrn_max_pool2d_backward_kernel(x_ptr, dz_ptr, off_ptr, dx_ptr, C, H, W,
                                         PRE: tl.constexpr, POST: tl.constexpr, UNROLL_LRN: tl.constexpr,
                                         BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     # coef = 2 * alpha * beta / n; dx strides sg*.
-    n, offs_c, offs_p, mask_c, mask_p = _pool_tile(C, H * W, BLOCK_C, BLOCK_P)
+    n, offs_c, offs_p, mask_c, mask_p = _pool_tile(C, P, BLOCK_C, BLOCK_P)
     mask = mask_c & mask_p
     ih = offs_p // W
     iw = offs_p % W
@@ -347,7 +351,7 @@ def _forward(x, y, offsets, kernel_size, stride, padding, lrn_args):
     kh, kw = kernel_size
     launch(
         max_pool2d_forward_kernel, _grid(N, C, OH * OW, block_c, block_p),
-        x, y, y if offsets is None else offsets, C, H, W, OH, OW, *x.stride(), *y.stride(), *lrn_values,
+        x, y, y if offsets is None else offsets, C, OH * OW, H, W, OH, OW, *x.stride(), *y.stride(), *lrn_values,
         **_pool_constants(kernel_size, stride, padding), FUSED_LRN=lrn_args is not None, **lrn_consts,
         UNROLL=kh * kw <= MAX_UNROLLED_POOL, WRITE_OFFSETS=offsets is not None, BLOCK_C=block_c,
         BLOCK_P=block_p, num_warps=num_warps)
@@ -373,7 +377,7 @@ def max_pool2d_backward(dy, offsets, dx, kernel_size, stride, padding):
     block_c, block_p, num_warps = _config(C, H * W, dx.stride(1) == 1 and C > 1)
     launch(
         max_pool2d_backward_kernel, _grid(N, C, H * W, block_c, block_p),
-        dy, offsets, dx, C, H, W, OH, OW, *dy.stride(), *offsets.stride(), *dx.stride(),
+        dy, offsets, dx, C, H * W, H, W, OH, OW, *dy.stride(), *offsets.stride(), *dx.stride(),
         **_pool_constants(kernel_size, stride, padding), BLOCK_C=block_c, BLOCK_P=block_p,
         num_warps=num_warps)
 
@@ -387,7 +391,7 @@ def relu_lrn_max_pool2d_backward(x, dz, offsets, dx, size, alpha, beta, k, kerne
     block_c, block_p, num_warps = _config(C, H * W, dx.stride(1) == 1 and C > 1)
     launch(
         relu_lrn_max_pool2d_backward_kernel, _grid(N, C, H * W, block_c, block_p),
-        x, dz, offsets, dx, C, H, W, OH, OW, *x.stride(), *dz.stride(), *offsets.stride(), *dx.stride(),
+        x, dz, offsets, dx, C, H * W, H, W, OH, OW, *x.stride(), *dz.stride(), *offsets.stride(), *dx.stride(),
         alpha / size, beta, k, 2.0 * alpha * beta / size,
         **_pool_constants(kernel_size, stride, padding), **_lrn_constants(size, C),
         BLOCK_C=block_c, BLOCK_P=block_p, num_warps=num_warps)
@@ -403,6 +407,6 @@ def max_pool2d_backward_recompute(x, dy, dx, kernel_size, stride, padding):
     kh, kw = kernel_size
     launch(
         max_pool2d_backward_recompute_kernel, _grid(N, C, H * W, block_c, block_p),
-        x, dy, dx, C, H, W, OH, OW, *x.stride(), *dy.stride(), *dx.stride(),
+        x, dy, dx, C, H * W, H, W, OH, OW, *x.stride(), *dy.stride(), *dx.stride(),
         **_pool_constants(kernel_size, stride, padding), UNROLL=kh * kw <= MAX_UNROLLED_POOL,
         BLOCK_C=block_c, BLOCK_P=block_p, num_warps=num_warps)
