@@ -60,18 +60,19 @@ def draw_seed(device, generator=None):
 def dropout(input, p=0.5, training=True, inplace=False, *, generator=None, backend=None):
     """torch.nn.functional.dropout on alexnet_kernels' kernels (inverted dropout, Philox mask).
 
-    p = 0 or training=False returns `input` itself (as torch does); p = 1 gives input * 0.  inplace=True is
-    rejected (ValueError): the result is always a new tensor.  backend as in alexnet_kernels.lrn."""
+    p = 0 or training=False returns `input` itself (as torch does, inplace or not); p = 1 gives input * 0.
+    inplace=True where a mask would be applied is rejected (ValueError): the result is always a new tensor.
+    backend as in alexnet_kernels.lrn."""
     op = "dropout"
     p = _check_p(op, p)
     _check_input(op, "input", input)
     _check_flags(op, training, generator)
-    if inplace:
-        raise ValueError("dropout: inplace=True is not supported (the kernels write a new tensor); "
-                         "use inplace=False")
     backend = _backends.validate_backend_argument(op, backend)
     if not training or p == 0.0:
-        return input
+        return input  # nothing to write: inplace=True holds trivially (an eval-mode nn.Dropout(inplace=True))
+    if inplace:
+        raise ValueError("dropout: inplace=True is not supported in training with p > 0 (the kernels write a "
+                         "new tensor); use inplace=False")
     seed = draw_seed(input.device, generator)
     return _ops.dropout(input, seed, p, backend)
 

@@ -9,7 +9,8 @@ Replaced (exact types only -- a subclass may override forward, so it is left alo
     nn.Dropout           -> alexnet_kernels.dropout.Dropout (inplace=False: same output, input left unmodified)
 and inside an nn.Sequential, where the fusion is visible from the order of the children:
     Conv2d, ReLU          -> Conv2dReLU, Identity
-    Linear, ReLU, Dropout -> LinearReLUDropout(p), Identity, Identity
+    Linear, ReLU, Dropout -> LinearReLUDropout(p), Identity, Identity  (Linear and Dropout in one train/eval
+                                                                       mode; else the Dropout is kept)
     Linear, ReLU          -> LinearReLUDropout(p=0), Identity
 (the exact nn.Sequential: a subclass may call its children differently).  The fused module takes over the
 original's Parameter objects and the Identity keeps the ReLU's (and Dropout's) slot, so indices and
@@ -94,7 +95,9 @@ def _fuse_sequential(seq, backend):
                 fused = _conv2d_relu(layer, backend)
             elif type(layer) is nn.Linear:
                 p = 0.0
-                if len(nxt) == 2 and type(nxt[1]) is nn.Dropout:
+                # The fused module follows the Linear's train/eval mode: a Dropout in the other mode
+                # (e.g. dropout frozen in eval while training) is left as its own module.
+                if len(nxt) == 2 and type(nxt[1]) is nn.Dropout and nxt[1].training == layer.training:
                     p, span = nxt[1].p, 3
                 fused = _linear_relu_dropout(layer, p, backend)
             if fused is not None:

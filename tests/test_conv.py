@@ -207,6 +207,19 @@ def test_gradcheck_float64(backend):
     assert torch.autograd.gradcheck(lambda *t: conv.conv2d_relu(*t, 2, 1, 1, 2, backend=backend), (x, w, b))
 
 
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_float64_bias_gradient_is_summed_in_float64(backend):
+    """d(bias) of a float64 conv is a float64 sum (it was summed in fp32 and cast back: ~1e-7 off, which
+    gradcheck's default tolerance does not see)."""
+    x = torch.randn(2, 3, 9, 9, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    dy = torch.randn(2, 4, 7, 7, dtype=torch.float64)
+    got = torch.autograd.grad(conv.conv2d_relu(x, w, b, backend=backend), (x, w, b), dy)
+    ref = torch.autograd.grad(torch.relu(F.conv2d(x, w, b)), (x, w, b), dy)
+    for g, r in zip(got, ref):
+        assert g.dtype == torch.float64 and rel_err(g, r) <= 1e-12
+
 def test_unbatched_input_and_module_repr():
     x = make_input((3, 9, 9), seed=1)
     m = conv.Conv2dReLU(3, 4, 3, padding=1, backend="torch")

@@ -216,6 +216,17 @@ def test_bad_inputs(bad, exc, match):
         dr.dropout(**kwargs)
 
 
+
+def test_inplace_is_accepted_where_dropout_is_the_identity():
+    """An eval-mode nn.Dropout(inplace=True) (or p = 0) returns its input in torch: so does ours (it raised)."""
+    x = make_input((4, 6))
+    assert dr.dropout(x, 0.5, training=False, inplace=True) is x
+    assert dr.dropout(x, 0.0, training=True, inplace=True) is x
+    m, t = dr.Dropout(0.5, inplace=True).eval(), torch.nn.Dropout(0.5, inplace=True).eval()
+    assert m(x) is x and t(x) is x
+    with pytest.raises(ValueError, match="inplace=True is not supported"):
+        m.train()(x)
+
 @pytest.mark.parametrize("training", ["yes", 1, None, 1.0])
 def test_training_must_be_a_bool_as_in_torch(training):
     x = make_input((4, 6))

@@ -160,6 +160,18 @@ def test_nan_and_inf_propagate_like_the_unfused_chain(device, backend):
         assert torch.allclose(got.double()[finite], ref[finite], rtol=1e-5, atol=1e-6)
 
 
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+def test_gradient_where_squares_overflow_is_the_unfused_chains(device, backend):
+    """x*x = inf in fp32: torch's autograd of the chain gives finite gradients (backend="torch" gave NaN)."""
+    require(backend, device)
+    x = torch.tensor([1e30, 1.0, 2.0, 3e19, 0.5, 1e19], device=device).view(1, 6, 1, 1)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    got, = torch.autograd.grad(fused.relu_lrn_max_pool2d(xa, 2, 1.0, 0.75, 1.0, 1, 1, backend=backend).sum(), xa)
+    chain = F.max_pool2d(F.local_response_norm(torch.relu(xb), 2, 1.0, 0.75, 1.0), 1, 1)
+    ref, = torch.autograd.grad(chain.sum(), xb)
+    assert torch.isfinite(ref).all() and torch.allclose(got, ref, rtol=1e-5, atol=0)
+
 @pytest.mark.parametrize("device,backend", device_backend_params())
 def test_empty_batch_and_output_layout(device, backend):
     require(backend, device)

@@ -130,6 +130,21 @@ def test_nan_and_inf_propagate_like_torch(device, backend):
     assert torch.allclose(y.double()[finite], y_ref[finite], rtol=1e-5, atol=1e-6)
 
 
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+def test_gradient_where_squares_overflow_is_torchs(device, backend):
+    """|x| past sqrt(fp32 max): x*x and the base are inf.  torch's autograd (and the kernels) give finite
+    gradients there; backend="torch" computed dy * base^(-beta-1) * base, i.e. 0 * inf = NaN (and 0 where
+    base^(-beta-1) underflows)."""
+    require(backend, device)
+    x = torch.tensor([1e30, 1.0, 2.0, -3e19, 0.5, 1e19], device=device).view(1, 6, 1, 1)
+    dy = torch.tensor([1.0, -2.0, 0.5, 1.5, 1.0, -1.0], device=device).view(1, 6, 1, 1)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    got, = torch.autograd.grad(lrn.local_response_norm(xa, 2, 1.0, 0.75, 1.0, backend=backend), xa, dy)
+    ref, = torch.autograd.grad(F.local_response_norm(xb, 2, 1.0, 0.75, 1.0), xb, dy)
+    assert torch.isfinite(ref).all() and torch.isfinite(got).all()
+    assert torch.allclose(got, ref, rtol=1e-5, atol=0)
+
 @pytest.mark.parametrize("device,backend", device_backend_params())
 def test_kernels_write_every_output(device, backend):
     """Poison the outputs, launch the kernels directly, and check every element was written."""

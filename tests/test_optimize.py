@@ -261,3 +261,23 @@ def test_linear_relu_dropout_autocast_and_bad_p():
 def test_bad_arguments_raise_clear_errors(args, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         alexnet_kernels.optimize(*args, **kwargs)
+
+
+@pytest.mark.parametrize("linear_training", [True, False], ids=["linear-train", "linear-eval"])
+def test_dropout_in_another_mode_than_its_linear_is_not_fused(linear_training):
+    """The fused LinearReLUDropout follows the Linear's mode: fusing a Dropout frozen in eval into a training
+    Linear (or a train-mode Dropout after an eval Linear, as MC dropout does) would change the output."""
+    original = nn.Sequential(nn.Linear(11, 64), nn.ReLU(), nn.Dropout(0.5))
+    original[0].train(linear_training)
+    original[2].train(not linear_training)
+    model = alexnet_kernels.optimize(original, inplace=False)
+    assert [type(m) for m in model] == [LinearReLUDropout, nn.Identity, Dropout]
+    assert model[0].p == 0.0 and model[2].training == (not linear_training)
+    x = make_input((8, 11), scale=1.0, seed=2)
+    y, h = model(x), torch.relu(original[0](x))
+    if linear_training:   # dropout frozen: relu(linear(x)), as the original gives
+        assert torch.allclose(y, original(x), rtol=1e-5, atol=1e-6)
+    else:                 # dropout on after an eval Linear: each output dropped or doubled, as the original's
+        kept = y != 0
+        assert torch.allclose(y[kept], 2 * h[kept], rtol=1e-5, atol=1e-6)
+        assert 0.3 < 1 - kept[h > 0].float().mean().item() < 0.7

@@ -275,14 +275,14 @@ def _run_forward(x, weight, bias, stride, padding, groups, allow_tf32, backend):
 # --- backward --------------------------------------------------------------------------------------------
 
 def _masked_grad(dy, y, use_triton):
-    """(dy * (y > 0), d(bias) in fp32): one Triton pass, or torch ops."""
+    """(dy * (y > 0), d(bias) in fp32, fp64 for fp64): one Triton pass, or torch ops."""
     if use_triton:
         g = torch.empty_like(y)
         if y.numel() == 0:
             return g, torch.zeros(y.shape[1], device=y.device, dtype=torch.float32)
         return g, triton_conv().relu_mask_bias_grad(dy, y, g)
     g = torch.where(y > 0, dy, torch.zeros((), dtype=dy.dtype, device=dy.device))
-    return g, g.sum((0, 2, 3), dtype=torch.float32)
+    return g, g.sum((0, 2, 3), dtype=torch.promote_types(g.dtype, torch.float32))  # fp64 stays fp64
 
 
 def _like_weight(dw, weight):

@@ -121,9 +121,11 @@ def reference_backward(dy, x, size, alpha, beta, k):
     xa, dya = x.to(acc), dy.to(acc)
     pre, post = clipped_reach(size, x.shape[1])
     base = k + (alpha / size) * _window_sum(xa * xa, pre, post)
-    p = base.pow(-beta - 1.0)
-    tsum = _window_sum(dya * xa * p, post, pre)  # the transposed window
-    return (dya * p * base - (2.0 * alpha * beta / size) * xa * tsum).to(x.dtype)
+    # As the kernels (csrc/lrn_math.h): base^(-beta - 1) as scale / base, and dy * scale rather than
+    # dy * base^(-beta - 1) * base, which is 0 * inf = NaN (or underflows to 0) when x*x overflows.
+    scale = base.pow(-beta)
+    tsum = _window_sum(dya * xa * (scale / base), post, pre)  # the transposed window
+    return (dya * scale - (2.0 * alpha * beta / size) * xa * tsum).to(x.dtype)
 
 
 def _run_forward(x, size, alpha, beta, k, backend):
