@@ -19,7 +19,8 @@ def _validated(name, origin):
     return name
 
 
-_default = {"backend": _validated(os.environ.get(ENV_VAR, "auto"), "$" + ENV_VAR)}
+# Set but empty (`ALEXNET_KERNELS_BACKEND= python ...`) counts as unset, as for most such variables.
+_default = {"backend": _validated(os.environ.get(ENV_VAR) or "auto", "$" + ENV_VAR)}
 
 
 def default_backend():

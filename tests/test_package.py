@@ -109,3 +109,16 @@ def test_build_info_records_the_build():
     for key in ("torch_version", "cuda_version", "cuda_archs", "with_cuda", "with_cudnn"):
         assert key in info
     assert isinstance(info["with_cuda"], bool)
+
+
+def test_backend_environment_variable(tmp_path):
+    """$ALEXNET_KERNELS_BACKEND sets the default; empty counts as unset; a wrong name is named at import."""
+    code = "import alexnet_kernels; print(alexnet_kernels.default_backend())"
+    for value, expected in (("torch", "torch"), ("", "auto"), ("cpu", "cpu")):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                             cwd=tmp_path, env=dict(ENV, ALEXNET_KERNELS_BACKEND=value))
+        assert out.returncode == 0 and out.stdout.strip() == expected, (value, out.stdout, out.stderr[-2000:])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path, env=dict(ENV, ALEXNET_KERNELS_BACKEND="tritn"))
+    assert out.returncode != 0
+    assert "$ALEXNET_KERNELS_BACKEND must be one of" in out.stderr and "'tritn'" in out.stderr
