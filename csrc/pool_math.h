@@ -20,7 +20,7 @@
 //
 // Fused block z = max_pool(LRN(relu(x))), PyTorch's LRN (lrn_math.h: W(c) = [c - pre, c + post]):
 //
-//   r_c   = relu(x_c), NaN kept:  (x_c > 0 || isnan(x_c)) ? x_c : 0
+//   r_c   = relu(x_c), NaN and -0 kept:  x_c < 0 ? 0 : x_c
 //   L_c   = r_c * (k + alpha/n * sum_{j in W(c)} r_j^2)^(-beta), the sum in channel order, then
 //           rounded to the storage dtype (so that half / bf16 routing equals the unfused chain's)
 //   z     = max_pool(L), offsets as above.
@@ -229,10 +229,10 @@ AK_HD inline F pool_gather(const T* dy, const uint8_t* offsets, int64_t hs, int6
 // Fused ReLU -> LRN
 // ---------------------------------------------------------------------------------------------
 
-// relu that propagates NaN (torch.relu(NaN) is NaN).
+// relu as torch.relu: NaN propagates (a comparison with NaN is false) and -0 stays -0.
 template <typename F>
 AK_HD inline F relu_keep_nan(F v) {
-  return (v > F(0) || v != v) ? v : F(0);
+  return v < F(0) ? F(0) : v;
 }
 
 // torch's relu backward, threshold_backward on relu's output: the gradient passes where relu(x) > 0

@@ -292,6 +292,19 @@ def test_bias_relu_dropout_values_and_gradients(device, backend, shape, p):
 
 
 @pytest.mark.parametrize("device,backend", device_backend_params())
+@pytest.mark.parametrize("p", [0.0, 0.5])
+def test_bias_relu_dropout_keeps_negative_zero(device, backend, p):
+    """torch's chain on x + b = -0: relu keeps -0, and dropout's multiply keeps the sign (kept or dropped)."""
+    require(backend, device)
+    x = torch.full((8, 12), -0.0, device=device)
+    b = torch.full((12,), -0.0, device=device)
+    y = dr.bias_relu_dropout(x, b, p, backend=backend)
+    y_ref = F.dropout(torch.relu(x + b), p)
+    assert torch.signbit(y_ref).all()
+    assert (y == 0).all() and torch.signbit(y).all()
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 def test_bias_relu_dropout_low_precision(device, backend, dtype):
     """fp16/bf16: computed in fp32, rounded once; d(bias) summed in fp32."""

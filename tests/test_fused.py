@@ -172,6 +172,23 @@ def test_gradient_where_squares_overflow_is_the_unfused_chains(device, backend):
     ref, = torch.autograd.grad(chain.sum(), xb)
     assert torch.isfinite(ref).all() and torch.allclose(got, ref, rtol=1e-5, atol=0)
 
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+def test_signed_zeros_like_the_unfused_chain(device, backend):
+    """torch.relu keeps -0 (and LRN and a pool of +-0 windows pass the first zero's sign on): the fused
+    block's zeros carry the chain's signs (they came out +0)."""
+    require(backend, device)
+    g = torch.Generator().manual_seed(3)
+    signs = torch.rand((2, 5, 9, 9), generator=g) < 0.5
+    x = torch.where(signs, -0.0, 0.0)
+    x[0, 1, 2:4] = -1.5  # negatives: relu gives +0
+    x = x.to(device)
+    z = fused.relu_lrn_max_pool2d(x, *STRONG, 3, 2, 0, False, backend=backend)
+    z_ref = F.max_pool2d(F.local_response_norm(torch.relu(x.double().cpu()), *STRONG), 3, 2)
+    assert (z.cpu() == 0).all() and torch.equal(torch.signbit(z.cpu()), torch.signbit(z_ref))
+    assert torch.signbit(z_ref).any() and not torch.signbit(z_ref).all()
+
+
 @pytest.mark.parametrize("device,backend", device_backend_params())
 def test_empty_batch_and_output_layout(device, backend):
     require(backend, device)

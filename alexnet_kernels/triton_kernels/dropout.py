@@ -99,7 +99,7 @@ def bias_relu_dropout_forward_kernel(x_ptr, b_ptr, y_ptr, seed_ptr, numel, N, th
     keep = _keep(_pick_lane(lane, r0[:, None], r1[:, None], r2[:, None], r3[:, None]), threshold)
     v = (tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
          + tl.load(b_ptr + offs % N, mask=mask, other=0.0).to(tl.float32))
-    h = tl.where((v > 0) | (v != v), v, 0.0)  # relu that keeps NaN, as torch.relu
+    h = tl.where(v < 0, 0.0, v)  # relu as torch.relu: NaN and -0 kept
     tl.store(y_ptr + offs, (h * tl.where(keep, scale, 0.0)).to(y_ptr.dtype.element_ty), mask=mask)
 
 

@@ -51,8 +51,8 @@ def _pool_tile(C, P, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
 
 @triton.jit
 def _relu(v):
-    # NaN stays NaN (torch.relu propagates it); v > 0 alone would turn it into 0.
-    return tl.where((v > 0) | (v != v), v, 0.0)
+    # As torch.relu: NaN stays NaN (v < 0 is false for it) and -0 stays -0.
+    return tl.where(v < 0, 0.0, v)
 
 
 @triton.jit
