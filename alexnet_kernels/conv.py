@@ -29,7 +29,8 @@ torch's CPU convolution).  First calls of a new shape pay Triton's autotuning (c
 process) and the "auto" measurement: warm up before capturing a CUDA graph.
 
 Delegated to torch.nn.functional.conv2d + relu (documented, tested): dilation != 1 and padding="same".
-Under autocast, input, weight and bias are cast to the autocast dtype, as F.conv2d does.
+Under autocast, input, weight and bias are cast to the autocast dtype (float64 ones are left alone), as F.conv2d
+does.
 """
 import numbers
 
@@ -84,11 +85,13 @@ def _check_tensors(op, input, weight, bias, groups):
 
 
 def _autocast(input, weight, bias):
-    """F.conv2d's autocast behaviour: floating inputs are cast to the autocast dtype of their device."""
+    """F.conv2d's autocast behaviour: floating inputs are cast to the autocast dtype of their device, except
+    float64 ones, which autocast leaves alone (as torch does: a float64 model stays float64)."""
     device_type = input.device.type
     if device_type in ("cuda", "cpu") and torch.is_autocast_enabled(device_type):
         dtype = torch.get_autocast_dtype(device_type)
-        cast = (lambda t: t.to(dtype) if t is not None and t.is_floating_point() and t.dtype != dtype else t)
+        cast = (lambda t: t.to(dtype) if t is not None and t.is_floating_point()
+                and t.dtype not in (dtype, torch.float64) else t)
         return cast(input), cast(weight), cast(bias)
     return input, weight, bias
 

@@ -316,6 +316,21 @@ def test_autocast_casts_like_conv2d():
     assert torch.equal(y, y_t)
 
 
+
+def test_autocast_leaves_float64_alone_like_conv2d():
+    """Autocast casts only float32/16 tensors: float64 ones keep their dtype (torch's is_eligible), so a
+    float64 conv under autocast stays float64, and float32 input with a float64 weight is rejected."""
+    x = make_input((1, 4, 7, 7), seed=9).double()
+    w = make_input((8, 4, 3, 3), seed=10, scale=0.1).double()
+    b = make_input((8,), seed=11).double()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv.conv2d_relu(x, w, b, backend="torch")
+        y_t = torch.relu(F.conv2d(x, w, b))
+        with pytest.raises(TypeError, match="same dtype"):
+            conv.conv2d_relu(x.float(), w, b, backend="torch")
+    assert y.dtype == y_t.dtype == torch.float64
+    assert torch.equal(y, y_t)
+
 def test_auto_on_cpu_is_torch_and_measures_nothing():
     x, w, b, stride, padding, groups = make_case(LAYERS["conv3"])
     before = conv.measured_choices()
