@@ -24,7 +24,9 @@ def _check_number(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError("local_response_norm: %s must be a real number, got %r" % (name, value))
     value = float(value)
-    if not math.isfinite(value):
+    # Comparisons rather than math.isfinite: under torch.compile(dynamic=True) a module's float attribute
+    # is a SymFloat, which math.isfinite cannot trace (a graph break, an error with fullgraph=True).
+    if not -math.inf < value < math.inf:  # False for NaN too
         raise ValueError("local_response_norm: %s must be finite, got %r" % (name, value))
     return value
 

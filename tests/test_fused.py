@@ -295,6 +295,23 @@ def test_torch_compile_fullgraph(device):
     assert torch.allclose(g, g_eager, rtol=1e-6, atol=1e-7)
 
 
+
+def test_torch_compile_dynamic_fullgraph_module():
+    """dynamic=True turns the module's alpha/beta/k into SymFloats; the shared LRN argument check traced
+    none of them (math.isfinite: fullgraph=True raised).  New shapes rerun without errors."""
+    require("cpu", "cpu")
+    torch._dynamo.reset()
+    m = fused.ReLULRNMaxPool2d(*STRONG, backend="cpu")
+    compiled = torch.compile(m, fullgraph=True, dynamic=True)
+    for shape in ((2, 8, 11, 11), (1, 5, 9, 13)):
+        x = make_input(shape).requires_grad_()
+        z = compiled(x)
+        z_eager = m(x)
+        assert torch.equal(z, z_eager)
+        (g,) = torch.autograd.grad(z.sum(), x)
+        (g_eager,) = torch.autograd.grad(z_eager.sum(), x)
+        assert torch.equal(g, g_eager)
+
 def test_module_equals_the_three_torch_modules():
     torch_block = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.LocalResponseNorm(*ALEXNET),
                                       torch.nn.MaxPool2d(3, 2))

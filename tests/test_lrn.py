@@ -309,6 +309,27 @@ def test_torch_compile_fullgraph(device):
     assert torch.allclose(g, g_eager, rtol=1e-5, atol=1e-6)
 
 
+
+def test_torch_compile_dynamic_fullgraph_module():
+    """torch.compile(dynamic=True) makes a module's float attributes SymFloats: the argument check must
+    trace them (math.isfinite did not: fullgraph=True raised), new shapes and a changed alpha must rerun."""
+    require("cpu", "cpu")
+    torch._dynamo.reset()
+    m = lrn.LocalResponseNorm(5, 1e-2, 0.75, 2.0, backend="cpu")
+    compiled = torch.compile(m, fullgraph=True, dynamic=True)
+    for shape in ((2, 8, 5, 5), (3, 6, 7, 4)):
+        x = make_input(shape).requires_grad_()
+        y = compiled(x)
+        y_eager = m(x)
+        assert torch.equal(y, y_eager)
+        (g,) = torch.autograd.grad(y.sum(), x)
+        (g_eager,) = torch.autograd.grad(y_eager.sum(), x)
+        assert torch.equal(g, g_eager)
+    m.alpha = 0.5  # a guard on the traced alpha: the compiled module follows the new value
+    y = compiled(x)
+    assert torch.equal(y, m(x))
+    assert rel_err(y, reference(x, 5, 0.5, 0.75, 2.0)[0]) <= 1e-5
+
 def test_module_is_a_drop_in_for_torch():
     ref = torch.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
     m = lrn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
