@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _backends
+from ._torchscript import NotScriptable
 from .ops import conv as _ops
 from .pool import _pair  # int-or-pair arguments, validated as torch's pooling does
 
@@ -133,7 +134,7 @@ def conv2d_relu(input, weight, bias=None, stride=1, padding=0, dilation=1, group
     return _ops.conv2d_relu(input, weight, bias, stride, padding, groups, allow_tf32, backend, backward_route)
 
 
-class Conv2dReLU(torch.nn.Conv2d):
+class Conv2dReLU(NotScriptable, torch.nn.Conv2d):
     """Drop-in for nn.Conv2d followed by nn.ReLU: a subclass of nn.Conv2d with its constructor arguments,
     parameters (weight, bias), initialisation and state_dict; the keyword-only `backend` (and
     `backward_route`) choose the kernels.  The weight is stored channels_last (the kernels' layout: no copy

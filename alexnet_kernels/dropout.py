@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _backends
+from ._torchscript import NotScriptable
 from .ops import dropout as _ops
 
 __all__ = ["dropout", "Dropout", "bias_relu_dropout", "LinearReLUDropout"]
@@ -77,7 +78,7 @@ def dropout(input, p=0.5, training=True, inplace=False, *, generator=None, backe
     return _ops.dropout(input, seed, p, backend)
 
 
-class Dropout(torch.nn.Dropout):
+class Dropout(NotScriptable, torch.nn.Dropout):
     """Drop-in for torch.nn.Dropout (a subclass: same arguments, repr, empty state_dict, train/eval).
     inplace=True is rejected when the module is called in training mode."""
 
@@ -113,7 +114,7 @@ def bias_relu_dropout(input, bias, p=0.5, training=True, *, generator=None, back
     return _ops.bias_relu_dropout(x2, bias.contiguous(), seed, p, backend).view(input.shape)
 
 
-class LinearReLUDropout(torch.nn.Linear):
+class LinearReLUDropout(NotScriptable, torch.nn.Linear):
     """nn.Linear -> ReLU -> Dropout(p) as one module: the matmul is torch's (F.linear without the bias), the
     bias + ReLU + dropout epilogue is bias_relu_dropout.  nn.Linear's constructor arguments, parameters and
     state_dict (it subclasses nn.Linear); p=0 gives Linear -> ReLU.  Dropout follows self.training."""

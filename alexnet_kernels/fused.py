@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from . import _backends
 from . import lrn as _lrn
+from ._torchscript import NotScriptable
 from .ops import fused as _ops
 from .ops import pool as _pool_ops
 from .pool import check_pool_arguments
@@ -43,7 +44,7 @@ def relu_lrn_max_pool2d(input, size, alpha=1e-4, beta=0.75, k=1.0, kernel_size=3
     return _ops.relu_lrn_max_pool2d(input, size, alpha, beta, k, kernel_size, stride, padding, ceil_mode, backend)
 
 
-class ReLULRNMaxPool2d(torch.nn.Module):
+class ReLULRNMaxPool2d(NotScriptable, torch.nn.Module):
     """relu -> LocalResponseNorm(size, alpha, beta, k) -> MaxPool2d(kernel_size, stride, padding, ceil_mode)
     as one module (no parameters, so its state_dict is empty like the three modules it replaces)."""
 

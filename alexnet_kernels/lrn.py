@@ -15,6 +15,7 @@ import numbers
 import torch
 
 from . import _backends
+from ._torchscript import NotScriptable
 from .ops import lrn as _ops
 
 __all__ = ["local_response_norm", "LocalResponseNorm"]
@@ -76,7 +77,7 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0, *, backend=No
     return _ops.lrn(input, size, alpha, beta, k, backend)
 
 
-class LocalResponseNorm(torch.nn.LocalResponseNorm):
+class LocalResponseNorm(NotScriptable, torch.nn.LocalResponseNorm):
     """Drop-in for torch.nn.LocalResponseNorm (same arguments, repr and empty state_dict).
 
     It subclasses torch's module, so isinstance checks and state_dict loading keep working; the

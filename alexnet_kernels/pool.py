@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _backends
+from ._torchscript import NotScriptable
 from .ops import pool as _ops
 
 __all__ = ["max_pool2d", "MaxPool2d"]
@@ -100,7 +101,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     return batched(lambda x: _ops.max_pool2d(x, kernel_size, stride, padding, ceil_mode, backend), input)
 
 
-class MaxPool2d(torch.nn.MaxPool2d):
+class MaxPool2d(NotScriptable, torch.nn.MaxPool2d):
     """Drop-in for torch.nn.MaxPool2d (same arguments, repr and empty state_dict; a subclass, so
     isinstance checks keep working); the keyword-only `backend` chooses the kernels."""
 

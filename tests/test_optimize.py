@@ -281,3 +281,48 @@ def test_dropout_in_another_mode_than_its_linear_is_not_fused(linear_training):
         kept = y != 0
         assert torch.allclose(y[kept], 2 * h[kept], rtol=1e-5, atol=1e-6)
         assert 0.3 < 1 - kept[h > 0].float().mean().item() < 0.7
+
+
+def _scriptable_cases():
+    from alexnet_kernels.fused import ReLULRNMaxPool2d
+    x = torch.randn(2, 8, 11, 11)
+    return [(LocalResponseNorm(5, 1e-2, 0.75, 2.0), nn.LocalResponseNorm(5, 1e-2, 0.75, 2.0), x),
+            (MaxPool2d(3, 2), nn.MaxPool2d(3, 2), x),
+            (ReLULRNMaxPool2d(5, 1e-2, 0.75, 2.0, 3, 2),
+             nn.Sequential(nn.ReLU(), nn.LocalResponseNorm(5, 1e-2, 0.75, 2.0), nn.MaxPool2d(3, 2)), x),
+            (Dropout(0.5).eval(), nn.Dropout(0.5).eval(), x),
+            (Conv2dReLU(8, 4, 3), nn.Sequential(nn.Conv2d(8, 4, 3), nn.ReLU()), x),
+            (LinearReLUDropout(11, 5, p=0.0), nn.Sequential(nn.Linear(11, 5), nn.ReLU()), x)]
+
+
+def test_torchscript_is_refused_by_name_and_trace_works():
+    """torch.jit.script of our modules (alone or inside a model) raises naming the module and the
+    alternatives (it failed on TorchScript's view of our keyword-only arguments, or for Conv2dReLU on a
+    re-typed variable); torch.jit.trace gives torch's modules' values."""
+    for ours, theirs, x in _scriptable_cases():
+        if isinstance(theirs, nn.Sequential) and hasattr(ours, "weight"):
+            theirs[0].load_state_dict(ours.state_dict())
+        torch.jit.script(theirs)  # torch's own modules script
+        name = type(ours).__name__
+        for model in (ours, nn.Sequential(nn.Identity(), ours)):
+            with pytest.raises(RuntimeError, match=r"%s \(alexnet_kernels\) does not support torch\.jit\.script.*"
+                                                   r"torch\.jit\.trace" % name):
+                torch.jit.script(model)
+        traced = torch.jit.trace(ours, (x,), check_trace=False)
+        assert torch.allclose(traced(x), theirs(x), rtol=1e-5, atol=1e-6), name
+
+
+def test_torch_export_of_our_modules():
+    """torch.export.export of a model of our modules (README): one graph of our custom ops, the eager values."""
+    from alexnet_kernels.fused import ReLULRNMaxPool2d
+    torch.manual_seed(0)
+    model = nn.Sequential(Conv2dReLU(3, 8, 3, padding=1), ReLULRNMaxPool2d(5, 1e-2, 0.75, 2.0, 3, 2),
+                          LocalResponseNorm(3, 1e-2, 0.75, 1.0), MaxPool2d(3, 2), nn.Flatten(),
+                          LinearReLUDropout(8 * 3 * 3, 10, p=0.5), Dropout(0.5)).eval()
+    x = torch.randn(2, 3, 17, 17)
+    exported = torch.export.export(model, (x,))
+    ops = {str(n.target) for n in exported.graph.nodes if n.op == "call_function"}
+    for op in ("conv2d_relu_forward", "relu_lrn_max_pool2d_forward", "lrn_forward", "max_pool2d_forward",
+               "bias_relu_dropout_forward"):
+        assert "alexnet_kernels.%s.default" % op in ops, (op, ops)
+    assert torch.equal(exported.module()(x), model(x))
