@@ -13,6 +13,7 @@ Philox-4x32-10, identical on every backend and for any launch configuration.  Ma
 bit (torch's dropout uses its own stream).  Autograd keeps the seed (8 bytes) -- the backward regenerates
 the mask -- and, for bias_relu_dropout, the output y (the ReLU condition): nothing mask-sized.
 """
+import math
 import numbers
 
 import torch
@@ -110,7 +111,9 @@ def bias_relu_dropout(input, bias, p=0.5, training=True, *, generator=None, back
     if not training:
         p = 0.0
     seed = draw_seed(input.device, generator) if p > 0 else torch.zeros(1, dtype=torch.int64, device=input.device)
-    x2 = input.reshape(input.shape[:-1].numel(), input.shape[-1]).contiguous()  # -1 fails when N = 0
+    # -1 fails when N = 0; math.prod rather than torch.Size.numel, which fixes a symbolic batch size to its
+    # traced value (torch.export with a dynamic batch dim raised, torch.compile recompiled per batch size).
+    x2 = input.reshape(math.prod(input.shape[:-1]), input.shape[-1]).contiguous()
     return _ops.bias_relu_dropout(x2, bias.contiguous(), seed, p, backend).view(input.shape)
 
 

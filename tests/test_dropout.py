@@ -402,6 +402,23 @@ def test_torch_compile_fullgraph(device):
     assert torch.equal(gx != 0, kept & (h > 0))
 
 
+def test_export_with_a_dynamic_batch_dim():
+    """bias_relu_dropout's (M, N) view kept the leading dims symbolic: torch.Size.numel() had fixed the batch
+    to its traced value, so torch.export with a dynamic batch dim raised (and compile specialised it)."""
+    require("cpu", "cpu")
+    fc = dr.LinearReLUDropout(7, 5, p=0.5, backend="cpu")
+    for mode, shape in (("eval", (3, 7)), ("train", (2, 4, 7))):
+        getattr(fc, mode)()
+        x = make_input(shape)
+        exported = torch.export.export(fc, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+        for batch in (1, 6):
+            xb = make_input((batch,) + shape[1:])
+            torch.manual_seed(1)
+            got = exported.module()(xb)
+            torch.manual_seed(1)
+            assert torch.equal(got, fc(xb))
+
+
 # ----------------------------------------------------------------------------------------------------
 # GPU only
 
