@@ -197,6 +197,37 @@ def test_kernels_write_every_output(device, backend):
         assert torch.equal(dx, dx_t)
 
 
+@pytest.mark.parametrize("device,backend", device_backend_params())
+def test_backward_offsets_naming_no_input_route_nowhere(device, backend):
+    """The public backward ops with offsets that name no input element (>= kH * kW, or a padding position;
+    no forward writes them) drop those gradients on every backend.  backend='torch' passed them on to
+    torch's unchecked max-pool backward as out-of-range indices: a segmentation fault."""
+    require(backend, device)
+    k, s, p = [3, 3], [2, 2], [1, 1]
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        x = relu_input((2, 3, 9, 8), device=device).contiguous(memory_format=memory_format)
+        y, offsets = torch.ops.alexnet_kernels.max_pool2d_forward(x, k, s, p, False, backend)
+        dy = make_input(tuple(y.shape), device=device, scale=1.0).contiguous(memory_format=memory_format)
+        bad = offsets.clone()
+        bad[:, :, 0, 0] = 0       # the first window's top-left: padding
+        bad[:, :, 1, 1] = 255     # past the 3x3 window
+        bad[:, :, -1, -1] = 9
+        keep = torch.ones_like(dy)
+        keep[:, :, 0, 0] = keep[:, :, 1, 1] = keep[:, :, -1, -1] = 0
+        cl = memory_format == torch.channels_last
+        dx = torch.ops.alexnet_kernels.max_pool2d_backward(dy, bad, [9, 8], cl, k, s, p, False, backend)
+        dx_ref = torch.ops.alexnet_kernels.max_pool2d_backward(dy * keep, offsets, [9, 8], cl, k, s, p, False,
+                                                               backend)
+        assert torch.equal(dx, dx_ref)
+        args = (5, 1e-1, 0.75, 1.0, k, s, p, False, backend)
+        z, z_offsets = torch.ops.alexnet_kernels.relu_lrn_max_pool2d_forward(x, *args)
+        z_bad = z_offsets.clone()
+        z_bad[:, :, 0, 0], z_bad[:, :, 1, 1], z_bad[:, :, -1, -1] = 0, 255, 9
+        dxf = torch.ops.alexnet_kernels.relu_lrn_max_pool2d_backward(dy, x, z_bad, *args)
+        dxf_ref = torch.ops.alexnet_kernels.relu_lrn_max_pool2d_backward(dy * keep, x, z_offsets, *args)
+        assert torch.allclose(dxf, dxf_ref, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_triton_recompute_variant_equals_torch(device):
     """The benchmark-only variant that saves x and re-derives the arg-max in the backward (measured against

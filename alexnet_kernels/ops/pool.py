@@ -91,8 +91,17 @@ def indices_from_offsets(offsets, width, kernel_size, stride, padding):
 
 
 def torch_pool_backward(dy, offsets, input_shape, layout, kernel_size, stride, padding, ceil_mode):
-    """torch's own max-pool backward, routed by our offsets (the reference for every backend)."""
-    indices = indices_from_offsets(offsets, input_shape[3], kernel_size, stride, padding)
+    """torch's own max-pool backward, routed by our offsets (the reference for every backend).  An offset
+    naming no input element of its window (>= kH * kW, or a padding position; never written by a forward)
+    routes nowhere, as in the kernels: torch's backward does not check its indices (one out of range crashed
+    the process), so such a gradient is zeroed and sent to element 0."""
+    H, W = input_shape[2], input_shape[3]
+    hstart, wstart = _window_starts(offsets.shape[-2:], stride, padding, offsets.device)
+    o = offsets.long()
+    ih, iw = hstart + o // kernel_size[1], wstart + o % kernel_size[1]
+    routed = (o < kernel_size[0] * kernel_size[1]) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+    indices = torch.where(routed, ih * W + iw, 0)
+    dy = torch.where(routed, dy, torch.zeros((), dtype=dy.dtype, device=dy.device))
     like = empty_in_layout(input_shape, layout, dy)  # read for its shape and layout only
     return torch.ops.aten.max_pool2d_with_indices_backward(dy, like, list(kernel_size), list(stride),
                                                            list(padding), [1, 1], ceil_mode, indices)
