@@ -215,16 +215,19 @@ struct MaxPoolForwardNhwc {
 
 // Window offset -> (row, column) in the window; kNotInWindow for offsets >= kH * kW.
 struct OffsetTable {
-  static constexpr int16_t kNotInWindow = -32768;  // ih = hstart + row then lies outside [0, H)
-  int16_t row[256], col[256];
+  // ih = hstart + row then lies outside [0, H) for any window start (|hstart| < 2^33). An int16 -32768
+  // did not: from hstart >= 32768 on (planes of more than 32768 rows and columns) such an offset routed
+  // its gradient to an element of the plane.
+  static constexpr int64_t kNotInWindow = -(int64_t(1) << 61);
+  int64_t row[256], col[256];
 };
 
 OffsetTable make_offset_table(const PoolParams& p) {
   OffsetTable t;
   for (int off = 0; off < 256; ++off) {
     const bool in_window = off < p.kH * p.kW;
-    t.row[off] = in_window ? static_cast<int16_t>(off / p.kW) : OffsetTable::kNotInWindow;
-    t.col[off] = in_window ? static_cast<int16_t>(off % p.kW) : OffsetTable::kNotInWindow;
+    t.row[off] = in_window ? static_cast<int64_t>(off / p.kW) : OffsetTable::kNotInWindow;
+    t.col[off] = in_window ? static_cast<int64_t>(off % p.kW) : OffsetTable::kNotInWindow;
   }
   return t;
 }

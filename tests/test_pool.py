@@ -228,6 +228,31 @@ def test_backward_offsets_naming_no_input_route_nowhere(device, backend):
         assert torch.allclose(dxf, dxf_ref, rtol=1e-6, atol=1e-7)
 
 
+def _available_memory_bytes():
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return 0
+
+
+def test_cpu_offsets_naming_no_input_route_nowhere_on_a_plane_past_32768():
+    """The C++ NCHW backward marked offsets >= kH * kW with row = col = -32768, which put ih, iw back inside
+    the plane from window starts >= 32768 on: on a 32771 x 32771 plane the last window's gradient reached
+    dx[0, 0].  fp32 (no float scratch plane): dx 4.3 GB, dy 1.1 GB, offsets 0.3 GB."""
+    require("cpu", "cpu")
+    if _available_memory_bytes() < 8 * 2**30:
+        pytest.skip("needs 8 GiB of available memory (a 32771 x 32771 fp32 gradient)")
+    H = 32771
+    OH = (H - 3) // 2 + 1
+    dy = torch.ones(1, 1, OH, OH)
+    offsets = torch.full((1, 1, OH, OH), 255, dtype=torch.uint8)
+    dx = torch.ops.alexnet_kernels.max_pool2d_backward(dy, offsets, [H, H], False, [3, 3], [2, 2], [0, 0], False,
+                                                       "cpu")
+    del dy, offsets
+    assert not dx.any()
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_triton_recompute_variant_equals_torch(device):
     """The benchmark-only variant that saves x and re-derives the arg-max in the backward (measured against
