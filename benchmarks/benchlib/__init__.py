@@ -9,8 +9,9 @@
 Assigning a name on the package (benchlib.gpu_time_ms = ..., monkeypatch.setattr(benchlib, "REPEATS", ...))
 rebinds it in every module that holds it, so a patch takes effect where the name is used.
 
-Each op has one benchmark file, benchmarks/bench_<op>.py (collected through pyproject.toml's python_files).  It calls register_op() once at import (case
-fields, providers and baselines per device type, notes for the results file); each test then either
+Each op has one benchmark file, benchmarks/bench_<op>.py (collected through pyproject.toml's python_files).  It
+calls register_op() once at import (case fields, providers and baselines per device type, notes for the results
+file); each test then either
 skips a provider with skip() (the reason is kept and shown in the summary) or times it and calls
 record().  benchmarks/conftest.py prints one summary table per op and device type at the end of the
 run and writes benchmarks/results/<op>-<device-slug>-<YYYY-MM-DD>.md and .json.

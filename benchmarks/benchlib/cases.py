@@ -1,7 +1,9 @@
 """Cases, providers and the correctness check shared by the bench_<op>.py files: dtypes, layouts, inputs,
-tolerances, the first call (which compiles, and skips a baseline that raises), saved-for-backward bytes and the
-pytest params of an op's GPU grid.
+tolerances, a case's start (its group, or the skip), the first call (which compiles, and skips a baseline that
+raises) and its check, the torch providers' and autograd modes' timed functions, saved-for-backward bytes, the
+cuDNN flags of the convolution benchmarks and the pytest params of an op's GPU grid.
 """
+import contextlib
 import os
 import time
 
@@ -9,6 +11,7 @@ import pytest
 import torch
 
 from .collect import skip
+from .timing import compiled
 
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -151,3 +154,58 @@ def gpu_params(modes, shapes, providers, layouts=None):
     return [pytest.param(mode, chw, dname, layout, provider,
                          id="%s-%s-%s-%s-%s" % (mode, shape_label(chw), dname, layout, provider))
             for mode in modes for chw in shapes for dname in DTYPES for layout in layouts for provider in providers]
+
+
+def torch_fn_of(provider, torch_fn, key):
+    """The function a torch provider times: torch_fn itself for "torch-eager" / "torch-cpu", torch.compile of it
+    for "torch-compile" (compiled once per key, e.g. (shape, dtype, layout, device type)); ValueError otherwise."""
+    if provider in ("torch-eager", "torch-cpu"):
+        return torch_fn
+    if provider == "torch-compile":
+        return compiled(torch_fn, key)
+    raise ValueError("unknown provider %r" % (provider,))
+
+
+def autograd_timed_fn(mode, fwd, inputs, dy):
+    """The function to time for `mode` through autograd (it returns its output, so the output is freed after each
+    call): "fwd" fwd(*inputs); "bwd" autograd.grad of one output computed once, outside the timing, with respect
+    to every input; "fwd+bwd" the forward and that grad each call.  inputs: a tensor or a tuple of them."""
+    inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+    if mode == "fwd":
+        return lambda: fwd(*inputs)
+    leaves = tuple(t.detach().requires_grad_() for t in inputs)
+    if mode == "bwd":
+        out = fwd(*leaves)  # once, outside the timing
+        return lambda: torch.autograd.grad(out, leaves, dy, retain_graph=True)
+    if mode == "fwd+bwd":
+        return lambda: torch.autograd.grad(fwd(*leaves), leaves, dy)
+    raise ValueError("unknown mode %r" % (mode,))
+
+
+@contextlib.contextmanager
+def cudnn_conv_flags(cudnn_benchmark):
+    """TF32 for fp32 convolutions (torch's default, stated in the case labels) and cudnn.benchmark as given, for
+    the benchmarks that run convolutions; both restored after."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
+
+
+def begin_case(benchmark, op, device, case, provider, err=None):
+    """Name the pytest-benchmark group "<op>-<gpu|cpu> <the case's fields>", and skip the provider with err, the
+    reason it cannot run here, unless that is None."""
+    benchmark.group = "%s-%s %s" % (op, "gpu" if device == "cuda" else device, " ".join(map(str, case.values())))
+    if err is not None:
+        skip(op, device, case, provider, err)
+
+
+def checked_first_call(op, device, case, provider, make_fn, check, ours, sync=None):
+    """first_call(make_fn, sync) -- a baseline that raises is skipped, ours raising fails -- then require_correct
+    of check(its output).  Returns (fn, seconds of the first call); the output is not kept."""
+    fn, out, seconds = first_call(make_fn, sync, skip_as=None if ours else (op, device, case, provider))
+    require_correct(op, device, case, provider, check(out), ours)
+    return fn, seconds
