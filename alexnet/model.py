@@ -14,7 +14,7 @@ other layer reads its own tower only.  60,965,224 parameters for 1000 classes.
 LRN: size 5, alpha 1e-4, beta 0.75, k 2, in PyTorch's convention (alpha divided by the size), within each
 tower's 48 or 128 channels.  The paper's text writes alpha = 1e-4 without dividing by n, which would be
 PyTorch's alpha = 5e-4; the released cuda-convnet code divided by n (its 1e-4 is PyTorch's 1e-4), and that is
-what is used here (the README's LRN section compares the libraries' conventions).
+what is used here (docs/lrn.md compares the libraries' conventions).
 """
 import math
 

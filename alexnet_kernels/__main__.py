@@ -41,11 +41,11 @@ def main():
         for name, err in _backends.status(dev).items():
             print("  %-4s %-7s %s" % (dev.type, name, "ok" if err is None else "not supported because " + err))
     # Per op: what the C++ backends mean where an op has no kernel of its own there.
-    print("  conv2d_relu: backend 'cuda' is the CUDA C++ implicit GEMM (csrc/conv_cuda.cu, cuda tensors); 'cpu' is "
-          "not supported because there is no C++ CPU convolution of our own: it delegates to torch's CPU "
-          "convolution; 'auto' on cuda times Triton, CUDA C++ and cuDNN once per shape")
+    print("  conv2d_relu: backend 'cuda' is the CUDA C++ implicit GEMM (csrc/conv_cuda.cu, cuda tensors); 'cpu' "
+          "runs torch's CPU convolution (there is no C++ CPU convolution of our own), as 'auto' does on cpu; "
+          "'auto' on cuda times Triton, CUDA C++ and cuDNN once per shape")
     err = baselines.cudnn_lrn_error()
-    print("  cuDNN LRN baseline: %s" % ("ok" if err is None else "not supported because " + err))
+    print("  cuDNN LRN baseline (benchmarks and tests only): %s" % ("ok" if err is None else "unavailable: " + err))
     return 0
 
 

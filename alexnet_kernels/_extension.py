@@ -35,7 +35,7 @@ def _fix_advice():
     if checkout is not None:
         return ("alexnet_kernels was imported from the source checkout %s (Python puts the current folder first "
                 "on sys.path), which holds no built extension: run from another folder to use the installed "
-                "package, or build the checkout in place with `pip install -e .`"
+                "package, or build the checkout in place with `pip install -v --no-build-isolation -e .`"
                 % checkout)
     return "reinstall with `pip install .` to build it"
 

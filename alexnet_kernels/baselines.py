@@ -13,13 +13,16 @@ __all__ = ["cudnn_lrn", "cudnn_lrn_error"]
 
 
 def cudnn_lrn_error(x=None):
-    """None if the cuDNN baseline can run (on x, if given), else why not."""
+    """None if the cuDNN baseline can run (on x, if given; else on this machine's GPU), else why not."""
     ext = _extension.load()
     if ext is None:
         return "alexnet_kernels._C is unavailable (%s)" % _extension.load_error()
     if not _extension.build_info()["with_cudnn"]:
         return "alexnet_kernels._C was built without the cuDNN wrapper (no cudnn.h at build time)"
-    if x is not None and (x.device.type != "cuda" or x.dim() != 4):
+    if x is None:
+        if not torch.cuda.is_available():
+            return "no CUDA device is visible (cuDNN LRN takes cuda tensors only)"
+    elif x.device.type != "cuda" or x.dim() != 4:
         return "cuDNN LRN takes 4-D cuda tensors, got a %d-D %s tensor" % (x.dim(), x.device.type)
     return None
 

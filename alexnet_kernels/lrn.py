@@ -6,7 +6,7 @@
 
 Same signature and math as torch.nn.functional.local_response_norm / torch.nn.LocalResponseNorm:
     b_c = a_c / (k + alpha / n * sum_{c' = c - n//2}^{c + (n-1)//2} a_{c'}^2) ^ beta
-(alpha divided by n, zero padding at the channel edges).  See the README for other libraries'
+(alpha divided by n, zero padding at the channel edges).  See docs/lrn.md for other libraries'
 conventions and how to convert alpha.
 """
 import math
@@ -67,7 +67,7 @@ def check_arguments(input, size, alpha, beta, k):
 def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0, *, backend=None):
     """torch.nn.functional.local_response_norm on alexnet_kernels' kernels.
 
-    backend: "auto" (default; per device, the preference measured so far -- see README), "triton", "cuda",
+    backend: "auto" (default; per device, the preference measured so far -- see docs/lrn.md), "triton", "cuda",
     "cpu" (the C++ CPU kernel), or "torch" (torch's composite).  $ALEXNET_KERNELS_BACKEND sets the
     default.  A backend that is not built, or cannot take the input, raises BackendUnavailableError.
     Autograd saves only `input` for backward.

@@ -9,8 +9,9 @@ and the last NaN when there are NaNs) are torch's exactly, in every dtype.  The 
 gather (no atomics): each input element sums its routed gradients in torch's order, in fp32 (fp64 for fp64),
 rounded once.  So fp32/fp64 gradients are torch's bit for bit; fp16/bf16 ones are the fp32 sums rounded once,
 as torch's CUDA kernels compute them (per torch's source), whereas torch's CPU kernels round after every
-addition (the same bits unless three or more windows route to one element).  See the README.  Autograd keeps one byte per output (the maximum's in-window offset)
-instead of torch's int64 index and does not keep the input.
+addition (the same bits unless three or more windows route to one element).  See docs/max_pool.md.  Autograd
+keeps one byte per output (the maximum's in-window offset) instead of torch's int64 index and does not keep the
+input.
 
 Delegated to torch.nn.functional.max_pool2d (documented, tested): return_indices=True, dilation != 1, and
 windows of more than 256 elements (the offsets are one byte).

@@ -325,11 +325,8 @@ def check_or_skip(provider, device, case, err):
 
 @pytest.fixture(autouse=True)
 def _flags():
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
-    torch.backends.cudnn.allow_tf32 = True
-    torch.backends.cudnn.benchmark = CUDNN_BENCHMARK
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
+    with common.cudnn_conv_flags(CUDNN_BENCHMARK):
+        yield
 
 
 def _release(device, compiled):

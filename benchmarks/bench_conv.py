@@ -362,12 +362,8 @@ def check(fn, mode, layer, x, w, b, dy, out, dtype_label):
 
 @pytest.fixture(autouse=True)
 def _conv_flags():
-    """TF32 for fp32 convolutions (torch's default, stated in the case label) and cudnn.benchmark as set."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
-    torch.backends.cudnn.allow_tf32 = True
-    torch.backends.cudnn.benchmark = CUDNN_BENCHMARK
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
+    with common.cudnn_conv_flags(CUDNN_BENCHMARK):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -393,6 +389,19 @@ def first_call_or_skip(provider, mode, layer, x, w, b, dy, sync, device, case, o
     return fn, out, seconds, made["f"]
 
 
+def case_or_skip(benchmark, row_device, device, mode, layer, label, provider):
+    """The case's row fields; names the pytest-benchmark group, and skips a provider that cannot run on `device`.
+    row_device: the results' device type ("cuda" or "cpu"; the GPU check's dry run runs the GPU cases on a CPU)."""
+    case = {"mode": mode, "layer": layer_label(layer), "shape": common.shape_label(input_shape(layer)),
+            "dtype": label, "layout": LAYOUT}
+    benchmark.group = "conv2d_relu-%s %s %s %s %s" % (common.DEVICE_TITLES[row_device].lower(), mode, layer.name,
+                                                      label, LAYOUT)
+    err = provider_error(provider, device)
+    if err is not None:
+        common.skip(OP, row_device, case, provider, err)
+    return case
+
+
 GPU_PARAMS = [pytest.param(mode, layer, dname, provider,
                            id="%s-%s-%s-%s-%s" % (mode, layer.name, DTYPE_IDS[dname], LAYOUT, provider))
               for mode in MODES for layer in LAYERS for dname in GPU_DTYPES for provider in GPU_PROVIDERS
@@ -404,13 +413,8 @@ CPU_PARAMS = [pytest.param(mode, layer, provider, id="%s-%s-fp32-%s-%s" % (mode,
 @pytest.mark.parametrize("mode,layer,dname,provider", GPU_PARAMS)
 def test_conv2d_relu_gpu(benchmark, gpu, matmul_peak, mode, layer, dname, provider):
     dtype, label = common.DTYPES[dname], DTYPE_LABELS[dname]
-    case = {"mode": mode, "layer": layer_label(layer), "shape": common.shape_label(input_shape(layer)),
-            "dtype": label, "layout": LAYOUT}
-    benchmark.group = "conv2d_relu-gpu %s %s %s %s" % (mode, layer.name, label, LAYOUT)
+    case = case_or_skip(benchmark, "cuda", gpu, mode, layer, label, provider)
     ours = provider in OURS
-    err = provider_error(provider, gpu)
-    if err is not None:
-        common.skip(OP, "cuda", case, provider, err)
 
     x, w, b, dy = make_inputs(layer, dtype, gpu)
     torch.cuda.synchronize()
@@ -437,13 +441,8 @@ def test_conv2d_relu_gpu(benchmark, gpu, matmul_peak, mode, layer, dname, provid
 @pytest.mark.parametrize("mode,layer,provider", CPU_PARAMS)
 def test_conv2d_relu_cpu(benchmark, mode, layer, provider):
     device, label = torch.device("cpu"), "fp32"
-    case = {"mode": mode, "layer": layer_label(layer), "shape": common.shape_label(input_shape(layer)),
-            "dtype": label, "layout": LAYOUT}
-    benchmark.group = "conv2d_relu-cpu %s %s %s %s" % (mode, layer.name, label, LAYOUT)
+    case = case_or_skip(benchmark, "cpu", device, mode, layer, label, provider)
     ours = provider in OURS
-    err = provider_error(provider, device)
-    if err is not None:
-        common.skip(OP, "cpu", case, provider, err)
 
     x, w, b, dy = make_inputs(layer, torch.float32, device)
     fn, out, _, provider_fn = first_call_or_skip(provider, mode, layer, x, w, b, dy, None, "cpu", case, ours)

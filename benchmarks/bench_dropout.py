@@ -75,12 +75,14 @@ _COMMON_NOTES = [
     "(saved_bytes in the JSON); ours keep no mask (the backward regenerates it from the seed)",
 ]
 
+# The two ops share their cases, providers and baselines.
+_CASES_AND_PROVIDERS = dict(case_fields=("mode", "shape", "dtype", "layout"),
+                            providers={"cuda": GPU_PROVIDERS, "cpu": CPU_PROVIDERS},
+                            baselines={"cuda": ("torch-eager", "torch-compile"), "cpu": ("torch-cpu",)},
+                            short_names=SHORT_NAMES)
+
 common.register_op(
-    DROPOUT, title="dropout",
-    case_fields=("mode", "shape", "dtype", "layout"),
-    providers={"cuda": GPU_PROVIDERS, "cpu": CPU_PROVIDERS},
-    baselines={"cuda": ("torch-eager", "torch-compile"), "cpu": ("torch-cpu",)},
-    short_names=SHORT_NAMES,
+    DROPOUT, title="dropout", **_CASES_AND_PROVIDERS,
     notes=["op: y = dropout(x, p) (ours: alexnet_kernels.dropout.dropout(backend=...); torch: F.dropout)"]
     + _COMMON_NOTES + [
         "modes: fwd = y = dropout(x); fwd+bwd = autograd.grad(dropout(x), x, dy)",
@@ -93,11 +95,7 @@ common.register_op(
         "(128x9216, 128x4096); saved-for-backward mask memory 0 bytes (torch: 1 B per element)"])
 
 common.register_op(
-    BIAS_RELU, title="bias + ReLU + dropout",
-    case_fields=("mode", "shape", "dtype", "layout"),
-    providers={"cuda": GPU_PROVIDERS, "cpu": CPU_PROVIDERS},
-    baselines={"cuda": ("torch-eager", "torch-compile"), "cpu": ("torch-cpu",)},
-    short_names=SHORT_NAMES,
+    BIAS_RELU, title="bias + ReLU + dropout", **_CASES_AND_PROVIDERS,
     notes=["op: y = dropout(relu(x + bias), p), bias (N,) torch.randn (ours: one kernel each way, "
            "alexnet_kernels.dropout.bias_relu_dropout(backend=...); torch-eager / torch-cpu: the unfused "
            "F.dropout(torch.relu(x + bias)); torch-compile: torch.compile of that chain)"]
@@ -135,11 +133,7 @@ def forward_fn(op, provider, x):
             return lambda t: dr.dropout(t, P, True, backend=backend)
         return lambda t, b: dr.bias_relu_dropout(t, b, P, True, backend=backend)
     torch_fn = _torch_dropout if op == DROPOUT else _torch_bias_relu_dropout
-    if provider in ("torch-eager", "torch-cpu"):
-        return torch_fn
-    if provider == "torch-compile":
-        return common.compiled(torch_fn, (tuple(x.shape), x.dtype, x.device.type))
-    raise ValueError("unknown provider %r" % (provider,))
+    return common.torch_fn_of(provider, torch_fn, (tuple(x.shape), x.dtype, x.device.type))
 
 
 def op_inputs(op, x, bias):
@@ -148,14 +142,9 @@ def op_inputs(op, x, bias):
 
 def build(op, provider, mode, x, bias, dy):
     """The function to time (it returns its output, so the output is freed after each call)."""
-    fwd = forward_fn(op, provider, x)
-    inputs = op_inputs(op, x, bias)
-    if mode == "fwd":
-        return lambda: fwd(*inputs)
-    if mode == "fwd+bwd":
-        leaves = tuple(t.detach().requires_grad_() for t in inputs)
-        return lambda: torch.autograd.grad(fwd(*leaves), leaves, dy)
-    raise ValueError("unknown mode %r" % (mode,))
+    if mode not in ("fwd", "fwd+bwd"):
+        raise ValueError("unknown mode %r" % (mode,))
+    return common.autograd_timed_fn(mode, forward_fn(op, provider, x), op_inputs(op, x, bias), dy)
 
 
 def provider_error(op, provider, device):
@@ -314,20 +303,15 @@ def make_inputs(shape, dtype, device):
 def run_gpu(benchmark, op, gpu, mode, shape, dname, layout, provider):
     dtype = common.DTYPES[dname]
     case = {"mode": mode, "shape": common.shape_label(shape), "dtype": dname, "layout": layout}
-    benchmark.group = "%s-gpu %s %s %s %s" % (op, mode, case["shape"], dname, layout)
-    ours = provider in OURS
-    err = provider_error(op, provider, gpu)
-    if err is not None:
-        common.skip(op, "cuda", case, provider, err)
+    common.begin_case(benchmark, op, "cuda", case, provider, provider_error(op, provider, gpu))
 
     x, bias, dy = make_inputs(shape, dtype, gpu)
     torch.cuda.synchronize()
     # first call: compilation (torch-compile, Triton), ...; a baseline that raises is skipped
-    fn, out, seconds = common.first_call(lambda: build(op, provider, mode, x, bias, dy), torch.cuda.synchronize,
-                                         skip_as=None if ours else (op, "cuda", case, provider))
+    fn, seconds = common.checked_first_call(op, "cuda", case, provider, lambda: build(op, provider, mode, x, bias, dy),
+                                            lambda out: check(op, provider, mode, x, bias, dy, out),
+                                            provider in OURS, torch.cuda.synchronize)
     extra = {"first_call_s": seconds}
-    common.require_correct(op, "cuda", case, provider, check(op, provider, mode, x, bias, dy, out), ours)
-    del out
     torch.cuda.empty_cache()   # the check's references: not part of the measurements
 
     ms, measured = common.measure_gpu(benchmark, fn, x.nbytes if mode == "fwd+bwd" else None)
@@ -340,17 +324,11 @@ def run_gpu(benchmark, op, gpu, mode, shape, dname, layout, provider):
 def run_cpu(benchmark, op, mode, provider):
     device = torch.device("cpu")
     case = {"mode": mode, "shape": common.shape_label(CPU_SHAPE), "dtype": "fp32", "layout": LAYOUT}
-    benchmark.group = "%s-cpu %s %s fp32 %s" % (op, mode, case["shape"], LAYOUT)
-    ours = provider in OURS
-    err = provider_error(op, provider, device)
-    if err is not None:
-        common.skip(op, "cpu", case, provider, err)
+    common.begin_case(benchmark, op, "cpu", case, provider, provider_error(op, provider, device))
 
     x, bias, dy = make_inputs(CPU_SHAPE, torch.float32, device)
-    fn, out, _ = common.first_call(lambda: build(op, provider, mode, x, bias, dy),
-                                   skip_as=None if ours else (op, "cpu", case, provider))
-    common.require_correct(op, "cpu", case, provider, check(op, provider, mode, x, bias, dy, out), ours)
-    del out
+    fn, _ = common.checked_first_call(op, "cpu", case, provider, lambda: build(op, provider, mode, x, bias, dy),
+                                      lambda out: check(op, provider, mode, x, bias, dy, out), provider in OURS)
     benchmark(fn)
     ms = common.cpu_median_ms(benchmark, fn)
     extra = saved_for_backward(op, provider, x, bias) if mode == "fwd+bwd" else {}

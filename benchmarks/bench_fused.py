@@ -114,31 +114,18 @@ def forward_fn(provider, x, layout):
                                                    backend=backend)
     if provider in SEPARATE:
         return _ours_separate
-    if provider in ("torch-eager", "torch-cpu"):
-        return _torch_chain
-    if provider == "torch-compile":
-        return common.compiled(_torch_chain, (tuple(x.shape), x.dtype, layout, x.device.type))
-    raise ValueError("unknown provider %r" % (provider,))
+    return common.torch_fn_of(provider, _torch_chain, (tuple(x.shape), x.dtype, layout, x.device.type))
 
 
 def build(provider, mode, x, dz, layout):
     """The function to time (it returns its output, so the output is freed after each call)."""
-    fwd = forward_fn(provider, x, layout)
-    if mode == "fwd":
-        return lambda: fwd(x)
     if mode == "bwd" and provider in OURS_BACKEND:
         backend = OURS_BACKEND[provider]
         _, offsets = torch.ops.alexnet_kernels.relu_lrn_max_pool2d_forward(
             x, SIZE, ALPHA, BETA, K, KERNEL2, STRIDE2, PADDING2, False, backend)
         return lambda: torch.ops.alexnet_kernels.relu_lrn_max_pool2d_backward(
             dz, x, offsets, SIZE, ALPHA, BETA, K, KERNEL2, STRIDE2, PADDING2, False, backend)
-    xg = x.detach().requires_grad_()
-    if mode == "bwd":
-        z = fwd(xg)  # once, outside the timing
-        return lambda: torch.autograd.grad(z, xg, dz, retain_graph=True)
-    if mode == "fwd+bwd":
-        return lambda: torch.autograd.grad(fwd(xg), xg, dz)
-    raise ValueError("unknown mode %r" % (mode,))
+    return common.autograd_timed_fn(mode, forward_fn(provider, x, layout), x, dz)
 
 
 def routing_near_ties(xf, dtype):
@@ -247,23 +234,18 @@ KNOWN_BAD = {
 def test_relu_lrn_max_pool2d_gpu(benchmark, gpu, mode, chw, dname, layout, provider):
     shape, dtype = (GPU_BATCH,) + tuple(chw), common.DTYPES[dname]
     case = {"mode": mode, "shape": common.shape_label(shape), "dtype": dname, "layout": layout}
-    benchmark.group = "relu_lrn_max_pool2d-gpu %s %s %s %s" % (mode, case["shape"], dname, layout)
-    ours = provider in OURS
-    err = (common.known_bad(KNOWN_BAD, (provider, shape, dtype, layout))
-           or provider_error(provider, gpu, dtype))
-    if err is not None:
-        common.skip(OP, "cuda", case, provider, err)
+    err = common.known_bad(KNOWN_BAD, (provider, shape, dtype, layout)) or provider_error(provider, gpu, dtype)
+    common.begin_case(benchmark, OP, "cuda", case, provider, err)
 
     torch.manual_seed(0)
     x = common.make_input(shape, dtype, layout, gpu)
     dz = common.make_input(output_shape(shape), dtype, layout, gpu)
     torch.cuda.synchronize()
     # first call: compilation (torch-compile, Triton), ...; a baseline that raises is skipped
-    fn, out, seconds = common.first_call(lambda: build(provider, mode, x, dz, layout), torch.cuda.synchronize,
-                                         skip_as=None if ours else (OP, "cuda", case, provider))
+    fn, seconds = common.checked_first_call(OP, "cuda", case, provider, lambda: build(provider, mode, x, dz, layout),
+                                            lambda out: check_against_eager(provider, mode, x, dz, out),
+                                            provider in OURS, torch.cuda.synchronize)
     extra = {"first_call_s": seconds}
-    common.require_correct(OP, "cuda", case, provider, check_against_eager(provider, mode, x, dz, out), ours)
-    del out
     torch.cuda.empty_cache()   # the check's fp32 reference and near-tie mask: not part of the measurements
 
     ms, measured = common.measure_gpu(benchmark, fn, x.nbytes if mode == "fwd+bwd" else None)
@@ -282,19 +264,13 @@ def test_relu_lrn_max_pool2d_gpu(benchmark, gpu, mode, chw, dname, layout, provi
 def test_relu_lrn_max_pool2d_cpu(benchmark, mode, provider):
     device, layout = torch.device("cpu"), "NCHW"
     case = {"mode": mode, "shape": common.shape_label(CPU_SHAPE), "dtype": "fp32", "layout": layout}
-    benchmark.group = "relu_lrn_max_pool2d-cpu %s %s fp32 %s" % (mode, case["shape"], layout)
-    ours = provider in OURS
-    err = provider_error(provider, device, torch.float32)
-    if err is not None:
-        common.skip(OP, "cpu", case, provider, err)
+    common.begin_case(benchmark, OP, "cpu", case, provider, provider_error(provider, device, torch.float32))
 
     torch.manual_seed(0)
     x = common.make_input(CPU_SHAPE, torch.float32, layout, device)
     dz = common.make_input(output_shape(CPU_SHAPE), torch.float32, layout, device)
-    fn, out, _ = common.first_call(lambda: build(provider, mode, x, dz, layout),
-                                   skip_as=None if ours else (OP, "cpu", case, provider))
-    common.require_correct(OP, "cpu", case, provider, check_against_eager(provider, mode, x, dz, out), ours)
-    del out
+    fn, _ = common.checked_first_call(OP, "cpu", case, provider, lambda: build(provider, mode, x, dz, layout),
+                                      lambda out: check_against_eager(provider, mode, x, dz, out), provider in OURS)
     benchmark(fn)
     ms = common.cpu_median_ms(benchmark, fn)
     extra = saved_for_backward(provider, x, layout) if mode == "fwd+bwd" else {}

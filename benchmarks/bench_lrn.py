@@ -100,28 +100,15 @@ def forward_fn(provider, x, layout):
         return lambda t: local_response_norm(t, SIZE, ALPHA, BETA, K, backend=backend)
     if provider == "cudnn":
         return lambda t: baselines.cudnn_lrn(t, SIZE, ALPHA, BETA, K)
-    if provider in ("torch-eager", "torch-cpu"):
-        return _torch_lrn
-    if provider == "torch-compile":
-        return common.compiled(_torch_lrn, (tuple(x.shape), x.dtype, layout, x.device.type))
-    raise ValueError("unknown provider %r" % (provider,))
+    return common.torch_fn_of(provider, _torch_lrn, (tuple(x.shape), x.dtype, layout, x.device.type))
 
 
 def build(provider, mode, x, dy, layout):
     """The function to time (it returns its output, so the output is freed after each call)."""
-    fwd = forward_fn(provider, x, layout)
-    if mode == "fwd":
-        return lambda: fwd(x)
     if mode == "bwd" and provider in OURS_BACKEND:
         backend = OURS_BACKEND[provider]
         return lambda: torch.ops.alexnet_kernels.lrn_backward(dy, x, SIZE, ALPHA, BETA, K, backend)
-    xg = x.detach().requires_grad_()
-    if mode == "bwd":
-        y = fwd(xg)  # once, outside the timing
-        return lambda: torch.autograd.grad(y, xg, dy, retain_graph=True)
-    if mode == "fwd+bwd":
-        return lambda: torch.autograd.grad(fwd(xg), xg, dy)
-    raise ValueError("unknown mode %r" % (mode,))
+    return common.autograd_timed_fn(mode, forward_fn(provider, x, layout), x, dy)
 
 
 def check_against_eager(provider, mode, x, dy, out):
@@ -194,12 +181,10 @@ shape_label = common.shape_label
 def test_lrn_gpu(benchmark, gpu, mode, chw, dname, layout, provider):
     shape, dtype = (GPU_BATCH,) + tuple(chw), DTYPES[dname]
     case = {"mode": mode, "shape": shape_label(shape), "dtype": dname, "layout": layout}
-    benchmark.group = "lrn-gpu %s %s %s %s" % (mode, case["shape"], dname, layout)
     err = known_bad(provider, shape, dtype, layout) or provider_error(provider, dtype, layout, gpu)
     if err is None and provider in VARIANT and mode == "fwd":
         err = "%s differs from %s only in the backward kernel" % (provider, provider[:-3])
-    if err is not None:
-        common.skip(OP, "cuda", case, provider, err)
+    common.begin_case(benchmark, OP, "cuda", case, provider, err)
     with backward_variant(provider):
         _run_gpu_case(benchmark, gpu, mode, shape, dtype, layout, provider, case)
 
@@ -227,10 +212,7 @@ def _run_gpu_case(benchmark, gpu, mode, shape, dtype, layout, provider, case):
 def test_lrn_cpu(benchmark, mode, provider):
     device, layout = torch.device("cpu"), "NCHW"
     case = {"mode": mode, "shape": shape_label(CPU_SHAPE), "dtype": "fp32", "layout": layout}
-    benchmark.group = "lrn-cpu %s %s fp32 %s" % (mode, case["shape"], layout)
-    err = provider_error(provider, torch.float32, layout, device)
-    if err is not None:
-        common.skip(OP, "cpu", case, provider, err)
+    common.begin_case(benchmark, OP, "cpu", case, provider, provider_error(provider, torch.float32, layout, device))
 
     torch.manual_seed(0)
     x = common.make_input(CPU_SHAPE, torch.float32, layout, device)

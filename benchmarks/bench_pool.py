@@ -121,18 +121,11 @@ def forward_fn(provider, x, layout):
     if provider in OURS_BACKEND:
         backend = OURS_BACKEND[provider]
         return lambda t: pool.max_pool2d(t, KERNEL, STRIDE, PADDING, backend=backend)
-    if provider in ("torch-eager", "torch-cpu"):
-        return _torch_pool
-    if provider == "torch-compile":
-        return common.compiled(_torch_pool, (tuple(x.shape), x.dtype, layout, x.device.type))
-    raise ValueError("unknown provider %r" % (provider,))
+    return common.torch_fn_of(provider, _torch_pool, (tuple(x.shape), x.dtype, layout, x.device.type))
 
 
 def build(provider, mode, x, dy, layout):
     """The function to time (it returns its output, so the output is freed after each call)."""
-    fwd = forward_fn(provider, x, layout)
-    if mode == "fwd":
-        return lambda: fwd(x)
     if mode == "bwd" and provider in OURS_BACKEND:
         backend = OURS_BACKEND[provider]
         _, offsets = torch.ops.alexnet_kernels.max_pool2d_forward(x, KERNEL2, STRIDE2, PADDING2, False, backend)
@@ -141,13 +134,7 @@ def build(provider, mode, x, dy, layout):
                                                                      STRIDE2, PADDING2, False, backend)
     if mode == "bwd" and provider == RECOMPUTE:
         return lambda: recompute_backward(x, dy)
-    xg = x.detach().requires_grad_()
-    if mode == "bwd":
-        y = fwd(xg)  # once, outside the timing
-        return lambda: torch.autograd.grad(y, xg, dy, retain_graph=True)
-    if mode == "fwd+bwd":
-        return lambda: torch.autograd.grad(fwd(xg), xg, dy)
-    raise ValueError("unknown mode %r" % (mode,))
+    return common.autograd_timed_fn(mode, forward_fn(provider, x, layout), x, dy)
 
 
 def check_against_eager(provider, mode, x, dy, out):
@@ -204,22 +191,17 @@ def saved_for_backward(provider, x, layout):
 def test_max_pool2d_gpu(benchmark, gpu, mode, chw, dname, layout, provider):
     shape, dtype = (GPU_BATCH,) + tuple(chw), common.DTYPES[dname]
     case = {"mode": mode, "shape": common.shape_label(shape), "dtype": dname, "layout": layout}
-    benchmark.group = "max_pool2d-gpu %s %s %s %s" % (mode, case["shape"], dname, layout)
-    ours = provider in OURS
-    err = provider_error(provider, gpu)
-    if err is not None:
-        common.skip(OP, "cuda", case, provider, err)
+    common.begin_case(benchmark, OP, "cuda", case, provider, provider_error(provider, gpu))
 
     torch.manual_seed(0)
     x = common.make_input(shape, dtype, layout, gpu)
     dy = common.make_input(output_shape(shape), dtype, layout, gpu)
     torch.cuda.synchronize()
     # first call: compilation (torch-compile, Triton), ...; a baseline that raises is skipped
-    fn, out, seconds = common.first_call(lambda: build(provider, mode, x, dy, layout), torch.cuda.synchronize,
-                                         skip_as=None if ours else (OP, "cuda", case, provider))
+    fn, seconds = common.checked_first_call(OP, "cuda", case, provider, lambda: build(provider, mode, x, dy, layout),
+                                            lambda out: check_against_eager(provider, mode, x, dy, out),
+                                            provider in OURS, torch.cuda.synchronize)
     extra = {"first_call_s": seconds}
-    common.require_correct(OP, "cuda", case, provider, check_against_eager(provider, mode, x, dy, out), ours)
-    del out
 
     ms, measured = common.measure_gpu(benchmark, fn, x.nbytes if mode == "fwd+bwd" else None)
     extra.update(measured)
@@ -236,19 +218,13 @@ def test_max_pool2d_gpu(benchmark, gpu, mode, chw, dname, layout, provider):
 def test_max_pool2d_cpu(benchmark, mode, provider):
     device, layout = torch.device("cpu"), "NCHW"
     case = {"mode": mode, "shape": common.shape_label(CPU_SHAPE), "dtype": "fp32", "layout": layout}
-    benchmark.group = "max_pool2d-cpu %s %s fp32 %s" % (mode, case["shape"], layout)
-    ours = provider in OURS
-    err = provider_error(provider, device)
-    if err is not None:
-        common.skip(OP, "cpu", case, provider, err)
+    common.begin_case(benchmark, OP, "cpu", case, provider, provider_error(provider, device))
 
     torch.manual_seed(0)
     x = common.make_input(CPU_SHAPE, torch.float32, layout, device)
     dy = common.make_input(output_shape(CPU_SHAPE), torch.float32, layout, device)
-    fn, out, _ = common.first_call(lambda: build(provider, mode, x, dy, layout),
-                                   skip_as=None if ours else (OP, "cpu", case, provider))
-    common.require_correct(OP, "cpu", case, provider, check_against_eager(provider, mode, x, dy, out), ours)
-    del out
+    fn, _ = common.checked_first_call(OP, "cpu", case, provider, lambda: build(provider, mode, x, dy, layout),
+                                      lambda out: check_against_eager(provider, mode, x, dy, out), provider in OURS)
     benchmark(fn)
     ms = common.cpu_median_ms(benchmark, fn)
     extra = saved_for_backward(provider, x, layout) if mode == "fwd+bwd" else {}

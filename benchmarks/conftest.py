@@ -7,7 +7,7 @@
 At the end of the run one table per op and device type is printed -- the only tables: pytest-benchmark's
 own (every round's statistics, up to ~250 characters wide) are shown with --benchmark-tables, and are always
 in its JSON (--benchmark-json PATH).  On a GPU the results are written to
-benchmarks/results/<op>-<device>-<date>.md/.json/.png (see benchmarks/benchlib.py; BENCH_WRITE_RESULTS=1 on a CPU).
+benchmarks/results/<op>-<device>-<date>.md/.json/.png (see benchmarks/benchlib/; BENCH_WRITE_RESULTS=1 on a CPU).
 """
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""The benchmark suite's reporting (benchmarks/benchlib.py, benchmarks/conftest.py) on CPU: the spread over
+"""The benchmark suite's reporting (benchmarks/benchlib/, benchmarks/conftest.py) on CPU: the spread over
 repeats, the summary table's plain columns, the pictures, and pytest-benchmark's own tables kept out of the
 default output."""
 import importlib.util
@@ -114,6 +114,27 @@ def test_cpu_median_and_measure_gpu_leave_the_repeats_for_record(monkeypatch):
     monkeypatch.setattr(triton.testing, "do_bench", lambda fn, *a, **k: 1.25)
     ms, extra = common.measure_gpu(stub, lambda: None)
     assert ms == 1.25 and extra["ms_repeats"] == [1.25]
+
+
+def test_a_name_set_on_the_package_is_the_one_its_modules_call(monkeypatch):
+    """benchlib is a package of modules; benchmarks/tools/gpu_check_cases.py's dry run (and these tests) set
+    benchlib.gpu_time_ms, .gpu_pedantic, .host_ms_per_call: measure_gpu and the ceilings must call those."""
+    import triton.testing
+
+    def no_return_mode_all(fn, **kwargs):   # a do_bench without return_mode="all": gpu_times_ms -> gpu_time_ms
+        raise TypeError("return_mode")
+
+    pedantic = []
+    monkeypatch.setattr(triton.testing, "do_bench", no_return_mode_all)
+    monkeypatch.setattr(common, "gpu_time_ms", lambda fn: 7.0)
+    monkeypatch.setattr(common, "gpu_pedantic", lambda benchmark, fn, rounds=1: pedantic.append(fn))
+    monkeypatch.setattr(common, "host_ms_per_call", lambda fn, calls=10: 0.5)
+    ms, extra = common.measure_gpu(Stub(), lambda: None)
+    assert ms == 7.0 and extra["host_ms"] == 0.5 and len(pedantic) == 1
+    assert common.ceilings.gpu_time_ms is common.gpu_time_ms   # gpu_copy_bandwidth_gbps / gpu_matmul_tflops
+    monkeypatch.undo()
+    assert common.timing.gpu_time_ms is common.ceilings.gpu_time_ms is common.gpu_time_ms   # restored everywhere
+    assert common.gpu_time_ms.__module__ == "benchlib.timing"
 
 
 @pytest.mark.skipif(not HAS_MATPLOTLIB, reason="the pictures need matplotlib")

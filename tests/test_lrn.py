@@ -452,7 +452,7 @@ def test_cpu_autocast_bf16():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         h = conv(x)
         y = m(h)
-        # torch's composite differs (README): autocast runs its avg_pool3d in float32, so it returns float32.
+        # torch's composite differs (docs/lrn.md): autocast runs its avg_pool3d in float32, so it returns float32.
         assert F.local_response_norm(h, 5, 1e-4, 0.75, 2.0).dtype == torch.float32
     assert h.dtype == y.dtype == torch.bfloat16
     y.float().sum().backward()

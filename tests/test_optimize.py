@@ -313,7 +313,8 @@ def test_torchscript_is_refused_by_name_and_trace_works():
 
 
 def test_torch_export_of_our_modules():
-    """torch.export.export of a model of our modules (README): one graph of our custom ops, the eager values."""
+    """torch.export.export of a model of our modules (docs/alexnet.md): one graph of our custom ops, the eager
+    values."""
     from alexnet_kernels.fused import ReLULRNMaxPool2d
     torch.manual_seed(0)
     model = nn.Sequential(Conv2dReLU(3, 8, 3, padding=1), ReLULRNMaxPool2d(5, 1e-2, 0.75, 2.0, 3, 2),

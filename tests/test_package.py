@@ -96,6 +96,11 @@ def test_info_command_prints_every_backend(tmp_path):
                  "conv2d_relu: backend 'cuda' is the CUDA C++ implicit GEMM"):
         assert word in out.stdout
     assert "default backend" in out.stdout
+    conv_line = next(line for line in out.stdout.splitlines() if "conv2d_relu:" in line)
+    assert "'cpu' runs torch's CPU convolution" in conv_line and "not supported" not in conv_line, conv_line
+    cudnn_line = next(line for line in out.stdout.splitlines() if "cuDNN LRN baseline" in line)
+    if not torch.cuda.is_available():   # built with cuDNN or not, nothing can run it without a GPU
+        assert "unavailable" in cudnn_line and not cudnn_line.rstrip().endswith(": ok"), cudnn_line
     from alexnet_kernels import _extension
     if _extension.build_info() is not None:  # the stable-ABI library names its target and the running torch
         assert "ABI target torch 2.11" in out.stdout and "loaded under torch " + torch.__version__ in out.stdout

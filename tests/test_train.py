@@ -76,7 +76,7 @@ def test_smoke_run_writes_metrics_checkpoint_and_curves(tmp_path):
 @needs_sklearn
 def test_the_default_command_runs_the_digits_recipe(tmp_path, capsys):
     """`python -m alexnet.train` with no optimisation flags trains digits with its recipe (RECIPES["digits"]):
-    here its first steps, on a small held-out sample (the full run is measured, README "Results")."""
+    here its first steps, on a small held-out sample (the full run is measured, docs/alexnet.md)."""
     out = tmp_path / "run"
     result = T.main(["--out", str(out), "--max-steps", "3", "--limit-val", "8", "--no-progress", "--log-every", "1"])
     recipe = T.RECIPES["digits"]

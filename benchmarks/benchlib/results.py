@@ -1,0 +1,203 @@
+"""Writing the results files benchmarks/results/<op>-<device>-<date>.md/.json/.png, with the environment they were
+measured in (device, driver, versions, ceilings).
+"""
+import json
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+
+import torch
+
+from .collect import COLLECTOR
+from .timing import DO_BENCH_KWARGS
+from .ceilings import MATMUL_N
+from .tables import CELL_DESCRIPTIONS, SPEEDUP_DESCRIPTION, case_table, devices_of, op_summary_lines, summary_of
+from .plots import plot_op
+
+
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
+
+
+def slugify(text):
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "unknown"
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def _driver_version():
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return None
+
+
+def environment(collector=None):
+    c = collector or COLLECTOR
+    env = {"date": c.started.date().isoformat(), "started": c.started.isoformat(timespec="seconds"),
+           "python": platform.python_version(), "platform": platform.platform(),
+           "cpu": cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+           "torch": torch.__version__, "cuda": torch.version.cuda}
+    try:
+        env["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    except Exception:
+        env["cudnn"] = None
+    try:
+        import triton
+        env["triton"] = triton.__version__
+    except Exception:
+        env["triton"] = None
+    try:
+        import pytest_benchmark
+        env["pytest_benchmark"] = pytest_benchmark.__version__
+    except Exception:
+        env["pytest_benchmark"] = None
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        env.update(device=p.name, gpu=p.name, compute_capability="sm_%d%d" % (p.major, p.minor),
+                   sm_count=p.multi_processor_count, gpu_memory_gib=round(p.total_memory / 2 ** 30, 1),
+                   driver=_driver_version())
+    else:
+        env["device"] = "CPU: %s" % env["cpu"]
+    try:
+        import alexnet_kernels
+        env["alexnet_kernels"] = alexnet_kernels.__version__
+        env["alexnet_kernels_build"] = alexnet_kernels.build_info()
+    except Exception as exc:
+        env["alexnet_kernels"] = "import failed: %s" % exc
+    env["copy_gbps"] = c.copy_gbps
+    env["copy_ms"] = c.copy_ms
+    if c.matmul_tflops is not None:
+        env["matmul_tflops"] = c.matmul_tflops
+        env["matmul_ms"] = c.matmul_ms
+        env["matmul_probe"] = "torch.mm of two %dx%d bf16 matrices, do_bench median" % (MATMUL_N, MATMUL_N)
+    env["timing"] = {"gpu": "triton.testing.do_bench(%s), L2 flushed before each timed call"
+                            % ", ".join("%s=%r" % kv for kv in DO_BENCH_KWARGS.items()),
+                     "cpu": "pytest-benchmark rounds, median"}
+    return env
+
+
+def results_dir():
+    return Path(os.environ.get("BENCH_RESULTS_DIR") or RESULTS_DIR)
+
+
+def _has_gpu_rows(op, c):
+    return any(r["op"] == op and r["device"] == "cuda" for r in c.records)
+
+
+def should_write(op, collector=None):
+    c = collector or COLLECTOR
+    forced = os.environ.get("BENCH_WRITE_RESULTS", "").strip().lower()
+    if forced:
+        return forced not in ("0", "false", "no", "off")
+    return _has_gpu_rows(op, c)
+
+
+def results_stem(op, collector=None):
+    """<op>-<gpu name>-<date>, or <op>-cpu-<cpu model>-<date> when no GPU row was measured."""
+    c = collector or COLLECTOR
+    if _has_gpu_rows(op, c) and torch.cuda.is_available():
+        slug = slugify(torch.cuda.get_device_name(0))
+    else:
+        slug = "cpu-" + slugify(cpu_name())
+    stem = "%s-%s-%s" % (op, slug, c.started.date().isoformat())
+    suffix = slugify(os.environ.get("BENCH_RESULTS_SUFFIX", "")) if os.environ.get("BENCH_RESULTS_SUFFIX") else ""
+    return stem + "-" + suffix if suffix else stem
+
+
+def _json_default(o):
+    if isinstance(o, (torch.dtype, torch.device, Path)):
+        return str(o)
+    if isinstance(o, tuple):
+        return list(o)
+    return repr(o)
+
+
+def markdown_document(op, env, collector=None, picture=None):
+    c = collector or COLLECTOR
+    spec = c.ops[op]
+    lines = ["# %s benchmarks: %s, %s" % (spec["title"], env.get("device"), env["date"]), ""]
+    versions = ["torch %s" % env["torch"], "triton %s" % env.get("triton"), "CUDA %s" % env.get("cuda"),
+                "cuDNN %s" % env.get("cudnn"), "python %s" % env["python"],
+                "pytest-benchmark %s" % env.get("pytest_benchmark")]
+    lines.append("- device: %s" % env.get("device")
+                 + (" (%s, %s SMs, %s GiB, driver %s)" % (env.get("compute_capability"), env.get("sm_count"),
+                                                           env.get("gpu_memory_gib"), env.get("driver"))
+                    if "gpu" in env else ""))
+    lines.append("- CPU: %s (%s cores, torch threads %s)" % (env["cpu"], env["cpu_count"], env["torch_threads"]))
+    lines.append("- versions: " + ", ".join(versions))
+    lines.append("- alexnet_kernels %s, extension build: %s" % (env.get("alexnet_kernels"),
+                                                              env.get("alexnet_kernels_build")))
+    lines.append("- run started %s" % env["started"])
+    if env.get("copy_gbps"):
+        lines.append("- copy bandwidth (1 GiB fp32 device-to-device copy, read + write counted): %.0f GB/s"
+                     % env["copy_gbps"])
+    if env.get("matmul_tflops"):
+        lines.append("- bf16 matmul peak (%s): %.0f TFLOP/s" % (env.get("matmul_probe"), env["matmul_tflops"]))
+    if env.get("cpu_ceilings"):
+        lines.append("- CPU ceilings drawn in the picture: copy %.3g GB/s, fp32 matmul %.3g TFLOP/s (%s)" % (
+            env["cpu_ceilings"]["copy_gbps"], env["cpu_ceilings"]["matmul_tflops"], env["cpu_ceilings"]["probe"]))
+    lines.append("- GPU timing: %s; CPU timing: %s" % (env["timing"]["gpu"], env["timing"]["cpu"]))
+    lines.append("- columns: %s; %s" % (CELL_DESCRIPTIONS[spec.get("cell", "gbps")], SPEEDUP_DESCRIPTION))
+    lines += ["- " + n for n in spec["notes"]]
+    lines.append("")
+    if picture is not None:
+        lines += ["![%s: throughput per provider against the measured ceiling](%s)" % (spec["title"], picture), ""]
+    lines += op_summary_lines(op, c, markdown=True)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_results(collector=None, force=None):
+    """Write <stem>.md, <stem>.json and the picture <stem>.png (plot_op; needs matplotlib, BENCH_PLOTS=0 leaves it
+    out) for every op with rows (see should_write); returns the paths."""
+    c = collector or COLLECTOR
+    paths = []
+    env = None
+    for op in c.ops:
+        if not any(r["op"] == op for r in c.records):
+            continue
+        if not (should_write(op, c) if force is None else force):
+            continue
+        env = env or environment(c)
+        out = results_dir()
+        out.mkdir(parents=True, exist_ok=True)
+        stem = results_stem(op, c)
+        png_path = out / (stem + ".png")
+        picture = None
+        if os.environ.get("BENCH_PLOTS", "1").strip().lower() not in ("0", "false", "no", "off"):
+            try:
+                picture = png_path if plot_op(op, png_path, c) else None
+            except Exception as exc:  # the tables matter more than the picture
+                env.setdefault("plot_errors", {})[op] = "%s: %s" % (type(exc).__name__, exc)
+        if c.cpu_ceilings:
+            env["cpu_ceilings"] = dict(c.cpu_ceilings)
+        doc = {"op": op, "title": c.ops[op]["title"], "date": env["date"], "environment": env,
+               "copy_gbps": c.copy_gbps, "matmul_tflops": c.matmul_tflops, "case_fields": list(c.ops[op]["case_fields"]),
+               "providers": c.ops[op]["providers"], "baselines": c.ops[op]["baselines"],
+               "notes": c.ops[op]["notes"], "cases": {}, "records": [], "skipped": []}
+        for device in devices_of(op, c):
+            doc["cases"][device] = case_table(op, device, c)[2]
+        if c.ops[op].get("summary") is not None:
+            doc["summary"] = {}
+            for device in devices_of(op, c):
+                lines, data = summary_of(op, device, c)
+                doc["summary"][device] = {"lines": lines, "data": data}
+        doc["records"] = [r for r in c.records if r["op"] == op]
+        doc["skipped"] = [s for s in c.skips if s["op"] == op]
+        md_path, json_path = out / (stem + ".md"), out / (stem + ".json")
+        md_path.write_text(markdown_document(op, env, c, picture=picture.name if picture else None))
+        json_path.write_text(json.dumps(doc, indent=1, default=_json_default) + "\n")
+        paths += [md_path, json_path] + ([picture] if picture else [])
+    return paths
