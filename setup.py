@@ -14,6 +14,7 @@ API: one build loads under every torch >= 2.11 and every CPython >= 3.10 (an abi
 `pip install .` -- which compiles against whatever torch pip puts in the build environment -- cannot mismatch
 the torch it then runs with.
 """
+import json
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ import sys
 import tempfile
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -95,14 +97,31 @@ CUDNN = find_cudnn() if WITH_CUDA and os.environ.get("ALEXNET_KERNELS_NO_CUDNN")
 WITH_CUDNN = CUDNN is not None
 
 
-def sources_digest():
+def _digests():
     """alexnet_kernels/_sources_digest.py, loaded by path (importing the package would import torch first)."""
     import importlib.util
     spec = importlib.util.spec_from_file_location(
         "_ak_sources_digest", os.path.join(HERE, "alexnet_kernels", "_sources_digest.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.sources_digest(HERE)
+    return module
+
+
+def sources_digest():
+    return _digests().sources_digest(HERE)
+
+
+class BuildPyWithManifest(build_py):
+    """build_py that also writes alexnet_kernels/_package_digest.json into the build (never into the source
+    tree): the digest of every file the wheel installs, which the one-call GPU check compares with its tree."""
+
+    def run(self):
+        super().run()
+        digests = _digests()
+        target = os.path.join(self.build_lib, "alexnet_kernels", digests.MANIFEST)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "w") as f:
+            json.dump(dict(digests.manifest(HERE), git_commit=git_commit()), f)
 
 
 def git_commit():
@@ -200,7 +219,7 @@ setup(
     extras_require={"triton": ["triton"], "test": ["pytest", "pytest-benchmark", "expecttest"],
                     "train": ["torchvision", "scikit-learn", "tqdm", "matplotlib"]},
     ext_modules=[make_extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True), "build_py": BuildPyWithManifest},
     zip_safe=False,
     # One wheel for every CPython >= 3.10 (cp310-abi3).
     options={"bdist_wheel": {"py_limited_api": "cp%d%d" % PY_LIMITED_API_MIN}},

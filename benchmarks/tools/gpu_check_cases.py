@@ -72,6 +72,22 @@ def rel_err(got, ref, ignore=None):
     return num / den if den > 0 else num
 
 
+def tf32_truncate(t):
+    """t (float64) rounded to fp32, then truncated to TF32's 10-bit mantissa (what a tensor core that drops the
+    low 13 bits computes with)."""
+    bits = t.float().contiguous().view(torch.int32)
+    return (bits & ~0x1FFF).view(torch.float32).to(t.dtype)
+
+
+def tf32_round_nearest(t):
+    """t rounded to fp32, then to the nearest TF32 value (ties away from zero, as cvt.rna.tf32.f32 does;
+    finite values -- a carry into the exponent is the right rounding)."""
+    f = t.float().contiguous()
+    bits = f.view(torch.int32)
+    rounded = ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+    return torch.where(torch.isfinite(f), rounded, f).to(t.dtype)
+
+
 def judge(errors, torch_errors=None, what="", fp32=False):
     """errors {name: our error}.  Without torch_errors: fp32's bound, FP32_TOL.  With torch_errors {name: torch's
     own error at the same precision}: at most LOW_FACTOR x torch's + LOW_FLOOR (fp16/bf16, TF32); fp32=True keeps
@@ -191,11 +207,12 @@ def lrn_cases(dev, dry):
             return judge({"y": rel_err(y, y64), "dx": rel_err(dx, dx64)}, torch_err)
         return run
 
+    # Never run on a GPU first (the CUDA kernels; the Triton backward v2), the cuDNN baseline (a re-check) last.
     cases = []
-    for si, (shape, params) in enumerate(shapes):
-        for dname in DTYPES:
-            for layout in LAYOUTS:
-                for backend in ("triton", "cuda", "cudnn"):
+    for backend in ("cuda", "triton", "cudnn"):
+        for si, (shape, params) in enumerate(shapes):
+            for dname in DTYPES:
+                for layout in LAYOUTS:
                     cases.append(("lrn/%s/%s/%s/%s/n=%d" % (backend, label(shape), dname, layout, params[0]),
                                   case(si, shape, params, dname, layout, backend)))
 
@@ -204,7 +221,7 @@ def lrn_cases(dev, dry):
             return graph_case(dev, backend, lambda t, b: lrn(t, *ALEX_LRN, backend=b), (16, 96, 27, 27))
         return run
     cases += [("lrn/%s/graph/16x96x27x27/fp32" % b, graph(b)) for b in ("triton", "cuda")]
-    return cases
+    return [c for c in cases if not c[0].startswith("lrn/cudnn/")] + [c for c in cases if c[0].startswith("lrn/cudnn/")]
 
 
 def graph_case(dev, backend, op, shape, dtype=torch.float32, layout="NCHW", exact=True, tol=1e-2):
@@ -397,10 +414,13 @@ def dropout_cases(dev, dry):
             return detail
         return run
 
+    # The CUDA kernels first, the chunked d(bias) backward (M > 512) first among them: never run on a GPU.
+    order = sorted(range(len(specs)), key=lambda i: (specs[i][0] != "bias_relu_dropout" or specs[i][1][0] <= 512, i))
     cases = []
-    for i, (op, shape, layout, p) in enumerate(specs):
-        for dname in DTYPES:
-            for backend in ("triton", "cuda"):
+    for backend in ("cuda", "triton"):
+        for i in order:
+            op, shape, layout, p = specs[i]
+            for dname in DTYPES:
                 cases.append(("%s/%s/%s/%s/%s/p=%g" % (op, backend, label(shape), dname, layout, p),
                               case(i, op, shape, layout, p, dname, backend)))
 
@@ -459,6 +479,37 @@ def conv_layers(dry):
     return list(bench_conv.LAYERS) + odd
 
 
+def conv_reference(layer, x, w, b, dy, y, round_inputs=None):
+    """float64 y, and the gradients through the provider's own ReLU mask (y > 0): an element whose
+    pre-activation rounds across 0 is the provider's choice, not an error.  round_inputs: a function applied
+    to x, w and the masked dy first (TF32 rounding, for the TF32 yardstick)."""
+    s, p, g = layer.stride, layer.padding, layer.groups
+    r = round_inputs or (lambda t: t)
+    with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False, allow_tf32=False):
+        leaves = [r(x.double()).requires_grad_(), r(w.double()).requires_grad_(), b.double().requires_grad_()]
+        pre = F.conv2d(*leaves, s, p, 1, g)
+        grads = torch.autograd.grad(pre, leaves, r(dy.double() * (y > 0)))
+        return torch.relu(pre.detach()), grads
+
+def conv_errors(layer, x, w, b, dy, y, grads):
+    y64, (dx64, dw64, db64) = conv_reference(layer, x, w, b, dy, y)
+    return {"y": rel_err(y, y64), "dx": rel_err(grads[0], dx64), "dw": rel_err(grads[1], dw64),
+            "db": rel_err(grads[2], db64)}, (y64, dx64, dw64, db64)
+
+def tf32_yardstick(layer, x, w, b, dy, y, exact):
+    """What TF32 costs by itself, independent of any library's algorithm: the float64 result computed from
+    TF32-rounded operands (x, w, and the masked dy for the gradients), against the exact float64 result;
+    the larger of round-to-nearest and truncation (tensor cores may take either).  A correct TF32 kernel is
+    at most about this far from float64; judge() allows 2x plus the floor, and never less than FP32_TOL."""
+    worst = {}
+    for rounding in (tf32_round_nearest, tf32_truncate):
+        y_r, grads_r = conv_reference(layer, x, w, b, dy, y, rounding)
+        errs = {"y": rel_err(y_r, exact[0]), "dx": rel_err(grads_r[0], exact[1]),
+                "dw": rel_err(grads_r[1], exact[2]), "db": rel_err(grads_r[2], exact[3])}
+        worst = {k: max(v, worst.get(k, 0.0)) for k, v in errs.items()}
+    return worst
+
+
 def conv_cases(dev, dry, dname):
     import alexnet_kernels
     import alexnet_kernels.conv as conv
@@ -478,15 +529,35 @@ def conv_cases(dev, dry, dname):
             return x, w, b, dy
         return refs.get(li, make)
 
-    def reference(layer, x, w, b, dy, y):
-        """float64 y, and the gradients through the provider's own ReLU mask (y > 0): an element whose
-        pre-activation rounds across 0 is the provider's choice, not an error."""
+    def run_provider(li, layer, layout, backend, route):
+        x, w, b, dy = inputs(li, layer)
+        x, w, dy = in_layout(x, layout), in_layout(w, layout), in_layout(dy, layout)
         s, p, g = layer.stride, layer.padding, layer.groups
-        with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False, allow_tf32=False):
-            leaves = [t.double().requires_grad_() for t in (x, w, b)]
-            pre = F.conv2d(*leaves, s, p, 1, g)
-            grads = torch.autograd.grad(pre, leaves, dy.double() * (y > 0))
-            return torch.relu(pre.detach()), grads
+        with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False, allow_tf32=tf32):
+            saved_matmul = torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            try:
+                if backend == "torch":
+                    fn = lambda t, ww, bb: torch.relu(F.conv2d(t, ww, bb, s, p, 1, g))  # noqa: E731
+                else:
+                    fn = lambda t, ww, bb: conv.conv2d_relu(t, ww, bb, s, p, 1, g, backend=backend,  # noqa: E731
+                                                             backward_route=route or "auto")
+                try:
+                    y, grads = grad_of(fn, [x, w, b], dy)
+                except alexnet_kernels.BackendUnavailableError as exc:
+                    raise Skip("BackendUnavailableError: %s" % first_line(exc))
+                sync(dev)
+            finally:
+                torch.backends.cuda.matmul.allow_tf32 = saved_matmul
+        return (x, w, b, dy), y, grads
+
+    def torch_errors(li, layer, layout):
+        """cuDNN's (torch's) own errors at this precision, computed once per layer and layout when a case needs
+        them: the fp16/bf16 yardstick.  The torch cases themselves run last (re-checks)."""
+        if (li, layout) not in torch_errs:
+            (x, w, b, dy), y, grads = run_provider(li, layer, layout, "torch", None)
+            torch_errs[(li, layout)] = conv_errors(layer, x, w, b, dy, y, grads)[0]
+        return torch_errs[(li, layout)]
 
     def case(li, layer, layout, backend, route):
         def run():
@@ -498,43 +569,33 @@ def conv_cases(dev, dry, dname):
                     raise Skip("backend 'cuda' unavailable: %s" % err)
             if backend == "triton":
                 require_backend("triton", dev, dtype)
-            x, w, b, dy = inputs(li, layer)
-            x, w, dy = in_layout(x, layout), in_layout(w, layout), in_layout(dy, layout)
-            s, p, g = layer.stride, layer.padding, layer.groups
-            with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False, allow_tf32=tf32):
-                saved_matmul = torch.backends.cuda.matmul.allow_tf32
-                torch.backends.cuda.matmul.allow_tf32 = tf32
-                try:
-                    if backend == "torch":
-                        fn = lambda t, ww, bb: torch.relu(F.conv2d(t, ww, bb, s, p, 1, g))  # noqa: E731
-                    else:
-                        fn = lambda t, ww, bb: conv.conv2d_relu(t, ww, bb, s, p, 1, g, backend=backend,  # noqa: E731
-                                                                 backward_route=route or "auto")
-                    try:
-                        y, grads = grad_of(fn, [x, w, b], dy)
-                    except alexnet_kernels.BackendUnavailableError as exc:
-                        raise Skip("BackendUnavailableError: %s" % first_line(exc))
-                    sync(dev)
-                finally:
-                    torch.backends.cuda.matmul.allow_tf32 = saved_matmul
-            y64, (dx64, dw64, db64) = reference(layer, x, w, b, dy, y)
-            errs = {"y": rel_err(y, y64), "dx": rel_err(grads[0], dx64), "dw": rel_err(grads[1], dw64),
-                    "db": rel_err(grads[2], db64)}
+            (x, w, b, dy), y, grads = run_provider(li, layer, layout, backend, route)
+            errs, exact = conv_errors(layer, x, w, b, dy, y, grads)
             if backend == "torch":
                 torch_errs[(li, layout)] = errs
-                return "the yardstick (cuDNN): " + ", ".join("%s %.2e" % kv for kv in errs.items())
-            exact_fp32 = dtype == torch.float32 and not tf32
-            base = torch_errs.get((li, layout))
-            if base is None and not exact_fp32:
-                raise Fail("no cuDNN result to compare with (its case failed): " + ", ".join(
-                    "%s %.2e" % kv for kv in errs.items()))
-            return judge(errs, base, fp32=exact_fp32)
+                return "the fp16/bf16 yardstick (cuDNN): " + ", ".join("%s %.2e" % kv for kv in errs.items())
+            if dtype == torch.float32 and not tf32:
+                return judge(errs, None, fp32=True)
+            if dtype == torch.float32:   # TF32: the yardstick is TF32's own rounding, not cuDNN's algorithm
+                return judge(errs, tf32_yardstick(layer, x, w, b, dy, y, exact), fp32=True,
+                             what="(bound: 2x the float64 result from TF32-rounded inputs)")
+            try:
+                base = torch_errors(li, layer, layout)
+            except Skip:
+                raise
+            except Exception as exc:
+                raise Fail("no cuDNN result to compare with (%s: %s); ours: %s" % (
+                    type(exc).__name__, first_line(exc), ", ".join("%s %.2e" % kv for kv in errs.items())))
+            return judge(errs, base)
         return run
 
+    # Never run on a GPU first: the CUDA C++ conv over every layer, then the Triton conv (both backward routes),
+    # then the torch rows (cuDNN: a re-check of the yardstick), so a budget cut loses re-checks.
     cases = []
-    for li, layer in enumerate(conv_layers(dry)):
-        for layout in LAYOUTS:
-            for backend, route in (("torch", None), ("triton", "triton"), ("triton", "aten"), ("cuda", None)):
+    layers = list(enumerate(conv_layers(dry)))
+    for backend, route in (("cuda", None), ("triton", "triton"), ("triton", "aten"), ("torch", None)):
+        for li, layer in layers:
+            for layout in LAYOUTS:
                 name = backend if route is None else "%s-bwd-%s" % (backend, route)
                 cases.append(("conv/%s/%s/%s/%s/%s" % (name, layer.name, label((layer.batch, layer.cin, layer.hw,
                                                                                  layer.hw)), dname, layout),
@@ -731,7 +792,42 @@ def correctness_worker(op, out, start, dry):
 # The sanitize worker: every CUDA and Triton kernel once at small odd shapes, between markers
 # ==================================================================================================
 
+# The CUDA C++ conv (csrc/conv_cuda.cu: cp.async, dynamic shared memory above 48 KB, mma.sync) under the
+# sanitizer, forward + dgrad + wgrad: (name, x shape, weight shape, stride, padding, groups).  csrc/conv.h's
+# plans pick each A-tile loader from the layout -- kRowSpan (groups 1, C not a multiple of the 16-byte vector:
+# conv1's C = 3), kScalar (grouped, Cg = 3) and kCpAsync16 (Cg = 8) -- and the element / vector loads of dgrad
+# and wgrad likewise; odd H and W with padding everywhere.  The last two reach the large tiles (they need
+# >= 132 blocks: batch 4 at 65x65): 128x128 for the forward and wgrad (Og = 128), 128x96 for the forward and
+# 128x128 for dgrad (Og = 96, Cg = 128).  Each runs in bf16, fp16, fp32 (the exact FMA path) and fp32 with TF32
+# (the mma path); the large tiles in bf16 and TF32 only (exact fp32 always takes the 64x64 tile).
+CUDA_CONV_SANITIZE = (("rowspan-c3", (2, 3, 13, 11), (8, 3, 5, 5), 2, 2, 1),
+                      ("scalar-g2-cg3", (2, 6, 9, 7), (4, 3, 3, 3), 1, 1, 2),
+                      ("cpasync16-g2-cg8", (2, 16, 9, 7), (16, 8, 3, 3), 1, 1, 2))
+CUDA_CONV_SANITIZE_LARGE = (("tile128x128-og128", (4, 16, 65, 65), (128, 16, 3, 3), 1, 1, 1),
+                            ("tile128x96-og96-cg128", (4, 128, 65, 65), (96, 128, 3, 3), 1, 1, 1))
+SANITIZE_CONV_DTYPES = (("bf16", torch.bfloat16, True), ("fp16", torch.float16, True),
+                        ("fp32", torch.float32, False), ("fp32-tf32", torch.float32, True))
+
+
+def planted_out_of_bounds_write(dev):
+    """A Triton kernel that writes one element past the end of a 1000-float tensor: compute-sanitizer must
+    report it, or its silence about our kernels proves nothing (gpu_check.py's memcheck phase)."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def write_past_the_end(ptr, n, BLOCK: tl.constexpr):
+        offs = tl.arange(0, BLOCK)
+        tl.store(ptr + n + offs, tl.zeros((BLOCK,), dtype=tl.float32), mask=offs < 1)   # ptr[n]: out of bounds
+
+    t = torch.zeros(1000, device=dev, dtype=torch.float32)
+    write_past_the_end[(1,)](t, t.numel(), BLOCK=16)
+
+
 def sanitize_cases(select, dev):
+    """[(name, backend, fn)] in the order they run: the kernels that never ran on a GPU first (the CUDA C++
+    conv, the LRN backward, the chunked dropout backward), the re-checks last.  select: "all" (memcheck),
+    "cuda-shared" (racecheck: the CUDA kernels with shared memory) or "planted" (the self-test alone)."""
     import alexnet_kernels.conv as conv
     import alexnet_kernels.dropout as dr
     import alexnet_kernels.fused as Fu
@@ -739,6 +835,9 @@ def sanitize_cases(select, dev):
     from alexnet_kernels import baselines
     from alexnet_kernels.lrn import local_response_norm as lrn
     import bench_pool   # the benchmark-only recompute variant of the max-pool backward
+
+    if select == "planted":
+        return [("selftest/planted-out-of-bounds-write", "planted", lambda: planted_out_of_bounds_write(dev))]
 
     def fwd_bwd(fn, *inputs):
         leaves = [t.detach().requires_grad_() for t in inputs]
@@ -748,8 +847,28 @@ def sanitize_cases(select, dev):
     def x_of(shape, layout="NCHW", dtype=torch.float32):
         return in_layout(torch.randn(shape, device=dev, dtype=dtype), layout)
 
+    def cuda_conv(xs, ws, s, p, g, dtype, tf32, layout):
+        def run():
+            with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False, allow_tf32=tf32):
+                fwd_bwd(lambda t, w, bb: conv.conv2d_relu(t, w, bb, s, p, 1, g, backend="cuda", backward_route="auto"),
+                        x_of(xs, layout, dtype), x_of(ws, "NCHW", dtype) / (ws[1] * ws[2] * ws[3]) ** 0.5,
+                        x_of(ws[:1], dtype=dtype))
+        return run
+
     cases = []
     shared = []   # the CUDA kernels with shared memory (racecheck)
+    for geoms, dtypes in ((CUDA_CONV_SANITIZE, SANITIZE_CONV_DTYPES),
+                          (CUDA_CONV_SANITIZE_LARGE, [d for d in SANITIZE_CONV_DTYPES if d[0] in ("bf16", "fp32-tf32")])):
+        for gname, xs, ws, s, p, g in geoms:
+            for dname, dtype, tf32 in dtypes:
+                # NCHW input for the small cases (the launcher's channels_last copy), channels_last for the rest
+                layout = "NCHW" if geoms is CUDA_CONV_SANITIZE and dname == "fp16" else "channels_last"
+                name = "conv/cuda/%s/%s/%s" % (gname, dname, label(xs))
+                cases.append((name, "cuda-conv", cuda_conv(xs, ws, s, p, g, dtype, tf32, layout)))
+                shared.append(name)
+    # the large-tile cases are the slowest under the sanitizer: after the other never-run kernels
+    large = [c for c in cases if "/tile128" in c[0]]
+    cases = [c for c in cases if c not in large]
     for backend in ("triton", "cuda"):
         for layout in LAYOUTS:
             for n, shape in ((5, (3, 7, 5, 5)), (4, (2, 6, 3, 5)), (19, (2, 21, 3, 3))):
@@ -758,24 +877,19 @@ def sanitize_cases(select, dev):
                               fwd_bwd(lambda t: lrn(t, n, 1e-2, 0.75, 2.0, backend=b), x_of(s, la))))
                 if backend == "cuda":
                     shared.append(name)
-            cases.append(("pool/%s/%s/k3s2p1ceil" % (backend, layout), backend, lambda la=layout, b=backend:
-                          fwd_bwd(lambda t: P.max_pool2d(t, 3, 2, 1, ceil_mode=True, backend=b), x_of((3, 5, 8, 9), la))))
-            cases.append(("fused/%s/%s" % (backend, layout), backend, lambda la=layout, b=backend:
-                          fwd_bwd(lambda t: Fu.relu_lrn_max_pool2d(t, 5, 1e-2, 0.75, 2.0, 3, 2, backend=b),
-                                  x_of((2, 5, 7, 9), la))))
-        cases.append(("dropout/%s" % backend, backend, lambda b=backend:
-                      fwd_bwd(lambda t: dr.dropout(t, 0.3, True, backend=b), x_of((3, 1001)))))
+    for backend in ("cuda", "triton"):
         name = "bias_relu_dropout/%s" % backend
-        cases.append((name, backend, lambda b=backend:
-                      fwd_bwd(lambda t, bb: dr.bias_relu_dropout(t, bb, 0.3, True, backend=b), x_of((37, 33)),
-                              x_of((33,)))))
         cases.append((name + "/chunks", backend, lambda b=backend:   # M > 512: several d(bias) chunks
                       fwd_bwd(lambda t, bb: dr.bias_relu_dropout(t, bb, 0.3, True, backend=b), x_of((1031, 7)),
                               x_of((7,)))))
+        cases.append((name, backend, lambda b=backend:
+                      fwd_bwd(lambda t, bb: dr.bias_relu_dropout(t, bb, 0.3, True, backend=b), x_of((37, 33)),
+                              x_of((33,)))))
+        cases.append(("dropout/%s" % backend, backend, lambda b=backend:
+                      fwd_bwd(lambda t: dr.dropout(t, 0.3, True, backend=b), x_of((3, 1001)))))
         if backend == "cuda":
             shared += [name, name + "/chunks"]
-    cases.append(("pool/triton-recompute", "triton", lambda: bench_pool.recompute_backward(
-        x_of((1, 5, 9, 9)), x_of((1, 5, 4, 4)))))
+    cases += large
     for route in ("triton", "aten"):
         for dtype in (torch.float32, torch.bfloat16):
             for cin, cout, kk, s, p, g, hw in ((3, 8, 5, 2, 0, 1, 13), (6, 4, 3, 1, 1, 2, 9)):
@@ -785,6 +899,15 @@ def sanitize_cases(select, dev):
                                                                                  backward_route=route),
                                              x_of((2, cin, hw, hw), "channels_last", dtype),
                                              x_of((cout, cin // g, kk, kk), "NCHW", dtype), x_of((cout,), dtype=dtype))))
+    for backend in ("cuda", "triton"):
+        for layout in LAYOUTS:
+            cases.append(("pool/%s/%s/k3s2p1ceil" % (backend, layout), backend, lambda la=layout, b=backend:
+                          fwd_bwd(lambda t: P.max_pool2d(t, 3, 2, 1, ceil_mode=True, backend=b), x_of((3, 5, 8, 9), la))))
+            cases.append(("fused/%s/%s" % (backend, layout), backend, lambda la=layout, b=backend:
+                          fwd_bwd(lambda t: Fu.relu_lrn_max_pool2d(t, 5, 1e-2, 0.75, 2.0, 3, 2, backend=b),
+                                  x_of((2, 5, 7, 9), la))))
+    cases.append(("pool/triton-recompute", "triton", lambda: bench_pool.recompute_backward(
+        x_of((1, 5, 9, 9)), x_of((1, 5, 4, 4)))))
     cases.append(("cudnn-lrn-baseline", "cudnn", lambda: fwd_bwd(lambda t: baselines.cudnn_lrn(t, 5, 1e-2, 0.75, 2.0),
                                                                  x_of((3, 7, 5, 5)))))
     if select == "cuda-shared":
@@ -792,17 +915,26 @@ def sanitize_cases(select, dev):
     return cases
 
 
+def sanitize_backend_error(backend, dev, dry):
+    """Why a sanitize case cannot run here, or None."""
+    from alexnet_kernels import _backends, baselines
+    if backend == "planted":
+        return "dry run: the planted write would corrupt the interpreter's memory" if dry else None
+    if backend == "cudnn":
+        return baselines.cudnn_lrn_error(torch.empty(1, 1, 1, 1, device=dev))
+    if backend == "cuda-conv":
+        from alexnet_kernels.ops import conv as conv_ops
+        return _backends.backend_error("cuda", dev, conv_ops.CUDA_FUNCTIONS)
+    return _backends.backend_error(backend, dev)
+
+
 def sanitize_worker(select, dry):
     dev = device_of(dry)
-    from alexnet_kernels import _backends, baselines
     cases = sanitize_cases(select, dev)
     print("@@CASES %d" % len(cases), flush=True)
     for name, backend, fn in cases:
         print("@@CASE-BEGIN %s" % name, flush=True)
-        if backend == "cudnn":
-            err = baselines.cudnn_lrn_error(torch.empty(1, 1, 1, 1, device=dev))
-        else:
-            err = _backends.backend_error(backend, dev)
+        err = sanitize_backend_error(backend, dev, dry)
         if err is not None:
             print("@@CASE-END %s SKIP" % name, flush=True)
             continue
