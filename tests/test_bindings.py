@@ -62,6 +62,25 @@ def test_cpu_and_cuda_share_one_check():
             _extension.load().lrn_backward(x, x, torch.empty(2, 5, 6, device=device), 5, 1e-4, 0.75, 2.0, False)
 
 
+@needs_extension
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_lrn_backward_v1_entry_point_matches_the_rule():
+    """lrn_backward_v1 (every window summed from shared memory) gives lrn_backward's result (the register windows
+    the rule picks for n <= 16 sum in v1's order, csrc/lrn_cuda_kernels.cuh; beyond, both run v1), every element
+    written."""
+    if not _extension.build_info()["with_cuda"]:
+        pytest.skip("alexnet_kernels._C is built without its CUDA sources")
+    ext = _extension.load()
+    x = torch.randn(2, 96, 27 * 27, device="cuda")
+    dy = torch.randn_like(x)
+    for size in (5, 25):
+        by_rule, v1 = torch.full_like(x, float("nan")), torch.full_like(x, float("nan"))
+        ext.lrn_backward(x, dy, by_rule, size, 1e-4, 0.75, 2.0, False)
+        ext.lrn_backward_v1(x, dy, v1, size, 1e-4, 0.75, 2.0, False)
+        assert not torch.isnan(v1).any() and not torch.isnan(by_rule).any(), size
+        assert ((v1 - by_rule).abs().max() / by_rule.abs().max()).item() <= 1e-6, size
+
+
 def test_no_compiled_source_reads_the_environment():
     """Variants are picked from shapes and arguments inside the launchers, never from environment variables."""
     readers = []
