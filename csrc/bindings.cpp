@@ -1,7 +1,9 @@
-// alexnet_kernels._C: argument checks, then dispatch to the CPU or CUDA kernels. Operators (torch.ops.alexnet_kernels_C.*):
+// alexnet_kernels._C: each operator's argument check and its CPU and CUDA implementations. Operators
+// (torch.ops.alexnet_kernels_C.*):
 //
 //   lrn_forward(x, y, size, alpha, beta, k, channels_last) -> None          writes y
 //   lrn_backward(x, dy, dx, size, alpha, beta, k, channels_last) -> None    writes dx
+//   lrn_backward_v1(...)  as lrn_backward, CUDA only, the v1 NCHW window sums (internal: benchmarks)
 //   cudnn_lrn_forward(x, size, alpha, beta, k) -> y                         (cuDNN baseline, 4-D)
 //   cudnn_lrn_backward(x, y, dy, size, alpha, beta, k) -> dx
 //   max_pool2d_forward(x, y, offsets, kH, kW, sH, sW, pH, pW, channels_last) -> None           writes y, offsets
@@ -213,46 +215,55 @@ void assert_no_overlap(const Tensor& out, const Tensor& in) {
            "memory location. Please clone() the tensor before performing the operation.");
 }
 
+// float32, float16 or bfloat16, or float64 on the CPU (the CPU kernels take it for gradcheck).
+void check_kernel_dtype(const char* op, const char* name, const Tensor& t) {
+  const auto dtype = t.scalar_type();
+  const bool cpu_double = dtype == ScalarType::Double && t.is_cpu();
+  AK_CHECK(dtype == ScalarType::Float || dtype == ScalarType::Half || dtype == ScalarType::BFloat16 || cpu_double,
+           op, ": ", name, " must be float32, float16 or bfloat16 (or float64 on the CPU), got ", dtype, " on ",
+           device_name(t));
+}
 
-#include "dropout.h"
-#include "dropout_math.h"
-#include "lrn.h"
-#include "pool.h"
+// A defined dims-D (dims_name: e.g. "(N, C, S)") cpu or cuda tensor.
+void check_tensor(const char* op, const char* name, const Tensor& t, int64_t dims, const char* dims_name) {
+  AK_CHECK(t.defined(), op, ": ", name, " is undefined");
+  AK_CHECK(t.dim() == dims, op, ": ", name, " must be ", dims, "-D ", dims_name, ", got shape ", shape(t));
+  AK_CHECK(t.is_cpu() || t.is_cuda(), op, ": ", name, " must be a cpu or cuda tensor, got ", device_name(t));
+}
 
-#ifdef AK_WITH_CUDNN
-#include <cudnn.h>
-#endif
+// t has the strides `expected` (the layout's, named by `layout`). Those of size-1 dimensions, and all of an
+// empty tensor, are not checked: they never enter an address.
+void check_strides(const char* op, const char* name, const Tensor& t, const int64_t* expected, const char* layout) {
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    AK_CHECK(t.size(d) <= 1 || t.numel() == 0 || t.stride(d) == expected[d], op, ": ", name, " must be ", layout,
+             ", got shape ", shape(t), " and strides ", strides(t));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cross-channel LRN
+// ---------------------------------------------------------------------------------------------
 
 const char* layout_name(bool channels_last) {
   return channels_last ? "channels_last (strides (C*S, 1, C))" : "NCHW-contiguous (strides (C*S, S, 1))";
 }
 
 // A 3-D (N, C, S) float/half/bfloat16 tensor (or float64 on the CPU) laid out as the layout says.
-// The stride of a dimension of size 1 is not checked (it never enters an address), nor are those of
-// an empty tensor.
 void check_lrn_tensor(const char* op, const char* name, const Tensor& t, bool channels_last) {
-  AK_CHECK(t.defined(), op, ": ", name, " is undefined");
-  AK_CHECK(t.dim() == 3, op, ": ", name, " must be 3-D (N, C, S), got shape ", shape(t));
-  AK_CHECK(t.is_cpu() || t.is_cuda(), op, ": ", name, " must be a cpu or cuda tensor, got ", device_name(t));
-  const auto dtype = t.scalar_type();
-  const bool cpu_double = dtype == ScalarType::Double && t.is_cpu();
-  AK_CHECK(dtype == ScalarType::Float || dtype == ScalarType::Half || dtype == ScalarType::BFloat16 || cpu_double, op, ": ", name,
-              " must be float32, float16 or bfloat16 (or float64 on the CPU), got ", dtype, " on ", device_name(t));
+  check_tensor(op, name, t, 3, "(N, C, S)");
+  check_kernel_dtype(op, name, t);
   const int64_t C = t.size(1), S = t.size(2);
   const int64_t expected[3] = {C * S, channels_last ? 1 : S, channels_last ? C : 1};
-  for (int d = 0; d < 3; ++d) {
-    AK_CHECK(t.size(d) <= 1 || t.numel() == 0 || t.stride(d) == expected[d], op, ": ", name, " must be ",
-                layout_name(channels_last), ", got shape ", shape(t), " and strides ", strides(t));
-  }
+  check_strides(op, name, t, expected, layout_name(channels_last));
   AK_CHECK(C <= std::numeric_limits<int>::max(), op, ": at most 2^31 - 1 channels, got ", C);
 }
 
 void check_same(const char* op, const char* name, const Tensor& t, const Tensor& x) {
   AK_CHECK(same_shape(t, x), op, ": ", name, " must have x's shape ", shape(x), ", got ", shape(t));
   AK_CHECK(t.scalar_type() == x.scalar_type(), op, ": ", name, " must have x's dtype ", x.scalar_type(),
-              ", got ", t.scalar_type());
+           ", got ", t.scalar_type());
   AK_CHECK(same_device(t, x), op, ": ", name, " must be on x's device ", device_name(x), ", got ",
-              device_name(t));
+           device_name(t));
 }
 
 // Any n >= 1: the kernels clip the window's reach to the channels (make_lrn_params), the divisor stays n.
@@ -260,34 +271,16 @@ void check_size(const char* op, int64_t size) {
   AK_CHECK(size >= 1, op, ": size must be >= 1, got ", size);
 }
 
-#ifndef AK_WITH_CUDA
-[[noreturn]] void no_cuda(const char* op) {
-  AK_CHECK(false, op, ": alexnet_kernels._C was built without CUDA sources");
-}
-#endif
-
-void lrn_forward(const Tensor& x, const Tensor& y, int64_t size, double alpha, double beta, double k,
-                 bool channels_last) {
+void check_lrn_forward(const Tensor& x, const Tensor& y, int64_t size, bool channels_last) {
   const char* op = "lrn_forward";
   check_size(op, size);
   check_lrn_tensor(op, "x", x, channels_last);
   check_lrn_tensor(op, "y", y, channels_last);
   check_same(op, "y", y, x);
   assert_no_overlap(y, x);
-  if (x.is_cuda()) {
-#ifdef AK_WITH_CUDA
-    const CurrentCudaStream stream(x);
-    ak::lrn_forward_cuda(view(x), view(y), size, alpha, beta, k, channels_last, stream.get());
-#else
-    no_cuda(op);
-#endif
-  } else {
-    ak::lrn_forward_cpu(view(x), view(y), size, alpha, beta, k, channels_last);
-  }
 }
 
-void lrn_backward(const Tensor& x, const Tensor& dy, const Tensor& dx, int64_t size, double alpha,
-                  double beta, double k, bool channels_last) {
+void check_lrn_backward(const Tensor& x, const Tensor& dy, const Tensor& dx, int64_t size, bool channels_last) {
   const char* op = "lrn_backward";
   check_size(op, size);
   check_lrn_tensor(op, "x", x, channels_last);
@@ -297,16 +290,18 @@ void lrn_backward(const Tensor& x, const Tensor& dy, const Tensor& dx, int64_t s
   check_same(op, "dx", dx, x);
   assert_no_overlap(dx, x);
   assert_no_overlap(dx, dy);
-  if (x.is_cuda()) {
-#ifdef AK_WITH_CUDA
-    const CurrentCudaStream stream(x);
-    ak::lrn_backward_cuda(view(x), view(dy), view(dx), size, alpha, beta, k, channels_last, stream.get());
-#else
-    no_cuda(op);
-#endif
-  } else {
-    ak::lrn_backward_cpu(view(x), view(dy), view(dx), size, alpha, beta, k, channels_last);
-  }
+}
+
+void lrn_forward_cpu(const Tensor& x, const Tensor& y, int64_t size, double alpha, double beta, double k,
+                     bool channels_last) {
+  check_lrn_forward(x, y, size, channels_last);
+  ak::lrn_forward_cpu(view(x), view(y), size, alpha, beta, k, channels_last);
+}
+
+void lrn_backward_cpu(const Tensor& x, const Tensor& dy, const Tensor& dx, int64_t size, double alpha,
+                      double beta, double k, bool channels_last) {
+  check_lrn_backward(x, dy, dx, size, channels_last);
+  ak::lrn_backward_cpu(view(x), view(dy), view(dx), size, alpha, beta, k, channels_last);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -317,32 +312,23 @@ const char* layout4_name(bool channels_last) {
   return channels_last ? "channels_last (strides (H*W*C, 1, W*C, C))" : "NCHW-contiguous (strides (C*H*W, H*W, W, 1))";
 }
 
-// A 4-D tensor on the CPU or a GPU laid out as the layout says (strides of size-1 dimensions, and
-// of empty tensors, are not checked: they never enter an address).
+// A 4-D tensor on the CPU or a GPU laid out as the layout says.
 void check_pool_tensor(const char* op, const char* name, const Tensor& t, bool channels_last) {
-  AK_CHECK(t.defined(), op, ": ", name, " is undefined");
-  AK_CHECK(t.dim() == 4, op, ": ", name, " must be 4-D (N, C, H, W), got shape ", shape(t));
-  AK_CHECK(t.is_cpu() || t.is_cuda(), op, ": ", name, " must be a cpu or cuda tensor, got ", device_name(t));
+  check_tensor(op, name, t, 4, "(N, C, H, W)");
   const ak::Strides4 s = ak::layout_strides(t.size(1), t.size(2), t.size(3), channels_last);
   const int64_t expected[4] = {s.n, s.c, s.h, s.w};
-  for (int d = 0; d < 4; ++d) {
-    AK_CHECK(t.size(d) <= 1 || t.numel() == 0 || t.stride(d) == expected[d], op, ": ", name, " must be ",
-                layout4_name(channels_last), ", got shape ", shape(t), " and strides ", strides(t));
-  }
+  check_strides(op, name, t, expected, layout4_name(channels_last));
 }
 
 // Values: float32, float16 or bfloat16 (or float64 on the CPU); ref's dtype and device when ref is given.
 void check_pool_values(const char* op, const char* name, const Tensor& t, const Tensor* ref,
                        const char* ref_name) {
-  const auto dtype = t.scalar_type();
-  const bool cpu_double = dtype == ScalarType::Double && t.is_cpu();
-  AK_CHECK(dtype == ScalarType::Float || dtype == ScalarType::Half || dtype == ScalarType::BFloat16 || cpu_double, op, ": ", name,
-              " must be float32, float16 or bfloat16 (or float64 on the CPU), got ", dtype, " on ", device_name(t));
+  check_kernel_dtype(op, name, t);
   if (ref != nullptr) {
-    AK_CHECK(dtype == ref->scalar_type(), op, ": ", name, " must have ", ref_name, "'s dtype ",
-                ref->scalar_type(), ", got ", dtype);
+    AK_CHECK(t.scalar_type() == ref->scalar_type(), op, ": ", name, " must have ", ref_name, "'s dtype ",
+             ref->scalar_type(), ", got ", t.scalar_type());
     AK_CHECK(same_device(t, *ref), op, ": ", name, " must be on ", ref_name, "'s device ", device_name(*ref),
-                ", got ", device_name(t));
+             ", got ", device_name(t));
   }
 }
 
@@ -350,23 +336,23 @@ void check_pool_values(const char* op, const char* name, const Tensor& t, const 
 void check_offsets(const char* op, const Tensor& offsets, const Tensor& out, const char* out_name) {
   AK_CHECK(offsets.scalar_type() == ScalarType::Byte, op, ": offsets must be uint8, got ", offsets.scalar_type());
   AK_CHECK(same_shape(offsets, out), op, ": offsets must have ", out_name, "'s shape ", shape(out),
-              ", got ", shape(offsets));
+           ", got ", shape(offsets));
   AK_CHECK(same_device(offsets, out), op, ": offsets must be on ", out_name, "'s device ", device_name(out),
-              ", got ", device_name(offsets));
+           ", got ", device_name(offsets));
 }
 
 ak::PoolParams check_pool_params(const char* op, int64_t kH, int64_t kW, int64_t sH, int64_t sW, int64_t pH,
                                  int64_t pW) {
   AK_CHECK(kH >= 1 && kW >= 1, op, ": kernel size must be >= 1, got (", kH, ", ", kW, ")");
   AK_CHECK(kH <= 256 && kW <= 256 && kH * kW <= 256, op, ": kH * kW must be <= 256 (offsets are uint8), got (",
-              kH, ", ", kW, ")");
+           kH, ", ", kW, ")");
   AK_CHECK(sH >= 1 && sW >= 1, op, ": stride must be >= 1, got (", sH, ", ", sW, ")");
   AK_CHECK(sH <= std::numeric_limits<int>::max() && sW <= std::numeric_limits<int>::max(), op,
-              ": stride is too large (at most 2^31 - 1, as torch), got (", sH, ", ", sW, ")");
+           ": stride is too large (at most 2^31 - 1, as torch), got (", sH, ", ", sW, ")");
   AK_CHECK(pH >= 0 && pW >= 0, op, ": padding must be >= 0, got (", pH, ", ", pW, ")");
   // torch's rule; it also keeps every window's in-bounds part non-empty.
   AK_CHECK(pH <= kH / 2 && pW <= kW / 2, op, ": padding must be at most half the kernel size, got padding (",
-              pH, ", ", pW, ") for kernel (", kH, ", ", kW, ")");
+           pH, ", ", pW, ") for kernel (", kH, ", ", kW, ")");
   return ak::PoolParams{static_cast<int>(kH), static_cast<int>(kW), static_cast<int>(sH),
                         static_cast<int>(sW), static_cast<int>(pH), static_cast<int>(pW)};
 }
@@ -386,53 +372,52 @@ int64_t pool_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad
 void check_pool_shapes(const char* op, const Tensor& in, const char* in_name, const Tensor& out,
                        const char* out_name, const ak::PoolParams& p) {
   AK_CHECK(out.size(0) == in.size(0) && out.size(1) == in.size(1), op, ": ", out_name, " must have ", in_name,
-              "'s batch and channels ", shape(in, 2), ", got shape ", shape(out));
+           "'s batch and channels ", shape(in, 2), ", got shape ", shape(out));
   AK_CHECK(in.size(2) >= 1 && in.size(3) >= 1, op, ": ", in_name, " must have non-empty spatial dims, got shape ",
-              shape(in));
+           shape(in));
   AK_CHECK(in.size(1) <= std::numeric_limits<int>::max(), op, ": at most 2^31 - 1 channels, got ", in.size(1));
   const int64_t sizes[2][4] = {{in.size(2), p.kH, p.sH, p.pH}, {in.size(3), p.kW, p.sW, p.pW}};
   for (int d = 0; d < 2; ++d) {
     const int64_t floor_size = pool_output_size(sizes[d][0], sizes[d][1], sizes[d][2], sizes[d][3], false);
     const int64_t ceil_size = pool_output_size(sizes[d][0], sizes[d][1], sizes[d][2], sizes[d][3], true);
     AK_CHECK(ceil_size >= 1, op, ": ", in_name, " of shape ", shape(in), " is too small for the kernel (",
-                p.kH, ", ", p.kW, ") and padding (", p.pH, ", ", p.pW, ")");
+             p.kH, ", ", p.kW, ") and padding (", p.pH, ", ", p.pW, ")");
     const int64_t got = out.size(2 + d);
     AK_CHECK(got >= 1, op, ": ", out_name, " has ", d == 0 ? "OH" : "OW", " = ", got, ", but ", in_name,
-                " of shape ", shape(in), " pools to ", floor_size, " (ceil_mode: ", ceil_size, ")");
+             " of shape ", shape(in), " pools to ", floor_size, " (ceil_mode: ", ceil_size, ")");
     AK_CHECK(got == floor_size || got == ceil_size, op, ": ", out_name, " has ", d == 0 ? "OH" : "OW", " = ", got,
-                ", but ", in_name, " of shape ", shape(in), " pools to ", floor_size, " (ceil_mode: ", ceil_size,
-                ")");
+             ", but ", in_name, " of shape ", shape(in), " pools to ", floor_size, " (ceil_mode: ", ceil_size,
+             ")");
   }
 }
 
-void max_pool2d_forward(const Tensor& x, const Tensor& y, const Tensor& offsets, int64_t kH, int64_t kW,
-                        int64_t sH, int64_t sW, int64_t pH, int64_t pW, bool channels_last) {
-  const char* op = "max_pool2d_forward";
-  const ak::PoolParams p = check_pool_params(op, kH, kW, sH, sW, pH, pW);
+// The pooling forward's tensors: input x, output out (y or z) and its offsets.
+void check_pool_forward_tensors(const char* op, const Tensor& x, const char* out_name, const Tensor& out,
+                                const Tensor& offsets, const ak::PoolParams& p, bool channels_last) {
   check_pool_tensor(op, "x", x, channels_last);
-  check_pool_tensor(op, "y", y, channels_last);
+  check_pool_tensor(op, out_name, out, channels_last);
   check_pool_tensor(op, "offsets", offsets, channels_last);
   check_pool_values(op, "x", x, nullptr, nullptr);
-  check_pool_values(op, "y", y, &x, "x");
-  check_offsets(op, offsets, y, "y");
-  check_pool_shapes(op, x, "x", y, "y", p);
-  assert_no_overlap(y, x);
+  check_pool_values(op, out_name, out, &x, "x");
+  check_offsets(op, offsets, out, out_name);
+  check_pool_shapes(op, x, "x", out, out_name, p);
+  assert_no_overlap(out, x);
   assert_no_overlap(offsets, x);
-  assert_no_overlap(offsets, y);
-  if (x.is_cuda()) {
-#ifdef AK_WITH_CUDA
-    const CurrentCudaStream stream(x);
-    ak::max_pool2d_forward_cuda(view(x), view(y), view(offsets), p, channels_last, stream.get());
-#else
-    no_cuda(op);
-#endif
-  } else {
-    ak::max_pool2d_forward_cpu(view(x), view(y), view(offsets), p, channels_last);
-  }
+  assert_no_overlap(offsets, out);
 }
 
-void max_pool2d_backward(const Tensor& dy, const Tensor& offsets, const Tensor& dx, int64_t kH,
-                         int64_t kW, int64_t sH, int64_t sW, int64_t pH, int64_t pW, bool channels_last) {
+ak::PoolParams check_max_pool2d_forward(const Tensor& x, const Tensor& y, const Tensor& offsets, int64_t kH,
+                                        int64_t kW, int64_t sH, int64_t sW, int64_t pH, int64_t pW,
+                                        bool channels_last) {
+  const char* op = "max_pool2d_forward";
+  const ak::PoolParams p = check_pool_params(op, kH, kW, sH, sW, pH, pW);
+  check_pool_forward_tensors(op, x, "y", y, offsets, p, channels_last);
+  return p;
+}
+
+ak::PoolParams check_max_pool2d_backward(const Tensor& dy, const Tensor& offsets, const Tensor& dx, int64_t kH,
+                                         int64_t kW, int64_t sH, int64_t sW, int64_t pH, int64_t pW,
+                                         bool channels_last) {
   const char* op = "max_pool2d_backward";
   const ak::PoolParams p = check_pool_params(op, kH, kW, sH, sW, pH, pW);
   check_pool_tensor(op, "dy", dy, channels_last);
@@ -444,49 +429,23 @@ void max_pool2d_backward(const Tensor& dy, const Tensor& offsets, const Tensor& 
   check_pool_shapes(op, dx, "dx", dy, "dy", p);
   assert_no_overlap(dx, dy);
   assert_no_overlap(dx, offsets);
-  if (dy.is_cuda()) {
-#ifdef AK_WITH_CUDA
-    const CurrentCudaStream stream(dy);
-    ak::max_pool2d_backward_cuda(view(dy), view(offsets), view(dx), p, channels_last, stream.get());
-#else
-    no_cuda(op);
-#endif
-  } else {
-    ak::max_pool2d_backward_cpu(view(dy), view(offsets), view(dx), p, channels_last);
-  }
+  return p;
 }
 
-void relu_lrn_max_pool2d_forward(const Tensor& x, const Tensor& z, const Tensor& offsets, int64_t size,
-                                 double alpha, double beta, double k, int64_t kH, int64_t kW, int64_t sH, int64_t sW,
-                                 int64_t pH, int64_t pW, bool channels_last) {
+ak::PoolParams check_relu_lrn_max_pool2d_forward(const Tensor& x, const Tensor& z, const Tensor& offsets,
+                                                 int64_t size, int64_t kH, int64_t kW, int64_t sH, int64_t sW,
+                                                 int64_t pH, int64_t pW, bool channels_last) {
   const char* op = "relu_lrn_max_pool2d_forward";
   check_size(op, size);
   const ak::PoolParams p = check_pool_params(op, kH, kW, sH, sW, pH, pW);
-  check_pool_tensor(op, "x", x, channels_last);
-  check_pool_tensor(op, "z", z, channels_last);
-  check_pool_tensor(op, "offsets", offsets, channels_last);
-  check_pool_values(op, "x", x, nullptr, nullptr);
-  check_pool_values(op, "z", z, &x, "x");
-  check_offsets(op, offsets, z, "z");
-  check_pool_shapes(op, x, "x", z, "z", p);
-  assert_no_overlap(z, x);
-  assert_no_overlap(offsets, x);
-  assert_no_overlap(offsets, z);
-  if (x.is_cuda()) {
-#ifdef AK_WITH_CUDA
-    const CurrentCudaStream stream(x);
-    ak::relu_lrn_max_pool2d_forward_cuda(view(x), view(z), view(offsets), size, alpha, beta, k, p, channels_last, stream.get());
-#else
-    no_cuda(op);
-#endif
-  } else {
-    ak::relu_lrn_max_pool2d_forward_cpu(view(x), view(z), view(offsets), size, alpha, beta, k, p, channels_last);
-  }
+  check_pool_forward_tensors(op, x, "z", z, offsets, p, channels_last);
+  return p;
 }
 
-void relu_lrn_max_pool2d_backward(const Tensor& x, const Tensor& dz, const Tensor& offsets,
-                                  const Tensor& dx, int64_t size, double alpha, double beta, double k, int64_t kH,
-                                  int64_t kW, int64_t sH, int64_t sW, int64_t pH, int64_t pW, bool channels_last) {
+ak::PoolParams check_relu_lrn_max_pool2d_backward(const Tensor& x, const Tensor& dz, const Tensor& offsets,
+                                                  const Tensor& dx, int64_t size, int64_t kH, int64_t kW,
+                                                  int64_t sH, int64_t sW, int64_t pH, int64_t pW,
+                                                  bool channels_last) {
   const char* op = "relu_lrn_max_pool2d_backward";
   check_size(op, size);
   const ak::PoolParams p = check_pool_params(op, kH, kW, sH, sW, pH, pW);
@@ -503,16 +462,36 @@ void relu_lrn_max_pool2d_backward(const Tensor& x, const Tensor& dz, const Tenso
   assert_no_overlap(dx, x);
   assert_no_overlap(dx, dz);
   assert_no_overlap(dx, offsets);
-  if (x.is_cuda()) {
-#ifdef AK_WITH_CUDA
-    const CurrentCudaStream stream(x);
-    ak::relu_lrn_max_pool2d_backward_cuda(view(x), view(dz), view(offsets), view(dx), size, alpha, beta, k, p, channels_last, stream.get());
-#else
-    no_cuda(op);
-#endif
-  } else {
-    ak::relu_lrn_max_pool2d_backward_cpu(view(x), view(dz), view(offsets), view(dx), size, alpha, beta, k, p, channels_last);
-  }
+  return p;
+}
+
+void max_pool2d_forward_cpu(const Tensor& x, const Tensor& y, const Tensor& offsets, int64_t kH, int64_t kW,
+                            int64_t sH, int64_t sW, int64_t pH, int64_t pW, bool channels_last) {
+  const ak::PoolParams p = check_max_pool2d_forward(x, y, offsets, kH, kW, sH, sW, pH, pW, channels_last);
+  ak::max_pool2d_forward_cpu(view(x), view(y), view(offsets), p, channels_last);
+}
+
+void max_pool2d_backward_cpu(const Tensor& dy, const Tensor& offsets, const Tensor& dx, int64_t kH, int64_t kW,
+                             int64_t sH, int64_t sW, int64_t pH, int64_t pW, bool channels_last) {
+  const ak::PoolParams p = check_max_pool2d_backward(dy, offsets, dx, kH, kW, sH, sW, pH, pW, channels_last);
+  ak::max_pool2d_backward_cpu(view(dy), view(offsets), view(dx), p, channels_last);
+}
+
+void relu_lrn_max_pool2d_forward_cpu(const Tensor& x, const Tensor& z, const Tensor& offsets, int64_t size,
+                                     double alpha, double beta, double k, int64_t kH, int64_t kW, int64_t sH,
+                                     int64_t sW, int64_t pH, int64_t pW, bool channels_last) {
+  const ak::PoolParams p = check_relu_lrn_max_pool2d_forward(x, z, offsets, size, kH, kW, sH, sW, pH, pW,
+                                                             channels_last);
+  ak::relu_lrn_max_pool2d_forward_cpu(view(x), view(z), view(offsets), size, alpha, beta, k, p, channels_last);
+}
+
+void relu_lrn_max_pool2d_backward_cpu(const Tensor& x, const Tensor& dz, const Tensor& offsets, const Tensor& dx,
+                                      int64_t size, double alpha, double beta, double k, int64_t kH, int64_t kW,
+                                      int64_t sH, int64_t sW, int64_t pH, int64_t pW, bool channels_last) {
+  const ak::PoolParams p = check_relu_lrn_max_pool2d_backward(x, dz, offsets, dx, size, kH, kW, sH, sW, pH, pW,
+                                                              channels_last);
+  ak::relu_lrn_max_pool2d_backward_cpu(view(x), view(dz), view(offsets), view(dx), size, alpha, beta, k, p,
+                                       channels_last);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -521,31 +500,26 @@ void relu_lrn_max_pool2d_backward(const Tensor& x, const Tensor& dz, const Tenso
 
 // A contiguous dim-D float32 / float16 / bfloat16 tensor (or float64 on the CPU) on the CPU or a GPU.
 void check_dropout_tensor(const char* op, const char* name, const Tensor& t, int64_t dim, const char* dims) {
-  AK_CHECK(t.defined(), op, ": ", name, " is undefined");
-  AK_CHECK(t.dim() == dim, op, ": ", name, " must be ", dim, "-D ", dims, ", got shape ", shape(t));
-  AK_CHECK(t.is_cpu() || t.is_cuda(), op, ": ", name, " must be a cpu or cuda tensor, got ", device_name(t));
-  const auto dtype = t.scalar_type();
-  const bool cpu_double = dtype == ScalarType::Double && t.is_cpu();
-  AK_CHECK(dtype == ScalarType::Float || dtype == ScalarType::Half || dtype == ScalarType::BFloat16 || cpu_double, op, ": ", name,
-              " must be float32, float16 or bfloat16 (or float64 on the CPU), got ", dtype, " on ", device_name(t));
+  check_tensor(op, name, t, dim, dims);
+  check_kernel_dtype(op, name, t);
   AK_CHECK(t.is_contiguous(), op, ": ", name, " must be contiguous, got shape ", shape(t), " and strides ",
-              strides(t));
+           strides(t));
 }
 
 // t has ref's dtype and device.
 void check_dropout_like(const char* op, const char* name, const Tensor& t, const char* ref_name,
                         const Tensor& ref) {
   AK_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " must have ", ref_name, "'s dtype ",
-              ref.scalar_type(), ", got ", t.scalar_type());
+           ref.scalar_type(), ", got ", t.scalar_type());
   AK_CHECK(same_device(t, ref), op, ": ", name, " must be on ", ref_name, "'s device ", device_name(ref),
-              ", got ", device_name(t));
+           ", got ", device_name(t));
 }
 
 void check_dropout_scalars(const char* op, int64_t threshold, double scale) {
   AK_CHECK(threshold >= 0 && threshold <= ak::kDropoutThresholdMax, op,
-              ": threshold must be in [0, 2^24] (round(p * 2^24)), got ", threshold);
+           ": threshold must be in [0, 2^24] (round(p * 2^24)), got ", threshold);
   AK_CHECK(std::isfinite(scale) && scale >= 1.0, op, ": scale must be finite and >= 1 (1 / (1 - p)), got ",
-              scale);
+           scale);
 }
 
 // The output `out` shares no memory with the input `in` (the kernels read and write in no fixed order).
@@ -564,61 +538,38 @@ void check_seed(const char* op, const Tensor& seed, const Tensor& ref) {
   AK_CHECK(same_device(seed, ref), op, ": seed must be on ", device_name(ref), ", got ", device_name(seed));
 }
 
-#ifdef AK_WITH_CUDA
-const int64_t* seed_on_device(const Tensor& seed) { return static_cast<const int64_t*>(seed.const_data_ptr()); }
-#endif
 // One element: its address is the data pointer whatever the strides.
 int64_t seed_on_host(const Tensor& seed) { return *static_cast<const int64_t*>(seed.const_data_ptr()); }
 
-// dropout_forward and dropout_backward: dst = src * (keep ? scale : 0).
-void apply_dropout(const char* op, const char* src_name, const Tensor& src, const char* dst_name,
-                   const Tensor& dst, const Tensor& seed, int64_t threshold, double scale) {
+// dropout_forward and dropout_backward are one map, dst = src * (keep ? scale : 0).
+void check_apply_dropout(const char* op, const char* src_name, const Tensor& src, const char* dst_name,
+                         const Tensor& dst, const Tensor& seed, int64_t threshold, double scale) {
   check_dropout_scalars(op, threshold, scale);
   check_dropout_tensor(op, src_name, src, 1, "(numel,)");
   check_dropout_tensor(op, dst_name, dst, 1, "(numel,)");
   check_dropout_like(op, dst_name, dst, src_name, src);
   AK_CHECK(dst.numel() == src.numel(), op, ": ", dst_name, " must have ", src_name, "'s numel ", src.numel(),
-              ", got ", dst.numel());
+           ", got ", dst.numel());
   check_no_overlap(op, dst_name, dst, src_name, src);
   check_seed(op, seed, src);
-  if (src.is_cuda()) {
-#ifdef AK_WITH_CUDA
-    const CurrentCudaStream stream(src);
-    ak::apply_dropout_cuda(view(src), view(dst), seed_on_device(seed), threshold, scale, stream.get());
-#else
-    no_cuda(op);
-#endif
-  } else {
-    ak::apply_dropout_cpu(view(src), view(dst), seed_on_host(seed), threshold, scale);
-  }
-}
-
-void dropout_forward(const Tensor& x, const Tensor& y, const Tensor& seed, int64_t threshold,
-                     double scale) {
-  apply_dropout("dropout_forward", "x", x, "y", y, seed, threshold, scale);
-}
-
-void dropout_backward(const Tensor& dy, const Tensor& dx, const Tensor& seed, int64_t threshold,
-                      double scale) {
-  apply_dropout("dropout_backward", "dy", dy, "dx", dx, seed, threshold, scale);
 }
 
 // t is (M, N) = ref's shape.
 void check_same_shape(const char* op, const char* name, const Tensor& t, const char* ref_name,
                       const Tensor& ref) {
   AK_CHECK(same_shape(t, ref), op, ": ", name, " must have ", ref_name, "'s shape ", shape(ref), ", got ",
-              shape(t));
+           shape(t));
 }
 
 // bias / dbias is (N,) for the (M, N) tensor ref.
 void check_bias_shape(const char* op, const char* name, const Tensor& bias, const char* ref_name,
                       const Tensor& ref) {
   AK_CHECK(bias.size(0) == ref.size(1), op, ": ", name, " must have shape (N,) = (", ref.size(1), ",) for ",
-              ref_name, " of shape ", shape(ref), ", got ", shape(bias));
+           ref_name, " of shape ", shape(ref), ", got ", shape(bias));
 }
 
-void bias_relu_dropout_forward(const Tensor& x, const Tensor& bias, const Tensor& y,
-                               const Tensor& seed, int64_t threshold, double scale) {
+void check_bias_relu_dropout_forward(const Tensor& x, const Tensor& bias, const Tensor& y, const Tensor& seed,
+                                     int64_t threshold, double scale) {
   const char* op = "bias_relu_dropout_forward";
   check_dropout_scalars(op, threshold, scale);
   check_dropout_tensor(op, "x", x, 2, "(M, N)");
@@ -631,20 +582,10 @@ void bias_relu_dropout_forward(const Tensor& x, const Tensor& bias, const Tensor
   check_no_overlap(op, "y", y, "x", x);
   check_no_overlap(op, "y", y, "bias", bias);
   check_seed(op, seed, x);
-  if (x.is_cuda()) {
-#ifdef AK_WITH_CUDA
-    const CurrentCudaStream stream(x);
-    ak::bias_relu_dropout_forward_cuda(view(x), view(bias), view(y), seed_on_device(seed), threshold, scale, stream.get());
-#else
-    no_cuda(op);
-#endif
-  } else {
-    ak::bias_relu_dropout_forward_cpu(view(x), view(bias), view(y), seed_on_host(seed), threshold, scale);
-  }
 }
 
-void bias_relu_dropout_backward(const Tensor& dy, const Tensor& y, const Tensor& dx,
-                                const Tensor& dbias, const Tensor& seed, int64_t threshold, double scale) {
+void check_bias_relu_dropout_backward(const Tensor& dy, const Tensor& y, const Tensor& dx, const Tensor& dbias,
+                                      const Tensor& seed, int64_t threshold, double scale) {
   const char* op = "bias_relu_dropout_backward";
   check_dropout_scalars(op, threshold, scale);
   check_dropout_tensor(op, "dy", dy, 2, "(M, N)");
@@ -663,27 +604,57 @@ void bias_relu_dropout_backward(const Tensor& dy, const Tensor& y, const Tensor&
   check_no_overlap(op, "dbias", dbias, "y", y);
   check_no_overlap(op, "dbias", dbias, "dx", dx);
   check_seed(op, seed, dy);
-  if (dy.is_cuda()) {
-#ifdef AK_WITH_CUDA
-    const CurrentCudaStream stream(dy);
-    // The per-chunk dbias sums of a matrix taller than one chunk (dropout_math.h): M * N / 512 floats from
-    // torch's caching allocator (on the current stream, so CUDA-graph capture is safe).
-    const int64_t chunks = ak::dbias_chunks(dy.size(0));
-    const std::vector<int64_t> partial_shape = {chunks > 1 ? chunks : 0, dy.size(1)};
-    const Tensor partial = torch::stable::new_empty(dy, partial_shape, ScalarType::Float);
-    ak::bias_relu_dropout_backward_cuda(view(dy), view(y), view(dx), view(dbias), view(partial),
-                                        seed_on_device(seed), threshold, scale, stream.get());
-#else
-    no_cuda(op);
-#endif
-  } else {
-    ak::bias_relu_dropout_backward_cpu(view(dy), view(y), view(dx), view(dbias), seed_on_host(seed), threshold, scale);
-  }
 }
 
-// --- the cuDNN baseline ------------------------------------------------------------------------------
+void dropout_forward_cpu(const Tensor& x, const Tensor& y, const Tensor& seed, int64_t threshold, double scale) {
+  check_apply_dropout("dropout_forward", "x", x, "y", y, seed, threshold, scale);
+  ak::apply_dropout_cpu(view(x), view(y), seed_on_host(seed), threshold, scale);
+}
+
+void dropout_backward_cpu(const Tensor& dy, const Tensor& dx, const Tensor& seed, int64_t threshold, double scale) {
+  check_apply_dropout("dropout_backward", "dy", dy, "dx", dx, seed, threshold, scale);
+  ak::apply_dropout_cpu(view(dy), view(dx), seed_on_host(seed), threshold, scale);
+}
+
+void bias_relu_dropout_forward_cpu(const Tensor& x, const Tensor& bias, const Tensor& y, const Tensor& seed,
+                                   int64_t threshold, double scale) {
+  check_bias_relu_dropout_forward(x, bias, y, seed, threshold, scale);
+  ak::bias_relu_dropout_forward_cpu(view(x), view(bias), view(y), seed_on_host(seed), threshold, scale);
+}
+
+void bias_relu_dropout_backward_cpu(const Tensor& dy, const Tensor& y, const Tensor& dx, const Tensor& dbias,
+                                    const Tensor& seed, int64_t threshold, double scale) {
+  check_bias_relu_dropout_backward(dy, y, dx, dbias, seed, threshold, scale);
+  ak::bias_relu_dropout_backward_cpu(view(dy), view(y), view(dx), view(dbias), seed_on_host(seed), threshold,
+                                     scale);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cuDNN LRN baseline (CUDA only)
+// ---------------------------------------------------------------------------------------------
+
+// The lead tensor of a CUDA-only operator (the others are checked against it): a cuda float32, float16 or
+// bfloat16 tensor.
+void check_cuda_lead(const char* op, const char* name, const Tensor& t) {
+  AK_CHECK(t.is_cuda(), op, ": ", name, " must be a cuda tensor, got ", device_name(t));
+  const auto dtype = t.scalar_type();
+  AK_CHECK(dtype == ScalarType::Float || dtype == ScalarType::Half || dtype == ScalarType::BFloat16, op, ": ",
+           name, " must be float32, float16 or bfloat16, got ", dtype);
+}
 
 #ifdef AK_WITH_CUDNN
+// The memory format the cuDNN call uses for x (and then for y, dy, dx): channels_last when x is
+// channels_last and not also NCHW-contiguous, as at::Tensor::suggest_memory_format.
+bool check_cudnn_input(const char* op, const Tensor& x) {
+  check_cuda_lead(op, "x", x);
+  AK_CHECK(x.dim() == 4, op, ": x must be 4-D (N, C, H, W), got shape ", shape(x));
+  AK_CHECK(x.numel() <= std::numeric_limits<int>::max(), op, ": cuDNN descriptors take int sizes, got ", x.numel(),
+           " elements");
+  const bool nchw = dense_in(x, false), channels_last = !nchw && dense_in(x, true);
+  AK_CHECK(nchw || channels_last, op, ": x must be contiguous or channels_last, got strides ", strides(x));
+  return channels_last;
+}
+
 void check_cudnn_params(const char* op, int64_t size, double beta, double k) {
   const ak::CudnnLrnLimits lim = ak::cudnn_lrn_limits();
   AK_CHECK(size >= lim.min_n && size <= lim.max_n, op, ": cuDNN accepts ", lim.min_n, " <= size <= ", lim.max_n,
@@ -692,72 +663,29 @@ void check_cudnn_params(const char* op, int64_t size, double beta, double k) {
   AK_CHECK(beta >= lim.min_beta, op, ": cuDNN requires beta >= ", lim.min_beta, ", got beta = ", beta);
 }
 
-// The memory format the cuDNN call uses for x (and then for y, dy, dx): channels_last when x is
-// channels_last and not also NCHW-contiguous, as at::Tensor::suggest_memory_format.
-bool check_cudnn_input(const char* op, const Tensor& x) {
-  AK_CHECK(x.is_cuda(), op, ": x must be a cuda tensor, got ", device_name(x));
-  AK_CHECK(x.dim() == 4, op, ": x must be 4-D (N, C, H, W), got shape ", shape(x));
-  const auto dtype = x.scalar_type();
-  AK_CHECK(dtype == ScalarType::Float || dtype == ScalarType::Half || dtype == ScalarType::BFloat16, op,
-           ": x must be float32, float16 or bfloat16, got ", dtype);
-  AK_CHECK(x.numel() <= std::numeric_limits<int>::max(), op, ": cuDNN descriptors take int sizes, got ", x.numel(),
-           " elements");
-  const bool nchw = dense_in(x, false), channels_last = !nchw && dense_in(x, true);
-  AK_CHECK(nchw || channels_last, op, ": x must be contiguous or channels_last, got strides ", strides(x));
-  return channels_last;
-}
-
 void check_cudnn_like(const char* op, const char* name, const Tensor& t, const Tensor& x) {
   AK_CHECK(same_shape(t, x), op, ": ", name, " must have x's shape ", shape(x), ", got ", shape(t));
   AK_CHECK(t.scalar_type() == x.scalar_type(), op, ": ", name, " must have x's dtype");
   AK_CHECK(same_device(t, x), op, ": ", name, " must be on x's device");
 }
 
-Tensor in_layout(const Tensor& t, bool channels_last) {
-  if (dense_in(t, channels_last)) return t;
-  return torch::stable::contiguous(t, channels_last ? torch::headeronly::MemoryFormat::ChannelsLast
-                                                    : torch::headeronly::MemoryFormat::Contiguous);
-}
-#endif
-
-Tensor cudnn_lrn_forward(const Tensor& x_in, int64_t size, double alpha, double beta, double k) {
+// Returns whether the call runs channels_last.
+bool check_cudnn_lrn_forward(const Tensor& x, int64_t size, double /*alpha*/, double beta, double k) {
   const char* op = "cudnn_lrn_forward";
-#ifdef AK_WITH_CUDNN
   check_cudnn_params(op, size, beta, k);
-  const bool channels_last = check_cudnn_input(op, x_in);
-  const CurrentCudaStream stream(x_in);
-  const Tensor x = in_layout(x_in, channels_last);
-  const Tensor y = torch::stable::empty_like(x);  // preserves x's (dense) layout
-  ak::cudnn_lrn_forward(view(x), view(y), size, alpha, beta, k, stream.get());
-  return y;
-#else
-  (void)x_in, (void)size, (void)alpha, (void)beta, (void)k;
-  AK_CHECK(false, op, ": alexnet_kernels._C was built without cuDNN");
-  return Tensor();
-#endif
+  return check_cudnn_input(op, x);
 }
 
-Tensor cudnn_lrn_backward(const Tensor& x_in, const Tensor& y_in, const Tensor& dy_in, int64_t size, double alpha,
-                          double beta, double k) {
+bool check_cudnn_lrn_backward(const Tensor& x, const Tensor& y, const Tensor& dy, int64_t size, double /*alpha*/,
+                              double beta, double k) {
   const char* op = "cudnn_lrn_backward";
-#ifdef AK_WITH_CUDNN
   check_cudnn_params(op, size, beta, k);
-  const bool channels_last = check_cudnn_input(op, x_in);
-  check_cudnn_like(op, "y", y_in, x_in);
-  check_cudnn_like(op, "dy", dy_in, x_in);
-  const CurrentCudaStream stream(x_in);
-  // One layout for all four tensors (no copy when they already share x's).
-  const Tensor x = in_layout(x_in, channels_last), y = in_layout(y_in, channels_last),
-               dy = in_layout(dy_in, channels_last);
-  const Tensor dx = torch::stable::empty_like(x);
-  ak::cudnn_lrn_backward(view(x), view(y), view(dy), view(dx), size, alpha, beta, k, stream.get());
-  return dx;
-#else
-  (void)x_in, (void)y_in, (void)dy_in, (void)size, (void)alpha, (void)beta, (void)k;
-  AK_CHECK(false, op, ": alexnet_kernels._C was built without cuDNN");
-  return Tensor();
-#endif
+  const bool channels_last = check_cudnn_input(op, x);
+  check_cudnn_like(op, "y", y, x);
+  check_cudnn_like(op, "dy", dy, x);
+  return channels_last;
 }
+#endif
 
 // =============================================================================================
 // Convolution + bias + ReLU on CUDA (csrc/conv.h, conv_cuda.cu, conv_cuda_kernels.cuh)
@@ -783,19 +711,30 @@ Tensor cudnn_lrn_backward(const Tensor& x_in, const Tensor& y_in, const Tensor& 
 //     dy, y     as for dgrad;  x (N, C, H, W) channels_last-contiguous
 //     dw_part   (splits, Cout, KH*KW*C/groups) contiguous float32, dw_part[s, o, (kh*KW + kw)*Cg + c]
 //     db_part   (splits, Cout) contiguous float32;  the caller sums dim 0 (a fixed order: deterministic)
-// All argument checks are in this one function; the torch-free ones are conv.h's conv_problem_error.
+// Each operator's argument checks are one function below; the torch-free ones are conv.h's *_problem_error.
 // =============================================================================================
 
-void conv2d_relu_forward_cuda(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
-                              const Tensor& y, int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
-                              int64_t groups, bool allow_tf32) {
+// The geometry of a backward call: the input (x or dx) and the output gradient dy, channels_last-contiguous.
+ak::ConvProblem conv_backward_problem(const char* op, const Tensor& input, const char* input_name, const Tensor& dy,
+                                      int64_t KH, int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                                      int64_t pad_w, int64_t groups) {
+  ak::ConvProblem p{};
+  p.N = input.size(0); p.C = input.size(1); p.H = input.size(2); p.W = input.size(3);
+  p.Cout = dy.size(1); p.KH = KH; p.KW = KW;
+  p.SH = stride_h; p.SW = stride_w; p.PH = pad_h; p.PW = pad_w; p.groups = groups;
+  p.OH = dy.size(2); p.OW = dy.size(3);
+  AK_CHECK(dy.size(0) == p.N, op, ": dy and ", input_name, " must have the same batch size");
+  return p;
+}
+
+ak::ConvProblem check_conv2d_relu_forward(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
+                                          const Tensor& y, int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                                          int64_t pad_w, int64_t groups, bool /*allow_tf32*/) {
   const char* op = "conv2d_relu_forward_cuda";
   const bool has_bias = bias.has_value() && bias->defined();
   for (const Tensor* t : {&x, &weight, &y}) AK_CHECK(t->defined(), op, ": undefined tensor argument");
-  AK_CHECK(x.is_cuda(), op, ": x must be a cuda tensor, got ", device_name(x));
+  check_cuda_lead(op, "x", x);
   const auto dtype = x.scalar_type();
-  AK_CHECK(dtype == ScalarType::Float || dtype == ScalarType::Half || dtype == ScalarType::BFloat16, op,
-              ": x must be float32, float16 or bfloat16, got ", dtype);
   auto same = [&](const Tensor& t, const char* name) {
     AK_CHECK(same_device(t, x), op, ": ", name, " is on ", device_name(t), ", x on ", device_name(x));
     AK_CHECK(t.scalar_type() == dtype, op, ": ", name, " has dtype ", t.scalar_type(), ", x ", dtype);
@@ -804,89 +743,69 @@ void conv2d_relu_forward_cuda(const Tensor& x, const Tensor& weight, const std::
   same(y, "y");
   if (has_bias) same(*bias, "bias");
   AK_CHECK(x.dim() == 4 && weight.dim() == 4 && y.dim() == 4, op, ": x, weight and y must be 4-D, got ",
-              shape(x), ", ", shape(weight), ", ", shape(y));
-  AK_CHECK(channels_last_contiguous(x), op, ": x must be channels_last-contiguous, got strides ",
-              strides(x));
+           shape(x), ", ", shape(weight), ", ", shape(y));
+  AK_CHECK(channels_last_contiguous(x), op, ": x must be channels_last-contiguous, got strides ", strides(x));
   const int64_t Cout = weight.size(0), Cg = weight.size(1), KH = weight.size(2), KW = weight.size(3);
   const int64_t K = KH * KW * Cg;
   // Strides of size-1 dimensions never enter an address: not checked.
   AK_CHECK((Cg == 1 || weight.stride(1) == 1) && (KW == 1 || weight.stride(3) == Cg) &&
-                  (KH == 1 || weight.stride(2) == KW * Cg) && (Cout == 1 || weight.stride(0) >= K),
-              op, ": weight must have channels_last rows, strides (row >= ", K, ", 1, ", KW * Cg, ", ", Cg,
-              "), got ", strides(weight));
+               (KH == 1 || weight.stride(2) == KW * Cg) && (Cout == 1 || weight.stride(0) >= K),
+           op, ": weight must have channels_last rows, strides (row >= ", K, ", 1, ", KW * Cg, ", ", Cg,
+           "), got ", strides(weight));
   if (has_bias)
     AK_CHECK(bias->dim() == 1 && bias->size(0) == Cout && (Cout == 1 || bias->stride(0) == 1), op,
-                ": bias must be 1-D contiguous with ", Cout, " elements, got shape ", shape(*bias));
+             ": bias must be 1-D contiguous with ", Cout, " elements, got shape ", shape(*bias));
   ak::ConvProblem p{};
   p.N = x.size(0); p.C = x.size(1); p.H = x.size(2); p.W = x.size(3);
   p.Cout = Cout; p.KH = KH; p.KW = KW;
   p.SH = stride_h; p.SW = stride_w; p.PH = pad_h; p.PW = pad_w; p.groups = groups;
   AK_CHECK(groups >= 1 && Cg * groups == p.C, op, ": weight.shape[1] * groups (", Cg, " * ", groups,
-              ") must equal the input channels ", p.C);
+           ") must equal the input channels ", p.C);
   AK_CHECK(stride_h >= 1 && stride_w >= 1, op, ": stride must be >= 1");
   p.OH = (p.H + 2 * pad_h - KH) / std::max<int64_t>(stride_h, 1) + 1;
   p.OW = (p.W + 2 * pad_w - KW) / std::max<int64_t>(stride_w, 1) + 1;
   AK_CHECK(y.size(0) == p.N && y.size(1) == Cout && y.size(2) == p.OH && y.size(3) == p.OW, op,
-              ": y must have shape (", p.N, ", ", Cout, ", ", p.OH, ", ", p.OW, "), got ", shape(y));
+           ": y must have shape (", p.N, ", ", Cout, ", ", p.OH, ", ", p.OW, "), got ", shape(y));
   for (int d = 0; d < 4; ++d) AK_CHECK(y.stride(d) >= 0, op, ": y has a negative stride");
   p.w_row_stride = Cout == 1 ? std::max<int64_t>(weight.stride(0), K) : weight.stride(0);
   p.y_sn = y.stride(0); p.y_sc = y.stride(1); p.y_sh = y.stride(2); p.y_sw = y.stride(3);
   if (const char* why = ak::conv_problem_error(p)) AK_CHECK(false, op, ": ", why);
-  if (y.numel() == 0) return;
+  if (y.numel() == 0) return p;
   assert_no_internal_overlap(y);
   assert_no_overlap(y, x);
   assert_no_overlap(y, weight);
   if (has_bias) assert_no_overlap(y, *bias);
-#ifdef AK_WITH_CUDA
-  const ak::ConvDtype cdtype = dtype == ScalarType::Float ? ak::ConvDtype::kFloat32
-                               : dtype == ScalarType::Half ? ak::ConvDtype::kFloat16 : ak::ConvDtype::kBFloat16;
-  const CurrentCudaStream current(x);
-  const int device = static_cast<int>(x.get_device_index());
-  const cudaStream_t stream = static_cast<cudaStream_t>(current.get());
-  char err[512] = {0};
-  const int rc = ak::conv2d_relu_forward_cuda(x.const_data_ptr(), weight.const_data_ptr(),
-                                              has_bias ? bias->const_data_ptr() : nullptr, y.mutable_data_ptr(), p,
-                                              cdtype, allow_tf32, stream, device, err, sizeof(err));
-  AK_CHECK(rc == 0, static_cast<const char*>(err));
-#else
-  (void)allow_tf32;
-  no_cuda(op);
-#endif
+  return p;
 }
 
-void conv2d_relu_dgrad_cuda(const Tensor& dy, const Tensor& y, const Tensor& weight_t,
-                            const Tensor& dx, int64_t KH, int64_t KW, int64_t stride_h, int64_t stride_w,
-                            int64_t pad_h, int64_t pad_w, int64_t groups, bool allow_tf32) {
+ak::ConvDgradProblem check_conv2d_relu_dgrad(const Tensor& dy, const Tensor& y, const Tensor& weight_t,
+                                             const Tensor& dx, int64_t KH, int64_t KW, int64_t stride_h,
+                                             int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t groups,
+                                             bool /*allow_tf32*/) {
   const char* op = "conv2d_relu_dgrad_cuda";
   for (const Tensor* t : {&dy, &y, &weight_t, &dx}) AK_CHECK(t->defined(), op, ": undefined tensor argument");
-  AK_CHECK(dy.is_cuda(), op, ": dy must be a cuda tensor, got ", device_name(dy));
+  check_cuda_lead(op, "dy", dy);
   const auto dtype = dy.scalar_type();
-  AK_CHECK(dtype == ScalarType::Float || dtype == ScalarType::Half || dtype == ScalarType::BFloat16, op,
-              ": dy must be float32, float16 or bfloat16, got ", dtype);
   for (const Tensor* t : {&y, &weight_t, &dx}) {
     AK_CHECK(same_device(*t, dy), op, ": all tensors must be on ", device_name(dy), ", got ", device_name(*t));
     AK_CHECK(t->scalar_type() == dtype, op, ": all tensors must have dtype ", dtype, ", got ", t->scalar_type());
   }
   AK_CHECK(dy.dim() == 4 && y.dim() == 4 && dx.dim() == 4 && weight_t.dim() == 2, op,
-              ": dy, y, dx must be 4-D and weight_t 2-D, got ", shape(dy), ", ", shape(y), ", ", shape(dx), ", ",
-              shape(weight_t));
+           ": dy, y, dx must be 4-D and weight_t 2-D, got ", shape(dy), ", ", shape(y), ", ", shape(dx), ", ",
+           shape(weight_t));
   AK_CHECK(same_shape(dy, y), op, ": dy and y must have the same shape, got ", shape(dy), " and ", shape(y));
-  AK_CHECK(channels_last_contiguous(dy) && channels_last_contiguous(y),
-              op, ": dy and y must be channels_last-contiguous");
+  AK_CHECK(channels_last_contiguous(dy) && channels_last_contiguous(y), op,
+           ": dy and y must be channels_last-contiguous");
   ak::ConvDgradProblem d{};
   ak::ConvProblem& p = d.p;
-  p.N = dx.size(0); p.C = dx.size(1); p.H = dx.size(2); p.W = dx.size(3);
-  p.Cout = dy.size(1); p.KH = KH; p.KW = KW;
-  p.SH = stride_h; p.SW = stride_w; p.PH = pad_h; p.PW = pad_w; p.groups = groups;
-  p.OH = dy.size(2); p.OW = dy.size(3);
-  AK_CHECK(dy.size(0) == p.N, op, ": dy and dx must have the same batch size");
+  p = conv_backward_problem(op, dx, "dx", dy, KH, KW, stride_h, stride_w, pad_h, pad_w, groups);
   AK_CHECK(groups >= 1 && p.C % groups == 0 && p.Cout % groups == 0, op,
-              ": groups must divide the channels of dx and dy");
+           ": groups must divide the channels of dx and dy");
   const int64_t Cg = p.C / groups, Kd = KH * KW * (p.Cout / groups);
-  AK_CHECK(weight_t.size(0) == groups * Cg && weight_t.size(1) >= Kd && (weight_t.size(0) == 1 ||
-              weight_t.stride(0) >= Kd) && (weight_t.size(1) == 1 || weight_t.stride(1) == 1), op,
-              ": weight_t must be (groups * C/groups, >= KH*KW*Cout/groups) = (", groups * Cg, ", >= ", Kd,
-              ") with contiguous rows, got shape ", shape(weight_t), " strides ", strides(weight_t));
+  AK_CHECK(weight_t.size(0) == groups * Cg && weight_t.size(1) >= Kd &&
+               (weight_t.size(0) == 1 || weight_t.stride(0) >= Kd) && (weight_t.size(1) == 1 || weight_t.stride(1) == 1),
+           op, ": weight_t must be (groups * C/groups, >= KH*KW*Cout/groups) = (", groups * Cg, ", >= ", Kd,
+           ") with contiguous rows, got shape ", shape(weight_t), " strides ", strides(weight_t));
   p.w_row_stride = weight_t.size(0) == 1 ? std::max<int64_t>(Kd, weight_t.stride(0)) : weight_t.stride(0);
   p.y_sn = dy.stride(0); p.y_sc = dy.stride(1); p.y_sh = dy.stride(2); p.y_sw = dy.stride(3);
   if (p.OH == 1 && p.OW == 1) { p.y_sh = p.OW * p.Cout; p.y_sw = p.Cout; }  // strides of size-1 dims are free
@@ -896,83 +815,244 @@ void conv2d_relu_dgrad_cuda(const Tensor& dy, const Tensor& y, const Tensor& wei
   if (p.Cout == 1) p.y_sc = 1;
   d.dx_sn = dx.stride(0); d.dx_sc = dx.stride(1); d.dx_sh = dx.stride(2); d.dx_sw = dx.stride(3);
   if (const char* why = ak::conv_dgrad_problem_error(d)) AK_CHECK(false, op, ": ", why);
-  if (dx.numel() == 0) return;
+  if (dx.numel() == 0) return d;
   assert_no_internal_overlap(dx);
   assert_no_overlap(dx, dy);
   assert_no_overlap(dx, y);
   assert_no_overlap(dx, weight_t);
-#ifdef AK_WITH_CUDA
-  const ak::ConvDtype cdtype = dtype == ScalarType::Float ? ak::ConvDtype::kFloat32
-                               : dtype == ScalarType::Half ? ak::ConvDtype::kFloat16 : ak::ConvDtype::kBFloat16;
-  const CurrentCudaStream current(dy);
-  const int device = static_cast<int>(dy.get_device_index());
-  const cudaStream_t stream = static_cast<cudaStream_t>(current.get());
-  char err[512] = {0};
-  const int rc = ak::conv2d_relu_dgrad_cuda(dy.const_data_ptr(), y.const_data_ptr(), weight_t.const_data_ptr(),
-                                            dx.mutable_data_ptr(), d, cdtype, allow_tf32, stream, device, err,
-                                            sizeof(err));
-  AK_CHECK(rc == 0, static_cast<const char*>(err));
-#else
-  (void)allow_tf32;
-  no_cuda(op);
-#endif
+  return d;
 }
 
-void conv2d_relu_wgrad_cuda(const Tensor& dy, const Tensor& y, const Tensor& x, const Tensor& dw_part,
-                            const Tensor& db_part, int64_t KH, int64_t KW, int64_t stride_h, int64_t stride_w,
-                            int64_t pad_h, int64_t pad_w, int64_t groups, bool allow_tf32) {
+ak::ConvWgradProblem check_conv2d_relu_wgrad(const Tensor& dy, const Tensor& y, const Tensor& x,
+                                             const Tensor& dw_part, const Tensor& db_part, int64_t KH, int64_t KW,
+                                             int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                                             int64_t groups, bool /*allow_tf32*/) {
   const char* op = "conv2d_relu_wgrad_cuda";
-  for (const Tensor* t : {&dy, &y, &x, &dw_part, &db_part})
-    AK_CHECK(t->defined(), op, ": undefined tensor argument");
-  AK_CHECK(dy.is_cuda(), op, ": dy must be a cuda tensor, got ", device_name(dy));
+  for (const Tensor* t : {&dy, &y, &x, &dw_part, &db_part}) AK_CHECK(t->defined(), op, ": undefined tensor argument");
+  check_cuda_lead(op, "dy", dy);
   const auto dtype = dy.scalar_type();
-  AK_CHECK(dtype == ScalarType::Float || dtype == ScalarType::Half || dtype == ScalarType::BFloat16, op,
-              ": dy must be float32, float16 or bfloat16, got ", dtype);
   for (const Tensor* t : {&y, &x, &dw_part, &db_part})
     AK_CHECK(same_device(*t, dy), op, ": all tensors must be on ", device_name(dy), ", got ", device_name(*t));
   AK_CHECK(y.scalar_type() == dtype && x.scalar_type() == dtype, op, ": dy, y and x must share a dtype");
   AK_CHECK(dw_part.scalar_type() == ScalarType::Float && db_part.scalar_type() == ScalarType::Float, op,
-              ": dw_part and db_part must be float32");
+           ": dw_part and db_part must be float32");
   AK_CHECK(dy.dim() == 4 && y.dim() == 4 && x.dim() == 4, op, ": dy, y and x must be 4-D");
   AK_CHECK(same_shape(dy, y), op, ": dy and y must have the same shape, got ", shape(dy), " and ", shape(y));
-  AK_CHECK(channels_last_contiguous(dy) && channels_last_contiguous(y) &&
-                  channels_last_contiguous(x),
-              op, ": dy, y and x must be channels_last-contiguous");
+  AK_CHECK(channels_last_contiguous(dy) && channels_last_contiguous(y) && channels_last_contiguous(x), op,
+           ": dy, y and x must be channels_last-contiguous");
   ak::ConvWgradProblem w{};
   ak::ConvProblem& p = w.p;
-  p.N = x.size(0); p.C = x.size(1); p.H = x.size(2); p.W = x.size(3);
-  p.Cout = dy.size(1); p.KH = KH; p.KW = KW;
-  p.SH = stride_h; p.SW = stride_w; p.PH = pad_h; p.PW = pad_w; p.groups = groups;
-  p.OH = dy.size(2); p.OW = dy.size(3);
-  AK_CHECK(dy.size(0) == p.N, op, ": dy and x must have the same batch size");
+  p = conv_backward_problem(op, x, "x", dy, KH, KW, stride_h, stride_w, pad_h, pad_w, groups);
   // channels_last-contiguous (checked above): the strides the kernel assumes.
   p.y_sc = 1; p.y_sw = p.Cout; p.y_sh = p.OW * p.Cout; p.y_sn = p.OH * p.OW * p.Cout;
   AK_CHECK(groups >= 1 && p.C % groups == 0, op, ": groups must divide the input channels");
   const int64_t K = KH * KW * (p.C / groups);
   AK_CHECK(dw_part.dim() == 3 && dw_part.size(1) == p.Cout && dw_part.size(2) == K && dw_part.is_contiguous(), op,
-              ": dw_part must be contiguous (splits, ", p.Cout, ", ", K, "), got ", shape(dw_part));
+           ": dw_part must be contiguous (splits, ", p.Cout, ", ", K, "), got ", shape(dw_part));
   AK_CHECK(db_part.dim() == 2 && db_part.size(0) == dw_part.size(0) && db_part.size(1) == p.Cout &&
-                  db_part.is_contiguous(),
-              op, ": db_part must be contiguous (splits, ", p.Cout, "), got ", shape(db_part));
+               db_part.is_contiguous(),
+           op, ": db_part must be contiguous (splits, ", p.Cout, "), got ", shape(db_part));
   w.splits = dw_part.size(0);
   if (const char* why = ak::conv_wgrad_problem_error(w)) AK_CHECK(false, op, ": ", why);
   assert_no_overlap(dw_part, db_part);
-#ifdef AK_WITH_CUDA
-  const ak::ConvDtype cdtype = dtype == ScalarType::Float ? ak::ConvDtype::kFloat32
-                               : dtype == ScalarType::Half ? ak::ConvDtype::kFloat16 : ak::ConvDtype::kBFloat16;
-  const CurrentCudaStream current(dy);
-  const int device = static_cast<int>(dy.get_device_index());
-  const cudaStream_t stream = static_cast<cudaStream_t>(current.get());
-  char err[512] = {0};
-  const int rc = ak::conv2d_relu_wgrad_cuda(dy.const_data_ptr(), y.const_data_ptr(), x.const_data_ptr(),
-                                            static_cast<float*>(dw_part.mutable_data_ptr()), static_cast<float*>(db_part.mutable_data_ptr()), w,
-                                            cdtype, allow_tf32, stream, device, err, sizeof(err));
-  AK_CHECK(rc == 0, static_cast<const char*>(err));
-#else
-  (void)allow_tf32;
-  no_cuda(op);
-#endif
+  return w;
 }
+
+// ---------------------------------------------------------------------------------------------
+// CUDA implementations: the same checks, then the kernels on the current stream of the tensors' device
+// ---------------------------------------------------------------------------------------------
+
+#ifdef AK_WITH_CUDA
+void lrn_forward_cuda(const Tensor& x, const Tensor& y, int64_t size, double alpha, double beta, double k,
+                      bool channels_last) {
+  check_lrn_forward(x, y, size, channels_last);
+  const CurrentCudaStream stream(x);
+  ak::lrn_forward_cuda(view(x), view(y), size, alpha, beta, k, channels_last, stream.get());
+}
+
+void lrn_backward_cuda(const Tensor& x, const Tensor& dy, const Tensor& dx, int64_t size, double alpha,
+                       double beta, double k, bool channels_last) {
+  check_lrn_backward(x, dy, dx, size, channels_last);
+  const CurrentCudaStream stream(x);
+  ak::lrn_backward_cuda(view(x), view(dy), view(dx), size, alpha, beta, k, channels_last, stream.get());
+}
+
+// lrn_backward with the NCHW kernel's v1 window sums on every window (benchmarks compare it with the rule).
+void lrn_backward_v1_cuda(const Tensor& x, const Tensor& dy, const Tensor& dx, int64_t size, double alpha,
+                          double beta, double k, bool channels_last) {
+  check_lrn_backward(x, dy, dx, size, channels_last);
+  const CurrentCudaStream stream(x);
+  ak::lrn_backward_cuda(view(x), view(dy), view(dx), size, alpha, beta, k, channels_last, stream.get(),
+                        ak::LrnBackwardSums::kV1);
+}
+
+void max_pool2d_forward_cuda(const Tensor& x, const Tensor& y, const Tensor& offsets, int64_t kH, int64_t kW,
+                             int64_t sH, int64_t sW, int64_t pH, int64_t pW, bool channels_last) {
+  const ak::PoolParams p = check_max_pool2d_forward(x, y, offsets, kH, kW, sH, sW, pH, pW, channels_last);
+  const CurrentCudaStream stream(x);
+  ak::max_pool2d_forward_cuda(view(x), view(y), view(offsets), p, channels_last, stream.get());
+}
+
+void max_pool2d_backward_cuda(const Tensor& dy, const Tensor& offsets, const Tensor& dx, int64_t kH, int64_t kW,
+                              int64_t sH, int64_t sW, int64_t pH, int64_t pW, bool channels_last) {
+  const ak::PoolParams p = check_max_pool2d_backward(dy, offsets, dx, kH, kW, sH, sW, pH, pW, channels_last);
+  const CurrentCudaStream stream(dy);
+  ak::max_pool2d_backward_cuda(view(dy), view(offsets), view(dx), p, channels_last, stream.get());
+}
+
+void relu_lrn_max_pool2d_forward_cuda(const Tensor& x, const Tensor& z, const Tensor& offsets, int64_t size,
+                                      double alpha, double beta, double k, int64_t kH, int64_t kW, int64_t sH,
+                                      int64_t sW, int64_t pH, int64_t pW, bool channels_last) {
+  const ak::PoolParams p = check_relu_lrn_max_pool2d_forward(x, z, offsets, size, kH, kW, sH, sW, pH, pW,
+                                                             channels_last);
+  const CurrentCudaStream stream(x);
+  ak::relu_lrn_max_pool2d_forward_cuda(view(x), view(z), view(offsets), size, alpha, beta, k, p, channels_last,
+                                       stream.get());
+}
+
+void relu_lrn_max_pool2d_backward_cuda(const Tensor& x, const Tensor& dz, const Tensor& offsets, const Tensor& dx,
+                                       int64_t size, double alpha, double beta, double k, int64_t kH, int64_t kW,
+                                       int64_t sH, int64_t sW, int64_t pH, int64_t pW, bool channels_last) {
+  const ak::PoolParams p = check_relu_lrn_max_pool2d_backward(x, dz, offsets, dx, size, kH, kW, sH, sW, pH, pW,
+                                                              channels_last);
+  const CurrentCudaStream stream(x);
+  ak::relu_lrn_max_pool2d_backward_cuda(view(x), view(dz), view(offsets), view(dx), size, alpha, beta, k, p,
+                                        channels_last, stream.get());
+}
+
+const int64_t* seed_on_device(const Tensor& seed) { return static_cast<const int64_t*>(seed.const_data_ptr()); }
+
+void dropout_forward_cuda(const Tensor& x, const Tensor& y, const Tensor& seed, int64_t threshold, double scale) {
+  check_apply_dropout("dropout_forward", "x", x, "y", y, seed, threshold, scale);
+  const CurrentCudaStream stream(x);
+  ak::apply_dropout_cuda(view(x), view(y), seed_on_device(seed), threshold, scale, stream.get());
+}
+
+void dropout_backward_cuda(const Tensor& dy, const Tensor& dx, const Tensor& seed, int64_t threshold,
+                           double scale) {
+  check_apply_dropout("dropout_backward", "dy", dy, "dx", dx, seed, threshold, scale);
+  const CurrentCudaStream stream(dy);
+  ak::apply_dropout_cuda(view(dy), view(dx), seed_on_device(seed), threshold, scale, stream.get());
+}
+
+void bias_relu_dropout_forward_cuda(const Tensor& x, const Tensor& bias, const Tensor& y, const Tensor& seed,
+                                    int64_t threshold, double scale) {
+  check_bias_relu_dropout_forward(x, bias, y, seed, threshold, scale);
+  const CurrentCudaStream stream(x);
+  ak::bias_relu_dropout_forward_cuda(view(x), view(bias), view(y), seed_on_device(seed), threshold, scale,
+                                     stream.get());
+}
+
+void bias_relu_dropout_backward_cuda(const Tensor& dy, const Tensor& y, const Tensor& dx, const Tensor& dbias,
+                                     const Tensor& seed, int64_t threshold, double scale) {
+  check_bias_relu_dropout_backward(dy, y, dx, dbias, seed, threshold, scale);
+  const CurrentCudaStream stream(dy);
+  // The per-chunk dbias sums of a matrix taller than one chunk (dropout_math.h): M * N / 512 floats from
+  // torch's caching allocator (on the current stream, so CUDA-graph capture is safe).
+  const int64_t chunks = ak::dbias_chunks(dy.size(0));
+  const std::vector<int64_t> partial_shape = {chunks > 1 ? chunks : 0, dy.size(1)};
+  const Tensor partial = torch::stable::new_empty(dy, partial_shape, ScalarType::Float);
+  ak::bias_relu_dropout_backward_cuda(view(dy), view(y), view(dx), view(dbias), view(partial), seed_on_device(seed),
+                                      threshold, scale, stream.get());
+}
+
+ak::ConvDtype conv_dtype(ScalarType t) {
+  return t == ScalarType::Float ? ak::ConvDtype::kFloat32
+         : t == ScalarType::Half ? ak::ConvDtype::kFloat16 : ak::ConvDtype::kBFloat16;
+}
+
+// Runs launch(stream, device, err, errlen), one of conv.h's launchers (0, or nonzero with a message in err),
+// on the current stream of lead's device.
+template <typename Launch>
+void run_conv_launcher(const Tensor& lead, Launch launch) {
+  const CurrentCudaStream current(lead);
+  char err[512] = {0};
+  const int rc = launch(static_cast<cudaStream_t>(current.get()), static_cast<int>(lead.get_device_index()), err,
+                        sizeof(err));
+  AK_CHECK(rc == 0, static_cast<const char*>(err));
+}
+
+void conv2d_relu_forward_cuda(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
+                              const Tensor& y, int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                              int64_t groups, bool allow_tf32) {
+  const ak::ConvProblem p =
+      check_conv2d_relu_forward(x, weight, bias, y, stride_h, stride_w, pad_h, pad_w, groups, allow_tf32);
+  if (y.numel() == 0) return;
+  const void* b = bias.has_value() && bias->defined() ? bias->const_data_ptr() : nullptr;
+  run_conv_launcher(x, [&](cudaStream_t stream, int device, char* err, size_t errlen) {
+    return ak::conv2d_relu_forward_cuda(x.const_data_ptr(), weight.const_data_ptr(), b, y.mutable_data_ptr(), p,
+                                        conv_dtype(x.scalar_type()), allow_tf32, stream, device, err, errlen);
+  });
+}
+
+void conv2d_relu_dgrad_cuda(const Tensor& dy, const Tensor& y, const Tensor& weight_t, const Tensor& dx, int64_t KH,
+                            int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                            int64_t groups, bool allow_tf32) {
+  const ak::ConvDgradProblem d = check_conv2d_relu_dgrad(dy, y, weight_t, dx, KH, KW, stride_h, stride_w, pad_h,
+                                                         pad_w, groups, allow_tf32);
+  if (dx.numel() == 0) return;
+  run_conv_launcher(dy, [&](cudaStream_t stream, int device, char* err, size_t errlen) {
+    return ak::conv2d_relu_dgrad_cuda(dy.const_data_ptr(), y.const_data_ptr(), weight_t.const_data_ptr(),
+                                      dx.mutable_data_ptr(), d, conv_dtype(dy.scalar_type()), allow_tf32, stream,
+                                      device, err, errlen);
+  });
+}
+
+void conv2d_relu_wgrad_cuda(const Tensor& dy, const Tensor& y, const Tensor& x, const Tensor& dw_part,
+                            const Tensor& db_part, int64_t KH, int64_t KW, int64_t stride_h, int64_t stride_w,
+                            int64_t pad_h, int64_t pad_w, int64_t groups, bool allow_tf32) {
+  const ak::ConvWgradProblem w = check_conv2d_relu_wgrad(dy, y, x, dw_part, db_part, KH, KW, stride_h, stride_w,
+                                                         pad_h, pad_w, groups, allow_tf32);
+  run_conv_launcher(dy, [&](cudaStream_t stream, int device, char* err, size_t errlen) {
+    return ak::conv2d_relu_wgrad_cuda(dy.const_data_ptr(), y.const_data_ptr(), x.const_data_ptr(),
+                                      static_cast<float*>(dw_part.mutable_data_ptr()),
+                                      static_cast<float*>(db_part.mutable_data_ptr()), w,
+                                      conv_dtype(dy.scalar_type()), allow_tf32, stream, device, err, errlen);
+  });
+}
+#endif  // AK_WITH_CUDA
+
+#ifdef AK_WITH_CUDNN
+Tensor in_layout(const Tensor& t, bool channels_last) {
+  if (dense_in(t, channels_last)) return t;
+  return torch::stable::contiguous(t, channels_last ? torch::headeronly::MemoryFormat::ChannelsLast
+                                                    : torch::headeronly::MemoryFormat::Contiguous);
+}
+
+Tensor cudnn_lrn_forward_cuda(const Tensor& x_in, int64_t size, double alpha, double beta, double k) {
+  const bool channels_last = check_cudnn_lrn_forward(x_in, size, alpha, beta, k);
+  const CurrentCudaStream stream(x_in);
+  const Tensor x = in_layout(x_in, channels_last);
+  const Tensor y = torch::stable::empty_like(x);  // preserves x's (dense) layout
+  ak::cudnn_lrn_forward(view(x), view(y), size, alpha, beta, k, stream.get());
+  return y;
+}
+
+Tensor cudnn_lrn_backward_cuda(const Tensor& x_in, const Tensor& y_in, const Tensor& dy_in, int64_t size,
+                               double alpha, double beta, double k) {
+  const bool channels_last = check_cudnn_lrn_backward(x_in, y_in, dy_in, size, alpha, beta, k);
+  const CurrentCudaStream stream(x_in);
+  // One layout for all four tensors (no copy when they already share x's).
+  const Tensor x = in_layout(x_in, channels_last), y = in_layout(y_in, channels_last),
+               dy = in_layout(dy_in, channels_last);
+  const Tensor dx = torch::stable::empty_like(x);
+  ak::cudnn_lrn_backward(view(x), view(y), view(dy), view(dx), size, alpha, beta, k, stream.get());
+  return dx;
+}
+#endif  // AK_WITH_CUDNN
+
+// What the CPU dispatch key runs for a CUDA-only operator: the operator's own check, which rejects the cpu
+// tensor by name ("x must be a cuda tensor, got cpu"). Result is the operator's return type.
+template <typename Result, auto Check>
+struct CudaOnly;
+
+template <typename Result, typename Checked, typename... Args, Checked (*Check)(Args...)>
+struct CudaOnly<Result, Check> {
+  static Result on_cpu(Args... args) {
+    Check(args...);
+    throw std::runtime_error("alexnet_kernels._C: this operator takes cuda tensors only");
+  }
+};
 
 // --- build_info(): what this library was built with ---------------------------------------------------
 
@@ -1054,12 +1134,19 @@ PyModuleDef module_def = {
 extern "C" PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&module_def); }
 
 // --- the operators --------------------------------------------------------------------------------------
-// (a!) marks what an operator writes. Every operator runs on CPU and CUDA tensors (one function each:
-// it checks the arguments, then picks the kernel by device).
+// (a!) marks what an operator writes. The dispatcher picks the kernel by the tensors' device: CPU
+// implementations are registered under the CPU key, CUDA ones under CUDA (in a build with the CUDA
+// sources); both run the operator's one check_* function. A build without the CUDA sources registers no
+// CUDA kernels, so cuda tensors meet torch's "could not run ... with arguments from the 'CUDA' backend"
+// (the Python layer reports it first, as BackendUnavailableError).
 
 STABLE_TORCH_LIBRARY(alexnet_kernels_C, m) {
   m.def("lrn_forward(Tensor x, Tensor(a!) y, int size, float alpha, float beta, float k, bool channels_last) -> ()");
   m.def("lrn_backward(Tensor x, Tensor dy, Tensor(a!) dx, int size, float alpha, float beta, float k, "
+        "bool channels_last) -> ()");
+  // Internal (CUDA only): lrn_backward with the NCHW kernel's v1 window sums on every window, for benchmarks
+  // comparing the two variants; lrn_backward picks between them by rule.
+  m.def("lrn_backward_v1(Tensor x, Tensor dy, Tensor(a!) dx, int size, float alpha, float beta, float k, "
         "bool channels_last) -> ()");
   m.def("cudnn_lrn_forward(Tensor x, int size, float alpha, float beta, float k) -> Tensor");
   m.def("cudnn_lrn_backward(Tensor x, Tensor y, Tensor dy, int size, float alpha, float beta, float k) -> Tensor");
@@ -1085,23 +1172,46 @@ STABLE_TORCH_LIBRARY(alexnet_kernels_C, m) {
         "int KW, int stride_h, int stride_w, int pad_h, int pad_w, int groups, bool allow_tf32) -> ()");
 }
 
-#define AK_REGISTER_IMPLS(m)                                                                  \
-  m.impl("lrn_forward", TORCH_BOX(&lrn_forward));                                             \
-  m.impl("lrn_backward", TORCH_BOX(&lrn_backward));                                           \
-  m.impl("cudnn_lrn_forward", TORCH_BOX(&cudnn_lrn_forward));                                 \
-  m.impl("cudnn_lrn_backward", TORCH_BOX(&cudnn_lrn_backward));                               \
-  m.impl("max_pool2d_forward", TORCH_BOX(&max_pool2d_forward));                               \
-  m.impl("max_pool2d_backward", TORCH_BOX(&max_pool2d_backward));                             \
-  m.impl("relu_lrn_max_pool2d_forward", TORCH_BOX(&relu_lrn_max_pool2d_forward));             \
-  m.impl("relu_lrn_max_pool2d_backward", TORCH_BOX(&relu_lrn_max_pool2d_backward));           \
-  m.impl("dropout_forward", TORCH_BOX(&dropout_forward));                                     \
-  m.impl("dropout_backward", TORCH_BOX(&dropout_backward));                                   \
-  m.impl("bias_relu_dropout_forward", TORCH_BOX(&bias_relu_dropout_forward));                 \
-  m.impl("bias_relu_dropout_backward", TORCH_BOX(&bias_relu_dropout_backward));                 \
-  m.impl("conv2d_relu_forward_cuda", TORCH_BOX(&conv2d_relu_forward_cuda));                   \
-  m.impl("conv2d_relu_dgrad_cuda", TORCH_BOX(&conv2d_relu_dgrad_cuda));                       \
-  m.impl("conv2d_relu_wgrad_cuda", TORCH_BOX(&conv2d_relu_wgrad_cuda))
+STABLE_TORCH_LIBRARY_IMPL(alexnet_kernels_C, CPU, m) {
+  m.impl("lrn_forward", TORCH_BOX(&lrn_forward_cpu));
+  m.impl("lrn_backward", TORCH_BOX(&lrn_backward_cpu));
+  m.impl("max_pool2d_forward", TORCH_BOX(&max_pool2d_forward_cpu));
+  m.impl("max_pool2d_backward", TORCH_BOX(&max_pool2d_backward_cpu));
+  m.impl("relu_lrn_max_pool2d_forward", TORCH_BOX(&relu_lrn_max_pool2d_forward_cpu));
+  m.impl("relu_lrn_max_pool2d_backward", TORCH_BOX(&relu_lrn_max_pool2d_backward_cpu));
+  m.impl("dropout_forward", TORCH_BOX(&dropout_forward_cpu));
+  m.impl("dropout_backward", TORCH_BOX(&dropout_backward_cpu));
+  m.impl("bias_relu_dropout_forward", TORCH_BOX(&bias_relu_dropout_forward_cpu));
+  m.impl("bias_relu_dropout_backward", TORCH_BOX(&bias_relu_dropout_backward_cpu));
+  // CUDA-only operators: cpu tensors get the operator's own message.
+  m.impl("conv2d_relu_forward_cuda", TORCH_BOX((&CudaOnly<void, check_conv2d_relu_forward>::on_cpu)));
+  m.impl("conv2d_relu_dgrad_cuda", TORCH_BOX((&CudaOnly<void, check_conv2d_relu_dgrad>::on_cpu)));
+  m.impl("conv2d_relu_wgrad_cuda", TORCH_BOX((&CudaOnly<void, check_conv2d_relu_wgrad>::on_cpu)));
+#ifdef AK_WITH_CUDNN
+  m.impl("cudnn_lrn_forward", TORCH_BOX((&CudaOnly<Tensor, check_cudnn_lrn_forward>::on_cpu)));
+  m.impl("cudnn_lrn_backward", TORCH_BOX((&CudaOnly<Tensor, check_cudnn_lrn_backward>::on_cpu)));
+#endif
+}
 
-STABLE_TORCH_LIBRARY_IMPL(alexnet_kernels_C, CPU, m) { AK_REGISTER_IMPLS(m); }
-
-STABLE_TORCH_LIBRARY_IMPL(alexnet_kernels_C, CUDA, m) { AK_REGISTER_IMPLS(m); }
+#ifdef AK_WITH_CUDA
+STABLE_TORCH_LIBRARY_IMPL(alexnet_kernels_C, CUDA, m) {
+  m.impl("lrn_forward", TORCH_BOX(&lrn_forward_cuda));
+  m.impl("lrn_backward", TORCH_BOX(&lrn_backward_cuda));
+  m.impl("lrn_backward_v1", TORCH_BOX(&lrn_backward_v1_cuda));
+  m.impl("max_pool2d_forward", TORCH_BOX(&max_pool2d_forward_cuda));
+  m.impl("max_pool2d_backward", TORCH_BOX(&max_pool2d_backward_cuda));
+  m.impl("relu_lrn_max_pool2d_forward", TORCH_BOX(&relu_lrn_max_pool2d_forward_cuda));
+  m.impl("relu_lrn_max_pool2d_backward", TORCH_BOX(&relu_lrn_max_pool2d_backward_cuda));
+  m.impl("dropout_forward", TORCH_BOX(&dropout_forward_cuda));
+  m.impl("dropout_backward", TORCH_BOX(&dropout_backward_cuda));
+  m.impl("bias_relu_dropout_forward", TORCH_BOX(&bias_relu_dropout_forward_cuda));
+  m.impl("bias_relu_dropout_backward", TORCH_BOX(&bias_relu_dropout_backward_cuda));
+  m.impl("conv2d_relu_forward_cuda", TORCH_BOX(&conv2d_relu_forward_cuda));
+  m.impl("conv2d_relu_dgrad_cuda", TORCH_BOX(&conv2d_relu_dgrad_cuda));
+  m.impl("conv2d_relu_wgrad_cuda", TORCH_BOX(&conv2d_relu_wgrad_cuda));
+#ifdef AK_WITH_CUDNN
+  m.impl("cudnn_lrn_forward", TORCH_BOX(&cudnn_lrn_forward_cuda));
+  m.impl("cudnn_lrn_backward", TORCH_BOX(&cudnn_lrn_backward_cuda));
+#endif
+}
+#endif

@@ -47,7 +47,21 @@ namespace conv_detail {
 
 enum class MathKind : int { kMmaF16 = 0, kMmaBF16 = 1, kMmaTF32 = 2, kFmaF32 = 3 };
 
-// Problem as the kernel reads it.
+// The convolution's sizes as every kernel reads them (32-bit: conv.h bounds them); Cg = C / groups,
+// Og = Cout / groups.
+struct ConvGeometry {
+  int H, W, C, OH, OW, Cg, Og, Cout, KW, SH, SW, PH, PW;
+};
+
+inline ConvGeometry conv_geometry(const ConvProblem& p) {
+  return ConvGeometry{int(p.H),  int(p.W),  int(p.C),  int(p.OH),         int(p.OW),
+                      int(p.C / p.groups), int(p.Cout / p.groups), int(p.Cout), int(p.KW),
+                      int(p.SH), int(p.SW), int(p.PH), int(p.PW)};
+}
+
+// Problem as the forward kernel reads it.  Not built on ConvGeometry as the backward kernels' are: the
+// exact-fp32 forward kernels sit at the register limit (252 of 255 on sm_90 with the cp.async16 loader), and
+// that layout of the argument block made one of them spill (tests/test_conv_cuda.py checks the SASS).
 struct ConvArgs {
   const void* x;
   const void* w;
@@ -498,6 +512,32 @@ __global__ void __launch_bounds__(TileT::kThreads)
   store_tile<TileT>(acc, e, m0, o0, wm, wn, lane, static_cast<T*>(a.y), static_cast<const T*>(a.bias), true);
 }
 
+// ---- the backward kernels' loads -------------------------------------------------------------------------
+
+// kE elements from src: one 16-byte vector (VEC, kE = 16 bytes of elements) or one element.
+template <typename T, bool VEC>
+__device__ __forceinline__ void load_elems(T (&v)[VEC ? Elem<T>::kVec : 1], const T* __restrict__ src) {
+  if constexpr (VEC)
+    conv_ld_global16(v, src);
+  else
+    v[0] = *src;
+}
+
+// The backward's G operand: kE elements of dy from element offset off with ReLU's mask (y > 0) applied, into
+// dst[0], dst[stride], ...; zeros where !ok.
+template <typename T, bool VEC>
+__device__ __forceinline__ void load_masked_dy(const T* __restrict__ dy, const T* __restrict__ y, int64_t off, bool ok,
+                                               T* dst, int stride) {
+  constexpr int kE = VEC ? Elem<T>::kVec : 1;
+  T d[kE], v[kE];
+  if (ok) {
+    load_elems<T, VEC>(d, dy + off);
+    load_elems<T, VEC>(v, y + off);
+  }
+#pragma unroll
+  for (int e = 0; e < kE; ++e) dst[e * stride] = (ok && conv_to_float(v[e]) > 0.0f) ? d[e] : conv_zero<T>();
+}
+
 // ---- the dgrad kernel: dx = (dy * (y > 0)) (*) w^T ------------------------------------------------------
 //
 //   dx[q, c] = sum_k G[q, k] * Wt[c, k],  q = (n, ih, iw) in [0, N*H*W), c in [0, Cg) of group g,
@@ -507,13 +547,13 @@ __global__ void __launch_bounds__(TileT::kThreads)
 //   (the weight transposed once by the caller: rows (group, c), k contiguous).
 // dy and y are channels_last (N, OH, OW, Cout) contiguous; dx any strides.
 
-struct DgradArgs {
+struct DgradArgs : ConvGeometry {
   const void* dy;
   const void* y;
   const void* w;  // the transposed weight (rows g*Cg + c)
   void* dx;
   int64_t M;      // N * H * W
-  int H, W, OH, OW, Cg, Og, Cout, K, KW, SH, SW, PH, PW;
+  int K;          // KH * KW * Og
   int n_tiles;    // Cg tiles per group
   int64_t w_row_stride;
   int64_t dx_sn, dx_sc, dx_sh, dx_sw;
@@ -561,20 +601,8 @@ struct DgradLoader {
       const int oh = ohs / a.SH, ow = ows / a.SW;
       const bool ok = k_ok && valid[i] && ohs >= 0 && ows >= 0 && oh * a.SH == ohs && ow * a.SW == ows &&
                       oh < a.OH && ow < a.OW;
-      T d[kE], v[kE];
-      if (ok) {
-        const int64_t off = ((nb[i] + oh) * a.OW + ow) * a.Cout + int64_t(group) * a.Og + o;
-        if constexpr (VEC) {
-          conv_ld_global16(d, dy + off);
-          conv_ld_global16(v, y + off);
-        } else {
-          d[0] = dy[off];
-          v[0] = y[off];
-        }
-      }
-      T* dst = As + r * pitch + chunk * kE;
-#pragma unroll
-      for (int e = 0; e < kE; ++e) dst[e] = (ok && conv_to_float(v[e]) > 0.0f) ? d[e] : conv_zero<T>();
+      const int64_t off = ok ? ((nb[i] + oh) * a.OW + ow) * a.Cout + int64_t(group) * a.Og + o : 0;
+      load_masked_dy<T, VEC>(dy, y, off, ok, As + r * pitch + chunk * kE, 1);
     }
   }
 };
@@ -623,15 +651,16 @@ __global__ void __launch_bounds__(TileT::kThreads)
 // ([o][p] and [k][p]), so their loads are synchronous: 16-byte vector loads (VEC: Og, Cout, Cg, C multiples
 // of 16 bytes of channels, aligned bases) or element loads.
 
-struct WgradArgs {
+struct WgradArgs : ConvGeometry {
   const void* dy;
   const void* y;
   const void* x;
   float* dw_part;
   float* db_part;
   int64_t P;            // N * OH * OW
-  int H, W, C, OH, OW, Cg, Og, Cout, K, KW, SH, SW, PH, PW;
+  int K;                // KH * KW * Cg
   int m_tiles;          // tiles over Og
+  int splits;           // grid axis z
   int64_t p_per_split;  // a multiple of BK
   bool vec, dw_pair;
 };
@@ -648,19 +677,7 @@ __device__ __forceinline__ void wgrad_fill(const WgradArgs& a, const T* __restri
     const int64_t p = p0 + pl;
     const int o = o0 + oc;
     const bool ok = p < p_end && o < a.Og;
-    T d[kE], v[kE];
-    if (ok) {
-      const int64_t off = p * a.Cout + int64_t(group) * a.Og + o;
-      if constexpr (VEC) {
-        conv_ld_global16(d, dy + off);
-        conv_ld_global16(v, y + off);
-      } else {
-        d[0] = dy[off];
-        v[0] = y[off];
-      }
-    }
-#pragma unroll
-    for (int e = 0; e < kE; ++e) As[(oc + e) * pitch + pl] = (ok && conv_to_float(v[e]) > 0.0f) ? d[e] : conv_zero<T>();
+    load_masked_dy<T, VEC>(dy, y, p * a.Cout + int64_t(group) * a.Og + o, ok, As + oc * pitch + pl, pitch);
   }
   // B[k][p]: kE consecutive k (channels of one tap) of one pixel per load.
   constexpr int kBChunksPerP = TileT::BN / kE;
@@ -680,11 +697,7 @@ __device__ __forceinline__ void wgrad_fill(const WgradArgs& a, const T* __restri
       const int ih = oh * a.SH - a.PH + kh, iw = ow * a.SW - a.PW + kw;
       ok = ih >= 0 && ih < a.H && iw >= 0 && iw < a.W;
       if (ok) {
-        const T* src = x + ((n * a.H + ih) * a.W + iw) * a.C + int64_t(group) * a.Cg + c;
-        if constexpr (VEC)
-          conv_ld_global16(v, src);
-        else
-          v[0] = *src;
+        load_elems<T, VEC>(v, x + ((n * a.H + ih) * a.W + iw) * a.C + int64_t(group) * a.Cg + c);
       }
     }
 #pragma unroll
@@ -729,52 +742,67 @@ __global__ void __launch_bounds__(TileT::kThreads)
   if (sums_bias && o0 + tid < a.Og) a.db_part[split * a.Cout + int64_t(group) * a.Og + o0 + tid] = db;
 }
 
-// ---- host side: kernel arguments and the choice of compiled kernel -----------------------------------
+// ---- host side: kernel arguments, grids and the choice of compiled kernel -------------------------------
 
 template <int I>
 using TileOf = Tile<kConvTiles[I].bm, kConvTiles[I].bn, kConvTiles[I].bk, kConvTiles[I].warps_m,
                     kConvTiles[I].warps_n, kConvTiles[I].stages>;
 
-// The kernel's view of a checked problem under a plan (plan.tile is the tile that will run).
+// The kernels' views of a checked problem under a plan (plan.tile is the tile that will run), field by field
+// in the order the structs declare them.
 inline ConvArgs make_conv_args(const ConvProblem& p, const ConvPlan& plan, const void* x, const void* w,
                                const void* bias, void* y) {
-  ConvArgs a{};
-  a.x = x;
-  a.w = w;
-  a.bias = bias;
-  a.y = y;
-  a.M = p.N * p.OH * p.OW;
-  a.H = int(p.H);
-  a.W = int(p.W);
-  a.C = int(p.C);
-  a.OH = int(p.OH);
-  a.OW = int(p.OW);
-  a.Cg = int(p.C / p.groups);
-  a.Og = int(p.Cout / p.groups);
-  a.K = int(p.KH * p.KW * (p.C / p.groups));
-  a.KW = int(p.KW);
-  a.SH = int(p.SH);
-  a.SW = int(p.SW);
-  a.PH = int(p.PH);
-  a.PW = int(p.PW);
-  a.Cout = int(p.Cout);
-  a.n_tiles = (a.Og + kConvTiles[plan.tile].bn - 1) / kConvTiles[plan.tile].bn;
-  a.w_row_stride = p.w_row_stride;
-  a.y_sn = p.y_sn;
-  a.y_sc = p.y_sc;
-  a.y_sh = p.y_sh;
-  a.y_sw = p.y_sw;
-  a.w_vec = plan.w_vec;
-  a.y_pair = plan.y_pair;
-  return a;
+  const ConvGeometry g = conv_geometry(p);
+  return ConvArgs{x, w, bias, y, p.N * p.OH * p.OW, g.H, g.W, g.C, g.OH, g.OW, g.Cg, g.Og, int(p.KH * p.KW * g.Cg),
+                  g.KW, g.SH, g.SW, g.PH, g.PW, g.Cout, int(cdiv64(g.Og, kConvTiles[plan.tile].bn)), p.w_row_stride,
+                  p.y_sn, p.y_sc, p.y_sh, p.y_sw, plan.w_vec, plan.y_pair};
 }
 
-// Calls f.template run<T, MathKind, TileT, Loader>() for the compiled kernel the plan names: bf16 / fp16 /
-// TF32 on any tile with the cp.async16 or row-span loader; the scalar loader and exact fp32 on tile 2.
-// TF16 / TBF16 are the 16-bit storage types of the includer (CUDA's __half / __nv_bfloat16, or the
-// emulator's).
-template <typename TF16, typename TBF16, typename F>
-int dispatch_conv(const ConvPlan& plan, ConvDtype dtype, F& f);
+inline DgradArgs make_dgrad_args(const ConvDgradProblem& d, const ConvDgradPlan& plan, const void* dy, const void* y,
+                                 const void* wt, void* dx) {
+  const ConvProblem& p = d.p;
+  const ConvGeometry g = conv_geometry(p);
+  return DgradArgs{g, dy, y, wt, dx, p.N * p.H * p.W, int(p.KH * p.KW * g.Og),
+                   int(cdiv64(g.Cg, kConvTiles[plan.tile].bn)), p.w_row_stride, d.dx_sn, d.dx_sc, d.dx_sh, d.dx_sw,
+                   plan.vec, plan.w_vec, plan.dx_pair};
+}
+
+inline WgradArgs make_wgrad_args(const ConvWgradProblem& w, const ConvWgradPlan& plan, const void* dy, const void* y,
+                                 const void* x, float* dw_part, float* db_part) {
+  const ConvProblem& p = w.p;
+  const ConvGeometry g = conv_geometry(p);
+  const ConvTileShape& s = kConvTiles[plan.tile];
+  const int64_t P = p.N * p.OH * p.OW;
+  const int64_t p_per_split = cdiv64(cdiv64(P, w.splits), s.bk) * s.bk;  // a multiple of BK
+  return WgradArgs{g, dy, y, x, dw_part, db_part, P, int(p.KH * p.KW * g.Cg), int(cdiv64(g.Og, s.bm)),
+                   int(w.splits), p_per_split, plan.vec, plan.dw_pair};
+}
+
+// Blocks along the grid's axes (the launcher checks them against CUDA's limits).
+struct ConvGrid {
+  int64_t x, y, z;
+};
+
+// Forward and dgrad: x over BM-row tiles of the GEMM, y over (column tiles of a group) x groups.
+template <typename TileT, typename Args>
+ConvGrid conv_grid(const Args& a) {
+  return ConvGrid{cdiv64(a.M, TileT::BM), int64_t(a.n_tiles) * (a.Cout / a.Og), 1};
+}
+
+// Wgrad: x over (Og tiles) x (k tiles), y over groups, z over the pixel splits.
+template <typename TileT>
+ConvGrid conv_grid(const WgradArgs& a) {
+  return ConvGrid{int64_t(a.m_tiles) * cdiv64(a.K, TileT::BN), a.Cout / a.Og, a.splits};
+}
+
+// Which compiled kernel runs a plan: dispatch_conv(plan, dtype, f) calls, for the plan's problem,
+//   forward  f.template run<T, MathKind, TileT, Loader>():  bf16 / fp16 / TF32 on any tile with the cp.async16
+//            or row-span loader; the scalar loader and exact fp32 on tile 2;
+//   dgrad    f.template run_dgrad<T, MathKind, TileT, VEC>(): 16-byte dy loads on any tile, element loads and
+//            exact fp32 on tile 2;
+//   wgrad    f.template run_wgrad<T, MathKind, TileT, VEC>(): vector loads on tiles 0 and 2, element loads and
+//            exact fp32 on tile 2.
+// TF16 / TBF16 are the 16-bit storage types of the includer (CUDA's __half / __nv_bfloat16, or the emulator's).
 
 template <typename T, MathKind MK, typename TileT, typename F>
 int dispatch_loader(const ConvPlan& plan, F& f) {
@@ -798,52 +826,8 @@ int dispatch_tile(const ConvPlan& plan, F& f) {
   }
 }
 
-template <typename TF16, typename TBF16, typename F>
-int dispatch_conv(const ConvPlan& plan, ConvDtype dtype, F& f) {
-  if (dtype == ConvDtype::kBFloat16) return dispatch_tile<TBF16, MathKind::kMmaBF16>(plan, f);
-  if (dtype == ConvDtype::kFloat16) return dispatch_tile<TF16, MathKind::kMmaF16>(plan, f);
-  if (plan.fma) return dispatch_tile<float, MathKind::kFmaF32>(plan, f);
-  return dispatch_tile<float, MathKind::kMmaTF32>(plan, f);
-}
-
-inline DgradArgs make_dgrad_args(const ConvDgradProblem& d, const ConvDgradPlan& plan, const void* dy, const void* y,
-                                 const void* wt, void* dx) {
-  const ConvProblem& p = d.p;
-  DgradArgs a{};
-  a.dy = dy;
-  a.y = y;
-  a.w = wt;
-  a.dx = dx;
-  a.M = p.N * p.H * p.W;
-  a.H = int(p.H);
-  a.W = int(p.W);
-  a.OH = int(p.OH);
-  a.OW = int(p.OW);
-  a.Cg = int(p.C / p.groups);
-  a.Og = int(p.Cout / p.groups);
-  a.Cout = int(p.Cout);
-  a.K = int(p.KH * p.KW * a.Og);
-  a.KW = int(p.KW);
-  a.SH = int(p.SH);
-  a.SW = int(p.SW);
-  a.PH = int(p.PH);
-  a.PW = int(p.PW);
-  a.n_tiles = (a.Cg + kConvTiles[plan.tile].bn - 1) / kConvTiles[plan.tile].bn;
-  a.w_row_stride = p.w_row_stride;
-  a.dx_sn = d.dx_sn;
-  a.dx_sc = d.dx_sc;
-  a.dx_sh = d.dx_sh;
-  a.dx_sw = d.dx_sw;
-  a.vec = plan.vec;
-  a.w_vec = plan.w_vec;
-  a.dx_pair = plan.dx_pair;
-  return a;
-}
-
-// Calls f.template run_dgrad<T, MathKind, TileT, VEC>(): 16-byte dy loads on any tile, element loads and exact
-// fp32 on tile 2.
 template <typename T, MathKind MK, typename F>
-int dispatch_dgrad_tile(const ConvDgradPlan& plan, F& f) {
+int dispatch_tile(const ConvDgradPlan& plan, F& f) {
   if (!plan.vec) return f.template run_dgrad<T, MK, TileOf<2>, false>();
   if constexpr (MK == MathKind::kFmaF32) {
     return f.template run_dgrad<T, MK, TileOf<2>, true>();
@@ -856,51 +840,8 @@ int dispatch_dgrad_tile(const ConvDgradPlan& plan, F& f) {
   }
 }
 
-template <typename TF16, typename TBF16, typename F>
-int dispatch_dgrad(const ConvDgradPlan& plan, ConvDtype dtype, F& f) {
-  if (dtype == ConvDtype::kBFloat16) return dispatch_dgrad_tile<TBF16, MathKind::kMmaBF16>(plan, f);
-  if (dtype == ConvDtype::kFloat16) return dispatch_dgrad_tile<TF16, MathKind::kMmaF16>(plan, f);
-  if (plan.fma) return dispatch_dgrad_tile<float, MathKind::kFmaF32>(plan, f);
-  return dispatch_dgrad_tile<float, MathKind::kMmaTF32>(plan, f);
-}
-
-inline WgradArgs make_wgrad_args(const ConvWgradProblem& w, const ConvWgradPlan& plan, const void* dy, const void* y,
-                                 const void* x, float* dw_part, float* db_part) {
-  const ConvProblem& p = w.p;
-  WgradArgs a{};
-  a.dy = dy;
-  a.y = y;
-  a.x = x;
-  a.dw_part = dw_part;
-  a.db_part = db_part;
-  a.P = p.N * p.OH * p.OW;
-  a.H = int(p.H);
-  a.W = int(p.W);
-  a.C = int(p.C);
-  a.OH = int(p.OH);
-  a.OW = int(p.OW);
-  a.Cg = int(p.C / p.groups);
-  a.Og = int(p.Cout / p.groups);
-  a.Cout = int(p.Cout);
-  a.K = int(p.KH * p.KW * a.Cg);
-  a.KW = int(p.KW);
-  a.SH = int(p.SH);
-  a.SW = int(p.SW);
-  a.PH = int(p.PH);
-  a.PW = int(p.PW);
-  const ConvTileShape& s = kConvTiles[plan.tile];
-  a.m_tiles = (a.Og + s.bm - 1) / s.bm;
-  const int64_t per = (a.P + w.splits - 1) / w.splits;
-  a.p_per_split = ((per + s.bk - 1) / s.bk) * s.bk;
-  a.vec = plan.vec;
-  a.dw_pair = plan.dw_pair;
-  return a;
-}
-
-// Calls f.template run_wgrad<T, MathKind, TileT, VEC>(): vector loads on tiles 0 and 2, element loads and
-// exact fp32 on tile 2.
 template <typename T, MathKind MK, typename F>
-int dispatch_wgrad_tile(const ConvWgradPlan& plan, F& f) {
+int dispatch_tile(const ConvWgradPlan& plan, F& f) {
   if (!plan.vec) return f.template run_wgrad<T, MK, TileOf<2>, false>();
   if constexpr (MK == MathKind::kFmaF32) {
     return f.template run_wgrad<T, MK, TileOf<2>, true>();
@@ -910,12 +851,12 @@ int dispatch_wgrad_tile(const ConvWgradPlan& plan, F& f) {
   }
 }
 
-template <typename TF16, typename TBF16, typename F>
-int dispatch_wgrad(const ConvWgradPlan& plan, ConvDtype dtype, F& f) {
-  if (dtype == ConvDtype::kBFloat16) return dispatch_wgrad_tile<TBF16, MathKind::kMmaBF16>(plan, f);
-  if (dtype == ConvDtype::kFloat16) return dispatch_wgrad_tile<TF16, MathKind::kMmaF16>(plan, f);
-  if (plan.fma) return dispatch_wgrad_tile<float, MathKind::kFmaF32>(plan, f);
-  return dispatch_wgrad_tile<float, MathKind::kMmaTF32>(plan, f);
+template <typename TF16, typename TBF16, typename Plan, typename F>
+int dispatch_conv(const Plan& plan, ConvDtype dtype, F& f) {
+  if (dtype == ConvDtype::kBFloat16) return dispatch_tile<TBF16, MathKind::kMmaBF16>(plan, f);
+  if (dtype == ConvDtype::kFloat16) return dispatch_tile<TF16, MathKind::kMmaF16>(plan, f);
+  if (plan.fma) return dispatch_tile<float, MathKind::kFmaF32>(plan, f);
+  return dispatch_tile<float, MathKind::kMmaTF32>(plan, f);
 }
 
 }  // namespace conv_detail

@@ -19,8 +19,13 @@ void lrn_backward_cpu(const TensorView& x, const TensorView& dy, const TensorVie
 // stream: the cudaStream_t to launch on (the current stream of the tensors' device, which is current).
 void lrn_forward_cuda(const TensorView& x, const TensorView& y, int64_t size, double alpha, double beta,
                       double k, bool channels_last, void* stream);
+// sums: the NCHW kernel's window sums. kByRule: v2's register windows for windows of up to 16 rows, v1
+// beyond (what lrn_backward runs); kV1: v1 on every window (every sum re-reads its n terms from shared
+// memory), the previous kernel, for benchmarks comparing the two (the internal operator lrn_backward_v1).
+enum class LrnBackwardSums { kByRule, kV1 };
 void lrn_backward_cuda(const TensorView& x, const TensorView& dy, const TensorView& dx, int64_t size,
-                       double alpha, double beta, double k, bool channels_last, void* stream);
+                       double alpha, double beta, double k, bool channels_last, void* stream,
+                       LrnBackwardSums sums = LrnBackwardSums::kByRule);
 #endif
 
 #ifdef AK_WITH_CUDNN

@@ -45,59 +45,47 @@ LaunchContext make_context(const TensorView& x, int64_t size, double alpha, doub
   return ctx;
 }
 
-// Dynamic shared memory above the default 48 KiB needs an opt-in per kernel (plan_launch kept it
-// within the device's limit). cudaFuncSetAttribute is not a stream operation: allowed while a
-// CUDA graph is being captured.
-template <typename Kernel>
-void allow_smem(Kernel kernel, size_t bytes) {
-  if (bytes > 48 * 1024) {
-    AK_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+// One launch of `kernel` as the plan says. Dynamic shared memory above the default 48 KiB needs an opt-in
+// per kernel (plan_launch kept it within the device's limit); cudaFuncSetAttribute is not a stream
+// operation: allowed while a CUDA graph is being captured.
+template <typename... Params, typename... Args>
+void launch(void (*kernel)(Params...), const LaunchPlan& plan, const LaunchContext& ctx, Args... args) {
+  if (plan.smem_bytes > 48 * 1024) {
+    AK_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(plan.smem_bytes)));
   }
+  const dim3 grid(static_cast<unsigned>(plan.grid));
+  const dim3 block(plan.block_x, plan.block_y);
+  kernel<<<grid, block, plan.smem_bytes, ctx.stream>>>(args...);
+  AK_CUDA_LAUNCH_CHECK();
 }
 
 template <typename T>
 void launch_forward(const T* x, T* y, const LaunchContext& ctx) {
   const LaunchPlan plan = plan_launch<T>(false, ctx.shape, ctx.params, ctx.rows_of_channels, ctx.device);
-  const dim3 grid(static_cast<unsigned>(plan.grid));
-  const dim3 block(plan.block_x, plan.block_y);
   switch (plan.kind) {
     case KernelKind::kNchwTiles:
-      allow_smem(lrn_forward_nchw_kernel<T>, plan.smem_bytes);
-      lrn_forward_nchw_kernel<T><<<grid, block, plan.smem_bytes, ctx.stream>>>(x, y, ctx.shape, ctx.params, plan.tiles);
-      break;
+      return launch(lrn_forward_nchw_kernel<T>, plan, ctx, x, y, ctx.shape, ctx.params, plan.tiles);
     case KernelKind::kNhwcTiles:
-      allow_smem(lrn_forward_nhwc_kernel<T>, plan.smem_bytes);
-      lrn_forward_nhwc_kernel<T><<<grid, block, plan.smem_bytes, ctx.stream>>>(x, y, ctx.shape, ctx.params,
-                                                                              plan.tile_positions, plan.tiles);
-      break;
+      return launch(lrn_forward_nhwc_kernel<T>, plan, ctx, x, y, ctx.shape, ctx.params, plan.tile_positions,
+                    plan.tiles);
     case KernelKind::kFallback:
-      lrn_forward_fallback_kernel<T><<<grid, block, 0, ctx.stream>>>(x, y, plan.fallback, ctx.params);
-      break;
+      return launch(lrn_forward_fallback_kernel<T>, plan, ctx, x, y, plan.fallback, ctx.params);
   }
-  AK_CUDA_LAUNCH_CHECK();
 }
 
 template <typename T>
 void launch_backward(const T* x, const T* dy, T* dx, const LaunchContext& ctx) {
   const LaunchPlan plan = plan_launch<T>(true, ctx.shape, ctx.params, ctx.rows_of_channels, ctx.device);
-  const dim3 grid(static_cast<unsigned>(plan.grid));
-  const dim3 block(plan.block_x, plan.block_y);
   switch (plan.kind) {
     case KernelKind::kNchwTiles:
-      allow_smem(lrn_backward_nchw_kernel<T>, plan.smem_bytes);
-      lrn_backward_nchw_kernel<T><<<grid, block, plan.smem_bytes, ctx.stream>>>(x, dy, dx, ctx.shape, ctx.params,
-                                                                               plan.tiles);
-      break;
+      return launch(lrn_backward_nchw_kernel<T>, plan, ctx, x, dy, dx, ctx.shape, ctx.params, plan.tiles);
     case KernelKind::kNhwcTiles:
-      allow_smem(lrn_backward_nhwc_kernel<T>, plan.smem_bytes);
-      lrn_backward_nhwc_kernel<T><<<grid, block, plan.smem_bytes, ctx.stream>>>(x, dy, dx, ctx.shape, ctx.params,
-                                                                               plan.tile_positions, plan.tiles);
-      break;
+      return launch(lrn_backward_nhwc_kernel<T>, plan, ctx, x, dy, dx, ctx.shape, ctx.params, plan.tile_positions,
+                    plan.tiles);
     case KernelKind::kFallback:
-      lrn_backward_fallback_kernel<T><<<grid, block, 0, ctx.stream>>>(x, dy, dx, plan.fallback, ctx.params);
-      break;
+      return launch(lrn_backward_fallback_kernel<T>, plan, ctx, x, dy, dx, plan.fallback, ctx.params);
   }
-  AK_CUDA_LAUNCH_CHECK();
 }
 
 #define AK_CUDA_DISPATCH(TYPE, NAME, ...) AK_DISPATCH_FLOATING(TYPE, NAME, __VA_ARGS__)
@@ -114,9 +102,10 @@ void lrn_forward_cuda(const TensorView& x, const TensorView& y, int64_t size, do
 }
 
 void lrn_backward_cuda(const TensorView& x, const TensorView& dy, const TensorView& dx, int64_t size, double alpha,
-                       double beta, double k, bool channels_last, void* stream) {
+                       double beta, double k, bool channels_last, void* stream, LrnBackwardSums sums) {
   if (x.numel == 0) return;
-  const LaunchContext ctx = make_context(x, size, alpha, beta, k, channels_last, stream);
+  LaunchContext ctx = make_context(x, size, alpha, beta, k, channels_last, stream);
+  ctx.params.backward_v1 = sums == LrnBackwardSums::kV1;
   AK_CUDA_DISPATCH(x.dtype, "lrn_backward_cuda", [&] {
     launch_backward<scalar_t>(x.const_data_ptr<scalar_t>(), dy.const_data_ptr<scalar_t>(),
                               dx.mutable_data_ptr<scalar_t>(), ctx);

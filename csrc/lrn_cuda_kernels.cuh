@@ -16,8 +16,8 @@
 //     positions is bank-conflict free; each output then sums exactly its n window terms. The backward
 //     forms base_j and t_j once per tile row (phase 1) and sums t over the transposed windows (phase 2);
 //     its default "v2" window sums read each shared value once into registers per run of kRegRows rows
-//     (windows up to kRegWindowMax), "v1" (LrnParams::backward_v1, a benchmark provider) re-reads the n
-//     terms of every sum from shared memory.
+//     (windows up to kRegWindowMax), "v1" (wider windows, or LrnParams::backward_v1: the internal entry
+//     point benchmarks compare against) re-reads the n terms of every sum from shared memory.
 //   * NHWC tiles (C <= kNhwcMaxChannels): a block takes all C channels of a run of consecutive
 //     positions, a contiguous span of memory with no halo (every window stays inside the tile).
 //     It is copied with 16-byte vectors; lanes map to consecutive channels when computing.

@@ -25,7 +25,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 
 #if defined(__CUDACC__)
@@ -166,16 +165,11 @@ struct LrnParams {
   float k;
   float coef;          // 2 * alpha * beta / n
   // CUDA NCHW backward: true runs the "v1" window sums (every sum re-reads its n terms from shared
-  // memory) instead of v2's register windows; kept as a benchmark provider until a GPU run decides.
+  // memory) on every window; false (make_lrn_params) leaves the choice to the kernel's rule: v2's register
+  // windows up to kRegWindowMax rows, v1 beyond. Set only by the internal entry point benchmarks use
+  // (lrn_backward_cuda with LrnBackwardSums::kV1).
   bool backward_v1;
 };
-
-// The CUDA backward variant a process asks for: ALEXNET_KERNELS_LRN_CUDA_BACKWARD=v1 (read per call, so a
-// benchmark can switch it between calls), anything else or unset: v2.
-inline bool lrn_backward_v1_requested() {
-  const char* v = std::getenv("ALEXNET_KERNELS_LRN_CUDA_BACKWARD");
-  return v != nullptr && v[0] == 'v' && v[1] == '1' && v[2] == '\0';
-}
 
 // size = n >= 1, channels = C of the tensor.
 inline LrnParams make_lrn_params(int64_t size, double alpha, double beta, double k, int64_t channels) {
@@ -187,7 +181,7 @@ inline LrnParams make_lrn_params(int64_t size, double alpha, double beta, double
   p.beta = static_cast<float>(beta);
   p.k = static_cast<float>(k);
   p.coef = static_cast<float>(2.0 * alpha * beta / static_cast<double>(size));
-  p.backward_v1 = lrn_backward_v1_requested();
+  p.backward_v1 = false;
   return p;
 }
 

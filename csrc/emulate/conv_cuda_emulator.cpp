@@ -328,61 +328,59 @@ std::string tile_name(int math, const char* loader) {
          " math " + std::to_string(math) + " loader " + loader;
 }
 
+// Runs the kernel dispatch_conv picks for one of the three problems (Args: its kernel arguments) over
+// conv_grid as the GPU would (blockIdx.z looping over the wgrad's splits); kernel_name records which ran.
+template <typename Args>
 struct EmuLauncher {
-  const ConvArgs& a;
+  const Args& a;
   ConvDtype dtype;
   std::string kernel_name;
 
-  template <typename T, MathKind MK, typename TileT, ConvLoader L>
-  int run() {
+  template <typename TileT>
+  int launch(void (*kernel)(Args), int math, const std::string& variant) {
     const ConvTileShape shape{TileT::BM, TileT::BN, TileT::BK, TileT::WARPS_M, TileT::WARPS_N, TileT::STAGES};
-    kernel_name = tile_name<TileT>(int(MK), std::to_string(int(L)).c_str());
-    const ConvArgs args = a;
-    emulate_launch((a.M + TileT::BM - 1) / TileT::BM, int64_t(a.n_tiles) * (a.Cout / a.Og), TileT::kThreads,
-                   conv_smem_bytes(shape, dtype), [&] { conv2d_relu_fwd_kernel<T, MK, TileT, L>(args); });
-    return 0;
-  }
-};
-
-struct EmuDgradLauncher {
-  const DgradArgs& a;
-  ConvDtype dtype;
-  std::string kernel_name;
-
-  template <typename T, MathKind MK, typename TileT, bool VEC>
-  int run_dgrad() {
-    const ConvTileShape shape{TileT::BM, TileT::BN, TileT::BK, TileT::WARPS_M, TileT::WARPS_N, TileT::STAGES};
-    kernel_name = tile_name<TileT>(int(MK), VEC ? "dgrad-vec16" : "dgrad-element");
-    const DgradArgs args = a;
-    emulate_launch((a.M + TileT::BM - 1) / TileT::BM, int64_t(a.n_tiles) * (a.Cout / a.Og), TileT::kThreads,
-                   conv_smem_bytes(shape, dtype), [&] { conv2d_relu_dgrad_kernel<T, MK, TileT, VEC>(args); });
-    return 0;
-  }
-};
-
-
-struct EmuWgradLauncher {
-  const WgradArgs& a;
-  int64_t groups, splits;
-  ConvDtype dtype;
-  std::string kernel_name;
-
-  template <typename T, MathKind MK, typename TileT, bool VEC>
-  int run_wgrad() {
-    const ConvTileShape shape{TileT::BM, TileT::BN, TileT::BK, TileT::WARPS_M, TileT::WARPS_N, TileT::STAGES};
-    kernel_name = tile_name<TileT>(int(MK), VEC ? "wgrad-vec16" : "wgrad-element");
-    const int64_t blocks_x = int64_t(a.m_tiles) * ((a.K + TileT::BN - 1) / TileT::BN);
-    for (int64_t z = 0; z < splits; ++z) {
-      const WgradArgs args = a;
+    kernel_name = tile_name<TileT>(math, variant.c_str());
+    const ConvGrid g = conv_grid<TileT>(a);
+    for (int64_t z = 0; z < g.z; ++z) {
+      const Args args = a;
       const unsigned zz = static_cast<unsigned>(z);
-      emulate_launch(blocks_x, groups, TileT::kThreads, conv_smem_bytes(shape, dtype), [&, zz] {
+      emulate_launch(g.x, g.y, TileT::kThreads, conv_smem_bytes(shape, dtype), [&, zz] {
         blockIdx.z = zz;
-        conv2d_relu_wgrad_kernel<T, MK, TileT, VEC>(args);
+        kernel(args);
       });
     }
     return 0;
   }
+
+  template <typename T, MathKind MK, typename TileT, ConvLoader L>
+  int run() { return launch<TileT>(conv2d_relu_fwd_kernel<T, MK, TileT, L>, int(MK), std::to_string(int(L))); }
+  template <typename T, MathKind MK, typename TileT, bool VEC>
+  int run_dgrad() {
+    return launch<TileT>(conv2d_relu_dgrad_kernel<T, MK, TileT, VEC>, int(MK), VEC ? "dgrad-vec16" : "dgrad-element");
+  }
+  template <typename T, MathKind MK, typename TileT, bool VEC>
+  int run_wgrad() {
+    return launch<TileT>(conv2d_relu_wgrad_kernel<T, MK, TileT, VEC>, int(MK), VEC ? "wgrad-vec16" : "wgrad-element");
+  }
 };
+
+// Runs the kernel dispatch_conv picks for `plan` (nothing when `empty`), checks every block's threads passed the
+// same barriers and left no copy pending, and returns the plan's common fields and the kernel that ran.
+template <typename Args, typename Plan>
+py::dict run_plan(const Args& a, const Plan& plan, ConvDtype dtype, bool empty) {
+  g_barrier_mismatch = 0;
+  g_unfinished_copies = 0;
+  EmuLauncher<Args> launcher{a, dtype, {}};
+  if (!empty) dispatch_conv<conv_f16, conv_bf16>(plan, dtype, launcher);
+  TORCH_CHECK(g_barrier_mismatch == 0, "conv emulator: threads of a block passed different numbers of barriers");
+  TORCH_CHECK(g_unfinished_copies == 0, "conv emulator: cp.async copies left pending at kernel exit");
+  py::dict out;
+  out["tile"] = plan.tile;
+  out["fma"] = plan.fma;
+  out["reason"] = std::string(plan.reason ? plan.reason : "");
+  out["kernel"] = launcher.kernel_name;
+  return out;
+}
 
 ConvDtype dtype_of(const at::Tensor& t) {
   switch (t.scalar_type()) {
@@ -431,20 +429,10 @@ py::dict conv2d_relu_forward(at::Tensor x, at::Tensor w, c10::optional<at::Tenso
   add_range(x); add_range(w); add_range(y);
   if (bias.has_value()) add_range(*bias);
   const ConvArgs a = make_conv_args(p, plan, x.data_ptr(), w.data_ptr(), bptr, y.data_ptr());
-  g_barrier_mismatch = 0;
-  g_unfinished_copies = 0;
-  EmuLauncher launcher{a, dtype, {}};
-  if (p.N > 0) dispatch_conv<conv_f16, conv_bf16>(plan, dtype, launcher);
-  TORCH_CHECK(g_barrier_mismatch == 0, "conv emulator: threads of a block passed different numbers of barriers");
-  TORCH_CHECK(g_unfinished_copies == 0, "conv emulator: cp.async copies left pending at kernel exit");
-  py::dict out;
-  out["tile"] = plan.tile;
+  py::dict out = run_plan(a, plan, dtype, p.N == 0);
   out["loader"] = int(plan.loader);
-  out["fma"] = plan.fma;
   out["w_vec"] = plan.w_vec;
   out["y_pair"] = plan.y_pair;
-  out["reason"] = std::string(plan.reason ? plan.reason : "");
-  out["kernel"] = launcher.kernel_name;
   return out;
 }
 
@@ -474,20 +462,10 @@ py::dict conv2d_relu_dgrad(at::Tensor dy, at::Tensor y, at::Tensor wt, at::Tenso
   emu::g_global.clear();
   add_range(dy); add_range(y); add_range(wt); add_range(dx);
   const DgradArgs a = make_dgrad_args(d, plan, dy.data_ptr(), y.data_ptr(), wt.data_ptr(), dx.data_ptr());
-  g_barrier_mismatch = 0;
-  g_unfinished_copies = 0;
-  EmuDgradLauncher launcher{a, dtype, {}};
-  if (p.N > 0) dispatch_dgrad<conv_f16, conv_bf16>(plan, dtype, launcher);
-  TORCH_CHECK(g_barrier_mismatch == 0, "conv emulator: threads of a block passed different numbers of barriers");
-  TORCH_CHECK(g_unfinished_copies == 0, "conv emulator: cp.async copies left pending at kernel exit");
-  py::dict out;
-  out["tile"] = plan.tile;
+  py::dict out = run_plan(a, plan, dtype, p.N == 0);
   out["vec"] = plan.vec;
-  out["fma"] = plan.fma;
   out["w_vec"] = plan.w_vec;
   out["dx_pair"] = plan.dx_pair;
-  out["reason"] = std::string(plan.reason ? plan.reason : "");
-  out["kernel"] = launcher.kernel_name;
   return out;
 }
 
@@ -517,18 +495,8 @@ py::dict conv2d_relu_wgrad(at::Tensor dy, at::Tensor y, at::Tensor x, at::Tensor
   add_range(dy); add_range(y); add_range(x); add_range(dw_part); add_range(db_part);
   const WgradArgs a = make_wgrad_args(w, plan, dy.data_ptr(), y.data_ptr(), x.data_ptr(), dw_part.data_ptr<float>(),
                                       db_part.data_ptr<float>());
-  g_barrier_mismatch = 0;
-  g_unfinished_copies = 0;
-  EmuWgradLauncher launcher{a, p.groups, w.splits, dtype, {}};
-  dispatch_wgrad<conv_f16, conv_bf16>(plan, dtype, launcher);
-  TORCH_CHECK(g_barrier_mismatch == 0, "conv emulator: threads of a block passed different numbers of barriers");
-  TORCH_CHECK(g_unfinished_copies == 0, "conv emulator: cp.async copies left pending at kernel exit");
-  py::dict out;
-  out["tile"] = plan.tile;
+  py::dict out = run_plan(a, plan, dtype, false);
   out["vec"] = plan.vec;
-  out["fma"] = plan.fma;
-  out["reason"] = std::string(plan.reason ? plan.reason : "");
-  out["kernel"] = launcher.kernel_name;
   out["p_per_split"] = a.p_per_split;
   return out;
 }
