@@ -313,8 +313,8 @@ def _v2_rows(C, halo):
 def _v2_config(C, S, halo, channels_last):
     """(rows, positions, warps) of v2's tile, or None (v1 then): no tile fits the halo, or an offset inside
     the tile would pass int32 (the kernel forms them in 32 bits; NCHW planes of about 2**24 positions and
-    more).  8 warps, 8 elements of each tensor per thread: within 128 registers at AlexNet's shapes (4 warps,
-    16 elements each, took up to 183 in NCHW); benchmarks/results/issue26-triton-evidence.md."""
+    more).  8 warps, 8 elements of each tensor per thread: 64-95 registers and no spills at AlexNet's
+    shapes (4 warps, 16 elements each, took up to 183 in NCHW); benchmarks/results/issue26-triton-evidence.md."""
     rows = _v2_rows(C, halo)
     if rows is None:
         return None
