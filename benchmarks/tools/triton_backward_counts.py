@@ -16,7 +16,7 @@ blocks, 228 KiB of shared memory with 1 KiB reserved per block).
 --dropout: bytes from the recorded launch's parameters: dy and y read and dx written once (3 M N element
 bytes), the d(bias) scratch (grid rows x N fp32) written by the kernel and read by partial.sum(0), whose fp32
 result (N) is written, then read and written as the dtype by .to() (nothing for fp32).  Minimum: 3 M N + N
-element bytes.
+element bytes.  The kernel's sm_90 registers, spills and static LDG/STG counts per thread come with it.
 """
 import argparse
 import json
@@ -53,8 +53,20 @@ def resident(regs, warps, shared):
     return blocks, blocks * warps
 
 
+_COMPILED = {}
+
+
 def compile_counts(job, workdir):
-    """sass_counts.compile_triton's counts plus ptxas's spill bytes (stores, loads) from its log."""
+    """sass_counts.compile_triton's counts plus ptxas's spill bytes (stores, loads) from its log; a job
+    compiled before (shapes that share a specialisation) is not compiled again: triton's cache would skip
+    ptxas and its log."""
+    key = json.dumps(job, sort_keys=True, default=str)
+    if key not in _COMPILED:
+        _COMPILED[key] = _compile_counts(job, workdir)
+    return dict(_COMPILED[key])
+
+
+def _compile_counts(job, workdir):
     import contextlib
     import io
     import re
@@ -91,13 +103,18 @@ def lrn_rows(workdir):
                 rows.append(dict(shape="%dx%dx%d" % (C, H, W), dtype=dname, layout="NHWC" if cl else "NCHW",
                                  tile="%dx%d" % (k["BLOCK_C"], k["BLOCK_S"]), warps=warps, regs=c["regs"],
                                  local=c["local"], spill="%d/%d" % (c["spill_stores"], c["spill_loads"]), LDG=c["LDG"], STG=c["STG"], LDS=c["LDS"], STS=c["STS"],
-                                 SHFL=c["SHFL"], BAR=c["BAR"], shared=c["shared_static"], blocks_sm=blocks,
+                                 SHFL=c["SHFL"], BAR=c["BAR"], shared=c["shared_static"],
+                                 # bytes per program the LDG/STG request (per-thread widths x threads) against
+                                 # the tile's x and dy (loaded once) and dx (its output rows stored)
+                                 ldg_B_program=c["LDG_bytes"] * 32 * warps,
+                                 tile_x_dy_B=2 * k["BLOCK_C"] * k["BLOCK_S"] * x.element_size(),
+                                 stg_B_program=c["STG_bytes"] * 32 * warps, blocks_sm=blocks,
                                  warps_sm=warps_sm, elements_sm=blocks * k["BLOCK_C"] * k["BLOCK_S"]))
                 print(rows[-1], file=sys.stderr, flush=True)
     return rows
 
 
-def dropout_rows():
+def dropout_rows(workdir):
     import torch
     import triton_aot as aot
     from alexnet_kernels.triton_kernels import dropout as td
@@ -119,11 +136,14 @@ def dropout_rows():
             moved = main + scratch + second
             minimum = main + N * e
             rows_per_program = kwargs["BLOCK_M"] * kwargs.get("ROW_STEPS", 1)
+            (job,) = aot.jobs_of_launch(launch, False)
+            c = compile_counts(job, workdir)
             rows.append(dict(shape="%dx%d" % (M, N), dtype=dname, block="%dx%d" % (kwargs["BLOCK_M"],
                                                                                  4 * kwargs["BLOCK_Q"]),
                              rows_per_program=rows_per_program, programs=-(-M // rows_per_program) * -(-N // (4 * kwargs["BLOCK_Q"])),
                              scratch_rows=partial.shape[0], scratch_bytes=scratch, moved=moved, minimum=minimum,
-                             over=round(100.0 * (moved - minimum) / minimum, 2)))
+                             over=round(100.0 * (moved - minimum) / minimum, 2), regs=c["regs"],
+                             spill="%d/%d" % (c["spill_stores"], c["spill_loads"]), LDG=c["LDG"], STG=c["STG"]))
     return rows
 
 
@@ -146,13 +166,13 @@ def main(argv=None):
     os.environ["TRITON_CACHE_DIR"] = cache.name  # cold: ptxas runs (and logs its spills) for every kernel
     _setup(os.path.abspath(args.root))
     out = {}
-    if args.dropout:
-        out["dropout"] = dropout_rows()
-        print(markdown(out["dropout"]) + "\n")
-    if args.lrn:
-        with tempfile.TemporaryDirectory() as workdir:
+    with tempfile.TemporaryDirectory() as workdir:
+        if args.dropout:
+            out["dropout"] = dropout_rows(workdir)
+            print(markdown(out["dropout"]) + "\n")
+        if args.lrn:
             out["lrn"] = lrn_rows(workdir)
-        print(markdown(out["lrn"]))
+            print(markdown(out["lrn"]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
