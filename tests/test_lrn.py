@@ -210,6 +210,27 @@ def test_triton_backward_v2_every_window(monkeypatch, shape, channels_last, max_
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_triton_backward_v2_only_where_tile_offsets_fit_int32(channels_last):
+    """v2 forms its elements' offsets from the tile's first element in 32 bits: its tile is offered only
+    where the farthest one, (rows - 1) * stride_c + (positions - 1) * stride_s, stays below 2**31."""
+    from alexnet_kernels.triton_kernels import lrn as tk
+    halo = 4
+    # (C, S): AlexNet's planes, then NCHW planes (stride_c = S) and NHWC channel counts (stride_s = C) on
+    # either side of the limit
+    cases = [(96, 55 * 55), (256, 27 * 27), (96, 2**24 - 2**20), (96, 2**24 + 2**20), (2**26, 64), (2**28, 64)]
+    offered = []
+    for C, S in cases:
+        cfg = tk._v2_config(C, S, halo, channels_last)
+        rows = tk._v2_rows(C, halo)
+        block_s = min(max(1, tk.V2_ELEMENTS // rows), 1 << (S - 1).bit_length())
+        stride_c, stride_s = (1, C) if channels_last else (S, 1)
+        assert (cfg is not None) == ((rows - 1) * stride_c + (block_s - 1) * stride_s < 2**31), (C, S, cfg)
+        assert cfg is None or cfg[:2] == (rows, block_s)
+        offered.append(cfg is not None)
+    assert offered[:2] == [True, True] and not all(offered)   # AlexNet takes v2; some plane here does not
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("size", [1, 2, 5, 16, 17])
 def test_triton_backward_v1_kept_as_benchmark_provider(size, channels_last):
     require("triton", "cpu")

@@ -107,6 +107,8 @@ def cases(full):
         h, b = _t((M, U), dt), _t((U,), dt)
         dropout.bias_relu_dropout_forward(h, b, torch.empty_like(h), seed, 0.5)
         dropout.bias_relu_dropout_backward(h, torch.empty_like(h), torch.empty_like(h), seed, 0.5)
+        h = _t((64 * M, U), dt)  # a large batch: the backward's programs loop over row tiles (ROW_STEPS > 1)
+        dropout.bias_relu_dropout_backward(h, torch.empty_like(h), torch.empty_like(h), seed, 0.5)
     out.append(("fc6", dropout_case))
 
     # Every size that can be 1 equal to 1: such int arguments are specialised to compile-time constants.

@@ -105,34 +105,39 @@ def bias_relu_dropout_forward_kernel(x_ptr, b_ptr, y_ptr, seed_ptr, numel, N, th
 
 @triton.jit(do_not_specialize=["threshold"])
 def bias_relu_dropout_backward_kernel(dy_ptr, y_ptr, dx_ptr, partial_ptr, seed_ptr, M, N, threshold, scale,
-                                      ROW_GROUPS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_Q: tl.constexpr):
+                                      ROW_GROUPS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_Q: tl.constexpr,
+                                      ROW_STEPS: tl.constexpr):
     # d(pre) = keep and relu passes ? dy * scale : 0.  For a kept element y = h * scale, so relu passes
     # where !(y <= 0) (h > 0, or NaN: torch's relu backward lets the gradient through there).
-    # Tile [BLOCK_M rows, BLOCK_Q quads of columns, 4]; writes dx and this row block's column sums
-    # partial[pid_m, :], reduced afterwards in a fixed order (deterministic, no atomics).
+    # A program owns ROW_STEPS * BLOCK_M rows of 4 * BLOCK_Q columns and walks them in [BLOCK_M, BLOCK_Q, 4]
+    # tiles, top to bottom; it writes dx and its rows' column sums partial[pid_m, :] (fp32, accumulated in
+    # that order), which the launcher adds in pid_m order: deterministic, no atomics, and the scratch is
+    # one row per ROW_STEPS * BLOCK_M rows of dy.
     # ROW_GROUPS (N % 4 == 0): a quad of columns is one Philox group; else each element draws its own.
     k0, k1 = _seed_key(seed_ptr)
     pid_m = tl.program_id(0)
-    rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     quads = tl.program_id(1) * BLOCK_Q + tl.arange(0, BLOCK_Q)
     lane = tl.arange(0, 4)[None, None, :]
     cols = quads[None, :, None] * 4 + lane                       # [1, BLOCK_Q, 4]
-    offs = rows[:, None, None] * N + cols                        # [BLOCK_M, BLOCK_Q, 4]
-    mask = (rows < M)[:, None, None] & (cols < N)
-    if ROW_GROUPS:
-        r0, r1, r2, r3 = _philox_of_groups((rows[:, None] * N + quads[None, :] * 4) >> 2, k0, k1)
-        r = _pick_lane(lane, r0[:, :, None], r1[:, :, None], r2[:, :, None], r3[:, :, None])
-    else:
-        r0, r1, r2, r3 = _philox_of_groups(offs >> 2, k0, k1)
-        r = _pick_lane(offs & 3, r0, r1, r2, r3)
-    keep = _keep(r, threshold)
-    y = tl.load(y_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    dpre = tl.where(keep & ~(y <= 0) & mask, dy * scale, 0.0)
-    tl.store(dx_ptr + offs, dpre.to(dx_ptr.dtype.element_ty), mask=mask)
-    col_sums = tl.sum(dpre, axis=0)                              # [BLOCK_Q, 4]
-    tl.store(partial_ptr + pid_m.to(tl.int64) * N + cols.reshape(BLOCK_Q, 4), col_sums,  # 64-bit: M*N may pass 2**31
-             mask=cols.reshape(BLOCK_Q, 4) < N)
+    col_sums = tl.zeros((BLOCK_Q, 4), dtype=tl.float32)
+    for step in range(ROW_STEPS):
+        rows = (pid_m.to(tl.int64) * ROW_STEPS + step) * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs = rows[:, None, None] * N + cols                    # [BLOCK_M, BLOCK_Q, 4]
+        mask = (rows < M)[:, None, None] & (cols < N)
+        if ROW_GROUPS:
+            r0, r1, r2, r3 = _philox_of_groups((rows[:, None] * N + quads[None, :] * 4) >> 2, k0, k1)
+            r = _pick_lane(lane, r0[:, :, None], r1[:, :, None], r2[:, :, None], r3[:, :, None])
+        else:
+            r0, r1, r2, r3 = _philox_of_groups(offs >> 2, k0, k1)
+            r = _pick_lane(offs & 3, r0, r1, r2, r3)
+        keep = _keep(r, threshold)
+        y = tl.load(y_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        dpre = tl.where(keep & ~(y <= 0) & mask, dy * scale, 0.0)
+        tl.store(dx_ptr + offs, dpre.to(dx_ptr.dtype.element_ty), mask=mask)
+        col_sums += tl.sum(dpre, axis=0)                         # [BLOCK_Q, 4]
+    col_offs = cols.reshape(BLOCK_Q, 4)
+    tl.store(partial_ptr + pid_m.to(tl.int64) * N + col_offs, col_sums, mask=col_offs < N)  # 64-bit: M*N may pass 2**31
 
 
 def _threshold_scale(p):
@@ -167,18 +172,41 @@ def bias_relu_dropout_forward(x, bias, y, seed, p):
            BLOCK_G=DROPOUT_BLOCK_G, num_warps=4)
 
 
+# The backward's tiles: BACKWARD_TILE elements (BLOCK_M rows of 4 * BLOCK_Q <= BACKWARD_COLUMNS columns) per
+# step.  A program walks at least BACKWARD_MIN_ROWS rows, so the d(bias) scratch (one fp32 row per program
+# row, written and read back) adds at most 8 / (3 * BACKWARD_MIN_ROWS * element size) to the 3 * M * N
+# elements the backward must move (4.2 % in fp16/bf16, 2.1 % in fp32), and more rows while the grid would
+# pass BACKWARD_MAX_PROGRAMS (about one wave of 4-warp programs on a 132-SM GPU; fewer scratch rows).
+BACKWARD_TILE = 1024
+BACKWARD_COLUMNS = 32
+BACKWARD_MIN_ROWS = 32
+BACKWARD_MAX_PROGRAMS = 2048
+
+
+def backward_plan(M, N):
+    """(grid, BLOCK_M, BLOCK_Q, ROW_STEPS) of the bias + ReLU + dropout backward for an (M, N) matrix; the
+    d(bias) scratch is (grid[0], N) fp32."""
+    block_q = min(triton.next_power_of_2(triton.cdiv(N, 4)), BACKWARD_COLUMNS // 4)
+    block_m = max(1, min(triton.next_power_of_2(M), BACKWARD_TILE // (4 * block_q)))
+    col_blocks = triton.cdiv(N, 4 * block_q)
+    steps = 1
+    while block_m * steps < min(M, BACKWARD_MIN_ROWS):
+        steps *= 2
+    while block_m * steps < M and triton.cdiv(M, block_m * steps) * col_blocks > BACKWARD_MAX_PROGRAMS:
+        steps *= 2
+    return (triton.cdiv(M, block_m * steps), col_blocks), block_m, block_q, steps
+
+
 def bias_relu_dropout_backward(dy, y, dx, seed, p):
-    """Write dx; return d(bias): per row block fp32 column sums, then their sum in row-block order, rounded
+    """Write dx; return d(bias): per program fp32 column sums, then their sum in program (row) order, rounded
     once to dx's dtype (the same on every run)."""
     import torch
     threshold, scale = _threshold_scale(p)
     M, N = dy.shape
     if M * N == 0:
         return torch.zeros(N, dtype=dx.dtype, device=dx.device)
-    block_q = min(triton.next_power_of_2(triton.cdiv(N, 4)), 64)
-    block_m = max(1, min(triton.next_power_of_2(M), 1024 // (4 * block_q), 64))
-    grid = (triton.cdiv(M, block_m), triton.cdiv(N, 4 * block_q))
+    grid, block_m, block_q, steps = backward_plan(M, N)
     partial = torch.empty((grid[0], N), dtype=torch.float32, device=dx.device)
     launch(bias_relu_dropout_backward_kernel, grid, dy, y, dx, partial, seed, M, N, threshold, scale,
-           ROW_GROUPS=N % 4 == 0, BLOCK_M=block_m, BLOCK_Q=block_q, num_warps=4)
+           ROW_GROUPS=N % 4 == 0, BLOCK_M=block_m, BLOCK_Q=block_q, ROW_STEPS=steps, num_warps=4)
     return partial.sum(0).to(dx.dtype)

@@ -218,8 +218,13 @@ def lrn_backward_kernel(x_ptr, dy_ptr, dx_ptr, C, S, stride_n, stride_c, stride_
     offs_s = s_block * BLOCK_S + tl.arange(0, BLOCK_S)
     mask_s = (offs_s < S)[None, :]
     inside = (offs_c >= 0) & (offs_c < C)
-    x_ptrs = _tile_pointers(x_ptr, n, offs_c, offs_s, stride_n, stride_c, stride_s)
-    dy_ptrs = _tile_pointers(dy_ptr, n, offs_c, offs_s, stride_n, stride_c, stride_s)
+    # The tile's first element in 64 bits, its elements' offsets from there in 32 (the launcher takes v2
+    # only where they fit): one register per element instead of a 64-bit pointer per tensor.
+    tile0 = (n * stride_n + (c_block.to(tl.int64) * OUT_C - HALO) * stride_c
+             + s_block.to(tl.int64) * BLOCK_S * stride_s)
+    offs = rows[:, None] * stride_c + tl.arange(0, BLOCK_S)[None, :] * stride_s
+    x_ptrs = x_ptr + tile0 + offs
+    dy_ptrs = dy_ptr + tile0 + offs
 
     # One load of x (every row) and dy (the rows whose t is used); zero outside [0, C): the padding.
     x = tl.load(x_ptrs, mask=inside[:, None] & mask_s, other=0.0).to(tl.float32)
@@ -237,8 +242,7 @@ def lrn_backward_kernel(x_ptr, dy_ptr, dx_ptr, C, S, stride_n, stride_c, stride_
     dx = dy_scale - coef * x * tsum
 
     out = inside & (rows >= HALO) & (rows < BLOCK_C - HALO)
-    dx_ptrs = _tile_pointers(dx_ptr, n, offs_c, offs_s, stride_n, stride_c, stride_s)
-    tl.store(dx_ptrs, dx.to(dx_ptr.dtype.element_ty), mask=out[:, None] & mask_s)
+    tl.store(dx_ptr + tile0 + offs, dx.to(dx_ptr.dtype.element_ty), mask=out[:, None] & mask_s)
 
 
 def _next_pow2(v):
@@ -266,6 +270,7 @@ backward_variant_in_use = "v2"
 # v2's tile rows: at most this many, and v2 only while the halo leaves at least half of them outputs.
 V2_MAX_ROWS = 128
 V2_ELEMENTS = 2048  # tile elements (rows x positions)
+V2_WARPS = 8
 
 
 class backward_variant:
@@ -306,11 +311,18 @@ def _v2_rows(C, halo):
 
 
 def _v2_config(C, S, halo, channels_last):
+    """(rows, positions, warps) of v2's tile, or None (v1 then): no tile fits the halo, or an offset inside
+    the tile would pass int32 (the kernel forms them in 32 bits; NCHW planes of about 2**24 positions and
+    more).  8 warps, 8 elements of each tensor per thread: 64-95 registers and no spills at AlexNet's
+    shapes (4 warps, 16 elements each, took up to 183 in NCHW); benchmarks/results/issue26-triton-evidence.md."""
     rows = _v2_rows(C, halo)
     if rows is None:
         return None
     block_s = min(max(1, V2_ELEMENTS // rows), _next_pow2(S))
-    return rows, block_s, 4
+    stride_c, stride_s = (1, C) if channels_last else (S, 1)
+    if (rows - 1) * stride_c + (block_s - 1) * stride_s >= 2**31:
+        return None
+    return rows, block_s, V2_WARPS
 
 
 def _launch(kernel, tensors, x, size, extra_args, channels_last):
