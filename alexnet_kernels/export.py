@@ -60,15 +60,21 @@ def _static_dim(value, axis):
     return dim if isinstance(dim, int) else None
 
 
-def onnx_lrn_uses_native(size, channels):
-    """Whether ONNX's LRN computes torch's LRN: its window [c - floor((n-1)/2), c + ceil((n-1)/2)] equals torch's
-    [c - floor(n/2), c + floor((n-1)/2)] for odd n only; a window wider than the channels takes the composite
-    (channels unknown at export time count as wider)."""
-    return size % 2 == 1 and channels is not None and size <= channels
+def _rank(value):
+    shape = getattr(value, "shape", None)
+    return None if shape is None else len(shape)
 
 
-def _lrn(op, x, size, alpha, beta, k, channels):
-    if onnx_lrn_uses_native(size, channels):
+def onnx_lrn_uses_native(size, channels, rank):
+    """Whether the graph takes ONNX's LRN node: its window [c - floor((n-1)/2), c + ceil((n-1)/2)] is torch's
+    [c - floor(n/2), c + floor((n-1)/2)] for odd n only; a window wider than the channels (or channels unknown
+    at export time) takes the composite, and so does an input of other than 4 dims (onnxruntime's LRN kernel
+    takes 4-D only)."""
+    return size % 2 == 1 and channels is not None and size <= channels and rank == 4
+
+
+def _lrn(op, x, size, alpha, beta, k, channels, rank):
+    if onnx_lrn_uses_native(size, channels, rank):
         return op.LRN(x, size=size, alpha=alpha, beta=beta, bias=k)
     # torch.nn.functional.local_response_norm's composite: the squares averaged over a window of `size`
     # channels, zero-padded size // 2 before and (size - 1) // 2 after, on an (N, 1, C, L) view.
@@ -86,11 +92,33 @@ def _lrn(op, x, size, alpha, beta, k, channels):
     return op.Div(x, op.Pow(op.Add(op.Mul(mean, alpha_t), k_t), beta_t))
 
 
-def _max_pool(op, x, kernel_size, stride, padding, ceil_mode):
+def _pool_pads(hw, kernel_size, stride, padding, ceil_mode):
+    """MaxPool's pads and ceil_mode attributes for torch's output size.  With the spatial size known, ceil
+    mode is written as floor mode with the end padding that gives torch's size: runtimes disagree on ONNX's
+    ceil mode when the last window would start in the right padding (torch drops it, onnxruntime too; ONNX's
+    shape inference and OpenVINO keep it).  The end padding stays below the kernel size (torch's last window
+    starts inside the input), and padding is never part of a maximum."""
+    pads = _pads(padding)
+    if not ceil_mode:
+        return {"pads": pads, "ceil_mode": 0}
+    if None in hw:
+        return {"pads": pads, "ceil_mode": 1}
+    from .ops.pool import output_size
+    for i in range(2):
+        out = output_size(hw[i], kernel_size[i], stride[i], padding[i], True)
+        pads[2 + i] = max(padding[i], (out - 1) * stride[i] - padding[i] + kernel_size[i] - hw[i])
+    return {"pads": pads, "ceil_mode": 0}
+
+
+def _spatial(x):
+    return _static_dim(x, 2), _static_dim(x, 3)
+
+
+def _max_pool(op, x, kernel_size, stride, padding, ceil_mode, hw):
     """MaxPool, and our one-byte in-window offsets (ih - hstart) * kW + (iw - wstart) from its indices, which
     ONNX flattens over the whole (N, C, H, W) tensor (an exporter drops them when nothing reads them)."""
-    y, indices = op.MaxPool(x, kernel_shape=list(kernel_size), strides=list(stride), pads=_pads(padding),
-                            ceil_mode=int(bool(ceil_mode)))
+    y, indices = op.MaxPool(x, kernel_shape=list(kernel_size), strides=list(stride),
+                            **_pool_pads(hw, kernel_size, stride, padding, ceil_mode))
     x_shape = op.Shape(x)
     y_shape = op.Shape(y)
     height, width = op.Slice(x_shape, [2], [3]), op.Slice(x_shape, [3], [4])
@@ -130,20 +158,20 @@ def conv2d_relu_forward(x, weight, bias, stride: Sequence[int], padding: Sequenc
 
 
 def lrn_forward(x, size: int, alpha: float, beta: float, k: float, backend: str):
-    return _lrn(_onnx_op(), x, size, alpha, beta, k, _static_dim(x, 1))
+    return _lrn(_onnx_op(), x, size, alpha, beta, k, _static_dim(x, 1), _rank(x))
 
 
 def max_pool2d_forward(x, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int],
                        ceil_mode: bool, backend: str):
-    return _max_pool(_onnx_op(), x, kernel_size, stride, padding, ceil_mode)
+    return _max_pool(_onnx_op(), x, kernel_size, stride, padding, ceil_mode, _spatial(x))
 
 
 def relu_lrn_max_pool2d_forward(x, size: int, alpha: float, beta: float, k: float, kernel_size: Sequence[int],
                                 stride: Sequence[int], padding: Sequence[int], ceil_mode: bool, backend: str):
     op = _onnx_op()
-    # The channels are read from x: values the translation creates (the Relu) carry no shape.
-    normalised = _lrn(op, op.Relu(x), size, alpha, beta, k, _static_dim(x, 1))
-    return _max_pool(op, normalised, kernel_size, stride, padding, ceil_mode)
+    # Sizes are read from x: values the translation creates (the Relu, the LRN) carry no shape.
+    normalised = _lrn(op, op.Relu(x), size, alpha, beta, k, _static_dim(x, 1), _rank(x))
+    return _max_pool(op, normalised, kernel_size, stride, padding, ceil_mode, _spatial(x))
 
 
 def dropout_forward(x, seed, p: float, backend: str):
