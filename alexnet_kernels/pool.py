@@ -12,8 +12,10 @@ as torch's CUDA kernels compute them (per torch's source), whereas torch's CPU k
 addition (the same bits unless three or more windows route to one element).  See the README.  Autograd keeps one byte per output (the maximum's in-window offset)
 instead of torch's int64 index and does not keep the input.
 
-Delegated to torch.nn.functional.max_pool2d (documented, tested): return_indices=True, dilation != 1, and
-windows of more than 256 elements (the offsets are one byte).
+return_indices=True returns torch's int64 flat indices (ih * W + iw), derived from our kernels' one-byte
+offsets: bit-equal to torch's, so nn.MaxUnpool2d takes them.
+Delegated to torch.nn.functional.max_pool2d (documented, tested): dilation != 1 and windows of more than 256
+elements (the offsets are one byte).
 """
 import numbers
 
@@ -89,15 +91,21 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 
     backend: "auto" (default), "triton", "cuda", "cpu" (C++ CPU kernels) or "torch"; $ALEXNET_KERNELS_BACKEND
     sets the default.  A backend that is not built or cannot take the input raises BackendUnavailableError.
-    return_indices=True, dilation != 1 and windows of more than 256 elements are computed by torch.
+    return_indices=True: torch's int64 indices from our kernels' offsets.  dilation != 1 and windows of more
+    than 256 elements are computed by torch.
     """
     op = "max_pool2d"
     kernel_size, stride, padding, dilation = check_pool_arguments(op, input, kernel_size, stride, padding,
                                                                   dilation, ceil_mode)
     backend = _backends.validate_backend_argument(op, backend)
-    if (return_indices or dilation != (1, 1)
-            or kernel_size[0] * kernel_size[1] > _ops.MAX_WINDOW_ELEMENTS):
+    if dilation != (1, 1) or kernel_size[0] * kernel_size[1] > _ops.MAX_WINDOW_ELEMENTS:
         return F.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+    if return_indices:
+        if input.dim() == 3:
+            y, indices = _ops.max_pool2d_with_indices(input.unsqueeze(0), kernel_size, stride, padding, ceil_mode,
+                                                      backend)
+            return y.squeeze(0), indices.squeeze(0)
+        return _ops.max_pool2d_with_indices(input, kernel_size, stride, padding, ceil_mode, backend)
     return batched(lambda x: _ops.max_pool2d(x, kernel_size, stride, padding, ceil_mode, backend), input)
 
 

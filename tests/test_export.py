@@ -72,7 +72,7 @@ def exported(key, make_model, example_shape):
         _need_exporter()
         torch.manual_seed(0)
         model = make_model()
-        if not any(isinstance(m, dropout.Dropout | dropout.LinearReLUDropout) for m in model.modules()):
+        if not any(isinstance(m, (dropout.Dropout, dropout.LinearReLUDropout)) for m in model.modules()):
             model.eval()  # no dropout: the mode changes nothing (and torch.onnx warns about training mode)
         _CACHE[key] = Exported(model, torch.randn(example_shape))
     return _CACHE[key]

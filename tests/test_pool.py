@@ -416,14 +416,53 @@ def test_module_is_a_drop_in_for_torch():
     assert torch.equal(m(x), torch.nn.MaxPool2d((3, 2), stride=(2, 1), padding=1, ceil_mode=True)(x))
 
 
-def test_return_indices_and_dilation_delegate_to_torch():
-    x = relu_input((2, 4, 11, 11))
-    y, idx = pool.max_pool2d(x, 3, 2, return_indices=True)
-    y_t, idx_t = F.max_pool2d(x, 3, 2, return_indices=True)
+@pytest.mark.parametrize("device,backend", device_backend_params())
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=geometry_id)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_return_indices_from_our_offsets_equal_torch(device, backend, geometry, layout, monkeypatch):
+    """return_indices=True: torch's int64 flat indices, from our kernels' offsets (torch's max_pool2d is not
+    called unless backend='torch'), bit-equal with ties; y's gradient is ours; nn.MaxUnpool2d takes them."""
+    require(backend, device)
+    k, s, p, ceil = geometry
+    for shape in ((2, 5, 11, 9), (5, 9, 10)):
+        if layout == "channels_last" and len(shape) == 3:
+            continue
+        x = relu_input(shape, device=device, layout=layout).requires_grad_()
+        y_t, idx_t = F.max_pool2d(x, k, s, p, ceil_mode=ceil, return_indices=True)
+        dy = torch.randn_like(y_t)
+        (dx_t,) = torch.autograd.grad(y_t, x, dy)
+        with monkeypatch.context() as patch:
+            if backend != "torch":
+                def refuse(*args, **kwargs):
+                    raise AssertionError("torch's max_pool2d was called")
+                patch.setattr(F, "max_pool2d", refuse)
+            y, idx = pool.max_pool2d(x, k, s, p, ceil_mode=ceil, return_indices=True, backend=backend)
+            (dx,) = torch.autograd.grad(y, x, dy)
+        assert idx.dtype == torch.int64 and idx.shape == idx_t.shape
+        assert torch.equal(y, y_t) and torch.equal(idx, idx_t) and torch.equal(dx, dx_t)
+        assert idx.is_contiguous(memory_format=torch.channels_last) == idx_t.is_contiguous(
+            memory_format=torch.channels_last)
+        unpool = torch.nn.MaxUnpool2d(k, s, p)
+        assert torch.equal(unpool(y.detach(), idx, output_size=x.shape[-2:]),
+                           unpool(y_t.detach(), idx_t, output_size=x.shape[-2:]))
+    m = pool.MaxPool2d(k, s, p, return_indices=True, ceil_mode=ceil, backend=backend)
+    assert torch.equal(m(x)[1], F.max_pool2d(x, k, s, p, ceil_mode=ceil, return_indices=True)[1])
+
+
+def test_return_indices_under_torch_compile():
+    x = relu_input((2, 3, 9, 9))
+    fn = torch.compile(lambda t: pool.max_pool2d(t, 3, 2, 1, return_indices=True), backend="eager", fullgraph=True)
+    y, idx = fn(x)
+    y_t, idx_t = F.max_pool2d(x, 3, 2, 1, return_indices=True)
     assert torch.equal(y, y_t) and torch.equal(idx, idx_t)
+
+
+def test_dilation_and_large_windows_delegate_to_torch():
+    x = relu_input((2, 4, 11, 11))
     assert torch.equal(pool.max_pool2d(x, 3, 2, dilation=2), F.max_pool2d(x, 3, 2, dilation=2))
-    m = pool.MaxPool2d(3, 2, return_indices=True)
-    assert torch.equal(m(x)[1], idx_t)
+    y, idx = pool.max_pool2d(x, 3, 2, dilation=2, return_indices=True)
+    y_t, idx_t = F.max_pool2d(x, 3, 2, dilation=2, return_indices=True)
+    assert torch.equal(y, y_t) and torch.equal(idx, idx_t)
     big = make_input((1, 2, 20, 20))   # 17 x 17 = 289 > 256 window elements: torch computes it
     assert torch.equal(pool.max_pool2d(big, 17, 1), F.max_pool2d(big, 17, 1))
 

@@ -224,3 +224,14 @@ def max_pool2d(x, kernel_size, stride, padding, ceil_mode, backend):
         return torch.ops.alexnet_kernels.max_pool2d_forward(x, list(kernel_size), list(stride), list(padding),
                                                             ceil_mode, backend)[0]
     return MaxPool2dFunction.apply(x, kernel_size, stride, padding, ceil_mode, backend)[0]
+
+
+def max_pool2d_with_indices(x, kernel_size, stride, padding, ceil_mode, backend):
+    """(y, torch's int64 flat indices ih * W + iw) of a 4-D x: our kernels' (y, offsets), the indices derived
+    from the one-byte offsets (non-differentiable; y's gradient is our backward through the offsets)."""
+    if torch.compiler.is_compiling():
+        y, offsets = torch.ops.alexnet_kernels.max_pool2d_forward(x, list(kernel_size), list(stride),
+                                                                  list(padding), ceil_mode, backend)
+    else:
+        y, offsets = MaxPool2dFunction.apply(x, kernel_size, stride, padding, ceil_mode, backend)
+    return y, indices_from_offsets(offsets, x.shape[-1], kernel_size, stride, padding)
