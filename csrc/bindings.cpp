@@ -119,6 +119,9 @@ ak::DType view_dtype(ScalarType t) {
     case ScalarType::BFloat16: return ak::DType::kBFloat16;
     case ScalarType::Byte: return ak::DType::kByte;
     case ScalarType::Long: return ak::DType::kLong;
+    case ScalarType::Char: return ak::DType::kChar;
+    case ScalarType::Short: return ak::DType::kShort;
+    case ScalarType::Int: return ak::DType::kInt;
     default: return ak::DType::kOther;
   }
 }
@@ -346,6 +349,23 @@ void check_pool_values(const char* op, const char* name, const Tensor& t, const 
   }
 }
 
+// max_pool2d_forward's x and y: check_pool_values', and on the CPU also the integer dtypes torch pools there
+// (uint8, int8, int16, int32, int64).
+void check_max_pool_values(const char* op, const char* name, const Tensor& t, const Tensor* ref,
+                           const char* ref_name) {
+  const auto dtype = t.scalar_type();
+  const bool cpu_integer = t.is_cpu() && (dtype == ScalarType::Byte || dtype == ScalarType::Char ||
+                                          dtype == ScalarType::Short || dtype == ScalarType::Int ||
+                                          dtype == ScalarType::Long);
+  if (!cpu_integer) return check_pool_values(op, name, t, ref, ref_name);
+  if (ref != nullptr) {
+    AK_CHECK(dtype == ref->scalar_type(), op, ": ", name, " must have ", ref_name, "'s dtype ",
+                ref->scalar_type(), ", got ", dtype);
+    AK_CHECK(same_device(t, *ref), op, ": ", name, " must be on ", ref_name, "'s device ", device_name(*ref),
+                ", got ", device_name(t));
+  }
+}
+
 // offsets: uint8, out's shape and device.
 void check_offsets(const char* op, const Tensor& offsets, const Tensor& out, const char* out_name) {
   AK_CHECK(offsets.scalar_type() == ScalarType::Byte, op, ": offsets must be uint8, got ", offsets.scalar_type());
@@ -412,8 +432,8 @@ void max_pool2d_forward(const Tensor& x, const Tensor& y, const Tensor& offsets,
   check_pool_tensor(op, "x", x, channels_last);
   check_pool_tensor(op, "y", y, channels_last);
   check_pool_tensor(op, "offsets", offsets, channels_last);
-  check_pool_values(op, "x", x, nullptr, nullptr);
-  check_pool_values(op, "y", y, &x, "x");
+  check_max_pool_values(op, "x", x, nullptr, nullptr);
+  check_max_pool_values(op, "y", y, &x, "x");
   check_offsets(op, offsets, y, "y");
   check_pool_shapes(op, x, "x", y, "y", p);
   assert_no_overlap(y, x);
