@@ -66,8 +66,9 @@ class Exported:
 _CACHE = {}
 
 
-def exported(key, make_model, example_shape):
-    """Export each model once per session (exports take seconds)."""
+def exported(key, make_model, example_shape, runtime):
+    """Export each model once per session (exports take seconds); first skip if `runtime` is missing."""
+    _need(runtime, "this check")
     if key not in _CACHE:
         _need_exporter()
         torch.manual_seed(0)
@@ -157,7 +158,7 @@ MODELS = {
 @pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("key", list(MODELS))
 def test_model_round_trip(key, runtime, tmp_path_factory):
-    ex = exported(key, *MODELS[key])
+    ex = exported(key, *MODELS[key], runtime)
     assert_standard_onnx(ex)
     ops = ex.op_types()
     assert ops["Conv"] > 0 and ops["Relu"] > 0 and ops["MaxPool"] > 0
@@ -179,7 +180,7 @@ LRN_CASES = [  # (size, input shape): odd within the channels -> LRN; even or wi
 @pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("size,shape", LRN_CASES)
 def test_lrn(size, shape, runtime, tmp_path_factory):
-    ex = exported(("lrn", size, shape), lambda: lrn.LocalResponseNorm(size, 1e-2, 0.75, 2.0), shape)
+    ex = exported(("lrn", size, shape), lambda: lrn.LocalResponseNorm(size, 1e-2, 0.75, 2.0), shape, runtime)
     assert_standard_onnx(ex)
     native = export.onnx_lrn_uses_native(size, shape[1], len(shape))
     assert ("LRN" in ex.op_types()) is native
@@ -213,7 +214,7 @@ POOL_CASES = [  # (kernel, stride, padding, ceil_mode, H, W)
 @pytest.mark.parametrize("kernel,stride,padding,ceil_mode,h,w", POOL_CASES)
 def test_max_pool(kernel, stride, padding, ceil_mode, h, w, runtime, tmp_path_factory):
     ex = exported(("pool", kernel, stride, padding, ceil_mode, h, w),
-                  lambda: pool.MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode), (2, 3, h, w))
+                  lambda: pool.MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode), (2, 3, h, w), runtime)
     assert_standard_onnx(ex)
     assert ex.op_types() == {"MaxPool": 1}
     check_outputs(ex, runtime, tmp_path_factory, exact=True)
@@ -223,7 +224,7 @@ def test_max_pool(kernel, stride, padding, ceil_mode, h, w, runtime, tmp_path_fa
 @pytest.mark.parametrize("kernel,stride,padding,ceil_mode,h,w", POOL_CASES)
 def test_max_pool_offsets(kernel, stride, padding, ceil_mode, h, w, runtime, tmp_path_factory):
     ex = exported(("raw pool", kernel, stride, padding, ceil_mode, h, w),
-                  lambda: RawMaxPool(kernel, stride, padding, ceil_mode), (2, 3, h, w))
+                  lambda: RawMaxPool(kernel, stride, padding, ceil_mode), (2, 3, h, w), runtime)
     assert_standard_onnx(ex)
     check_outputs(ex, runtime, tmp_path_factory, exact=True)  # y and the uint8 offsets, bit for bit
 
@@ -231,7 +232,7 @@ def test_max_pool_offsets(kernel, stride, padding, ceil_mode, h, w, runtime, tmp
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_max_pool_dilation(runtime, tmp_path_factory):
     """dilation != 1 is torch's pooling (the functional API delegates it): it exports through torch's table."""
-    ex = exported("pool dilation", lambda: pool.MaxPool2d(3, 2, 1, dilation=2), (2, 3, 11, 12))
+    ex = exported("pool dilation", lambda: pool.MaxPool2d(3, 2, 1, dilation=2), (2, 3, 11, 12), runtime)
     assert_standard_onnx(ex)
     assert ex.op_types()["MaxPool"] == 1
     check_outputs(ex, runtime, tmp_path_factory, exact=True)
@@ -241,7 +242,7 @@ def test_max_pool_dilation(runtime, tmp_path_factory):
 @pytest.mark.parametrize("size", [5, 4])
 def test_fused_block(size, runtime, tmp_path_factory):
     ex = exported(("fused", size), lambda: fused.ReLULRNMaxPool2d(size, 1e-4, 0.75, 2.0, 3, 2, 1, True),
-                  (2, 8, 13, 13))
+                  (2, 8, 13, 13), runtime)
     assert_standard_onnx(ex)
     ops = ex.op_types()
     assert ops["Relu"] == 1 and ops["MaxPool"] == 1 and ("LRN" in ops) is (size % 2 == 1)
@@ -252,7 +253,7 @@ def test_fused_block(size, runtime, tmp_path_factory):
 @pytest.mark.parametrize("bias", [True, False])
 def test_conv2d_relu(bias, runtime, tmp_path_factory):
     ex = exported(("conv", bias), lambda: conv.Conv2dReLU(4, 6, (3, 2), (2, 1), (1, 0), groups=2, bias=bias),
-                  (2, 4, 9, 9))
+                  (2, 4, 9, 9), runtime)
     assert_standard_onnx(ex)
     assert ex.op_types() == {"Conv": 1, "Relu": 1}
     check_outputs(ex, runtime, tmp_path_factory)
@@ -260,7 +261,7 @@ def test_conv2d_relu(bias, runtime, tmp_path_factory):
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_linear_relu_dropout_eval(runtime, tmp_path_factory):
-    ex = exported("linear eval", lambda: dropout.LinearReLUDropout(8, 16, p=0.5).eval(), (2, 8))
+    ex = exported("linear eval", lambda: dropout.LinearReLUDropout(8, 16, p=0.5).eval(), (2, 8), runtime)
     assert "Dropout" not in ex.op_types() and ex.op_types()["Relu"] == 1
     check_outputs(ex, runtime, tmp_path_factory)
 
@@ -280,7 +281,7 @@ def test_dropout_training_mode(tmp_path_factory):
     """A model exported in training mode keeps its dropout: ONNX Dropout(training_mode=True) with its own
     mask.  (OpenVINO rejects training-mode Dropout: onnxruntime only.)"""
     p = 0.3
-    ex = exported("dropout train", lambda: dropout.Dropout(p).train(), (2, 64, 32))
+    ex = exported("dropout train", lambda: dropout.Dropout(p).train(), (2, 64, 32), "onnxruntime")
     assert ex.op_types()["Dropout"] == 1
     x = fresh(ex.example.shape)
     (got,) = ex.run("onnxruntime", x, tmp_path_factory)
@@ -289,7 +290,7 @@ def test_dropout_training_mode(tmp_path_factory):
 
 def test_linear_relu_dropout_training_mode(tmp_path_factory):
     p = 0.5
-    ex = exported("linear train", lambda: dropout.LinearReLUDropout(64, 256, p=p).train(), (2, 64))
+    ex = exported("linear train", lambda: dropout.LinearReLUDropout(64, 256, p=p).train(), (2, 64), "onnxruntime")
     assert ex.op_types()["Dropout"] == 1
     x = fresh(ex.example.shape, batch=16)
     (got,) = ex.run("onnxruntime", x, tmp_path_factory)
