@@ -43,20 +43,16 @@ namespace {
 template <typename T>
 using AccOf = std::conditional_t<std::is_same_v<T, double> || std::is_integral_v<T>, T, float>;
 
-// max_pool2d_forward's dtypes: the CPU kernels' and the integer ones torch pools on the CPU.
+// max_pool2d_forward's dtypes: the integer ones torch pools on the CPU, then AK_CPU_DISPATCH's.
 #define AK_CPU_DISPATCH_MAX_POOL_FORWARD(DTYPE, NAME, ...)                                     \
   do {                                                                                        \
     switch (DTYPE) {                                                                          \
-      AK_DISPATCH_CASE_(kFloat, float, __VA_ARGS__)                                           \
-      AK_DISPATCH_CASE_(kHalf, c10::Half, __VA_ARGS__)                                        \
-      AK_DISPATCH_CASE_(kBFloat16, c10::BFloat16, __VA_ARGS__)                                \
-      AK_DISPATCH_CASE_(kDouble, double, __VA_ARGS__)                                         \
       AK_DISPATCH_CASE_(kByte, uint8_t, __VA_ARGS__)                                          \
       AK_DISPATCH_CASE_(kChar, int8_t, __VA_ARGS__)                                           \
       AK_DISPATCH_CASE_(kShort, int16_t, __VA_ARGS__)                                         \
       AK_DISPATCH_CASE_(kInt, int32_t, __VA_ARGS__)                                           \
       AK_DISPATCH_CASE_(kLong, int64_t, __VA_ARGS__)                                          \
-      default: AK_CHECK(false, NAME, ": unsupported dtype ", ::ak::dtype_name(DTYPE));        \
+      default: AK_CPU_DISPATCH(DTYPE, NAME, __VA_ARGS__);                                     \
     }                                                                                         \
   } while (0)
 
