@@ -31,13 +31,11 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["onnx_translation_table", "onnx_export", "ONNX_OPSET"]
-
-# The opset of the onnxscript ops below (torch.onnx's own translations are written against 18 too).
-ONNX_OPSET = 18
+__all__ = ["onnx_translation_table", "onnx_export"]
 
 
 def _onnx_op():
+    """onnxscript's opset 18 ops, the opset torch.onnx's own translations are written against."""
     try:
         from onnxscript import opset18
     except ImportError as e:  # torch.onnx.export(dynamo=True) itself needs onnxscript
