@@ -56,7 +56,10 @@ def draw_seed(device, generator=None):
     draw, so CUDA-graph capture and torch.compile handle it like any torch RNG call."""
     if generator is not None and generator.device.type != torch.device(device).type:
         raise ValueError("generator is on %s but the input is on %s" % (generator.device, device))
-    return torch.randint(0, 2**62, (1,), dtype=torch.int64, device=device, generator=generator)
+    # generator=None passed explicitly traces to aten.randint.low_generator, which torch.onnx cannot translate;
+    # left out, the call is aten.randint.low on the same default generator (the same draws).
+    extra = {} if generator is None else {"generator": generator}
+    return torch.randint(0, 2**62, (1,), dtype=torch.int64, device=device, **extra)
 
 
 def dropout(input, p=0.5, training=True, inplace=False, *, generator=None, backend=None):

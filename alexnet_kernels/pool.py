@@ -4,6 +4,8 @@
     y = pool.max_pool2d(x, kernel_size=3, stride=2)   # torch.nn.functional.max_pool2d's signature
     m = pool.MaxPool2d(3, 2)                          # drop-in for torch.nn.MaxPool2d
 
+dtypes: what torch's max_pool2d takes -- floating point, and on the CPU uint8 and int8-int64 (the C++ CPU
+kernels' forward; integers have no gradient); a dtype torch rejects raises torch's error.
 Values and the choice of maximum (the first in scan order on ties -- after a ReLU whole windows are zero --
 and the last NaN when there are NaNs) are torch's exactly, in every dtype.  The backward is a deterministic
 gather (no atomics): each input element sums its routed gradients in torch's order, in fp32 (fp64 for fp64),
@@ -13,8 +15,10 @@ addition (the same bits unless three or more windows route to one element).  See
 keeps one byte per output (the maximum's in-window offset) instead of torch's int64 index and does not keep the
 input.
 
-Delegated to torch.nn.functional.max_pool2d (documented, tested): return_indices=True, dilation != 1, and
-windows of more than 256 elements (the offsets are one byte).
+return_indices=True returns torch's int64 flat indices (ih * W + iw), derived from our kernels' one-byte
+offsets: bit-equal to torch's, so nn.MaxUnpool2d takes them.
+Delegated to torch.nn.functional.max_pool2d (documented, tested): dilation != 1 and windows of more than 256
+elements (the offsets are one byte).
 """
 import numbers
 
@@ -47,15 +51,21 @@ def _pair(op, name, value, minimum):
     return items
 
 
-def check_pool_arguments(op, input, kernel_size, stride, padding, dilation, ceil_mode):
-    """Validate like torch's max_pool2d; returns (kernel_size, stride, padding, dilation) as pairs."""
+def check_pool_arguments(op, input, kernel_size, stride, padding, dilation, ceil_mode, integers=False):
+    """Validate like torch's max_pool2d; returns (kernel_size, stride, padding, dilation) as pairs.
+    integers: whether the op takes the integer dtypes torch pools (else floating point only)."""
     if not isinstance(input, torch.Tensor):
         raise TypeError("%s: input must be a torch.Tensor, got %s" % (op, type(input).__name__))
     if input.dim() not in (3, 4):
         raise ValueError("%s: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, got shape %s"
                          % (op, tuple(input.shape)))
-    if not input.is_floating_point():
-        raise TypeError("%s: expected a floating-point input, got dtype %s" % (op, input.dtype))
+    if not input.is_floating_point() and not (integers and input.dtype in _ops.INTEGER_DTYPES):
+        if integers:
+            # A dtype torch's max_pool2d rejects too (bool, uint16-64, complex): torch's own error.
+            F.max_pool2d(input, 1)
+        raise TypeError("%s: expected a %s input, got dtype %s"
+                        % (op, "floating-point or integer (uint8, int8-int64)" if integers else "floating-point",
+                           input.dtype))
     if any(s == 0 for s in input.shape[-3:]):
         raise ValueError("%s: only the batch dimension may be empty, got shape %s" % (op, tuple(input.shape)))
     kernel_size = _pair(op, "kernel_size", kernel_size, 1)
@@ -90,15 +100,21 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 
     backend: "auto" (default), "triton", "cuda", "cpu" (C++ CPU kernels) or "torch"; $ALEXNET_KERNELS_BACKEND
     sets the default.  A backend that is not built or cannot take the input raises BackendUnavailableError.
-    return_indices=True, dilation != 1 and windows of more than 256 elements are computed by torch.
+    return_indices=True: torch's int64 indices from our kernels' offsets.  dilation != 1 and windows of more
+    than 256 elements are computed by torch.
     """
     op = "max_pool2d"
     kernel_size, stride, padding, dilation = check_pool_arguments(op, input, kernel_size, stride, padding,
-                                                                  dilation, ceil_mode)
+                                                                  dilation, ceil_mode, integers=True)
     backend = _backends.validate_backend_argument(op, backend)
-    if (return_indices or dilation != (1, 1)
-            or kernel_size[0] * kernel_size[1] > _ops.MAX_WINDOW_ELEMENTS):
+    if dilation != (1, 1) or kernel_size[0] * kernel_size[1] > _ops.MAX_WINDOW_ELEMENTS:
         return F.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+    if return_indices:
+        if input.dim() == 3:
+            y, indices = _ops.max_pool2d_with_indices(input.unsqueeze(0), kernel_size, stride, padding, ceil_mode,
+                                                      backend)
+            return y.squeeze(0), indices.squeeze(0)
+        return _ops.max_pool2d_with_indices(input, kernel_size, stride, padding, ceil_mode, backend)
     return batched(lambda x: _ops.max_pool2d(x, kernel_size, stride, padding, ceil_mode, backend), input)
 
 

@@ -121,6 +121,9 @@ ak::DType view_dtype(ScalarType t) {
     case ScalarType::BFloat16: return ak::DType::kBFloat16;
     case ScalarType::Byte: return ak::DType::kByte;
     case ScalarType::Long: return ak::DType::kLong;
+    case ScalarType::Char: return ak::DType::kChar;
+    case ScalarType::Short: return ak::DType::kShort;
+    case ScalarType::Int: return ak::DType::kInt;
     default: return ak::DType::kOther;
   }
 }
@@ -332,6 +335,23 @@ void check_pool_values(const char* op, const char* name, const Tensor& t, const 
   }
 }
 
+// max_pool2d_forward's x and y: check_pool_values', and on the CPU also the integer dtypes torch pools there
+// (uint8, int8, int16, int32, int64).
+void check_max_pool_values(const char* op, const char* name, const Tensor& t, const Tensor* ref,
+                           const char* ref_name) {
+  const auto dtype = t.scalar_type();
+  const bool cpu_integer = t.is_cpu() && (dtype == ScalarType::Byte || dtype == ScalarType::Char ||
+                                          dtype == ScalarType::Short || dtype == ScalarType::Int ||
+                                          dtype == ScalarType::Long);
+  if (!cpu_integer) return check_pool_values(op, name, t, ref, ref_name);
+  if (ref != nullptr) {
+    AK_CHECK(dtype == ref->scalar_type(), op, ": ", name, " must have ", ref_name, "'s dtype ",
+                ref->scalar_type(), ", got ", dtype);
+    AK_CHECK(same_device(t, *ref), op, ": ", name, " must be on ", ref_name, "'s device ", device_name(*ref),
+                ", got ", device_name(t));
+  }
+}
+
 // offsets: uint8, out's shape and device.
 void check_offsets(const char* op, const Tensor& offsets, const Tensor& out, const char* out_name) {
   AK_CHECK(offsets.scalar_type() == ScalarType::Byte, op, ": offsets must be uint8, got ", offsets.scalar_type());
@@ -393,12 +413,15 @@ void check_pool_shapes(const char* op, const Tensor& in, const char* in_name, co
 
 // The pooling forward's tensors: input x, output out (y or z) and its offsets.
 void check_pool_forward_tensors(const char* op, const Tensor& x, const char* out_name, const Tensor& out,
-                                const Tensor& offsets, const ak::PoolParams& p, bool channels_last) {
+                                const Tensor& offsets, const ak::PoolParams& p, bool channels_last,
+                                bool integers_on_cpu) {
   check_pool_tensor(op, "x", x, channels_last);
   check_pool_tensor(op, out_name, out, channels_last);
   check_pool_tensor(op, "offsets", offsets, channels_last);
-  check_pool_values(op, "x", x, nullptr, nullptr);
-  check_pool_values(op, out_name, out, &x, "x");
+  // max-pool also takes the integer dtypes torch pools on the CPU; the fused block (LRN inside) floats only
+  const auto check_values = integers_on_cpu ? check_max_pool_values : check_pool_values;
+  check_values(op, "x", x, nullptr, nullptr);
+  check_values(op, out_name, out, &x, "x");
   check_offsets(op, offsets, out, out_name);
   check_pool_shapes(op, x, "x", out, out_name, p);
   assert_no_overlap(out, x);
@@ -411,7 +434,7 @@ ak::PoolParams check_max_pool2d_forward(const Tensor& x, const Tensor& y, const 
                                         bool channels_last) {
   const char* op = "max_pool2d_forward";
   const ak::PoolParams p = check_pool_params(op, kH, kW, sH, sW, pH, pW);
-  check_pool_forward_tensors(op, x, "y", y, offsets, p, channels_last);
+  check_pool_forward_tensors(op, x, "y", y, offsets, p, channels_last, /*integers_on_cpu=*/true);
   return p;
 }
 
@@ -438,7 +461,7 @@ ak::PoolParams check_relu_lrn_max_pool2d_forward(const Tensor& x, const Tensor& 
   const char* op = "relu_lrn_max_pool2d_forward";
   check_size(op, size);
   const ak::PoolParams p = check_pool_params(op, kH, kW, sH, sW, pH, pW);
-  check_pool_forward_tensors(op, x, "z", z, offsets, p, channels_last);
+  check_pool_forward_tensors(op, x, "z", z, offsets, p, channels_last, /*integers_on_cpu=*/false);
   return p;
 }
 

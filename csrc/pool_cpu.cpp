@@ -1,5 +1,6 @@
 // CPU kernels of 2-D max pooling and of the fused ReLU -> LRN -> max-pool block (math: pool_math.h).
-// at::parallel_for over rows of work; values are read as F = float (float, half, bfloat16) or double.
+// at::parallel_for over rows of work; values are read as F = float (float, half, bfloat16) or double, and
+// the max-pool forward also takes the integer dtypes torch pools on the CPU (compared as themselves).
 //
 //   max pool, NCHW forward: an item is one output row (n, c, oh) (pool_row). Outputs whose window is
 //     clipped along w run pool_argmax, the function the CUDA threads run; the others run the same
@@ -37,9 +38,23 @@
 namespace ak {
 namespace {
 
-// Accumulation / comparison type: float for float / half / bfloat16, double for double.
+// Accumulation / comparison type: float for float / half / bfloat16, double for double; integers (max-pool
+// forward only) compare as themselves.
 template <typename T>
-using AccOf = std::conditional_t<std::is_same_v<T, double>, double, float>;
+using AccOf = std::conditional_t<std::is_same_v<T, double> || std::is_integral_v<T>, T, float>;
+
+// max_pool2d_forward's dtypes: the integer ones torch pools on the CPU, then AK_CPU_DISPATCH's.
+#define AK_CPU_DISPATCH_MAX_POOL_FORWARD(DTYPE, NAME, ...)                                     \
+  do {                                                                                        \
+    switch (DTYPE) {                                                                          \
+      AK_DISPATCH_CASE_(kByte, uint8_t, __VA_ARGS__)                                          \
+      AK_DISPATCH_CASE_(kChar, int8_t, __VA_ARGS__)                                           \
+      AK_DISPATCH_CASE_(kShort, int16_t, __VA_ARGS__)                                         \
+      AK_DISPATCH_CASE_(kInt, int32_t, __VA_ARGS__)                                           \
+      AK_DISPATCH_CASE_(kLong, int64_t, __VA_ARGS__)                                          \
+      default: AK_CPU_DISPATCH(DTYPE, NAME, __VA_ARGS__);                                     \
+    }                                                                                         \
+  } while (0)
 
 // pool_covering_outputs of every input column (the divisions hoisted out of the element loops).
 std::vector<PoolRange> covering_columns(const PoolProblem& P) {
@@ -74,7 +89,7 @@ AK_ALWAYS_INLINE void scan_interior(const F* const* rows, const PoolSpan& h, con
   const int64_t sW = kStride != 0 ? kStride : stride;
   const int32_t first_offset = pool_offset(h.begin, 0, h.start, 0, p.kW);  // interior: the window's column 0
   for (int64_t ow = cols.first; ow < cols.end; ++ow) {
-    best[ow] = -static_cast<F>(INFINITY);
+    best[ow] = pool_lowest<F>();
     best_offset[ow] = first_offset;
   }
   for (int64_t ih = h.begin; ih < h.end; ++ih) {
@@ -187,7 +202,7 @@ struct MaxPoolForwardNhwc {
       for (int64_t ow = 0; ow < P.OW; ++ow) {
         const PoolSpan w = pool_window(ow, P.p.kW, P.p.sW, P.p.pW, P.W);
         const int32_t first = pool_offset(h.begin, w.begin, h.start, w.start, P.p.kW);
-        std::fill(best_p, best_p + C, -static_cast<F>(INFINITY));
+        std::fill(best_p, best_p + C, pool_lowest<F>());
         std::fill(offset_p, offset_p + C, first);
         for (int64_t ih = h.begin; ih < h.end; ++ih) {
           for (int64_t iw = w.begin; iw < w.end; ++iw) {
@@ -503,7 +518,7 @@ void max_pool2d_forward_cpu(const TensorView& x, const TensorView& y, const Tens
   if (y.numel == 0) return;
   const PoolProblem P = make_pool_problem(x, y, p, channels_last);
   const int64_t window = int64_t(p.kH) * p.kW;
-  AK_CPU_DISPATCH(x.dtype, "max_pool2d_forward_cpu", [&] {
+  AK_CPU_DISPATCH_MAX_POOL_FORWARD(x.dtype, "max_pool2d_forward_cpu", [&] {
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     uint8_t* op = offsets.mutable_data_ptr<uint8_t>();

@@ -37,6 +37,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <type_traits>
 
 #include "lrn_math.h"
 
@@ -171,6 +173,17 @@ AK_HD inline int pool_offset(int64_t ih, int64_t iw, int64_t hstart, int64_t wst
 // ---------------------------------------------------------------------------------------------
 
 // torch's update rule: a strictly larger value, or any NaN (so the first maximum and the last NaN win).
+// Where a window's scan starts: -inf, or an integer type's lowest value (as torch's CPU kernels; a window
+// of only that value keeps its first element, like a window of -infs).
+template <typename F>
+AK_HD inline F pool_lowest() {
+  if constexpr (std::is_integral_v<F>) {
+    return std::numeric_limits<F>::lowest();  // instantiated for the CPU kernels only
+  } else {
+    return -static_cast<F>(INFINITY);
+  }
+}
+
 template <typename F>
 AK_HD inline bool pool_takes(F v, F best) {
   return v > best || v != v;
@@ -186,7 +199,7 @@ struct PoolArgmax {
 // taken (every element -inf) the result is the first element, whose value is -inf.
 template <typename F, typename ValueAt>
 AK_HD inline PoolArgmax<F> pool_argmax(const PoolSpan& h, const PoolSpan& w, int kW, const ValueAt& value_at) {
-  PoolArgmax<F> best{-static_cast<F>(INFINITY), pool_offset(h.begin, w.begin, h.start, w.start, kW)};
+  PoolArgmax<F> best{pool_lowest<F>(), pool_offset(h.begin, w.begin, h.start, w.start, kW)};
   for (int64_t ih = h.begin; ih < h.end; ++ih) {
     for (int64_t iw = w.begin; iw < w.end; ++iw) {
       const F v = value_at(ih, iw);

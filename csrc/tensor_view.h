@@ -17,7 +17,7 @@
 
 namespace ak {
 
-enum class DType { kFloat, kDouble, kHalf, kBFloat16, kByte, kLong, kOther };
+enum class DType { kFloat, kDouble, kHalf, kBFloat16, kByte, kLong, kChar, kShort, kInt, kOther };
 
 inline const char* dtype_name(DType t) {
   switch (t) {
@@ -27,6 +27,9 @@ inline const char* dtype_name(DType t) {
     case DType::kBFloat16: return "BFloat16";
     case DType::kByte: return "Byte";
     case DType::kLong: return "Long";
+    case DType::kChar: return "Char";
+    case DType::kShort: return "Short";
+    case DType::kInt: return "Int";
     default: return "an unsupported dtype";
   }
 }
@@ -35,8 +38,9 @@ inline size_t dtype_size(DType t) {
   switch (t) {
     case DType::kFloat: return 4;
     case DType::kDouble: case DType::kLong: return 8;
-    case DType::kHalf: case DType::kBFloat16: return 2;
-    case DType::kByte: return 1;
+    case DType::kInt: return 4;
+    case DType::kHalf: case DType::kBFloat16: case DType::kShort: return 2;
+    case DType::kByte: case DType::kChar: return 1;
     default: return 0;
   }
 }

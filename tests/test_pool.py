@@ -416,16 +416,121 @@ def test_module_is_a_drop_in_for_torch():
     assert torch.equal(m(x), torch.nn.MaxPool2d((3, 2), stride=(2, 1), padding=1, ceil_mode=True)(x))
 
 
-def test_return_indices_and_dilation_delegate_to_torch():
-    x = relu_input((2, 4, 11, 11))
-    y, idx = pool.max_pool2d(x, 3, 2, return_indices=True)
-    y_t, idx_t = F.max_pool2d(x, 3, 2, return_indices=True)
+@pytest.mark.parametrize("device,backend", device_backend_params())
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=geometry_id)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_return_indices_from_our_offsets_equal_torch(device, backend, geometry, layout, monkeypatch):
+    """return_indices=True: torch's int64 flat indices, from our kernels' offsets (torch's max_pool2d is not
+    called unless backend='torch'), bit-equal with ties; y's gradient is ours; nn.MaxUnpool2d takes them."""
+    require(backend, device)
+    k, s, p, ceil = geometry
+    for shape in ((2, 5, 11, 9), (5, 9, 10)):
+        if layout == "channels_last" and len(shape) == 3:
+            continue
+        x = relu_input(shape, device=device, layout=layout).requires_grad_()
+        y_t, idx_t = F.max_pool2d(x, k, s, p, ceil_mode=ceil, return_indices=True)
+        dy = torch.randn_like(y_t)
+        (dx_t,) = torch.autograd.grad(y_t, x, dy)
+        with monkeypatch.context() as patch:
+            if backend != "torch":
+                def refuse(*args, **kwargs):
+                    raise AssertionError("torch's max_pool2d was called")
+                patch.setattr(F, "max_pool2d", refuse)
+            y, idx = pool.max_pool2d(x, k, s, p, ceil_mode=ceil, return_indices=True, backend=backend)
+            (dx,) = torch.autograd.grad(y, x, dy)
+        assert idx.dtype == torch.int64 and idx.shape == idx_t.shape
+        assert torch.equal(y, y_t) and torch.equal(idx, idx_t) and torch.equal(dx, dx_t)
+        assert idx.is_contiguous(memory_format=torch.channels_last) == idx_t.is_contiguous(
+            memory_format=torch.channels_last)
+        unpool = torch.nn.MaxUnpool2d(k, s, p)
+        assert torch.equal(unpool(y.detach(), idx, output_size=x.shape[-2:]),
+                           unpool(y_t.detach(), idx_t, output_size=x.shape[-2:]))
+    m = pool.MaxPool2d(k, s, p, return_indices=True, ceil_mode=ceil, backend=backend)
+    assert torch.equal(m(x)[1], F.max_pool2d(x, k, s, p, ceil_mode=ceil, return_indices=True)[1])
+
+
+def test_return_indices_under_torch_compile():
+    x = relu_input((2, 3, 9, 9))
+    fn = torch.compile(lambda t: pool.max_pool2d(t, 3, 2, 1, return_indices=True), backend="eager", fullgraph=True)
+    y, idx = fn(x)
+    y_t, idx_t = F.max_pool2d(x, 3, 2, 1, return_indices=True)
     assert torch.equal(y, y_t) and torch.equal(idx, idx_t)
+
+
+def test_dilation_and_large_windows_delegate_to_torch():
+    x = relu_input((2, 4, 11, 11))
     assert torch.equal(pool.max_pool2d(x, 3, 2, dilation=2), F.max_pool2d(x, 3, 2, dilation=2))
-    m = pool.MaxPool2d(3, 2, return_indices=True)
-    assert torch.equal(m(x)[1], idx_t)
+    y, idx = pool.max_pool2d(x, 3, 2, dilation=2, return_indices=True)
+    y_t, idx_t = F.max_pool2d(x, 3, 2, dilation=2, return_indices=True)
+    assert torch.equal(y, y_t) and torch.equal(idx, idx_t)
     big = make_input((1, 2, 20, 20))   # 17 x 17 = 289 > 256 window elements: torch computes it
     assert torch.equal(pool.max_pool2d(big, 17, 1), F.max_pool2d(big, 17, 1))
+
+
+INTEGER_DTYPES = [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64]
+
+
+def integer_input(shape, dtype, layout="contiguous"):
+    """Random integers of the dtype's whole range, a third of them its lowest value (windows of only the
+    lowest value tie from the start of the scan) and some its highest."""
+    info = torch.iinfo(dtype)
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    x = torch.randint(info.min, info.max, shape, generator=g, dtype=torch.int64).to(dtype)
+    pick = torch.randint(0, 6, shape, generator=g)
+    x = torch.where(pick < 2, torch.tensor(info.min, dtype=dtype), x)
+    x = torch.where(pick == 5, torch.tensor(info.max, dtype=dtype), x)
+    if layout == "channels_last" and len(shape) == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+@pytest.mark.parametrize("dtype", INTEGER_DTYPES, ids=str)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_integer_dtypes_equal_torch_on_cpu(backend, dtype, layout, monkeypatch):
+    """Integer max-pool on the CPU: torch's values and indices bit for bit, by the C++ CPU kernels (torch's
+    max_pool2d is not called) for backend 'cpu' and 'auto'."""
+    require(backend, "cpu")
+    for geometry in GEOMETRIES:
+        k, s, p, ceil = geometry
+        for shape in ((2, 5, 11, 9), (5, 9, 10)):
+            x = integer_input(shape, dtype, layout)
+            y_t, idx_t = F.max_pool2d(x, k, s, p, ceil_mode=ceil, return_indices=True)
+            with monkeypatch.context() as patch:
+                if backend != "torch":
+                    def refuse(*args, **kwargs):
+                        raise AssertionError("torch's max_pool2d was called")
+                    patch.setattr(F, "max_pool2d", refuse)
+                for b in (backend, "auto") if backend == "cpu" else (backend,):
+                    y = pool.max_pool2d(x, k, s, p, ceil_mode=ceil, backend=b)
+                    y2, idx = pool.MaxPool2d(k, s, p, return_indices=True, ceil_mode=ceil, backend=b)(x)
+                    assert y.dtype == dtype and torch.equal(y, y_t), geometry
+                    assert torch.equal(y2, y_t) and torch.equal(idx, idx_t), geometry
+                    assert y.is_contiguous(memory_format=torch.channels_last) == y_t.is_contiguous(
+                        memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_integer_dtypes_on_backends_without_integer_kernels_raise(backend):
+    x = integer_input((1, 2, 6, 6), torch.int32)
+    with pytest.raises(alexnet_kernels.BackendUnavailableError, match="integer|not available"):
+        pool.max_pool2d(x, 3, 2, backend=backend)
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.uint16, torch.uint32, torch.uint64, torch.complex64], ids=str)
+def test_dtypes_torch_rejects_raise_torchs_error(dtype):
+    x = torch.zeros(1, 2, 6, 6, dtype=dtype)
+    with pytest.raises(Exception) as ours:
+        pool.max_pool2d(x, 3, 2)
+    with pytest.raises(Exception) as theirs:
+        F.max_pool2d(x, 3, 2)
+    assert type(ours.value) is type(theirs.value) and str(ours.value) == str(theirs.value)
+
+
+def test_integer_dtypes_under_torch_compile():
+    x = integer_input((2, 3, 9, 9), torch.int16)
+    fn = torch.compile(lambda t: pool.max_pool2d(t, 3, 2, 1, ceil_mode=True), backend="eager", fullgraph=True)
+    assert torch.equal(fn(x), F.max_pool2d(x, 3, 2, 1, ceil_mode=True))
 
 
 @pytest.mark.parametrize("args,exc,match", [
@@ -435,7 +540,8 @@ def test_return_indices_and_dilation_delegate_to_torch():
     (dict(kernel_size=5, padding=3, dilation=2), ValueError, "at most half"),   # torch: of the kernel, not dilated
     (dict(input=torch.randn(4, 5)), ValueError, "3-D .* or 4-D"),
     (dict(input=torch.randn(1, 2, 3, 4, 5)), ValueError, "3-D .* or 4-D"),
-    (dict(input=torch.randint(0, 5, (2, 3, 8, 8))), TypeError, "floating-point"),
+    (dict(input=torch.zeros(2, 3, 8, 8, dtype=torch.bool)), NotImplementedError, "not implemented for 'Bool'"),
+    (dict(input=torch.zeros(2, 3, 8, 8, dtype=torch.complex64)), (NotImplementedError, RuntimeError), "Complex"),
     (dict(input=torch.randn(2, 0, 8, 8)), ValueError, "only the batch dimension may be empty"),
     (dict(kernel_size=0), ValueError, "kernel_size must be >= 1"),
     (dict(stride=0), ValueError, "stride must be >= 1"),

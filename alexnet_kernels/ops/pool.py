@@ -37,8 +37,26 @@ AUTO_CUDA_PREFERENCE = ("triton", "cuda")
 EXT_FUNCTIONS = ("max_pool2d_forward", "max_pool2d_backward")
 
 
+# Integer dtypes torch pools on the CPU: the forward of the C++ CPU kernels (and backend "torch") takes them.
+INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def _supports_dtype(backend, dtype):
+    return _backends.supports_dtype(backend, dtype) or (backend == "cpu" and dtype in INTEGER_DTYPES)
+
+
 def resolve_backend(backend, x, op):
-    return _backends.resolve_checked(backend, x, op, AUTO_CUDA_PREFERENCE, EXT_FUNCTIONS)
+    if x.dtype not in INTEGER_DTYPES:
+        return _backends.resolve_checked(backend, x, op, AUTO_CUDA_PREFERENCE, EXT_FUNCTIONS)
+    # "auto" takes the C++ CPU kernels on the CPU; elsewhere no kernel of ours pools integers: torch's
+    # (the rule "auto" follows for every dtype our kernels lack).
+    backend = _backends.resolve(backend, x, lambda t: AUTO_CUDA_PREFERENCE, _supports_dtype, EXT_FUNCTIONS)
+    _backends.check(backend, x.device, op, EXT_FUNCTIONS)
+    if not _supports_dtype(backend, x.dtype):
+        raise _backends.BackendUnavailableError(
+            "%s: backend=%r does not support dtype %s: integer max-pooling runs on backend='cpu' (the C++ CPU "
+            "kernels) and backend='torch'" % (op, backend, x.dtype))
+    return backend
 
 
 def output_size(size, kernel, stride, pad, ceil_mode):
@@ -224,3 +242,14 @@ def max_pool2d(x, kernel_size, stride, padding, ceil_mode, backend):
         return torch.ops.alexnet_kernels.max_pool2d_forward(x, list(kernel_size), list(stride), list(padding),
                                                             ceil_mode, backend)[0]
     return MaxPool2dFunction.apply(x, kernel_size, stride, padding, ceil_mode, backend)[0]
+
+
+def max_pool2d_with_indices(x, kernel_size, stride, padding, ceil_mode, backend):
+    """(y, torch's int64 flat indices ih * W + iw) of a 4-D x: our kernels' (y, offsets), the indices derived
+    from the one-byte offsets (non-differentiable; y's gradient is our backward through the offsets)."""
+    if torch.compiler.is_compiling():
+        y, offsets = torch.ops.alexnet_kernels.max_pool2d_forward(x, list(kernel_size), list(stride),
+                                                                  list(padding), ceil_mode, backend)
+    else:
+        y, offsets = MaxPool2dFunction.apply(x, kernel_size, stride, padding, ceil_mode, backend)
+    return y, indices_from_offsets(offsets, x.shape[-1], kernel_size, stride, padding)
