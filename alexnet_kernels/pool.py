@@ -98,7 +98,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     if (return_indices or dilation != (1, 1)
             or kernel_size[0] * kernel_size[1] > _ops.MAX_WINDOW_ELEMENTS):
         return F.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
-    return batched(lambda x: _ops.max_pool2d(x, kernel_size, stride, padding, ceil_mode, backend), input)
+    kernel_size, stride, padding = list(kernel_size), list(stride), list(padding)  # the op's List[int]
+    return batched(lambda x: _ops.max_pool2d(x, kernel_size, stride, padding, ceil_mode, backend)[0], input)
 
 
 class MaxPool2d(NotScriptable, torch.nn.MaxPool2d):
