@@ -346,7 +346,7 @@ def test_auto_timing_runs_on_the_tensors_device(monkeypatch):
 
 def test_conv_cache_keys_name_the_device():
     x, w = torch.zeros(1, 2, 3, 3), torch.zeros(2, 2, 1, 1)
-    assert "cpu" in conv_ops._shape_key("forward", x, w, None, [1, 1], [0, 0], 1, True)
+    assert "cpu" in conv_ops._shape_key("forward", x, w, [1, 1], [0, 0], 1, True)
 
 
 # --- GPU: a tower on a device that is not the current one -----------------------------------------------------------

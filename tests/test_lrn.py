@@ -418,13 +418,13 @@ def test_backend_that_cannot_take_the_input_says_why():
 def test_auto_and_default_backend(monkeypatch):
     x = make_input((2, 5, 3, 3))
     assert _backends.default_backend() in _backends.BACKENDS
-    auto = lrn_ops.resolve_backend("auto", x, "t")
+    auto = lrn_ops.BACKENDS.resolve("auto", x, "t")
     assert auto == ("cpu" if _extension.load() is not None else "torch")
-    assert lrn_ops.resolve_backend("auto", x.double(), "t") in ("cpu", "torch")
+    assert lrn_ops.BACKENDS.resolve("auto", x.double(), "t") in ("cpu", "torch")
     previous = _backends.default_backend()
     try:
         alexnet_kernels.set_default_backend("torch")
-        assert _backends.resolve(None, x, lambda t: (), lrn_ops.supports_dtype) == "torch"
+        assert lrn_ops.BACKENDS.resolve(None, x, "t") == "torch"
         with pytest.raises(ValueError, match="backend must be one of"):
             alexnet_kernels.set_default_backend("fastest")
     finally:
