@@ -7,7 +7,8 @@ GPU (test_lrn_gpu): providers ours-triton, ours-cuda, cudnn, torch-eager, torch-
 backward kernels ours-triton-v1 / ours-cuda-v1 (bwd and fwd+bwd only: the forward is the same kernel); batch 128 x
 (96,55,55), (96,27,27), (256,27,27), (256,13,13); fp32/fp16/bf16; NCHW/channels_last; modes
   fwd      y = lrn(x)
-  bwd      the backward alone: ours call torch.ops.alexnet_kernels.lrn_backward(dy, x, ...) directly;
+  bwd      the backward alone: ours call torch.ops.alexnet_kernels.lrn_backward(dy, x, ...) directly
+           (ours-triton-v1: the v1 kernel's entry point, triton_kernels.lrn.lrn_backward_v1);
            the others torch.autograd.grad(y, x, dy, retain_graph=True) on a y computed once, untimed
   fwd+bwd  torch.autograd.grad(lrn(x), x, dy)
 CPU (test_lrn_cpu): ours-cpu vs torch-cpu, 32x96x27x27 fp32 NCHW, fwd and fwd+bwd.
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 import alexnet_kernels  # noqa: F401  (registers the alexnet_kernels::lrn_* custom ops)
 from alexnet_kernels import _backends, baselines
 from alexnet_kernels.lrn import local_response_norm
+from alexnet_kernels.ops import lrn as lrn_ops
 
 import benchlib as common
 
@@ -42,26 +44,50 @@ CPU_PROVIDERS = ("ours-cpu", "torch-cpu")
 OURS_BACKEND = {"ours-triton": "triton", "ours-triton-v1": "triton", "ours-cuda": "cuda", "ours-cuda-v1": "cuda",
                 "ours-cpu": "cpu"}
 # The backward kernel variant each of ours runs (the previous kernels stay until a GPU run decides):
-# Triton through triton_kernels.lrn.backward_variant, CUDA through ALEXNET_KERNELS_LRN_CUDA_BACKWARD.
+# Triton's v1 through its internal entry point (triton_kernels.lrn.lrn_backward_v1, see triton_v1_backward),
+# CUDA's through ALEXNET_KERNELS_LRN_CUDA_BACKWARD.
 VARIANT = {"ours-triton-v1": "v1", "ours-cuda-v1": "v1"}
 CUDA_VARIANT_ENV = "ALEXNET_KERNELS_LRN_CUDA_BACKWARD"
 
 
 @contextlib.contextmanager
 def backward_variant(provider):
-    """Run `provider`'s backward kernel variant inside the block (the default v2 for every other provider)."""
-    from alexnet_kernels.triton_kernels import lrn as triton_lrn
+    """Run `provider`'s CUDA backward kernel variant inside the block (v2 for every other provider)."""
     variant = VARIANT.get(provider, "v2")
     saved_env = os.environ.get(CUDA_VARIANT_ENV)
     os.environ[CUDA_VARIANT_ENV] = variant
     try:
-        with triton_lrn.backward_variant(variant):
-            yield
+        yield
     finally:
         if saved_env is None:
             os.environ.pop(CUDA_VARIANT_ENV, None)
         else:
             os.environ[CUDA_VARIANT_ENV] = saved_env
+
+
+def triton_v1_backward(dy, x):
+    """dx by the Triton v1 backward kernel (the op's launcher picks v2 for AlexNet's window), as the op's
+    backward lays the tensors out."""
+    layout = lrn_ops.layout_of(x)
+    if lrn_ops.layout_of(dy) != layout:
+        dy = lrn_ops.empty_in_layout(dy.shape, layout, dy).copy_(dy)
+    dx = torch.empty_like(x)
+    lrn_ops.triton_lrn().lrn_backward_v1(x, dy, dx, SIZE, ALPHA, BETA, K, layout == lrn_ops.NSC)
+    return dx
+
+
+class TritonV1LRN(torch.autograd.Function):
+    """ours-triton-v1 with autograd: our Triton forward, the backward by the v1 kernel (x saved, as the op)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.ops.alexnet_kernels.lrn_forward(x, SIZE, ALPHA, BETA, K, "triton")
+
+    @staticmethod
+    def backward(ctx, dy):
+        (x,) = ctx.saved_tensors
+        return triton_v1_backward(dy, x)
 
 # Traffic in input-sized tensors, as cuDNN moves them, for every provider (comparable GB/s):
 # fwd reads x, writes y; bwd reads x, y, dy, writes dx; fwd+bwd both.
@@ -95,6 +121,8 @@ def _torch_lrn(t):
 
 
 def forward_fn(provider, x, layout):
+    if provider == "ours-triton-v1":
+        return TritonV1LRN.apply
     if provider in OURS_BACKEND:
         backend = OURS_BACKEND[provider]
         return lambda t: local_response_norm(t, SIZE, ALPHA, BETA, K, backend=backend)
@@ -112,6 +140,8 @@ def build(provider, mode, x, dy, layout):
     fwd = forward_fn(provider, x, layout)
     if mode == "fwd":
         return lambda: fwd(x)
+    if mode == "bwd" and provider == "ours-triton-v1":
+        return lambda: triton_v1_backward(dy, x)
     if mode == "bwd" and provider in OURS_BACKEND:
         backend = OURS_BACKEND[provider]
         return lambda: torch.ops.alexnet_kernels.lrn_backward(dy, x, SIZE, ALPHA, BETA, K, backend)
