@@ -5,8 +5,13 @@ An op is described once, by
     forward_fake                        its fake (meta) kernel: output shapes, dtypes and strides
     backward(*args) -> gradient(s)      the backward kernel op (called from `grads` only)
     backward_fake                       its fake kernel
-    save(inputs, output) -> (tensors, params)
+    save(inputs, output, residuals) -> (tensors, params)
                                         what autograd keeps: tensors, and the non-tensor rest
+    forward_residuals (optional)        (*inputs) -> (forward's output, residuals): the same forward, also
+                                        returning what its kernels made that the backward can reuse (conv:
+                                        x's channels_last copy).  The eager path calls it and passes the
+                                        residuals to save; the traced path, whose forward op is opaque, passes
+                                        None (the backward then makes them again: the same values)
     grads(backward, saved, params, grad_outputs, needs_input_grad) -> one gradient (or None) per input
                                         the autograd formula, calling `backward` (the op, or the function)
     non_differentiable                  indices of outputs that get no gradient (pool's offsets)
@@ -35,16 +40,17 @@ def kernel_op(impl, fake):
 class DifferentiableOp:
     """A forward/backward pair of kernel ops with one autograd formula (see the module docstring)."""
 
-    def __init__(self, name, forward, forward_fake, backward, backward_fake, save, grads, non_differentiable=()):
+    def __init__(self, name, forward, forward_fake, backward, backward_fake, save, grads, non_differentiable=(),
+                 forward_residuals=None):
         self.forward_op = kernel_op(forward, forward_fake)
         self.backward_op = kernel_op(backward, backward_fake)
         self._traced = getattr(getattr(torch.ops, NAMESPACE), forward.__name__)
         traced_backward = getattr(getattr(torch.ops, NAMESPACE), backward.__name__)
 
-        def setup_context(ctx, inputs, output):
+        def setup_context(ctx, inputs, output, residuals=None):
             if non_differentiable:
                 ctx.mark_non_differentiable(*(output[i] for i in non_differentiable))
-            tensors, ctx.params = save(inputs, output)
+            tensors, ctx.params = save(inputs, output, residuals)
             ctx.save_for_backward(*tensors)
 
         def traced_grads(ctx, *grad_outputs):
@@ -52,10 +58,16 @@ class DifferentiableOp:
 
         torch.library.register_autograd(self.forward_op, traced_grads, setup_context=setup_context)
 
-        def eager_forward(ctx, *inputs):
-            output = forward(*inputs)
-            setup_context(ctx, inputs, output)
-            return output
+        if forward_residuals is None:
+            def eager_forward(ctx, *inputs):
+                output = forward(*inputs)
+                setup_context(ctx, inputs, output)
+                return output
+        else:
+            def eager_forward(ctx, *inputs):
+                output, residuals = forward_residuals(*inputs)
+                setup_context(ctx, inputs, output, residuals)
+                return output
 
         @once_differentiable  # the backward kernels have no derivative: double backward raises, never zeros
         def eager_backward(ctx, *grad_outputs):

@@ -41,9 +41,10 @@ give (channels_last if x or weight is channels_last).  No per-call copies where 
           copy while the weight's identity, storage and version counter (torch's `_version`) are unchanged
           (channels_last_weight()).  The copy is never reused by a later forward: an in-place update
           through `.data` does not bump `_version`, so a cross-step cache could not see it;
-  x       an NCHW x is copied to channels_last by the Triton and CUDA forward, and again by their
-          backward's wgrad (autograd keeps x itself, as in every path).  With channels_last weights the
-          outputs are channels_last, so a network's activations are converted at its first conv only.
+  x       an NCHW x is copied once in the Triton forward; with a channels_last weight the eager path
+          saves that copy for the backward's wgrad instead of copying x again (ops/_registry.py's
+          residuals; under torch.compile the backward copies it).  With channels_last weights the outputs
+          are channels_last, so a network's activations are converted at most once, at its first conv.
 The backward's backend="auto" is the one the forward's "auto" measured for the same case (Triton when none
 was measured: under CUDA-graph capture the forward ran Triton too), in eager mode and under torch.compile.
 """
@@ -53,6 +54,7 @@ from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+
 from .. import _backends
 from ._registry import DifferentiableOp
 
@@ -125,7 +127,8 @@ def _shape_key(kind, x, weight, stride, padding, groups, allow_tf32):
 
 def _forward_choice(x, weight, stride, padding, groups, allow_tf32):
     """The backend the forward's "auto" measured for this case; Triton (the first candidate, what the forward
-    runs while a CUDA graph is captured) when it measured nothing."""
+    runs while a CUDA graph is captured) when it measured nothing.  The eager path's backward given the
+    forward's channels_last copy of an NCHW x (made only when Triton ran) finds no key and takes Triton too."""
     measured = _measured.get(_shape_key("forward", x, weight, stride, padding, groups, allow_tf32))
     return "triton" if measured is None else measured[0]
 
@@ -196,10 +199,11 @@ def _torch_forward(x, weight, bias, stride, padding, groups):
     return torch.relu(F.conv2d(x, weight, bias, stride, padding, 1, groups))
 
 
-def _triton_forward(x, weight, bias, stride, padding, groups, allow_tf32):
+def _triton_forward(x, weight, bias, stride, padding, groups, allow_tf32, x_cl=None):
+    """x_cl: x already in channels_last (x itself decides the output's layout)."""
     y = _empty_output(x, weight, stride, padding)
     if y.numel():
-        triton_conv().conv2d_relu_forward(_cl(x), channels_last_weight(weight, True),
+        triton_conv().conv2d_relu_forward(_cl(x) if x_cl is None else x_cl, channels_last_weight(weight, True),
                                           bias.contiguous() if bias is not None else None,
                                           y, stride, padding, groups, allow_tf32)
     return y
@@ -237,7 +241,8 @@ def _cuda_available(x):
 
 
 def _run_forward(x, weight, bias, stride, padding, groups, allow_tf32, backend):
-    """y by `backend` (resolved; "auto": the fastest candidate, measured once per case)."""
+    """(y by `backend` (resolved; "auto": the fastest candidate, measured once per case), x's channels_last
+    copy when the kernels made one, else None)."""
     if backend == "auto":
         key = _shape_key("forward", x, weight, stride, padding, groups, allow_tf32)
         candidates = {"triton": lambda: _triton_forward(x, weight, bias, stride, padding, groups, allow_tf32)}
@@ -246,11 +251,12 @@ def _run_forward(x, weight, bias, stride, padding, groups, allow_tf32, backend):
         candidates["torch"] = lambda: _torch_forward(x, weight, bias, stride, padding, groups)
         backend = _measured_choice(key, candidates, x.device)
     if backend == "triton":
-        return _triton_forward(x, weight, bias, stride, padding, groups, allow_tf32)
+        x_cl = _cl(x)
+        return _triton_forward(x, weight, bias, stride, padding, groups, allow_tf32, x_cl), x_cl
     if backend == "cuda":
-        return _cuda_forward(x, weight, bias, stride, padding, groups, allow_tf32)
+        return _cuda_forward(x, weight, bias, stride, padding, groups, allow_tf32), None
     # allow_tf32 is torch.backends.cudnn.allow_tf32 read by the caller, which cuDNN reads itself.
-    return _torch_forward(x, weight, bias, stride, padding, groups)
+    return _torch_forward(x, weight, bias, stride, padding, groups), None
 
 
 # --- backward --------------------------------------------------------------------------------------------
@@ -409,6 +415,11 @@ def _run_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_
 def conv2d_relu_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: List[int],
                         padding: List[int], groups: int, allow_tf32: bool, backend: str, route: str
                         ) -> torch.Tensor:
+    return _forward_and_x_copy(x, weight, bias, stride, padding, groups, allow_tf32, backend, route)[0]
+
+
+def _forward_and_x_copy(x, weight, bias, stride, padding, groups, allow_tf32, backend, route):
+    """The forward op, also returning x's channels_last copy when its kernels made one (a residual)."""
     _backends.check_same_device("conv2d_relu_forward", x=x, weight=weight, bias=bias)
     backend = BACKENDS.resolve(backend, x, "conv2d_relu_forward")
     return _run_forward(x, weight, bias, stride, padding, groups, allow_tf32, backend)
@@ -438,9 +449,13 @@ def _conv2d_relu_backward_fake(dy, x, weight, y, stride, padding, groups, output
     return dx, dw, db
 
 
-def _save(inputs, y):
+def _save(inputs, y, x_copy):
     x, weight, bias, stride, padding, groups, allow_tf32, backend, route = inputs
-    # What conv and ReLU keep anyway: the ReLU mask is y > 0.
+    # What conv and ReLU keep anyway: the ReLU mask is y > 0.  x's channels_last copy (eager path) stands for
+    # x where torch's layout rule gives dx the same layout for it (a channels_last weight): the backward's
+    # wgrad then reads it without copying x again.
+    if x_copy is not None and output_memory_format(x, weight) == torch.channels_last:
+        x = x_copy
     return (x, weight, y), (stride, padding, groups, allow_tf32, backend, bias is not None, route)
 
 
@@ -456,4 +471,4 @@ def _grads(backward, saved, params, grad_outputs, needs_input_grad):
 # conv2d_relu(x, weight, bias, stride, padding, groups, allow_tf32, backend, route): relu(conv2d(x, weight,
 # bias)) of a 4-D x with autograd (stride and padding lists of two ints).
 conv2d_relu = DifferentiableOp("Conv2dReLU", conv2d_relu_forward, _conv2d_relu_forward_fake, conv2d_relu_backward,
-                               _conv2d_relu_backward_fake, _save, _grads)
+                               _conv2d_relu_backward_fake, _save, _grads, forward_residuals=_forward_and_x_copy)

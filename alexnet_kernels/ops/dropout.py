@@ -19,6 +19,7 @@ bias_relu_dropout takes a row-major (M, N) input: index m*N + n.
 from typing import List, Tuple
 
 import torch
+
 from .. import _backends, _extension
 from ._registry import DifferentiableOp
 
@@ -155,7 +156,7 @@ def _dropout_backward_fake(dy, seed, p, order, backend):
     return from_flat(dy.new_empty(dy.numel()), dy.shape, order)
 
 
-def _dropout_save(inputs, y):
+def _dropout_save(inputs, y, _residuals):
     x, seed, p, backend = inputs
     return (seed,), (p, memory_order(x) or list(range(x.dim())), backend)  # 8 bytes: the mask is regenerated
 
@@ -230,7 +231,7 @@ def _bias_relu_backward_fake(dy, y, seed, p, backend):
     return torch.empty_like(y), y.new_empty(y.shape[1])
 
 
-def _bias_relu_save(inputs, y):
+def _bias_relu_save(inputs, y, _residuals):
     x, bias, seed, p, backend = inputs
     return (y, seed), (p, backend)  # the output (ReLU condition) and the seed (mask): no mask saved
 

@@ -16,6 +16,7 @@ from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
+
 from .. import _backends, _extension
 from ._registry import DifferentiableOp
 from .lrn import NSC, empty_in_layout, reference_backward, torch_local_response_norm
@@ -105,7 +106,7 @@ def _backward_fake(dz, x, offsets, size, alpha, beta, k, kernel_size, stride, pa
     return empty_in_layout(x.shape, pool_layout(x), x)
 
 
-def _save(inputs, output):
+def _save(inputs, output, _residuals):
     x, size, alpha, beta, k, kernel_size, stride, padding, ceil_mode, backend = inputs
     # The conv output and one byte per output: nothing else.
     return (x, output[1]), (size, alpha, beta, k, kernel_size, stride, padding, ceil_mode, backend)

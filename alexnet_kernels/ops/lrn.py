@@ -14,6 +14,7 @@ output has the input's layout.  Any other strides are copied once to contiguous 
 """
 import torch
 import torch.nn.functional as F
+
 from .. import _backends, _extension
 from ._registry import DifferentiableOp
 
@@ -177,7 +178,7 @@ def _lrn_backward_fake(dy, x, size, alpha, beta, k, backend):
     return empty_in_layout(x.shape, output_layout(x), x)
 
 
-def _save(inputs, y):
+def _save(inputs, y, _residuals):
     x, size, alpha, beta, k, backend = inputs
     return (x,), (size, alpha, beta, k, backend)  # the only tensor kept: the normaliser is recomputed from x
 

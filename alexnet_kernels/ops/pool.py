@@ -20,6 +20,7 @@ from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
+
 from .. import _backends, _extension
 from ._registry import DifferentiableOp
 from .lrn import NCS, NSC, empty_in_layout, layout_of
@@ -173,7 +174,7 @@ def _max_pool2d_backward_fake(dy, offsets, input_hw, channels_last, kernel_size,
     return empty_in_layout(tuple(dy.shape[:2]) + tuple(input_hw), NSC if channels_last else NCS, dy)
 
 
-def _save(inputs, output):
+def _save(inputs, output, _residuals):
     x, kernel_size, stride, padding, ceil_mode, backend = inputs
     y, offsets = output
     # One byte per output; the input is not kept.
