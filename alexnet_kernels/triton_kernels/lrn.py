@@ -18,7 +18,11 @@ Design: each program owns a [BLOCK_C, BLOCK_S] tile of one sample and forms ever
 Forward: the window sums come from shifted loads of the tile; only the first touch of each element
 reaches DRAM, the shifted re-loads hit L1/L2.
 
-Backward ("v2", the default): the tile's rows are BLOCK_C consecutive channels, of which the middle
+Backward: lrn_backward picks the kernel by rule, from the window and C (no switch): "v2" while its tile
+holds the window's halo, else "v1".  lrn_backward_v2 / lrn_backward_v1 are internal entry points for the
+benchmarks and tests that compare the two.
+
+Backward "v2": the tile's rows are BLOCK_C consecutive channels, of which the middle
 BLOCK_C - 2 * (PRE + POST) are outputs and the rest the halo their transposed windows need.  The
 program loads x and dy once per tile element, forms base_j once for every row (window sums by
 shifted adds of the squared tile: tl.gather along the channel axis, which the compiler lowers to
@@ -26,8 +30,7 @@ register shuffles or a shared-memory round trip), computes t_j = dy_j * x_j * ba
 per row, sums t over the transposed windows the same way, and writes the output rows of dx once.
 Windows too wide for a 128-row tile (PRE + POST > 32) take "v1".
 
-Backward "v1" (kept as a benchmark provider until a GPU run decides, and the path for very wide
-windows): every output recomputes base_j for each j of its transposed window from shifted loads of x,
+Backward "v1" (the path for very wide windows, and a benchmark provider until a GPU run decides): every output recomputes base_j for each j of its transposed window from shifted loads of x,
 (n + 1) * n loads (L1 hits after the first) and n powers per element.
 """
 import triton
