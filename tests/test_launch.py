@@ -50,11 +50,15 @@ def _direct_launches(path):
 
 def test_no_triton_launch_outside_the_launcher():
     outside = {}
-    for name in sorted(os.listdir(KERNEL_DIR)):
-        if name.endswith(".py") and name != "_launch.py":
-            sites = _direct_launches(os.path.join(KERNEL_DIR, name))
-            if sites:
-                outside[name] = sites
+    paths = [os.path.join(KERNEL_DIR, name) for name in sorted(os.listdir(KERNEL_DIR))
+             if name.endswith(".py") and name != "_launch.py"]
+    # The benchmark-only kernel built on the package's (benchmarks/pool_recompute.py) uses the launcher too.
+    paths.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
+                              "pool_recompute.py"))
+    for path in paths:
+        sites = _direct_launches(path)
+        if sites:
+            outside[os.path.basename(path)] = sites
     assert not outside, "Triton launched outside triton_kernels/_launch.py: %s" % outside
     assert _direct_launches(os.path.join(KERNEL_DIR, "_launch.py")), "the launcher itself launches"
 
@@ -81,7 +85,7 @@ class _LaunchProbe:
 
 
 def test_every_kernel_is_launched_by_the_launcher(monkeypatch):
-    """Every launcher of the four modules, on meta tensors (the AOT check's cases, every layer and layout), with
+    """Every launcher of the four modules (and benchmarks/pool_recompute.py), on meta tensors (the AOT check's cases, every layer and layout), with
     every kernel object replaced by a probe: each kernel is launched, and only from _launch.py."""
     import importlib
 
@@ -91,8 +95,9 @@ def test_every_kernel_is_launched_by_the_launcher(monkeypatch):
     import triton_aot
 
     log, expected = [], set()
-    for m in KERNEL_MODULES:
-        mod = importlib.import_module("alexnet_kernels.triton_kernels." + m)
+    # The package's modules and the benchmark-only kernels built on them (benchmarks/pool_recompute.py).
+    for m in KERNEL_MODULES + triton_aot.BENCHMARK_MODULES:
+        mod = triton_aot._kernels_module(m)
         objects = {k: v for k, v in vars(mod).items() if isinstance(v, KernelInterface)}
         wrapped = {id(v.fn) for v in objects.values() if isinstance(v, Autotuner)}
         for k, v in objects.items():
