@@ -132,21 +132,21 @@ class OpBackends:
         self.needs = dict(needs or {})
         self.auto = dict(auto or {"cuda": ("triton", "cuda"), "cpu": ("cpu",)})
         self.runs_as = dict(runs_as or {})
+        # (backend, device, dtype) -> the backend resolved: what is built and importable does not change
+        # within a process, and the eager path resolves twice per training step (forward and backward).
+        self._resolved = {}
 
     def supports_dtype(self, backend, dtype):
         backend = self.runs_as.get(backend, backend)
         return backend == "torch" or dtype in self.dtypes.get(backend, ())
 
-    def error(self, backend, device, dtype=None):
-        """None if `backend` can run on `device` (and `dtype`, when given) here, else why not."""
+    def error(self, backend, device):
+        """None if `backend` can run on tensors of `device` here, else why not."""
         if backend in self.runs_as:
             if device.type != backend:
                 return "backend %r takes %s tensors, got a %s tensor" % (backend, backend, device.type)
             backend = self.runs_as[backend]
-        err = backend_error(backend, device, self.needs.get(backend, ()))
-        if err is None and dtype is not None and not self.supports_dtype(backend, dtype):
-            err = "its kernels take %s" % _dtype_names(self.dtypes.get(backend, ()))
-        return err
+        return backend_error(backend, device, self.needs.get(backend, ()))
 
     def resolve(self, backend, x, op):
         """The concrete backend that runs `op` on x (or "auto" where the op measures): None means the
@@ -154,8 +154,14 @@ class OpBackends:
         else "torch".  Raises BackendUnavailableError when the backend asked for cannot run on x."""
         if backend is None:
             backend = default_backend()
+        key = (backend, x.device, x.dtype)
+        resolved = self._resolved.get(key)
+        if resolved is None:
+            resolved = self._resolved[key] = self._resolve(backend, x.device, x.dtype, op)
+        return resolved
+
+    def _resolve(self, backend, device, dtype, op):
         _validated(backend, "backend")
-        device, dtype = x.device, x.dtype
         if backend == "auto":
             for b in self.auto.get(device.type, ()):
                 if b == self.MEASURED:
