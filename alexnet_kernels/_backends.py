@@ -187,10 +187,14 @@ def is_cuda_tensor(x):
 def check_same_device(op, **tensors):
     """ValueError naming the devices when the tensors given (name=tensor; None skipped) are not all on one
     device: the one check every backend of an op with several tensor inputs shares."""
-    named = [(name, t) for name, t in tensors.items() if t is not None]
-    if len({t.device for _, t in named}) > 1:
-        raise ValueError("%s: all tensors must be on one device, got %s" % (
-            op, ", ".join("%s on %s" % (name, t.device) for name, t in named)))
+    device = None
+    for t in tensors.values():
+        if t is not None:
+            if device is None:
+                device = t.device
+            elif t.device != device:
+                raise ValueError("%s: all tensors must be on one device, got %s" % (op, ", ".join(
+                    "%s on %s" % (name, t.device) for name, t in tensors.items() if t is not None)))
 
 
 class _NoGuard:
