@@ -349,6 +349,16 @@ def test_auto_timing_runs_on_the_tensors_device(monkeypatch):
     assert seen == [("capture?", 1), 1] and fake.current == 0
 
 
+def test_conv_backward_auto_is_the_forwards_measured_choice(monkeypatch):
+    """The backward op's backend="auto" (eager and torch.compile alike) runs what the forward's "auto" measured
+    for the case, and Triton (what the forward runs under CUDA-graph capture) when nothing was measured."""
+    x, w = torch.zeros(1, 2, 3, 3), torch.zeros(2, 2, 1, 1)
+    monkeypatch.setattr(conv_ops, "_measured", {})
+    assert conv_ops._forward_choice(x, w, [1, 1], [0, 0], 1, True) == "triton"
+    conv_ops._measured[conv_ops._shape_key("forward", x, w, [1, 1], [0, 0], 1, True)] = ("torch", {"torch": 1.0})
+    assert conv_ops._forward_choice(x, w, [1, 1], [0, 0], 1, True) == "torch"
+
+
 def test_conv_cache_keys_name_the_device():
     x, w = torch.zeros(1, 2, 3, 3), torch.zeros(2, 2, 1, 1)
     assert "cpu" in conv_ops._shape_key("forward", x, w, [1, 1], [0, 0], 1, True)

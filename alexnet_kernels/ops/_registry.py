@@ -18,9 +18,9 @@ An op is described once, by
 forward's and backward's names and annotations are the custom ops' names and schemas
 (alexnet_kernels::<name>).  DifferentiableOp registers both ops with their fakes and the formula
 (save, grads) as the forward op's autograd, and builds an autograd.Function from the same save and grads
-calling forward and backward directly.  Calling the DifferentiableOp runs that Function in eager mode (the
-custom-op dispatcher's Python cost per call, tens of microseconds, dominates small tensors) and the custom
-op while torch.compile traces.  Both paths share every function above, backend resolution included (each
+calling forward and backward directly.  Calling the DifferentiableOp runs that Function in eager mode (without
+the custom-op dispatcher's per-call Python cost, which dominates small tensors) and the custom op while
+torch.compile traces.  Both paths share every function above, backend resolution included (each
 kernel op resolves its own backend from its arguments), so they cannot drift.
 """
 import torch
