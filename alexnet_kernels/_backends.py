@@ -95,35 +95,6 @@ def status(device):
     return {b: backend_error(b, device) for b in BACKENDS if b != "auto"}
 
 
-def check(backend, device, op, needs=()):
-    err = backend_error(backend, device, needs)
-    if err is not None:
-        raise BackendUnavailableError("%s: backend=%r is not available: %s" % (op, backend, err))
-
-
-def resolve(backend, x, fastest_on_cuda, supports_dtype, needs=()):
-    """Map "auto" (or the default) to a concrete backend for tensor `x`.
-
-    fastest_on_cuda(x) -> ordered preference list for a cuda tensor (a table measured per op);
-    supports_dtype(backend, dtype) -> whether that backend's kernels take the dtype."""
-    if backend is None:
-        backend = default_backend()
-    _validated(backend, "backend")
-    if backend != "auto":
-        return backend
-    device = x.device
-    if device.type == "cuda":
-        prefs = fastest_on_cuda(x)
-    elif device.type == "cpu":
-        prefs = ("cpu",)
-    else:
-        prefs = ()
-    for b in prefs:
-        if supports_dtype(b, x.dtype) and backend_error(b, device, needs) is None:
-            return b
-    return "torch"
-
-
 def validate_backend_argument(op, backend):
     """The functional APIs' `backend=` argument: None means the default; anything else must be a name."""
     if backend is None:
@@ -133,26 +104,80 @@ def validate_backend_argument(op, backend):
     return backend
 
 
+# What most kernels take (fp32 accumulation); an op declares its own table in its OpBackends.
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def supports_dtype(backend, dtype):
-    """Every op's kernels take fp32/fp16/bf16 (fp32 accumulation); the C++ CPU kernels also float64 (for
-    gradcheck); the torch composites take any floating dtype."""
-    return backend == "torch" or dtype in KERNEL_DTYPES or (backend == "cpu" and dtype == torch.float64)
+def _dtype_names(dtypes):
+    return ", ".join(str(d).replace("torch.", "") for d in dtypes)
 
 
-def resolve_checked(backend, x, op, cuda_preference, needs=()):
-    """resolve() with the dtype policy above and an op's cuda_preference (its ordered backends for cuda
-    tensors), then raise BackendUnavailableError if the backend cannot run on x (not built, wrong device,
-    unsupported dtype)."""
-    backend = resolve(backend, x, lambda t: cuda_preference, supports_dtype, needs)
-    check(backend, x.device, op, needs)
-    if not supports_dtype(backend, x.dtype):
-        raise BackendUnavailableError(
-            "%s: backend=%r does not support dtype %s: its kernels take float32, float16 and bfloat16%s; "
-            "backend='torch' takes any floating dtype" % (op, backend, x.dtype, " (and float64 on 'cpu')"))
-    return backend
+class OpBackends:
+    """One op's backend policy, declared next to its kernels (ops/<op>.py): the dtypes each kernel backend
+    takes, what its C++ backends need from alexnet_kernels._C, and the order "auto" tries per device type.
+    "torch" (the composite) takes every floating dtype and is the last resort of "auto".
+
+    dtypes: {backend: dtypes its kernels take} for "triton", "cuda", "cpu".
+    needs: {backend: functions of alexnet_kernels._C it calls} (an extension built before the op lacks them).
+    auto: {device type: ordered backends}; the value MEASURED keeps "auto" on that device for a dtype some
+        kernel takes (the op measures its candidates on first use, see ops/conv.py).
+    runs_as: {backend: backend} for a name that runs another backend's code (conv's "cpu" is torch's CPU
+        convolution): the name's device rule is checked, the other backend is returned.
+    """
+
+    MEASURED = "measured"
+
+    def __init__(self, dtypes, needs=None, auto=None, runs_as=None):
+        self.dtypes = dict(dtypes)
+        self.needs = dict(needs or {})
+        self.auto = dict(auto or {"cuda": ("triton", "cuda"), "cpu": ("cpu",)})
+        self.runs_as = dict(runs_as or {})
+        # (backend, device, dtype) -> the backend resolved: what is built and importable does not change
+        # within a process, and the eager path resolves twice per training step (forward and backward).
+        self._resolved = {}
+
+    def supports_dtype(self, backend, dtype):
+        backend = self.runs_as.get(backend, backend)
+        return backend == "torch" or dtype in self.dtypes.get(backend, ())
+
+    def error(self, backend, device):
+        """None if `backend` can run on tensors of `device` here, else why not."""
+        if backend in self.runs_as:
+            if device.type != backend:
+                return "backend %r takes %s tensors, got a %s tensor" % (backend, backend, device.type)
+            backend = self.runs_as[backend]
+        return backend_error(backend, device, self.needs.get(backend, ()))
+
+    def resolve(self, backend, x, op):
+        """The concrete backend that runs `op` on x (or "auto" where the op measures): None means the
+        default; "auto" takes the first backend of the device's list that is available and takes x's dtype,
+        else "torch".  Raises BackendUnavailableError when the backend asked for cannot run on x."""
+        if backend is None:
+            backend = default_backend()
+        key = (backend, x.device, x.dtype)
+        resolved = self._resolved.get(key)
+        if resolved is None:
+            resolved = self._resolved[key] = self._resolve(backend, x.device, x.dtype, op)
+        return resolved
+
+    def _resolve(self, backend, device, dtype, op):
+        _validated(backend, "backend")
+        if backend == "auto":
+            for b in self.auto.get(device.type, ()):
+                if b == self.MEASURED:
+                    if any(dtype in ds for ds in self.dtypes.values()):
+                        return "auto"
+                elif self.supports_dtype(b, dtype) and self.error(b, device) is None:
+                    return self.runs_as.get(b, b)
+            return "torch"
+        err = self.error(backend, device)
+        if err is not None:
+            raise BackendUnavailableError("%s: backend=%r is not available: %s" % (op, backend, err))
+        if not self.supports_dtype(backend, dtype):
+            raise BackendUnavailableError(
+                "%s: backend=%r does not support dtype %s: its kernels take %s; backend='torch' takes any "
+                "floating dtype" % (op, backend, dtype, _dtype_names(self.dtypes.get(backend, ()))))
+        return self.runs_as.get(backend, backend)
 
 
 def is_cuda_tensor(x):
@@ -162,10 +187,14 @@ def is_cuda_tensor(x):
 def check_same_device(op, **tensors):
     """ValueError naming the devices when the tensors given (name=tensor; None skipped) are not all on one
     device: the one check every backend of an op with several tensor inputs shares."""
-    named = [(name, t) for name, t in tensors.items() if t is not None]
-    if len({t.device for _, t in named}) > 1:
-        raise ValueError("%s: all tensors must be on one device, got %s" % (
-            op, ", ".join("%s on %s" % (name, t.device) for name, t in named)))
+    device = None
+    for t in tensors.values():
+        if t is not None:
+            if device is None:
+                device = t.device
+            elif t.device != device:
+                raise ValueError("%s: all tensors must be on one device, got %s" % (op, ", ".join(
+                    "%s on %s" % (name, t.device) for name, t in tensors.items() if t is not None)))
 
 
 class _NoGuard:

@@ -5,7 +5,12 @@ choice, custom-op dispatch).  Without this, scripting failed on whichever constr
 
 class NotScriptable:
     """Mixin for our nn.Modules: torch.jit.script of them (or of a model holding them) raises at once with
-    the module's name and the alternatives.  torch.jit.trace, torch.compile and torch.export work."""
+    the module's name and the alternatives.  torch.jit.trace, torch.compile and torch.export work.  Their
+    repr names the package (alexnet_kernels.LocalResponseNorm(...)), so print(model) after optimize() tells
+    them from torch's modules of the same class name and arguments."""
+
+    def _get_name(self):  # nn.Module.__repr__'s name for the module
+        return "alexnet_kernels." + type(self).__name__
 
     def __prepare_scriptable__(self):  # torch.jit.script calls it on every module it compiles
         raise RuntimeError(

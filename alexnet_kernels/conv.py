@@ -128,6 +128,7 @@ def conv2d_relu(input, weight, bias=None, stride=1, padding=0, dilation=1, group
         raise ValueError("%s: the kernel %s is larger than the padded input %s (padding %s): the output would be "
                          "%dx%d" % (op, tuple(weight.shape[-2:]), tuple(input.shape[-2:]), padding, *out))
     allow_tf32 = bool(torch.backends.cudnn.allow_tf32)
+    stride, padding = list(stride), list(padding)  # the op's List[int]
     if input.dim() == 3:
         return _ops.conv2d_relu(input.unsqueeze(0), weight, bias, stride, padding, groups, allow_tf32, backend,
                                 backward_route).squeeze(0)

@@ -109,13 +109,14 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     backend = _backends.validate_backend_argument(op, backend)
     if dilation != (1, 1) or kernel_size[0] * kernel_size[1] > _ops.MAX_WINDOW_ELEMENTS:
         return F.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+    kernel_size, stride, padding = list(kernel_size), list(stride), list(padding)  # the op's List[int]
     if return_indices:
         if input.dim() == 3:
             y, indices = _ops.max_pool2d_with_indices(input.unsqueeze(0), kernel_size, stride, padding, ceil_mode,
                                                       backend)
             return y.squeeze(0), indices.squeeze(0)
         return _ops.max_pool2d_with_indices(input, kernel_size, stride, padding, ceil_mode, backend)
-    return batched(lambda x: _ops.max_pool2d(x, kernel_size, stride, padding, ceil_mode, backend), input)
+    return batched(lambda x: _ops.max_pool2d(x, kernel_size, stride, padding, ceil_mode, backend)[0], input)
 
 
 class MaxPool2d(NotScriptable, torch.nn.MaxPool2d):

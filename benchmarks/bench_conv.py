@@ -277,7 +277,7 @@ def provider_error(provider, device):
 
 
 def provider_info(provider, x, w):
-    """For ours, what the API decided, for the JSON: backend_resolved (ops.conv.resolve_backend: a concrete
+    """For ours, what the API decided, for the JSON: backend_resolved (ops.conv.BACKENDS.resolve: a concrete
     backend, or "auto" when it is measured on first use) and auto_choices (conv.measured_choices(): the
     "auto" decisions measured in this process for this x and weight shape and dtype: [key, chosen, {candidate:
     ms}]).  Best effort: the fields are left out when the API does not offer them."""
@@ -286,7 +286,7 @@ def provider_info(provider, x, w):
     info = {}
     try:
         from alexnet_kernels.ops import conv as conv_ops
-        info["backend_resolved"] = conv_ops.resolve_backend(OURS_BACKEND[provider], x, OP)
+        info["backend_resolved"] = conv_ops.BACKENDS.resolve(OURS_BACKEND[provider], x, OP)
     except Exception as exc:
         info["backend_resolved"] = "unresolved (%s: %s)" % (type(exc).__name__, exc)
     try:

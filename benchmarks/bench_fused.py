@@ -168,8 +168,8 @@ def check_against_eager(provider, mode, x, dz, out):
 def separate_backends(device, dtype):
     """(lrn backend, pool backend) that backend='auto' resolves to for this device and dtype, or raises."""
     probe = torch.empty((1, 1, 3, 3), device=device, dtype=dtype)
-    return (lrn_ops.resolve_backend("auto", probe, "local_response_norm"),
-            pool_ops.resolve_backend("auto", probe, "max_pool2d"))
+    return (lrn_ops.BACKENDS.resolve("auto", probe, "local_response_norm"),
+            pool_ops.BACKENDS.resolve("auto", probe, "max_pool2d"))
 
 
 def provider_error(provider, device, dtype):

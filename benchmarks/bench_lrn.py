@@ -7,22 +7,22 @@ GPU (test_lrn_gpu): providers ours-triton, ours-cuda, cudnn, torch-eager, torch-
 backward kernels ours-triton-v1 / ours-cuda-v1 (bwd and fwd+bwd only: the forward is the same kernel); batch 128 x
 (96,55,55), (96,27,27), (256,27,27), (256,13,13); fp32/fp16/bf16; NCHW/channels_last; modes
   fwd      y = lrn(x)
-  bwd      the backward alone: ours call torch.ops.alexnet_kernels.lrn_backward(dy, x, ...) directly;
+  bwd      the backward alone: ours call torch.ops.alexnet_kernels.lrn_backward(dy, x, ...) directly
+           (ours-triton-v1: the v1 kernel's entry point, triton_kernels.lrn.lrn_backward_v1);
            the others torch.autograd.grad(y, x, dy, retain_graph=True) on a y computed once, untimed
   fwd+bwd  torch.autograd.grad(lrn(x), x, dy)
 CPU (test_lrn_cpu): ours-cpu vs torch-cpu, 32x96x27x27 fp32 NCHW, fwd and fwd+bwd.
 Unavailable providers (extension not built, cuDNN rejecting a dtype, ...) are skipped with the reason.
 """
-import contextlib
-import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import alexnet_kernels  # noqa: F401  (registers the alexnet_kernels::lrn_* custom ops)
-from alexnet_kernels import _backends, baselines
+from alexnet_kernels import _backends, _extension, baselines
 from alexnet_kernels.lrn import local_response_norm
+from alexnet_kernels.ops import lrn as lrn_ops
 
 import benchlib as common
 
@@ -41,27 +41,43 @@ GPU_PROVIDERS = ("ours-triton", "ours-triton-v1", "ours-cuda", "ours-cuda-v1", "
 CPU_PROVIDERS = ("ours-cpu", "torch-cpu")
 OURS_BACKEND = {"ours-triton": "triton", "ours-triton-v1": "triton", "ours-cuda": "cuda", "ours-cuda-v1": "cuda",
                 "ours-cpu": "cpu"}
-# The backward kernel variant each of ours runs (the previous kernels stay until a GPU run decides):
-# Triton through triton_kernels.lrn.backward_variant, CUDA through ALEXNET_KERNELS_LRN_CUDA_BACKWARD.
+# The backward kernel variant each of ours runs (the previous kernels stay until a GPU run decides), each
+# through its internal entry point: Triton's triton_kernels.lrn.lrn_backward_v1, CUDA's alexnet_kernels._C's
+# lrn_backward_v1 (the ops' launchers pick v2 for AlexNet's window by rule).
 VARIANT = {"ours-triton-v1": "v1", "ours-cuda-v1": "v1"}
-CUDA_VARIANT_ENV = "ALEXNET_KERNELS_LRN_CUDA_BACKWARD"
 
 
-@contextlib.contextmanager
-def backward_variant(provider):
-    """Run `provider`'s backward kernel variant inside the block (the default v2 for every other provider)."""
-    from alexnet_kernels.triton_kernels import lrn as triton_lrn
-    variant = VARIANT.get(provider, "v2")
-    saved_env = os.environ.get(CUDA_VARIANT_ENV)
-    os.environ[CUDA_VARIANT_ENV] = variant
-    try:
-        with triton_lrn.backward_variant(variant):
-            yield
-    finally:
-        if saved_env is None:
-            os.environ.pop(CUDA_VARIANT_ENV, None)
-        else:
-            os.environ[CUDA_VARIANT_ENV] = saved_env
+def v1_backward(provider, dy, x):
+    """dx by the v1 backward kernel of `provider`'s backend, with the tensors laid out as the op's backward lays
+    them out."""
+    layout = lrn_ops.layout_of(x)
+    if lrn_ops.layout_of(dy) != layout:
+        dy = lrn_ops.empty_in_layout(dy.shape, layout, dy).copy_(dy)
+    dx = torch.empty_like(x)
+    if OURS_BACKEND[provider] == "triton":
+        lrn_ops.triton_lrn().lrn_backward_v1(x, dy, dx, SIZE, ALPHA, BETA, K, layout == lrn_ops.NSC)
+    else:
+        _extension.load().lrn_backward_v1(*(lrn_ops.as_ncs_view(t, layout) for t in (x, dy, dx)), SIZE, ALPHA,
+                                          BETA, K, layout == lrn_ops.NSC)
+    return dx
+
+
+def v1_function(provider):
+    """ours-*-v1 with autograd: our forward of that backend, the backward by its v1 kernel (x saved, as the op)."""
+    backend = OURS_BACKEND[provider]
+
+    class V1LRN(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return torch.ops.alexnet_kernels.lrn_forward(x, SIZE, ALPHA, BETA, K, backend)
+
+        @staticmethod
+        def backward(ctx, dy):
+            (x,) = ctx.saved_tensors
+            return v1_backward(provider, dy, x)
+
+    return V1LRN.apply
 
 # Traffic in input-sized tensors, as cuDNN moves them, for every provider (comparable GB/s):
 # fwd reads x, writes y; bwd reads x, y, dy, writes dx; fwd+bwd both.
@@ -95,6 +111,8 @@ def _torch_lrn(t):
 
 
 def forward_fn(provider, x, layout):
+    if provider in VARIANT:
+        return v1_function(provider)
     if provider in OURS_BACKEND:
         backend = OURS_BACKEND[provider]
         return lambda t: local_response_norm(t, SIZE, ALPHA, BETA, K, backend=backend)
@@ -105,6 +123,8 @@ def forward_fn(provider, x, layout):
 
 def build(provider, mode, x, dy, layout):
     """The function to time (it returns its output, so the output is freed after each call)."""
+    if mode == "bwd" and provider in VARIANT:
+        return lambda: v1_backward(provider, dy, x)
     if mode == "bwd" and provider in OURS_BACKEND:
         backend = OURS_BACKEND[provider]
         return lambda: torch.ops.alexnet_kernels.lrn_backward(dy, x, SIZE, ALPHA, BETA, K, backend)
@@ -185,8 +205,7 @@ def test_lrn_gpu(benchmark, gpu, mode, chw, dname, layout, provider):
     if err is None and provider in VARIANT and mode == "fwd":
         err = "%s differs from %s only in the backward kernel" % (provider, provider[:-3])
     common.begin_case(benchmark, OP, "cuda", case, provider, err)
-    with backward_variant(provider):
-        _run_gpu_case(benchmark, gpu, mode, shape, dtype, layout, provider, case)
+    _run_gpu_case(benchmark, gpu, mode, shape, dtype, layout, provider, case)
 
 
 def _run_gpu_case(benchmark, gpu, mode, shape, dtype, layout, provider, case):

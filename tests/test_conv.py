@@ -225,7 +225,7 @@ def test_unbatched_input_and_module_repr():
     m = conv.Conv2dReLU(3, 4, 3, padding=1, backend="torch")
     assert m(x).shape == (4, 9, 9)
     assert torch.allclose(m(x), torch.relu(m._conv_forward(x, m.weight, m.bias)), rtol=1e-5, atol=1e-6)
-    assert repr(m).startswith("Conv2dReLU(3, 4, kernel_size=(3, 3)")
+    assert repr(m).startswith("alexnet_kernels.Conv2dReLU(3, 4, kernel_size=(3, 3)")
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])

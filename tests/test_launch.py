@@ -50,11 +50,15 @@ def _direct_launches(path):
 
 def test_no_triton_launch_outside_the_launcher():
     outside = {}
-    for name in sorted(os.listdir(KERNEL_DIR)):
-        if name.endswith(".py") and name != "_launch.py":
-            sites = _direct_launches(os.path.join(KERNEL_DIR, name))
-            if sites:
-                outside[name] = sites
+    paths = [os.path.join(KERNEL_DIR, name) for name in sorted(os.listdir(KERNEL_DIR))
+             if name.endswith(".py") and name != "_launch.py"]
+    # The benchmark-only kernel built on the package's (benchmarks/pool_recompute.py) uses the launcher too.
+    paths.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
+                              "pool_recompute.py"))
+    for path in paths:
+        sites = _direct_launches(path)
+        if sites:
+            outside[os.path.basename(path)] = sites
     assert not outside, "Triton launched outside triton_kernels/_launch.py: %s" % outside
     assert _direct_launches(os.path.join(KERNEL_DIR, "_launch.py")), "the launcher itself launches"
 
@@ -81,7 +85,7 @@ class _LaunchProbe:
 
 
 def test_every_kernel_is_launched_by_the_launcher(monkeypatch):
-    """Every launcher of the four modules, on meta tensors (the AOT check's cases, every layer and layout), with
+    """Every launcher of the four modules (and benchmarks/pool_recompute.py), on meta tensors (the AOT check's cases, every layer and layout), with
     every kernel object replaced by a probe: each kernel is launched, and only from _launch.py."""
     import importlib
 
@@ -91,8 +95,10 @@ def test_every_kernel_is_launched_by_the_launcher(monkeypatch):
     import triton_aot
 
     log, expected = [], set()
-    for m in KERNEL_MODULES:
-        mod = importlib.import_module("alexnet_kernels.triton_kernels." + m)
+    # The package's modules and the benchmark-only kernels built on them (benchmarks/pool_recompute.py), all
+    # imported before any is patched: pool_recompute imports the pool module's helpers by name.
+    modules = {m: triton_aot._kernels_module(m) for m in KERNEL_MODULES + triton_aot.BENCHMARK_MODULES}
+    for m, mod in modules.items():
         objects = {k: v for k, v in vars(mod).items() if isinstance(v, KernelInterface)}
         wrapped = {id(v.fn) for v in objects.values() if isinstance(v, Autotuner)}
         for k, v in objects.items():
@@ -344,9 +350,19 @@ def test_auto_timing_runs_on_the_tensors_device(monkeypatch):
     assert seen == [("capture?", 1), 1] and fake.current == 0
 
 
+def test_conv_backward_auto_is_the_forwards_measured_choice(monkeypatch):
+    """The backward op's backend="auto" (eager and torch.compile alike) runs what the forward's "auto" measured
+    for the case, and Triton (what the forward runs under CUDA-graph capture) when nothing was measured."""
+    x, w = torch.zeros(1, 2, 3, 3), torch.zeros(2, 2, 1, 1)
+    monkeypatch.setattr(conv_ops, "_measured", {})
+    assert conv_ops._forward_choice(x, w, [1, 1], [0, 0], 1, True) == "triton"
+    conv_ops._measured[conv_ops._shape_key("forward", x, w, [1, 1], [0, 0], 1, True)] = ("torch", {"torch": 1.0})
+    assert conv_ops._forward_choice(x, w, [1, 1], [0, 0], 1, True) == "torch"
+
+
 def test_conv_cache_keys_name_the_device():
     x, w = torch.zeros(1, 2, 3, 3), torch.zeros(2, 2, 1, 1)
-    assert "cpu" in conv_ops._shape_key("forward", x, w, None, [1, 1], [0, 0], 1, True)
+    assert "cpu" in conv_ops._shape_key("forward", x, w, [1, 1], [0, 0], 1, True)
 
 
 # --- GPU: a tower on a device that is not the current one -----------------------------------------------------------

@@ -181,7 +181,9 @@ def _variant_case(shape, size, channels_last, variant, device, dtype=torch.float
     x = make_input(shape, dtype, device, "channels_last" if channels_last else "contiguous")
     dy = make_input(shape, dtype, device, "channels_last" if channels_last else "contiguous", scale=1.0)
     dx = torch.full_like(x, float("nan"))  # every output must be written
-    tk.lrn_backward(x, dy, dx, size, 0.3, 0.75, 1.5, channels_last, variant=variant)
+    # "rule": the launcher's choice (lrn_backward); "v2", "v1": those kernels' internal entry points.
+    run = {"rule": tk.lrn_backward, "v2": tk.lrn_backward_v2, "v1": tk.lrn_backward_v1}[variant]
+    run(x, dy, dx, size, 0.3, 0.75, 1.5, channels_last)
     _, dx_ref = reference(x, size, 0.3, 0.75, 1.5, dy)
     return dx, dx_ref
 
@@ -200,8 +202,8 @@ def test_triton_backward_v2_every_window(monkeypatch, shape, channels_last, max_
     for size in list(range(1, 19)) + [24, 33, 34, 41]:
         halo = min(size // 2, C - 1) + min((size - 1) // 2, C - 1)
         ran.clear()
-        dx, dx_ref = _variant_case(shape, size, channels_last, "v2", "cpu")
-        # v2 while a tile of at most max_rows rows fits the halo, else the launcher falls back to v1
+        dx, dx_ref = _variant_case(shape, size, channels_last, "rule", "cpu")
+        # v2 while a tile of at most max_rows rows fits the halo, else the launcher runs v1
         fits = tk._v2_rows(C, halo) is not None
         assert ran == [tk.lrn_backward_kernel if fits else tk.lrn_backward_v1_kernel]
         assert fits or 4 * halo > max_rows
@@ -238,23 +240,21 @@ def test_triton_backward_v1_kept_as_benchmark_provider(size, channels_last):
     assert not torch.isnan(dx).any() and rel_err(dx, dx_ref) <= 1e-5
 
 
-def test_triton_backward_variant_switch():
+def test_triton_backward_variant_by_rule(monkeypatch):
+    """The launcher picks the kernel from the shape and window (no process-wide switch): v2 for AlexNet's
+    n = 5, v1 for a window wider than v2's widest halo; the internal entry points run their own kernel."""
     from alexnet_kernels.triton_kernels import lrn as tk
     calls = []
-    real = tk.launch
-    try:
-        tk.launch = lambda kernel, *a, **k: calls.append(kernel)
-        x = torch.empty(2, 8, 3, 3)
-        tk.lrn_backward(x, x, x, 5, 1e-4, 0.75, 2.0, False)
-        with tk.backward_variant("v1"):
-            tk.lrn_backward(x, x, x, 5, 1e-4, 0.75, 2.0, False)
-        tk.lrn_backward(x, x, x, 5, 1e-4, 0.75, 2.0, False, variant="v1")
-    finally:
-        tk.launch = real
-    assert calls == [tk.lrn_backward_kernel, tk.lrn_backward_v1_kernel, tk.lrn_backward_v1_kernel]
-    assert tk.backward_variant_in_use == "v2"
-    with pytest.raises(ValueError, match="variant"):
-        tk.backward_variant("v3")
+    monkeypatch.setattr(tk, "launch", lambda kernel, *a, **k: calls.append(kernel))
+    x = torch.empty(2, 80, 3, 3)
+    tk.lrn_backward(x, x, x, 5, 1e-4, 0.75, 2.0, False)
+    tk.lrn_backward(x, x, x, 2 * tk.V2_MAX_ROWS // 4 + 3, 1e-4, 0.75, 2.0, False)
+    tk.lrn_backward_v1(x, x, x, 5, 1e-4, 0.75, 2.0, False)
+    assert tk.lrn_backward_v2(x, x, x, 5, 1e-4, 0.75, 2.0, False)
+    assert not tk.lrn_backward_v2(x, x, x, 2 * tk.V2_MAX_ROWS // 4 + 3, 1e-4, 0.75, 2.0, False)
+    assert calls == [tk.lrn_backward_kernel, tk.lrn_backward_v1_kernel, tk.lrn_backward_v1_kernel,
+                     tk.lrn_backward_kernel]
+    assert not any(hasattr(tk, name) for name in ("backward_variant", "backward_variant_in_use"))
 
 
 def test_triton_backward_v2_low_precision():
@@ -355,7 +355,9 @@ def test_module_is_a_drop_in_for_torch():
     ref = torch.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
     m = lrn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
     assert isinstance(m, torch.nn.LocalResponseNorm)
-    assert repr(m) == repr(ref) == "LocalResponseNorm(5, alpha=0.0001, beta=0.75, k=2.0)"
+    # torch's arguments in the repr, under the package's name (print(model) tells the two apart).
+    assert repr(ref) == "LocalResponseNorm(5, alpha=0.0001, beta=0.75, k=2.0)"
+    assert repr(m) == "alexnet_kernels." + repr(ref)
     assert m.state_dict().keys() == ref.state_dict().keys()
     m.load_state_dict(ref.state_dict())
     x = make_input((2, 10, 6, 6), scale=30.0)
@@ -439,13 +441,13 @@ def test_backend_that_cannot_take_the_input_says_why():
 def test_auto_and_default_backend(monkeypatch):
     x = make_input((2, 5, 3, 3))
     assert _backends.default_backend() in _backends.BACKENDS
-    auto = lrn_ops.resolve_backend("auto", x, "t")
+    auto = lrn_ops.BACKENDS.resolve("auto", x, "t")
     assert auto == ("cpu" if _extension.load() is not None else "torch")
-    assert lrn_ops.resolve_backend("auto", x.double(), "t") in ("cpu", "torch")
+    assert lrn_ops.BACKENDS.resolve("auto", x.double(), "t") in ("cpu", "torch")
     previous = _backends.default_backend()
     try:
         alexnet_kernels.set_default_backend("torch")
-        assert _backends.resolve(None, x, lambda t: (), lrn_ops.supports_dtype) == "torch"
+        assert lrn_ops.BACKENDS.resolve(None, x, "t") == "torch"
         with pytest.raises(ValueError, match="backend must be one of"):
             alexnet_kernels.set_default_backend("fastest")
     finally:

@@ -119,6 +119,13 @@ def test_small_sequential_types_outputs_and_gradients():
     assert_same_function(model, original, make_input((2, 3, 13, 13), seed=2))
 
 
+def test_printed_model_tells_our_modules_from_torchs():
+    printed = str(alexnet_kernels.optimize(small_sequential()))
+    for name in ("Conv2dReLU", "LocalResponseNorm", "MaxPool2d", "LinearReLUDropout"):
+        assert "): alexnet_kernels.%s(" % name in printed, name
+    assert "): Linear(in_features=12" in printed and "): Flatten(" in printed  # torch's stay torch's
+
+
 def test_backend_is_passed_to_every_new_module():
     model = alexnet_kernels.optimize(small_sequential(), backend="torch")
     swapped = [m for m in model if hasattr(m, "backend")]

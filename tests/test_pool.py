@@ -4,6 +4,9 @@ and NaN routing included.
 
 Runs on CPU in CI (C++ CPU kernels; Triton under TRITON_INTERPRET=1; torch) and, when a GPU is present,
 the same tests on cuda plus the GPU-only ones at the bottom."""
+import os
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -253,11 +256,21 @@ def test_cpu_offsets_naming_no_input_route_nowhere_on_a_plane_past_32768():
     assert not dx.any()
 
 
+def _pool_recompute():
+    """benchmarks/pool_recompute.py: the benchmark-only backward that re-derives the arg-max from x."""
+    benchmarks = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    if benchmarks not in sys.path:
+        sys.path.insert(0, benchmarks)
+    import pool_recompute
+    return pool_recompute
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_triton_recompute_variant_equals_torch(device):
     """The benchmark-only variant that saves x and re-derives the arg-max in the backward (measured against
     the saved offsets in benchmarks/bench_pool.py) gives torch's results too."""
     require("triton", device)
+    pool_recompute = _pool_recompute()
     tk = pool_ops.triton_pool()
     for memory_format in (torch.contiguous_format, torch.channels_last):
         x = relu_input((2, 5, 11, 9), device=device).contiguous(memory_format=memory_format)
@@ -266,7 +279,7 @@ def test_triton_recompute_variant_equals_torch(device):
         y = torch.full_like(y_ref, float("nan"))
         dx = torch.full_like(x, float("nan"))
         tk.max_pool2d_forward(x, y, None, (3, 3), (2, 2), (1, 1))
-        tk.max_pool2d_backward_recompute(x, dy, dx, (3, 3), (2, 2), (1, 1))
+        pool_recompute.max_pool2d_backward_recompute(x, dy, dx, (3, 3), (2, 2), (1, 1))
         assert_same(y, y_ref)
         assert_same(dx, dx_ref)
 
@@ -285,6 +298,7 @@ def test_triton_plane_past_2_31_elements(monkeypatch):
     (and first input row's gradient) has those 256 positions from the same inputs."""
     require("triton", "cpu")
     tk = pool_ops.triton_pool()
+    pool_recompute = _pool_recompute()
     k, s, p, lrn = (3, 3), (2, 2), (0, 0), (5, 1e-4, 0.75, 2.0)
     first_program = lambda *args: (1,)  # noqa: E731
 
@@ -326,7 +340,7 @@ def test_triton_plane_past_2_31_elements(monkeypatch):
     dx_fused_ref, dx_recompute_ref = dx_ref.clone(), dx_ref.clone()
     tk.max_pool2d_backward(dy_small, offsets_small, dx_ref, k, s, p)
     tk.relu_lrn_max_pool2d_backward(small, dy_small, z_offsets_small, dx_fused_ref, *lrn, k, s, p)
-    tk.max_pool2d_backward_recompute(small, dy_small, dx_recompute_ref, k, s, p)
+    pool_recompute.max_pool2d_backward_recompute(small, dy_small, dx_recompute_ref, k, s, p)
     big, dy = _rows_alike(row, W), _rows_alike(dy_row, OW)
     # The big problem's offsets: the small one's for ow < 256 (all that input columns < 256 read), row 0's.
     offsets = _rows_alike(torch.cat([offsets_small.view(-1), torch.zeros(OW - 256, dtype=torch.uint8)]), OW)
@@ -335,7 +349,7 @@ def test_triton_plane_past_2_31_elements(monkeypatch):
         m.setattr(tk, "_grid", first_program)
         cases = ((lambda dx: tk.max_pool2d_backward(dy, offsets, dx, k, s, p), dx_ref),
                  (lambda dx: tk.relu_lrn_max_pool2d_backward(big, dy, z_offsets, dx, *lrn, k, s, p), dx_fused_ref),
-                 (lambda dx: tk.max_pool2d_backward_recompute(big, dy, dx, k, s, p), dx_recompute_ref))
+                 (lambda dx: pool_recompute.max_pool2d_backward_recompute(big, dy, dx, k, s, p), dx_recompute_ref))
         for run, expected in cases:
             dx = _rows_alike(torch.full((W,), float("nan")), W)
             assert dx.shape[2] * dx.shape[3] >= 2**31
@@ -408,7 +422,7 @@ def test_module_is_a_drop_in_for_torch():
     ref = torch.nn.MaxPool2d(3, 2)
     m = pool.MaxPool2d(3, 2)
     assert isinstance(m, torch.nn.MaxPool2d)
-    assert repr(m) == repr(ref)
+    assert repr(m) == "alexnet_kernels." + repr(ref)  # torch's arguments, under the package's name
     assert m.state_dict().keys() == ref.state_dict().keys()
     x = relu_input((2, 6, 13, 13))
     assert torch.equal(m(x), ref(x))

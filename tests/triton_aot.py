@@ -29,6 +29,9 @@ import sys
 import time
 
 MODULES = ("lrn", "pool", "dropout", "conv")
+# Kernels under benchmarks/ (built on the package's helpers): compiled and checked like the package's.
+BENCHMARK_MODULES = ("pool_recompute",)
+BENCHMARKS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
 # Targets: (compute capability, max dynamic shared memory per block in bytes).
 TARGETS = {"sm_80": (80, 166912), "sm_90": (90, 232448)}
 DTYPES = ("fp32", "fp16", "bf16")
@@ -46,6 +49,10 @@ FC = (128, 2048)  # (batch, units) of fc6/fc7
 
 
 def _kernels_module(name):
+    if name in BENCHMARK_MODULES:
+        if BENCHMARKS_DIR not in sys.path:
+            sys.path.insert(0, BENCHMARKS_DIR)
+        return importlib.import_module(name)
     return importlib.import_module("alexnet_kernels.triton_kernels." + name)
 
 
@@ -66,6 +73,7 @@ def cases(full):
     """[(case label, fn(dtype name) -> None that calls launchers)]; `full` adds more layers and layouts."""
     import torch
     lrn, pool, dropout, conv = (_kernels_module(m) for m in MODULES)
+    pool_recompute = _kernels_module("pool_recompute")
     layouts = (True, False) if full else (True,)  # channels_last (the fast path), then NCHW
     out = []
 
@@ -95,7 +103,7 @@ def cases(full):
                 pool.max_pool2d_backward(y, off, torch.empty_like(x), *POOL)
                 pool.relu_lrn_max_pool2d_forward(x, y, off, *LRN, *POOL)
                 pool.relu_lrn_max_pool2d_backward(x, y, off, torch.empty_like(x), *LRN, *POOL)
-                pool.max_pool2d_backward_recompute(x, y, torch.empty_like(x), *POOL)
+                pool_recompute.max_pool2d_backward_recompute(x, y, torch.empty_like(x), *POOL)
             out.append((f"{name}/{tag(cl)}", pool_case))
 
     def dropout_case(d):
@@ -122,9 +130,8 @@ def cases(full):
     # (n = 25) and v1's rolled loop (n = 41, beyond v2's widest halo).
     def lrn_variants_case(d):
         x = _t((N, 48, 27, 27), _torch_dtype(d))
-        for size, variant in ((5, "v1"), (25, "v2"), (41, "v2")):
-            lrn.lrn_backward(x, torch.empty_like(x), torch.empty_like(x), size, *LRN[1:], channels_last=False,
-                             variant=variant)
+        for size, backward in ((5, lrn.lrn_backward_v1), (25, lrn.lrn_backward), (41, lrn.lrn_backward)):
+            backward(x, torch.empty_like(x), torch.empty_like(x), size, *LRN[1:], channels_last=False)
     out.append(("lrn/variants", lrn_variants_case))
 
     def pool_ones_case(d):
@@ -135,7 +142,7 @@ def cases(full):
         pool.max_pool2d_backward(y, off, torch.empty_like(x), *POOL)
         pool.relu_lrn_max_pool2d_forward(x, y, off, *LRN, *POOL)
         pool.relu_lrn_max_pool2d_backward(x, y, off, torch.empty_like(x), *LRN, *POOL)
-        pool.max_pool2d_backward_recompute(x, y, torch.empty_like(x), *POOL)
+        pool_recompute.max_pool2d_backward_recompute(x, y, torch.empty_like(x), *POOL)
     out.append(("pool/ones", pool_ones_case))
 
     # A plane of more than 2**31 outputs (forward) or inputs (backward): the plane's size arrives as i64 and
@@ -152,7 +159,7 @@ def cases(full):
         y, off = _t((1, 1, 23170, 23170), dt), _t((1, 1, 23170, 23170), torch.uint8)
         pool.max_pool2d_backward(y, off, torch.empty_like(x), *POOL)
         pool.relu_lrn_max_pool2d_backward(x, y, off, torch.empty_like(x), *LRN, *POOL)
-        pool.max_pool2d_backward_recompute(x, y, torch.empty_like(x), *POOL)
+        pool_recompute.max_pool2d_backward_recompute(x, y, torch.empty_like(x), *POOL)
     out.append(("pool/huge-plane", pool_huge_plane_case))
 
     def dropout_ones_case(d):
@@ -230,7 +237,7 @@ def launchable_kernels():
     modules' convention; the rest are device helpers) and the functions behind autotuned wrappers."""
     from triton.runtime.autotuner import Autotuner
     names = set()
-    for m in MODULES:
+    for m in MODULES + BENCHMARK_MODULES:
         mod = _kernels_module(m)
         for obj in _kernel_objects(mod).values():
             fn = obj.fn if isinstance(obj, Autotuner) else obj
@@ -243,7 +250,7 @@ def launchable_kernels():
 def recording(log):
     saved = []
     try:
-        for m in MODULES:
+        for m in MODULES + BENCHMARK_MODULES:
             mod = _kernels_module(m)
             for name, obj in _kernel_objects(mod).items():
                 saved.append((mod, name, obj))

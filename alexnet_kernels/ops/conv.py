@@ -1,7 +1,7 @@
 """Convolution + bias + ReLU as torch.library custom ops, with fake kernels and registered autograd.
 
     torch.ops.alexnet_kernels.conv2d_relu_forward(x, weight, bias, stride, padding, groups, allow_tf32,
-                                                 backend) -> y
+                                                 backend, route) -> y
     torch.ops.alexnet_kernels.conv2d_relu_backward(dy, x, weight, y, stride, padding, groups, output_mask,
                                                   allow_tf32, backend, route) -> (dx, dweight, dbias)
 
@@ -41,9 +41,12 @@ give (channels_last if x or weight is channels_last).  No per-call copies where 
           copy while the weight's identity, storage and version counter (torch's `_version`) are unchanged
           (channels_last_weight()).  The copy is never reused by a later forward: an in-place update
           through `.data` does not bump `_version`, so a cross-step cache could not see it;
-  x       an NCHW x is copied once in the forward, and the eager path (Conv2dReLUFunction) saves that copy
-          for the backward's wgrad instead of copying x again.  With channels_last weights the outputs are
-          channels_last, so a network's activations are converted at most once, at its first conv.
+  x       an NCHW x is copied once in the Triton forward; with a channels_last weight the eager path
+          saves that copy for the backward's wgrad instead of copying x again (ops/_registry.py's
+          residuals; under torch.compile the backward copies it).  With channels_last weights the outputs
+          are channels_last, so a network's activations are converted at most once, at its first conv.
+The backward's backend="auto" is the one the forward's "auto" measured for the same case (Triton when none
+was measured: under CUDA-graph capture the forward ran Triton too), in eager mode and under torch.compile.
 """
 import threading
 import weakref
@@ -51,49 +54,24 @@ from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from .. import _backends
+from ._registry import DifferentiableOp
 
-CONV_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # What backend="cuda" needs from alexnet_kernels._C.
 CUDA_FUNCTIONS = ("conv2d_relu_forward_cuda", "conv2d_relu_dgrad_cuda", "conv2d_relu_wgrad_cuda")
+# The backend policy: "auto" on cuda is measured per case (below); "cpu" is torch's CPU convolution.
+BACKENDS = _backends.OpBackends(
+    dtypes={"triton": _backends.KERNEL_DTYPES, "cuda": _backends.KERNEL_DTYPES},
+    needs={"cuda": CUDA_FUNCTIONS},
+    auto={"cuda": (_backends.OpBackends.MEASURED,), "cpu": ("torch",)},
+    runs_as={"cpu": "torch"})
 
 
 def triton_conv():
     """The Triton kernels module, imported on first use."""
     from ..triton_kernels import conv as module
     return module
-
-
-def resolve_backend(backend, x, op):
-    """A concrete forward backend ("triton", "cuda" or "torch"), or "auto" for a cuda tensor (measured later)."""
-    if backend is None:
-        backend = _backends.default_backend()
-    if backend == "auto":
-        return "auto" if x.device.type == "cuda" and x.dtype in CONV_DTYPES else "torch"
-    if backend == "cpu":
-        if x.device.type != "cpu":
-            raise _backends.BackendUnavailableError(
-                "%s: backend='cpu' takes cpu tensors, got a %s tensor" % (op, x.device.type))
-        return "torch"
-    if backend == "cuda":
-        _backends.check("cuda", x.device, op, needs=CUDA_FUNCTIONS)
-        if x.dtype not in CONV_DTYPES:
-            raise _backends.BackendUnavailableError(
-                "%s: backend='cuda' does not support dtype %s: its kernels take float32, float16 and "
-                "bfloat16; backend='torch' takes any floating dtype" % (op, x.dtype))
-        return backend
-    if backend == "triton":
-        _backends.check("triton", x.device, op)
-        if x.dtype not in CONV_DTYPES:
-            raise _backends.BackendUnavailableError(
-                "%s: backend='triton' does not support dtype %s: its kernels take float32, float16 and "
-                "bfloat16; backend='torch' takes any floating dtype" % (op, x.dtype))
-        return backend
-    if backend == "torch":
-        return backend
-    raise ValueError("%s: unknown backend %r" % (op, backend))
 
 
 # --- "auto": measured once per shape -------------------------------------------------------------------
@@ -140,9 +118,19 @@ def _measured_choice(key, candidates, device):
     return chosen
 
 
-def _shape_key(kind, x, weight, bias, stride, padding, groups, allow_tf32):
-    return (kind, tuple(x.shape), tuple(weight.shape), bias is not None, tuple(stride), tuple(padding), groups,
+def _shape_key(kind, x, weight, stride, padding, groups, allow_tf32):
+    """The case a measurement is for (the bias, an epilogue add, is not part of it: the backward, which has
+    no bias argument, finds the forward's choice by this key)."""
+    return (kind, tuple(x.shape), tuple(weight.shape), tuple(stride), tuple(padding), groups,
             x.dtype, x.is_contiguous(), allow_tf32, str(x.device))
+
+
+def _forward_choice(x, weight, stride, padding, groups, allow_tf32):
+    """The backend the forward's "auto" measured for this case; Triton (the first candidate, what the forward
+    runs while a CUDA graph is captured) when it measured nothing.  The eager path's backward given the
+    forward's channels_last copy of an NCHW x (made only when Triton ran) finds no key and takes Triton too."""
+    measured = _measured.get(_shape_key("forward", x, weight, stride, padding, groups, allow_tf32))
+    return "triton" if measured is None else measured[0]
 
 
 # --- layouts -------------------------------------------------------------------------------------------
@@ -253,11 +241,10 @@ def _cuda_available(x):
 
 
 def _run_forward(x, weight, bias, stride, padding, groups, allow_tf32, backend):
-    """(y, the backend used, the x the backward reads: the channels_last copy for "triton", else x)."""
-    backend = resolve_backend(backend, x, "conv2d_relu")
-    stride, padding = list(stride), list(padding)
+    """(y by `backend` (resolved; "auto": the fastest candidate, measured once per case), x's channels_last
+    copy when the kernels made one, else None)."""
     if backend == "auto":
-        key = _shape_key("forward", x, weight, bias, stride, padding, groups, allow_tf32)
+        key = _shape_key("forward", x, weight, stride, padding, groups, allow_tf32)
         candidates = {"triton": lambda: _triton_forward(x, weight, bias, stride, padding, groups, allow_tf32)}
         if _cuda_available(x):
             candidates["cuda"] = lambda: _cuda_forward(x, weight, bias, stride, padding, groups, allow_tf32)
@@ -265,11 +252,11 @@ def _run_forward(x, weight, bias, stride, padding, groups, allow_tf32, backend):
         backend = _measured_choice(key, candidates, x.device)
     if backend == "triton":
         x_cl = _cl(x)
-        return _triton_forward(x, weight, bias, stride, padding, groups, allow_tf32, x_cl), backend, x_cl
+        return _triton_forward(x, weight, bias, stride, padding, groups, allow_tf32, x_cl), x_cl
     if backend == "cuda":
-        return _cuda_forward(x, weight, bias, stride, padding, groups, allow_tf32), backend, x
+        return _cuda_forward(x, weight, bias, stride, padding, groups, allow_tf32), None
     # allow_tf32 is torch.backends.cudnn.allow_tf32 read by the caller, which cuDNN reads itself.
-    return _torch_forward(x, weight, bias, stride, padding, groups), backend, x
+    return _torch_forward(x, weight, bias, stride, padding, groups), None
 
 
 # --- backward --------------------------------------------------------------------------------------------
@@ -294,28 +281,23 @@ def _empty(like):
     return like.new_empty(0)
 
 
-def _aten_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, triton_mask,
-                   dx_format=None):
-    """dx_format: dx's memory format (None: torch's conv rule on x and weight; given when x is a
-    channels_last copy of the forward's input)."""
+def _aten_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, triton_mask):
     g, db = _masked_grad(dy, y, triton_mask)
     if output_mask[0] or output_mask[1]:
         dx, dw, _ = torch.ops.aten.convolution_backward(
             g, x, weight, None, stride, padding, [1, 1], False, [0, 0], groups,
             [output_mask[0], output_mask[1], False])
     # Layouts as the fake kernel states them: dx in torch's conv layout, dw like the weight.
-    dx_format = output_memory_format(x, weight) if dx_format is None else dx_format
-    dx = dx.contiguous(memory_format=dx_format) if output_mask[0] else _empty(x)
+    dx = dx.contiguous(memory_format=output_memory_format(x, weight)) if output_mask[0] else _empty(x)
     dw = _like_weight(dw, weight) if output_mask[1] else _empty(weight)
     return dx, dw, (db.to(weight.dtype) if output_mask[2] else _empty(weight))
 
 
-def _triton_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, dx_format=None):
+def _triton_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32):
     kernels = triton_conv()
     dx, dw, db = _empty(x), _empty(weight), _empty(weight)
     if output_mask[0]:
-        dx_format = output_memory_format(x, weight) if dx_format is None else dx_format
-        dx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=dx_format)
+        dx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=output_memory_format(x, weight))
         if dx.numel():
             if y.numel():
                 kernels.conv2d_relu_dgrad(dy, y, channels_last_weight(weight), dx, stride, padding, groups,
@@ -406,60 +388,58 @@ def _cuda_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow
 ROUTES = ("auto", "triton", "aten")
 
 
-def _run_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, backend, route,
-                  dx_format=None):
-    stride, padding, output_mask = list(stride), list(padding), list(output_mask)
+def _run_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, backend, route):
     if backend == "cuda":
         return _cuda_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, route)
     if backend == "torch":
-        return _aten_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, False,
-                              dx_format)
+        return _aten_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, False)
     if route not in ROUTES:
         raise ValueError("conv2d_relu: backward route must be one of %s, got %r" % (ROUTES, route))
     if route == "auto":
         if x.device.type == "cuda":
-            key = _shape_key(("backward",) + tuple(output_mask), x, weight, True, stride, padding, groups,
-                             allow_tf32)
+            key = _shape_key(("backward",) + tuple(output_mask), x, weight, stride, padding, groups, allow_tf32)
             route = _measured_choice(key, {
                 "aten": lambda: _aten_backward(dy, x, weight, y, stride, padding, groups, output_mask,
-                                               allow_tf32, True, dx_format),
+                                               allow_tf32, True),
                 "triton": lambda: _triton_backward(dy, x, weight, y, stride, padding, groups, output_mask,
-                                                   allow_tf32, dx_format)}, x.device)
+                                                   allow_tf32)}, x.device)
         else:
             route = "triton"
     if route == "triton":
-        return _triton_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, dx_format)
-    return _aten_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, True, dx_format)
+        return _triton_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32)
+    return _aten_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, True)
 
 
-# --- custom ops ------------------------------------------------------------------------------------------
+# --- the ops ---------------------------------------------------------------------------------------------
 
-@torch.library.custom_op("alexnet_kernels::conv2d_relu_forward", mutates_args=())
 def conv2d_relu_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: List[int],
                         padding: List[int], groups: int, allow_tf32: bool, backend: str, route: str
                         ) -> torch.Tensor:
+    return _forward_and_x_copy(x, weight, bias, stride, padding, groups, allow_tf32, backend, route)[0]
+
+
+def _forward_and_x_copy(x, weight, bias, stride, padding, groups, allow_tf32, backend, route):
+    """The forward op, also returning x's channels_last copy when its kernels made one (a residual)."""
     _backends.check_same_device("conv2d_relu_forward", x=x, weight=weight, bias=bias)
-    return _run_forward(x, weight, bias, stride, padding, groups, allow_tf32, backend)[0]
+    backend = BACKENDS.resolve(backend, x, "conv2d_relu_forward")
+    return _run_forward(x, weight, bias, stride, padding, groups, allow_tf32, backend)
 
 
-@conv2d_relu_forward.register_fake
 def _conv2d_relu_forward_fake(x, weight, bias, stride, padding, groups, allow_tf32, backend, route):
     return _empty_output(x, weight, stride, padding)
 
 
-@torch.library.custom_op("alexnet_kernels::conv2d_relu_backward", mutates_args=())
 def conv2d_relu_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, y: torch.Tensor,
                          stride: List[int], padding: List[int], groups: int, output_mask: List[bool],
                          allow_tf32: bool, backend: str, route: str
                          ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     _backends.check_same_device("conv2d_relu_backward", dy=dy, x=x, weight=weight, y=y)
-    backend = resolve_backend(backend, x, "conv2d_relu_backward")
-    if backend == "auto":  # cuda: the route measurement below weighs cuDNN's backward against Triton's
-        backend = "triton"
+    backend = BACKENDS.resolve(backend, x, "conv2d_relu_backward")
+    if backend == "auto":
+        backend = _forward_choice(x, weight, stride, padding, groups, allow_tf32)
     return _run_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, backend, route)
 
 
-@conv2d_relu_backward.register_fake
 def _conv2d_relu_backward_fake(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, backend,
                                route):
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=output_memory_format(x, weight)) \
@@ -469,56 +449,26 @@ def _conv2d_relu_backward_fake(dy, x, weight, y, stride, padding, groups, output
     return dx, dw, db
 
 
-def _setup_context(ctx, inputs, output):
+def _save(inputs, y, x_copy):
     x, weight, bias, stride, padding, groups, allow_tf32, backend, route = inputs
-    ctx.save_for_backward(x, weight, output)
-    ctx.params = (stride, padding, groups, allow_tf32, backend, bias is not None, route)
+    # What conv and ReLU keep anyway: the ReLU mask is y > 0.  x's channels_last copy (eager path) stands for
+    # x where torch's layout rule gives dx the same layout for it (a channels_last weight): the backward's
+    # wgrad then reads it without copying x again.
+    if x_copy is not None and output_memory_format(x, weight) == torch.channels_last:
+        x = x_copy
+    return (x, weight, y), (stride, padding, groups, allow_tf32, backend, bias is not None, route)
 
 
-def _backward(ctx, dy):
-    x, weight, y = ctx.saved_tensors
-    stride, padding, groups, allow_tf32, backend, has_bias, route = ctx.params
-    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2]]
-    dx, dw, db = torch.ops.alexnet_kernels.conv2d_relu_backward(dy, x, weight, y, stride, padding, groups, mask,
-                                                                allow_tf32, backend, route)
+def _grads(backward, saved, params, grad_outputs, needs_input_grad):
+    x, weight, y = saved
+    stride, padding, groups, allow_tf32, backend, has_bias, route = params
+    mask = [needs_input_grad[0], needs_input_grad[1], has_bias and needs_input_grad[2]]
+    dx, dw, db = backward(grad_outputs[0], x, weight, y, stride, padding, groups, mask, allow_tf32, backend, route)
     return (dx if mask[0] else None, dw if mask[1] else None, db if mask[2] else None,
             None, None, None, None, None, None)
 
 
-torch.library.register_autograd("alexnet_kernels::conv2d_relu_forward", _backward, setup_context=_setup_context)
-
-
-class Conv2dReLUFunction(torch.autograd.Function):
-    """The eager path: the same kernels and saved tensors as the custom op without the dispatcher's
-    per-call Python cost.  Under torch.compile the custom op is used instead."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, groups, allow_tf32, backend, route):
-        y, used, x_kernel = _run_forward(x, weight, bias, stride, padding, groups, allow_tf32, backend)
-        # The x the kernels read (a channels_last copy of an NCHW x): the backward's wgrad reads it again
-        # instead of copying x a second time; dx keeps the layout torch's rule gives for x itself.
-        ctx.save_for_backward(x_kernel, weight, y)
-        ctx.params = (stride, padding, groups, allow_tf32, used, bias is not None, route)
-        ctx.dx_format = output_memory_format(x, weight)
-        return y
-
-    @staticmethod
-    @once_differentiable  # no derivative of the backward kernels: double backward raises, never zeros
-    def backward(ctx, dy):
-        x, weight, y = ctx.saved_tensors
-        stride, padding, groups, allow_tf32, backend, has_bias, route = ctx.params
-        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2]]
-        dx, dw, db = _run_backward(dy, x, weight, y, stride, padding, groups, mask, allow_tf32, backend, route,
-                                   ctx.dx_format)
-        return (dx if mask[0] else None, dw if mask[1] else None, db if mask[2] else None,
-                None, None, None, None, None, None)
-
-
-def conv2d_relu(x, weight, bias, stride, padding, groups, allow_tf32, backend, route="auto"):
-    """relu(conv2d(x, weight, bias)) of a 4-D x with autograd: the custom op under torch.compile, else
-    Conv2dReLUFunction."""
-    if torch.compiler.is_compiling():
-        return torch.ops.alexnet_kernels.conv2d_relu_forward(x, weight, bias, list(stride), list(padding), groups,
-                                                             allow_tf32, backend, route)
-    return Conv2dReLUFunction.apply(x, weight, bias, tuple(stride), tuple(padding), groups, allow_tf32, backend,
-                                    route)
+# conv2d_relu(x, weight, bias, stride, padding, groups, allow_tf32, backend, route): relu(conv2d(x, weight,
+# bias)) of a 4-D x with autograd (stride and padding lists of two ints).
+conv2d_relu = DifferentiableOp("Conv2dReLU", conv2d_relu_forward, _conv2d_relu_forward_fake, conv2d_relu_backward,
+                               _conv2d_relu_backward_fake, _save, _grads, forward_residuals=_forward_and_x_copy)

@@ -19,20 +19,18 @@ bias_relu_dropout takes a row-major (M, N) input: index m*N + n.
 from typing import List, Tuple
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from .. import _backends, _extension
+from ._registry import DifferentiableOp
 
-# Not measured on a GPU yet: Triton first on CUDA, as for the other ops.
-AUTO_CUDA_PREFERENCE = ("triton", "cuda")
-
-
-# The functions of alexnet_kernels._C the "cpu" and "cuda" backends call.
-EXT_FUNCTIONS = ("dropout_forward", "bias_relu_dropout_forward", "bias_relu_dropout_backward")
-
-
-def resolve_backend(backend, x, op):
-    return _backends.resolve_checked(backend, x, op, AUTO_CUDA_PREFERENCE, EXT_FUNCTIONS)
+# The backend policy of both ops ("auto" on cuda: not measured on a GPU yet, Triton first as for the other
+# ops).  The C++ CPU kernels also take float64 (for gradcheck).
+_EXT_FUNCTIONS = ("dropout_forward", "bias_relu_dropout_forward", "bias_relu_dropout_backward")
+BACKENDS = _backends.OpBackends(
+    dtypes={"triton": _backends.KERNEL_DTYPES, "cuda": _backends.KERNEL_DTYPES,
+            "cpu": _backends.KERNEL_DTYPES + (torch.float64,)},
+    needs={"cpu": _EXT_FUNCTIONS, "cuda": _EXT_FUNCTIONS},
+    auto={"cuda": ("triton", "cuda"), "cpu": ("cpu",)})
 
 
 def triton_dropout():
@@ -138,48 +136,38 @@ def _run_backward(dy, seed, p, order, backend):
     return from_flat(_apply_mask(flat_in_order(dy, order).contiguous(), seed, p, backend), dy.shape, order)
 
 
-@torch.library.custom_op("alexnet_kernels::dropout_forward", mutates_args=())
 def dropout_forward(x: torch.Tensor, seed: torch.Tensor, p: float, backend: str) -> torch.Tensor:
     _backends.check_same_device("dropout_forward", x=x, seed=seed)
-    return _run_forward(x, seed, p, resolve_backend(backend, x, "dropout_forward"))
+    return _run_forward(x, seed, p, BACKENDS.resolve(backend, x, "dropout_forward"))
 
 
-@dropout_forward.register_fake
 def _dropout_forward_fake(x, seed, p, backend):
     return torch.empty_like(x) if memory_order(x) is not None else torch.empty(x.shape, dtype=x.dtype,
                                                                                device=x.device)
 
 
-@torch.library.custom_op("alexnet_kernels::dropout_backward", mutates_args=())
 def dropout_backward(dy: torch.Tensor, seed: torch.Tensor, p: float, order: List[int],
                      backend: str) -> torch.Tensor:
     _backends.check_same_device("dropout_backward", dy=dy, seed=seed)
-    return _run_backward(dy, seed, p, order, resolve_backend(backend, dy, "dropout_backward"))
+    return _run_backward(dy, seed, p, order, BACKENDS.resolve(backend, dy, "dropout_backward"))
 
 
-@dropout_backward.register_fake
 def _dropout_backward_fake(dy, seed, p, order, backend):
     return from_flat(dy.new_empty(dy.numel()), dy.shape, order)
 
 
-def _forward_order(x):
-    return memory_order(x) or list(range(x.dim()))
-
-
-def _dropout_setup_context(ctx, inputs, output):
+def _dropout_save(inputs, y, _residuals):
     x, seed, p, backend = inputs
-    ctx.save_for_backward(seed)  # 8 bytes: the mask is regenerated
-    ctx.params = (p, _forward_order(x), backend)
+    return (seed,), (p, memory_order(x) or list(range(x.dim())), backend)  # 8 bytes: the mask is regenerated
 
 
-def _dropout_backward(ctx, dy):
-    (seed,) = ctx.saved_tensors
-    p, order, backend = ctx.params
-    return torch.ops.alexnet_kernels.dropout_backward(dy, seed, p, order, backend), None, None, None
+def _dropout_grads(backward, saved, params, grad_outputs, needs_input_grad):
+    return backward(grad_outputs[0], saved[0], *params), None, None, None
 
 
-torch.library.register_autograd("alexnet_kernels::dropout_forward", _dropout_backward,
-                                setup_context=_dropout_setup_context)
+# dropout(x, seed, p, backend): dropout with autograd.
+dropout = DifferentiableOp("Dropout", dropout_forward, _dropout_forward_fake, dropout_backward,
+                           _dropout_backward_fake, _dropout_save, _dropout_grads)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -223,90 +211,37 @@ def _bias_relu_backward(dy, y, seed, p, backend):
     return dx, dbias
 
 
-@torch.library.custom_op("alexnet_kernels::bias_relu_dropout_forward", mutates_args=())
 def bias_relu_dropout_forward(x: torch.Tensor, bias: torch.Tensor, seed: torch.Tensor, p: float,
                               backend: str) -> torch.Tensor:
     _backends.check_same_device("bias_relu_dropout_forward", x=x, bias=bias, seed=seed)
-    return _bias_relu_forward(x, bias, seed, p, resolve_backend(backend, x, "bias_relu_dropout_forward"))
+    return _bias_relu_forward(x, bias, seed, p, BACKENDS.resolve(backend, x, "bias_relu_dropout_forward"))
 
 
-@bias_relu_dropout_forward.register_fake
 def _bias_relu_forward_fake(x, bias, seed, p, backend):
     return torch.empty_like(x)
 
 
-@torch.library.custom_op("alexnet_kernels::bias_relu_dropout_backward", mutates_args=())
 def bias_relu_dropout_backward(dy: torch.Tensor, y: torch.Tensor, seed: torch.Tensor, p: float,
                                backend: str) -> Tuple[torch.Tensor, torch.Tensor]:
     _backends.check_same_device("bias_relu_dropout_backward", dy=dy, y=y, seed=seed)
-    return _bias_relu_backward(dy, y, seed, p, resolve_backend(backend, y, "bias_relu_dropout_backward"))
+    return _bias_relu_backward(dy, y, seed, p, BACKENDS.resolve(backend, y, "bias_relu_dropout_backward"))
 
 
-@bias_relu_dropout_backward.register_fake
 def _bias_relu_backward_fake(dy, y, seed, p, backend):
     return torch.empty_like(y), y.new_empty(y.shape[1])
 
 
-def _bias_relu_setup_context(ctx, inputs, output):
+def _bias_relu_save(inputs, y, _residuals):
     x, bias, seed, p, backend = inputs
-    ctx.save_for_backward(output, seed)  # the output (ReLU condition) and the seed (mask): no mask saved
-    ctx.params = (p, backend)
+    return (y, seed), (p, backend)  # the output (ReLU condition) and the seed (mask): no mask saved
 
 
-def _bias_relu_backward_autograd(ctx, dy):
-    y, seed = ctx.saved_tensors
-    dx, dbias = torch.ops.alexnet_kernels.bias_relu_dropout_backward(dy, y, seed, *ctx.params)
+def _bias_relu_grads(backward, saved, params, grad_outputs, needs_input_grad):
+    dx, dbias = backward(grad_outputs[0], *saved, *params)
     return dx, dbias, None, None, None
 
 
-torch.library.register_autograd("alexnet_kernels::bias_relu_dropout_forward", _bias_relu_backward_autograd,
-                                setup_context=_bias_relu_setup_context)
-
-
-# ---------------------------------------------------------------------------------------------------
-# The eager path: the same kernels and saved tensors without the custom-op dispatcher's per-call Python
-# cost, which dominates at AlexNet's FC sizes (128 x 4096 is microseconds of GPU work).  Under
-# torch.compile the functional API calls the custom ops instead.
-
-class DropoutFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, seed, p, backend):
-        backend = resolve_backend(backend, x, "dropout_forward")
-        ctx.save_for_backward(seed)
-        ctx.params = (p, _forward_order(x), backend)
-        return _run_forward(x, seed, p, backend)
-
-    @staticmethod
-    @once_differentiable  # no derivative registered for the backward kernels: double backward raises
-    def backward(ctx, dy):
-        (seed,) = ctx.saved_tensors
-        return _run_backward(dy, seed, *ctx.params), None, None, None
-
-
-class BiasReLUDropoutFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, bias, seed, p, backend):
-        backend = resolve_backend(backend, x, "bias_relu_dropout_forward")
-        y = _bias_relu_forward(x, bias, seed, p, backend)
-        ctx.save_for_backward(y, seed)
-        ctx.params = (p, backend)
-        return y
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dy):
-        y, seed = ctx.saved_tensors
-        dx, dbias = _bias_relu_backward(dy, y, seed, *ctx.params)
-        return dx, dbias, None, None, None
-
-
-def dropout(x, seed, p, backend):
-    if torch.compiler.is_compiling():
-        return torch.ops.alexnet_kernels.dropout_forward(x, seed, p, backend)
-    return DropoutFunction.apply(x, seed, p, backend)
-
-
-def bias_relu_dropout(x, bias, seed, p, backend):
-    if torch.compiler.is_compiling():
-        return torch.ops.alexnet_kernels.bias_relu_dropout_forward(x, bias, seed, p, backend)
-    return BiasReLUDropoutFunction.apply(x, bias, seed, p, backend)
+# bias_relu_dropout(x, bias, seed, p, backend): dropout(relu(x + bias)) of a row-major (M, N) x with autograd.
+bias_relu_dropout = DifferentiableOp(
+    "BiasReLUDropout", bias_relu_dropout_forward, _bias_relu_forward_fake, bias_relu_dropout_backward,
+    _bias_relu_backward_fake, _bias_relu_save, _bias_relu_grads)

@@ -16,23 +16,20 @@ from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from .. import _backends, _extension
+from ._registry import DifferentiableOp
 from .lrn import NSC, empty_in_layout, reference_backward, torch_local_response_norm
 from .pool import (in_layout, kernel_ready, offsets_from_indices, output_hw, pool_layout,
                    torch_pool_backward)
 
-# backend="auto" on cuda: not measured on a GPU yet (see benchmarks/results/README.md).
-AUTO_CUDA_PREFERENCE = ("triton", "cuda")
-
-
-# The functions of alexnet_kernels._C the "cpu" and "cuda" backends call.
-EXT_FUNCTIONS = ("relu_lrn_max_pool2d_forward", "relu_lrn_max_pool2d_backward")
-
-
-def resolve_backend(backend, x, op):
-    return _backends.resolve_checked(backend, x, op, AUTO_CUDA_PREFERENCE, EXT_FUNCTIONS)
+# The backend policy ("auto" on cuda: not measured on a GPU yet, see benchmarks/results/README.md).
+_EXT_FUNCTIONS = ("relu_lrn_max_pool2d_forward", "relu_lrn_max_pool2d_backward")   # what "cpu"/"cuda" call
+BACKENDS = _backends.OpBackends(
+    dtypes={"triton": _backends.KERNEL_DTYPES, "cuda": _backends.KERNEL_DTYPES,
+            "cpu": _backends.KERNEL_DTYPES + (torch.float64,)},
+    needs={"cpu": _EXT_FUNCTIONS, "cuda": _EXT_FUNCTIONS},
+    auto={"cuda": ("triton", "cuda"), "cpu": ("cpu",)})
 
 
 def triton_fused():
@@ -84,76 +81,44 @@ def _run_backward(dz, x, offsets, size, alpha, beta, k, kernel_size, stride, pad
     return dx
 
 
-@torch.library.custom_op("alexnet_kernels::relu_lrn_max_pool2d_forward", mutates_args=())
 def relu_lrn_max_pool2d_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
                                 kernel_size: List[int], stride: List[int], padding: List[int], ceil_mode: bool,
                                 backend: str) -> Tuple[torch.Tensor, torch.Tensor]:
-    backend = resolve_backend(backend, x, "relu_lrn_max_pool2d_forward")
+    backend = BACKENDS.resolve(backend, x, "relu_lrn_max_pool2d_forward")
     return _run_forward(x, size, alpha, beta, k, kernel_size, stride, padding, ceil_mode, backend)
 
 
-@relu_lrn_max_pool2d_forward.register_fake
 def _forward_fake(x, size, alpha, beta, k, kernel_size, stride, padding, ceil_mode, backend):
     shape = tuple(x.shape[:2]) + output_hw(x.shape[2:], kernel_size, stride, padding, ceil_mode)
     layout = pool_layout(x)
     return empty_in_layout(shape, layout, x), empty_in_layout(shape, layout, x, torch.uint8)
 
 
-@torch.library.custom_op("alexnet_kernels::relu_lrn_max_pool2d_backward", mutates_args=())
 def relu_lrn_max_pool2d_backward(dz: torch.Tensor, x: torch.Tensor, offsets: torch.Tensor, size: int,
                                  alpha: float, beta: float, k: float, kernel_size: List[int], stride: List[int],
                                  padding: List[int], ceil_mode: bool, backend: str) -> torch.Tensor:
     _backends.check_same_device("relu_lrn_max_pool2d_backward", dz=dz, x=x, offsets=offsets)
-    backend = resolve_backend(backend, x, "relu_lrn_max_pool2d_backward")
+    backend = BACKENDS.resolve(backend, x, "relu_lrn_max_pool2d_backward")
     return _run_backward(dz, x, offsets, size, alpha, beta, k, kernel_size, stride, padding, ceil_mode, backend)
 
 
-@relu_lrn_max_pool2d_backward.register_fake
 def _backward_fake(dz, x, offsets, size, alpha, beta, k, kernel_size, stride, padding, ceil_mode, backend):
     return empty_in_layout(x.shape, pool_layout(x), x)
 
 
-def _setup_context(ctx, inputs, output):
+def _save(inputs, output, _residuals):
     x, size, alpha, beta, k, kernel_size, stride, padding, ceil_mode, backend = inputs
-    _, offsets = output
-    ctx.mark_non_differentiable(offsets)
-    ctx.save_for_backward(x, offsets)  # the conv output and one byte per output: nothing else
-    ctx.params = (size, alpha, beta, k, kernel_size, stride, padding, ceil_mode, backend)
+    # The conv output and one byte per output: nothing else.
+    return (x, output[1]), (size, alpha, beta, k, kernel_size, stride, padding, ceil_mode, backend)
 
 
-def _backward(ctx, dz, _doffsets):
-    x, offsets = ctx.saved_tensors
-    dx = torch.ops.alexnet_kernels.relu_lrn_max_pool2d_backward(dz, x, offsets, *ctx.params)
-    return (dx,) + (None,) * 9
+def _grads(backward, saved, params, grad_outputs, needs_input_grad):
+    x, offsets = saved
+    return (backward(grad_outputs[0], x, offsets, *params),) + (None,) * 9
 
 
-torch.library.register_autograd("alexnet_kernels::relu_lrn_max_pool2d_forward", _backward,
-                                setup_context=_setup_context)
-
-
-class ReLULRNMaxPool2dFunction(torch.autograd.Function):
-    """The eager path (same kernels and saved tensors as the custom op, no dispatcher cost)."""
-
-    @staticmethod
-    def forward(ctx, x, size, alpha, beta, k, kernel_size, stride, padding, ceil_mode, backend):
-        backend = resolve_backend(backend, x, "relu_lrn_max_pool2d_forward")
-        z, offsets = _run_forward(x, size, alpha, beta, k, kernel_size, stride, padding, ceil_mode, backend)
-        ctx.save_for_backward(x, offsets)
-        ctx.params = (size, alpha, beta, k, kernel_size, stride, padding, ceil_mode, backend)
-        ctx.mark_non_differentiable(offsets)
-        return z, offsets
-
-    @staticmethod
-    @once_differentiable  # no derivative of the backward kernel: double backward raises, never zeros
-    def backward(ctx, dz, _doffsets):
-        x, offsets = ctx.saved_tensors
-        return (_run_backward(dz, x, offsets, *ctx.params),) + (None,) * 9
-
-
-def relu_lrn_max_pool2d(x, size, alpha, beta, k, kernel_size, stride, padding, ceil_mode, backend):
-    """The fused block on a 4-D tensor with autograd: the custom op under torch.compile, else the Function."""
-    if torch.compiler.is_compiling():
-        return torch.ops.alexnet_kernels.relu_lrn_max_pool2d_forward(
-            x, size, alpha, beta, k, list(kernel_size), list(stride), list(padding), ceil_mode, backend)[0]
-    return ReLULRNMaxPool2dFunction.apply(x, size, alpha, beta, k, kernel_size, stride, padding, ceil_mode,
-                                          backend)[0]
+# relu_lrn_max_pool2d(x, size, alpha, beta, k, kernel_size, stride, padding, ceil_mode, backend) -> (z, offsets):
+# the fused block on a 4-D tensor with autograd (lists of two ints; the offsets get no gradient).
+relu_lrn_max_pool2d = DifferentiableOp(
+    "ReLULRNMaxPool2d", relu_lrn_max_pool2d_forward, _forward_fake, relu_lrn_max_pool2d_backward, _backward_fake,
+    _save, _grads, non_differentiable=(1,))

@@ -14,9 +14,9 @@ output has the input's layout.  Any other strides are copied once to contiguous 
 """
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from .. import _backends, _extension
+from ._registry import DifferentiableOp
 
 NCS, NSC = "NCS", "NSC"   # (N, C, S) strides (C*S, S, 1) and (C*S, 1, C)
 
@@ -56,22 +56,17 @@ def output_layout(x):
     return layout_of(x) or NCS
 
 
-# Preference order of backends for cuda tensors under backend="auto"; the first one available is used.
-# Triton first: it is the only GPU backend measured (and checked against torch) on a GPU so far, see
+# The backend policy: the dtypes each backend's kernels take, and what "auto" tries.  On cuda, Triton
+# first: it is the only GPU backend measured (and checked against torch) on a GPU so far, see
 # benchmarks/results/README.md; the CUDA kernels have run only under the host emulator
-# (tests/test_cuda_emulation.py).  Re-order from the next full GPU benchmark run.
-AUTO_CUDA_PREFERENCE = ("triton", "cuda")
-
-
-supports_dtype = _backends.supports_dtype
-
-
-# The functions of alexnet_kernels._C the "cpu" and "cuda" backends call.
-EXT_FUNCTIONS = ("lrn_forward", "lrn_backward")
-
-
-def resolve_backend(backend, x, op):
-    return _backends.resolve_checked(backend, x, op, AUTO_CUDA_PREFERENCE, EXT_FUNCTIONS)
+# (tests/test_cuda_emulation.py).  Re-order from the next full GPU benchmark run.  The C++ CPU kernels also
+# take float64 (for gradcheck).
+_EXT_FUNCTIONS = ("lrn_forward", "lrn_backward")   # what the "cpu" and "cuda" backends call in _C
+BACKENDS = _backends.OpBackends(
+    dtypes={"triton": _backends.KERNEL_DTYPES, "cuda": _backends.KERNEL_DTYPES,
+            "cpu": _backends.KERNEL_DTYPES + (torch.float64,)},
+    needs={"cpu": _EXT_FUNCTIONS, "cuda": _EXT_FUNCTIONS},
+    auto={"cuda": ("triton", "cuda"), "cpu": ("cpu",)})
 
 
 def triton_lrn():
@@ -165,66 +160,32 @@ def _run_backward(dy, x, size, alpha, beta, k, backend):
     return dx
 
 
-@torch.library.custom_op("alexnet_kernels::lrn_forward", mutates_args=())
 def lrn_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, backend: str) -> torch.Tensor:
-    backend = resolve_backend(backend, x, "lrn_forward")
-    return _run_forward(x, size, alpha, beta, k, backend)
+    return _run_forward(x, size, alpha, beta, k, BACKENDS.resolve(backend, x, "lrn_forward"))
 
 
-@lrn_forward.register_fake
 def _lrn_forward_fake(x, size, alpha, beta, k, backend):
     return empty_in_layout(x.shape, output_layout(x), x)
 
 
-@torch.library.custom_op("alexnet_kernels::lrn_backward", mutates_args=())
 def lrn_backward(dy: torch.Tensor, x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
                  backend: str) -> torch.Tensor:
     _backends.check_same_device("lrn_backward", dy=dy, x=x)
-    backend = resolve_backend(backend, x, "lrn_backward")
-    return _run_backward(dy, x, size, alpha, beta, k, backend)
+    return _run_backward(dy, x, size, alpha, beta, k, BACKENDS.resolve(backend, x, "lrn_backward"))
 
 
-@lrn_backward.register_fake
 def _lrn_backward_fake(dy, x, size, alpha, beta, k, backend):
     return empty_in_layout(x.shape, output_layout(x), x)
 
 
-def _setup_context(ctx, inputs, output):
+def _save(inputs, y, _residuals):
     x, size, alpha, beta, k, backend = inputs
-    ctx.save_for_backward(x)  # the only tensor saved: the normaliser is recomputed from x
-    ctx.params = (size, alpha, beta, k, backend)
+    return (x,), (size, alpha, beta, k, backend)  # the only tensor kept: the normaliser is recomputed from x
 
 
-def _backward(ctx, dy):
-    (x,) = ctx.saved_tensors
-    dx = torch.ops.alexnet_kernels.lrn_backward(dy, x, *ctx.params)
-    return dx, None, None, None, None, None
+def _grads(backward, saved, params, grad_outputs, needs_input_grad):
+    return (backward(grad_outputs[0], saved[0], *params),) + (None,) * 5
 
 
-torch.library.register_autograd("alexnet_kernels::lrn_forward", _backward, setup_context=_setup_context)
-
-
-class LRNFunction(torch.autograd.Function):
-    """The eager path: the same kernels and the same saved tensor (x only) as the custom op, without the
-    custom-op dispatcher's per-call Python cost (tens of microseconds, twice per training step), which
-    dominates small LRN calls.  Under torch.compile the functional API calls the custom op instead."""
-
-    @staticmethod
-    def forward(ctx, x, size, alpha, beta, k, backend):
-        backend = resolve_backend(backend, x, "lrn_forward")
-        ctx.save_for_backward(x)
-        ctx.params = (size, alpha, beta, k, backend)
-        return _run_forward(x, size, alpha, beta, k, backend)
-
-    @staticmethod
-    @once_differentiable  # the backward kernels have no derivative: double backward raises, never zeros
-    def backward(ctx, dy):
-        (x,) = ctx.saved_tensors
-        return _run_backward(dy, x, *ctx.params), None, None, None, None, None
-
-
-def lrn(x, size, alpha, beta, k, backend):
-    """LRN with autograd: the custom op while torch.compile traces, LRNFunction in eager mode."""
-    if torch.compiler.is_compiling():
-        return torch.ops.alexnet_kernels.lrn_forward(x, size, alpha, beta, k, backend)
-    return LRNFunction.apply(x, size, alpha, beta, k, backend)
+# lrn(x, size, alpha, beta, k, backend): LRN with autograd.
+lrn = DifferentiableOp("LRN", lrn_forward, _lrn_forward_fake, lrn_backward, _lrn_backward_fake, _save, _grads)

@@ -20,43 +20,26 @@ from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from .. import _backends, _extension
+from ._registry import DifferentiableOp
 from .lrn import NCS, NSC, empty_in_layout, layout_of
 
 # Offsets are one byte: windows of more elements are delegated to torch by the functional API.
 MAX_WINDOW_ELEMENTS = 256
 
-# Preference order of backends for cuda tensors under backend="auto" (neither GPU backend has been
-# measured on a GPU yet: re-order from the first benchmark run).
-AUTO_CUDA_PREFERENCE = ("triton", "cuda")
-
-
-# The functions of alexnet_kernels._C the "cpu" and "cuda" backends call.
-EXT_FUNCTIONS = ("max_pool2d_forward", "max_pool2d_backward")
-
-
-# Integer dtypes torch pools on the CPU: the forward of the C++ CPU kernels (and backend "torch") takes them.
+# Integer dtypes torch pools on the CPU: the forward of the C++ CPU kernels (and backend "torch") takes them;
+# on cuda no kernel of ours pools integers, so "auto" takes torch's (its rule for any dtype our kernels lack).
 INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
-
-def _supports_dtype(backend, dtype):
-    return _backends.supports_dtype(backend, dtype) or (backend == "cpu" and dtype in INTEGER_DTYPES)
-
-
-def resolve_backend(backend, x, op):
-    if x.dtype not in INTEGER_DTYPES:
-        return _backends.resolve_checked(backend, x, op, AUTO_CUDA_PREFERENCE, EXT_FUNCTIONS)
-    # "auto" takes the C++ CPU kernels on the CPU; elsewhere no kernel of ours pools integers: torch's
-    # (the rule "auto" follows for every dtype our kernels lack).
-    backend = _backends.resolve(backend, x, lambda t: AUTO_CUDA_PREFERENCE, _supports_dtype, EXT_FUNCTIONS)
-    _backends.check(backend, x.device, op, EXT_FUNCTIONS)
-    if not _supports_dtype(backend, x.dtype):
-        raise _backends.BackendUnavailableError(
-            "%s: backend=%r does not support dtype %s: integer max-pooling runs on backend='cpu' (the C++ CPU "
-            "kernels) and backend='torch'" % (op, backend, x.dtype))
-    return backend
+# The backend policy (neither GPU backend has been measured on a GPU yet: re-order "auto" on cuda from the
+# first benchmark run).  The C++ CPU kernels also take float64 (for gradcheck) and, forward, the integers.
+_EXT_FUNCTIONS = ("max_pool2d_forward", "max_pool2d_backward")   # what the "cpu" and "cuda" backends call
+BACKENDS = _backends.OpBackends(
+    dtypes={"triton": _backends.KERNEL_DTYPES, "cuda": _backends.KERNEL_DTYPES,
+            "cpu": _backends.KERNEL_DTYPES + (torch.float64,) + INTEGER_DTYPES},
+    needs={"cpu": _EXT_FUNCTIONS, "cuda": _EXT_FUNCTIONS},
+    auto={"cuda": ("triton", "cuda"), "cpu": ("cpu",)})
 
 
 def output_size(size, kernel, stride, pad, ceil_mode):
@@ -169,87 +152,51 @@ def _run_backward(dy, offsets, input_hw, channels_last, kernel_size, stride, pad
     return dx
 
 
-@torch.library.custom_op("alexnet_kernels::max_pool2d_forward", mutates_args=())
 def max_pool2d_forward(x: torch.Tensor, kernel_size: List[int], stride: List[int], padding: List[int],
                        ceil_mode: bool, backend: str) -> Tuple[torch.Tensor, torch.Tensor]:
-    backend = resolve_backend(backend, x, "max_pool2d_forward")
+    backend = BACKENDS.resolve(backend, x, "max_pool2d_forward")
     return _run_forward(x, kernel_size, stride, padding, ceil_mode, backend)
 
 
-@max_pool2d_forward.register_fake
 def _max_pool2d_forward_fake(x, kernel_size, stride, padding, ceil_mode, backend):
     shape = tuple(x.shape[:2]) + output_hw(x.shape[2:], kernel_size, stride, padding, ceil_mode)
     layout = pool_layout(x)
     return empty_in_layout(shape, layout, x), empty_in_layout(shape, layout, x, torch.uint8)
 
 
-@torch.library.custom_op("alexnet_kernels::max_pool2d_backward", mutates_args=())
 def max_pool2d_backward(dy: torch.Tensor, offsets: torch.Tensor, input_hw: List[int], channels_last: bool,
                         kernel_size: List[int], stride: List[int], padding: List[int], ceil_mode: bool,
                         backend: str) -> torch.Tensor:
     _backends.check_same_device("max_pool2d_backward", dy=dy, offsets=offsets)
-    backend = resolve_backend(backend, dy, "max_pool2d_backward")
+    backend = BACKENDS.resolve(backend, dy, "max_pool2d_backward")
     return _run_backward(dy, offsets, input_hw, channels_last, kernel_size, stride, padding, ceil_mode,
                          backend)
 
 
-@max_pool2d_backward.register_fake
 def _max_pool2d_backward_fake(dy, offsets, input_hw, channels_last, kernel_size, stride, padding, ceil_mode,
                               backend):
     return empty_in_layout(tuple(dy.shape[:2]) + tuple(input_hw), NSC if channels_last else NCS, dy)
 
 
-def _setup_context(ctx, inputs, output):
+def _save(inputs, output, _residuals):
     x, kernel_size, stride, padding, ceil_mode, backend = inputs
     y, offsets = output
-    ctx.mark_non_differentiable(offsets)
-    ctx.save_for_backward(offsets)  # one byte per output; the input is not kept
-    ctx.params = (list(x.shape[2:]), layout_of(y) == NSC, kernel_size, stride, padding, ceil_mode, backend)
+    # One byte per output; the input is not kept.
+    return (offsets,), (list(x.shape[2:]), layout_of(y) == NSC, kernel_size, stride, padding, ceil_mode, backend)
 
 
-def _backward(ctx, dy, _doffsets):
-    (offsets,) = ctx.saved_tensors
-    dx = torch.ops.alexnet_kernels.max_pool2d_backward(dy, offsets, *ctx.params)
-    return dx, None, None, None, None, None
+def _grads(backward, saved, params, grad_outputs, needs_input_grad):
+    return (backward(grad_outputs[0], saved[0], *params),) + (None,) * 5
 
 
-torch.library.register_autograd("alexnet_kernels::max_pool2d_forward", _backward, setup_context=_setup_context)
-
-
-class MaxPool2dFunction(torch.autograd.Function):
-    """The eager path: the same kernels and saved tensor as the custom op without the custom-op
-    dispatcher's per-call Python cost.  Under torch.compile the custom op is used instead."""
-
-    @staticmethod
-    def forward(ctx, x, kernel_size, stride, padding, ceil_mode, backend):
-        backend = resolve_backend(backend, x, "max_pool2d_forward")
-        y, offsets = _run_forward(x, kernel_size, stride, padding, ceil_mode, backend)
-        ctx.save_for_backward(offsets)
-        ctx.params = (tuple(x.shape[2:]), layout_of(y) == NSC, kernel_size, stride, padding, ceil_mode, backend)
-        ctx.mark_non_differentiable(offsets)
-        return y, offsets
-
-    @staticmethod
-    @once_differentiable  # no derivative of the backward kernels: double backward raises, never zeros
-    def backward(ctx, dy, _doffsets):
-        (offsets,) = ctx.saved_tensors
-        return _run_backward(dy, offsets, *ctx.params), None, None, None, None, None
-
-
-def max_pool2d(x, kernel_size, stride, padding, ceil_mode, backend):
-    """Max-pool of a 4-D tensor with autograd: the custom op under torch.compile, else MaxPool2dFunction."""
-    if torch.compiler.is_compiling():
-        return torch.ops.alexnet_kernels.max_pool2d_forward(x, list(kernel_size), list(stride), list(padding),
-                                                            ceil_mode, backend)[0]
-    return MaxPool2dFunction.apply(x, kernel_size, stride, padding, ceil_mode, backend)[0]
+# max_pool2d(x, kernel_size, stride, padding, ceil_mode, backend) -> (y, offsets): 4-D max-pool with autograd
+# (lists of two ints; the offsets get no gradient).
+max_pool2d = DifferentiableOp("MaxPool2d", max_pool2d_forward, _max_pool2d_forward_fake, max_pool2d_backward,
+                              _max_pool2d_backward_fake, _save, _grads, non_differentiable=(1,))
 
 
 def max_pool2d_with_indices(x, kernel_size, stride, padding, ceil_mode, backend):
     """(y, torch's int64 flat indices ih * W + iw) of a 4-D x: our kernels' (y, offsets), the indices derived
     from the one-byte offsets (non-differentiable; y's gradient is our backward through the offsets)."""
-    if torch.compiler.is_compiling():
-        y, offsets = torch.ops.alexnet_kernels.max_pool2d_forward(x, list(kernel_size), list(stride),
-                                                                  list(padding), ceil_mode, backend)
-    else:
-        y, offsets = MaxPool2dFunction.apply(x, kernel_size, stride, padding, ceil_mode, backend)
+    y, offsets = max_pool2d(x, kernel_size, stride, padding, ceil_mode, backend)
     return y, indices_from_offsets(offsets, x.shape[-1], kernel_size, stride, padding)

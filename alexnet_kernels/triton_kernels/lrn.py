@@ -18,7 +18,11 @@ Design: each program owns a [BLOCK_C, BLOCK_S] tile of one sample and forms ever
 Forward: the window sums come from shifted loads of the tile; only the first touch of each element
 reaches DRAM, the shifted re-loads hit L1/L2.
 
-Backward ("v2", the default): the tile's rows are BLOCK_C consecutive channels, of which the middle
+Backward: lrn_backward picks the kernel by rule, from the window and C (no switch): "v2" while its tile
+holds the window's halo, else "v1".  lrn_backward_v2 / lrn_backward_v1 are internal entry points for the
+benchmarks and tests that compare the two.
+
+Backward "v2": the tile's rows are BLOCK_C consecutive channels, of which the middle
 BLOCK_C - 2 * (PRE + POST) are outputs and the rest the halo their transposed windows need.  The
 program loads x and dy once per tile element, forms base_j once for every row (window sums by
 shifted adds of the squared tile: tl.gather along the channel axis, which the compiler lowers to
@@ -26,8 +30,7 @@ register shuffles or a shared-memory round trip), computes t_j = dy_j * x_j * ba
 per row, sums t over the transposed windows the same way, and writes the output rows of dx once.
 Windows too wide for a 128-row tile (PRE + POST > 32) take "v1".
 
-Backward "v1" (kept as a benchmark provider until a GPU run decides, and the path for very wide
-windows): every output recomputes base_j for each j of its transposed window from shifted loads of x,
+Backward "v1" (the path for very wide windows, and a benchmark provider until a GPU run decides): every output recomputes base_j for each j of its transposed window from shifted loads of x,
 (n + 1) * n loads (L1 hits after the first) and n powers per element.
 """
 import triton
@@ -263,33 +266,12 @@ def _config(C, S, channels_last):
     return block_c, block_s, 4
 
 
-# Backward kernel: "v2" (normalisers formed once per tile row) or "v1" (recomputed per output). A module
-# setting, not an op argument: benchmarks switch it (backward_variant) to time old against new.
-BACKWARD_VARIANTS = ("v2", "v1")
-backward_variant_in_use = "v2"
+# Backward kernels: "v2" forms the normalisers once per tile row, "v1" recomputes them per output.  The
+# launcher picks by rule (lrn_backward): v2 while its tile fits the window's halo, else v1's rolled loop.
 # v2's tile rows: at most this many, and v2 only while the halo leaves at least half of them outputs.
 V2_MAX_ROWS = 128
 V2_ELEMENTS = 2048  # tile elements (rows x positions)
 V2_WARPS = 8
-
-
-class backward_variant:
-    """Context manager: `with backward_variant("v1"): ...` runs the Triton LRN backward with that kernel."""
-
-    def __init__(self, variant):
-        if variant not in BACKWARD_VARIANTS:
-            raise ValueError("LRN backward variant must be one of %s, got %r" % (BACKWARD_VARIANTS, variant))
-        self.variant = variant
-
-    def __enter__(self):
-        global backward_variant_in_use
-        self.saved, backward_variant_in_use = backward_variant_in_use, self.variant
-        return self
-
-    def __exit__(self, *exc):
-        global backward_variant_in_use
-        backward_variant_in_use = self.saved
-        return False
 
 
 def _v2_rows(C, halo):
@@ -346,27 +328,38 @@ def lrn_forward(x, y, size, alpha, beta, k, channels_last):
     _launch(lrn_forward_kernel, (x, y), x, size, (alpha / size, beta, k), channels_last)
 
 
-def lrn_backward(x, dy, dx, size, alpha, beta, k, channels_last, variant=None):
+def lrn_backward(x, dy, dx, size, alpha, beta, k, channels_last):
     """Write the input gradient into dx, recomputing the normaliser from x (same layout for all three).
-    variant: "v2" or "v1" (default: backward_variant_in_use); v2 takes windows up to a halo of
-    V2_MAX_ROWS // 4 channels per side, wider ones run v1's rolled loop."""
-    variant = backward_variant_in_use if variant is None else variant
-    args = (alpha / size, beta, k, 2.0 * alpha * beta / size)
-    if variant == "v2":
-        N, C = x.shape[0], x.shape[1]
-        S = x.numel() // (N * C) if N * C else 0
-        if N * C * S == 0:
-            return
-        pre, post = min(size // 2, C - 1), min((size - 1) // 2, C - 1)
-        cfg = _v2_config(C, S, pre + post, channels_last)
-        if cfg is not None:
-            rows, block_s, num_warps = cfg
-            strides = (C * S, 1, C) if channels_last else (C * S, S, 1)
-            grid = (triton.cdiv(C, rows - 2 * (pre + post)) * triton.cdiv(S, block_s) * N,)
-            launch(lrn_backward_kernel, grid, x, dy, dx, C, S, *strides, *args,
-                   PRE=pre, POST=post, UNROLL=(pre + post + 1) <= MAX_UNROLLED_WINDOW,
-                   BLOCK_C=rows, BLOCK_S=block_s, num_warps=num_warps)
-            return
-    elif variant != "v1":
-        raise ValueError("LRN backward variant must be one of %s, got %r" % (BACKWARD_VARIANTS, variant))
-    _launch(lrn_backward_v1_kernel, (x, dy, dx), x, size, args, channels_last)
+    Kernel by rule: v2 while a tile of at most V2_MAX_ROWS rows keeps half its rows outputs (a halo of up to
+    V2_MAX_ROWS // 4 channels per side), else v1's rolled loop (wider windows)."""
+    if not lrn_backward_v2(x, dy, dx, size, alpha, beta, k, channels_last):
+        lrn_backward_v1(x, dy, dx, size, alpha, beta, k, channels_last)
+
+
+def _backward_args(size, alpha, beta, k):
+    return alpha / size, beta, k, 2.0 * alpha * beta / size
+
+
+def lrn_backward_v2(x, dy, dx, size, alpha, beta, k, channels_last):
+    """The v2 kernel (normalisers once per tile row); False, launching nothing, when its tile cannot hold the
+    window's halo.  An internal entry point: the op calls lrn_backward, benchmarks and tests this."""
+    N, C = x.shape[0], x.shape[1]
+    S = x.numel() // (N * C) if N * C else 0
+    if N * C * S == 0:
+        return True
+    pre, post = min(size // 2, C - 1), min((size - 1) // 2, C - 1)
+    cfg = _v2_config(C, S, pre + post, channels_last)
+    if cfg is None:
+        return False
+    rows, block_s, num_warps = cfg
+    strides = (C * S, 1, C) if channels_last else (C * S, S, 1)
+    grid = (triton.cdiv(C, rows - 2 * (pre + post)) * triton.cdiv(S, block_s) * N,)
+    launch(lrn_backward_kernel, grid, x, dy, dx, C, S, *strides, *_backward_args(size, alpha, beta, k),
+           PRE=pre, POST=post, UNROLL=(pre + post + 1) <= MAX_UNROLLED_WINDOW,
+           BLOCK_C=rows, BLOCK_S=block_s, num_warps=num_warps)
+    return True
+
+
+def lrn_backward_v1(x, dy, dx, size, alpha, beta, k, channels_last):
+    """The v1 kernel (normalisers recomputed per output; any window).  An internal entry point, as v2's."""
+    _launch(lrn_backward_v1_kernel, (x, dy, dx), x, size, _backward_args(size, alpha, beta, k), channels_last)

@@ -142,8 +142,8 @@ def max_pool2d_forward_kernel(x_ptr, y_ptr, off_ptr, C, P, H, W, OH, OW,
                               UNROLL: tl.constexpr, WRITE_OFFSETS: tl.constexpr,
                               BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     # y and the offsets share one layout (strides syn..syw).  alpha_over_n, beta, k, PRE, POST and
-    # UNROLL_LRN only matter when FUSED_LRN (the ReLU -> LRN -> pool block).  WRITE_OFFSETS=False is the
-    # benchmark-only variant whose backward recomputes the arg-max from x instead.
+    # UNROLL_LRN only matter when FUSED_LRN (the ReLU -> LRN -> pool block).  WRITE_OFFSETS=False writes y
+    # only (benchmarks/pool_recompute.py, whose backward recomputes the arg-max from x instead).
     n, offs_c, offs_p, mask_c, mask_p = _pool_tile(C, P, BLOCK_C, BLOCK_P)
     mask = mask_c & mask_p
     oh = offs_p // OW
@@ -210,39 +210,6 @@ def max_pool2d_backward_kernel(dy_ptr, off_ptr, dx_ptr, C, P, H, W, OH, OW,
     out = (n * sxn + offs_c.to(tl.int64)[:, None] * sxc
            + (ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw)[None, :])
     tl.store(dx_ptr + out, dx.to(dx_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def max_pool2d_backward_recompute_kernel(x_ptr, dy_ptr, dx_ptr, C, P, H, W, OH, OW,
-                                         sxn, sxc, sxh, sxw, sdn, sdc, sdh, sdw, sgn, sgc, sgh, sgw,
-                                         KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr,
-                                         SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
-                                         UNROLL: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-    # The alternative to saved offsets, kept to measure the two against each other (benchmarks only): the
-    # backward re-scans every covering window of x for its arg-max (x saved instead of one byte per output).
-    n, offs_c, offs_p, mask_c, mask_p = _pool_tile(C, P, BLOCK_C, BLOCK_P)
-    mask = mask_c & mask_p
-    ih = offs_p // W
-    iw = offs_p % W
-    oh_lo, oh_hi = _covering_range(ih, PH, KH, SH, OH)
-    ow_lo, ow_hi = _covering_range(iw, PW, KW, SW, OW)
-    dy_base = dy_ptr + n * sdn + offs_c.to(tl.int64)[:, None] * sdc
-    acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
-    for i in tl.static_range((KH + SH - 1) // SH):
-        oh = oh_lo + i
-        for j in tl.static_range((KW + SW - 1) // SW):
-            ow = ow_lo + j
-            ok = mask & ((oh <= oh_hi) & (ow <= ow_hi))[None, :]
-            _, off = _window_argmax(x_ptr, dx_ptr, n, offs_c, ok, oh, ow, H, W, C, sxn, sxc, sxh, sxw,
-                                    1.0, 1.0, 1.0, KH, KW, SH, SW, PH, PW, False, 0, 0, True, UNROLL,
-                                    BLOCK_C, BLOCK_P)
-            target = ((ih - (oh * SH - PH)) * KW + (iw - (ow * SW - PW)))[None, :]
-            g = tl.load(dy_base + (oh.to(tl.int64) * sdh + ow.to(tl.int64) * sdw)[None, :], mask=ok,
-                        other=0.0).to(tl.float32)
-            acc = tl.where(ok & (off == target), acc + g, acc)
-    out = (n * sgn + offs_c.to(tl.int64)[:, None] * sgc
-           + (ih.to(tl.int64) * sgh + iw.to(tl.int64) * sgw)[None, :])
-    tl.store(dx_ptr + out, acc.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -359,7 +326,7 @@ def _forward(x, y, offsets, kernel_size, stride, padding, lrn_args):
 
 def max_pool2d_forward(x, y, offsets, kernel_size, stride, padding):
     """Write max_pool2d(x) into y and the in-window offsets of the maxima into `offsets` (uint8, y's
-    layout; None writes none, for the recompute variant).  x: (N, C, H, W) with any strides; y: (N, C, OH, OW)."""
+    layout; None writes none, for benchmarks/pool_recompute.py).  x: (N, C, H, W) with any strides; y: (N, C, OH, OW)."""
     _forward(x, y, offsets, kernel_size, stride, padding, None)
 
 
@@ -394,19 +361,4 @@ def relu_lrn_max_pool2d_backward(x, dz, offsets, dx, size, alpha, beta, k, kerne
         x, dz, offsets, dx, C, H * W, H, W, OH, OW, *x.stride(), *dz.stride(), *offsets.stride(), *dx.stride(),
         alpha / size, beta, k, 2.0 * alpha * beta / size,
         **_pool_constants(kernel_size, stride, padding), **_lrn_constants(size, C),
-        BLOCK_C=block_c, BLOCK_P=block_p, num_warps=num_warps)
-
-
-def max_pool2d_backward_recompute(x, dy, dx, kernel_size, stride, padding):
-    """The benchmark-only alternative to max_pool2d_backward: re-derives each window's arg-max from x."""
-    N, C, H, W = x.shape
-    OH, OW = dy.shape[2], dy.shape[3]
-    if dx.numel() == 0:
-        return
-    block_c, block_p, num_warps = _config(C, H * W, dx.stride(1) == 1 and C > 1)
-    kh, kw = kernel_size
-    launch(
-        max_pool2d_backward_recompute_kernel, _grid(N, C, H * W, block_c, block_p),
-        x, dy, dx, C, H * W, H, W, OH, OW, *x.stride(), *dy.stride(), *dx.stride(),
-        **_pool_constants(kernel_size, stride, padding), UNROLL=kh * kw <= MAX_UNROLLED_POOL,
         BLOCK_C=block_c, BLOCK_P=block_p, num_warps=num_warps)
