@@ -1,7 +1,8 @@
 """The C++ CPU kernels' per-ISA copies (csrc/cpu_isa.h): baseline x86-64, AVX2 + FMA and AVX-512, the widest the
 CPU runs chosen at run time. The library always takes the widest; csrc/emulate/cpu_isa_harness.cpp (built here
-with csrc/lrn_cpu.cpp as a throwaway extension) runs each copy this CPU supports, so every one is checked
-against float64 -- forward and backward, both layouts, every strategy (ring, rows, planes), both power paths."""
+with csrc/lrn_cpu.cpp and csrc/pool_cpu.cpp as a throwaway extension) runs each copy this CPU supports, so every
+one is checked: LRN against float64 (forward and backward, both layouts, every strategy -- ring, rows, planes --
+both power paths), max-pool against torch exactly (values, and the gradient routed to torch's argmax)."""
 import os
 import shutil
 
@@ -37,7 +38,8 @@ def harness(tmp_path_factory):
         pytest.skip("torch.utils.cpp_extension.load needs ninja")
     build = tmp_path_factory.mktemp("cpu_isa_harness")
     # The flags setup.py gives the library's C++ sources.
-    return cpp_extension.load("ak_cpu_isa_harness", [HARNESS, os.path.join(CSRC, "lrn_cpu.cpp")],
+    return cpp_extension.load("ak_cpu_isa_harness",
+                              [HARNESS, os.path.join(CSRC, "lrn_cpu.cpp"), os.path.join(CSRC, "pool_cpu.cpp")],
                               extra_include_paths=[CSRC], extra_cflags=["-O3", "-fno-math-errno"],
                               build_directory=str(build), verbose=False)
 
@@ -92,3 +94,28 @@ def test_every_isa_matches_float64(harness, isa, beta, case):
         y_ref = F.local_response_norm(xr.unsqueeze(-1), size, alpha, beta, k).squeeze(-1)
         (dx_ref,) = torch.autograd.grad(y_ref, xr, dy.double())
         assert rel_err(y, y_ref) <= tol and rel_err(dx, dx_ref) <= tol
+
+
+@pytest.mark.parametrize("isa", list(ISAS), ids=list(ISAS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("shape,kernel,stride,pad,channels_last", [
+    ((2, 5, 13, 11), 3, 2, 0, False), ((1, 96, 27, 27), 3, 2, 0, False), ((2, 20, 9, 12), 3, 2, 1, True),
+    ((1, 3, 8, 8), 2, 2, 0, True)])
+def test_every_isa_max_pool_is_torchs(harness, isa, dtype, shape, kernel, stride, pad, channels_last):
+    if not harness.supports(ISAS[isa]):
+        pytest.skip("this CPU does not run %s" % isa)
+    g = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(shape, generator=g, dtype=dtype)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = x.contiguous(memory_format=fmt)
+    xr = x.clone().requires_grad_(True)
+    y_ref = F.max_pool2d(xr, kernel, stride, pad)
+    dy = torch.randn(y_ref.shape, generator=g, dtype=dtype).contiguous(memory_format=fmt)
+    (dx_ref,) = torch.autograd.grad(y_ref, xr, dy)
+    y = torch.full_like(y_ref.detach(), float("nan")).contiguous(memory_format=fmt)
+    offsets = torch.empty(y.shape, dtype=torch.uint8).contiguous(memory_format=fmt)
+    dx = torch.full_like(x, float("nan"))
+    harness.max_pool2d_forward(x, y, offsets, kernel, stride, pad, channels_last, ISAS[isa])
+    harness.max_pool2d_backward(dy, offsets, dx, kernel, stride, pad, channels_last, ISAS[isa])
+    assert torch.equal(y, y_ref.detach())
+    assert torch.equal(dx, dx_ref)
