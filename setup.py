@@ -165,7 +165,9 @@ def make_extension():
     # No -std flag: torch.utils.cpp_extension adds the standard its headers need (C++20 for torch >= 2.10).
     # No -fopenmp: the CPU kernels' parallel loops call torch's own thread pool through the stable ABI
     # (torch_parallel_for), so the extension needs no OpenMP runtime of its own.
-    cxx_flags = ["-O3"]
+    # -fno-math-errno: sqrtf (LRN's beta = 0.75 power) vectorises only when it need not set errno (GCC ignores
+    # it in `#pragma GCC optimize`); no kernel reads errno.
+    cxx_flags = ["-O3", "-fno-math-errno"]
     # py_limited_api: torch.utils.cpp_extension then defines Py_LIMITED_API and leaves out libtorch_python.
     limited = dict(py_limited_api=True)
     sources = _src("bindings.cpp", "lrn_cpu.cpp", "pool_cpu.cpp", "dropout_cpu.cpp")

@@ -1,10 +1,11 @@
 // Compiler and threading helpers of the CPU kernels (lrn_cpu.cpp, pool_cpu.cpp, dropout_cpu.cpp): forced
-// inlining of the small loops, and parallel loops whose body is compiled twice -- for baseline x86-64 and for
-// AVX2 + FMA -- with the AVX2 copy chosen at run time where the CPU has it.
+// inlining of the small loops, and parallel loops whose body is compiled per ISA (cpu_isa.h) -- baseline
+// x86-64, AVX2 + FMA, AVX-512 -- with the widest copy the CPU runs chosen at run time.
 #pragma once
 
 #include <torch/csrc/stable/ops.h>  // torch::stable::parallel_for: torch's intra-op thread pool, stable C ABI
 
+#include "cpu_isa.h"
 #include "tensor_view.h"
 
 #include <algorithm>
@@ -14,11 +15,6 @@
 #define AK_ALWAYS_INLINE inline __attribute__((always_inline))
 #else
 #define AK_ALWAYS_INLINE inline
-#endif
-
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define AK_CPU_AVX2_CLONE 1
-#define AK_TARGET_AVX2 __attribute__((target("avx2,fma")))
 #endif
 
 // The CPU kernels' dtypes: float / half / bfloat16 computed in float, double (for gradcheck) in double.
@@ -37,14 +33,14 @@ inline int num_threads() { return static_cast<int>(torch::stable::get_num_thread
 // Work items per parallel chunk: about this many element visits at least.
 constexpr int64_t kGrainElements = 1 << 15;
 
-#ifdef AK_CPU_AVX2_CLONE
-inline bool cpu_has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
+#ifdef AK_CPU_ISA_CLONES
+template <typename Items>
+AK_TARGET_AVX2 void run_items_avx2(const Items& items, int64_t begin, int64_t end) {
+  items(begin, end);
 }
 
 template <typename Items>
-AK_TARGET_AVX2 void run_items_avx2(const Items& items, int64_t begin, int64_t end) {
+AK_TARGET_AVX512 void run_items_avx512(const Items& items, int64_t begin, int64_t end) {
   items(begin, end);
 }
 #endif
@@ -54,19 +50,25 @@ void run_items_baseline(const Items& items, int64_t begin, int64_t end) {
   items(begin, end);
 }
 
-// items(begin, end) over [0, count) in parallel chunks of about kGrainElements element visits.
+// items(begin, end) compiled for isa (one the CPU supports).
 template <typename Items>
-void parallel_items(int64_t count, int64_t elements_per_item, const Items& items) {
-  const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, elements_per_item));
-  parallel_for(0, count, grain, [&](int64_t begin, int64_t end) {
-#ifdef AK_CPU_AVX2_CLONE
-    if (cpu_has_avx2()) {
-      run_items_avx2(items, begin, end);
-      return;
-    }
+void run_items(CpuIsa isa, const Items& items, int64_t begin, int64_t end) {
+#ifdef AK_CPU_ISA_CLONES
+  switch (isa) {
+    case CpuIsa::kAvx512: run_items_avx512(items, begin, end); return;
+    case CpuIsa::kAvx2: run_items_avx2(items, begin, end); return;
+    case CpuIsa::kBaseline: break;
+  }
 #endif
-    run_items_baseline(items, begin, end);
-  });
+  run_items_baseline(items, begin, end);
+}
+
+// items(begin, end) over [0, count) in parallel chunks of about kGrainElements element visits, compiled for
+// isa (default: the widest this CPU runs).
+template <typename Items>
+void parallel_items(int64_t count, int64_t elements_per_item, const Items& items, CpuIsa isa = best_cpu_isa()) {
+  const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, elements_per_item));
+  parallel_for(0, count, grain, [&](int64_t begin, int64_t end) { run_items(isa, items, begin, end); });
 }
 
 }  // namespace ak

@@ -6,6 +6,7 @@
 // The kernels address memory from (N, C, S) and the layout alone.
 #pragma once
 
+#include "cpu_isa.h"
 #include "tensor_view.h"
 
 namespace ak {
@@ -14,6 +15,12 @@ void lrn_forward_cpu(const TensorView& x, const TensorView& y, int64_t size, dou
                      double k, bool channels_last);
 void lrn_backward_cpu(const TensorView& x, const TensorView& dy, const TensorView& dx, int64_t size,
                       double alpha, double beta, double k, bool channels_last);
+// The same, compiled for `isa` (which the CPU must support): the entry points above pass best_cpu_isa();
+// tests run each ISA this CPU has (csrc/emulate/cpu_isa_harness.cpp).
+void lrn_forward_cpu_isa(const TensorView& x, const TensorView& y, int64_t size, double alpha, double beta,
+                         double k, bool channels_last, CpuIsa isa);
+void lrn_backward_cpu_isa(const TensorView& x, const TensorView& dy, const TensorView& dx, int64_t size,
+                          double alpha, double beta, double k, bool channels_last, CpuIsa isa);
 
 #ifdef AK_WITH_CUDA
 // stream: the cudaStream_t to launch on (the current stream of the tensors' device, which is current).

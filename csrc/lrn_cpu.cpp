@@ -20,8 +20,9 @@
 // value elsewhere on the channel axis cannot cancel a window's small sum, as it does with running
 // add-and-subtract sums or differences of global prefix sums.
 //
-// The element loops are compiled twice, for baseline x86-64 (SSE2) and for AVX2 + FMA, and the AVX2
-// copy runs where the CPU has it (the power, exp2 / log2 polynomials, is most of the time).
+// The element loops are compiled three times, for baseline x86-64 (SSE2), AVX2 + FMA and AVX-512, and the
+// widest copy the CPU runs is chosen at run time (cpu_isa.h; the *_isa entry points take it as an argument
+// so that a test harness can run each copy).
 
 // Lets GCC if-convert float selects (the clamps of lrn_exp2_poly) so that the element loops
 // vectorise. Nothing here reads the floating-point exception flags. Before every include so that
@@ -95,23 +96,45 @@ AK_ALWAYS_INLINE void add_row(const Acc* src, Acc* acc, int64_t n) {
   for (int64_t i = 0; i < n; ++i) acc[i] += src[i];
 }
 
-// y = x * (k + alpha/n * sumsq)^(-beta)
+// y = x * (k + alpha/n * sumsq)^(-beta), with beta passed in (a literal 0.75f or p.beta).
+template <typename Acc>
+AK_ALWAYS_INLINE void forward_row_with(const Acc* x, const Acc* sumsq, Acc* y, int64_t n, const Coeffs<Acc>& p,
+                                       Acc beta) {
+  const Acc alpha_over_n = p.alpha_over_n, k = p.k;
+  for (int64_t i = 0; i < n; ++i) y[i] = lrn_forward_value(x[i], lrn_base(sumsq[i], alpha_over_n, k), beta);
+}
+
+// The power's path is chosen once per row: with the literal 0.75f the test inside lrn_scale folds away,
+// so each vectorised loop holds one path (the square roots, or exp2/log2) rather than both and a blend.
 template <typename Acc>
 AK_ALWAYS_INLINE void forward_row(const Acc* x, const Acc* sumsq, Acc* y, int64_t n, const Coeffs<Acc>& p) {
-  const Acc alpha_over_n = p.alpha_over_n, k = p.k, beta = p.beta;
-  for (int64_t i = 0; i < n; ++i) y[i] = lrn_forward_value(x[i], lrn_base(sumsq[i], alpha_over_n, k), beta);
+  if (lrn_beta_is_three_quarters(p.beta)) {
+    forward_row_with(x, sumsq, y, n, p, static_cast<Acc>(0.75f));
+  } else {
+    forward_row_with(x, sumsq, y, n, p, p.beta);
+  }
 }
 
 // dy_scale = dy * base^(-beta), t = dy * x * base^(-beta-1)
 template <typename Acc>
-AK_ALWAYS_INLINE void backward_terms_row(const Acc* x, const Acc* dy, const Acc* sumsq, Acc* dy_scale, Acc* t,
-                                         int64_t n, const Coeffs<Acc>& p) {
-  const Acc alpha_over_n = p.alpha_over_n, k = p.k, beta = p.beta;
+AK_ALWAYS_INLINE void backward_terms_row_with(const Acc* x, const Acc* dy, const Acc* sumsq, Acc* dy_scale, Acc* t,
+                                              int64_t n, const Coeffs<Acc>& p, Acc beta) {
+  const Acc alpha_over_n = p.alpha_over_n, k = p.k;
   for (int64_t i = 0; i < n; ++i) {
     const Acc base = lrn_base(sumsq[i], alpha_over_n, k);
     const Acc scale = lrn_scale(base, beta);
     dy_scale[i] = dy[i] * scale;
     t[i] = lrn_t_term(dy[i], x[i], base, scale);
+  }
+}
+
+template <typename Acc>
+AK_ALWAYS_INLINE void backward_terms_row(const Acc* x, const Acc* dy, const Acc* sumsq, Acc* dy_scale, Acc* t,
+                                         int64_t n, const Coeffs<Acc>& p) {
+  if (lrn_beta_is_three_quarters(p.beta)) {
+    backward_terms_row_with(x, dy, sumsq, dy_scale, t, n, p, static_cast<Acc>(0.75f));
+  } else {
+    backward_terms_row_with(x, dy, sumsq, dy_scale, t, n, p, p.beta);
   }
 }
 
@@ -568,7 +591,7 @@ AK_ALWAYS_INLINE void planes_backward_items(const T* x, const T* dy, T* dx, cons
 }
 
 // ----------------------------------------------------------------------------------------------
-// Dispatch, compiled for baseline x86-64 and for AVX2
+// Dispatch, compiled for baseline x86-64, AVX2 and AVX-512
 // ----------------------------------------------------------------------------------------------
 
 template <typename T>
@@ -601,7 +624,7 @@ void backward_items_baseline(const T* x, const T* dy, T* dx, const CpuProblem& P
   backward_items(x, dy, dx, P, begin, end, scratch);
 }
 
-#ifdef AK_CPU_AVX2_CLONE
+#ifdef AK_CPU_ISA_CLONES
 template <typename T>
 AK_TARGET_AVX2 void forward_items_avx2(const T* x, T* y, const CpuProblem& P, int64_t begin, int64_t end,
                                        AccOf<T>* scratch) {
@@ -612,13 +635,49 @@ AK_TARGET_AVX2 void backward_items_avx2(const T* x, const T* dy, T* dx, const Cp
                                         int64_t end, AccOf<T>* scratch) {
   backward_items(x, dy, dx, P, begin, end, scratch);
 }
-
+template <typename T>
+AK_TARGET_AVX512 void forward_items_avx512(const T* x, T* y, const CpuProblem& P, int64_t begin, int64_t end,
+                                           AccOf<T>* scratch) {
+  forward_items(x, y, P, begin, end, scratch);
+}
+template <typename T>
+AK_TARGET_AVX512 void backward_items_avx512(const T* x, const T* dy, T* dx, const CpuProblem& P, int64_t begin,
+                                            int64_t end, AccOf<T>* scratch) {
+  backward_items(x, dy, dx, P, begin, end, scratch);
+}
 #endif
+
+template <typename T>
+void forward_items_for(CpuIsa isa, const T* x, T* y, const CpuProblem& P, int64_t begin, int64_t end,
+                       AccOf<T>* scratch) {
+#ifdef AK_CPU_ISA_CLONES
+  switch (isa) {
+    case CpuIsa::kAvx512: forward_items_avx512(x, y, P, begin, end, scratch); return;
+    case CpuIsa::kAvx2: forward_items_avx2(x, y, P, begin, end, scratch); return;
+    case CpuIsa::kBaseline: break;
+  }
+#endif
+  forward_items_baseline(x, y, P, begin, end, scratch);
+}
+
+template <typename T>
+void backward_items_for(CpuIsa isa, const T* x, const T* dy, T* dx, const CpuProblem& P, int64_t begin,
+                        int64_t end, AccOf<T>* scratch) {
+#ifdef AK_CPU_ISA_CLONES
+  switch (isa) {
+    case CpuIsa::kAvx512: backward_items_avx512(x, dy, dx, P, begin, end, scratch); return;
+    case CpuIsa::kAvx2: backward_items_avx2(x, dy, dx, P, begin, end, scratch); return;
+    case CpuIsa::kBaseline: break;
+  }
+#endif
+  backward_items_baseline(x, dy, dx, P, begin, end, scratch);
+}
 
 }  // namespace
 
-void lrn_forward_cpu(const TensorView& x, const TensorView& y, int64_t size, double alpha, double beta, double k,
-                     bool channels_last) {
+void lrn_forward_cpu_isa(const TensorView& x, const TensorView& y, int64_t size, double alpha, double beta,
+                         double k, bool channels_last, CpuIsa isa) {
+  AK_CHECK(cpu_supports(isa), "lrn_forward_cpu: this CPU does not run the requested instruction set");
   if (x.numel == 0) return;
   const CpuProblem P = make_problem(x, size, alpha, beta, k, channels_last, /*backward=*/false);
   AK_CPU_DISPATCH(x.dtype, "lrn_forward_cpu", [&] {
@@ -626,19 +685,14 @@ void lrn_forward_cpu(const TensorView& x, const TensorView& y, int64_t size, dou
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     parallel_for(0, P.items, 1, [&](int64_t begin, int64_t end) {
       std::vector<AccOf<scalar_t>> scratch(static_cast<size_t>(P.scratch_elements));
-#ifdef AK_CPU_AVX2_CLONE
-      if (cpu_has_avx2()) {
-        forward_items_avx2(xp, yp, P, begin, end, scratch.data());
-        return;
-      }
-#endif
-      forward_items_baseline(xp, yp, P, begin, end, scratch.data());
+      forward_items_for(isa, xp, yp, P, begin, end, scratch.data());
     });
   });
 }
 
-void lrn_backward_cpu(const TensorView& x, const TensorView& dy, const TensorView& dx, int64_t size, double alpha,
-                      double beta, double k, bool channels_last) {
+void lrn_backward_cpu_isa(const TensorView& x, const TensorView& dy, const TensorView& dx, int64_t size,
+                          double alpha, double beta, double k, bool channels_last, CpuIsa isa) {
+  AK_CHECK(cpu_supports(isa), "lrn_backward_cpu: this CPU does not run the requested instruction set");
   if (x.numel == 0) return;
   const CpuProblem P = make_problem(x, size, alpha, beta, k, channels_last, /*backward=*/true);
   AK_CPU_DISPATCH(x.dtype, "lrn_backward_cpu", [&] {
@@ -647,15 +701,19 @@ void lrn_backward_cpu(const TensorView& x, const TensorView& dy, const TensorVie
     scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
     parallel_for(0, P.items, 1, [&](int64_t begin, int64_t end) {
       std::vector<AccOf<scalar_t>> scratch(static_cast<size_t>(P.scratch_elements));
-#ifdef AK_CPU_AVX2_CLONE
-      if (cpu_has_avx2()) {
-        backward_items_avx2(xp, dyp, dxp, P, begin, end, scratch.data());
-        return;
-      }
-#endif
-      backward_items_baseline(xp, dyp, dxp, P, begin, end, scratch.data());
+      backward_items_for(isa, xp, dyp, dxp, P, begin, end, scratch.data());
     });
   });
+}
+
+void lrn_forward_cpu(const TensorView& x, const TensorView& y, int64_t size, double alpha, double beta, double k,
+                     bool channels_last) {
+  lrn_forward_cpu_isa(x, y, size, alpha, beta, k, channels_last, best_cpu_isa());
+}
+
+void lrn_backward_cpu(const TensorView& x, const TensorView& dy, const TensorView& dx, int64_t size, double alpha,
+                      double beta, double k, bool channels_last) {
+  lrn_backward_cpu_isa(x, dy, dx, size, alpha, beta, k, channels_last, best_cpu_isa());
 }
 
 }  // namespace ak

@@ -16,11 +16,15 @@
 //
 // The Python side validates k > 0, alpha >= 0 and finite parameters, so base >= k > 0.
 //
-// Powers are computed as exp2(exponent * log2(base)). On the GPU these are the hardware
-// approximations (ex2.approx / lg2.approx under --use_fast_math, about 2 ulp; built with -ftz=false, so
-// without flushing subnormal inputs or results to zero); on the CPU the
-// same decomposition runs as branch-free polynomials (lrn_log2_poly / lrn_exp2_poly below, about
-// 1e-7 relative) that the compiler can auto-vectorise, where a libm call per element cannot be.
+// Powers: for beta == 0.75 exactly (as the kernels hold it, in fp32 -- the AlexNet, Caffe and torch default)
+// base^(-3/4) = 1 / (sqrt(base) * sqrt(sqrt(base))): two square roots, a product and a division, all IEEE
+// on the CPU (about 2 ulp in all) and the fast-math sqrt.approx / div.approx on the GPU (a few ulp). Every
+// other beta takes exp2(exponent * log2(base)): on the GPU the hardware approximations (ex2.approx /
+// lg2.approx under --use_fast_math, about 2 ulp; built with -ftz=false, so without flushing subnormal
+// inputs or results to zero); on the CPU the same decomposition runs as branch-free polynomials
+// (lrn_log2_poly / lrn_exp2_poly below, about 1e-7 relative) that the compiler can auto-vectorise, where a
+// libm call per element cannot be. Loops over many elements test lrn_beta_is_three_quarters once and
+// run the path's own loop (lrn_cpu.cpp), so each vectorised loop holds one path.
 #pragma once
 
 #include <cmath>
@@ -131,15 +135,32 @@ AK_HD inline float lrn_pow(float base, float exponent) {
 // Double precision (the CPU kernels' float64 path, used by gradcheck): libm's pow.
 AK_HD inline double lrn_pow(double base, double exponent) { return pow(base, exponent); }
 
+// The rule for the square-root path: beta, as the fp32 kernels receive it, is 0.75 exactly. (A beta
+// such as 0.75000001 that rounds to 0.75f is 0.75 to every fp32 kernel, whichever path it took.)
+AK_HD inline bool lrn_beta_is_three_quarters(float beta) { return beta == 0.75f; }
+AK_HD inline bool lrn_beta_is_three_quarters(double) { return false; }   // float64 keeps libm's pow
+
+// base^(-3/4) for base > 0 from square roots: no log/exp. inf -> 0, NaN -> NaN, subnormal bases are
+// exact inputs to sqrt, and the result never overflows (base >= 2^-149 gives at most 2^111.75).
+AK_HD inline float lrn_pow_minus_three_quarters(float base) {
+  const float root = sqrtf(base);
+  return 1.0f / (root * sqrtf(root));
+}
+
 // The formulas below take F = float (all kernels) or F = double (the CPU float64 path).
 
 // k + (alpha / n) * sum of squares over the window.
 template <typename F>
 AK_HD inline F lrn_base(F sumsq, F alpha_over_n, F k) { return k + alpha_over_n * sumsq; }
 
-// base^(-beta)
-template <typename F>
-AK_HD inline F lrn_scale(F base, F beta) { return lrn_pow(base, -beta); }
+// base^(-beta): the square-root path for beta == 0.75, else exp2/log2. A per-element test: the GPU's
+// is uniform across a launch; the CPU's element loops call lrn_scale with a literal 0.75f or a beta
+// already known to differ (lrn_cpu.cpp), so the test folds away and each loop holds one path.
+AK_HD inline float lrn_scale(float base, float beta) {
+  if (lrn_beta_is_three_quarters(beta)) return lrn_pow_minus_three_quarters(base);
+  return lrn_pow(base, -beta);
+}
+AK_HD inline double lrn_scale(double base, double beta) { return lrn_pow(base, -beta); }
 
 // y = x * base^(-beta)
 template <typename F>

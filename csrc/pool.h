@@ -8,6 +8,7 @@
 // their outputs (dx included, zeros too) and allocate nothing on the device.
 #pragma once
 
+#include "cpu_isa.h"
 #include "tensor_view.h"
 
 #include "pool_math.h"
@@ -25,6 +26,12 @@ void max_pool2d_forward_cpu(const TensorView& x, const TensorView& y, const Tens
                             const PoolParams& p, bool channels_last);
 void max_pool2d_backward_cpu(const TensorView& dy, const TensorView& offsets, const TensorView& dx,
                              const PoolParams& p, bool channels_last);
+// The same, compiled for `isa` (which the CPU must support): the entry points above pass best_cpu_isa();
+// tests run each ISA this CPU has (csrc/emulate/cpu_isa_harness.cpp).
+void max_pool2d_forward_cpu_isa(const TensorView& x, const TensorView& y, const TensorView& offsets,
+                                const PoolParams& p, bool channels_last, CpuIsa isa);
+void max_pool2d_backward_cpu_isa(const TensorView& dy, const TensorView& offsets, const TensorView& dx,
+                                 const PoolParams& p, bool channels_last, CpuIsa isa);
 void relu_lrn_max_pool2d_forward_cpu(const TensorView& x, const TensorView& z, const TensorView& offsets,
                                      int64_t size, double alpha, double beta, double k, const PoolParams& p,
                                      bool channels_last);

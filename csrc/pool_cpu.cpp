@@ -513,8 +513,9 @@ struct FusedBackward {
 
 }  // namespace
 
-void max_pool2d_forward_cpu(const TensorView& x, const TensorView& y, const TensorView& offsets,
-                            const PoolParams& p, bool channels_last) {
+void max_pool2d_forward_cpu_isa(const TensorView& x, const TensorView& y, const TensorView& offsets,
+                                const PoolParams& p, bool channels_last, CpuIsa isa) {
+  AK_CHECK(cpu_supports(isa), "max_pool2d_forward_cpu: this CPU does not run the requested instruction set");
   if (y.numel == 0) return;
   const PoolProblem P = make_pool_problem(x, y, p, channels_last);
   const int64_t window = int64_t(p.kH) * p.kW;
@@ -523,15 +524,17 @@ void max_pool2d_forward_cpu(const TensorView& x, const TensorView& y, const Tens
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     uint8_t* op = offsets.mutable_data_ptr<uint8_t>();
     if (channels_last) {
-      parallel_items(P.N * P.OH, P.OW * P.C * window, MaxPoolForwardNhwc<scalar_t>{xp, yp, op, P});
+      parallel_items(P.N * P.OH, P.OW * P.C * window, MaxPoolForwardNhwc<scalar_t>{xp, yp, op, P}, isa);
     } else {
-      parallel_items(P.N * P.C * P.OH, P.OW * window, MaxPoolForwardNchw<scalar_t>{xp, yp, op, P, interior_columns(P)});
+      parallel_items(P.N * P.C * P.OH, P.OW * window, MaxPoolForwardNchw<scalar_t>{xp, yp, op, P, interior_columns(P)},
+                     isa);
     }
   });
 }
 
-void max_pool2d_backward_cpu(const TensorView& dy, const TensorView& offsets, const TensorView& dx,
-                             const PoolParams& p, bool channels_last) {
+void max_pool2d_backward_cpu_isa(const TensorView& dy, const TensorView& offsets, const TensorView& dx,
+                                 const PoolParams& p, bool channels_last, CpuIsa isa) {
+  AK_CHECK(cpu_supports(isa), "max_pool2d_backward_cpu: this CPU does not run the requested instruction set");
   if (dx.numel == 0) return;
   const PoolProblem P = make_pool_problem(dx, dy, p, channels_last);
   const std::vector<PoolRange> columns = covering_columns(P);
@@ -541,11 +544,22 @@ void max_pool2d_backward_cpu(const TensorView& dy, const TensorView& offsets, co
     const uint8_t* op = offsets.const_data_ptr<uint8_t>();
     scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
     if (channels_last) {
-      parallel_items(P.N * P.H, P.W * P.C * 4, MaxPoolBackwardNhwc<scalar_t>{dyp, op, dxp, P, columns.data()});
+      parallel_items(P.N * P.H, P.W * P.C * 4, MaxPoolBackwardNhwc<scalar_t>{dyp, op, dxp, P, columns.data()}, isa);
     } else {
-      parallel_items(P.N * P.C, P.H * P.W + 4 * P.OH * P.OW, MaxPoolBackwardNchw<scalar_t>{dyp, op, dxp, P, &table});
+      parallel_items(P.N * P.C, P.H * P.W + 4 * P.OH * P.OW, MaxPoolBackwardNchw<scalar_t>{dyp, op, dxp, P, &table},
+                     isa);
     }
   });
+}
+
+void max_pool2d_forward_cpu(const TensorView& x, const TensorView& y, const TensorView& offsets,
+                            const PoolParams& p, bool channels_last) {
+  max_pool2d_forward_cpu_isa(x, y, offsets, p, channels_last, best_cpu_isa());
+}
+
+void max_pool2d_backward_cpu(const TensorView& dy, const TensorView& offsets, const TensorView& dx,
+                             const PoolParams& p, bool channels_last) {
+  max_pool2d_backward_cpu_isa(dy, offsets, dx, p, channels_last, best_cpu_isa());
 }
 
 void relu_lrn_max_pool2d_forward_cpu(const TensorView& x, const TensorView& z, const TensorView& offsets,

@@ -42,6 +42,11 @@ def test_cuda_kernels_under_the_host_emulator(tmp_path):
     assert set(worst) == {"float32", "float16", "bfloat16"}, run.stdout[-2000:]
     assert max(worst["float32"]) <= 1e-5
     assert max(worst["float16"]) <= 2e-3 and max(worst["bfloat16"]) <= 1.6e-2
+    # base^(-beta) alone: beta = 0.75 from square roots (a few ulp over every positive float), other beta
+    # from exp2/log2 (the bases the kernels see); float64 pow is the oracle.
+    power = re.search(r"worst power: three_quarters ([\d.e+-]+) general ([\d.e+-]+) specials (\w+)", run.stdout)
+    assert power is not None, run.stdout[-2000:]
+    assert float(power.group(1)) <= 1e-6 and float(power.group(2)) <= 1e-5 and power.group(3) == "ok"
 
 
 POOL_SOURCE = os.path.join(ROOT, "csrc", "emulate", "pool_cuda_emulator.cpp")

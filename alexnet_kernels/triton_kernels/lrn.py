@@ -43,6 +43,26 @@ MAX_UNROLLED_WINDOW = 16
 
 
 @triton.jit
+def lrn_power(base, beta):
+    """base^(-beta) for base > 0, in fp32. beta == 0.75 exactly (as the kernel receives it, in fp32: the
+    AlexNet, Caffe and torch default) takes 1 / (sqrt(base) * sqrt(sqrt(base))) with IEEE square roots, no
+    log/exp; any other beta exp2(-beta * log2(base)). beta is one value per launch: a uniform branch. The
+    test is on beta rounded to fp32 as the compiled kernel holds it (the interpreter passes a Python float)."""
+    if tl.cast(beta, tl.float32) == 0.75:
+        root = tl.sqrt_rn(base)
+        scale = 1.0 / (root * tl.sqrt_rn(root))
+    else:
+        scale = tl.exp2(-beta * tl.log2(base))
+    return scale
+
+
+@triton.jit
+def lrn_power_over_base(base, beta):
+    """base^(-beta-1) for base > 0, as base^(-beta) / base: the same path as lrn_power, one power."""
+    return lrn_power(base, beta) / base
+
+
+@triton.jit
 def _tile_pointers(ptr, n, offs_c, offs_s, stride_n, stride_c, stride_s):
     # 64-bit offsets: a tensor may exceed 2**31 elements.
     return (ptr + n * stride_n + offs_c.to(tl.int64)[:, None] * stride_c
@@ -101,7 +121,7 @@ def _transposed_term(x_ptrs, dy_ptrs, offs_c, mask_s, C, stride_c, d, alpha_over
     dy_j = tl.load(dy_ptrs + d * stride_c, mask=m, other=0.0).to(tl.float32)
     base_j = k + alpha_over_n * _window_sumsq(x_ptrs, offs_c, mask_s, C, stride_c, d, PRE, POST, UNROLL,
                                               BLOCK_C, BLOCK_S)
-    return dy_j * x_j * tl.exp2((-beta - 1.0) * tl.log2(base_j))
+    return dy_j * x_j * lrn_power_over_base(base_j, beta)
 
 
 @triton.jit
@@ -132,7 +152,7 @@ def lrn_forward_kernel(x_ptr, y_ptr, C, S, stride_n, stride_c, stride_s, alpha_o
     x = tl.load(x_ptrs, mask=mask, other=0.0).to(tl.float32)
     sumsq = _window_sumsq_centred(x, x_ptrs, offs_c, mask_s, C, stride_c, PRE, POST, UNROLL, BLOCK_C, BLOCK_S)
     base = k + alpha_over_n * sumsq
-    y = x * tl.exp2(-beta * tl.log2(base))  # base >= k > 0
+    y = x * lrn_power(base, beta)  # base >= k > 0
 
     y_ptrs = _tile_pointers(y_ptr, n, offs_c, offs_s, stride_n, stride_c, stride_s)
     tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=mask)
@@ -154,7 +174,7 @@ def lrn_backward_v1_kernel(x_ptr, dy_ptr, dx_ptr, C, S, stride_n, stride_c, stri
                                               BLOCK_C, BLOCK_S)
     x_c = tl.load(x_ptrs, mask=mask, other=0.0).to(tl.float32)
     dy_c = tl.load(dy_ptrs, mask=mask, other=0.0).to(tl.float32)
-    dx = dy_c * tl.exp2(-beta * tl.log2(base_c))
+    dx = dy_c * lrn_power(base_c, beta)
 
     # Second term: x_c * sum over the transposed window j = c + d, d in [-POST, PRE], of
     # t_j = dy_j * x_j * base_j^(-beta-1), with base_j recomputed from x.
@@ -236,9 +256,9 @@ def lrn_backward_kernel(x_ptr, dy_ptr, dx_ptr, C, S, stride_n, stride_c, stride_
 
     # base_j once per row: the window W(j) = [j - PRE, j + POST] by shifted adds of the squared tile.
     base = k + alpha_over_n * _row_window_sum(x * x, rows, PRE, POST, UNROLL, BLOCK_C, BLOCK_S)
-    log2_base = tl.log2(base)  # base >= k > 0
-    dy_scale = dy * tl.exp2(-beta * log2_base)
-    t = dy * x * tl.exp2((-beta - 1.0) * log2_base)  # zero on padding rows (x = 0 there)
+    scale = lrn_power(base, beta)  # base >= k > 0
+    dy_scale = dy * scale
+    t = dy * x * (scale / base)  # base^(-beta-1); zero on padding rows (x = 0 there)
 
     # Transposed window {j : c in W(j)} = [c - POST, c + PRE], the same way.
     tsum = _row_window_sum(t, rows, POST, PRE, UNROLL, BLOCK_C, BLOCK_S)

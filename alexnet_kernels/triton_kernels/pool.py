@@ -30,7 +30,7 @@ import triton
 import triton.language as tl
 
 from ._launch import launch
-from .lrn import MAX_UNROLLED_WINDOW, _tile_ids
+from .lrn import MAX_UNROLLED_WINDOW, _tile_ids, lrn_power, lrn_power_over_base
 
 # Pool windows with more elements than this run rolled loops (compile time).
 MAX_UNROLLED_POOL = 49
@@ -77,7 +77,7 @@ def _lrn_at(x_ptrs, offs_c, valid, C, stride_c, alpha_over_n, beta, k, PRE: tl.c
             sumsq += r * r
     r_c = _relu(tl.load(x_ptrs, mask=valid, other=0.0).to(tl.float32))
     base = k + alpha_over_n * sumsq
-    return r_c * tl.exp2(-beta * tl.log2(base)), r_c, base
+    return r_c * lrn_power(base, beta), r_c, base
 
 
 @triton.jit
@@ -232,7 +232,7 @@ def relu_lrn_max_pool2d_backward_kernel(x_ptr, dz_ptr, off_ptr, dx_ptr, C, P, H,
     _, r_c, base_c = _lrn_at(x_ptrs, offs_c, mask, C, sxc, alpha_over_n, beta, k, PRE, POST, UNROLL_LRN)
     dl_c = _routed_gradient(dz_ptr, off_ptr, n, offs_c, mask, ih, iw, OH, OW, sdn, sdc, sdh, sdw,
                             son, soc, soh, sow, KH, KW, SH, SW, PH, PW, BLOCK_C, BLOCK_P)
-    dr = dl_c * tl.exp2(-beta * tl.log2(base_c))
+    dr = dl_c * lrn_power(base_c, beta)
 
     # Second term: r_c * sum over the transposed window j = c + d, d in [-POST, PRE], of
     # t_j = dL_j * r_j * base_j^(-beta-1), everything recomputed from x and the offsets.
@@ -270,7 +270,7 @@ def _fused_transposed_term(x_ptrs, dz_ptr, off_ptr, n, offs_c, mask, ih, iw, d, 
     _, r_j, base_j = _lrn_at(x_ptrs + d * sxc, cj, mj, C, sxc, alpha_over_n, beta, k, PRE, POST, UNROLL_LRN)
     dl_j = _routed_gradient(dz_ptr, off_ptr, n, cj, mj, ih, iw, OH, OW, sdn, sdc, sdh, sdw,
                             son, soc, soh, sow, KH, KW, SH, SW, PH, PW, BLOCK_C, BLOCK_P)
-    return tl.where(mj, dl_j * r_j * tl.exp2((-beta - 1.0) * tl.log2(base_j)), 0.0)
+    return tl.where(mj, dl_j * r_j * lrn_power_over_base(base_j, beta), 0.0)
 
 
 def _next_pow2(v):

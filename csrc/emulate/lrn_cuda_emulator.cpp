@@ -246,6 +246,31 @@ int main(int argc, char** argv) {
       fails += !run_case<c10::Half>(c, 2e-3, true, w); ++cases;
     }
   }
+  // The power (lrn_math.h): beta == 0.75 takes the square roots, any other beta exp2/log2. The kernels at
+  // many beta -- 0.75, its fp32 neighbours, values that round to 0.75f -- with k small and alpha large, so
+  // that the bases span several decades; then base^(-beta) itself over the float range.
+  for (double beta : {0.75, 0.7499999, 0.75000001, 0.75000006, 0.5, 1.0, 2.0, 0.25, 1.5})
+    for (int cl = 0; cl < 2; ++cl) {
+      const Case c{2, 16, 65, 5, cl == 1, 1.0, beta, 0.01, 1};
+      fails += !run_case<float>(c, 2e-5, false, worst[0]); ++cases;
+      if (!c.cl) { fails += !run_case<float>(c, 2e-5, false, worst[0], true); ++cases; }
+    }
+  double power_worst[2] = {};  // [0]: beta = 0.75 over every positive float; [1]: others over 2^-60 .. 2^60
+  for (float beta : {0.75f, 0.7499999f, 0.75000006f, 0.5f, 1.0f, 2.0f, 0.25f})
+    for (int e = -149; e <= 127; ++e)
+      for (float m : {1.0f, 1.1f, 1.4142135f, 1.7f, 1.9999999f}) {
+        const float b = std::ldexp(m, e);
+        if (!(b > 0.0f) || std::isinf(b)) continue;
+        const bool sqrt_path = lrn_beta_is_three_quarters(beta);
+        if (!sqrt_path && std::abs(e) > 60) continue;
+        const double ref = std::pow(static_cast<double>(b), -static_cast<double>(beta));
+        const double err = std::fabs(lrn_scale(b, beta) - ref) / ref;
+        power_worst[sqrt_path ? 0 : 1] = std::max(power_worst[sqrt_path ? 0 : 1], std::isnan(err) ? INFINITY : err);
+      }
+  const bool specials_ok = lrn_scale(INFINITY, 0.75f) == 0.0f && std::isnan(lrn_scale(NAN, 0.75f));
+  fails += !specials_ok;
+  printf("worst power: three_quarters %.2e general %.2e specials %s\n", power_worst[0], power_worst[1],
+         specials_ok ? "ok" : "FAIL");
   printf("cases %d fails %d barrier-count mismatches %ld\n", cases, fails, g_barrier_mismatch.load());
   const char* names[3] = {"float32", "float16", "bfloat16"};
   for (int d = 0; d < 3; ++d) printf("worst %s: fwd %.2e bwd %.2e\n", names[d], worst[d][0], worst[d][1]);
