@@ -174,9 +174,11 @@ class OpBackends:
         if err is not None:
             raise BackendUnavailableError("%s: backend=%r is not available: %s" % (op, backend, err))
         if not self.supports_dtype(backend, dtype):
+            takers = [b for b in self.dtypes if dtype in self.dtypes[b]] + ["torch"]
             raise BackendUnavailableError(
-                "%s: backend=%r does not support dtype %s: its kernels take %s; backend='torch' takes any "
-                "floating dtype" % (op, backend, dtype, _dtype_names(self.dtypes.get(backend, ()))))
+                "%s: backend=%r does not support dtype %s: its kernels take %s; %s runs %s" % (
+                    op, backend, dtype, _dtype_names(self.dtypes.get(backend, ())),
+                    " or ".join("backend=%r" % b for b in takers), dtype))
         return self.runs_as.get(backend, backend)
 
 
