@@ -22,7 +22,8 @@ needs_extension = pytest.mark.skipif(_extension.load() is None,
 CPU_AND_CUDA_OPS = ("lrn_forward", "lrn_backward", "max_pool2d_forward", "max_pool2d_backward",
                     "relu_lrn_max_pool2d_forward", "relu_lrn_max_pool2d_backward", "dropout_forward",
                     "dropout_backward", "bias_relu_dropout_forward", "bias_relu_dropout_backward")
-CUDA_ONLY_OPS = ("lrn_backward_v1", "conv2d_relu_forward_cuda", "conv2d_relu_dgrad_cuda", "conv2d_relu_wgrad_cuda")
+CUDA_ONLY_OPS = ("lrn_backward_v1", "conv2d_relu_forward_cuda", "conv2d_relu_dgrad_cuda", "conv2d_relu_wgrad_cuda",
+                 "conv2d_relu_wgrad_partials_cuda")
 
 
 def has_kernel(name, key):
