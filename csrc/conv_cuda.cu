@@ -106,7 +106,8 @@ struct ConvDeviceLimits {
 
 cudaError_t conv_device_limits(int device, ConvDeviceLimits* limits) {
   cudaError_t e = cudaDeviceGetAttribute(&limits->sm_count, cudaDevAttrMultiProcessorCount, device);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&limits->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  if (e == cudaSuccess)
+    e = cudaDeviceGetAttribute(&limits->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
   return e;
 }
 

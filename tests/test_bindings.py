@@ -45,6 +45,9 @@ def test_each_device_has_its_own_dispatch_key():
     w = torch.randn(4, 3, 3, 3).contiguous(memory_format=torch.channels_last)
     with pytest.raises(RuntimeError, match="conv2d_relu_forward_cuda: x must be a cuda tensor, got cpu"):
         _extension.load().conv2d_relu_forward_cuda(x, w, None, torch.empty(1, 4, 6, 6), 1, 1, 0, 0, 1, True)
+    dy = torch.randn(1, 4, 6, 6).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(RuntimeError, match="conv2d_relu_wgrad_partials_cuda: dy must be a cuda tensor, got cpu"):
+        _extension.load().conv2d_relu_wgrad_partials_cuda(dy, dy, x, 3, 3, 1, 1, 0, 0, 1, True)
     with pytest.raises(NotImplementedError, match="lrn_backward_v1.*'CPU' backend"):
         x = torch.randn(2, 5, 7)
         _extension.load().lrn_backward_v1(x, x, torch.empty_like(x), 5, 1e-4, 0.75, 2.0, False)

@@ -18,9 +18,9 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks", "tools"))
-import conv_grid_table as grid_table  # noqa: E402
+import conv_grid_table as grid_table
 
-from conv_grid_table import ALEXNET, BFLOAT16, DGRAD, FLOAT16, FLOAT32, FORWARD, WGRAD  # noqa: E402
+from conv_grid_table import ALEXNET, BFLOAT16, DGRAD, FLOAT16, FLOAT32, FORWARD, WGRAD
 
 pytestmark = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
                                 reason="needs a C++ compiler (g++) to build csrc/emulate/conv_plan_probe.cpp")

@@ -22,6 +22,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sass_counts import cuobjdump  # triton's cuobjdump
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CSRC = os.path.join(ROOT, "csrc")
 PROBE = os.path.join(CSRC, "emulate", "conv_plan_probe.cpp")
@@ -124,22 +127,10 @@ def plan(probe, kind, geometry, dtype, allow_tf32, sm_count, smem_optin, blocks_
 
 # --- the wgrad kernels' registers from the SASS -------------------------------------------------------------
 
-def cuobjdump():
-    try:
-        from triton import knobs
-        path = knobs.nvidia.cuobjdump.path
-    except Exception:  # noqa: BLE001 -- an older triton: no knobs
-        path = None
-    return path if path and os.path.exists(path) else shutil.which("cuobjdump")
-
-
 def wgrad_registers(library):
     """{(arch, dtype, tile (bm, bn), vec): registers} of the wgrad kernels in a built library's SASS."""
-    tool = cuobjdump()
-    if tool is None:
-        raise RuntimeError("no cuobjdump (it ships with triton's NVIDIA backend and the CUDA toolkit)")
-    text = subprocess.run([tool, "-res-usage", library], capture_output=True, text=True, check=True).stdout
-    regs, arch = {}, None
+    text = subprocess.run([cuobjdump(), "-res-usage", library], capture_output=True, text=True, check=True).stdout
+    regs, arch, key = {}, None, None
     types = {"f": FLOAT32, "6__half": FLOAT16, "13__nv_bfloat16": BFLOAT16}
     for line in text.splitlines():
         m = re.match(r"arch = (sm_\d+)", line.strip())
@@ -189,7 +180,7 @@ def rows(probe, regs):
                         for when, smem_optin in (("before", 0), ("after", device.smem_optin)):
                             # wgrad residency from the SASS registers of the kernel the plan picks
                             p = plan(probe, kind, geometry, dtype, tf32, device.sm_count, smem_optin, 0)
-                            bm, bn, bk, wm, wn, stages, smem = shapes[p["tile"]]
+                            bm, bn, _, wm, wn, _, smem = shapes[p["tile"]]
                             r = None
                             if kind == WGRAD:
                                 key = (device.arch, dtype, math_kind(dtype, tf32), (bm, bn), vec)
@@ -218,33 +209,64 @@ def fmt_plan(p, sm_count):
     return text
 
 
+def summary(all_rows):
+    """The wgrad at batch 128, per device and layer: blocks (and per SM) before and after, bf16 and TF32."""
+    lines = ["| device | layer | bf16 before | bf16 after | fp32 TF32 before | fp32 TF32 after |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    cells = {}
+    for device, layer, batch, dname, kind, res in all_rows:
+        if kind == "wgrad" and batch == 128:
+            for when in ("before", "after"):
+                p = res[when]
+                blocks = p["grid"][0] * p["grid"][1] * p["grid"][2]
+                text = "%s, %d blocks (%.2f/SM)" % (p["shape"], blocks, blocks / device.sm_count)
+                if not p["fits"]:
+                    text += ", does not fit"
+                cells[(device.name, layer, dname, when)] = text
+    for device in DEVICES:
+        for layer in ALEXNET:
+            lines.append("| %s | %s | %s |" % (device.name, layer, " | ".join(
+                cells[(device.name, layer, d, w)] for d in ("bf16", "fp32 TF32") for w in ("before", "after"))))
+    return lines
+
+
 def table(probe, regs, library):
+    all_rows = rows(probe, regs)
     lines = ["# CUDA C++ conv: grid sizes per AlexNet layer, before and after issue 26 items 2 and 4 (computed)",
              "",
-             "**Computed, not measured** (no GPU ran): `python benchmarks/tools/conv_grid_table.py` runs csrc/conv.h's "
-             "own plan functions (through csrc/emulate/conv_plan_probe.cpp) on each device's multiprocessor count and "
-             "opt-in shared memory per block.  The wgrad's residency (blocks per multiprocessor, which the launcher "
-             "asks of cudaOccupancyMaxActiveBlocksPerMultiprocessor on a GPU) comes here from the occupancy rules with "
-             "the registers of the wgrad kernels in `%s`'s SASS (`cuobjdump -res-usage`; sm_86 runs the sm_80 code)."
-             % os.path.relpath(library, ROOT),
+             ("**Computed, not measured** (no GPU ran): `python benchmarks/tools/conv_grid_table.py --out %s` runs "
+              "csrc/conv.h's own plan functions (through csrc/emulate/conv_plan_probe.cpp) on each device's "
+              "multiprocessor count and opt-in shared memory per block.  The wgrad's residency (blocks per "
+              "multiprocessor; on a GPU the launcher asks cudaOccupancyMaxActiveBlocksPerMultiprocessor) comes here "
+              "from the occupancy rules and the registers of the wgrad kernels in `%s`'s SASS (`cuobjdump "
+              "-res-usage`; sm_86 runs the sm_80 code): the kernels of csrc/conv_cuda_kernels.cuh as of commit "
+              "3c04327.  New kernels (other registers) change the residency column and the wgrad splits with it."
+              % ("benchmarks/results/issue26-conv-grid.md", os.path.relpath(library, ROOT))),
              "",
-             "*Before*: commit 3c04327 — tiles chosen without the device's shared-memory limit, the wgrad's pixel "
-             "splits from ops/conv.py's formula for 64x64 tiles (`max(1, min(ceil(2*SMs / tiles64), ceil(P/1024)))`) "
-             "whatever tile the plan picked.  *After*: conv.h `choose_conv_tile` / `plan_conv_wgrad` only among "
-             "tiles that fit the opt-in limit, and `conv_wgrad_splits` from the planned tile, the SM count and the "
-             "kernel's residency (the fewest splits that reach max(residency, 2) blocks per SM with waves at least "
-             "7/8 full, one split per 1024 pixels at most).",
+             ("*Before*: commit 3c04327 -- tiles chosen without the device's shared-memory limit (a tile over it fails "
+              "to launch: marked *does not fit*), the wgrad's pixel splits from ops/conv.py's formula for 64x64 tiles "
+              "(`max(1, min(ceil(2*SMs / tiles64), ceil(P/1024)))`) whatever tile the plan picked.  *After*: "
+              "conv.h's `choose_conv_tile` / `plan_conv_wgrad` among the tiles that fit the opt-in limit, and "
+              "`conv_wgrad_splits` from the planned tile, the SM count and the kernel's residency r: target = "
+              "SMs x max(r, 2) blocks; floor(target / tiles) splits when that fills 7/8 of the target, else the "
+              "fewest more whose waves are 7/8 full; at most one split per 1024 pixels."),
              "",
-             "Each cell: tile (grid x, y, z) = blocks, blocks per SM.  AlexNet's two-tower layers (groups 2 for "
-             "conv2/4/5), 224x224 input, bf16 (fp16 plans alike) and fp32 on TF32.  Rows where before and after "
-             "are equal are listed too.",
-             ""]
+             ("AlexNet's two-tower layers (groups 2 for conv2/4/5), 224x224 input, bf16 (fp16 plans alike) and fp32 "
+              "on TF32 tensor cores.  At batch 1 the wgrad has too few pixels to split (conv2-5: 729 or 169)."),
+             "",
+             "## The wgrad at batch 128",
+             ""] + summary(all_rows) + [
+             "",
+             "## Every kernel",
+             "",
+             "Each cell: tile (grid x, y, z) = blocks, blocks per SM.  Rows where before and after are equal are "
+             "listed too."]
     current = None
-    for device, layer, batch, dname, kind, res in rows(probe, regs):
+    for device, layer, batch, dname, kind, res in all_rows:
         if device is not current:
             current = device
-            lines += ["", "## %s: opt-in %d B per block, %d B per SM" % (device.name, device.smem_optin,
-                                                                        device.smem_per_sm), "",
+            lines += ["", "### %s: opt-in %d B per block, %d B per SM" % (device.name, device.smem_optin,
+                                                                         device.smem_per_sm), "",
                       "| layer | batch | dtype | kernel | before | after | wgrad residency (after) |",
                       "| --- | --- | --- | --- | --- | --- | --- |"]
         before, after = res["before"], res["after"]
