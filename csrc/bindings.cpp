@@ -54,6 +54,7 @@
 #include <limits>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "dropout.h"
@@ -734,6 +735,9 @@ bool check_cudnn_lrn_backward(const Tensor& x, const Tensor& y, const Tensor& dy
 //     dy, y     as for dgrad;  x (N, C, H, W) channels_last-contiguous
 //     dw_part   (splits, Cout, KH*KW*C/groups) contiguous float32, dw_part[s, o, (kh*KW + kw)*Cg + c]
 //     db_part   (splits, Cout) contiguous float32;  the caller sums dim 0 (a fixed order: deterministic)
+//   conv2d_relu_wgrad_partials_cuda(dy, y, x, KH, KW, stride_h, stride_w, pad_h, pad_w, groups, allow_tf32)
+//       -> (dw_part, db_part)   the same with the splits conv.h's conv_wgrad_splits picks for the device (its
+//     multiprocessors, the planned kernel's residency), the partial sums allocated here
 // Each operator's argument checks are one function below; the torch-free ones are conv.h's *_problem_error.
 // =============================================================================================
 
@@ -846,19 +850,16 @@ ak::ConvDgradProblem check_conv2d_relu_dgrad(const Tensor& dy, const Tensor& y, 
   return d;
 }
 
-ak::ConvWgradProblem check_conv2d_relu_wgrad(const Tensor& dy, const Tensor& y, const Tensor& x,
-                                             const Tensor& dw_part, const Tensor& db_part, int64_t KH, int64_t KW,
-                                             int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
-                                             int64_t groups, bool /*allow_tf32*/) {
-  const char* op = "conv2d_relu_wgrad_cuda";
-  for (const Tensor* t : {&dy, &y, &x, &dw_part, &db_part}) AK_CHECK(t->defined(), op, ": undefined tensor argument");
+// dy, y and x of a wgrad and its geometry (the checks both wgrad operators share); splits 1.
+ak::ConvWgradProblem check_wgrad_inputs(const char* op, const Tensor& dy, const Tensor& y, const Tensor& x,
+                                        int64_t KH, int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                                        int64_t pad_w, int64_t groups) {
+  for (const Tensor* t : {&dy, &y, &x}) AK_CHECK(t->defined(), op, ": undefined tensor argument");
   check_cuda_lead(op, "dy", dy);
   const auto dtype = dy.scalar_type();
-  for (const Tensor* t : {&y, &x, &dw_part, &db_part})
+  for (const Tensor* t : {&y, &x})
     AK_CHECK(same_device(*t, dy), op, ": all tensors must be on ", device_name(dy), ", got ", device_name(*t));
   AK_CHECK(y.scalar_type() == dtype && x.scalar_type() == dtype, op, ": dy, y and x must share a dtype");
-  AK_CHECK(dw_part.scalar_type() == ScalarType::Float && db_part.scalar_type() == ScalarType::Float, op,
-           ": dw_part and db_part must be float32");
   AK_CHECK(dy.dim() == 4 && y.dim() == 4 && x.dim() == 4, op, ": dy, y and x must be 4-D");
   AK_CHECK(same_shape(dy, y), op, ": dy and y must have the same shape, got ", shape(dy), " and ", shape(y));
   AK_CHECK(channels_last_contiguous(dy) && channels_last_contiguous(y) && channels_last_contiguous(x), op,
@@ -869,6 +870,22 @@ ak::ConvWgradProblem check_conv2d_relu_wgrad(const Tensor& dy, const Tensor& y, 
   // channels_last-contiguous (checked above): the strides the kernel assumes.
   p.y_sc = 1; p.y_sw = p.Cout; p.y_sh = p.OW * p.Cout; p.y_sn = p.OH * p.OW * p.Cout;
   AK_CHECK(groups >= 1 && p.C % groups == 0, op, ": groups must divide the input channels");
+  w.splits = 1;
+  return w;
+}
+
+ak::ConvWgradProblem check_conv2d_relu_wgrad(const Tensor& dy, const Tensor& y, const Tensor& x,
+                                             const Tensor& dw_part, const Tensor& db_part, int64_t KH, int64_t KW,
+                                             int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                                             int64_t groups, bool /*allow_tf32*/) {
+  const char* op = "conv2d_relu_wgrad_cuda";
+  for (const Tensor* t : {&dw_part, &db_part}) AK_CHECK(t->defined(), op, ": undefined tensor argument");
+  ak::ConvWgradProblem w = check_wgrad_inputs(op, dy, y, x, KH, KW, stride_h, stride_w, pad_h, pad_w, groups);
+  const ak::ConvProblem& p = w.p;
+  for (const Tensor* t : {&dw_part, &db_part})
+    AK_CHECK(same_device(*t, dy), op, ": all tensors must be on ", device_name(dy), ", got ", device_name(*t));
+  AK_CHECK(dw_part.scalar_type() == ScalarType::Float && db_part.scalar_type() == ScalarType::Float, op,
+           ": dw_part and db_part must be float32");
   const int64_t K = KH * KW * (p.C / groups);
   AK_CHECK(dw_part.dim() == 3 && dw_part.size(1) == p.Cout && dw_part.size(2) == K && dw_part.is_contiguous(), op,
            ": dw_part must be contiguous (splits, ", p.Cout, ", ", K, "), got ", shape(dw_part));
@@ -878,6 +895,15 @@ ak::ConvWgradProblem check_conv2d_relu_wgrad(const Tensor& dy, const Tensor& y, 
   w.splits = dw_part.size(0);
   if (const char* why = ak::conv_wgrad_problem_error(w)) AK_CHECK(false, op, ": ", why);
   assert_no_overlap(dw_part, db_part);
+  return w;
+}
+
+ak::ConvWgradProblem check_conv2d_relu_wgrad_partials(const Tensor& dy, const Tensor& y, const Tensor& x, int64_t KH,
+                                                      int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                                                      int64_t pad_w, int64_t groups, bool /*allow_tf32*/) {
+  const char* op = "conv2d_relu_wgrad_partials_cuda";
+  const ak::ConvWgradProblem w = check_wgrad_inputs(op, dy, y, x, KH, KW, stride_h, stride_w, pad_h, pad_w, groups);
+  if (const char* why = ak::conv_wgrad_problem_error(w)) AK_CHECK(false, op, ": ", why);
   return w;
 }
 
@@ -1032,6 +1058,36 @@ void conv2d_relu_wgrad_cuda(const Tensor& dy, const Tensor& y, const Tensor& x, 
                                       static_cast<float*>(db_part.mutable_data_ptr()), w,
                                       conv_dtype(dy.scalar_type()), allow_tf32, stream, device, err, errlen);
   });
+}
+
+// The wgrad with the pixel splits its plan picks for this device (conv.h conv_wgrad_splits): allocates dw_part
+// (splits, Cout, K) and db_part (splits, Cout) fp32 from torch's caching allocator on the current stream (safe
+// under CUDA-graph capture) and returns them; the caller sums dim 0.
+std::tuple<Tensor, Tensor> conv2d_relu_wgrad_partials_cuda(const Tensor& dy, const Tensor& y, const Tensor& x,
+                                                           int64_t KH, int64_t KW, int64_t stride_h, int64_t stride_w,
+                                                           int64_t pad_h, int64_t pad_w, int64_t groups,
+                                                           bool allow_tf32) {
+  ak::ConvWgradProblem w = check_conv2d_relu_wgrad_partials(dy, y, x, KH, KW, stride_h, stride_w, pad_h, pad_w,
+                                                            groups, allow_tf32);
+  const ak::ConvDtype dtype = conv_dtype(dy.scalar_type());
+  const int device = static_cast<int>(dy.get_device_index());
+  char err[512] = {0};
+  int64_t splits = 1;
+  const int rc = ak::conv2d_relu_wgrad_splits_cuda(dy.const_data_ptr(), y.const_data_ptr(), x.const_data_ptr(), w,
+                                                   dtype, allow_tf32, device, &splits, err, sizeof(err));
+  AK_CHECK(rc == 0, static_cast<const char*>(err));
+  w.splits = splits;
+  const int64_t K = KH * KW * (w.p.C / groups);
+  const std::vector<int64_t> dw_shape = {splits, w.p.Cout, K}, db_shape = {splits, w.p.Cout};
+  const Tensor dw_part = torch::stable::new_empty(dy, dw_shape, ScalarType::Float);
+  const Tensor db_part = torch::stable::new_empty(dy, db_shape, ScalarType::Float);
+  run_conv_launcher(dy, [&](cudaStream_t stream, int dev, char* e, size_t elen) {
+    return ak::conv2d_relu_wgrad_cuda(dy.const_data_ptr(), y.const_data_ptr(), x.const_data_ptr(),
+                                      static_cast<float*>(dw_part.mutable_data_ptr()),
+                                      static_cast<float*>(db_part.mutable_data_ptr()), w, dtype, allow_tf32, stream,
+                                      dev, e, elen);
+  });
+  return std::make_tuple(dw_part, db_part);
 }
 #endif  // AK_WITH_CUDA
 
@@ -1193,6 +1249,10 @@ STABLE_TORCH_LIBRARY(alexnet_kernels_C, m) {
         "int stride_w, int pad_h, int pad_w, int groups, bool allow_tf32) -> ()");
   m.def("conv2d_relu_wgrad_cuda(Tensor dy, Tensor y, Tensor x, Tensor(a!) dw_part, Tensor(b!) db_part, int KH, "
         "int KW, int stride_h, int stride_w, int pad_h, int pad_w, int groups, bool allow_tf32) -> ()");
+  // The wgrad with the pixel splits its plan picks for the device (conv.h conv_wgrad_splits): returns the
+  // partial sums (dw_part, db_part) it allocates; what the Python layer calls.
+  m.def("conv2d_relu_wgrad_partials_cuda(Tensor dy, Tensor y, Tensor x, int KH, int KW, int stride_h, "
+        "int stride_w, int pad_h, int pad_w, int groups, bool allow_tf32) -> (Tensor, Tensor)");
 }
 
 STABLE_TORCH_LIBRARY_IMPL(alexnet_kernels_C, CPU, m) {
@@ -1210,6 +1270,8 @@ STABLE_TORCH_LIBRARY_IMPL(alexnet_kernels_C, CPU, m) {
   m.impl("conv2d_relu_forward_cuda", TORCH_BOX((&CudaOnly<void, check_conv2d_relu_forward>::on_cpu)));
   m.impl("conv2d_relu_dgrad_cuda", TORCH_BOX((&CudaOnly<void, check_conv2d_relu_dgrad>::on_cpu)));
   m.impl("conv2d_relu_wgrad_cuda", TORCH_BOX((&CudaOnly<void, check_conv2d_relu_wgrad>::on_cpu)));
+  m.impl("conv2d_relu_wgrad_partials_cuda",
+         TORCH_BOX((&CudaOnly<std::tuple<Tensor, Tensor>, check_conv2d_relu_wgrad_partials>::on_cpu)));
 #ifdef AK_WITH_CUDNN
   m.impl("cudnn_lrn_forward", TORCH_BOX((&CudaOnly<Tensor, check_cudnn_lrn_forward>::on_cpu)));
   m.impl("cudnn_lrn_backward", TORCH_BOX((&CudaOnly<Tensor, check_cudnn_lrn_backward>::on_cpu)));
@@ -1232,6 +1294,7 @@ STABLE_TORCH_LIBRARY_IMPL(alexnet_kernels_C, CUDA, m) {
   m.impl("conv2d_relu_forward_cuda", TORCH_BOX(&conv2d_relu_forward_cuda));
   m.impl("conv2d_relu_dgrad_cuda", TORCH_BOX(&conv2d_relu_dgrad_cuda));
   m.impl("conv2d_relu_wgrad_cuda", TORCH_BOX(&conv2d_relu_wgrad_cuda));
+  m.impl("conv2d_relu_wgrad_partials_cuda", TORCH_BOX(&conv2d_relu_wgrad_partials_cuda));
 #ifdef AK_WITH_CUDNN
   m.impl("cudnn_lrn_forward", TORCH_BOX(&cudnn_lrn_forward_cuda));
   m.impl("cudnn_lrn_backward", TORCH_BOX(&cudnn_lrn_backward_cuda));

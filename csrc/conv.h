@@ -96,37 +96,106 @@ struct ConvPlan {
   const char* reason;  // why this tile
 };
 
-// The tile for a GEMM with `cols` columns per group and `rows` rows (see plan_conv).
-inline int choose_conv_tile(int64_t rows, int64_t cols, int64_t groups, int sm_count, const char** reason) {
+inline int64_t conv_cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Dynamic shared memory of a tile: STAGES x (BM + BN) rows of BK elements padded by 16 bytes.
+inline size_t conv_smem_bytes(const ConvTileShape& s, ConvDtype dtype) {
+  const int esize = conv_dtype_size(dtype);
+  const int pitch = s.bk + 16 / esize;
+  return size_t(s.stages) * size_t(s.bm + s.bn) * size_t(pitch) * size_t(esize);
+}
+
+// Whether tile `t` fits the device's opt-in dynamic shared memory per block (cudaDevAttrMaxSharedMemoryPerBlockOptin:
+// 163 KB on sm_80, 99 KB on sm_86 / sm_89, 227 KB on sm_90); smem_optin <= 0: unknown, every tile assumed to fit.
+// The TF32 128x128 tile needs 110,592 B: not on sm_86 / sm_89.
+inline bool conv_tile_fits(int t, ConvDtype dtype, int64_t smem_optin) {
+  return smem_optin <= 0 || int64_t(conv_smem_bytes(kConvTiles[t], dtype)) <= smem_optin;
+}
+
+// Blocks along the grid's axes of each kernel under tile `t` (the kernels' conv_grid decodes the same shape):
+//   forward  x over BM-row tiles of the output pixels N*OH*OW, y over (Og column tiles) x groups;
+//   dgrad    x over BM-row tiles of the input pixels N*H*W, y over (Cg column tiles) x groups;
+//   wgrad    x over (Og row tiles) x (K column tiles), y over groups, z over the pixel splits.
+struct ConvGridSize {
+  int64_t x, y, z;
+  int64_t blocks() const { return x * y * z; }
+};
+
+inline ConvGridSize conv_forward_grid(const ConvProblem& p, int t) {
+  const ConvTileShape& s = kConvTiles[t];
+  return {conv_cdiv(p.N * p.OH * p.OW, s.bm), conv_cdiv(p.Cout / p.groups, s.bn) * p.groups, 1};
+}
+
+inline ConvGridSize conv_dgrad_grid(const ConvProblem& p, int t) {
+  const ConvTileShape& s = kConvTiles[t];
+  return {conv_cdiv(p.N * p.H * p.W, s.bm), conv_cdiv(p.C / p.groups, s.bn) * p.groups, 1};
+}
+
+inline ConvGridSize conv_wgrad_grid(const ConvProblem& p, int t, int64_t splits) {
+  const ConvTileShape& s = kConvTiles[t];
+  return {conv_cdiv(p.Cout / p.groups, s.bm) * conv_cdiv(p.KH * p.KW * (p.C / p.groups), s.bn), p.groups, splits};
+}
+
+// The tile for a forward or dgrad GEMM with `cols` columns per group and `rows` rows, among the tiles that fit
+// the device's shared memory (see plan_conv).  A grid y (column tiles x groups) above 65535 takes the fitting tile
+// with the fewest column tiles: the widest, so y only shrinks (never a narrower one, which would make y larger).
+inline int choose_conv_tile(int64_t rows, int64_t cols, int64_t groups, int sm_count, ConvDtype dtype,
+                            int64_t smem_optin, const char** reason) {
+  const auto waste = [&](int t) { return conv_cdiv(cols, kConvTiles[t].bn) * kConvTiles[t].bn - cols; };
+  const auto fits = [&](int t) { return conv_tile_fits(t, dtype, smem_optin); };
   int tile;
   if (cols <= 64) {
     tile = 2;
     *reason = "<= 64 columns per group: a wider tile would waste columns";
+  } else if (!fits(0)) {
+    // On an sm_86 / sm_89 (99 KB) the TF32 128x128 tile does not fit: of the others, the fewest wasted columns.
+    tile = fits(1) && waste(1) <= waste(2) ? 1 : 2;
+    *reason = "the 128x128 tile needs more shared memory than the device allows: the fitting tile that wastes "
+              "fewest columns";
   } else if (cols % 128 == 0) {
     tile = 0;
     *reason = "columns per group a multiple of 128: 128x128 tiles, no wasted columns, most reuse per loaded byte";
-  } else if (cols % 96 == 0) {
+  } else if (cols % 96 == 0 && fits(1)) {
     tile = 1;
     *reason = "columns per group a multiple of 96: 128x96 tiles, no wasted columns";
   } else {
-    const int64_t waste128 = (128 - cols % 128) % 128, waste96 = (96 - cols % 96) % 96;
-    tile = waste96 < waste128 ? 1 : 0;
+    tile = fits(1) && waste(1) < waste(0) ? 1 : 0;
     *reason = "columns per group not a multiple of 96 or 128: the tile width that wastes fewest columns";
   }
   const ConvTileShape& s = kConvTiles[tile];
-  const int64_t blocks = ((rows + s.bm - 1) / s.bm) * ((cols + s.bn - 1) / s.bn) * groups;
+  const int64_t blocks = conv_cdiv(rows, s.bm) * conv_cdiv(cols, s.bn) * groups;
   if (tile != 2 && sm_count > 0 && blocks < sm_count) {
     tile = 2;
     *reason = "fewer large tiles than multiprocessors: 64x64 tiles to fill the GPU";
   }
-  if (((cols + kConvTiles[tile].bn - 1) / kConvTiles[tile].bn) * groups > kConvMaxGridY) tile = 2;
+  const auto grid_y = [&](int t) { return conv_cdiv(cols, kConvTiles[t].bn) * groups; };
+  if (grid_y(tile) > kConvMaxGridY) {
+    for (int t = 0; t < kConvTileCount; ++t)
+      if (fits(t) && grid_y(t) < grid_y(tile)) tile = t;
+    *reason = "a grid y above 65535: the fitting tile with the fewest column tiles";
+  }
   return tile;
 }
 
-// The launch plan: loader from the layout, tile from the output channels of a group and the grid size.
-// sm_count: multiprocessors of the device (0: unknown).  Alignments are of the base pointers (bytes mod 16).
+// The plan of a kernel that has only the 64x64 tile compiled for some of its variants (exact fp32 FMA, element
+// loads): true, with plan.tile = 2 and the reason, when the plan is one of those.
+template <typename Plan>
+bool plan_small_tile_only(Plan& plan, bool element_loads, const char* element_reason) {
+  if (plan.fma) {
+    plan.tile = 2;
+    plan.reason = "exact fp32: FMA path, compiled for the 64x64 tile only";
+  } else if (element_loads) {
+    plan.tile = 2;
+    plan.reason = element_reason;
+  }
+  return plan.fma || element_loads;
+}
+
+// The launch plan: loader from the layout, tile from the output channels of a group, the grid size and the
+// device's shared memory.  sm_count: multiprocessors of the device (0: unknown); smem_optin: its opt-in dynamic
+// shared memory per block in bytes (0: unknown).  Alignments are of the base pointers (bytes mod 16).
 inline ConvPlan plan_conv(const ConvProblem& p, ConvDtype dtype, bool allow_tf32, int sm_count, unsigned x_align,
-                          unsigned w_align, unsigned y_align) {
+                          unsigned w_align, unsigned y_align, int64_t smem_optin = 0) {
   ConvPlan plan{};
   const int64_t vec = 16 / conv_dtype_size(dtype);
   const int64_t Cg = p.C / p.groups, Og = p.Cout / p.groups;
@@ -140,15 +209,9 @@ inline ConvPlan plan_conv(const ConvProblem& p, ConvDtype dtype, bool allow_tf32
   plan.w_vec = w_align == 0 && p.w_row_stride % vec == 0;
   plan.y_pair = p.y_sc == 1 && Og % 2 == 0 && p.Cout % 2 == 0 && y_align % (2 * conv_dtype_size(dtype)) == 0 &&
                 p.y_sn % 2 == 0 && p.y_sh % 2 == 0 && p.y_sw % 2 == 0;
-  if (plan.fma) {
-    plan.tile = 2;
-    plan.reason = "exact fp32: FMA path, compiled for the 64x64 tile only";
-  } else if (plan.loader == ConvLoader::kScalar) {
-    plan.tile = 2;
-    plan.reason = "scalar im2col loads: compiled for the 64x64 tile only";
-  } else {
-    plan.tile = choose_conv_tile(p.N * p.OH * p.OW, Og, p.groups, sm_count, &plan.reason);
-  }
+  if (!plan_small_tile_only(plan, plan.loader == ConvLoader::kScalar,
+                            "scalar im2col loads: compiled for the 64x64 tile only"))
+    plan.tile = choose_conv_tile(p.N * p.OH * p.OW, Og, p.groups, sm_count, dtype, smem_optin, &plan.reason);
   return plan;
 }
 
@@ -185,7 +248,8 @@ struct ConvDgradPlan {
 };
 
 inline ConvDgradPlan plan_conv_dgrad(const ConvDgradProblem& d, ConvDtype dtype, bool allow_tf32, int sm_count,
-                                     unsigned dy_align, unsigned y_align, unsigned w_align, unsigned dx_align) {
+                                     unsigned dy_align, unsigned y_align, unsigned w_align, unsigned dx_align,
+                                     int64_t smem_optin = 0) {
   const ConvProblem& p = d.p;
   ConvDgradPlan plan{};
   const int64_t vec = 16 / conv_dtype_size(dtype);
@@ -195,15 +259,8 @@ inline ConvDgradPlan plan_conv_dgrad(const ConvDgradProblem& d, ConvDtype dtype,
   plan.w_vec = w_align == 0 && p.w_row_stride % vec == 0;
   plan.dx_pair = d.dx_sc == 1 && Cg % 2 == 0 && p.C % 2 == 0 && dx_align % (2 * conv_dtype_size(dtype)) == 0 &&
                  d.dx_sn % 2 == 0 && d.dx_sh % 2 == 0 && d.dx_sw % 2 == 0;
-  if (plan.fma) {
-    plan.tile = 2;
-    plan.reason = "exact fp32: FMA path, compiled for the 64x64 tile only";
-  } else if (!plan.vec) {
-    plan.tile = 2;
-    plan.reason = "element loads of dy: compiled for the 64x64 tile only";
-  } else {
-    plan.tile = choose_conv_tile(p.N * p.H * p.W, Cg, p.groups, sm_count, &plan.reason);
-  }
+  if (!plan_small_tile_only(plan, !plan.vec, "element loads of dy: compiled for the 64x64 tile only"))
+    plan.tile = choose_conv_tile(p.N * p.H * p.W, Cg, p.groups, sm_count, dtype, smem_optin, &plan.reason);
   return plan;
 }
 
@@ -233,8 +290,9 @@ struct ConvWgradPlan {
   const char* reason;
 };
 
+// Tiles 0 (128x128) and 2 (64x64) are compiled for the wgrad.  smem_optin as for plan_conv.
 inline ConvWgradPlan plan_conv_wgrad(const ConvWgradProblem& w, ConvDtype dtype, bool allow_tf32, unsigned dy_align,
-                                     unsigned y_align, unsigned x_align) {
+                                     unsigned y_align, unsigned x_align, int64_t smem_optin = 0) {
   const ConvProblem& p = w.p;
   ConvWgradPlan plan{};
   const int64_t vec = 16 / conv_dtype_size(dtype);
@@ -243,10 +301,13 @@ inline ConvWgradPlan plan_conv_wgrad(const ConvWgradProblem& w, ConvDtype dtype,
              y_align == 0 && x_align == 0;
   plan.fma = dtype == ConvDtype::kFloat32 && !allow_tf32;
   plan.dw_pair = (p.KH * p.KW * Cg) % 2 == 0;
-  if (plan.fma || !plan.vec || Og % 128 != 0) {
+  if (plan_small_tile_only(plan, !plan.vec, "element loads: the 64x64 tile")) return plan;
+  if (Og % 128 != 0) {
     plan.tile = 2;
-    plan.reason = plan.fma ? "exact fp32: the 64x64 tile" : !plan.vec ? "element loads: the 64x64 tile"
-                                                                       : "Og not a multiple of 128: 64x64 tiles";
+    plan.reason = "Og not a multiple of 128: 64x64 tiles";
+  } else if (!conv_tile_fits(0, dtype, smem_optin)) {
+    plan.tile = 2;
+    plan.reason = "the 128x128 tile needs more shared memory than the device allows: 64x64 tiles";
   } else {
     plan.tile = 0;
     plan.reason = "Og a multiple of 128: 128x128 tiles";
@@ -254,11 +315,37 @@ inline ConvWgradPlan plan_conv_wgrad(const ConvWgradProblem& w, ConvDtype dtype,
   return plan;
 }
 
-// Dynamic shared memory of a tile: STAGES x (BM + BN) rows of BK elements padded by 16 bytes.
-inline size_t conv_smem_bytes(const ConvTileShape& s, ConvDtype dtype) {
-  const int esize = conv_dtype_size(dtype);
-  const int pitch = s.bk + 16 / esize;
-  return size_t(s.stages) * size_t(s.bm + s.bn) * size_t(pitch) * size_t(esize);
+// Fewest pixels a wgrad split sums: 32 k-steps of BK = 32, so that a block's fp32 partial tile (BM x BN x 4 bytes,
+// written once and read once by the caller's sum) stays small next to the (BM + BN) x pixels it loads.
+constexpr int64_t kConvWgradMinPixelsPerSplit = 1024;
+
+// The wgrad's pixel splits for tile `t` on a device of sm_count multiprocessors that holds blocks_per_sm blocks of
+// the kernel at once (its residency: cudaOccupancyMaxActiveBlocksPerMultiprocessor).  A grid of `tiles` = x * y
+// blocks below target = sm_count * max(blocks_per_sm, 2) blocks (a full wave, and at least two blocks per
+// multiprocessor, so that one block's prologue and epilogue overlap another's main loop) is split over pixels:
+//   * the most splits whose grid stays within the target (target / tiles): whole waves, no ragged extra one, the
+//     fewest partial sums -- when that fills at least 7/8 of the target;
+//   * else (tiles just above a divisor of the target) the fewest more splits whose waves are on average at least
+//     7/8 full (a wave: sm_count * blocks_per_sm blocks);
+// never more than one split per 1024 pixels (kConvWgradMinPixelsPerSplit) or 65535.  A grid already at the target,
+// or an unknown device (sm_count 0), is not split.  The caller adds the partial sums in split order (deterministic).
+inline int64_t conv_wgrad_splits(const ConvProblem& p, int t, int sm_count, int blocks_per_sm) {
+  if (sm_count <= 0) return 1;
+  const int64_t resident = blocks_per_sm > 1 ? blocks_per_sm : 1;
+  const int64_t wave = int64_t(sm_count) * resident;
+  const int64_t target = int64_t(sm_count) * (resident > 2 ? resident : 2);
+  const int64_t tiles = conv_wgrad_grid(p, t, 1).blocks();
+  int64_t most = p.N * p.OH * p.OW / kConvWgradMinPixelsPerSplit;
+  most = most < 1 ? 1 : most > kConvMaxGridY ? kConvMaxGridY : most;
+  if (tiles >= target || most == 1) return 1;
+  int64_t s = target / tiles;  // >= 1
+  if (s >= most) return most;
+  if (8 * tiles * s >= 7 * target) return s;
+  // 8 x blocks >= 7 x (waves x wave): the waves at least 7/8 full.  Terminates: 8 or more waves are 8/9 full.
+  const auto full = [&](int64_t n) { return 8 * tiles * n >= 7 * conv_cdiv(tiles * n, wave) * wave; };
+  for (++s; s < most && !full(s); ++s) {
+  }
+  return s;
 }
 
 #ifdef AK_WITH_CUDA
@@ -267,10 +354,18 @@ int conv2d_relu_dgrad_cuda(const void* dy, const void* y, const void* wt, void* 
                            ConvDtype dtype, bool allow_tf32, cudaStream_t stream, int device, char* err,
                            size_t errlen);
 
-// Writes dw_part (splits, Cout, K) and db_part (splits, Cout), fp32, with one kernel launch.
+// Writes dw_part (splits, Cout, K) and db_part (splits, Cout), fp32, with one kernel launch.  Any splits in
+// [1, 65535] is correct; conv2d_relu_wgrad_splits_cuda says how many fill the device.
 int conv2d_relu_wgrad_cuda(const void* dy, const void* y, const void* x, float* dw_part, float* db_part,
                            const ConvWgradProblem& w, ConvDtype dtype, bool allow_tf32, cudaStream_t stream,
                            int device, char* err, size_t errlen);
+
+// *splits = conv_wgrad_splits of the plan conv2d_relu_wgrad_cuda makes for these pointers (w.splits ignored) on
+// device `device`: its multiprocessor count and the planned kernel's residency.  Returns 0, or nonzero with a
+// message in err.  Launches and allocates nothing.
+int conv2d_relu_wgrad_splits_cuda(const void* dy, const void* y, const void* x, const ConvWgradProblem& w,
+                                  ConvDtype dtype, bool allow_tf32, int device, int64_t* splits, char* err,
+                                  size_t errlen);
 
 // Writes y = relu(conv(x, w) + bias) with one kernel launch on `stream` of CUDA device `device`.
 // Returns 0 on success; otherwise writes a message into err (errlen bytes) and returns nonzero.

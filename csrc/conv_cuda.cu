@@ -64,6 +64,26 @@ struct Launcher {
   int run_wgrad() { return launch<TileT>(conv2d_relu_wgrad_kernel<T, MK, TileT, VEC>); }
 };
 
+// Blocks of the kernel dispatch_conv picks that one multiprocessor holds at once (its residency, from its registers,
+// threads and the tile's dynamic shared memory), for conv_wgrad_splits.  Same dispatch as Launcher, no launch.
+struct Residency {
+  ConvDtype dtype;
+  cudaError_t error = cudaSuccess;
+
+  template <typename TileT, typename Args>
+  int blocks(void (*kernel)(Args)) {
+    const ConvTileShape shape{TileT::BM, TileT::BN, TileT::BK, TileT::WARPS_M, TileT::WARPS_N, TileT::STAGES};
+    const size_t smem = conv_smem_bytes(shape, dtype);
+    // The occupancy query counts a kernel whose dynamic shared memory is above its opt-in as not resident.
+    error = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    int n = 0;
+    if (error == cudaSuccess) error = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, TileT::kThreads, smem);
+    return n;
+  }
+  template <typename T, MathKind MK, typename TileT, bool VEC>
+  int run_wgrad() { return blocks<TileT>(conv2d_relu_wgrad_kernel<T, MK, TileT, VEC>); }
+};
+
 unsigned align16(const void* p) { return static_cast<unsigned>(reinterpret_cast<uintptr_t>(p) & 15); }
 
 // Makes `device` current for the call (and restores the caller's).
@@ -79,9 +99,21 @@ struct DeviceScope {
   }
 };
 
+// What a plan needs of the device: its multiprocessors and its opt-in dynamic shared memory per block.
+struct ConvDeviceLimits {
+  int sm_count = 0, smem_optin = 0;
+};
+
+cudaError_t conv_device_limits(int device, ConvDeviceLimits* limits) {
+  cudaError_t e = cudaDeviceGetAttribute(&limits->sm_count, cudaDevAttrMultiProcessorCount, device);
+  if (e == cudaSuccess)
+    e = cudaDeviceGetAttribute(&limits->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  return e;
+}
+
 // What the three entry points share: the problem's check (problem_error: nullptr or what is wrong), nothing
-// more when the problem is empty, else the device made current, its multiprocessor count, the plan
-// (make_plan(sm_count)), the kernel arguments (make_args(plan)) and one launch.
+// more when the problem is empty, else the device made current, its limits, the plan (make_plan(limits)), the
+// kernel arguments (make_args(plan)) and one launch.
 template <typename Plan, typename MakePlan, typename MakeArgs>
 int plan_and_launch(const char* op, const char* problem_error, bool empty, int device, ConvDtype dtype,
                     cudaStream_t stream, char* err, size_t errlen, MakePlan make_plan, MakeArgs make_args) {
@@ -92,10 +124,10 @@ int plan_and_launch(const char* op, const char* problem_error, bool empty, int d
   if (empty) return 0;
   const DeviceScope scope(device);
   if (scope.error != cudaSuccess) return fail(err, errlen, op, "cudaSetDevice", scope.error);
-  int sms = 0;
-  const cudaError_t e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  ConvDeviceLimits limits{};
+  const cudaError_t e = conv_device_limits(device, &limits);
   if (e != cudaSuccess) return fail(err, errlen, op, "cudaDeviceGetAttribute", e);
-  const Plan plan = make_plan(sms);
+  const Plan plan = make_plan(limits);
   const auto a = make_args(plan);
   Launcher<std::decay_t<decltype(a)>> launcher{a, dtype, stream, op, err, errlen};
   return dispatch_conv<conv_f16, conv_bf16>(plan, dtype, launcher);
@@ -108,7 +140,9 @@ int conv2d_relu_forward_cuda(const void* x, const void* w, const void* bias, voi
                              size_t errlen) {
   return plan_and_launch<ConvPlan>(
       "conv2d_relu_forward_cuda", conv_problem_error(p), p.N == 0, device, dtype, stream, err, errlen,
-      [&](int sms) { return plan_conv(p, dtype, allow_tf32, sms, align16(x), align16(w), align16(y)); },
+      [&](const ConvDeviceLimits& d) {
+        return plan_conv(p, dtype, allow_tf32, d.sm_count, align16(x), align16(w), align16(y), d.smem_optin);
+      },
       [&](const ConvPlan& plan) { return make_conv_args(p, plan, x, w, bias, y); });
 }
 
@@ -117,8 +151,9 @@ int conv2d_relu_dgrad_cuda(const void* dy, const void* y, const void* wt, void* 
                            size_t errlen) {
   return plan_and_launch<ConvDgradPlan>(
       "conv2d_relu_dgrad_cuda", conv_dgrad_problem_error(d), d.p.N == 0, device, dtype, stream, err, errlen,
-      [&](int sms) {
-        return plan_conv_dgrad(d, dtype, allow_tf32, sms, align16(dy), align16(y), align16(wt), align16(dx));
+      [&](const ConvDeviceLimits& limits) {
+        return plan_conv_dgrad(d, dtype, allow_tf32, limits.sm_count, align16(dy), align16(y), align16(wt),
+                               align16(dx), limits.smem_optin);
       },
       [&](const ConvDgradPlan& plan) { return make_dgrad_args(d, plan, dy, y, wt, dx); });
 }
@@ -129,8 +164,35 @@ int conv2d_relu_wgrad_cuda(const void* dy, const void* y, const void* x, float* 
   // N == 0 still launches: the kernel writes the zero sums.
   return plan_and_launch<ConvWgradPlan>(
       "conv2d_relu_wgrad_cuda", conv_wgrad_problem_error(w), false, device, dtype, stream, err, errlen,
-      [&](int /*sms*/) { return plan_conv_wgrad(w, dtype, allow_tf32, align16(dy), align16(y), align16(x)); },
+      [&](const ConvDeviceLimits& d) {
+        return plan_conv_wgrad(w, dtype, allow_tf32, align16(dy), align16(y), align16(x), d.smem_optin);
+      },
       [&](const ConvWgradPlan& plan) { return make_wgrad_args(w, plan, dy, y, x, dw_part, db_part); });
+}
+
+int conv2d_relu_wgrad_splits_cuda(const void* dy, const void* y, const void* x, const ConvWgradProblem& w,
+                                  ConvDtype dtype, bool allow_tf32, int device, int64_t* splits, char* err,
+                                  size_t errlen) {
+  const char* op = "conv2d_relu_wgrad_splits_cuda";
+  ConvWgradProblem one = w;
+  one.splits = 1;  // the problem's own splits play no part in choosing them
+  if (const char* why = conv_wgrad_problem_error(one)) {
+    snprintf(err, errlen, "%s: %s", op, why);
+    return 1;
+  }
+  const DeviceScope scope(device);
+  if (scope.error != cudaSuccess) return fail(err, errlen, op, "cudaSetDevice", scope.error);
+  ConvDeviceLimits limits{};
+  cudaError_t e = conv_device_limits(device, &limits);
+  if (e != cudaSuccess) return fail(err, errlen, op, "cudaDeviceGetAttribute", e);
+  const ConvWgradPlan plan =
+      plan_conv_wgrad(one, dtype, allow_tf32, align16(dy), align16(y), align16(x), limits.smem_optin);
+  Residency residency{dtype};
+  const int blocks_per_sm = dispatch_conv<conv_f16, conv_bf16>(plan, dtype, residency);
+  if (residency.error != cudaSuccess) return fail(err, errlen, op, "cudaOccupancyMaxActiveBlocksPerMultiprocessor",
+                                                  residency.error);
+  *splits = conv_wgrad_splits(one.p, plan.tile, limits.sm_count, blocks_per_sm);
+  return 0;
 }
 
 }  // namespace ak

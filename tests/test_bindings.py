@@ -22,7 +22,8 @@ needs_extension = pytest.mark.skipif(_extension.load() is None,
 CPU_AND_CUDA_OPS = ("lrn_forward", "lrn_backward", "max_pool2d_forward", "max_pool2d_backward",
                     "relu_lrn_max_pool2d_forward", "relu_lrn_max_pool2d_backward", "dropout_forward",
                     "dropout_backward", "bias_relu_dropout_forward", "bias_relu_dropout_backward")
-CUDA_ONLY_OPS = ("lrn_backward_v1", "conv2d_relu_forward_cuda", "conv2d_relu_dgrad_cuda", "conv2d_relu_wgrad_cuda")
+CUDA_ONLY_OPS = ("lrn_backward_v1", "conv2d_relu_forward_cuda", "conv2d_relu_dgrad_cuda", "conv2d_relu_wgrad_cuda",
+                 "conv2d_relu_wgrad_partials_cuda")
 
 
 def has_kernel(name, key):
@@ -44,6 +45,9 @@ def test_each_device_has_its_own_dispatch_key():
     w = torch.randn(4, 3, 3, 3).contiguous(memory_format=torch.channels_last)
     with pytest.raises(RuntimeError, match="conv2d_relu_forward_cuda: x must be a cuda tensor, got cpu"):
         _extension.load().conv2d_relu_forward_cuda(x, w, None, torch.empty(1, 4, 6, 6), 1, 1, 0, 0, 1, True)
+    dy = torch.randn(1, 4, 6, 6).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(RuntimeError, match="conv2d_relu_wgrad_partials_cuda: dy must be a cuda tensor, got cpu"):
+        _extension.load().conv2d_relu_wgrad_partials_cuda(dy, dy, x, 3, 3, 1, 1, 0, 0, 1, True)
     with pytest.raises(NotImplementedError, match="lrn_backward_v1.*'CPU' backend"):
         x = torch.randn(2, 5, 7)
         _extension.load().lrn_backward_v1(x, x, torch.empty_like(x), 5, 1e-4, 0.75, 2.0, False)

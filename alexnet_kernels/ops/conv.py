@@ -23,11 +23,12 @@ Backends
             the same GEMM machinery, the mask y > 0 applied as dy is loaded:
                 _extension.load().conv2d_relu_dgrad_cuda(dy, y, weight_t, dx, KH, KW, stride_h, stride_w,
                                                          pad_h, pad_w, groups, allow_tf32)
-                _extension.load().conv2d_relu_wgrad_cuda(dy, y, x, dw_part, db_part, KH, KW, stride_h,
-                                                         stride_w, pad_h, pad_w, groups, allow_tf32)
+                _extension.load().conv2d_relu_wgrad_partials_cuda(dy, y, x, KH, KW, stride_h, stride_w, pad_h,
+                                                                  pad_w, groups, allow_tf32) -> (dw_part, db_part)
             dy, y, x channels_last, weight_t the weight transposed to rows (group, c) of (kh, kw, o);
-            dw_part / db_part fp32 partial sums over pixel splits, added here in a fixed order (d(bias)
-            deterministic, no atomics).  Route "aten": the mask pass + aten's (cuDNN's) dgrad and wgrad.
+            dw_part / db_part fp32 partial sums over the pixel splits csrc/conv.h's conv_wgrad_splits picks for
+            the device and the planned tile, added here in a fixed order (d(bias) deterministic, no atomics).
+            Route "aten": the mask pass + aten's (cuDNN's) dgrad and wgrad.
   "torch"   F.conv2d + relu forward, aten.convolution_backward backward (cuDNN on GPU, oneDNN on CPU).
   "cpu"     the CPU path delegates to "torch" (torch's CPU convolution is already oneDNN's).
   "auto"    cuda: the fastest of "triton", "cuda" (when the extension has it) and "torch", measured once
@@ -59,7 +60,8 @@ from .. import _backends
 from ._registry import DifferentiableOp
 
 # What backend="cuda" needs from alexnet_kernels._C.
-CUDA_FUNCTIONS = ("conv2d_relu_forward_cuda", "conv2d_relu_dgrad_cuda", "conv2d_relu_wgrad_cuda")
+CUDA_FUNCTIONS = ("conv2d_relu_forward_cuda", "conv2d_relu_dgrad_cuda",
+                  "conv2d_relu_wgrad_partials_cuda")
 # The backend policy: "auto" on cuda is measured per case (below); "cpu" is torch's CPU convolution.
 BACKENDS = _backends.OpBackends(
     dtypes={"triton": _backends.KERNEL_DTYPES, "cuda": _backends.KERNEL_DTYPES},
@@ -335,22 +337,14 @@ def _cuda_weight_t(weight, groups):
 
 
 def _cuda_wgrad(dy, y, x, weight, stride, padding, groups, allow_tf32):
-    """(dw, db) in fp32 by the CUDA C++ wgrad kernel: partial sums over pixel splits (about two blocks per
-    multiprocessor), added in a fixed order."""
+    """(dw, db) in fp32 by the CUDA C++ wgrad kernel: partial sums over the pixel splits its plan picks for the
+    device (csrc/conv.h conv_wgrad_splits), added here in a fixed order."""
     from .. import _extension
     Cout, Cg, KH, KW = weight.shape
-    K = Cg * KH * KW
-    P = x.shape[0] * y.shape[2] * y.shape[3]
-    Og = Cout // groups
-    tiles = -(-Og // 64) * -(-K // 64) * groups
-    sms = torch.cuda.get_device_properties(x.device).multi_processor_count
-    splits = max(1, min(-(-2 * sms // tiles), -(-P // 1024), 65535))
-    dw_part = torch.empty((splits, Cout, K), device=x.device, dtype=torch.float32)
-    db_part = torch.empty((splits, Cout), device=x.device, dtype=torch.float32)
-    _extension.load().conv2d_relu_wgrad_cuda(_cl(dy), _cl(y), _cl(x), dw_part, db_part, KH, KW, stride[0],
-                                             stride[1], padding[0], padding[1], groups, bool(allow_tf32))
-    dw = dw_part.sum(0) if splits > 1 else dw_part[0]
-    db = db_part.sum(0) if splits > 1 else db_part[0]
+    dw_part, db_part = _extension.load().conv2d_relu_wgrad_partials_cuda(
+        _cl(dy), _cl(y), _cl(x), KH, KW, stride[0], stride[1], padding[0], padding[1], groups, bool(allow_tf32))
+    dw = dw_part.sum(0) if dw_part.shape[0] > 1 else dw_part[0]
+    db = db_part.sum(0) if db_part.shape[0] > 1 else db_part[0]
     return dw.view(Cout, KH, KW, Cg).permute(0, 3, 1, 2), db
 
 
