@@ -47,8 +47,8 @@ PoolProblem problem(const at::Tensor& in, const at::Tensor& out, const std::vect
 // elements) the kernel maps its threads to, type a std::type_identity of `data`'s C++ type and index a value of
 // the index type the kernels' grid_stride dispatches to.
 template <typename Thread>
-void each_thread(const at::Tensor& data, const char* name, const PoolProblem& P, int64_t count, const Thread& thread) {
-  EMULATOR_DISPATCH(data.scalar_type(), name, [&] {
+void each_thread(const at::Tensor& data, const PoolProblem& P, int64_t count, const Thread& thread) {
+  EMULATOR_DISPATCH(data.scalar_type(), "pool_cuda_emulator", [&] {
     const std::type_identity<scalar_t> type;
     if (use_index32(P)) {
       for (int64_t o = 0; o < count; ++o) thread(type, o, int32_t(0));
@@ -61,7 +61,7 @@ void each_thread(const at::Tensor& data, const char* name, const PoolProblem& P,
 void max_pool2d_forward(at::Tensor x, at::Tensor y, at::Tensor offsets, std::vector<int64_t> geometry,
                         bool channels_last) {
   const PoolProblem P = problem(x, y, geometry, channels_last);
-  each_thread(x, "max_pool2d_forward", P, y.numel(), [&](auto type, int64_t o, auto index) {
+  each_thread(x, P, y.numel(), [&](auto type, int64_t o, auto index) {
     using T = typename decltype(type)::type;
     max_pool_forward_element<T, float, decltype(index)>(x.data_ptr<T>(), y.data_ptr<T>(), offsets.data_ptr<uint8_t>(),
                                                         P, o);
@@ -71,7 +71,7 @@ void max_pool2d_forward(at::Tensor x, at::Tensor y, at::Tensor offsets, std::vec
 void max_pool2d_backward(at::Tensor dy, at::Tensor offsets, at::Tensor dx, std::vector<int64_t> geometry,
                          bool channels_last) {
   const PoolProblem P = problem(dx, dy, geometry, channels_last);
-  each_thread(dx, "max_pool2d_backward", P, dx.numel(), [&](auto type, int64_t o, auto index) {
+  each_thread(dx, P, dx.numel(), [&](auto type, int64_t o, auto index) {
     using T = typename decltype(type)::type;
     max_pool_backward_element<T, float, decltype(index)>(dy.data_ptr<T>(), offsets.data_ptr<uint8_t>(),
                                                          dx.data_ptr<T>(), P, o);
@@ -82,7 +82,7 @@ void relu_lrn_max_pool2d_forward(at::Tensor x, at::Tensor z, at::Tensor offsets,
                                  double beta, double k, std::vector<int64_t> geometry, bool channels_last) {
   const PoolProblem P = problem(x, z, geometry, channels_last);
   const LrnCoeffs<float> lrn = make_lrn_coeffs<float>(size, alpha, beta, k, x.size(1));
-  each_thread(x, "relu_lrn_max_pool2d_forward", P, z.numel(), [&](auto type, int64_t o, auto index) {
+  each_thread(x, P, z.numel(), [&](auto type, int64_t o, auto index) {
     using T = typename decltype(type)::type;
     fused_forward_element<T, float, decltype(index)>(x.data_ptr<T>(), z.data_ptr<T>(), offsets.data_ptr<uint8_t>(),
                                                      P, lrn, o);
@@ -94,7 +94,7 @@ void relu_lrn_max_pool2d_backward(at::Tensor x, at::Tensor dz, at::Tensor offset
                                   bool channels_last) {
   const PoolProblem P = problem(x, dz, geometry, channels_last);
   const LrnCoeffs<float> lrn = make_lrn_coeffs<float>(size, alpha, beta, k, x.size(1));
-  each_thread(x, "relu_lrn_max_pool2d_backward", P, dx.numel(), [&](auto type, int64_t o, auto index) {
+  each_thread(x, P, dx.numel(), [&](auto type, int64_t o, auto index) {
     using T = typename decltype(type)::type;
     fused_backward_element<T, float, decltype(index)>(x.data_ptr<T>(), dz.data_ptr<T>(), offsets.data_ptr<uint8_t>(),
                                                       dx.data_ptr<T>(), P, lrn, o);
