@@ -51,6 +51,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <limits>
 #include <sstream>
 #include <string>
@@ -217,6 +218,15 @@ void assert_no_overlap(const Tensor& out, const Tensor& in) {
   AK_CHECK(overlap_status(out, in) == Overlap::kNone,
            "unsupported operation: some elements of the input tensor and the written-to tensor refer to a single "
            "memory location. Please clone() the tensor before performing the operation.");
+}
+
+// The written tensor `out`: no two elements in one memory location, none shared with the inputs (a null
+// input is an absent optional one).
+void assert_written_apart(const Tensor& out, std::initializer_list<const Tensor*> inputs) {
+  assert_no_internal_overlap(out);
+  for (const Tensor* in : inputs) {
+    if (in != nullptr) assert_no_overlap(out, *in);
+  }
 }
 
 // float32, float16 or bfloat16, or float64 on the CPU (the CPU kernels take it for gradcheck).
@@ -592,42 +602,61 @@ void check_bias_shape(const char* op, const char* name, const Tensor& bias, cons
            ref_name, " of shape ", shape(ref), ", got ", shape(bias));
 }
 
+// One tensor argument of bias_relu_dropout_*.
+struct BiasReluDropoutArg {
+  enum Shape { kMatrix, kBias };   // (M, N): x, y, dy, dx; or (N,): bias, dbias
+  enum Access { kRead, kWritten };
+  const char* name;
+  const Tensor& tensor;
+  Shape shape;
+  Access access;
+};
+
+// args[0] is the lead (M, N) input the others are checked against; a written argument shares no memory
+// with any before it (the inputs, and the outputs written before it).
+void check_bias_relu_dropout(const char* op, std::initializer_list<BiasReluDropoutArg> args, const Tensor& seed,
+                             int64_t threshold, double scale) {
+  const BiasReluDropoutArg* const lead = args.begin();
+  check_dropout_scalars(op, threshold, scale);
+  for (const BiasReluDropoutArg& a : args) {
+    const bool bias = a.shape == BiasReluDropoutArg::kBias;
+    check_dropout_tensor(op, a.name, a.tensor, bias ? 1 : 2, bias ? "(N,)" : "(M, N)");
+  }
+  for (const BiasReluDropoutArg* a = lead + 1; a != args.end(); ++a) {
+    check_dropout_like(op, a->name, a->tensor, lead->name, lead->tensor);
+  }
+  for (const BiasReluDropoutArg* a = lead + 1; a != args.end(); ++a) {
+    const auto check_shape = a->shape == BiasReluDropoutArg::kBias ? check_bias_shape : check_same_shape;
+    check_shape(op, a->name, a->tensor, lead->name, lead->tensor);
+  }
+  for (const BiasReluDropoutArg* out = lead; out != args.end(); ++out) {
+    if (out->access != BiasReluDropoutArg::kWritten) continue;
+    for (const BiasReluDropoutArg* in = lead; in != out; ++in) {
+      check_no_overlap(op, out->name, out->tensor, in->name, in->tensor);
+    }
+  }
+  check_seed(op, seed, lead->tensor);
+}
+
 void check_bias_relu_dropout_forward(const Tensor& x, const Tensor& bias, const Tensor& y, const Tensor& seed,
                                      int64_t threshold, double scale) {
-  const char* op = "bias_relu_dropout_forward";
-  check_dropout_scalars(op, threshold, scale);
-  check_dropout_tensor(op, "x", x, 2, "(M, N)");
-  check_dropout_tensor(op, "bias", bias, 1, "(N,)");
-  check_dropout_tensor(op, "y", y, 2, "(M, N)");
-  check_dropout_like(op, "bias", bias, "x", x);
-  check_dropout_like(op, "y", y, "x", x);
-  check_bias_shape(op, "bias", bias, "x", x);
-  check_same_shape(op, "y", y, "x", x);
-  check_no_overlap(op, "y", y, "x", x);
-  check_no_overlap(op, "y", y, "bias", bias);
-  check_seed(op, seed, x);
+  using Arg = BiasReluDropoutArg;
+  check_bias_relu_dropout("bias_relu_dropout_forward",
+                          {{"x", x, Arg::kMatrix, Arg::kRead},
+                           {"bias", bias, Arg::kBias, Arg::kRead},
+                           {"y", y, Arg::kMatrix, Arg::kWritten}},
+                          seed, threshold, scale);
 }
 
 void check_bias_relu_dropout_backward(const Tensor& dy, const Tensor& y, const Tensor& dx, const Tensor& dbias,
                                       const Tensor& seed, int64_t threshold, double scale) {
-  const char* op = "bias_relu_dropout_backward";
-  check_dropout_scalars(op, threshold, scale);
-  check_dropout_tensor(op, "dy", dy, 2, "(M, N)");
-  check_dropout_tensor(op, "y", y, 2, "(M, N)");
-  check_dropout_tensor(op, "dx", dx, 2, "(M, N)");
-  check_dropout_tensor(op, "dbias", dbias, 1, "(N,)");
-  check_dropout_like(op, "y", y, "dy", dy);
-  check_dropout_like(op, "dx", dx, "dy", dy);
-  check_dropout_like(op, "dbias", dbias, "dy", dy);
-  check_same_shape(op, "y", y, "dy", dy);
-  check_same_shape(op, "dx", dx, "dy", dy);
-  check_bias_shape(op, "dbias", dbias, "dy", dy);
-  check_no_overlap(op, "dx", dx, "dy", dy);
-  check_no_overlap(op, "dx", dx, "y", y);
-  check_no_overlap(op, "dbias", dbias, "dy", dy);
-  check_no_overlap(op, "dbias", dbias, "y", y);
-  check_no_overlap(op, "dbias", dbias, "dx", dx);
-  check_seed(op, seed, dy);
+  using Arg = BiasReluDropoutArg;
+  check_bias_relu_dropout("bias_relu_dropout_backward",
+                          {{"dy", dy, Arg::kMatrix, Arg::kRead},
+                           {"y", y, Arg::kMatrix, Arg::kRead},
+                           {"dx", dx, Arg::kMatrix, Arg::kWritten},
+                           {"dbias", dbias, Arg::kBias, Arg::kWritten}},
+                          seed, threshold, scale);
 }
 
 void dropout_forward_cpu(const Tensor& x, const Tensor& y, const Tensor& seed, int64_t threshold, double scale) {
@@ -798,10 +827,7 @@ ak::ConvProblem check_conv2d_relu_forward(const Tensor& x, const Tensor& weight,
   p.y_sn = y.stride(0); p.y_sc = y.stride(1); p.y_sh = y.stride(2); p.y_sw = y.stride(3);
   if (const char* why = ak::conv_problem_error(p)) AK_CHECK(false, op, ": ", why);
   if (y.numel() == 0) return p;
-  assert_no_internal_overlap(y);
-  assert_no_overlap(y, x);
-  assert_no_overlap(y, weight);
-  if (has_bias) assert_no_overlap(y, *bias);
+  assert_written_apart(y, {&x, &weight, has_bias ? &*bias : nullptr});
   return p;
 }
 
@@ -843,10 +869,7 @@ ak::ConvDgradProblem check_conv2d_relu_dgrad(const Tensor& dy, const Tensor& y, 
   d.dx_sn = dx.stride(0); d.dx_sc = dx.stride(1); d.dx_sh = dx.stride(2); d.dx_sw = dx.stride(3);
   if (const char* why = ak::conv_dgrad_problem_error(d)) AK_CHECK(false, op, ": ", why);
   if (dx.numel() == 0) return d;
-  assert_no_internal_overlap(dx);
-  assert_no_overlap(dx, dy);
-  assert_no_overlap(dx, y);
-  assert_no_overlap(dx, weight_t);
+  assert_written_apart(dx, {&dy, &y, &weight_t});
   return d;
 }
 
@@ -1255,17 +1278,17 @@ STABLE_TORCH_LIBRARY(alexnet_kernels_C, m) {
         "int stride_w, int pad_h, int pad_w, int groups, bool allow_tf32) -> (Tensor, Tensor)");
 }
 
+// The operators implemented for both devices (<name>_cpu and <name>_cuda above): one list for both
+// registrations, so that neither device can miss one.
+#define AK_FOR_EACH_CPU_AND_CUDA_OP(X)                                                                     \
+  X(lrn_forward) X(lrn_backward) X(max_pool2d_forward) X(max_pool2d_backward) X(relu_lrn_max_pool2d_forward) \
+  X(relu_lrn_max_pool2d_backward) X(dropout_forward) X(dropout_backward) X(bias_relu_dropout_forward)         \
+  X(bias_relu_dropout_backward)
+
 STABLE_TORCH_LIBRARY_IMPL(alexnet_kernels_C, CPU, m) {
-  m.impl("lrn_forward", TORCH_BOX(&lrn_forward_cpu));
-  m.impl("lrn_backward", TORCH_BOX(&lrn_backward_cpu));
-  m.impl("max_pool2d_forward", TORCH_BOX(&max_pool2d_forward_cpu));
-  m.impl("max_pool2d_backward", TORCH_BOX(&max_pool2d_backward_cpu));
-  m.impl("relu_lrn_max_pool2d_forward", TORCH_BOX(&relu_lrn_max_pool2d_forward_cpu));
-  m.impl("relu_lrn_max_pool2d_backward", TORCH_BOX(&relu_lrn_max_pool2d_backward_cpu));
-  m.impl("dropout_forward", TORCH_BOX(&dropout_forward_cpu));
-  m.impl("dropout_backward", TORCH_BOX(&dropout_backward_cpu));
-  m.impl("bias_relu_dropout_forward", TORCH_BOX(&bias_relu_dropout_forward_cpu));
-  m.impl("bias_relu_dropout_backward", TORCH_BOX(&bias_relu_dropout_backward_cpu));
+#define AK_IMPL_CPU(name) m.impl(#name, TORCH_BOX(&name##_cpu));
+  AK_FOR_EACH_CPU_AND_CUDA_OP(AK_IMPL_CPU)
+#undef AK_IMPL_CPU
   // CUDA-only operators: cpu tensors get the operator's own message.
   m.impl("conv2d_relu_forward_cuda", TORCH_BOX((&CudaOnly<void, check_conv2d_relu_forward>::on_cpu)));
   m.impl("conv2d_relu_dgrad_cuda", TORCH_BOX((&CudaOnly<void, check_conv2d_relu_dgrad>::on_cpu)));
@@ -1280,17 +1303,10 @@ STABLE_TORCH_LIBRARY_IMPL(alexnet_kernels_C, CPU, m) {
 
 #ifdef AK_WITH_CUDA
 STABLE_TORCH_LIBRARY_IMPL(alexnet_kernels_C, CUDA, m) {
-  m.impl("lrn_forward", TORCH_BOX(&lrn_forward_cuda));
-  m.impl("lrn_backward", TORCH_BOX(&lrn_backward_cuda));
+#define AK_IMPL_CUDA(name) m.impl(#name, TORCH_BOX(&name##_cuda));
+  AK_FOR_EACH_CPU_AND_CUDA_OP(AK_IMPL_CUDA)
+#undef AK_IMPL_CUDA
   m.impl("lrn_backward_v1", TORCH_BOX(&lrn_backward_v1_cuda));
-  m.impl("max_pool2d_forward", TORCH_BOX(&max_pool2d_forward_cuda));
-  m.impl("max_pool2d_backward", TORCH_BOX(&max_pool2d_backward_cuda));
-  m.impl("relu_lrn_max_pool2d_forward", TORCH_BOX(&relu_lrn_max_pool2d_forward_cuda));
-  m.impl("relu_lrn_max_pool2d_backward", TORCH_BOX(&relu_lrn_max_pool2d_backward_cuda));
-  m.impl("dropout_forward", TORCH_BOX(&dropout_forward_cuda));
-  m.impl("dropout_backward", TORCH_BOX(&dropout_backward_cuda));
-  m.impl("bias_relu_dropout_forward", TORCH_BOX(&bias_relu_dropout_forward_cuda));
-  m.impl("bias_relu_dropout_backward", TORCH_BOX(&bias_relu_dropout_backward_cuda));
   m.impl("conv2d_relu_forward_cuda", TORCH_BOX(&conv2d_relu_forward_cuda));
   m.impl("conv2d_relu_dgrad_cuda", TORCH_BOX(&conv2d_relu_dgrad_cuda));
   m.impl("conv2d_relu_wgrad_cuda", TORCH_BOX(&conv2d_relu_wgrad_cuda));

@@ -125,19 +125,17 @@ AK_HD inline bool keep_bit(uint32_t bits, int l) { return ((bits >> l) & 1u) != 
 // Values
 // ---------------------------------------------------------------------------------------------
 
-// a * b, never contracted into a fused multiply-add with a later addition (the dbias sums), so that
-// the CPU and the GPU round the product alike.
-AK_HD inline float mul_uncontracted(float a, float b) {
+// a * b (float or double), never contracted into a fused multiply-add with a later addition (the dbias
+// sums), so that the CPU and the GPU round the product alike.
+template <typename F>
+AK_HD inline F mul_uncontracted(F a, F b) {
+  static_assert(std::is_same_v<F, float> || std::is_same_v<F, double>, "float or double");
 #if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-
-AK_HD inline double mul_uncontracted(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dmul_rn(a, b);
+  if constexpr (std::is_same_v<F, double>) {
+    return __dmul_rn(a, b);
+  } else {
+    return __fmul_rn(a, b);
+  }
 #else
   return a * b;
 #endif

@@ -100,6 +100,18 @@ __device__ __forceinline__ void copy_slot(const T* __restrict__ src, int count, 
   }
 }
 
+// sum of x_j^2 over the channels j in [lo, hi] of the row whose channel 0 is at x_c0 (channel j at
+// x_c0[j * channel_stride]: a global NCHW or NHWC tensor, or a shared NHWC tile row), j ascending.
+template <typename T>
+__device__ __forceinline__ float channel_window_sumsq(const T* x_c0, int64_t channel_stride, int lo, int hi) {
+  float sumsq = 0.0f;
+  for (int j = lo; j <= hi; ++j) {
+    const float v = to_float(x_c0[j * channel_stride]);
+    sumsq = fmaf(v, v, sumsq);
+  }
+  return sumsq;
+}
+
 // Copies elements [0, count) of a contiguous global span into shared memory at dst[phase + e],
 // where phase = (element address of src) mod kVec. Global 16-byte vectors then land on 16-byte
 // aligned shared vectors: full vectors move with one 16-byte load and store, the two partial ends
@@ -439,37 +451,39 @@ __host__ __device__ int nhwc_span_capacity(int tile_positions, int C) {
   return (tile_positions * C + 2 * kVec - 1) / kVec * kVec;
 }
 
+// Copies the span of positions [p0, p0 + count_positions) of the [N*S][C] tensor into the shared tile with the
+// whole (2-D) block; returns its phase (the tile holds element e of the span at phase + e).
+template <typename T>
+__device__ __forceinline__ int load_nhwc_span(const T* __restrict__ tensor, int64_t p0, int count_positions, int C,
+                                              T* tile) {
+  constexpr int kVec = VecTraits<T>::kVec;
+  const T* src = tensor + p0 * C;
+  const int phase = static_cast<int>(element_address(src) & (kVec - 1));
+  load_span(src, count_positions * C, phase, tile, threadIdx.y * blockDim.x + threadIdx.x, blockDim.x * blockDim.y);
+  return phase;
+}
+
 //   y_c = x_c * (k + alpha/n * sum_{j = max(c - pre, 0)}^{min(c + post, C - 1)} x_j^2)^(-beta)
 template <typename T>
 __global__ void __launch_bounds__(kThreads) lrn_forward_nhwc_kernel(const T* __restrict__ x, T* __restrict__ y,
                                                                     LrnShape shape, LrnParams p, int tile_positions,
                                                                     int64_t num_tiles) {
-  constexpr int kVec = VecTraits<T>::kVec;
   extern __shared__ __align__(16) unsigned char smem[];
   T* tile = reinterpret_cast<T*>(smem);
   const int C = shape.C;
   const int64_t positions = shape.N * shape.S;
-  const int tid = threadIdx.y * blockDim.x + threadIdx.x;
-  const int nthreads = blockDim.x * blockDim.y;
 
   for (int64_t t = blockIdx.x; t < num_tiles; t += gridDim.x) {
     const int64_t p0 = t * tile_positions;
     const int count_positions = static_cast<int>(min64(tile_positions, positions - p0));
-    const T* src = x + p0 * C;
-    const int phase = static_cast<int>(element_address(src) & (kVec - 1));
-    load_span(src, count_positions * C, phase, tile, tid, nthreads);
+    const int phase = load_nhwc_span(x, p0, count_positions, C, tile);
     __syncthreads();
 
     for (int pl = threadIdx.y; pl < count_positions; pl += blockDim.y) {
       const T* x_row = tile + phase + pl * C;
       T* y_row = y + (p0 + pl) * C;
       for (int c = threadIdx.x; c < C; c += blockDim.x) {
-        const int hi = lrn_window_hi(c, p.post, C);
-        float sumsq = 0.0f;
-        for (int j = lrn_window_lo(c, p.pre); j <= hi; ++j) {
-          const float v = to_float(x_row[j]);
-          sumsq = fmaf(v, v, sumsq);
-        }
+        const float sumsq = channel_window_sumsq(x_row, 1, lrn_window_lo(c, p.pre), lrn_window_hi(c, p.post, C));
         y_row[c] = static_cast<T>(lrn_forward_value(to_float(x_row[c]), lrn_base(sumsq, p.alpha_over_n, p.k), p.beta));
       }
     }
@@ -484,7 +498,6 @@ __global__ void __launch_bounds__(kThreads) lrn_backward_nhwc_kernel(const T* __
                                                                      const T* __restrict__ dy, T* __restrict__ dx,
                                                                      LrnShape shape, LrnParams p, int tile_positions,
                                                                      int64_t num_tiles) {
-  constexpr int kVec = VecTraits<T>::kVec;
   extern __shared__ __align__(16) unsigned char smem[];
   const int C = shape.C;
   const int capacity = nhwc_span_capacity<T>(tile_positions, C);
@@ -493,30 +506,19 @@ __global__ void __launch_bounds__(kThreads) lrn_backward_nhwc_kernel(const T* __
   float* t_tile = reinterpret_cast<float*>(dy_tile + capacity);
   float* g_tile = t_tile + tile_positions * C;
   const int64_t positions = shape.N * shape.S;
-  const int tid = threadIdx.y * blockDim.x + threadIdx.x;
-  const int nthreads = blockDim.x * blockDim.y;
 
   for (int64_t t = blockIdx.x; t < num_tiles; t += gridDim.x) {
     const int64_t p0 = t * tile_positions;
     const int count_positions = static_cast<int>(min64(tile_positions, positions - p0));
-    const T* x_src = x + p0 * C;
-    const T* dy_src = dy + p0 * C;
-    const int x_phase = static_cast<int>(element_address(x_src) & (kVec - 1));
-    const int dy_phase = static_cast<int>(element_address(dy_src) & (kVec - 1));
-    load_span(x_src, count_positions * C, x_phase, x_tile, tid, nthreads);
-    load_span(dy_src, count_positions * C, dy_phase, dy_tile, tid, nthreads);
+    const int x_phase = load_nhwc_span(x, p0, count_positions, C, x_tile);
+    const int dy_phase = load_nhwc_span(dy, p0, count_positions, C, dy_tile);
     __syncthreads();
 
     for (int pl = threadIdx.y; pl < count_positions; pl += blockDim.y) {
       const T* x_row = x_tile + x_phase + pl * C;
       const T* dy_row = dy_tile + dy_phase + pl * C;
       for (int c = threadIdx.x; c < C; c += blockDim.x) {
-        const int hi = lrn_window_hi(c, p.post, C);
-        float sumsq = 0.0f;
-        for (int j = lrn_window_lo(c, p.pre); j <= hi; ++j) {
-          const float v = to_float(x_row[j]);
-          sumsq = fmaf(v, v, sumsq);
-        }
+        const float sumsq = channel_window_sumsq(x_row, 1, lrn_window_lo(c, p.pre), lrn_window_hi(c, p.post, C));
         const float base = lrn_base(sumsq, p.alpha_over_n, p.k);
         const float scale = lrn_scale(base, p.beta);
         const float dyc = to_float(dy_row[c]);
@@ -572,23 +574,13 @@ __device__ __forceinline__ int fallback_channel(int64_t o, const FallbackGeometr
 }
 
 template <typename T>
-__device__ __forceinline__ float window_sumsq_global(const T* x_c0, int64_t stride, int lo, int hi) {
-  float sumsq = 0.0f;
-  for (int j = lo; j <= hi; ++j) {
-    const float v = to_float(x_c0[j * stride]);
-    sumsq = fmaf(v, v, sumsq);
-  }
-  return sumsq;
-}
-
-template <typename T>
 __global__ void __launch_bounds__(kThreads) lrn_forward_fallback_kernel(const T* __restrict__ x, T* __restrict__ y,
                                                                         FallbackGeometry g, LrnParams p) {
   for (int64_t o = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; o < g.numel; o += int64_t(gridDim.x) * blockDim.x) {
     const int c = fallback_channel(o, g);
     const T* x_c0 = x + (o - c * g.channel_stride);  // channel 0 of this (n, s)
     const float sumsq =
-        window_sumsq_global(x_c0, g.channel_stride, lrn_window_lo(c, p.pre), lrn_window_hi(c, p.post, g.C));
+        channel_window_sumsq(x_c0, g.channel_stride, lrn_window_lo(c, p.pre), lrn_window_hi(c, p.post, g.C));
     y[o] = static_cast<T>(lrn_forward_value(to_float(x[o]), lrn_base(sumsq, p.alpha_over_n, p.k), p.beta));
   }
 }
@@ -608,7 +600,7 @@ __global__ void __launch_bounds__(kThreads) lrn_backward_fallback_kernel(const T
     const int j_hi = lrn_window_hi(c, p.pre, g.C);
     for (int j = lrn_window_lo(c, p.post); j <= j_hi; ++j) {  // j in [c - post, c + pre]
       const float sumsq =
-          window_sumsq_global(x_c0, g.channel_stride, lrn_window_lo(j, p.pre), lrn_window_hi(j, p.post, g.C));
+          channel_window_sumsq(x_c0, g.channel_stride, lrn_window_lo(j, p.pre), lrn_window_hi(j, p.post, g.C));
       const float base = lrn_base(sumsq, p.alpha_over_n, p.k);
       const float scale = lrn_scale(base, p.beta);
       const float dyj = to_float(dy_c0[j * g.channel_stride]);

@@ -19,15 +19,14 @@
 namespace ak {
 namespace {
 
-// One thread per element of `count`, on the current stream of the tensors' device.
-struct Launch {
-  dim3 grid, block;
-  cudaStream_t stream;
-};
-
-Launch launch_for(int64_t count, void* stream) {
-  const int64_t blocks = std::min<int64_t>((count + kThreads - 1) / kThreads, kMaxBlocks);
-  return Launch{dim3(static_cast<unsigned>(blocks)), dim3(kThreads), static_cast<cudaStream_t>(stream)};
+// kernel(args..., count) with one thread per element of `count` (the grid capped at kMaxBlocks: the kernels
+// stride over the rest) on `stream`; no launch when count is 0.
+template <typename... Params, typename... Args>
+void launch_per_element(void (*kernel)(Params...), int64_t count, void* stream, const Args&... args) {
+  if (count == 0) return;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((count + kThreads - 1) / kThreads, kMaxBlocks));
+  kernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(args..., count);
+  AK_CUDA_LAUNCH_CHECK();
 }
 
 #define AK_CUDA_DISPATCH(TYPE, NAME, ...) AK_DISPATCH_FLOATING(TYPE, NAME, __VA_ARGS__)
@@ -36,59 +35,42 @@ Launch launch_for(int64_t count, void* stream) {
 
 void max_pool2d_forward_cuda(const TensorView& x, const TensorView& y, const TensorView& offsets,
                              const PoolParams& p, bool channels_last, void* stream) {
-  const int64_t count = y.numel;
-  if (count == 0) return;
   const PoolProblem P = make_pool_problem(x, y, p, channels_last);
-  const Launch L = launch_for(count, stream);
   AK_CUDA_DISPATCH(x.dtype, "max_pool2d_forward_cuda", [&] {
-    max_pool_forward_kernel<scalar_t><<<L.grid, L.block, 0, L.stream>>>(
-        x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), offsets.mutable_data_ptr<uint8_t>(), P, count);
-    AK_CUDA_LAUNCH_CHECK();
+    launch_per_element(max_pool_forward_kernel<scalar_t>, y.numel, stream, x.const_data_ptr<scalar_t>(),
+                       y.mutable_data_ptr<scalar_t>(), offsets.mutable_data_ptr<uint8_t>(), P);
   });
 }
 
 void max_pool2d_backward_cuda(const TensorView& dy, const TensorView& offsets, const TensorView& dx,
                               const PoolParams& p, bool channels_last, void* stream) {
-  const int64_t count = dx.numel;
-  if (count == 0) return;
   const PoolProblem P = make_pool_problem(dx, dy, p, channels_last);
-  const Launch L = launch_for(count, stream);
   AK_CUDA_DISPATCH(dx.dtype, "max_pool2d_backward_cuda", [&] {
-    max_pool_backward_kernel<scalar_t><<<L.grid, L.block, 0, L.stream>>>(
-        dy.const_data_ptr<scalar_t>(), offsets.const_data_ptr<uint8_t>(), dx.mutable_data_ptr<scalar_t>(), P, count);
-    AK_CUDA_LAUNCH_CHECK();
+    launch_per_element(max_pool_backward_kernel<scalar_t>, dx.numel, stream, dy.const_data_ptr<scalar_t>(),
+                       offsets.const_data_ptr<uint8_t>(), dx.mutable_data_ptr<scalar_t>(), P);
   });
 }
 
 void relu_lrn_max_pool2d_forward_cuda(const TensorView& x, const TensorView& z, const TensorView& offsets,
                                       int64_t size, double alpha, double beta, double k, const PoolParams& p,
                                       bool channels_last, void* stream) {
-  const int64_t count = z.numel;
-  if (count == 0) return;
   const PoolProblem P = make_pool_problem(x, z, p, channels_last);
   const LrnCoeffs<float> lrn = make_lrn_coeffs<float>(size, alpha, beta, k, x.size(1));
-  const Launch L = launch_for(count, stream);
   AK_CUDA_DISPATCH(x.dtype, "relu_lrn_max_pool2d_forward_cuda", [&] {
-    fused_forward_kernel<scalar_t><<<L.grid, L.block, 0, L.stream>>>(
-        x.const_data_ptr<scalar_t>(), z.mutable_data_ptr<scalar_t>(), offsets.mutable_data_ptr<uint8_t>(), P, lrn,
-        count);
-    AK_CUDA_LAUNCH_CHECK();
+    launch_per_element(fused_forward_kernel<scalar_t>, z.numel, stream, x.const_data_ptr<scalar_t>(),
+                       z.mutable_data_ptr<scalar_t>(), offsets.mutable_data_ptr<uint8_t>(), P, lrn);
   });
 }
 
 void relu_lrn_max_pool2d_backward_cuda(const TensorView& x, const TensorView& dz, const TensorView& offsets,
                                        const TensorView& dx, int64_t size, double alpha, double beta, double k,
                                        const PoolParams& p, bool channels_last, void* stream) {
-  const int64_t count = dx.numel;
-  if (count == 0) return;
   const PoolProblem P = make_pool_problem(x, dz, p, channels_last);
   const LrnCoeffs<float> lrn = make_lrn_coeffs<float>(size, alpha, beta, k, x.size(1));
-  const Launch L = launch_for(count, stream);
   AK_CUDA_DISPATCH(x.dtype, "relu_lrn_max_pool2d_backward_cuda", [&] {
-    fused_backward_kernel<scalar_t><<<L.grid, L.block, 0, L.stream>>>(
-        x.const_data_ptr<scalar_t>(), dz.const_data_ptr<scalar_t>(), offsets.const_data_ptr<uint8_t>(),
-        dx.mutable_data_ptr<scalar_t>(), P, lrn, count);
-    AK_CUDA_LAUNCH_CHECK();
+    launch_per_element(fused_backward_kernel<scalar_t>, dx.numel, stream, x.const_data_ptr<scalar_t>(),
+                       dz.const_data_ptr<scalar_t>(), offsets.const_data_ptr<uint8_t>(),
+                       dx.mutable_data_ptr<scalar_t>(), P, lrn);
   });
 }
 

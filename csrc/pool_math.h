@@ -68,27 +68,30 @@ struct Index4 {
   int64_t n, c, h, w;
 };
 
+// o's index along its innermost remaining dimension (of size `extent`); o becomes the offset over the others.
+template <typename I>
+AK_HD inline I take_index(I& o, I extent) {
+  const I i = o % extent;
+  o /= extent;
+  return i;
+}
+
 // The element at memory offset o of a layout_strides tensor, the divisions done in the index type I:
 // int32_t when every offset of the call fits (PoolProblem::index32; a 64-bit division is a long
 // software sequence on the GPU, several per element), int64_t otherwise.
 template <typename I>
 AK_HD inline Index4 unravel_index_as(I o, I C, I H, I W, bool channels_last) {
   Index4 i;
-  if (channels_last) {
-    i.c = o % C;
-    o /= C;
-    i.w = o % W;
-    o /= W;
-    i.h = o % H;
-    i.n = o / H;
-  } else {
-    i.w = o % W;
-    o /= W;
-    i.h = o % H;
-    o /= H;
-    i.c = o % C;
-    i.n = o / C;
+  if (channels_last) {  // innermost first: c, w, h
+    i.c = take_index(o, C);
+    i.w = take_index(o, W);
+    i.h = take_index(o, H);
+  } else {  // w, h, c
+    i.w = take_index(o, W);
+    i.h = take_index(o, H);
+    i.c = take_index(o, C);
   }
+  i.n = o;
   return i;
 }
 

@@ -82,8 +82,9 @@ std::string concat(const Args&... args) {
     if (!(cond)) throw std::runtime_error(::ak::detail::concat(__VA_ARGS__)); \
   } while (0)
 
-// Runs the lambda __VA_ARGS__ with scalar_t the C++ type of DTYPE: float, half and bfloat16, plus double
-// where WITH_DOUBLE (the CPU kernels, for gradcheck). Any other dtype was rejected by bindings.cpp.
+// AK_DISPATCH_FLOATING(DTYPE, NAME, lambda) runs the lambda with scalar_t the C++ type of DTYPE: float, half or
+// bfloat16; AK_DISPATCH_FLOATING_AND_DOUBLE also double (the CPU kernels, for gradcheck). Any other dtype was
+// rejected by bindings.cpp (NAME is for the error all the same).
 #define AK_DISPATCH_CASE_(DTYPE_ENUM, TYPE, ...) \
   case ::ak::DType::DTYPE_ENUM: {                \
     using scalar_t = TYPE;                       \
@@ -91,26 +92,26 @@ std::string concat(const Args&... args) {
     break;                                       \
   }
 
-#define AK_DISPATCH_FLOATING(DTYPE, NAME, ...)                                              \
-  do {                                                                                      \
-    switch (DTYPE) {                                                                        \
-      AK_DISPATCH_CASE_(kFloat, float, __VA_ARGS__)                                         \
-      AK_DISPATCH_CASE_(kHalf, c10::Half, __VA_ARGS__)                                      \
-      AK_DISPATCH_CASE_(kBFloat16, c10::BFloat16, __VA_ARGS__)                              \
-      default: AK_CHECK(false, NAME, ": unsupported dtype ", ::ak::dtype_name(DTYPE));      \
-    }                                                                                       \
+// The switch over DTYPE with the cases __VA_ARGS__; any other dtype throws.
+#define AK_DISPATCH_SWITCH_(DTYPE, NAME, ...)                                         \
+  do {                                                                                 \
+    switch (DTYPE) {                                                                   \
+      __VA_ARGS__                                                                      \
+      default: AK_CHECK(false, NAME, ": unsupported dtype ", ::ak::dtype_name(DTYPE)); \
+    }                                                                                  \
   } while (0)
 
-#define AK_DISPATCH_FLOATING_AND_DOUBLE(DTYPE, NAME, ...)                                   \
-  do {                                                                                      \
-    switch (DTYPE) {                                                                        \
-      AK_DISPATCH_CASE_(kFloat, float, __VA_ARGS__)                                         \
-      AK_DISPATCH_CASE_(kHalf, c10::Half, __VA_ARGS__)                                      \
-      AK_DISPATCH_CASE_(kBFloat16, c10::BFloat16, __VA_ARGS__)                              \
-      AK_DISPATCH_CASE_(kDouble, double, __VA_ARGS__)                                       \
-      default: AK_CHECK(false, NAME, ": unsupported dtype ", ::ak::dtype_name(DTYPE));      \
-    }                                                                                       \
-  } while (0)
+#define AK_DISPATCH_FLOATING_CASES_(...)                  \
+  AK_DISPATCH_CASE_(kFloat, float, __VA_ARGS__)           \
+  AK_DISPATCH_CASE_(kHalf, c10::Half, __VA_ARGS__)        \
+  AK_DISPATCH_CASE_(kBFloat16, c10::BFloat16, __VA_ARGS__)
+
+#define AK_DISPATCH_FLOATING(DTYPE, NAME, ...) \
+  AK_DISPATCH_SWITCH_(DTYPE, NAME, AK_DISPATCH_FLOATING_CASES_(__VA_ARGS__))
+
+#define AK_DISPATCH_FLOATING_AND_DOUBLE(DTYPE, NAME, ...)                      \
+  AK_DISPATCH_SWITCH_(DTYPE, NAME, AK_DISPATCH_FLOATING_CASES_(__VA_ARGS__) \
+                                       AK_DISPATCH_CASE_(kDouble, double, __VA_ARGS__))
 
 #ifdef __CUDACC__
 // A failed CUDA runtime call or kernel launch, as an exception naming the call.

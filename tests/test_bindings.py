@@ -67,6 +67,33 @@ def test_cpu_and_cuda_share_one_check():
 
 
 @needs_extension
+def test_bias_relu_dropout_checks_name_each_argument():
+    """bias_relu_dropout_*'s check runs over a table of its arguments (the lead input first): each message names
+    the argument and the one it is checked against, and a written argument may overlap none before it."""
+    ext = _extension.load()
+    seed = torch.tensor([7])
+    x, b, y = torch.randn(4, 6), torch.randn(6), torch.empty(4, 6)
+    forward = [((x, b.half(), y), r"bias must have x's dtype Float, got Half"),
+               ((x, torch.randn(7), y), r"bias must have shape \(N,\) = \(6,\) for x of shape \[4, 6\], got \[7\]"),
+               ((x, b, torch.empty(5, 6)), r"y must have x's shape \[4, 6\], got \[5, 6\]"),
+               ((x, b, x), r"y must not overlap x \(same memory\)")]
+    for args, message in forward:
+        with pytest.raises(RuntimeError, match="^bias_relu_dropout_forward: " + message + "$"):
+            ext.bias_relu_dropout_forward(*args, seed, 100, 1.5)
+    dy, y, dx, db = torch.randn(4, 6), torch.randn(4, 6), torch.empty(4, 6), torch.empty(6)
+    backward = [((dy, y, dx, torch.empty(4, 6)), r"dbias must be 1-D \(N,\), got shape \[4, 6\]"),
+                ((dy, y.half(), dx, db), r"y must have dy's dtype Float, got Half"),
+                ((dy, y, torch.empty(4, 7), db), r"dx must have dy's shape \[4, 6\], got \[4, 7\]"),
+                ((dy, y, y, db), r"dx must not overlap y \(same memory\)"),
+                ((dy, y, dx, dy[0]), r"dbias must not overlap dy \(partial overlap\)"),
+                ((dy, y, dx, dx[2]), r"dbias must not overlap dx \(partial overlap\)")]
+    for args, message in backward:
+        with pytest.raises(RuntimeError, match="^bias_relu_dropout_backward: " + message + "$"):
+            ext.bias_relu_dropout_backward(*args, seed, 100, 1.5)
+    ext.bias_relu_dropout_backward(dy, y, dx, db, seed, 100, 1.5)  # apart: accepted
+
+
+@needs_extension
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_lrn_backward_v1_entry_point_matches_the_rule():
     """lrn_backward_v1 (every window summed from shared memory) gives lrn_backward's result (the register windows

@@ -42,21 +42,7 @@
 #include <c10/util/Half.h>
 
 // ---------------------------------------------------------------- CUDA shims
-struct EmuDim3 {
-  unsigned x = 1, y = 1, z = 1;
-};
-thread_local EmuDim3 threadIdx, blockIdx;
-EmuDim3 blockDim, gridDim;
-struct uint4 {
-  unsigned x, y, z, w;
-};
-#define __global__
-#define __device__
-#define __host__
-#define __forceinline__ inline
-#define __launch_bounds__(...)
-#define __shared__
-#define __align__(n)
+#include "emulated_cuda.h"
 
 [[noreturn]] static void emu_fail(const char* what) {
   fprintf(stderr, "conv emulator: %s\n", what);
@@ -436,20 +422,28 @@ py::dict conv2d_relu_forward(at::Tensor x, at::Tensor w, c10::optional<at::Tenso
   return out;
 }
 
+// A backward launch's geometry: input (x or dx) (N, C, H, W); dy (N, Cout, OH, OW), its strides those the kernels
+// read dy and y with; geometry (KH, KW, SH, SW, PH, PW, groups).
+ConvProblem backward_problem(const at::Tensor& input, const at::Tensor& dy, const std::vector<int64_t>& geometry) {
+  TORCH_CHECK(geometry.size() == 7, "geometry is (KH, KW, SH, SW, PH, PW, groups)");
+  ConvProblem p{};
+  p.N = input.size(0); p.C = input.size(1); p.H = input.size(2); p.W = input.size(3);
+  p.Cout = dy.size(1); p.KH = geometry[0]; p.KW = geometry[1];
+  p.SH = geometry[2]; p.SW = geometry[3]; p.PH = geometry[4]; p.PW = geometry[5]; p.groups = geometry[6];
+  p.OH = dy.size(2); p.OW = dy.size(3);
+  p.y_sn = dy.stride(0); p.y_sc = dy.stride(1); p.y_sh = dy.stride(2); p.y_sw = dy.stride(3);
+  return p;
+}
+
 // dy, y: channels_last (N, Cout, OH, OW); wt: the transposed weight, 2-D (groups*Cg, row >= KH*KW*Og); dx any
 // strides; geometry (KH, KW, SH, SW, PH, PW, groups).  tile >= 0 / vec >= 0 override the plan.
 py::dict conv2d_relu_dgrad(at::Tensor dy, at::Tensor y, at::Tensor wt, at::Tensor dx, std::vector<int64_t> geometry,
                            bool allow_tf32, int64_t tile, int64_t vec, int64_t sm_count) {
-  TORCH_CHECK(geometry.size() == 7, "geometry is (KH, KW, SH, SW, PH, PW, groups)");
   TORCH_CHECK(wt.dim() == 2 && wt.stride(1) == 1, "wt must be 2-D with contiguous rows");
   ConvDgradProblem d{};
   ConvProblem& p = d.p;
-  p.N = dx.size(0); p.C = dx.size(1); p.H = dx.size(2); p.W = dx.size(3);
-  p.Cout = dy.size(1); p.KH = geometry[0]; p.KW = geometry[1];
-  p.SH = geometry[2]; p.SW = geometry[3]; p.PH = geometry[4]; p.PW = geometry[5]; p.groups = geometry[6];
-  p.OH = dy.size(2); p.OW = dy.size(3);
+  p = backward_problem(dx, dy, geometry);
   p.w_row_stride = wt.stride(0);
-  p.y_sn = dy.stride(0); p.y_sc = dy.stride(1); p.y_sh = dy.stride(2); p.y_sw = dy.stride(3);
   TORCH_CHECK(y.strides() == dy.strides(), "y and dy must share strides");
   d.dx_sn = dx.stride(0); d.dx_sc = dx.stride(1); d.dx_sh = dx.stride(2); d.dx_sw = dx.stride(3);
   if (const char* why = conv_dgrad_problem_error(d)) TORCH_CHECK(false, "conv emulator: ", why);
@@ -473,16 +467,11 @@ py::dict conv2d_relu_dgrad(at::Tensor dy, at::Tensor y, at::Tensor wt, at::Tenso
 // (splits, Cout) fp32; geometry (KH, KW, SH, SW, PH, PW, groups).  vec >= 0 overrides the plan.
 py::dict conv2d_relu_wgrad(at::Tensor dy, at::Tensor y, at::Tensor x, at::Tensor dw_part, at::Tensor db_part,
                            std::vector<int64_t> geometry, bool allow_tf32, int64_t tile, int64_t vec) {
-  TORCH_CHECK(geometry.size() == 7, "geometry is (KH, KW, SH, SW, PH, PW, groups)");
   TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast), "x must be channels_last");
   TORCH_CHECK(y.strides() == dy.strides(), "y and dy must share strides");
   ConvWgradProblem w{};
   ConvProblem& p = w.p;
-  p.N = x.size(0); p.C = x.size(1); p.H = x.size(2); p.W = x.size(3);
-  p.Cout = dy.size(1); p.KH = geometry[0]; p.KW = geometry[1];
-  p.SH = geometry[2]; p.SW = geometry[3]; p.PH = geometry[4]; p.PW = geometry[5]; p.groups = geometry[6];
-  p.OH = dy.size(2); p.OW = dy.size(3);
-  p.y_sn = dy.stride(0); p.y_sc = dy.stride(1); p.y_sh = dy.stride(2); p.y_sw = dy.stride(3);
+  p = backward_problem(x, dy, geometry);
   w.splits = dw_part.size(0);
   if (const char* why = conv_wgrad_problem_error(w)) TORCH_CHECK(false, "conv emulator: ", why);
   const ConvDtype dtype = dtype_of(dy);

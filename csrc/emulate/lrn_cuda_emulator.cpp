@@ -44,22 +44,12 @@
 #endif
 
 // ---------------------------------------------------------------- CUDA shims
-struct uint4 { unsigned x, y, z, w; };
+#include "emulated_cuda.h"
 inline uint4 make_uint4(unsigned a, unsigned b, unsigned c, unsigned d) { return uint4{a, b, c, d}; }
 inline uint4 __ldg(const uint4* p) { return *p; }
-struct EmuDim3 { unsigned x = 1, y = 1, z = 1; };
-thread_local EmuDim3 threadIdx, blockIdx;
-EmuDim3 blockDim, gridDim;
 thread_local std::barrier<>* tl_barrier = nullptr;
 thread_local int tl_syncs = 0;
 inline void __syncthreads() { ++tl_syncs; tl_barrier->arrive_and_wait(); }
-#define __global__
-#define __device__
-#define __host__
-#define __forceinline__ inline
-#define __launch_bounds__(...)
-#define __shared__
-#define __align__(n)
 
 constexpr size_t kSmemCapacity = 256 * 1024;
 namespace ak { namespace { alignas(16) unsigned char smem[kSmemCapacity]; } }

@@ -5,6 +5,7 @@
 // Built by tests/test_cuda_emulation.py with torch.utils.cpp_extension.load and checked against torch.
 #include <torch/extension.h>
 
+#include <type_traits>
 #include <vector>
 
 #include "pool_math.h"
@@ -27,16 +28,6 @@ bool use_index32(const PoolProblem& P) {
   return g_index_path == 0 ? P.index32 : g_index_path == 32;
 }
 
-// element(index type) run for every offset, as the kernels' grid_stride dispatches it.
-template <typename Element>
-void each_offset(const PoolProblem& P, int64_t count, const Element& element) {
-  if (use_index32(P)) {
-    for (int64_t o = 0; o < count; ++o) element(o, int32_t(0));
-  } else {
-    for (int64_t o = 0; o < count; ++o) element(o, int64_t(0));
-  }
-}
-
 PoolProblem problem(const at::Tensor& in, const at::Tensor& out, const std::vector<int64_t>& geometry,
                     bool channels_last) {
   TORCH_CHECK(geometry.size() == 6, "geometry is (kH, kW, sH, sW, pH, pW)");
@@ -52,26 +43,38 @@ PoolProblem problem(const at::Tensor& in, const at::Tensor& out, const std::vect
                      AT_DISPATCH_CASE(at::ScalarType::Half, __VA_ARGS__)  \
                      AT_DISPATCH_CASE(at::ScalarType::BFloat16, __VA_ARGS__))
 
-// Every "thread" of the launch, in turn: element o of the tensor the kernel maps its threads to.
+// Every "thread" of the launch, in turn: thread(type, o, index) for each offset o of the tensor (of `count`
+// elements) the kernel maps its threads to, type a std::type_identity of `data`'s C++ type and index a value of
+// the index type the kernels' grid_stride dispatches to.
+template <typename Thread>
+void each_thread(const at::Tensor& data, const PoolProblem& P, int64_t count, const Thread& thread) {
+  EMULATOR_DISPATCH(data.scalar_type(), "pool_cuda_emulator", [&] {
+    const std::type_identity<scalar_t> type;
+    if (use_index32(P)) {
+      for (int64_t o = 0; o < count; ++o) thread(type, o, int32_t(0));
+    } else {
+      for (int64_t o = 0; o < count; ++o) thread(type, o, int64_t(0));
+    }
+  });
+}
+
 void max_pool2d_forward(at::Tensor x, at::Tensor y, at::Tensor offsets, std::vector<int64_t> geometry,
                         bool channels_last) {
   const PoolProblem P = problem(x, y, geometry, channels_last);
-  EMULATOR_DISPATCH(x.scalar_type(), "max_pool2d_forward", [&] {
-    each_offset(P, y.numel(), [&](int64_t o, auto index) {
-      max_pool_forward_element<scalar_t, float, decltype(index)>(x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
-                                                                 offsets.data_ptr<uint8_t>(), P, o);
-    });
+  each_thread(x, P, y.numel(), [&](auto type, int64_t o, auto index) {
+    using T = typename decltype(type)::type;
+    max_pool_forward_element<T, float, decltype(index)>(x.data_ptr<T>(), y.data_ptr<T>(), offsets.data_ptr<uint8_t>(),
+                                                        P, o);
   });
 }
 
 void max_pool2d_backward(at::Tensor dy, at::Tensor offsets, at::Tensor dx, std::vector<int64_t> geometry,
                          bool channels_last) {
   const PoolProblem P = problem(dx, dy, geometry, channels_last);
-  EMULATOR_DISPATCH(dx.scalar_type(), "max_pool2d_backward", [&] {
-    each_offset(P, dx.numel(), [&](int64_t o, auto index) {
-      max_pool_backward_element<scalar_t, float, decltype(index)>(dy.data_ptr<scalar_t>(), offsets.data_ptr<uint8_t>(),
-                                                                  dx.data_ptr<scalar_t>(), P, o);
-    });
+  each_thread(dx, P, dx.numel(), [&](auto type, int64_t o, auto index) {
+    using T = typename decltype(type)::type;
+    max_pool_backward_element<T, float, decltype(index)>(dy.data_ptr<T>(), offsets.data_ptr<uint8_t>(),
+                                                         dx.data_ptr<T>(), P, o);
   });
 }
 
@@ -79,11 +82,10 @@ void relu_lrn_max_pool2d_forward(at::Tensor x, at::Tensor z, at::Tensor offsets,
                                  double beta, double k, std::vector<int64_t> geometry, bool channels_last) {
   const PoolProblem P = problem(x, z, geometry, channels_last);
   const LrnCoeffs<float> lrn = make_lrn_coeffs<float>(size, alpha, beta, k, x.size(1));
-  EMULATOR_DISPATCH(x.scalar_type(), "relu_lrn_max_pool2d_forward", [&] {
-    each_offset(P, z.numel(), [&](int64_t o, auto index) {
-      fused_forward_element<scalar_t, float, decltype(index)>(x.data_ptr<scalar_t>(), z.data_ptr<scalar_t>(),
-                                                              offsets.data_ptr<uint8_t>(), P, lrn, o);
-    });
+  each_thread(x, P, z.numel(), [&](auto type, int64_t o, auto index) {
+    using T = typename decltype(type)::type;
+    fused_forward_element<T, float, decltype(index)>(x.data_ptr<T>(), z.data_ptr<T>(), offsets.data_ptr<uint8_t>(),
+                                                     P, lrn, o);
   });
 }
 
@@ -92,12 +94,10 @@ void relu_lrn_max_pool2d_backward(at::Tensor x, at::Tensor dz, at::Tensor offset
                                   bool channels_last) {
   const PoolProblem P = problem(x, dz, geometry, channels_last);
   const LrnCoeffs<float> lrn = make_lrn_coeffs<float>(size, alpha, beta, k, x.size(1));
-  EMULATOR_DISPATCH(x.scalar_type(), "relu_lrn_max_pool2d_backward", [&] {
-    each_offset(P, dx.numel(), [&](int64_t o, auto index) {
-      fused_backward_element<scalar_t, float, decltype(index)>(x.data_ptr<scalar_t>(), dz.data_ptr<scalar_t>(),
-                                                               offsets.data_ptr<uint8_t>(), dx.data_ptr<scalar_t>(), P,
-                                                               lrn, o);
-    });
+  each_thread(x, P, dx.numel(), [&](auto type, int64_t o, auto index) {
+    using T = typename decltype(type)::type;
+    fused_backward_element<T, float, decltype(index)>(x.data_ptr<T>(), dz.data_ptr<T>(), offsets.data_ptr<uint8_t>(),
+                                                      dx.data_ptr<T>(), P, lrn, o);
   });
 }
 
