@@ -10,8 +10,8 @@ import time
 import pytest
 import torch
 
-from .collect import skip
-from .timing import compiled
+from .collect import record, skip
+from .timing import compiled, measure_gpu
 
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -77,8 +77,11 @@ def require_correct(op, device, case, provider, err, ours):
     skip(op, device, case, provider, "wrong result, not timed: " + err)
 
 
-def torch_compile_error():
-    """None if the torch-compile provider can run on cuda here (inductor generates Triton), else why not."""
+def torch_compile_error(device=None):
+    """None if the torch-compile provider can run on `device` here (on cuda, the default, Inductor generates
+    Triton; on the CPU, C++: a compile that fails there skips the provider at its first call), else why not."""
+    if device is not None and torch.device(device).type == "cpu":
+        return None
     from alexnet_kernels import _backends
     err = _backends.triton_error()
     return "inductor needs Triton on cuda: " + err if err else None
@@ -146,6 +149,15 @@ def saved_tensor_bytes(fn, input=None):
             "saved_input_bytes": sum(b for b, is_input in packed.values() if is_input)}
 
 
+def saved_for_backward(forward, x):
+    """What autograd keeps from one forward(x) (fwd+bwd rows), measured by saved_tensor_bytes, and saved_x: that
+    over x.nbytes (x itself counts 1.0 when kept)."""
+    xg = x.detach().requires_grad_()
+    saved = saved_tensor_bytes(lambda: forward(xg), xg)
+    saved["saved_x"] = saved["saved_bytes"] / x.nbytes
+    return saved
+
+
 def gpu_params(modes, shapes, providers, layouts=None):
     """pytest params (mode, (C, H, W), dtype name, layout, provider) over the whole GPU grid of an op, with
     ids mode-shape-dtype-layout-provider (select with -k).  layouts: the layout labels (default LAYOUTS;
@@ -209,3 +221,14 @@ def checked_first_call(op, device, case, provider, make_fn, check, ours, sync=No
     fn, out, seconds = first_call(make_fn, sync, skip_as=None if ours else (op, device, case, provider))
     require_correct(op, device, case, provider, check(out), ours)
     return fn, seconds
+
+
+def run_gpu_case(benchmark, op, case, provider, make_fn, check, ours, peak_ref_nbytes, row_fields):
+    """The body of a GPU test: checked_first_call (compilation included: first_call_s), the check's memory
+    released, measure_gpu (peak extra memory over peak_ref_nbytes when given), and the row recorded with
+    row_fields() (record()'s keywords: the traffic model and the provider's extras)."""
+    torch.cuda.synchronize()
+    fn, seconds = checked_first_call(op, "cuda", case, provider, make_fn, check, ours, torch.cuda.synchronize)
+    torch.cuda.empty_cache()   # the check's reference: not part of the measurements
+    ms, measured = measure_gpu(benchmark, fn, peak_ref_nbytes)
+    return record(benchmark, op, "cuda", case, provider, ms, first_call_s=seconds, **measured, **row_fields())

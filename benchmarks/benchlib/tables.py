@@ -3,7 +3,7 @@ ranges), the skipped providers, and an op's own summary lines.
 """
 import math
 
-from .collect import COLLECTOR, speedup_field
+from .collect import BEST_PEER, COLLECTOR, speedup_field
 from .timing import REPEATS
 from .ceilings import MATMUL_N
 
@@ -12,6 +12,10 @@ DEVICE_TITLES = {"cuda": "GPU", "cpu": "CPU"}
 HOST_BOUND_NOTE = ("* host-bound: issuing one call takes the CPU at least as long as the measured time "
                    "(host_ms in the JSON), so the GPU idles between launches and the number measures "
                    "Python / launch overhead more than the kernels")
+
+
+STALLED_CELL = ("stalled: rounds disagree %.1f× (not a result; re-measured, "
+                "times in the JSON)")
 
 
 def _fmt_ms(ms):
@@ -115,8 +119,10 @@ def case_table(op, device, collector=None):
     has_pct = pct is not None and any(pct[0] in r for r in rows_here)
     memory = [(f, h) for f, h in (("peak_mem_x", "peak extra mem (x input)"), ("saved_x", "saved for bwd (x input)"),
                                   ("peak_mem_gib", "peak extra mem (GiB)")) if any(f in r for r in rows_here)]
+    has_peer = any(BEST_PEER in r for r in rows_here)
     header = (list(fields) + ["provider", "median ms (range)", tp_header] + ([pct[1]] if has_pct else [])
-              + ["speed-up vs %s" % b for b in bases] + [h for _, h in memory])
+              + ["speed-up vs %s" % b for b in bases] + (["vs the best peer"] if has_peer else [])
+              + [h for _, h in memory])
     table, cases = [], []
     for key in keys:
         rows = {r["provider"]: r for r in rows_here if c.case_key(op, device, r) == key}
@@ -139,11 +145,18 @@ def case_table(op, device, collector=None):
                 continue
             case["providers"][p] = {k: v for k, v in r.items() if k not in fields and k not in (
                 "op", "device", "provider")}
+            if r.get("stalled"):   # not a result: no time, throughput or ratio printed
+                cells += [STALLED_CELL % r.get("round_spread", float("nan"))]
+                table.append(cells + [""] * (len(header) - len(cells)))
+                continue
             cells += [_fmt_ms_cell(r), tp_fmt(r[tp_field]) if tp_field in r else ""]
             if has_pct:
                 cells.append("%.0f" % r[pct[0]] if pct[0] in r else "")
             for b in bases:
                 cells.append("baseline" if p == b else _fmt_speedup(r, speedup_field(b)))
+            if has_peer:
+                cells.append("best peer" if r.get("best_peer") == p else
+                             (_fmt_speedup(r, BEST_PEER) + " vs %s" % r["best_peer"]) if BEST_PEER in r else "")
             for f, _ in memory:
                 cells.append(("%.2f" if f != "saved_x" else "%.3g") % r[f] if f in r else "")
             table.append(cells)
@@ -183,6 +196,9 @@ def op_summary_lines(op, collector=None, markdown=False):
         if device == "cuda" and c.copy_gbps and spec.get("cell", "gbps") == "gbps":
             lines.append("copy bandwidth (1 GiB fp32 device-to-device copy, read + write): %.0f GB/s"
                          % c.copy_gbps)
+        if device == "cpu" and c.cpu_ceilings and spec.get("cell", "gbps") == "gbps":
+            lines.append("copy bandwidth (%s, measured in this run): %.1f GB/s"
+                         % (c.cpu_ceilings["probe"], c.cpu_ceilings["copy_gbps"]))
         if device == "cuda" and c.matmul_tflops and spec.get("cell") == "tflops":
             lines.append("bf16 matmul peak (%d^3 torch.mm): %.0f TFLOP/s" % (MATMUL_N, c.matmul_tflops))
         compile_s = sum(r.get("first_call_s", 0.0) for r in c.rows_of(op, device)
