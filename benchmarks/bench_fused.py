@@ -215,6 +215,10 @@ def row_fields(provider, mode, x, dz, layout):
     return dict(fields, traffic_bytes=traffic_bytes, min_traffic_bytes=min_bytes)
 
 
+CPU = torch.device("cpu")
+BENCH = common.OpBench(OP, output_shape, build, check_against_eager, row_fields, OURS)
+
+
 def provider_info(provider, x):
     if provider in SEPARATE:
         return {"separate_backends": "lrn=%s, pool=%s" % separate_backends(x.device, x.dtype)}
@@ -235,33 +239,15 @@ KNOWN_BAD = {
 @pytest.mark.parametrize("mode,chw,dname,layout,provider", common.gpu_params(GPU_MODES, GPU_SHAPES, GPU_PROVIDERS))
 def test_relu_lrn_max_pool2d_gpu(benchmark, gpu, mode, chw, dname, layout, provider):
     shape, dtype = (GPU_BATCH,) + tuple(chw), common.DTYPES[dname]
-    case = {"mode": mode, "shape": common.shape_label(shape), "dtype": dname, "layout": layout}
+    case = common.case_of(mode, shape, dname, layout)
     err = common.known_bad(KNOWN_BAD, (provider, shape, dtype, layout)) or provider_error(provider, gpu, dtype)
     common.begin_case(benchmark, OP, "cuda", case, provider, err)
 
-    torch.manual_seed(0)
-    x = common.make_input(shape, dtype, layout, gpu)
-    dz = common.make_input(output_shape(shape), dtype, layout, gpu)
-    common.run_gpu_case(benchmark, OP, case, provider, lambda: build(provider, mode, x, dz, layout),
-                        lambda out: check_against_eager(provider, mode, x, dz, out), provider in OURS,
-                        x.nbytes if mode == "fwd+bwd" else None, lambda: row_fields(provider, mode, x, dz, layout))
+    common.run_op_gpu_case(benchmark, BENCH, mode, shape, dtype, layout, provider, case, gpu)
 
 
-@pytest.mark.parametrize("mode,shape", [
-    pytest.param(mode, shape, id="%s-%s-fp32-NCHW" % (mode, common.shape_label(shape))) for mode, shape in CPU_CASES])
+@pytest.mark.parametrize("mode,shape", common.cpu_params(CPU_CASES))
 def test_relu_lrn_max_pool2d_cpu(benchmark, mode, shape):
-    device, layout = torch.device("cpu"), "NCHW"
-    case = {"mode": mode, "shape": common.shape_label(shape), "dtype": "fp32", "layout": layout}
-    torch.manual_seed(0)
-    x = common.make_input(shape, torch.float32, layout, device)
-    dz = common.make_input(output_shape(shape), torch.float32, layout, device)
-
-    def make(provider):
-        return common.cpu_provider_fn(
-            provider, mode, lambda: provider_error(provider, device, torch.float32) or build(provider, mode, x, dz,
-                                                                                              layout),
-            lambda: common.relu_lrn_max_pool_graph(shape, SIZE, ALPHA, BETA, K, KERNEL, STRIDE, PADDING), x, dz.shape)
-
-    common.run_cpu_case(benchmark, OP, case, CPU_PROVIDERS, make,
-                        lambda provider, out: check_against_eager(provider, mode, x, dz, out),
-                        lambda provider: row_fields(provider, mode, x, dz, layout), ours=OURS)
+    common.run_op_cpu_case(benchmark, BENCH, mode, shape, CPU_PROVIDERS,
+                           lambda provider: provider_error(provider, CPU, torch.float32),
+                           lambda: common.relu_lrn_max_pool_graph(shape, SIZE, ALPHA, BETA, K, KERNEL, STRIDE, PADDING))

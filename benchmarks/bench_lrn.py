@@ -144,9 +144,14 @@ def check_against_eager(provider, mode, x, dy, out):
     return None if err is None else "%s %s result differs from torch eager (fp32): %s" % (provider, mode, err)
 
 
-def require_correct(provider, mode, x, dy, out, device_type, case):
-    common.require_correct(OP, device_type, case, provider, check_against_eager(provider, mode, x, dy, out),
-                           ours=provider in OURS_BACKEND)
+def row_fields(provider, mode, x, dy, layout):
+    """record()'s keywords for one row: the traffic model in x-sized tensors, and ours' own minimum."""
+    return dict(tensor_bytes=x.nbytes, tensors=TRAFFIC[mode],
+                min_tensors=OURS_MIN_TRAFFIC[mode] if provider in OURS_BACKEND else None)
+
+
+CPU = torch.device("cpu")
+BENCH = common.OpBench(OP, lambda shape: shape, build, check_against_eager, row_fields, tuple(OURS_BACKEND))
 
 
 _cudnn_probe = {}
@@ -196,52 +201,19 @@ def provider_error(provider, dtype, layout, device):
     return None
 
 
-shape_label = common.shape_label
-
-
 @pytest.mark.parametrize("mode,chw,dname,layout,provider", common.gpu_params(GPU_MODES, GPU_SHAPES, GPU_PROVIDERS))
 def test_lrn_gpu(benchmark, gpu, mode, chw, dname, layout, provider):
     shape, dtype = (GPU_BATCH,) + tuple(chw), DTYPES[dname]
-    case = {"mode": mode, "shape": shape_label(shape), "dtype": dname, "layout": layout}
+    case = common.case_of(mode, shape, dname, layout)
     err = known_bad(provider, shape, dtype, layout) or provider_error(provider, dtype, layout, gpu)
     if err is None and provider in VARIANT and mode == "fwd":
         err = "%s differs from %s only in the backward kernel" % (provider, provider[:-3])
     common.begin_case(benchmark, OP, "cuda", case, provider, err)
-    _run_gpu_case(benchmark, gpu, mode, shape, dtype, layout, provider, case)
+    common.run_op_gpu_case(benchmark, BENCH, mode, shape, dtype, layout, provider, case, gpu)
 
 
-def _run_gpu_case(benchmark, gpu, mode, shape, dtype, layout, provider, case):
-    torch.manual_seed(0)
-    x = common.make_input(shape, dtype, layout, gpu)
-    dy = common.make_input(shape, dtype, layout, gpu)
-    torch.cuda.synchronize()
-    # first call: compilation (torch-compile, Triton), cuDNN handle, ...
-    fn, out, seconds = common.first_call(lambda: build(provider, mode, x, dy, layout), torch.cuda.synchronize)
-    extra = {"first_call_s": seconds}
-    require_correct(provider, mode, x, dy, out, "cuda", case)
-    del out
-
-    ms, measured = common.measure_gpu(benchmark, fn, x.nbytes if mode == "fwd+bwd" else None)
-    extra.update(measured)
-    common.record(benchmark, OP, "cuda", case, provider, ms, x.nbytes, TRAFFIC[mode],
-                  OURS_MIN_TRAFFIC[mode] if provider in OURS_BACKEND else None, **extra)
-
-
-@pytest.mark.parametrize("mode,shape", [
-    pytest.param(mode, shape, id="%s-%s-fp32-NCHW" % (mode, shape_label(shape))) for mode, shape in CPU_CASES])
+@pytest.mark.parametrize("mode,shape", common.cpu_params(CPU_CASES))
 def test_lrn_cpu(benchmark, mode, shape):
-    device, layout = torch.device("cpu"), "NCHW"
-    case = {"mode": mode, "shape": shape_label(shape), "dtype": "fp32", "layout": layout}
-    torch.manual_seed(0)
-    x = common.make_input(shape, torch.float32, layout, device)
-    dy = common.make_input(shape, torch.float32, layout, device)
-
-    def make(provider):
-        return common.cpu_provider_fn(
-            provider, mode, lambda: provider_error(provider, torch.float32, layout, device)
-            or build(provider, mode, x, dy, layout), lambda: common.lrn_graph(shape, SIZE, ALPHA, BETA, K), x, shape)
-
-    common.run_cpu_case(benchmark, OP, case, CPU_PROVIDERS, make,
-                        lambda provider, out: check_against_eager(provider, mode, x, dy, out),
-                        lambda provider: dict(tensor_bytes=x.nbytes, tensors=TRAFFIC[mode], min_tensors=(
-                            OURS_MIN_TRAFFIC[mode] if provider in OURS_BACKEND else None)), ours=("ours-cpu",))
+    common.run_op_cpu_case(benchmark, BENCH, mode, shape, CPU_PROVIDERS,
+                           lambda provider: provider_error(provider, torch.float32, "NCHW", CPU),
+                           lambda: common.lrn_graph(shape, SIZE, ALPHA, BETA, K))

@@ -319,7 +319,7 @@ def test_ours_against_the_best_peer_and_the_cpu_copy_bandwidth():
     assert by["ours-cpu"]["vs the best peer"].endswith(" vs onnxruntime")
     assert by["onnxruntime"]["vs the best peer"] == "best peer" and by["ours-cpu"]["% of copy"] == "5"
     text = "\n".join(common.op_summary_lines("toy", c))
-    assert "copy bandwidth (a probe, measured in this run): 20.0 GB/s" in text
+    assert "copy bandwidth: measured once; the session's 256 MiB copy: 20.0 GB/s" in text
 
 
 def test_a_cpu_case_checks_every_provider_and_skips_the_broken_ones_with_the_reason():
@@ -339,8 +339,13 @@ def test_a_cpu_case_checks_every_provider_and_skips_the_broken_ones_with_the_rea
     check = lambda provider, out: None if torch.equal(out, right) else "differs"   # noqa: E731
     rows = common.run_cpu_case(Stub(), "toy", case, ("ours-cpu", "ours-cpu-separate", "torch-cpu"), make, check,
                                lambda provider: dict(tensor_bytes=16, tensors=2), ours=("ours-cpu",), rounds=3,
-                               collector=c)
+                               collector=c, copy_bytes=4096)
     assert list(rows) == ["ours-cpu"] and rows["ours-cpu"]["rounds"] == 3 and rows["ours-cpu"]["first_call_s"] >= 0
+    row = rows["ours-cpu"]
+    assert row["copy_probe_bytes"] == 4096 and len(row["copy_probe_ms_range"]) == 2   # the case's own copy
+    if not row["copy_probe_stalled"]:
+        assert row["copy_gbps"] != 20.0 and row["pct_of_copy"] == pytest.approx(100 * row["gbps"] / row["copy_gbps"])
+        assert "each case's own" in "\n".join(common.op_summary_lines("toy", c))
     reasons = {s["provider"]: s["reason"] for s in c.skips}
     assert reasons == {"ours-cpu-separate": "wrong result, not timed: differs", "torch-cpu": "not installed here"}
     with pytest.raises(pytest.fail.Exception, match="differs"):

@@ -3,6 +3,7 @@ tolerances, a case's start (its group, or the skip), the first call (which compi
 raises) and its check, the torch providers' and autograd modes' timed functions, saved-for-backward bytes, the
 cuDNN flags of the convolution benchmarks and the pytest params of an op's GPU grid.
 """
+import collections
 import contextlib
 import os
 import time
@@ -158,6 +159,25 @@ def saved_for_backward(forward, x):
     return saved
 
 
+def case_of(mode, shape, dname, layout):
+    """The row fields of a (mode, shape, dtype, layout) case."""
+    return {"mode": mode, "shape": shape_label(shape), "dtype": dname, "layout": layout}
+
+
+def seeded_inputs(shape, out_shape, dtype, layout, device):
+    """(x of shape, the output gradient of out_shape): make_input after torch.manual_seed(0), so every provider
+    of a case sees the same tensors."""
+    torch.manual_seed(0)
+    return make_input(shape, dtype, layout, device), make_input(out_shape, dtype, layout, device)
+
+
+def cpu_params(cases):
+    """pytest params (mode, shape) of an op's CPU cases ((mode, input shape) pairs: fp32 NCHW), with ids
+    mode-shape-fp32-NCHW: one test per case, all providers in it (interleave.run_cpu_case)."""
+    return [pytest.param(mode, tuple(shape), id="%s-%s-fp32-NCHW" % (mode, shape_label(shape)))
+            for mode, shape in cases]
+
+
 def gpu_params(modes, shapes, providers, layouts=None):
     """pytest params (mode, (C, H, W), dtype name, layout, provider) over the whole GPU grid of an op, with
     ids mode-shape-dtype-layout-provider (select with -k).  layouts: the layout labels (default LAYOUTS;
@@ -221,6 +241,25 @@ def checked_first_call(op, device, case, provider, make_fn, check, ours, sync=No
     fn, out, seconds = first_call(make_fn, sync, skip_as=None if ours else (op, device, case, provider))
     require_correct(op, device, case, provider, check(out), ours)
     return fn, seconds
+
+
+# What the shared test bodies need of an op's benchmark (bench_lrn, bench_pool, bench_fused):
+#   op                  the registered op name
+#   output_shape(shape) the output's shape for an input of shape (the output gradient's)
+#   build(provider, mode, x, dy, layout)                  the function to time
+#   check(provider, mode, x, dy, out) -> None or the mismatch
+#   row_fields(provider, mode, x, dy, layout) -> record()'s keywords (traffic model, extras)
+#   ours                the providers that must work (a raise or a wrong result fails the test)
+OpBench = collections.namedtuple("OpBench", "op output_shape build check row_fields ours")
+
+
+def run_op_gpu_case(benchmark, bench, mode, shape, dtype, layout, provider, case, device):
+    """One GPU test of an OpBench: seeded inputs, then run_gpu_case (peak memory measured for fwd+bwd)."""
+    x, dy = seeded_inputs(shape, bench.output_shape(shape), dtype, layout, device)
+    return run_gpu_case(benchmark, bench.op, case, provider, lambda: bench.build(provider, mode, x, dy, layout),
+                        lambda out: bench.check(provider, mode, x, dy, out), provider in bench.ours,
+                        x.nbytes if mode == "fwd+bwd" else None,
+                        lambda: bench.row_fields(provider, mode, x, dy, layout))
 
 
 def run_gpu_case(benchmark, op, case, provider, make_fn, check, ours, peak_ref_nbytes, row_fields):

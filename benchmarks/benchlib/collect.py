@@ -120,7 +120,8 @@ def skip(op, device, case, provider, reason, collector=None, stop=True):
 
 
 def record(benchmark, op, device, case, provider, ms, tensor_bytes=None, tensors=None, min_tensors=None,
-           collector=None, *, traffic_bytes=None, min_traffic_bytes=None, flops=None, items=None, **extra):
+           collector=None, *, traffic_bytes=None, min_traffic_bytes=None, flops=None, items=None, copy_gbps=None,
+           **extra):
     """Store one measured row (into benchmark.extra_info when a fixture is given) and return it.
 
     ms: the median time.  The traffic model (the same for every provider so the GB/s are comparable), either
@@ -132,6 +133,8 @@ def record(benchmark, op, device, case, provider, ms, tensor_bytes=None, tensors
     flops (keyword): the floating-point operations of one call (the same model for every provider): adds
       flops, tflops and, on cuda once gpu_matmul_tflops() ran, matmul_tflops and pct_of_matmul.
     items (keyword): the items one call processes (e.g. images of a training step): adds items, items_per_s.
+    copy_gbps (keyword): the copy bandwidth to state % of copy against (a CPU case's own copy probe, timed in
+      its rounds); default: the session's (gpu_copy_bandwidth_gbps on cuda, cpu_ceilings on the CPU).
     extra: more fields (peak_mem_x, first_call_s, ...); ms_repeats: the medians of REPEATS consecutive slices of
       the timed calls (measure_gpu returns it; cpu_median_ms leaves it in benchmark.extra_info), from which the
       row gets ms_range = [lowest, highest] and its speed-ups their ranges."""
@@ -166,8 +169,9 @@ def record(benchmark, op, device, case, provider, ms, tensor_bytes=None, tensors
         if min_traffic_bytes is not None and min_traffic_bytes != traffic_bytes:
             row["min_traffic_bytes"] = int(min_traffic_bytes)
             row["gbps_min_traffic"] = min_traffic_bytes / (ms * 1e-3) / GB
-    copy_gbps = c.copy_gbps if device == "cuda" else (c.cpu_ceilings or {}).get("copy_gbps")
-    if copy_gbps and "gbps" in row:   # the CPU's: cpu_ceilings(), measured in the same session
+    if copy_gbps is None:
+        copy_gbps = c.copy_gbps if device == "cuda" else (c.cpu_ceilings or {}).get("copy_gbps")
+    if copy_gbps and "gbps" in row:
         row["copy_gbps"] = copy_gbps
         row["pct_of_copy"] = 100.0 * row["gbps"] / copy_gbps
         if "gbps_min_traffic" in row:

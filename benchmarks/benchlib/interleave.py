@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from .cases import case_of, seeded_inputs
 from .ceilings import cpu_ceilings
 from .collect import record, skip
 from .peers import ONNX_PEERS, onnx_peer_fn, peer_error
@@ -114,8 +115,11 @@ def measure_interleaved(fns, rounds=None, bound=STALL_BOUND, retries=STALL_RETRI
             for name, values in best.items()}
 
 
+COPY_PROBE = "copy"   # the pseudo-provider of a case's copy probe
+
+
 def run_cpu_case(benchmark, op, case, providers, make, check, record_kwargs, ours=(), rounds=None,
-                 collector=None):
+                 collector=None, copy_bytes=None):
     """Build, check and time one CPU case of every provider, interleaved (see the module docstring), and record a
     row per provider.
 
@@ -123,9 +127,12 @@ def run_cpu_case(benchmark, op, case, providers, make, check, record_kwargs, our
     why the provider cannot run here (skipped with it).  check(provider, output) -> None, or how the first call's
     output is wrong.  record_kwargs(provider) -> record()'s keywords (traffic model, flops, items, extras).
     ours: providers that must work -- raising or a wrong result fails the test; any other provider that raises
-    or is wrong is skipped with the reason.  rounds: of the interleaved timing (None: measure_interleaved's choice).  The copy bandwidth
-    (cpu_ceilings) is measured once per session, before the first case, for the % of copy.  Returns {provider:
-    its row}."""
+    or is wrong is skipped with the reason.  rounds: of the interleaved timing (None: measure_interleaved's
+    choice).  The copy bandwidth (cpu_ceilings) is measured once per session, before the first case, for the % of
+    copy.  copy_bytes: the size of a copy (dst.copy_(src), fp32) timed in the same rounds as the providers: its
+    bandwidth (read + write) is the rows' copy_gbps and % of copy -- the ceiling under the same load, at the same
+    size (cache effects alike); where the probe itself stalled, the session's (cpu_ceilings) instead.  Returns
+    {provider: its row}."""
     selected = [p.strip() for p in os.environ.get("BENCH_PROVIDERS", "").split(",") if p.strip()]
     providers = [p for p in providers if not selected or p in selected]
     cpu_ceilings(collector)
@@ -153,7 +160,21 @@ def run_cpu_case(benchmark, op, case, providers, make, check, record_kwargs, our
         fns[provider], first_s[provider] = fn, seconds
     if not fns:
         pytest.skip("no provider of this case can run here")
+    probe = {}
+    if copy_bytes:
+        import torch
+        src = torch.randn(max(1, int(copy_bytes) // 4))
+        dst = torch.empty_like(src)
+        fns[COPY_PROBE] = lambda: dst.copy_(src)
+        probe = {"copy_probe_bytes": src.nbytes}
     measured = measure_interleaved(fns, rounds=rounds)
+    copy = measured.pop(COPY_PROBE, None)
+    fns.pop(COPY_PROBE, None)
+    if copy is not None:
+        probe["copy_probe_stalled"] = copy["stalled"]
+        probe["copy_probe_ms_range"] = [min(copy["ms_repeats"]), max(copy["ms_repeats"])]
+        if not copy["stalled"]:
+            probe["copy_gbps"] = 2 * src.nbytes / (copy["ms"] * 1e-3) / 1e9
     holder = next((p for p in fns if p in ours), next(iter(fns)))
     benchmark.pedantic(fns[holder], rounds=1, iterations=1, warmup_rounds=0)   # pytest-benchmark's own record
     rows = {}
@@ -163,7 +184,7 @@ def run_cpu_case(benchmark, op, case, providers, make, check, record_kwargs, our
                                 first_call_s=first_s[provider], ms_repeats=m["ms_repeats"], rounds=m["rounds"],
                                 calls_per_round=m["calls_per_round"], round_spread=m["spread"],
                                 attempts=m["attempts"], stalled=m["stalled"], collector=collector,
-                                **record_kwargs(provider))
+                                **dict(record_kwargs(provider), **probe))
     return rows
 
 
@@ -174,3 +195,21 @@ def cpu_provider_fn(provider, mode, build_torch, graph, x, output_shape):
     if provider in ONNX_PEERS:
         return peer_error(provider, mode) or onnx_peer_fn(provider, graph(), x, output_shape)
     return build_torch()
+
+
+def run_op_cpu_case(benchmark, bench, mode, shape, providers, error, graph):
+    """One CPU test of an OpBench (cases.py), fp32 NCHW: seeded inputs, then run_cpu_case over providers.
+    error(provider) -> None or why it cannot run here (ours and torch's providers); graph() -> the ONNX model the
+    runtimes run (forward only)."""
+    import torch
+    layout = "NCHW"
+    x, dy = seeded_inputs(shape, bench.output_shape(shape), torch.float32, layout, torch.device("cpu"))
+
+    def make(provider):
+        return cpu_provider_fn(provider, mode, lambda: error(provider) or bench.build(provider, mode, x, dy, layout),
+                               graph, x, dy.shape)
+
+    return run_cpu_case(benchmark, bench.op, case_of(mode, shape, "fp32", layout), providers, make,
+                        lambda provider, out: bench.check(provider, mode, x, dy, out),
+                        lambda provider: bench.row_fields(provider, mode, x, dy, layout), ours=bench.ours,
+                        copy_bytes=x.nbytes)

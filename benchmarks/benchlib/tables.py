@@ -74,10 +74,10 @@ CELL_DESCRIPTIONS = {
     "rate": "median ms (lowest–highest of the repeats' medians), throughput",
 }
 SUMMARY_LEGEND = (
-    "median ms (range): the median, and the lowest–highest median of %d consecutive slices of the timed calls"
-    % REPEATS,
-    "GB/s: the op's traffic model / time (TFLOP/s or img/s where the header says so); % of copy: of the GPU's "
-    "measured copy bandwidth",
+    "median ms (range): the median, and the lowest–highest median of %d consecutive slices of the timed calls "
+    "(CPU: of the interleaved rounds; 'stalled': rounds that disagree, not a result)" % REPEATS,
+    "GB/s: the op's traffic model / time (TFLOP/s or img/s where the header says so); % of copy: of the measured "
+    "copy bandwidth (GPU: the session's; CPU: a copy timed in the case's own rounds)",
     "speed-up vs X: X's median ms / this provider's (> 1: faster than X); (range): X's fastest slice against "
     "this provider's slowest, and the reverse",
 )
@@ -197,8 +197,10 @@ def op_summary_lines(op, collector=None, markdown=False):
             lines.append("copy bandwidth (1 GiB fp32 device-to-device copy, read + write): %.0f GB/s"
                          % c.copy_gbps)
         if device == "cpu" and c.cpu_ceilings and spec.get("cell", "gbps") == "gbps":
-            lines.append("copy bandwidth (%s, measured in this run): %.1f GB/s"
-                         % (c.cpu_ceilings["probe"], c.cpu_ceilings["copy_gbps"]))
+            case_copy = [r["copy_gbps"] for r in c.rows_of(op, device) if r.get("copy_probe_bytes")]
+            lines.append("copy bandwidth: %s; the session's 256 MiB copy: %.1f GB/s" % (
+                "each case's own (a copy of its input's size timed in its rounds): %.1f–%.1f GB/s"
+                % (min(case_copy), max(case_copy)) if case_copy else "measured once", c.cpu_ceilings["copy_gbps"]))
         if device == "cuda" and c.matmul_tflops and spec.get("cell") == "tflops":
             lines.append("bf16 matmul peak (%d^3 torch.mm): %.0f TFLOP/s" % (MATMUL_N, c.matmul_tflops))
         compile_s = sum(r.get("first_call_s", 0.0) for r in c.rows_of(op, device)
