@@ -197,9 +197,7 @@ def provider_error(provider, device, dtype):
 
 def traffic(mode, x, z_shape, provider):
     """(bytes of the common traffic model, the fused ours' real traffic in bytes or None) -- see the notes."""
-    x_bytes = x.nbytes
-    outputs = torch.Size(z_shape).numel()
-    z_bytes = outputs * x.element_size()
+    x_bytes, z_bytes, outputs = common.in_out_bytes(x, z_shape)
     fwd, bwd = x_bytes + z_bytes, 2 * x_bytes + z_bytes   # bwd: x + dz + dx
     common_bytes = {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}[mode]
     if provider in OURS_BACKEND:   # + the offsets: written by the forward, read by the backward

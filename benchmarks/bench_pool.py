@@ -159,20 +159,17 @@ def check_against_eager(provider, mode, x, dy, out):
 
 
 def provider_error(provider, device):
-    if provider == RECOMPUTE:
-        return common.ours_error("triton", device)
-    if provider in OURS_BACKEND:
-        return common.ours_error(OURS_BACKEND[provider], device, EXT_FUNCTIONS)
+    """None if the provider can run on device here, else why not."""
     if provider == "torch-compile":
         return common.torch_compile_error(device)
-    return None
+    if provider == RECOMPUTE:
+        return common.ours_error("triton", device)
+    return common.ours_error(OURS_BACKEND[provider], device, EXT_FUNCTIONS) if provider in OURS_BACKEND else None
 
 
 def traffic(mode, x, y_shape, provider):
     """(bytes of the common traffic model, ours' real traffic in bytes or None) -- see the notes."""
-    x_bytes = x.nbytes
-    outputs = torch.Size(y_shape).numel()
-    y_bytes = outputs * x.element_size()
+    x_bytes, y_bytes, outputs = common.in_out_bytes(x, y_shape)
     common_bytes = {"fwd": 1, "bwd": 1, "fwd+bwd": 2}[mode] * (x_bytes + y_bytes)
     if provider == RECOMPUTE:   # no offsets; the backward reads x, dy, writes dx
         return common_bytes, {"fwd": x_bytes + y_bytes, "bwd": 2 * x_bytes + y_bytes,

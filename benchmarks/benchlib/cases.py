@@ -171,6 +171,13 @@ def seeded_inputs(shape, out_shape, dtype, layout, device):
     return make_input(shape, dtype, layout, device), make_input(out_shape, dtype, layout, device)
 
 
+def in_out_bytes(x, out_shape):
+    """(x's bytes, the bytes of an output of out_shape in x's dtype, that output's elements): a traffic model's
+    terms."""
+    outputs = torch.Size(out_shape).numel()
+    return x.nbytes, outputs * x.element_size(), outputs
+
+
 def cpu_params(cases):
     """pytest params (mode, shape) of an op's CPU cases ((mode, input shape) pairs: fp32 NCHW), with ids
     mode-shape-fp32-NCHW: one test per case, all providers in it (interleave.run_cpu_case)."""
