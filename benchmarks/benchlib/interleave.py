@@ -116,6 +116,9 @@ def measure_interleaved(fns, rounds=None, bound=STALL_BOUND, retries=STALL_RETRI
 
 
 COPY_PROBE = "copy"   # the pseudo-provider of a case's copy probe
+# The probe copies at least this much: a memory copy, not a cached one (a batch-1 input fits in the caches, and a
+# small copy_ on a shared machine times torch's thread hand-off more than the memory).
+COPY_PROBE_MIN_BYTES = 64 * 2 ** 20
 
 
 def run_cpu_case(benchmark, op, case, providers, make, check, record_kwargs, ours=(), rounds=None,
@@ -130,8 +133,8 @@ def run_cpu_case(benchmark, op, case, providers, make, check, record_kwargs, our
     or is wrong is skipped with the reason.  rounds: of the interleaved timing (None: measure_interleaved's
     choice).  The copy bandwidth (cpu_ceilings) is measured once per session, before the first case, for the % of
     copy.  copy_bytes: the size of a copy (dst.copy_(src), fp32) timed in the same rounds as the providers: its
-    bandwidth (read + write) is the rows' copy_gbps and % of copy -- the ceiling under the same load, at the same
-    size (cache effects alike); where the probe itself stalled, the session's (cpu_ceilings) instead.  Returns
+    bandwidth (read + write) is the rows' copy_gbps and % of copy -- the ceiling under the same load; where the
+    probe itself stalled, the session's (cpu_ceilings) instead.  Returns
     {provider: its row}."""
     selected = [p.strip() for p in os.environ.get("BENCH_PROVIDERS", "").split(",") if p.strip()]
     providers = [p for p in providers if not selected or p in selected]
@@ -212,4 +215,4 @@ def run_op_cpu_case(benchmark, bench, mode, shape, providers, error, graph):
     return run_cpu_case(benchmark, bench.op, case_of(mode, shape, "fp32", layout), providers, make,
                         lambda provider, out: bench.check(provider, mode, x, dy, out),
                         lambda provider: bench.row_fields(provider, mode, x, dy, layout), ours=bench.ours,
-                        copy_bytes=x.nbytes)
+                        copy_bytes=max(x.nbytes, COPY_PROBE_MIN_BYTES))

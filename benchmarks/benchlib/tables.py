@@ -6,6 +6,7 @@ import math
 from .collect import BEST_PEER, COLLECTOR, speedup_field
 from .timing import REPEATS
 from .ceilings import MATMUL_N
+from .interleave import COPY_PROBE_MIN_BYTES
 
 
 DEVICE_TITLES = {"cuda": "GPU", "cpu": "CPU"}
@@ -199,8 +200,8 @@ def op_summary_lines(op, collector=None, markdown=False):
         if device == "cpu" and c.cpu_ceilings and spec.get("cell", "gbps") == "gbps":
             case_copy = [r["copy_gbps"] for r in c.rows_of(op, device) if r.get("copy_probe_bytes")]
             lines.append("copy bandwidth: %s; the session's 256 MiB copy: %.1f GB/s" % (
-                "each case's own (a copy of its input's size timed in its rounds): %.1f–%.1f GB/s"
-                % (min(case_copy), max(case_copy)) if case_copy else "measured once", c.cpu_ceilings["copy_gbps"]))
+                "each case's own (a copy of max(input, %d MiB) timed in its rounds): %.1f–%.1f GB/s"
+                % (COPY_PROBE_MIN_BYTES // 2 ** 20, min(case_copy), max(case_copy)) if case_copy else "measured once", c.cpu_ceilings["copy_gbps"]))
         if device == "cuda" and c.matmul_tflops and spec.get("cell") == "tflops":
             lines.append("bf16 matmul peak (%d^3 torch.mm): %.0f TFLOP/s" % (MATMUL_N, c.matmul_tflops))
         compile_s = sum(r.get("first_call_s", 0.0) for r in c.rows_of(op, device)
