@@ -159,6 +159,8 @@ def test_write_results_draws_one_picture_per_op_with_its_ceiling(tmp_path, monke
     assert "](%s)" % png.name in md and "speed-up vs torch-cpu" in md
     doc = json.loads([p for p in paths if p.suffix == ".json"][0].read_text())
     assert doc["environment"]["cpu_ceilings"]["copy_gbps"] > 0
+    assert "commit" in doc["environment"] and "load_average" in doc["environment"]   # what the run was, and its load
+    assert "- commit: " in md and "load average" in md
     assert not [p for p in os.listdir(tmp_path) if "tmp" in p]
     # Unchanged rows: the picture is not redrawn; BENCH_PLOTS=0 leaves it out.
     mtime = png.stat().st_mtime_ns

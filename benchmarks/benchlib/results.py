@@ -5,6 +5,7 @@ import json
 import os
 import platform
 import re
+import subprocess
 from pathlib import Path
 
 import torch
@@ -41,7 +42,7 @@ def environment(collector=None):
     c = collector or COLLECTOR
     env = {"date": c.started.date().isoformat(), "started": c.started.isoformat(timespec="seconds"),
            "platform": platform.platform(), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
-           "torch_threads": torch.get_num_threads(), "load_average": _load_average()}
+           "torch_threads": torch.get_num_threads(), "load_average": _load_average(), "commit": git_commit()}
     env.update(probe())
     if env["device"] is not None:
         env["gpu"] = env["device"]
@@ -69,6 +70,17 @@ def environment(collector=None):
                             "provider whose rounds disagree beyond %g× measured again, then marked stalled"
                             % STALL_BOUND}
     return env
+
+
+def git_commit(repo=RESULTS_DIR.parent.parent):
+    """The commit the benchmarks ran from (git describe --always --dirty: "-dirty" when tracked files differ from
+    it), or None outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty", "--abbrev=40"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 def _load_average():
@@ -128,6 +140,7 @@ def markdown_document(op, env, collector=None, picture=None):
                     if "gpu" in env else ""))
     lines.append("- CPU: %s (%s cores, torch threads %s)" % (env["cpu"], env["cpu_count"], env["torch_threads"]))
     lines.append("- versions: " + ", ".join(versions))
+    lines.append("- commit: %s" % env.get("commit"))
     lines.append("- alexnet_kernels %s, extension build: %s" % (env.get("alexnet_kernels"),
                                                               env.get("alexnet_kernels_build")))
     if env.get("onnxruntime") or env.get("openvino"):
