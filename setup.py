@@ -219,7 +219,10 @@ setup(
     python_requires=">=3.10",
     install_requires=["torch", "numpy"],
     extras_require={"triton": ["triton"], "test": ["pytest", "pytest-benchmark", "expecttest"],
-                    "train": ["torchvision", "scikit-learn", "tqdm", "matplotlib"]},
+                    "train": ["torchvision", "scikit-learn", "tqdm", "matplotlib"],
+                    # the benchmark suite and its CPU peers (benchmarks/benchlib/peers.py): pip install ".[bench]"
+                    "bench": ["pytest", "pytest-benchmark", "matplotlib", "onnx", "onnxscript", "onnxruntime",
+                              "openvino"]},
     ext_modules=[make_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True), "build_py": BuildPyWithManifest},
     zip_safe=False,

@@ -18,7 +18,10 @@ convolutions, full fp32 matmuls) and "bf16 autocast"; providers
   torch-eager     AlexNet(kernels="torch") (nn.Conv2d, nn.LocalResponseNorm, ...), eager
   torch-compile   torch.compile of that model (mode $BENCH_ALEXNET_COMPILE_MODE, default "default")
 CPU (test_alexnet_train_step_cpu): batch 2, fp32, ours-cpu (kernels="ours") vs torch-cpu (kernels="torch"): the
-first step, then CPU_ROUNDS timed steps (pytest-benchmark pedantic rounds, median).
+first step, then CPU_ROUNDS interleaved rounds of one step each (benchlib/interleave.py), median.
+CPU inference (test_alexnet_inference_cpu, op alexnet_inference): batch 32 and 1, fp32, eval; ours-cpu, torch-cpu and
+the peers (torch.compile of kernels="torch"; kernels="ours" exported to ONNX by alexnet_kernels.export and run by
+onnxruntime and OpenVINO, benchlib/peers.py), interleaved; img/s, vs the best peer.
 
 Metric: images/s = batch / the median step time (GPU: triton.testing.do_bench with warmup 100 ms and rep 500 ms,
 after the first call and WARMUP_STEPS more steps; L2 flushed before each timed step), and the peak memory one
@@ -38,6 +41,7 @@ Environment:
   BENCH_ALEXNET_COMPILE_MODE=mode  torch.compile's mode for torch-compile and ours-compile (default "default")
   BENCH_CUDNN_BENCHMARK=1|0        torch.backends.cudnn.benchmark (default 1, as in bench_conv.py)
 """
+import copy
 import gc
 import math
 import os
@@ -66,7 +70,11 @@ CUDNN_BENCHMARK = os.environ.get("BENCH_CUDNN_BENCHMARK", "1").strip().lower() n
 DO_BENCH_KWARGS = {"warmup": 100, "rep": 500, "return_mode": "median"}
 WARMUP_STEPS = 3
 CAPTURE_WARMUP_STEPS = 3
-CPU_ROUNDS = 2              # CPU: steps timed after the first call (a step of batch 2 takes seconds on a small machine)
+CPU_ROUNDS = 3              # CPU: interleaved rounds of one step each (a batch-2 step takes seconds on 2 cores)
+INFER_OP = "alexnet_inference"
+CPU_INFER_BATCHES = (32, 1)
+CPU_INFER_PROVIDERS = ("ours-cpu", "torch-cpu") + common.CPU_PEERS
+INFER_TOL = 1e-5   # the project's fp32 tolerance, relative L2 error against float64
 KERNEL_CHECK_IMAGES = GPU_BATCH   # the timed shapes: the Triton autotuning and "auto" choices are reused
 CPU_KERNEL_CHECK_IMAGES = 2
 # relative L2 error of the logits: GPU fp32 has TF32 convolutions; "cpu" = fp32 on the CPU (no TF32)
@@ -136,8 +144,6 @@ common.register_op(
     case_fields=("batch", "image", "precision", "layout"),
     providers={"cuda": GPU_PROVIDERS, "cpu": CPU_PROVIDERS},
     baselines={"cuda": ("torch-compile", "torch-eager"), "cpu": ("torch-cpu",)},
-    short_names={"ours": "ours", "ours-compile": "ours-compile", "ours-cudagraph": "ours-graph",
-                 "torch-eager": "eager", "torch-compile": "compile", "ours-cpu": "ours", "torch-cpu": "torch"},
     cell="rate", rate_unit="img/s", summary=alexnet_summary,
     notes=["model: alexnet.AlexNet(num_classes=1000, dropout=0.5), the 2012 two-tower net (60,965,224 parameters, "
            "the paper's init), both towers on one device, kernels='ours' (alexnet_kernels' fused ops) or 'torch'; "
@@ -155,7 +161,7 @@ common.register_op(
            "happen there), replayed" % (COMPILE_MODE, CAPTURE_WARMUP_STEPS),
            "timing (GPU): triton.testing.do_bench(step, warmup=100, rep=500, return_mode='median') after the first "
            "call (compilation, autotuning, cuDNN's search) and %d more steps; img/s = batch / median; CPU: "
-           "pytest-benchmark pedantic, %d rounds of one step after the first step, median" % (WARMUP_STEPS,
+           "%d interleaved rounds of one step after the first step (benchlib/interleave.py), median" % (WARMUP_STEPS,
                                                                                              CPU_ROUNDS),
            "peak extra mem (GiB): max_memory_allocated during one step minus memory_allocated before it (parameters, "
            "momentum buffers, inputs and the previous step's gradients are already allocated); ours-cudagraph: "
@@ -406,31 +412,114 @@ def test_alexnet_train_step_gpu(benchmark, gpu, dname, provider):
         _release(gpu, provider in COMPILED)
 
 
-@pytest.mark.parametrize("provider", [
-    pytest.param(provider, id="train-%dx3x%dx%d-fp32-%s-%s" % (CPU_BATCH, IMAGE, IMAGE, LAYOUT, provider))
-    for provider in CPU_PROVIDERS])
-def test_alexnet_train_step_cpu(benchmark, provider):
+def test_alexnet_train_step_cpu(benchmark):
     device = torch.device("cpu")
     case = {"batch": CPU_BATCH, "image": "%dx%d" % (IMAGE, IMAGE), "precision": "fp32", "layout": LAYOUT}
-    benchmark.group = "alexnet-cpu train step fp32"
-    err = provider_error(provider)
-    if err is not None:
-        common.skip(OP, "cpu", case, provider, err)
     extra = {}
-    if provider in OURS:
+    if any(p in OURS for p in CPU_PROVIDERS):
         err, extra["kernel_check_rel_err"] = kernel_check(device, "fp32")
-        check_or_skip(provider, "cpu", case, err)
-
-    model = new_model(kernels_of(provider), device)
-    optimizer = new_optimizer(model)
+        check_or_skip("ours-cpu", "cpu", case, err)
     x, target = make_batch(CPU_BATCH, device)
-    fn, loss, seconds = common.first_call(lambda: build(provider, model, optimizer, x, target, device, "fp32", {}),
-                                          skip_as=None if provider in MUST_PASS else (OP, "cpu", case, provider))
-    check_or_skip(provider, "cpu", case, loss_error(loss, "first step"))
-    extra["first_call_s"] = seconds
-    loss = benchmark.pedantic(fn, rounds=CPU_ROUNDS, iterations=1, warmup_rounds=0)
-    ms = common.cpu_median_ms(benchmark, fn, runs=CPU_ROUNDS)
-    extra["final_loss"] = float((loss if loss is not None else fn()).item())
-    if not math.isfinite(extra["final_loss"]):
-        check_or_skip(provider, "cpu", case, "the loss after timing is %s" % extra["final_loss"])
-    common.record(benchmark, OP, "cpu", case, provider, ms, items=CPU_BATCH, **extra)
+
+    def make(provider):
+        err = provider_error(provider)
+        if err is not None:
+            return err
+        model = new_model(kernels_of(provider), device)
+        return build(provider, model, new_optimizer(model), x, target, device, "fp32", {})
+
+    def check(provider, loss):
+        return loss_error(loss, "%s first step" % provider)
+
+    common.run_cpu_case(benchmark, OP, case, CPU_PROVIDERS, make, check,
+                        lambda provider: dict(items=CPU_BATCH, **(extra if provider in OURS else {})),
+                        ours=MUST_PASS, rounds=CPU_ROUNDS)
+
+
+# --------------------------------------------------------------------------------------------------
+# Inference on the CPU, against the peers
+
+common.register_op(
+    INFER_OP, title="AlexNet inference",
+    case_fields=("batch", "image", "precision", "layout"),
+    providers={"cpu": CPU_INFER_PROVIDERS}, baselines={"cpu": ("torch-cpu",)}, peers={"cpu": common.CPU_PEERS},
+    cell="rate", rate_unit="img/s",
+    notes=["model: alexnet.AlexNet(num_classes=1000), the 2012 two-tower net, eval (dropout off), fp32, the "
+           "paper's init from torch.manual_seed(0); x torch.randn (N, 3, 227, 227) NCHW; ours-cpu = "
+           "kernels='ours' under torch.inference_mode; torch-cpu = kernels='torch', the same parameters",
+           "correctness before timing: every provider's logits within relative L2 error %g of kernels='torch' "
+           "in float64 on the same input" % INFER_TOL,
+           common.CPU_PEERS_NOTE % "kernels='ours' exported by alexnet_kernels.export.onnx_export (native ONNX "
+           "LRN, MaxPool, Conv + Relu; dynamic batch); torch-compile compiles kernels='torch'"])
+
+_inference = {}
+
+
+def inference_models():
+    """(ours, torch) eval models with the same parameters, built once."""
+    if "models" not in _inference:
+        from alexnet import AlexNet
+        torch.manual_seed(0)
+        ours = AlexNet(num_classes=NUM_CLASSES, kernels="ours").eval()
+        ref = AlexNet(num_classes=NUM_CLASSES, kernels="torch").eval()
+        ref.load_state_dict(ours.state_dict())
+        _inference["models"] = ours, ref
+    return _inference["models"]
+
+
+def exported_alexnet(tmp_path_factory):
+    """kernels='ours' exported to ONNX once per session (a path), or why it cannot be."""
+    if "onnx" not in _inference:
+        try:
+            import alexnet_kernels.export as export
+            path = str(tmp_path_factory.mktemp("alexnet-onnx") / "alexnet.onnx")
+            export.onnx_export(inference_models()[0], (torch.randn(2, 3, IMAGE, IMAGE),), path)
+            _inference["onnx"] = path
+        except Exception as exc:
+            _inference["onnx"] = "ONNX export failed: %s: %s" % (type(exc).__name__, str(exc).splitlines()[0])
+    return _inference["onnx"]
+
+
+def inference_fn(provider, x, tmp_path_factory):
+    """The provider's timed inference on x (returns the logits), or why it cannot run."""
+    ours, ref = inference_models()
+    if provider in common.ONNX_PEERS:
+        err = common.peer_error(provider)
+        path = err or exported_alexnet(tmp_path_factory)
+        if not path.endswith(".onnx"):
+            return path
+        return common.onnx_peer_fn(provider, path, x, (x.shape[0], NUM_CLASSES))
+    model = ours if provider in OURS else ref
+    if provider == "torch-compile":
+        model = torch.compile(ref, dynamic=False)   # per batch: the test builds it once per case
+
+    def run():
+        with torch.inference_mode():
+            return model(x)
+    return run
+
+
+@pytest.mark.parametrize("batch", [pytest.param(b, id="infer-%dx3x%dx%d-fp32-NCHW" % (b, IMAGE, IMAGE))
+                                   for b in CPU_INFER_BATCHES])
+def test_alexnet_inference_cpu(benchmark, batch, tmp_path_factory):
+    case = {"batch": batch, "image": "%dx%d" % (IMAGE, IMAGE), "precision": "fp32", "layout": "NCHW"}
+    err = alexnet_error()
+    if err is not None:
+        common.skip(INFER_OP, "cpu", case, "ours-cpu", err)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(batch, 3, IMAGE, IMAGE, generator=g)
+    with torch.no_grad():
+        want = copy.deepcopy(inference_models()[1]).double()(x.double())
+
+    def check(provider, logits):
+        rel = ((logits.double() - want).norm() / want.norm().clamp_min(1e-300)).item()
+        if math.isfinite(rel) and rel <= INFER_TOL:
+            return None
+        return "logits' relative L2 error vs float64 %g > %g" % (rel, INFER_TOL)
+
+    try:
+        common.run_cpu_case(benchmark, INFER_OP, case, CPU_INFER_PROVIDERS,
+                            lambda provider: inference_fn(provider, x, tmp_path_factory), check,
+                            lambda provider: dict(items=batch), ours=("ours-cpu",))
+    finally:
+        _release(torch.device("cpu"), True)

@@ -27,9 +27,10 @@ providers
   cudnn-fused    torch.ops.aten.cudnn_convolution_relu (cuDNN's fused conv + bias + ReLU; forward only: it has
                  no autograd formula, so its fwd+bwd cases are skipped with the error)
   torch-compile  torch.compile(relu(F.conv2d(...)), mode=$BENCH_CONV_COMPILE_MODE, default "max-autotune")
-CPU (test_conv2d_relu_cpu): batch 2, fp32, channels_last, two small layers (conv1-like 3 -> 16 11x11/4 on 63x63;
-conv2-like 48 -> 64 5x5 p2 groups 2 on 27x27), fwd and fwd+bwd: ours-cpu (conv2d_relu(backend="auto")) vs
-torch-cpu (torch.relu(F.conv2d(...))).  The Triton kernels are not run on the CPU (the interpreter is far too
+CPU (test_conv2d_relu_cpu): fp32, channels_last, AlexNet's conv1 and conv2 at batch 32 and 1 (fwd) and at batch 1
+(fwd+bwd): ours-cpu (conv2d_relu(backend="auto")) vs torch-cpu (torch.relu(F.conv2d(...))) and the peers
+(benchlib/peers.py: torch-compile (mode "default"), and an ONNX Conv -> Relu graph in onnxruntime and OpenVINO, which
+read NCHW, forward only); all providers of a case timed interleaved (benchlib/interleave.py).  The Triton kernels are not run on the CPU (the interpreter is far too
 slow for a benchmark; tests/ covers them under TRITON_INTERPRET=1).
 
 Cells: median ms, TFLOP/s of the FLOP model (2 N OH OW Cout (Cin/groups) KH KW per forward, 3x that for
@@ -78,22 +79,22 @@ LAYERS = (
     Layer("conv4", 384, 384, 3, 1, 1, 2, 13, GPU_BATCH),
     Layer("conv5", 384, 256, 3, 1, 1, 2, 13, GPU_BATCH),
 )
-CPU_LAYERS = (
-    Layer("conv1-like", 3, 16, 11, 4, 0, 1, 63, 2),
-    Layer("conv2-like", 48, 64, 5, 1, 2, 2, 27, 2),
-)
+# CPU: AlexNet's conv1 and conv2 at batch 32 and 1 (forward), and at batch 1 (forward + backward)
+CPU_LAYERS = tuple(layer._replace(batch=batch) for batch in (32, 1) for layer in LAYERS[:2])
+CPU_BWD_BATCH = 1
 MODES = ("fwd", "fwd+bwd")
 GPU_DTYPES = ("bf16", "fp16", "fp32")
 DTYPE_LABELS = {"bf16": "bf16", "fp16": "fp16", "fp32": "fp32 (TF32)"}   # GPU; the CPU runs true fp32
 DTYPE_IDS = {"bf16": "bf16", "fp16": "fp16", "fp32": "fp32-tf32"}
 GPU_PROVIDERS = ("ours", "ours-cuda", "ours-auto", "ours-bwd-triton", "ours-bwd-aten", "cudnn", "cudnn-fused", "torch-compile")
 ROUTE_PROVIDERS = {"ours-bwd-triton": "triton", "ours-bwd-aten": "aten"}   # fwd+bwd only
-CPU_PROVIDERS = ("ours-cpu", "torch-cpu")
+CPU_PROVIDERS = ("ours-cpu", "torch-cpu") + common.CPU_PEERS
+CPU_COMPILE_MODE = "default"   # max-autotune's GEMM search is for the GPU
 OURS_BACKEND = {"ours": "triton", "ours-cuda": "cuda", "ours-auto": "auto", "ours-bwd-triton": "triton",
                 "ours-bwd-aten": "triton",
                 "ours-cpu": "auto"}
 OURS = tuple(OURS_BACKEND)
-SUM_PAIRS = {"cuda": ("ours", "cudnn"), "cpu": ("ours-cpu", "torch-cpu")}   # the summary's ratio
+SUM_PAIRS = {"cuda": ("ours", "cudnn")}   # the summary's ratio (GPU: the CPU cases mix batches)
 SUM_BAR = 1.0   # issue 5: the sum over the five layers, fwd+bwd, ours vs cudnn >= 1.0x
 
 # (atol as a fraction of the reference's RMS, rtol), by dtype label.  bf16/fp16: the output rounding (2^-9,
@@ -133,9 +134,9 @@ def conv_summary(op, device, c):
     """Per mode and dtype: each provider's ms summed over the layers (only providers measured on every layer),
     and ours vs the baseline of SUM_PAIRS on that sum; on cuda, the issue's bar on the fwd+bwd sums."""
     rows = c.rows_of(op, device)
-    if not rows:
+    if not rows or device not in SUM_PAIRS:
         return [], None
-    layers = [layer_label(layer) for layer in (LAYERS if device == "cuda" else CPU_LAYERS)]
+    layers = [layer_label(layer) for layer in LAYERS]
     providers = [p for p in c.ops[op]["providers"].get(device, ()) if any(r["provider"] == p for r in rows)]
     ours, base = SUM_PAIRS[device]
     dtypes = list(dict.fromkeys(r["dtype"] for r in rows))
@@ -180,15 +181,13 @@ common.register_op(
     case_fields=("mode", "layer", "shape", "dtype", "layout"),
     providers={"cuda": GPU_PROVIDERS, "cpu": CPU_PROVIDERS},
     baselines={"cuda": ("cudnn", "cudnn-fused", "torch-compile"), "cpu": ("torch-cpu",)},
-    short_names={"ours": "ours", "ours-cuda": "cuda", "ours-auto": "auto", "ours-bwd-triton": "bwd-triton", "ours-bwd-aten": "bwd-aten",
-                 "cudnn": "cudnn", "cudnn-fused": "fused",
-                 "torch-compile": "compile", "ours-cpu": "ours", "torch-cpu": "torch"},
+    peers={"cpu": common.CPU_PEERS},
     cell="tflops", summary=conv_summary,
     notes=["op: y = relu(conv2d(x, w, b, stride, padding, dilation 1, groups)); layer = name Cin->Cout "
            "KHxKW/stride pPadding gGroups; shape = the input's (N, C, H, W); x, w (channels_last) and dy "
            "torch.randn, w scaled by 1/sqrt(fan_in) and b by 0.1 so that y is O(1)",
            "GPU layers: the 2012 AlexNet's five convs at batch 128 (groups 2 where the two towers split a "
-           "layer); CPU: two small layers at batch 2 (a harness check, not a kernel comparison: see below)",
+           "layer); CPU: conv1 and conv2 at batch 32 and 1 (fwd), batch 1 (fwd+bwd)",
            "providers: ours = alexnet_kernels.conv.conv2d_relu(backend='triton') (backward_route='auto': the "
            "faster of its two backward routes, measured once per shape); ours-cuda = backend='cuda' (the CUDA C++ "
            "implicit GEMMs, forward and backward); ours-auto = backend='auto' (the fastest "
@@ -216,7 +215,9 @@ common.register_op(
            "before it, over x.nbytes (dx itself counts 1.0); torch-compile in a CUDA-graph mode (max-autotune) "
            "draws from a pool allocated at capture, so its figure reads low",
            "bar (issue 5): the sum over the five layers of fwd+bwd ms, ours vs cudnn >= 1.0x (the summary table "
-           "after each device's cases)"])
+           "after the GPU cases)",
+           common.CPU_PEERS_NOTE % "a two-node ONNX graph Conv (weight and bias as initializers) -> Relu on the "
+           "NCHW input"])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -240,8 +241,8 @@ def conv_fn(provider, layer, x):
     if provider == "cudnn-fused":
         return lambda t, w, b: torch.ops.aten.cudnn_convolution_relu(t, w, b, [s, s], [p, p], [1, 1], g)
     if provider == "torch-compile":
-        f = common.compiled(_torch_conv_relu, (layer.name, tuple(x.shape), x.dtype, LAYOUT, COMPILE_MODE),
-                            mode=COMPILE_MODE)
+        mode = COMPILE_MODE if x.device.type == "cuda" else CPU_COMPILE_MODE
+        f = common.compiled(_torch_conv_relu, (layer.name, tuple(x.shape), x.dtype, LAYOUT, mode), mode=mode)
         return lambda t, w, b: f(t, w, b, s, p, g)
     raise ValueError("unknown provider %r" % (provider,))
 
@@ -272,7 +273,7 @@ def provider_error(provider, device):
         if not hasattr(torch.ops.aten, "cudnn_convolution_relu"):
             return "this torch has no aten::cudnn_convolution_relu"
     if provider == "torch-compile":
-        return common.torch_compile_error()
+        return common.torch_compile_error(device)
     return None
 
 
@@ -406,8 +407,9 @@ GPU_PARAMS = [pytest.param(mode, layer, dname, provider,
                            id="%s-%s-%s-%s-%s" % (mode, layer.name, DTYPE_IDS[dname], LAYOUT, provider))
               for mode in MODES for layer in LAYERS for dname in GPU_DTYPES for provider in GPU_PROVIDERS
               if mode == "fwd+bwd" or provider not in ROUTE_PROVIDERS]
-CPU_PARAMS = [pytest.param(mode, layer, provider, id="%s-%s-fp32-%s-%s" % (mode, layer.name, LAYOUT, provider))
-              for mode in MODES for layer in CPU_LAYERS for provider in CPU_PROVIDERS]
+CPU_PARAMS = [pytest.param(mode, layer, id="%s-%s-%s-fp32-%s" % (mode, layer.name, common.shape_label(
+              input_shape(layer)), LAYOUT)) for mode in MODES for layer in CPU_LAYERS
+              if mode == "fwd" or layer.batch == CPU_BWD_BATCH]
 
 
 @pytest.mark.parametrize("mode,layer,dname,provider", GPU_PARAMS)
@@ -438,18 +440,24 @@ def test_conv2d_relu_gpu(benchmark, gpu, matmul_peak, mode, layer, dname, provid
     common.record(benchmark, OP, "cuda", case, provider, ms, flops=flops(layer, mode), **extra)
 
 
-@pytest.mark.parametrize("mode,layer,provider", CPU_PARAMS)
-def test_conv2d_relu_cpu(benchmark, mode, layer, provider):
+@pytest.mark.parametrize("mode,layer", CPU_PARAMS)
+def test_conv2d_relu_cpu(benchmark, mode, layer):
     device, label = torch.device("cpu"), "fp32"
-    case = case_or_skip(benchmark, "cpu", device, mode, layer, label, provider)
-    ours = provider in OURS
-
+    case = {"mode": mode, "layer": layer_label(layer), "shape": common.shape_label(input_shape(layer)),
+            "dtype": label, "layout": LAYOUT}
     x, w, b, dy = make_inputs(layer, torch.float32, device)
-    fn, out, _, provider_fn = first_call_or_skip(provider, mode, layer, x, w, b, dy, None, "cpu", case, ours)
-    common.require_correct(OP, "cpu", case, provider, check(provider_fn, mode, layer, x, w, b, dy, out, label),
-                           ours)
-    del out
-    benchmark(fn)
-    ms = common.cpu_median_ms(benchmark, fn)
-    extra = provider_info(provider, x, w)
-    common.record(benchmark, OP, "cpu", case, provider, ms, flops=flops(layer, mode), **extra)
+    conv_fns = {}
+
+    def make(provider):
+        def build_torch():
+            err = provider_error(provider, device)
+            if err is not None:
+                return err
+            conv_fns[provider] = conv_fn(provider, layer, x)
+            return build(conv_fns[provider], mode, x, w, b, dy)
+        return common.cpu_provider_fn(provider, mode, build_torch, lambda: common.conv_relu_graph(
+            x.shape, w, b, layer.stride, layer.padding, layer.groups), x, dy.shape)
+
+    common.run_cpu_case(benchmark, OP, case, CPU_PROVIDERS, make,
+                        lambda provider, out: check(conv_fns.get(provider), mode, layer, x, w, b, dy, out, label),
+                        lambda provider: dict(flops=flops(layer, mode), **provider_info(provider, x, w)), ours=OURS)

@@ -16,8 +16,10 @@ batch 128 x (96,55,55), (256,27,27); fp32/fp16/bf16; NCHW/channels_last; modes
            x, offsets, ...) directly (offsets from one forward, untimed); the others
            torch.autograd.grad(z, x, dz, retain_graph=True) on a z computed once, untimed
   fwd+bwd  torch.autograd.grad(block(x), x, dz)
-CPU (test_relu_lrn_max_pool2d_cpu): ours-cpu (fused) vs ours-cpu-separate vs torch-cpu (the chain),
-32x96x55x55 fp32 NCHW, fwd and fwd+bwd.
+CPU (test_relu_lrn_max_pool2d_cpu): ours-cpu (fused) vs ours-cpu-separate vs torch-cpu (the chain) and the peers
+(benchlib/peers.py: torch-compile of the chain, and a three-node Relu -> LRN -> MaxPool ONNX graph in onnxruntime and
+OpenVINO, forward only), fp32 NCHW, fwd at 32x96x55x55, 32x256x27x27 and 1x256x27x27, fwd+bwd at 32x96x55x55; all
+providers of a case timed interleaved (benchlib/interleave.py).
 Unavailable providers (extension not built or built before these kernels, ...) are skipped with the
 reason, and so is a baseline whose first call raises; ours raising or computing a wrong result fails.
 """
@@ -39,11 +41,12 @@ KERNEL2, STRIDE2, PADDING2 = [KERNEL] * 2, [STRIDE] * 2, [PADDING] * 2   # the c
 
 GPU_BATCH = 128
 GPU_SHAPES = ((96, 55, 55), (256, 27, 27))   # (C, H, W)
-CPU_SHAPE = (32, 96, 55, 55)
+# CPU: (mode, input shape): AlexNet's two blocks at batch 32, the second at batch 1, fwd+bwd of the first.
+CPU_CASES = (("fwd", (32, 96, 55, 55)), ("fwd", (32, 256, 27, 27)), ("fwd", (1, 256, 27, 27)),
+             ("fwd+bwd", (32, 96, 55, 55)))
 GPU_MODES = ("fwd", "bwd", "fwd+bwd")
-CPU_MODES = ("fwd", "fwd+bwd")
 GPU_PROVIDERS = ("ours-triton", "ours-cuda", "ours-separate", "torch-eager", "torch-compile")
-CPU_PROVIDERS = ("ours-cpu", "ours-cpu-separate", "torch-cpu")
+CPU_PROVIDERS = ("ours-cpu", "ours-cpu-separate", "torch-cpu") + common.CPU_PEERS
 OURS_BACKEND = {"ours-triton": "triton", "ours-cuda": "cuda", "ours-cpu": "cpu"}   # the fused block
 SEPARATE = ("ours-separate", "ours-cpu-separate")   # our three kernels, backend="auto"
 OURS = tuple(OURS_BACKEND) + SEPARATE
@@ -62,9 +65,7 @@ common.register_op(
     providers={"cuda": GPU_PROVIDERS, "cpu": CPU_PROVIDERS},
     baselines={"cuda": ("ours-separate", "torch-compile", "torch-eager"),
                "cpu": ("ours-cpu-separate", "torch-cpu")},
-    short_names={"ours-triton": "triton", "ours-cuda": "cuda", "ours-separate": "separate",
-                 "torch-eager": "eager", "torch-compile": "compile", "ours-cpu": "ours",
-                 "ours-cpu-separate": "separate", "torch-cpu": "torch"},
+    peers={"cpu": common.CPU_PEERS},
     notes=["block: max_pool2d(local_response_norm(relu(x), size %d, alpha %g, beta %g, k %g), kernel %d, "
            "stride %d, padding %d); inputs torch.randn; shape = the input's (x, the conv output)"
            % (SIZE, ALPHA, BETA, K, KERNEL, STRIDE, PADDING),
@@ -91,7 +92,8 @@ common.register_op(
            "to the dtype may route to the other element -- and the %d channels LRN's backward spreads it to"
            % (NEAR_TIE_EPS, SIZE),
            "bar (issue): fused fwd+bwd >= 1.5x ours-separate, >= 1.3x torch-compile, >= 10x torch-eager, "
-           "with less peak memory than each"])
+           "with less peak memory than each",
+           common.CPU_PEERS_NOTE % "a three-node ONNX graph Relu -> LRN -> MaxPool"])
 
 
 def _torch_chain(t):
@@ -189,15 +191,13 @@ def provider_error(provider, device, dtype):
                 return "%s (backend='auto' -> %s): %s" % (name, backend, err)
         return None
     if provider == "torch-compile":
-        return common.torch_compile_error()
+        return common.torch_compile_error(device)
     return None
 
 
 def traffic(mode, x, z_shape, provider):
     """(bytes of the common traffic model, the fused ours' real traffic in bytes or None) -- see the notes."""
-    x_bytes = x.nbytes
-    outputs = torch.Size(z_shape).numel()
-    z_bytes = outputs * x.element_size()
+    x_bytes, z_bytes, outputs = common.in_out_bytes(x, z_shape)
     fwd, bwd = x_bytes + z_bytes, 2 * x_bytes + z_bytes   # bwd: x + dz + dx
     common_bytes = {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}[mode]
     if provider in OURS_BACKEND:   # + the offsets: written by the forward, read by the backward
@@ -205,12 +205,16 @@ def traffic(mode, x, z_shape, provider):
     return common_bytes, None
 
 
-def saved_for_backward(provider, x, layout):
-    """What autograd keeps from one forward of the provider (fwd+bwd rows), measured by hooks."""
-    xg = x.detach().requires_grad_()
-    saved = common.saved_tensor_bytes(lambda: forward_fn(provider, x, layout)(xg), xg)
-    saved["saved_x"] = saved["saved_bytes"] / x.nbytes
-    return saved
+def row_fields(provider, mode, x, dz, layout):
+    """record()'s keywords for one row: the traffic model, and for fwd+bwd what autograd keeps from one forward."""
+    traffic_bytes, min_bytes = traffic(mode, x, dz.shape, provider)
+    fields = common.saved_for_backward(forward_fn(provider, x, layout), x) if mode == "fwd+bwd" else {}
+    fields.update(provider_info(provider, x))
+    return dict(fields, traffic_bytes=traffic_bytes, min_traffic_bytes=min_bytes)
+
+
+CPU = torch.device("cpu")
+BENCH = common.OpBench(OP, output_shape, build, check_against_eager, row_fields, OURS)
 
 
 def provider_info(provider, x):
@@ -233,48 +237,15 @@ KNOWN_BAD = {
 @pytest.mark.parametrize("mode,chw,dname,layout,provider", common.gpu_params(GPU_MODES, GPU_SHAPES, GPU_PROVIDERS))
 def test_relu_lrn_max_pool2d_gpu(benchmark, gpu, mode, chw, dname, layout, provider):
     shape, dtype = (GPU_BATCH,) + tuple(chw), common.DTYPES[dname]
-    case = {"mode": mode, "shape": common.shape_label(shape), "dtype": dname, "layout": layout}
+    case = common.case_of(mode, shape, dname, layout)
     err = common.known_bad(KNOWN_BAD, (provider, shape, dtype, layout)) or provider_error(provider, gpu, dtype)
     common.begin_case(benchmark, OP, "cuda", case, provider, err)
 
-    torch.manual_seed(0)
-    x = common.make_input(shape, dtype, layout, gpu)
-    dz = common.make_input(output_shape(shape), dtype, layout, gpu)
-    torch.cuda.synchronize()
-    # first call: compilation (torch-compile, Triton), ...; a baseline that raises is skipped
-    fn, seconds = common.checked_first_call(OP, "cuda", case, provider, lambda: build(provider, mode, x, dz, layout),
-                                            lambda out: check_against_eager(provider, mode, x, dz, out),
-                                            provider in OURS, torch.cuda.synchronize)
-    extra = {"first_call_s": seconds}
-    torch.cuda.empty_cache()   # the check's fp32 reference and near-tie mask: not part of the measurements
-
-    ms, measured = common.measure_gpu(benchmark, fn, x.nbytes if mode == "fwd+bwd" else None)
-    extra.update(measured)
-    if mode == "fwd+bwd":
-        extra.update(saved_for_backward(provider, x, layout))
-    extra.update(provider_info(provider, x))
-    traffic_bytes, min_bytes = traffic(mode, x, dz.shape, provider)
-    common.record(benchmark, OP, "cuda", case, provider, ms, traffic_bytes=traffic_bytes,
-                  min_traffic_bytes=min_bytes, **extra)
+    common.run_op_gpu_case(benchmark, BENCH, mode, shape, dtype, layout, provider, case, gpu)
 
 
-@pytest.mark.parametrize("mode,provider", [
-    pytest.param(mode, provider, id="%s-%s-fp32-NCHW-%s" % (mode, common.shape_label(CPU_SHAPE), provider))
-    for mode in CPU_MODES for provider in CPU_PROVIDERS])
-def test_relu_lrn_max_pool2d_cpu(benchmark, mode, provider):
-    device, layout = torch.device("cpu"), "NCHW"
-    case = {"mode": mode, "shape": common.shape_label(CPU_SHAPE), "dtype": "fp32", "layout": layout}
-    common.begin_case(benchmark, OP, "cpu", case, provider, provider_error(provider, device, torch.float32))
-
-    torch.manual_seed(0)
-    x = common.make_input(CPU_SHAPE, torch.float32, layout, device)
-    dz = common.make_input(output_shape(CPU_SHAPE), torch.float32, layout, device)
-    fn, _ = common.checked_first_call(OP, "cpu", case, provider, lambda: build(provider, mode, x, dz, layout),
-                                      lambda out: check_against_eager(provider, mode, x, dz, out), provider in OURS)
-    benchmark(fn)
-    ms = common.cpu_median_ms(benchmark, fn)
-    extra = saved_for_backward(provider, x, layout) if mode == "fwd+bwd" else {}
-    extra.update(provider_info(provider, x))
-    traffic_bytes, min_bytes = traffic(mode, x, dz.shape, provider)
-    common.record(benchmark, OP, "cpu", case, provider, ms, traffic_bytes=traffic_bytes,
-                  min_traffic_bytes=min_bytes, **extra)
+@pytest.mark.parametrize("mode,shape", common.cpu_params(CPU_CASES))
+def test_relu_lrn_max_pool2d_cpu(benchmark, mode, shape):
+    common.run_op_cpu_case(benchmark, BENCH, mode, shape, CPU_PROVIDERS,
+                           lambda provider: provider_error(provider, CPU, torch.float32),
+                           lambda: common.relu_lrn_max_pool_graph(shape, SIZE, ALPHA, BETA, K, KERNEL, STRIDE, PADDING))

@@ -11,7 +11,9 @@ backward kernels ours-triton-v1 / ours-cuda-v1 (bwd and fwd+bwd only: the forwar
            (ours-triton-v1: the v1 kernel's entry point, triton_kernels.lrn.lrn_backward_v1);
            the others torch.autograd.grad(y, x, dy, retain_graph=True) on a y computed once, untimed
   fwd+bwd  torch.autograd.grad(lrn(x), x, dy)
-CPU (test_lrn_cpu): ours-cpu vs torch-cpu, 32x96x27x27 fp32 NCHW, fwd and fwd+bwd.
+CPU (test_lrn_cpu): ours-cpu vs torch-cpu and the peers (benchlib/peers.py: torch-compile, and a one-node ONNX LRN
+graph in onnxruntime and OpenVINO, forward only), fp32 NCHW, fwd at 32x96x55x55, 1x96x55x55 and 32x256x27x27,
+fwd+bwd at 32x96x55x55; all providers of a case timed interleaved (benchlib/interleave.py).
 Unavailable providers (extension not built, cuDNN rejecting a dtype, ...) are skipped with the reason.
 """
 
@@ -31,14 +33,15 @@ SIZE, ALPHA, BETA, K = 5, 1e-4, 0.75, 2.0
 
 GPU_BATCH = 128
 GPU_SHAPES = ((96, 55, 55), (96, 27, 27), (256, 27, 27), (256, 13, 13))   # (C, H, W)
-CPU_SHAPE = (32, 96, 27, 27)
+# CPU: (mode, input shape) -- the batch-32 and batch-1 forward of AlexNet's two LRN layers' shapes, and fwd+bwd.
+CPU_CASES = (("fwd", (32, 96, 55, 55)), ("fwd", (1, 96, 55, 55)), ("fwd", (32, 256, 27, 27)),
+             ("fwd+bwd", (32, 96, 55, 55)))
 DTYPES = common.DTYPES
 LAYOUTS = common.LAYOUTS
 GPU_MODES = ("fwd", "bwd", "fwd+bwd")
-CPU_MODES = ("fwd", "fwd+bwd")
 GPU_PROVIDERS = ("ours-triton", "ours-triton-v1", "ours-cuda", "ours-cuda-v1", "cudnn", "torch-eager",
                  "torch-compile")
-CPU_PROVIDERS = ("ours-cpu", "torch-cpu")
+CPU_PROVIDERS = ("ours-cpu", "torch-cpu") + common.CPU_PEERS
 OURS_BACKEND = {"ours-triton": "triton", "ours-triton-v1": "triton", "ours-cuda": "cuda", "ours-cuda-v1": "cuda",
                 "ours-cpu": "cpu"}
 # The backward kernel variant each of ours runs (the previous kernels stay until a GPU run decides), each
@@ -89,10 +92,7 @@ common.register_op(
     OP, title="LRN",
     case_fields=("mode", "shape", "dtype", "layout"),
     providers={"cuda": GPU_PROVIDERS, "cpu": CPU_PROVIDERS},
-    baselines={"cuda": ("cudnn", "torch-eager"), "cpu": ("torch-cpu",)},
-    short_names={"ours-triton": "triton", "ours-triton-v1": "triton-v1", "ours-cuda": "cuda",
-                 "ours-cuda-v1": "cuda-v1", "cudnn": "cudnn", "torch-eager": "eager",
-                 "torch-compile": "compile", "ours-cpu": "ours", "torch-cpu": "torch"},
+    baselines={"cuda": ("cudnn", "torch-eager"), "cpu": ("torch-cpu",)}, peers={"cpu": common.CPU_PEERS},
     notes=["LRN parameters: size %d, alpha %g, beta %g, k %g; inputs torch.randn" % (SIZE, ALPHA, BETA, K),
            "modes: fwd = y = lrn(x); bwd = the backward alone (ours: the lrn_backward op; others: "
            "autograd.grad(y, x, dy, retain_graph=True) on a y computed outside the timing); "
@@ -103,7 +103,9 @@ common.register_op(
            "peak extra mem (fwd+bwd only): max_memory_allocated during one fwd+bwd minus the memory "
            "allocated before it (x and dy preallocated), over x.nbytes; dx itself counts 1.0",
            "torch-compile: torch.compile(F.local_response_norm, dynamic=False), compiled once per (shape, "
-           "dtype, layout) and reused across modes (an inference and a training graph)"])
+           "dtype, layout) and reused across modes (an inference and a training graph)",
+           common.CPU_PEERS_NOTE % "a one-node ONNX LRN graph (size %d, alpha %g, beta %g, bias %g)"
+           % (SIZE, ALPHA, BETA, K)])
 
 
 def _torch_lrn(t):
@@ -142,9 +144,14 @@ def check_against_eager(provider, mode, x, dy, out):
     return None if err is None else "%s %s result differs from torch eager (fp32): %s" % (provider, mode, err)
 
 
-def require_correct(provider, mode, x, dy, out, device_type, case):
-    common.require_correct(OP, device_type, case, provider, check_against_eager(provider, mode, x, dy, out),
-                           ours=provider in OURS_BACKEND)
+def row_fields(provider, mode, x, dy, layout):
+    """record()'s keywords for one row: the traffic model in x-sized tensors, and ours' own minimum."""
+    return dict(tensor_bytes=x.nbytes, tensors=TRAFFIC[mode],
+                min_tensors=OURS_MIN_TRAFFIC[mode] if provider in OURS_BACKEND else None)
+
+
+CPU = torch.device("cpu")
+BENCH = common.OpBench(OP, lambda shape: shape, build, check_against_eager, row_fields, tuple(OURS_BACKEND))
 
 
 _cudnn_probe = {}
@@ -190,55 +197,23 @@ def provider_error(provider, dtype, layout, device):
     if provider == "cudnn":
         return cudnn_error(dtype, layout, device)
     if provider == "torch-compile":
-        return common.torch_compile_error()
+        return common.torch_compile_error(device)
     return None
-
-
-shape_label = common.shape_label
 
 
 @pytest.mark.parametrize("mode,chw,dname,layout,provider", common.gpu_params(GPU_MODES, GPU_SHAPES, GPU_PROVIDERS))
 def test_lrn_gpu(benchmark, gpu, mode, chw, dname, layout, provider):
     shape, dtype = (GPU_BATCH,) + tuple(chw), DTYPES[dname]
-    case = {"mode": mode, "shape": shape_label(shape), "dtype": dname, "layout": layout}
+    case = common.case_of(mode, shape, dname, layout)
     err = known_bad(provider, shape, dtype, layout) or provider_error(provider, dtype, layout, gpu)
     if err is None and provider in VARIANT and mode == "fwd":
         err = "%s differs from %s only in the backward kernel" % (provider, provider[:-3])
     common.begin_case(benchmark, OP, "cuda", case, provider, err)
-    _run_gpu_case(benchmark, gpu, mode, shape, dtype, layout, provider, case)
+    common.run_op_gpu_case(benchmark, BENCH, mode, shape, dtype, layout, provider, case, gpu)
 
 
-def _run_gpu_case(benchmark, gpu, mode, shape, dtype, layout, provider, case):
-    torch.manual_seed(0)
-    x = common.make_input(shape, dtype, layout, gpu)
-    dy = common.make_input(shape, dtype, layout, gpu)
-    torch.cuda.synchronize()
-    # first call: compilation (torch-compile, Triton), cuDNN handle, ...
-    fn, out, seconds = common.first_call(lambda: build(provider, mode, x, dy, layout), torch.cuda.synchronize)
-    extra = {"first_call_s": seconds}
-    require_correct(provider, mode, x, dy, out, "cuda", case)
-    del out
-
-    ms, measured = common.measure_gpu(benchmark, fn, x.nbytes if mode == "fwd+bwd" else None)
-    extra.update(measured)
-    common.record(benchmark, OP, "cuda", case, provider, ms, x.nbytes, TRAFFIC[mode],
-                  OURS_MIN_TRAFFIC[mode] if provider in OURS_BACKEND else None, **extra)
-
-
-@pytest.mark.parametrize("mode,provider", [
-    pytest.param(mode, provider, id="%s-%s-fp32-NCHW-%s" % (mode, shape_label(CPU_SHAPE), provider))
-    for mode in CPU_MODES for provider in CPU_PROVIDERS])
-def test_lrn_cpu(benchmark, mode, provider):
-    device, layout = torch.device("cpu"), "NCHW"
-    case = {"mode": mode, "shape": shape_label(CPU_SHAPE), "dtype": "fp32", "layout": layout}
-    common.begin_case(benchmark, OP, "cpu", case, provider, provider_error(provider, torch.float32, layout, device))
-
-    torch.manual_seed(0)
-    x = common.make_input(CPU_SHAPE, torch.float32, layout, device)
-    dy = common.make_input(CPU_SHAPE, torch.float32, layout, device)
-    fn = build(provider, mode, x, dy, layout)
-    require_correct(provider, mode, x, dy, fn(), "cpu", case)
-    benchmark(fn)
-    ms = common.cpu_median_ms(benchmark, fn)
-    common.record(benchmark, OP, "cpu", case, provider, ms, x.nbytes, TRAFFIC[mode],
-                  OURS_MIN_TRAFFIC[mode] if provider in OURS_BACKEND else None)
+@pytest.mark.parametrize("mode,shape", common.cpu_params(CPU_CASES))
+def test_lrn_cpu(benchmark, mode, shape):
+    common.run_op_cpu_case(benchmark, BENCH, mode, shape, CPU_PROVIDERS,
+                           lambda provider: provider_error(provider, torch.float32, "NCHW", CPU),
+                           lambda: common.lrn_graph(shape, SIZE, ALPHA, BETA, K))

@@ -12,7 +12,9 @@ fp32/fp16/bf16; NCHW/channels_last; modes
            directly (offsets from one forward, untimed), ours-triton-recompute its backward kernel on
            (x, dy); the others torch.autograd.grad(y, x, dy, retain_graph=True) on a y computed once, untimed
   fwd+bwd  torch.autograd.grad(max_pool2d(x), x, dy)
-CPU (test_max_pool2d_cpu): ours-cpu vs torch-cpu, 32x96x55x55 fp32 NCHW, fwd and fwd+bwd.
+CPU (test_max_pool2d_cpu): ours-cpu vs torch-cpu and the peers (benchlib/peers.py: torch-compile, and a one-node
+ONNX MaxPool in onnxruntime and OpenVINO, forward only), fp32 NCHW, fwd at 32x96x55x55 and 1x96x55x55, fwd+bwd at
+32x96x55x55; all providers of a case timed interleaved (benchlib/interleave.py).
 Unavailable providers (extension not built or built before the pool kernels, ...) are skipped with the
 reason, and so is a baseline whose first call raises; ours raising or computing a wrong result fails.
 """
@@ -33,12 +35,11 @@ KERNEL2, STRIDE2, PADDING2 = [KERNEL] * 2, [STRIDE] * 2, [PADDING] * 2   # the c
 
 GPU_BATCH = 128
 GPU_SHAPES = ((96, 55, 55), (256, 27, 27), (256, 13, 13))   # (C, H, W)
-CPU_SHAPE = (32, 96, 55, 55)
+CPU_CASES = (("fwd", (32, 96, 55, 55)), ("fwd", (1, 96, 55, 55)), ("fwd+bwd", (32, 96, 55, 55)))   # (mode, shape)
 GPU_MODES = ("fwd", "bwd", "fwd+bwd")
-CPU_MODES = ("fwd", "fwd+bwd")
 RECOMPUTE = "ours-triton-recompute"
 GPU_PROVIDERS = ("ours-triton", "ours-cuda", RECOMPUTE, "torch-eager", "torch-compile")
-CPU_PROVIDERS = ("ours-cpu", "torch-cpu")
+CPU_PROVIDERS = ("ours-cpu", "torch-cpu") + common.CPU_PEERS
 OURS_BACKEND = {"ours-triton": "triton", "ours-cuda": "cuda", "ours-cpu": "cpu"}   # through the public API
 OURS = tuple(OURS_BACKEND) + (RECOMPUTE,)
 EXT_FUNCTIONS = ("max_pool2d_forward", "max_pool2d_backward")   # what the C++ backends need in _C
@@ -48,8 +49,7 @@ common.register_op(
     case_fields=("mode", "shape", "dtype", "layout"),
     providers={"cuda": GPU_PROVIDERS, "cpu": CPU_PROVIDERS},
     baselines={"cuda": ("torch-eager", "torch-compile"), "cpu": ("torch-cpu",)},
-    short_names={"ours-triton": "triton", "ours-cuda": "cuda", RECOMPUTE: "recompute", "torch-eager": "eager",
-                 "torch-compile": "compile", "ours-cpu": "ours", "torch-cpu": "torch"},
+    peers={"cpu": common.CPU_PEERS},
     notes=["pool parameters: kernel %d, stride %d, padding %d, dilation 1, floor mode; inputs torch.randn; "
            "shape = the input's" % (KERNEL, STRIDE, PADDING),
            "modes: fwd = y = max_pool2d(x); bwd = the backward alone (ours: the max_pool2d_backward op on "
@@ -77,7 +77,9 @@ common.register_op(
            "torch-compile: torch.compile(F.max_pool2d, dynamic=False), compiled once per (shape, dtype, "
            "layout) and reused across modes (an inference and a training graph)",
            "bar (issue): forward >= 1.5x torch in fp32 and >= 2x in fp16/bf16; forward+backward >= 2x torch; "
-           "in every layout; CPU: ours >= torch (fp32 32x96x55x55)"])
+           "in every layout; CPU: ours >= torch (fp32 32x96x55x55)",
+           common.CPU_PEERS_NOTE % "a one-node ONNX MaxPool (kernel %d, stride %d, pads %d)"
+           % (KERNEL, STRIDE, PADDING)])
 
 
 def _torch_pool(t):
@@ -157,20 +159,17 @@ def check_against_eager(provider, mode, x, dy, out):
 
 
 def provider_error(provider, device):
+    """None if the provider can run on device here, else why not."""
+    if provider == "torch-compile":
+        return common.torch_compile_error(device)
     if provider == RECOMPUTE:
         return common.ours_error("triton", device)
-    if provider in OURS_BACKEND:
-        return common.ours_error(OURS_BACKEND[provider], device, EXT_FUNCTIONS)
-    if provider == "torch-compile":
-        return common.torch_compile_error()
-    return None
+    return common.ours_error(OURS_BACKEND[provider], device, EXT_FUNCTIONS) if provider in OURS_BACKEND else None
 
 
 def traffic(mode, x, y_shape, provider):
     """(bytes of the common traffic model, ours' real traffic in bytes or None) -- see the notes."""
-    x_bytes = x.nbytes
-    outputs = torch.Size(y_shape).numel()
-    y_bytes = outputs * x.element_size()
+    x_bytes, y_bytes, outputs = common.in_out_bytes(x, y_shape)
     common_bytes = {"fwd": 1, "bwd": 1, "fwd+bwd": 2}[mode] * (x_bytes + y_bytes)
     if provider == RECOMPUTE:   # no offsets; the backward reads x, dy, writes dx
         return common_bytes, {"fwd": x_bytes + y_bytes, "bwd": 2 * x_bytes + y_bytes,
@@ -180,55 +179,28 @@ def traffic(mode, x, y_shape, provider):
     return common_bytes, None
 
 
-def saved_for_backward(provider, x, layout):
-    """What autograd keeps from one forward of the provider (fwd+bwd rows), measured by hooks."""
-    xg = x.detach().requires_grad_()
-    saved = common.saved_tensor_bytes(lambda: forward_fn(provider, x, layout)(xg), xg)
-    saved["saved_x"] = saved["saved_bytes"] / x.nbytes
-    return saved
+def row_fields(provider, mode, x, dy, layout):
+    """record()'s keywords for one row: the traffic model, and for fwd+bwd what autograd keeps from one forward."""
+    traffic_bytes, min_bytes = traffic(mode, x, dy.shape, provider)
+    fields = common.saved_for_backward(forward_fn(provider, x, layout), x) if mode == "fwd+bwd" else {}
+    return dict(fields, traffic_bytes=traffic_bytes, min_traffic_bytes=min_bytes)
+
+
+CPU = torch.device("cpu")
+BENCH = common.OpBench(OP, output_shape, build, check_against_eager, row_fields, OURS)
 
 
 @pytest.mark.parametrize("mode,chw,dname,layout,provider", common.gpu_params(GPU_MODES, GPU_SHAPES, GPU_PROVIDERS))
 def test_max_pool2d_gpu(benchmark, gpu, mode, chw, dname, layout, provider):
     shape, dtype = (GPU_BATCH,) + tuple(chw), common.DTYPES[dname]
-    case = {"mode": mode, "shape": common.shape_label(shape), "dtype": dname, "layout": layout}
+    case = common.case_of(mode, shape, dname, layout)
     common.begin_case(benchmark, OP, "cuda", case, provider, provider_error(provider, gpu))
 
-    torch.manual_seed(0)
-    x = common.make_input(shape, dtype, layout, gpu)
-    dy = common.make_input(output_shape(shape), dtype, layout, gpu)
-    torch.cuda.synchronize()
-    # first call: compilation (torch-compile, Triton), ...; a baseline that raises is skipped
-    fn, seconds = common.checked_first_call(OP, "cuda", case, provider, lambda: build(provider, mode, x, dy, layout),
-                                            lambda out: check_against_eager(provider, mode, x, dy, out),
-                                            provider in OURS, torch.cuda.synchronize)
-    extra = {"first_call_s": seconds}
-
-    ms, measured = common.measure_gpu(benchmark, fn, x.nbytes if mode == "fwd+bwd" else None)
-    extra.update(measured)
-    if mode == "fwd+bwd":
-        extra.update(saved_for_backward(provider, x, layout))
-    traffic_bytes, min_bytes = traffic(mode, x, dy.shape, provider)
-    common.record(benchmark, OP, "cuda", case, provider, ms, traffic_bytes=traffic_bytes,
-                  min_traffic_bytes=min_bytes, **extra)
+    common.run_op_gpu_case(benchmark, BENCH, mode, shape, dtype, layout, provider, case, gpu)
 
 
-@pytest.mark.parametrize("mode,provider", [
-    pytest.param(mode, provider, id="%s-%s-fp32-NCHW-%s" % (mode, common.shape_label(CPU_SHAPE), provider))
-    for mode in CPU_MODES for provider in CPU_PROVIDERS])
-def test_max_pool2d_cpu(benchmark, mode, provider):
-    device, layout = torch.device("cpu"), "NCHW"
-    case = {"mode": mode, "shape": common.shape_label(CPU_SHAPE), "dtype": "fp32", "layout": layout}
-    common.begin_case(benchmark, OP, "cpu", case, provider, provider_error(provider, device))
-
-    torch.manual_seed(0)
-    x = common.make_input(CPU_SHAPE, torch.float32, layout, device)
-    dy = common.make_input(output_shape(CPU_SHAPE), torch.float32, layout, device)
-    fn, _ = common.checked_first_call(OP, "cpu", case, provider, lambda: build(provider, mode, x, dy, layout),
-                                      lambda out: check_against_eager(provider, mode, x, dy, out), provider in OURS)
-    benchmark(fn)
-    ms = common.cpu_median_ms(benchmark, fn)
-    extra = saved_for_backward(provider, x, layout) if mode == "fwd+bwd" else {}
-    traffic_bytes, min_bytes = traffic(mode, x, dy.shape, provider)
-    common.record(benchmark, OP, "cpu", case, provider, ms, traffic_bytes=traffic_bytes,
-                  min_traffic_bytes=min_bytes, **extra)
+@pytest.mark.parametrize("mode,shape", common.cpu_params(CPU_CASES))
+def test_max_pool2d_cpu(benchmark, mode, shape):
+    common.run_op_cpu_case(benchmark, BENCH, mode, shape, CPU_PROVIDERS,
+                           lambda provider: provider_error(provider, CPU),
+                           lambda: common.max_pool_graph(shape, KERNEL, STRIDE, PADDING))

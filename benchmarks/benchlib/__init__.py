@@ -6,6 +6,8 @@
   ceilings  the copy bandwidth and matmul peak (GPU), the CPU probes for the pictures
   cases     dtypes, layouts, inputs, the correctness check, first_call(), gpu_params()
   tables    the summary tables;  plots  the pictures;  results  the results files and their environment
+  peers     the CPU peers: ONNX graphs (onnx package) run by onnxruntime and OpenVINO, fp32, torch's threads
+  interleave  CPU cases: every provider checked, then timed in interleaved rounds, the stall rule
 Assigning a name on the package (benchlib.gpu_time_ms = ..., monkeypatch.setattr(benchlib, "REPEATS", ...))
 rebinds it in every module that holds it, so a patch takes effect where the name is used.
 
@@ -20,7 +22,9 @@ GPU timing: triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"
 exist in Triton 3.6 and 3.8; do_bench flushes L2 before every timed call.  Then gpu_pedantic() runs
 a few synchronised rounds through pytest-benchmark so that it has its record; the numbers reported
 (ms, GB/s, ...) are do_bench's medians.
-CPU timing: pytest-benchmark's own (benchmark(fn)); ms is the median of its rounds.
+CPU timing: interleave.run_cpu_case -- every provider of a case timed in the same process over rounds, the
+order rotated each round, ms the median of its round medians, a provider whose rounds disagree beyond
+STALL_BOUND measured again and, if still so, recorded as stalled (no ratio printed).
 
 Bandwidth: GB/s = (tensors moved x bytes per tensor) / time -- or bytes moved / time for ops whose
 tensors differ in size (record(traffic_bytes=...)) -- with GB = 1e9 bytes and each op's traffic model
@@ -54,9 +58,9 @@ Environment:
 import sys
 import types
 
-from . import cases, ceilings, collect, plots, results, tables, timing
+from . import cases, ceilings, collect, interleave, peers, plots, results, tables, timing
 
-MODULES = (collect, timing, ceilings, cases, tables, plots, results)
+MODULES = (collect, timing, ceilings, cases, tables, plots, results, peers, interleave)
 
 for _module in MODULES:
     for _name, _value in vars(_module).items():

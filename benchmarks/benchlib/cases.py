@@ -3,6 +3,7 @@ tolerances, a case's start (its group, or the skip), the first call (which compi
 raises) and its check, the torch providers' and autograd modes' timed functions, saved-for-backward bytes, the
 cuDNN flags of the convolution benchmarks and the pytest params of an op's GPU grid.
 """
+import collections
 import contextlib
 import os
 import time
@@ -10,8 +11,8 @@ import time
 import pytest
 import torch
 
-from .collect import skip
-from .timing import compiled
+from .collect import record, skip
+from .timing import compiled, measure_gpu
 
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -77,8 +78,11 @@ def require_correct(op, device, case, provider, err, ours):
     skip(op, device, case, provider, "wrong result, not timed: " + err)
 
 
-def torch_compile_error():
-    """None if the torch-compile provider can run on cuda here (inductor generates Triton), else why not."""
+def torch_compile_error(device=None):
+    """None if the torch-compile provider can run on `device` here (on cuda, the default, Inductor generates
+    Triton; on the CPU, C++: a compile that fails there skips the provider at its first call), else why not."""
+    if device is not None and torch.device(device).type == "cpu":
+        return None
     from alexnet_kernels import _backends
     err = _backends.triton_error()
     return "inductor needs Triton on cuda: " + err if err else None
@@ -146,6 +150,41 @@ def saved_tensor_bytes(fn, input=None):
             "saved_input_bytes": sum(b for b, is_input in packed.values() if is_input)}
 
 
+def saved_for_backward(forward, x):
+    """What autograd keeps from one forward(x) (fwd+bwd rows), measured by saved_tensor_bytes, and saved_x: that
+    over x.nbytes (x itself counts 1.0 when kept)."""
+    xg = x.detach().requires_grad_()
+    saved = saved_tensor_bytes(lambda: forward(xg), xg)
+    saved["saved_x"] = saved["saved_bytes"] / x.nbytes
+    return saved
+
+
+def case_of(mode, shape, dname, layout):
+    """The row fields of a (mode, shape, dtype, layout) case."""
+    return {"mode": mode, "shape": shape_label(shape), "dtype": dname, "layout": layout}
+
+
+def seeded_inputs(shape, out_shape, dtype, layout, device):
+    """(x of shape, the output gradient of out_shape): make_input after torch.manual_seed(0), so every provider
+    of a case sees the same tensors."""
+    torch.manual_seed(0)
+    return make_input(shape, dtype, layout, device), make_input(out_shape, dtype, layout, device)
+
+
+def in_out_bytes(x, out_shape):
+    """(x's bytes, the bytes of an output of out_shape in x's dtype, that output's elements): a traffic model's
+    terms."""
+    outputs = torch.Size(out_shape).numel()
+    return x.nbytes, outputs * x.element_size(), outputs
+
+
+def cpu_params(cases):
+    """pytest params (mode, shape) of an op's CPU cases ((mode, input shape) pairs: fp32 NCHW), with ids
+    mode-shape-fp32-NCHW: one test per case, all providers in it (interleave.run_cpu_case)."""
+    return [pytest.param(mode, tuple(shape), id="%s-%s-fp32-NCHW" % (mode, shape_label(shape)))
+            for mode, shape in cases]
+
+
 def gpu_params(modes, shapes, providers, layouts=None):
     """pytest params (mode, (C, H, W), dtype name, layout, provider) over the whole GPU grid of an op, with
     ids mode-shape-dtype-layout-provider (select with -k).  layouts: the layout labels (default LAYOUTS;
@@ -209,3 +248,33 @@ def checked_first_call(op, device, case, provider, make_fn, check, ours, sync=No
     fn, out, seconds = first_call(make_fn, sync, skip_as=None if ours else (op, device, case, provider))
     require_correct(op, device, case, provider, check(out), ours)
     return fn, seconds
+
+
+# What the shared test bodies need of an op's benchmark (bench_lrn, bench_pool, bench_fused):
+#   op                  the registered op name
+#   output_shape(shape) the output's shape for an input of shape (the output gradient's)
+#   build(provider, mode, x, dy, layout)                  the function to time
+#   check(provider, mode, x, dy, out) -> None or the mismatch
+#   row_fields(provider, mode, x, dy, layout) -> record()'s keywords (traffic model, extras)
+#   ours                the providers that must work (a raise or a wrong result fails the test)
+OpBench = collections.namedtuple("OpBench", "op output_shape build check row_fields ours")
+
+
+def run_op_gpu_case(benchmark, bench, mode, shape, dtype, layout, provider, case, device):
+    """One GPU test of an OpBench: seeded inputs, then run_gpu_case (peak memory measured for fwd+bwd)."""
+    x, dy = seeded_inputs(shape, bench.output_shape(shape), dtype, layout, device)
+    return run_gpu_case(benchmark, bench.op, case, provider, lambda: bench.build(provider, mode, x, dy, layout),
+                        lambda out: bench.check(provider, mode, x, dy, out), provider in bench.ours,
+                        x.nbytes if mode == "fwd+bwd" else None,
+                        lambda: bench.row_fields(provider, mode, x, dy, layout))
+
+
+def run_gpu_case(benchmark, op, case, provider, make_fn, check, ours, peak_ref_nbytes, row_fields):
+    """The body of a GPU test: checked_first_call (compilation included: first_call_s), the check's memory
+    released, measure_gpu (peak extra memory over peak_ref_nbytes when given), and the row recorded with
+    row_fields() (record()'s keywords: the traffic model and the provider's extras)."""
+    torch.cuda.synchronize()
+    fn, seconds = checked_first_call(op, "cuda", case, provider, make_fn, check, ours, torch.cuda.synchronize)
+    torch.cuda.empty_cache()   # the check's reference: not part of the measurements
+    ms, measured = measure_gpu(benchmark, fn, peak_ref_nbytes)
+    return record(benchmark, op, "cuda", case, provider, ms, first_call_s=seconds, **measured, **row_fields())

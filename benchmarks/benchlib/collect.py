@@ -37,21 +37,38 @@ class Collector:
     def update_speedups(self, op, device, key):
         """speedup_vs_<baseline> = baseline ms / row ms, for every row of the case, and when both were timed in
         repeats speedup_vs_<baseline>_range = [the baseline's fastest repeat / the row's slowest, the
-        baseline's slowest / the row's fastest]: how far the noise of the two measurements can move the ratio."""
-        rows = self.rows_of(op, device, key)
+        baseline's slowest / the row's fastest]: how far the noise of the two measurements can move the ratio.
+        A stalled row (interleave.py's stall rule) is in no ratio, as baseline or as row.  With peers declared
+        for the device (register_op(peers=...)), the rows also get speedup_vs_best_peer against the fastest peer
+        of the case (best_peer names it)."""
+        rows = [r for r in self.rows_of(op, device, key) if not r.get("stalled")]
         by_provider = {r["provider"]: r for r in rows}
         for base in self.ops[op]["baselines"].get(device, ()):
-            b = by_provider.get(base)
-            if b is None or not b["ms"] > 0:
-                continue
+            _set_speedup(rows, by_provider.get(base), speedup_field(base))
+        peers = [by_provider[p] for p in self.ops[op].get("peers", {}).get(device, ())
+                 if p in by_provider and by_provider[p]["ms"] > 0]
+        if peers:
+            best = min(peers, key=lambda r: r["ms"])
+            _set_speedup(rows, best, BEST_PEER)
             for r in rows:
-                if r["ms"] > 0:
-                    f = speedup_field(base)
-                    r[f] = b["ms"] / r["ms"]
-                    lo_b, hi_b = b.get("ms_range") or (None, None)
-                    lo_r, hi_r = r.get("ms_range") or (None, None)
-                    if r is not b and lo_b and lo_r:
-                        r[f + "_range"] = [lo_b / hi_r, hi_b / lo_r]
+                r["best_peer"] = best["provider"]
+
+
+BEST_PEER = "speedup_vs_best_peer"
+
+
+def _set_speedup(rows, base, field):
+    """rows' field = base ms / row ms, and field_range = [base's fastest repeat / the row's slowest, base's slowest /
+    the row's fastest] when both were timed in repeats."""
+    if base is None or not base["ms"] > 0:
+        return
+    for r in rows:
+        if r["ms"] > 0:
+            r[field] = base["ms"] / r["ms"]
+            lo_b, hi_b = base.get("ms_range") or (None, None)
+            lo_r, hi_r = r.get("ms_range") or (None, None)
+            if r is not base and lo_b and lo_r:
+                r[field + "_range"] = [lo_b / hi_r, hi_b / lo_r]
 
 
 COLLECTOR = Collector()
@@ -62,7 +79,7 @@ def speedup_field(baseline):
 
 
 def register_op(op, *, title, case_fields, providers, baselines, short_names=None, notes=(),
-                collector=None, cell="gbps", rate_unit="items/s", summary=None):
+                collector=None, cell="gbps", rate_unit="items/s", summary=None, peers=None):
     """Declare an op's benchmark.
 
     case_fields: the row fields that identify a case (e.g. mode, shape, dtype, layout), in table order.
@@ -75,6 +92,8 @@ def register_op(op, *, title, case_fields, providers, baselines, short_names=Non
         (items/s in rate_unit: rows recorded with items=).
     summary: None, or summary(op, device, collector) -> (markdown lines, JSON-able data) printed after the
         device's table and stored in the results JSON under "summary" (e.g. a total over the cases).
+    peers: {device type: (provider names...)}: what a user would run instead of ours; every row gets a speed-up
+        against the fastest of them that ran (and did not stall) in its case: the "vs best peer" column.
     """
     if cell not in ("gbps", "tflops", "rate"):
         raise ValueError("register_op(): cell must be 'gbps', 'tflops' or 'rate', got %r" % (cell,))
@@ -83,22 +102,26 @@ def register_op(op, *, title, case_fields, providers, baselines, short_names=Non
                  "providers": {d: tuple(p) for d, p in providers.items()},
                  "baselines": {d: tuple(b) for d, b in baselines.items()},
                  "short_names": dict(short_names or {}), "notes": list(notes),
-                 "cell": cell, "rate_unit": rate_unit, "summary": summary}
+                 "cell": cell, "rate_unit": rate_unit, "summary": summary,
+                 "peers": {d: tuple(p) for d, p in (peers or {}).items()}}
 
 
-def skip(op, device, case, provider, reason, collector=None):
-    """Skip this provider for this case (pytest.skip), keeping the reason for the summary."""
+def skip(op, device, case, provider, reason, collector=None, stop=True):
+    """Skip this provider for this case (pytest.skip; stop=False only notes it, for a test that times several
+    providers), keeping the reason for the summary."""
     c = collector or COLLECTOR
     row = {"op": op, "device": device}
     row.update(case)
     row.update(provider=provider, reason=reason)
     c.skips.append(row)
     c.case_order.setdefault(c.case_key(op, device, row), None)
-    pytest.skip("%s not available: %s" % (provider, reason))
+    if stop:
+        pytest.skip("%s not available: %s" % (provider, reason))
 
 
 def record(benchmark, op, device, case, provider, ms, tensor_bytes=None, tensors=None, min_tensors=None,
-           collector=None, *, traffic_bytes=None, min_traffic_bytes=None, flops=None, items=None, **extra):
+           collector=None, *, traffic_bytes=None, min_traffic_bytes=None, flops=None, items=None, copy_gbps=None,
+           **extra):
     """Store one measured row (into benchmark.extra_info when a fixture is given) and return it.
 
     ms: the median time.  The traffic model (the same for every provider so the GB/s are comparable), either
@@ -110,6 +133,8 @@ def record(benchmark, op, device, case, provider, ms, tensor_bytes=None, tensors
     flops (keyword): the floating-point operations of one call (the same model for every provider): adds
       flops, tflops and, on cuda once gpu_matmul_tflops() ran, matmul_tflops and pct_of_matmul.
     items (keyword): the items one call processes (e.g. images of a training step): adds items, items_per_s.
+    copy_gbps (keyword): the copy bandwidth to state % of copy against (a CPU case's own copy probe, timed in
+      its rounds); default: the session's (gpu_copy_bandwidth_gbps on cuda, cpu_ceilings on the CPU).
     extra: more fields (peak_mem_x, first_call_s, ...); ms_repeats: the medians of REPEATS consecutive slices of
       the timed calls (measure_gpu returns it; cpu_median_ms leaves it in benchmark.extra_info), from which the
       row gets ms_range = [lowest, highest] and its speed-ups their ranges."""
@@ -144,11 +169,13 @@ def record(benchmark, op, device, case, provider, ms, tensor_bytes=None, tensors
         if min_traffic_bytes is not None and min_traffic_bytes != traffic_bytes:
             row["min_traffic_bytes"] = int(min_traffic_bytes)
             row["gbps_min_traffic"] = min_traffic_bytes / (ms * 1e-3) / GB
-    if device == "cuda" and c.copy_gbps:
-        row["copy_gbps"] = c.copy_gbps
-        row["pct_of_copy"] = 100.0 * row["gbps"] / c.copy_gbps
+    if copy_gbps is None:
+        copy_gbps = c.copy_gbps if device == "cuda" else (c.cpu_ceilings or {}).get("copy_gbps")
+    if copy_gbps and "gbps" in row:
+        row["copy_gbps"] = copy_gbps
+        row["pct_of_copy"] = 100.0 * row["gbps"] / copy_gbps
         if "gbps_min_traffic" in row:
-            row["pct_of_copy_min_traffic"] = 100.0 * row["gbps_min_traffic"] / c.copy_gbps
+            row["pct_of_copy_min_traffic"] = 100.0 * row["gbps_min_traffic"] / copy_gbps
     if flops is not None:
         row.update(flops=int(flops), tflops=flops / (ms * 1e-3) / 1e12)
         if device == "cuda" and c.matmul_tflops:

@@ -15,6 +15,8 @@ from .timing import DO_BENCH_KWARGS
 from .ceilings import MATMUL_N
 from .tables import CELL_DESCRIPTIONS, SPEEDUP_DESCRIPTION, case_table, devices_of, op_summary_lines, summary_of
 from .plots import plot_op
+from .interleave import STALL_BOUND
+from .versions import probe
 
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
@@ -35,48 +37,27 @@ def cpu_name():
     return platform.processor() or platform.machine() or "cpu"
 
 
-def _driver_version():
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
-        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
-    except (OSError, subprocess.SubprocessError, IndexError):
-        return None
-
-
 def environment(collector=None):
+    """versions.probe() and the run's date, CPU, threads, ceilings and timing methods."""
     c = collector or COLLECTOR
     env = {"date": c.started.date().isoformat(), "started": c.started.isoformat(timespec="seconds"),
-           "python": platform.python_version(), "platform": platform.platform(),
-           "cpu": cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-           "torch": torch.__version__, "cuda": torch.version.cuda}
-    try:
-        env["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-    except Exception:
-        env["cudnn"] = None
-    try:
-        import triton
-        env["triton"] = triton.__version__
-    except Exception:
-        env["triton"] = None
+           "platform": platform.platform(), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
+           "torch_threads": torch.get_num_threads(), "load_average": _load_average(), "commit": git_commit()}
+    env.update(probe())
+    if env["device"] is not None:
+        env["gpu"] = env["device"]
+    else:
+        env["device"] = "CPU: %s" % env["cpu"]
     try:
         import pytest_benchmark
         env["pytest_benchmark"] = pytest_benchmark.__version__
     except Exception:
         env["pytest_benchmark"] = None
-    if torch.cuda.is_available():
-        p = torch.cuda.get_device_properties(0)
-        env.update(device=p.name, gpu=p.name, compute_capability="sm_%d%d" % (p.major, p.minor),
-                   sm_count=p.multi_processor_count, gpu_memory_gib=round(p.total_memory / 2 ** 30, 1),
-                   driver=_driver_version())
-    else:
-        env["device"] = "CPU: %s" % env["cpu"]
-    try:
-        import alexnet_kernels
-        env["alexnet_kernels"] = alexnet_kernels.__version__
-        env["alexnet_kernels_build"] = alexnet_kernels.build_info()
-    except Exception as exc:
-        env["alexnet_kernels"] = "import failed: %s" % exc
+    for module in ("onnxruntime", "openvino", "onnx"):   # the CPU peers' versions (benchlib/peers.py)
+        try:
+            env[module] = __import__(module).__version__
+        except Exception:
+            env[module] = None
     env["copy_gbps"] = c.copy_gbps
     env["copy_ms"] = c.copy_ms
     if c.matmul_tflops is not None:
@@ -85,8 +66,29 @@ def environment(collector=None):
         env["matmul_probe"] = "torch.mm of two %dx%d bf16 matrices, do_bench median" % (MATMUL_N, MATMUL_N)
     env["timing"] = {"gpu": "triton.testing.do_bench(%s), L2 flushed before each timed call"
                             % ", ".join("%s=%r" % kv for kv in DO_BENCH_KWARGS.items()),
-                     "cpu": "pytest-benchmark rounds, median"}
+                     "cpu": "providers interleaved over rounds (order rotated), median of the round medians; a "
+                            "provider whose rounds disagree beyond %g× measured again, then marked stalled"
+                            % STALL_BOUND}
     return env
+
+
+def git_commit(repo=RESULTS_DIR.parent.parent):
+    """The commit the benchmarks ran from (git describe --always --dirty: "-dirty" when tracked files differ from
+    it), or None outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty", "--abbrev=40"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _load_average():
+    """os.getloadavg() (1, 5, 15 minutes) when the run's results are written: other jobs on the machine."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def results_dir():
@@ -138,9 +140,14 @@ def markdown_document(op, env, collector=None, picture=None):
                     if "gpu" in env else ""))
     lines.append("- CPU: %s (%s cores, torch threads %s)" % (env["cpu"], env["cpu_count"], env["torch_threads"]))
     lines.append("- versions: " + ", ".join(versions))
+    lines.append("- commit: %s" % env.get("commit"))
     lines.append("- alexnet_kernels %s, extension build: %s" % (env.get("alexnet_kernels"),
                                                               env.get("alexnet_kernels_build")))
-    lines.append("- run started %s" % env["started"])
+    if env.get("onnxruntime") or env.get("openvino"):
+        lines.append("- CPU peers: onnxruntime %s, OpenVINO %s, onnx %s" % (env.get("onnxruntime"),
+                                                                         env.get("openvino"), env.get("onnx")))
+    lines.append("- run started %s; load average (1, 5, 15 min) when written: %s" % (env["started"],
+                                                                                    env.get("load_average")))
     if env.get("copy_gbps"):
         lines.append("- copy bandwidth (1 GiB fp32 device-to-device copy, read + write counted): %.0f GB/s"
                      % env["copy_gbps"])

@@ -3,15 +3,20 @@ ranges), the skipped providers, and an op's own summary lines.
 """
 import math
 
-from .collect import COLLECTOR, speedup_field
+from .collect import BEST_PEER, COLLECTOR, speedup_field
 from .timing import REPEATS
 from .ceilings import MATMUL_N
+from .interleave import COPY_PROBE_MIN_BYTES
 
 
 DEVICE_TITLES = {"cuda": "GPU", "cpu": "CPU"}
 HOST_BOUND_NOTE = ("* host-bound: issuing one call takes the CPU at least as long as the measured time "
                    "(host_ms in the JSON), so the GPU idles between launches and the number measures "
                    "Python / launch overhead more than the kernels")
+
+
+STALLED_CELL = ("stalled: rounds disagree %.1f× (not a result; re-measured, "
+                "times in the JSON)")
 
 
 def _fmt_ms(ms):
@@ -70,10 +75,10 @@ CELL_DESCRIPTIONS = {
     "rate": "median ms (lowest–highest of the repeats' medians), throughput",
 }
 SUMMARY_LEGEND = (
-    "median ms (range): the median, and the lowest–highest median of %d consecutive slices of the timed calls"
-    % REPEATS,
-    "GB/s: the op's traffic model / time (TFLOP/s or img/s where the header says so); % of copy: of the GPU's "
-    "measured copy bandwidth",
+    "median ms (range): the median, and the lowest–highest median of %d consecutive slices of the timed calls "
+    "(CPU: of the interleaved rounds; 'stalled': rounds that disagree, not a result)" % REPEATS,
+    "GB/s: the op's traffic model / time (TFLOP/s or img/s where the header says so); % of copy: of the measured "
+    "copy bandwidth (GPU: the session's; CPU: a copy timed in the case's own rounds)",
     "speed-up vs X: X's median ms / this provider's (> 1: faster than X); (range): X's fastest slice against "
     "this provider's slowest, and the reverse",
 )
@@ -115,8 +120,10 @@ def case_table(op, device, collector=None):
     has_pct = pct is not None and any(pct[0] in r for r in rows_here)
     memory = [(f, h) for f, h in (("peak_mem_x", "peak extra mem (x input)"), ("saved_x", "saved for bwd (x input)"),
                                   ("peak_mem_gib", "peak extra mem (GiB)")) if any(f in r for r in rows_here)]
+    has_peer = any(BEST_PEER in r for r in rows_here)
     header = (list(fields) + ["provider", "median ms (range)", tp_header] + ([pct[1]] if has_pct else [])
-              + ["speed-up vs %s" % b for b in bases] + [h for _, h in memory])
+              + ["speed-up vs %s" % b for b in bases] + (["vs the best peer"] if has_peer else [])
+              + [h for _, h in memory])
     table, cases = [], []
     for key in keys:
         rows = {r["provider"]: r for r in rows_here if c.case_key(op, device, r) == key}
@@ -139,11 +146,18 @@ def case_table(op, device, collector=None):
                 continue
             case["providers"][p] = {k: v for k, v in r.items() if k not in fields and k not in (
                 "op", "device", "provider")}
+            if r.get("stalled"):   # not a result: no time, throughput or ratio printed
+                cells += [STALLED_CELL % r.get("round_spread", float("nan"))]
+                table.append(cells + [""] * (len(header) - len(cells)))
+                continue
             cells += [_fmt_ms_cell(r), tp_fmt(r[tp_field]) if tp_field in r else ""]
             if has_pct:
                 cells.append("%.0f" % r[pct[0]] if pct[0] in r else "")
             for b in bases:
                 cells.append("baseline" if p == b else _fmt_speedup(r, speedup_field(b)))
+            if has_peer:
+                cells.append("best peer" if r.get("best_peer") == p else
+                             (_fmt_speedup(r, BEST_PEER) + " vs %s" % r["best_peer"]) if BEST_PEER in r else "")
             for f, _ in memory:
                 cells.append(("%.2f" if f != "saved_x" else "%.3g") % r[f] if f in r else "")
             table.append(cells)
@@ -183,6 +197,11 @@ def op_summary_lines(op, collector=None, markdown=False):
         if device == "cuda" and c.copy_gbps and spec.get("cell", "gbps") == "gbps":
             lines.append("copy bandwidth (1 GiB fp32 device-to-device copy, read + write): %.0f GB/s"
                          % c.copy_gbps)
+        if device == "cpu" and c.cpu_ceilings and spec.get("cell", "gbps") == "gbps":
+            case_copy = [r["copy_gbps"] for r in c.rows_of(op, device) if r.get("copy_probe_bytes")]
+            lines.append("copy bandwidth: %s; the session's 256 MiB copy: %.1f GB/s" % (
+                "each case's own (a copy of max(input, %d MiB) timed in its rounds): %.1f–%.1f GB/s"
+                % (COPY_PROBE_MIN_BYTES // 2 ** 20, min(case_copy), max(case_copy)) if case_copy else "measured once", c.cpu_ceilings["copy_gbps"]))
         if device == "cuda" and c.matmul_tflops and spec.get("cell") == "tflops":
             lines.append("bf16 matmul peak (%d^3 torch.mm): %.0f TFLOP/s" % (MATMUL_N, c.matmul_tflops))
         compile_s = sum(r.get("first_call_s", 0.0) for r in c.rows_of(op, device)

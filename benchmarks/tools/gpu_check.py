@@ -339,39 +339,10 @@ def git_commit():
 
 def probe_environment(check):
     """Versions, device and driver, read in a subprocess (the orchestrator never initialises CUDA)."""
-    code = r"""
-import json, platform, subprocess, torch
-info = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda}
-try:
-    info["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-except Exception:
-    info["cudnn"] = None
-try:
-    import triton
-    info["triton"] = triton.__version__
-except Exception as exc:
-    info["triton"] = "unavailable (%s)" % exc
-if torch.cuda.is_available():
-    p = torch.cuda.get_device_properties(0)
-    info.update(device=p.name, compute_capability="sm_%d%d" % (p.major, p.minor), sm_count=p.multi_processor_count,
-                gpu_memory_gib=round(p.total_memory / 2**30, 1), gpus=torch.cuda.device_count())
-else:
-    info["device"] = "cpu (no CUDA device)"
-try:
-    out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                         capture_output=True, text=True, timeout=20)
-    info["driver"] = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
-except Exception:
-    info["driver"] = None
-try:
-    import alexnet_kernels
-    info["alexnet_kernels"] = alexnet_kernels.__version__
-    info["alexnet_kernels_file"] = alexnet_kernels.__file__
-    info["alexnet_kernels_build"] = alexnet_kernels.build_info()
-except Exception as exc:
-    info["alexnet_kernels"] = "import failed: %s: %s" % (type(exc).__name__, exc)
-print("@@ENV " + json.dumps(info, default=str))
-"""
+    # benchlib/versions.py's text (the standard library and torch only), then its probe() as one line
+    code = (REPO / "benchmarks" / "benchlib" / "versions.py").read_text() + (
+        "\nimport json\ninfo = probe()\ninfo['device'] = info['device'] or 'cpu (no CUDA device)'\n"
+        "print('@@ENV ' + json.dumps(info, default=str))\n")
     env = {"commit": git_commit(), "date": check.started_at.date().isoformat(),
            "started": check.started_at.isoformat(timespec="seconds"), "host_python": platform.python_version(),
            "cpu_count": os.cpu_count(), "dry_run": check.dry_run}
