@@ -136,6 +136,14 @@ class OpBackends:
         # within a process, and the eager path resolves twice per training step (forward and backward).
         self._resolved = {}
 
+    @classmethod
+    def triton_cuda_cpu(cls, ext_functions, auto, cpu_dtypes=(torch.float64,)):
+        """The policy of an op with kernels on all three kernel backends: Triton's and CUDA's take
+        KERNEL_DTYPES, the C++ CPU kernels those and cpu_dtypes (float64 by default, for gradcheck); the
+        "cpu" and "cuda" backends call ext_functions of alexnet_kernels._C."""
+        return cls(dtypes={"triton": KERNEL_DTYPES, "cuda": KERNEL_DTYPES, "cpu": KERNEL_DTYPES + tuple(cpu_dtypes)},
+                   needs={"cpu": tuple(ext_functions), "cuda": tuple(ext_functions)}, auto=auto)
+
     def supports_dtype(self, backend, dtype):
         backend = self.runs_as.get(backend, backend)
         return backend == "torch" or dtype in self.dtypes.get(backend, ())

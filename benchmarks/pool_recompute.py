@@ -9,8 +9,8 @@ import triton
 import triton.language as tl
 
 from alexnet_kernels.triton_kernels import pool as _pool
-from alexnet_kernels.triton_kernels._launch import launch
-from alexnet_kernels.triton_kernels.pool import _covering_range, _pool_tile, _window_argmax
+from alexnet_kernels.triton_kernels.pool import (_covering_range, _covering_window, _pool_tile, _tile_offsets,
+                                                 _window_argmax)
 
 
 @triton.jit
@@ -20,28 +20,22 @@ def max_pool2d_backward_recompute_kernel(x_ptr, dy_ptr, dx_ptr, C, P, H, W, OH, 
                                          SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
                                          UNROLL: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     # The backward re-scans every covering window of x for its arg-max (x saved instead of one byte per output).
-    n, offs_c, offs_p, mask_c, mask_p = _pool_tile(C, P, BLOCK_C, BLOCK_P)
-    mask = mask_c & mask_p
-    ih = offs_p // W
-    iw = offs_p % W
+    n, offs_c, ih, iw, mask = _pool_tile(C, P, W, BLOCK_C, BLOCK_P)
     oh_lo, oh_hi = _covering_range(ih, PH, KH, SH, OH)
     ow_lo, ow_hi = _covering_range(iw, PW, KW, SW, OW)
     dy_base = dy_ptr + n * sdn + offs_c.to(tl.int64)[:, None] * sdc
     acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
     for i in tl.static_range((KH + SH - 1) // SH):
-        oh = oh_lo + i
         for j in tl.static_range((KW + SW - 1) // SW):
-            ow = ow_lo + j
-            ok = mask & ((oh <= oh_hi) & (ow <= ow_hi))[None, :]
+            oh, ow, ok, target = _covering_window(i, j, ih, iw, oh_lo, oh_hi, ow_lo, ow_hi, mask,
+                                                  KW, SH, SW, PH, PW)
             _, off = _window_argmax(x_ptr, dx_ptr, n, offs_c, ok, oh, ow, H, W, C, sxn, sxc, sxh, sxw,
                                     1.0, 1.0, 1.0, KH, KW, SH, SW, PH, PW, False, 0, 0, True, UNROLL,
                                     BLOCK_C, BLOCK_P)
-            target = ((ih - (oh * SH - PH)) * KW + (iw - (ow * SW - PW)))[None, :]
             g = tl.load(dy_base + (oh.to(tl.int64) * sdh + ow.to(tl.int64) * sdw)[None, :], mask=ok,
                         other=0.0).to(tl.float32)
             acc = tl.where(ok & (off == target), acc + g, acc)
-    out = (n * sgn + offs_c.to(tl.int64)[:, None] * sgc
-           + (ih.to(tl.int64) * sgh + iw.to(tl.int64) * sgw)[None, :])
+    out = _tile_offsets(n, offs_c, ih, iw, sgn, sgc, sgh, sgw)
     tl.store(dx_ptr + out, acc.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
@@ -51,10 +45,8 @@ def max_pool2d_backward_recompute(x, dy, dx, kernel_size, stride, padding):
     OH, OW = dy.shape[2], dy.shape[3]
     if dx.numel() == 0:
         return
-    block_c, block_p, num_warps = _pool._config(C, H * W, dx.stride(1) == 1 and C > 1)
     kh, kw = kernel_size
-    launch(
-        max_pool2d_backward_recompute_kernel, _pool._grid(N, C, H * W, block_c, block_p),
+    _pool._launch_tiled(
+        max_pool2d_backward_recompute_kernel, dx,
         x, dy, dx, C, H * W, H, W, OH, OW, *x.stride(), *dy.stride(), *dx.stride(),
-        **_pool._pool_constants(kernel_size, stride, padding), UNROLL=kh * kw <= _pool.MAX_UNROLLED_POOL,
-        BLOCK_C=block_c, BLOCK_P=block_p, num_warps=num_warps)
+        **_pool._pool_constants(kernel_size, stride, padding), UNROLL=kh * kw <= _pool.MAX_UNROLLED_POOL)

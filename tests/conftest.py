@@ -15,6 +15,9 @@ import signal
 import pytest
 import torch
 
+# The shared checks in common.py assert: pytest explains their failures as it does the tests' own asserts.
+pytest.register_assert_rewrite("common")
+
 os.environ.setdefault("ALEXNET_KERNELS_AUTOTUNE", "0")
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")

@@ -4,14 +4,12 @@ with csrc/lrn_cpu.cpp and csrc/pool_cpu.cpp as a throwaway extension) runs each 
 one is checked: LRN against float64 (forward and backward, both layouts, every strategy -- ring, rows, planes --
 both power paths), max-pool against torch exactly (values, and the gradient routed to torch's argmax)."""
 import os
-import shutil
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils import cpp_extension
 
-from common import rel_err
+from common import build_test_extension, rel_err
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSRC = os.path.join(ROOT, "csrc")
@@ -32,16 +30,10 @@ def _cpu_flags():
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):
-    if not os.path.isfile(HARNESS):
-        pytest.skip("csrc/ is not in this tree (installed package without sources)")
-    if shutil.which("ninja") is None and not cpp_extension.is_ninja_available():
-        pytest.skip("torch.utils.cpp_extension.load needs ninja")
-    build = tmp_path_factory.mktemp("cpu_isa_harness")
     # The flags setup.py gives the library's C++ sources.
-    return cpp_extension.load("ak_cpu_isa_harness",
-                              [HARNESS, os.path.join(CSRC, "lrn_cpu.cpp"), os.path.join(CSRC, "pool_cpu.cpp")],
-                              extra_include_paths=[CSRC], extra_cflags=["-O3", "-fno-math-errno"],
-                              build_directory=str(build), verbose=False)
+    return build_test_extension("ak_cpu_isa_harness",
+                                [HARNESS, os.path.join(CSRC, "lrn_cpu.cpp"), os.path.join(CSRC, "pool_cpu.cpp")],
+                                tmp_path_factory, ["-O3", "-fno-math-errno"], CSRC)
 
 
 def test_best_isa_is_the_widest_the_cpu_has(harness):

@@ -19,7 +19,7 @@ from torch.utils import cpp_extension
 
 from alexnet_kernels.ops import pool as pool_ops
 
-from common import rel_err
+from common import build_test_extension, rel_err
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = os.path.join(ROOT, "csrc", "emulate", "lrn_cuda_emulator.cpp")
@@ -55,13 +55,8 @@ POOL_SOURCE = os.path.join(ROOT, "csrc", "emulate", "pool_cuda_emulator.cpp")
 @pytest.fixture(scope="module")
 def pool_emulator(tmp_path_factory):
     """csrc/emulate/pool_cuda_emulator.cpp built as a torch extension (the CUDA kernels' element functions)."""
-    if not os.path.isfile(POOL_SOURCE):
-        pytest.skip("csrc/ is not in this tree (installed package without sources)")
-    if shutil.which("ninja") is None and not cpp_extension.is_ninja_available():
-        pytest.skip("torch.utils.cpp_extension.load needs ninja")
-    build = tmp_path_factory.mktemp("pool_emulator")
-    return cpp_extension.load("ak_pool_cuda_emulator", [POOL_SOURCE], extra_include_paths=[os.path.join(ROOT, "csrc")],
-                              extra_cflags=["-O1"], build_directory=str(build), verbose=False)
+    return build_test_extension("ak_pool_cuda_emulator", [POOL_SOURCE], tmp_path_factory, ["-O1"],
+                                os.path.join(ROOT, "csrc"))
 
 
 # (shape, (kH, kW, sH, sW, pH, pW), ceil_mode)
@@ -134,12 +129,8 @@ DROPOUT_SOURCE = os.path.join(ROOT, "csrc", "emulate", "dropout_cuda_emulator.cp
 @pytest.fixture(scope="module")
 def dropout_emulator(tmp_path_factory):
     """csrc/emulate/dropout_cuda_emulator.cpp built as a torch extension (the CUDA dropout threads' code)."""
-    if not os.path.isfile(DROPOUT_SOURCE):
-        pytest.skip("csrc/ is not in this tree (installed package without sources)")
-    build = tmp_path_factory.mktemp("dropout_emulator")
-    return cpp_extension.load("ak_dropout_cuda_emulator", [DROPOUT_SOURCE],
-                              extra_include_paths=[os.path.join(ROOT, "csrc")], extra_cflags=["-O1"],
-                              build_directory=str(build), verbose=False)
+    return build_test_extension("ak_dropout_cuda_emulator", [DROPOUT_SOURCE], tmp_path_factory, ["-O1"],
+                                os.path.join(ROOT, "csrc"))
 
 
 def test_dropout_mask_indexing_past_2_to_the_32_under_the_emulator(dropout_emulator):

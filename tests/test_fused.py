@@ -6,15 +6,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import alexnet_kernels
 import alexnet_kernels.fused as fused
 import alexnet_kernels.lrn as lrn
 import alexnet_kernels.pool as pool
 from alexnet_kernels import _extension
 from alexnet_kernels.ops import pool as pool_ops
 
-from common import (DEVICES, capture_and_replay, device_backend_params, gpu, make_input, rel_err,
-                    require)
+from common import (DEVICES, after_a_conv_under_autocast, assert_bad_arguments_raise, assert_double_backward_raises,
+                    assert_keeps_memory_format, assert_unavailable_backends_say_why, assert_within_twice_torch_error,
+                    compile_fullgraph, compiled_and_eager, device_backend_params, gpu,
+                    gpu_backend_dtype_layout_shape_cases, make_input, on_gpu_backends, opcheck_both_layouts,
+                    rel_err, replayed_forward_and_backward, require, saved_for_backward)
 
 ALEXNET = (5, 1e-4, 0.75, 2.0)   # size, alpha, beta, k
 STRONG = (5, 1e-1, 0.75, 1.0)    # a large alpha, so that the normaliser matters at scale-3 inputs
@@ -137,10 +139,8 @@ def test_low_precision_within_twice_torch_error(device, backend, dtype, layout):
         # rounding decides which element is the maximum, as in torch's chain) stands in for it.
         z_t, dx_t, _ = unfused(x, dz, lrn_args, geometry, round_lrn_to=dtype)
         z_t, dx_t = z_t.to(dtype), dx_t.to(dtype)
-    eps = torch.finfo(dtype).eps
     assert z.dtype == dx.dtype == dtype
-    assert rel_err(z, z_ref) <= 2 * rel_err(z_t, z_ref) + eps / 16
-    assert rel_err(dx, dx_ref) <= 2 * rel_err(dx_t, dx_ref) + eps / 16
+    assert_within_twice_torch_error(dtype, (z, z_ref, z_t), (dx, dx_ref, dx_t))
 
 
 @pytest.mark.parametrize("device,backend", device_backend_params())
@@ -199,10 +199,7 @@ def test_empty_batch_and_output_layout(device, backend):
     assert x.grad.shape == x.shape
     for memory_format in (torch.channels_last, torch.contiguous_format):
         x = make_input((2, 6, 9, 8), device=device).contiguous(memory_format=memory_format).requires_grad_()
-        z = fused.relu_lrn_max_pool2d(x, *STRONG, backend=backend)
-        assert z.is_contiguous(memory_format=memory_format)
-        (dx,) = torch.autograd.grad(z, x, torch.randn_like(z))
-        assert dx.is_contiguous(memory_format=memory_format)
+        assert_keeps_memory_format(lambda t: fused.relu_lrn_max_pool2d(t, *STRONG, backend=backend), x, memory_format)
 
 
 @pytest.mark.parametrize("device,backend", device_backend_params())
@@ -245,23 +242,17 @@ def test_gradcheck_float64_cpu_kernel():
 
 def test_backward_saves_the_input_and_one_byte_per_output():
     x = make_input((2, 8, 13, 13)).requires_grad_()
-    saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        z = fused.relu_lrn_max_pool2d(x, *ALEXNET, backend="auto")
+    z, saved = saved_for_backward(lambda: fused.relu_lrn_max_pool2d(x, *ALEXNET, backend="auto"))
     assert len(saved) == 2 and saved[0] is x
     assert saved[1].dtype == torch.uint8 and saved[1].shape == z.shape
     z.sum().backward()
 
 
 def test_double_backward_raises_instead_of_answering_zero():
-    x = make_input((2, 5, 7, 7)).requires_grad_()
-    for forward in (lambda t: fused.relu_lrn_max_pool2d(t, *STRONG, backend="auto"),
-                    lambda t: torch.ops.alexnet_kernels.relu_lrn_max_pool2d_forward(
-                        t, *STRONG, [3, 3], [2, 2], [0, 0], False, "auto")[0]):
-        dz = torch.randn(2, 5, 3, 3, requires_grad=True)
-        (g,) = torch.autograd.grad(forward(x), x, dz, create_graph=True)
-        with pytest.raises(RuntimeError):
-            torch.autograd.grad(g.sum(), (x, dz))
+    forwards = (lambda t: fused.relu_lrn_max_pool2d(t, *STRONG, backend="auto"),
+                lambda t: torch.ops.alexnet_kernels.relu_lrn_max_pool2d_forward(
+                    t, *STRONG, [3, 3], [2, 2], [0, 0], False, "auto")[0])
+    assert_double_backward_raises(forwards, make_input((2, 5, 7, 7)).requires_grad_(), (2, 5, 3, 3))
 
 
 @pytest.mark.parametrize("device,backend", device_backend_params())
@@ -269,8 +260,7 @@ def test_opcheck(device, backend):
     require(backend, device)
     x = make_input((2, 6, 9, 8), device=device).requires_grad_()
     args = (*STRONG, [3, 3], [2, 2], [1, 1], True, backend)
-    for t in (x, x.detach().to(memory_format=torch.channels_last).requires_grad_()):
-        torch.library.opcheck(torch.ops.alexnet_kernels.relu_lrn_max_pool2d_forward.default, (t,) + args)
+    opcheck_both_layouts(torch.ops.alexnet_kernels.relu_lrn_max_pool2d_forward.default, x, args)
     z, offsets = torch.ops.alexnet_kernels.relu_lrn_max_pool2d_forward(x.detach(), *args)
     torch.library.opcheck(torch.ops.alexnet_kernels.relu_lrn_max_pool2d_backward.default,
                           (torch.randn_like(z), x.detach(), offsets) + args)
@@ -280,18 +270,13 @@ def test_opcheck(device, backend):
 def test_torch_compile_fullgraph(device):
     backend = "cpu" if device == "cpu" else "auto"
     require(backend, device)
-    torch._dynamo.reset()
 
     def block(t):
         return fused.relu_lrn_max_pool2d(t * 2, *STRONG, backend=backend) + 1
 
-    compiled = torch.compile(block, fullgraph=True)
     x = make_input((2, 8, 11, 11), device=device).requires_grad_()
-    y = compiled(x)
-    y_eager = block(x)
+    y, y_eager, g, g_eager = compiled_and_eager(compile_fullgraph(block), block, x)
     assert torch.equal(y, y_eager)
-    (g,) = torch.autograd.grad(y.sum(), x)
-    (g_eager,) = torch.autograd.grad(y_eager.sum(), x)
     assert torch.allclose(g, g_eager, rtol=1e-6, atol=1e-7)
 
 
@@ -300,16 +285,11 @@ def test_torch_compile_dynamic_fullgraph_module():
     """dynamic=True turns the module's alpha/beta/k into SymFloats; the shared LRN argument check traced
     none of them (math.isfinite: fullgraph=True raised).  New shapes rerun without errors."""
     require("cpu", "cpu")
-    torch._dynamo.reset()
     m = fused.ReLULRNMaxPool2d(*STRONG, backend="cpu")
-    compiled = torch.compile(m, fullgraph=True, dynamic=True)
+    compiled = compile_fullgraph(m, dynamic=True)
     for shape in ((2, 8, 11, 11), (1, 5, 9, 13)):
-        x = make_input(shape).requires_grad_()
-        z = compiled(x)
-        z_eager = m(x)
+        z, z_eager, g, g_eager = compiled_and_eager(compiled, m, make_input(shape).requires_grad_())
         assert torch.equal(z, z_eager)
-        (g,) = torch.autograd.grad(z.sum(), x)
-        (g_eager,) = torch.autograd.grad(z_eager.sum(), x)
         assert torch.equal(g, g_eager)
 
 def test_module_equals_the_three_torch_modules():
@@ -344,30 +324,20 @@ def test_large_pool_windows_run_unfused():
     (dict(backend="cudnn"), ValueError, "backend must be one of"),
 ])
 def test_bad_inputs_raise_clear_errors(args, exc, match):
-    kwargs = dict(input=make_input((2, 3, 8, 8)), size=5, alpha=1e-4, beta=0.75, k=2.0)
-    kwargs.update(args)
-    with pytest.raises(exc, match=match):
-        fused.relu_lrn_max_pool2d(**kwargs)
+    good = dict(input=make_input((2, 3, 8, 8)), size=5, alpha=1e-4, beta=0.75, k=2.0)
+    assert_bad_arguments_raise(fused.relu_lrn_max_pool2d, good, args, exc, match)
 
 
 def test_backend_that_cannot_take_the_input_says_why():
-    x = make_input((2, 3, 8, 8))
-    with pytest.raises(alexnet_kernels.BackendUnavailableError, match="cuda"):
-        fused.relu_lrn_max_pool2d(x, 5, backend="cuda")
-    with pytest.raises(alexnet_kernels.BackendUnavailableError, match="float64"):
-        fused.relu_lrn_max_pool2d(x.double(), 5, backend="triton")
+    assert_unavailable_backends_say_why(lambda t, backend: fused.relu_lrn_max_pool2d(t, 5, backend=backend),
+                                        make_input((2, 3, 8, 8)))
 
 
 # ----------------------------------------------------------------------------------------------------
 # GPU only
 
 
-@gpu
-@pytest.mark.parametrize("backend", ["cuda", "triton"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("shape", [(128, 96, 55, 55), (32, 256, 27, 27), (3, 33, 9, 7)],
-                         ids=lambda s: "x".join(map(str, s)))
+@gpu_backend_dtype_layout_shape_cases([(128, 96, 55, 55), (32, 256, 27, 27), (3, 33, 9, 7)])
 def test_gpu_alexnet_shapes(backend, dtype, layout, shape):
     require(backend, "cuda", dtype)
     geometry = (3, 2, 0, False)
@@ -379,36 +349,23 @@ def test_gpu_alexnet_shapes(backend, dtype, layout, shape):
         assert rel_err(z, z_ref) <= 1e-5 and rel_err(dx, dx_ref) <= 1e-5
     else:
         z_t, dx_t, _ = unfused(x, dz, ALEXNET, geometry, dtype)
-        eps = torch.finfo(dtype).eps
-        assert rel_err(z, z_ref) <= 2 * rel_err(z_t, z_ref) + eps / 16
-        assert rel_err(dx, dx_ref) <= 2 * rel_err(dx_t, dx_ref) + eps / 16
+        assert_within_twice_torch_error(dtype, (z, z_ref, z_t), (dx, dx_ref, dx_t))
 
 
-@gpu
-@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@on_gpu_backends
 def test_gpu_cuda_graph_capture(backend):
     require(backend, "cuda")
     x = make_input((4, 16, 13, 13), device="cuda").requires_grad_()
     dz = torch.randn(4, 16, 6, 6, device="cuda")
-    out = {}
-
-    def step():
-        z = fused.relu_lrn_max_pool2d(x, *STRONG, backend=backend)
-        out["z"], out["dx"] = z, torch.autograd.grad(z, x, dz)[0]
-
-    capture_and_replay(step, lambda: x.copy_(make_input((4, 16, 13, 13), device="cuda")))
+    z, dx = replayed_forward_and_backward(lambda t: fused.relu_lrn_max_pool2d(t, *STRONG, backend=backend), x, dz,
+                                          lambda: make_input((4, 16, 13, 13), device="cuda"))
     z_ref, dx_ref, _ = unfused(x, dz, STRONG, (3, 2, 0, False))
-    assert rel_err(out["z"], z_ref) <= 1e-5 and rel_err(out["dx"], dx_ref) <= 1e-5
+    assert rel_err(z, z_ref) <= 1e-5 and rel_err(dx, dx_ref) <= 1e-5
 
 
 @gpu
 @pytest.mark.parametrize("amp_dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 def test_gpu_autocast(amp_dtype):
-    conv = torch.nn.Conv2d(3, 16, 3).cuda()
-    x = torch.randn(4, 3, 17, 17, device="cuda")
-    with torch.autocast("cuda", dtype=amp_dtype):
-        h = conv(x)
-        z = fused.ReLULRNMaxPool2d(*ALEXNET)(h)
-        assert z.dtype == h.dtype == amp_dtype
+    conv, _, z = after_a_conv_under_autocast(fused.ReLULRNMaxPool2d(*ALEXNET), amp_dtype)
     z.float().sum().backward()
     assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()

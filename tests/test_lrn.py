@@ -11,8 +11,11 @@ import alexnet_kernels.lrn as lrn
 from alexnet_kernels import _backends, _extension, baselines
 from alexnet_kernels.ops import lrn as lrn_ops
 
-from common import (DEVICES, HAS_CUDA, capture_and_replay, device_backend_params, gpu, make_input,
-                    rel_err, require)
+from common import (DEVICES, HAS_CUDA, after_a_conv_under_autocast, assert_bad_arguments_raise,
+                    assert_double_backward_raises, assert_keeps_memory_format, assert_unavailable_backends_say_why,
+                    assert_within_twice_torch_error, compile_fullgraph, compiled_and_eager, device_backend_params,
+                    gpu, gpu_backend_dtype_layout_shape_cases, make_input, on_gpu_backends, opcheck_both_layouts,
+                    rel_err, replayed_forward_and_backward, require, saved_for_backward)
 
 
 def reference(x, size, alpha, beta, k, dy=None):
@@ -83,9 +86,7 @@ def test_low_precision_within_twice_torch_error(device, backend, dtype, layout):
         y_t, dx_t = None, None
     if y_t is None:  # no same-dtype torch result: the bound is the rounding of the exact result
         y_t, dx_t = y_ref.to(dtype), dx_ref.to(dtype)
-    eps = torch.finfo(dtype).eps
-    assert rel_err(y, y_ref) <= 2 * rel_err(y_t, y_ref) + eps / 16
-    assert rel_err(dx, dx_ref) <= 2 * rel_err(dx_t, dx_ref) + eps / 16
+    assert_within_twice_torch_error(dtype, (y, y_ref, y_t), (dx, dx_ref, dx_t))
     assert y.dtype == dtype and dx.dtype == dtype
 
 
@@ -96,11 +97,8 @@ def test_low_precision_within_twice_torch_error(device, backend, dtype, layout):
 def test_output_keeps_memory_format(device, backend, shape, memory_format):
     require(backend, device)
     x = make_input(shape, device=device).contiguous(memory_format=memory_format).requires_grad_()
-    y = lrn.local_response_norm(x, 3, 1e-2, 0.75, 1.0, backend=backend)
-    assert y.is_contiguous(memory_format=memory_format)
-    dy = torch.randn_like(y)
-    (dx,) = torch.autograd.grad(y, x, dy)
-    assert dx.is_contiguous(memory_format=memory_format)
+    y, dy, dx = assert_keeps_memory_format(lambda t: lrn.local_response_norm(t, 3, 1e-2, 0.75, 1.0, backend=backend),
+                                           x, memory_format)
     y_ref, dx_ref = reference(x, 3, 1e-2, 0.75, 1.0, dy)
     assert rel_err(y, y_ref) <= 1e-5 and rel_err(dx, dx_ref) <= 1e-5
 
@@ -277,35 +275,23 @@ def test_gradcheck_float64_cpu_kernel():
 def test_backward_saves_only_the_input():
     """Autograd keeps exactly one tensor, the input itself: no scale or output tensor."""
     x = make_input((2, 8, 5, 5)).requires_grad_()
-    saved = []
-
-    def pack(t):
-        saved.append(t)
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        y = lrn.local_response_norm(x, 5, 1e-2, 0.75, 2.0, backend="auto")
+    y, saved = saved_for_backward(lambda: lrn.local_response_norm(x, 5, 1e-2, 0.75, 2.0, backend="auto"))
     assert len(saved) == 1 and saved[0] is x
     assert sum(t.numel() * t.element_size() for t in saved) == x.numel() * x.element_size()
     y.sum().backward()
 
 
 def test_double_backward_raises_instead_of_answering_zero():
-    x = make_input((2, 5, 3, 3)).requires_grad_()
-    for forward in (lambda t: lrn.local_response_norm(t, 3, backend="auto"),
-                    lambda t: torch.ops.alexnet_kernels.lrn_forward(t, 3, 1e-4, 0.75, 1.0, "auto")):
-        dy = torch.randn(2, 5, 3, 3, requires_grad=True)
-        (g,) = torch.autograd.grad(forward(x), x, dy, create_graph=True)
-        with pytest.raises(RuntimeError):
-            torch.autograd.grad(g.sum(), (x, dy))
+    forwards = (lambda t: lrn.local_response_norm(t, 3, backend="auto"),
+                lambda t: torch.ops.alexnet_kernels.lrn_forward(t, 3, 1e-4, 0.75, 1.0, "auto"))
+    assert_double_backward_raises(forwards, make_input((2, 5, 3, 3)).requires_grad_(), (2, 5, 3, 3))
 
 
 @pytest.mark.parametrize("device,backend", device_backend_params())
 def test_opcheck(device, backend):
     require(backend, device)
     x = make_input((2, 6, 3, 4), device=device).requires_grad_()
-    for t in (x, x.detach().to(memory_format=torch.channels_last).requires_grad_()):
-        torch.library.opcheck(torch.ops.alexnet_kernels.lrn_forward.default, (t, 5, 1e-2, 0.75, 2.0, backend))
+    opcheck_both_layouts(torch.ops.alexnet_kernels.lrn_forward.default, x, (5, 1e-2, 0.75, 2.0, backend))
     dy = torch.randn_like(x)
     torch.library.opcheck(torch.ops.alexnet_kernels.lrn_backward.default,
                           (dy, x.detach(), 5, 1e-2, 0.75, 2.0, backend))
@@ -315,18 +301,13 @@ def test_opcheck(device, backend):
 def test_torch_compile_fullgraph(device):
     backend = "cpu" if device == "cpu" else "auto"
     require("cpu" if device == "cpu" else "torch", device)
-    torch._dynamo.reset()
 
     def block(t):
         return torch.relu(lrn.local_response_norm(torch.relu(t) * 2, 5, 1e-2, 0.75, 2.0, backend=backend)) + 1
 
-    compiled = torch.compile(block, fullgraph=True)
     x = make_input((2, 8, 5, 5), device=device).requires_grad_()
-    y = compiled(x)
-    y_eager = block(x)
+    y, y_eager, g, g_eager = compiled_and_eager(compile_fullgraph(block), block, x)
     assert torch.allclose(y, y_eager, rtol=1e-6, atol=1e-6)
-    (g,) = torch.autograd.grad(y.sum(), x)
-    (g_eager,) = torch.autograd.grad(y_eager.sum(), x)
     assert torch.allclose(g, g_eager, rtol=1e-5, atol=1e-6)
 
 
@@ -335,16 +316,12 @@ def test_torch_compile_dynamic_fullgraph_module():
     """torch.compile(dynamic=True) makes a module's float attributes SymFloats: the argument check must
     trace them (math.isfinite did not: fullgraph=True raised), new shapes and a changed alpha must rerun."""
     require("cpu", "cpu")
-    torch._dynamo.reset()
     m = lrn.LocalResponseNorm(5, 1e-2, 0.75, 2.0, backend="cpu")
-    compiled = torch.compile(m, fullgraph=True, dynamic=True)
+    compiled = compile_fullgraph(m, dynamic=True)
     for shape in ((2, 8, 5, 5), (3, 6, 7, 4)):
         x = make_input(shape).requires_grad_()
-        y = compiled(x)
-        y_eager = m(x)
+        y, y_eager, g, g_eager = compiled_and_eager(compiled, m, x)
         assert torch.equal(y, y_eager)
-        (g,) = torch.autograd.grad(y.sum(), x)
-        (g_eager,) = torch.autograd.grad(y_eager.sum(), x)
         assert torch.equal(g, g_eager)
     m.alpha = 0.5  # a guard on the traced alpha: the compiled module follows the new value
     y = compiled(x)
@@ -421,18 +398,13 @@ def test_torch_backend_clipped_window_is_torchs_composite_bit_for_bit():
     (dict(input=[1.0, 2.0]), TypeError, "must be a torch.Tensor"),
 ])
 def test_bad_inputs_raise_clear_errors(bad, exc, match):
-    kwargs = dict(input=make_input((2, 5, 3, 3)), size=5, alpha=1e-4, beta=0.75, k=2.0)
-    kwargs.update(bad)
-    with pytest.raises(exc, match=match):
-        lrn.local_response_norm(**kwargs)
+    good = dict(input=make_input((2, 5, 3, 3)), size=5, alpha=1e-4, beta=0.75, k=2.0)
+    assert_bad_arguments_raise(lrn.local_response_norm, good, bad, exc, match)
 
 
 def test_backend_that_cannot_take_the_input_says_why():
     x = make_input((2, 5, 3, 3))
-    with pytest.raises(alexnet_kernels.BackendUnavailableError, match="cuda"):
-        lrn.local_response_norm(x, 5, backend="cuda")
-    with pytest.raises(alexnet_kernels.BackendUnavailableError, match="float64"):
-        lrn.local_response_norm(x.double(), 5, backend="triton")
+    assert_unavailable_backends_say_why(lambda t, backend: lrn.local_response_norm(t, 5, backend=backend), x)
     if HAS_CUDA:
         with pytest.raises(alexnet_kernels.BackendUnavailableError, match="cpu tensors"):
             lrn.local_response_norm(x.cuda(), 5, backend="cpu")
@@ -488,12 +460,7 @@ def test_cpu_autocast_bf16():
 # GPU only
 
 
-@gpu
-@pytest.mark.parametrize("backend", ["cuda", "triton"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("shape", [(128, 96, 55, 55), (32, 256, 13, 13), (7, 96, 27, 27), (3, 33, 9, 7)],
-                         ids=lambda s: "x".join(map(str, s)))
+@gpu_backend_dtype_layout_shape_cases([(128, 96, 55, 55), (32, 256, 13, 13), (7, 96, 27, 27), (3, 33, 9, 7)])
 def test_gpu_alexnet_shapes(backend, dtype, layout, shape):
     require(backend, "cuda", dtype)
     x = make_input(shape, dtype, "cuda", layout)
@@ -504,53 +471,35 @@ def test_gpu_alexnet_shapes(backend, dtype, layout, shape):
     if dtype == torch.float32:
         assert rel_err(y, y_ref) <= 1e-5 and rel_err(dx, dx_ref) <= 1e-5
     else:
-        eps = torch.finfo(dtype).eps
-        assert rel_err(y, y_ref) <= 2 * rel_err(y_t, y_ref) + eps / 16
-        assert rel_err(dx, dx_ref) <= 2 * rel_err(dx_t, dx_ref) + eps / 16
+        assert_within_twice_torch_error(dtype, (y, y_ref, y_t), (dx, dx_ref, dx_t))
 
 
-@gpu
-@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@on_gpu_backends
 def test_gpu_cuda_graph_capture(backend):
     require(backend, "cuda")
     x = make_input((4, 16, 9, 9), device="cuda").requires_grad_()
     dy = torch.randn_like(x)
-    static_out = {}
-
-    def step():
-        y = lrn.local_response_norm(x, 5, 1e-2, 0.75, 2.0, backend=backend)
-        (dx,) = torch.autograd.grad(y, x, dy)
-        static_out["y"], static_out["dx"] = y, dx
-
-    capture_and_replay(step, lambda: x.copy_(make_input((4, 16, 9, 9), device="cuda")))
+    y, dx = replayed_forward_and_backward(lambda t: lrn.local_response_norm(t, 5, 1e-2, 0.75, 2.0, backend=backend),
+                                          x, dy, lambda: make_input((4, 16, 9, 9), device="cuda"))
     y_ref, dx_ref = reference(x, 5, 1e-2, 0.75, 2.0, dy)
-    assert rel_err(static_out["y"], y_ref) <= 1e-5 and rel_err(static_out["dx"], dx_ref) <= 1e-5
+    assert rel_err(y, y_ref) <= 1e-5 and rel_err(dx, dx_ref) <= 1e-5
 
 
 @gpu
 @pytest.mark.parametrize("amp_dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 def test_gpu_autocast(amp_dtype):
-    conv = torch.nn.Conv2d(3, 16, 3).cuda()
-    m = lrn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)
-    x = torch.randn(4, 3, 17, 17, device="cuda")
-    with torch.autocast("cuda", dtype=amp_dtype):
-        h = conv(x)
-        y = m(h)
-        assert y.dtype == h.dtype == amp_dtype
-        y.float().sum().backward()
+    conv, h, y = after_a_conv_under_autocast(lrn.LocalResponseNorm(5, 1e-4, 0.75, 2.0), amp_dtype)
+    y.float().sum().backward()
     y_ref, _ = reference(h, 5, 1e-4, 0.75, 2.0)
     assert rel_err(y, y_ref) <= 4 * torch.finfo(amp_dtype).eps
     assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()
 
 
-@gpu
-@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@on_gpu_backends
 def test_gpu_64bit_indexing(backend):
     """A tensor past 2**31 elements: the last sample must be right (32-bit offsets would wrap)."""
-    require(backend, "cuda", torch.float16)
+    require(backend, "cuda", torch.float16, gpu_memory_gib=16)
     N, C, H, W = 2, 96, 4096, 2800  # 2.2e9 elements, 4.4 GB in fp16
-    if torch.cuda.get_device_properties(0).total_memory < 16 * 2**30:
-        pytest.skip("needs 16 GiB of GPU memory")
     x = torch.randn(N, C, H, W, device="cuda", dtype=torch.float16)
     assert x.numel() > 2**31
     y = lrn.local_response_norm(x, 5, 1e-2, 0.75, 2.0, backend=backend)

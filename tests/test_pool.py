@@ -16,7 +16,11 @@ import alexnet_kernels.pool as pool
 from alexnet_kernels import _extension
 from alexnet_kernels.ops import pool as pool_ops
 
-from common import DEVICES, capture_and_replay, device_backend_params, gpu, make_input, require
+from common import (DEVICES, after_a_conv_under_autocast, assert_bad_arguments_raise, assert_double_backward_raises,
+                    assert_keeps_memory_format, assert_unavailable_backends_say_why, compile_fullgraph,
+                    compiled_and_eager, device_backend_params, gpu, gpu_backend_dtype_layout_shape_cases,
+                    make_input, on_gpu_backends, opcheck_both_layouts, replayed_forward_and_backward, require,
+                    saved_for_backward)
 
 # (kernel_size, stride, padding, ceil_mode)
 GEOMETRIES = [
@@ -153,10 +157,7 @@ def test_all_zero_windows_route_to_the_first_element(device, backend):
 def test_output_and_gradient_keep_the_memory_format(device, backend, memory_format):
     require(backend, device)
     x = relu_input((2, 5, 9, 8), device=device).contiguous(memory_format=memory_format).requires_grad_()
-    y = pool.max_pool2d(x, 3, 2, backend=backend)
-    assert y.is_contiguous(memory_format=memory_format)
-    (dx,) = torch.autograd.grad(y, x, torch.randn_like(y))
-    assert dx.is_contiguous(memory_format=memory_format)
+    assert_keeps_memory_format(lambda t: pool.max_pool2d(t, 3, 2, backend=backend), x, memory_format)
 
 
 @pytest.mark.parametrize("device,backend", device_backend_params())
@@ -368,32 +369,24 @@ def test_gradcheck_float64_cpu_kernel():
 
 def test_backward_saves_one_byte_per_output_and_not_the_input():
     x = relu_input((2, 8, 13, 13)).requires_grad_()
-    saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        y = pool.max_pool2d(x, 3, 2, backend="auto")
+    y, saved = saved_for_backward(lambda: pool.max_pool2d(x, 3, 2, backend="auto"))
     assert len(saved) == 1 and saved[0].dtype == torch.uint8 and saved[0].shape == y.shape
     assert sum(t.numel() * t.element_size() for t in saved) == y.numel()   # torch keeps 8 bytes per output
     y.sum().backward()
 
 
 def test_double_backward_raises_instead_of_answering_zero():
-    x = relu_input((2, 3, 7, 7)).requires_grad_()
-    for forward in (lambda t: pool.max_pool2d(t, 3, 2, backend="auto"),
-                    lambda t: torch.ops.alexnet_kernels.max_pool2d_forward(t, [3, 3], [2, 2], [0, 0], False,
-                                                                           "auto")[0]):
-        dy = torch.randn(2, 3, 3, 3, requires_grad=True)
-        (g,) = torch.autograd.grad(forward(x), x, dy, create_graph=True)
-        with pytest.raises(RuntimeError):
-            torch.autograd.grad(g.sum(), (x, dy))
+    forwards = (lambda t: pool.max_pool2d(t, 3, 2, backend="auto"),
+                lambda t: torch.ops.alexnet_kernels.max_pool2d_forward(t, [3, 3], [2, 2], [0, 0], False, "auto")[0])
+    assert_double_backward_raises(forwards, relu_input((2, 3, 7, 7)).requires_grad_(), (2, 3, 3, 3))
 
 
 @pytest.mark.parametrize("device,backend", device_backend_params())
 def test_opcheck(device, backend):
     require(backend, device)
     x = make_input((2, 4, 9, 8), device=device).requires_grad_()
-    for t in (x, x.detach().to(memory_format=torch.channels_last).requires_grad_()):
-        torch.library.opcheck(torch.ops.alexnet_kernels.max_pool2d_forward.default,
-                              (t, [3, 3], [2, 2], [1, 1], True, backend))
+    opcheck_both_layouts(torch.ops.alexnet_kernels.max_pool2d_forward.default, x,
+                         ([3, 3], [2, 2], [1, 1], True, backend))
     y, offsets = torch.ops.alexnet_kernels.max_pool2d_forward(x.detach(), [3, 3], [2, 2], [1, 1], True, backend)
     torch.library.opcheck(torch.ops.alexnet_kernels.max_pool2d_backward.default,
                           (torch.randn_like(y), offsets, [9, 8], False, [3, 3], [2, 2], [1, 1], True, backend))
@@ -403,18 +396,13 @@ def test_opcheck(device, backend):
 def test_torch_compile_fullgraph(device):
     backend = "cpu" if device == "cpu" else "auto"
     require(backend, device)
-    torch._dynamo.reset()
 
     def block(t):
         return pool.max_pool2d(torch.relu(t) * 2, 3, 2, backend=backend) + 1
 
-    compiled = torch.compile(block, fullgraph=True)
     x = make_input((2, 8, 11, 11), device=device).requires_grad_()
-    y = compiled(x)
-    y_eager = block(x)
+    y, y_eager, g, g_eager = compiled_and_eager(compile_fullgraph(block), block, x)
     assert torch.equal(y, y_eager)
-    (g,) = torch.autograd.grad(y.sum(), x)
-    (g_eager,) = torch.autograd.grad(y_eager.sum(), x)
     assert torch.equal(g, g_eager)
 
 
@@ -569,10 +557,8 @@ def test_integer_dtypes_under_torch_compile():
     (dict(input=[1.0]), TypeError, "must be a torch.Tensor"),
 ])
 def test_bad_inputs_raise_clear_errors(args, exc, match):
-    kwargs = dict(input=make_input((2, 3, 8, 8)), kernel_size=3, stride=2)
-    kwargs.update(args)
-    with pytest.raises(exc, match=match):
-        pool.max_pool2d(**kwargs)
+    assert_bad_arguments_raise(pool.max_pool2d, dict(input=make_input((2, 3, 8, 8)), kernel_size=3, stride=2), args,
+                               exc, match)
 
 
 @pytest.mark.parametrize("device,backend", device_backend_params())
@@ -637,23 +623,15 @@ def test_binding_accepts_ceil_mode_sizes_and_names_a_too_large_stride():
 
 
 def test_backend_that_cannot_take_the_input_says_why():
-    x = make_input((2, 3, 8, 8))
-    with pytest.raises(alexnet_kernels.BackendUnavailableError, match="cuda"):
-        pool.max_pool2d(x, 3, 2, backend="cuda")
-    with pytest.raises(alexnet_kernels.BackendUnavailableError, match="float64"):
-        pool.max_pool2d(x.double(), 3, 2, backend="triton")
+    assert_unavailable_backends_say_why(lambda t, backend: pool.max_pool2d(t, 3, 2, backend=backend),
+                                        make_input((2, 3, 8, 8)))
 
 
 # ----------------------------------------------------------------------------------------------------
 # GPU only
 
 
-@gpu
-@pytest.mark.parametrize("backend", ["cuda", "triton"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("shape", [(128, 96, 55, 55), (32, 256, 27, 27), (32, 256, 13, 13), (3, 33, 9, 7)],
-                         ids=lambda s: "x".join(map(str, s)))
+@gpu_backend_dtype_layout_shape_cases([(128, 96, 55, 55), (32, 256, 27, 27), (32, 256, 13, 13), (3, 33, 9, 7)])
 def test_gpu_alexnet_shapes_equal_torch(backend, dtype, layout, shape):
     """On the GPU, torch's own CUDA kernels (same dtype) are the reference: exact values and gradients."""
     require(backend, "cuda", dtype)
@@ -666,31 +644,22 @@ def test_gpu_alexnet_shapes_equal_torch(backend, dtype, layout, shape):
     assert_same(dx, dx_ref)
 
 
-@gpu
-@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@on_gpu_backends
 def test_gpu_cuda_graph_capture(backend):
     require(backend, "cuda")
     x = relu_input((4, 16, 13, 13), device="cuda").requires_grad_()
     dy = torch.randn(4, 16, 6, 6, device="cuda")
-    out = {}
-
-    def step():
-        y = pool.max_pool2d(x, 3, 2, backend=backend)
-        out["y"], out["dx"] = y, torch.autograd.grad(y, x, dy)[0]
-
-    capture_and_replay(step, lambda: x.copy_(relu_input((4, 16, 13, 13), device="cuda")))
+    y, dx = replayed_forward_and_backward(lambda t: pool.max_pool2d(t, 3, 2, backend=backend), x, dy,
+                                          lambda: relu_input((4, 16, 13, 13), device="cuda"))
     y_ref, dx_ref = torch_reference(x.detach(), dy, 3, 2, 0, False)
-    assert_same(out["y"], y_ref)
-    assert_same(out["dx"], dx_ref)
+    assert_same(y, y_ref)
+    assert_same(dx, dx_ref)
 
 
-@gpu
-@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@on_gpu_backends
 def test_gpu_64bit_indexing(backend):
     """A tensor past 2**31 elements: the last sample must be right (32-bit offsets would wrap)."""
-    require(backend, "cuda", torch.float16)
-    if torch.cuda.get_device_properties(0).total_memory < 16 * 2**30:
-        pytest.skip("needs 16 GiB of GPU memory")
+    require(backend, "cuda", torch.float16, gpu_memory_gib=16)
     x = torch.randn(2, 96, 4096, 2800, device="cuda", dtype=torch.float16)
     assert x.numel() > 2**31
     y = pool.max_pool2d(x, 3, 2, backend=backend)
@@ -700,13 +669,10 @@ def test_gpu_64bit_indexing(backend):
     torch.cuda.empty_cache()
 
 
-@gpu
-@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@on_gpu_backends
 def test_gpu_plane_past_2_31_elements(backend):
     """One plane of more than 2**31 outputs (forward) and of inputs (backward); the last rows must be right."""
-    require(backend, "cuda", torch.float16)
-    if torch.cuda.get_device_properties(0).total_memory < 48 * 2**30:
-        pytest.skip("needs 48 GiB of GPU memory")
+    require(backend, "cuda", torch.float16, gpu_memory_gib=48)
     x = torch.randn(1, 1, 92683, 92683, device="cuda", dtype=torch.float16)  # 46341**2 outputs
     y = pool.max_pool2d(x, 3, 2, backend=backend)
     assert y.shape[2] * y.shape[3] >= 2**31
@@ -729,12 +695,7 @@ def test_gpu_plane_past_2_31_elements(backend):
 @gpu
 @pytest.mark.parametrize("amp_dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 def test_gpu_autocast(amp_dtype):
-    conv = torch.nn.Conv2d(3, 16, 3).cuda()
-    x = torch.randn(4, 3, 17, 17, device="cuda")
-    with torch.autocast("cuda", dtype=amp_dtype):
-        h = conv(x)
-        y = pool.MaxPool2d(3, 2)(h)
-        assert y.dtype == h.dtype == amp_dtype
+    conv, h, y = after_a_conv_under_autocast(pool.MaxPool2d(3, 2), amp_dtype)
     assert torch.equal(y, F.max_pool2d(h, 3, 2))
     y.float().sum().backward()
     assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()

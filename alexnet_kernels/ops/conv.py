@@ -295,21 +295,21 @@ def _aten_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow
     return dx, dw, (db.to(weight.dtype) if output_mask[2] else _empty(weight))
 
 
-def _triton_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32):
-    kernels = triton_conv()
+def _kernel_grads(dgrad, wgrad, x, weight, y, output_mask):
+    """(dx, dw, db) as output_mask asks, from a backend's kernels: dgrad(dx) writes dx (allocated in torch's
+    conv layout), wgrad() returns (dw, db) in fp32, cast to the weight's dtype.  An empty batch (y empty)
+    runs no kernel: dx is empty or zeros, dw and db zeros."""
     dx, dw, db = _empty(x), _empty(weight), _empty(weight)
     if output_mask[0]:
         dx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=output_memory_format(x, weight))
         if dx.numel():
             if y.numel():
-                kernels.conv2d_relu_dgrad(dy, y, channels_last_weight(weight), dx, stride, padding, groups,
-                                          allow_tf32)
+                dgrad(dx)
             else:
                 dx.zero_()
     if output_mask[1] or output_mask[2]:
         if y.numel():
-            dw32, db32 = kernels.conv2d_relu_wgrad(dy, y, _cl(x), tuple(weight.shape), stride, padding, groups,
-                                                   allow_tf32)
+            dw32, db32 = wgrad()
         else:  # empty batch: nothing to sum
             dw32 = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32)
             db32 = torch.zeros(weight.shape[0], device=weight.device, dtype=torch.float32)
@@ -318,6 +318,15 @@ def _triton_backward(dy, x, weight, y, stride, padding, groups, output_mask, all
         if output_mask[2]:
             db = db32.to(weight.dtype)
     return dx, dw, db
+
+
+def _triton_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32):
+    kernels = triton_conv()
+    return _kernel_grads(
+        lambda dx: kernels.conv2d_relu_dgrad(dy, y, channels_last_weight(weight), dx, stride, padding, groups,
+                                             allow_tf32),
+        lambda: kernels.conv2d_relu_wgrad(dy, y, _cl(x), tuple(weight.shape), stride, padding, groups, allow_tf32),
+        x, weight, y, output_mask)
 
 
 def _cuda_weight_t(weight, groups):
@@ -354,28 +363,12 @@ def _cuda_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow
     if route == "aten":
         return _aten_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32,
                               _backends.backend_error("triton", x.device) is None)
-    dx = _empty(x)
-    if output_mask[0]:
-        dx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=output_memory_format(x, weight))
-        if dx.numel():
-            if y.numel():
-                _extension.load().conv2d_relu_dgrad_cuda(
-                    _cl(dy), _cl(y), _cuda_weight_t(weight, groups), dx, weight.shape[2], weight.shape[3],
-                    stride[0], stride[1], padding[0], padding[1], groups, bool(allow_tf32))
-            else:
-                dx.zero_()
-    dw, db = _empty(weight), _empty(weight)
-    if output_mask[1] or output_mask[2]:
-        if y.numel():
-            dw32, db32 = _cuda_wgrad(dy, y, x, weight, stride, padding, groups, allow_tf32)
-        else:  # empty batch: nothing to sum
-            dw32 = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32)
-            db32 = torch.zeros(weight.shape[0], device=weight.device, dtype=torch.float32)
-        if output_mask[1]:
-            dw = torch.empty_like(weight).copy_(dw32)
-        if output_mask[2]:
-            db = db32.to(weight.dtype)
-    return dx, dw, db
+    return _kernel_grads(
+        lambda dx: _extension.load().conv2d_relu_dgrad_cuda(
+            _cl(dy), _cl(y), _cuda_weight_t(weight, groups), dx, weight.shape[2], weight.shape[3],
+            stride[0], stride[1], padding[0], padding[1], groups, bool(allow_tf32)),
+        lambda: _cuda_wgrad(dy, y, x, weight, stride, padding, groups, allow_tf32),
+        x, weight, y, output_mask)
 
 
 # Backward route for backend="triton" on cuda when route="auto": measured per shape like the forward.

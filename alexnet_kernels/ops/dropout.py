@@ -25,11 +25,8 @@ from ._registry import DifferentiableOp
 
 # The backend policy of both ops ("auto" on cuda: not measured on a GPU yet, Triton first as for the other
 # ops).  The C++ CPU kernels also take float64 (for gradcheck).
-_EXT_FUNCTIONS = ("dropout_forward", "bias_relu_dropout_forward", "bias_relu_dropout_backward")
-BACKENDS = _backends.OpBackends(
-    dtypes={"triton": _backends.KERNEL_DTYPES, "cuda": _backends.KERNEL_DTYPES,
-            "cpu": _backends.KERNEL_DTYPES + (torch.float64,)},
-    needs={"cpu": _EXT_FUNCTIONS, "cuda": _EXT_FUNCTIONS},
+BACKENDS = _backends.OpBackends.triton_cuda_cpu(
+    ("dropout_forward", "bias_relu_dropout_forward", "bias_relu_dropout_backward"),
     auto={"cuda": ("triton", "cuda"), "cpu": ("cpu",)})
 
 

@@ -20,16 +20,13 @@ import torch.nn.functional as F
 from .. import _backends, _extension
 from ._registry import DifferentiableOp
 from .lrn import NSC, empty_in_layout, reference_backward, torch_local_response_norm
-from .pool import (in_layout, kernel_ready, offsets_from_indices, output_hw, pool_layout,
+from .pool import (empty_pool_outputs, in_layout, kernel_ready, offsets_from_indices, pool_layout,
                    torch_pool_backward)
 
-# The backend policy ("auto" on cuda: not measured on a GPU yet, see benchmarks/results/README.md).
-_EXT_FUNCTIONS = ("relu_lrn_max_pool2d_forward", "relu_lrn_max_pool2d_backward")   # what "cpu"/"cuda" call
-BACKENDS = _backends.OpBackends(
-    dtypes={"triton": _backends.KERNEL_DTYPES, "cuda": _backends.KERNEL_DTYPES,
-            "cpu": _backends.KERNEL_DTYPES + (torch.float64,)},
-    needs={"cpu": _EXT_FUNCTIONS, "cuda": _EXT_FUNCTIONS},
-    auto={"cuda": ("triton", "cuda"), "cpu": ("cpu",)})
+# The backend policy ("auto" on cuda: not measured on a GPU yet, see benchmarks/results/README.md).  The C++
+# CPU kernels also take float64 (for gradcheck).
+BACKENDS = _backends.OpBackends.triton_cuda_cpu(("relu_lrn_max_pool2d_forward", "relu_lrn_max_pool2d_backward"),
+                                                auto={"cuda": ("triton", "cuda"), "cpu": ("cpu",)})
 
 
 def triton_fused():
@@ -39,24 +36,20 @@ def triton_fused():
 
 def _run_forward(x, size, alpha, beta, k, kernel_size, stride, padding, ceil_mode, backend):
     x = kernel_ready(x, backend)
-    layout = pool_layout(x)
-    N, C, H, W = x.shape
-    shape = (N, C) + output_hw((H, W), kernel_size, stride, padding, ceil_mode)
-    z = empty_in_layout(shape, layout, x)
-    offsets = empty_in_layout(shape, layout, x, torch.uint8)
+    z, offsets = empty_pool_outputs(x, kernel_size, stride, padding, ceil_mode)
     if z.numel() == 0:
         return z, offsets
     if backend == "torch":
         lrn_out = torch_local_response_norm(torch.relu(x), size, alpha, beta, k)
         ref, indices = F.max_pool2d(lrn_out, kernel_size, stride, padding, 1, ceil_mode, return_indices=True)
         z.copy_(ref)
-        offsets.copy_(offsets_from_indices(indices, W, kernel_size, stride, padding))
+        offsets.copy_(offsets_from_indices(indices, x.shape[3], kernel_size, stride, padding))
     elif backend == "triton":
         triton_fused().relu_lrn_max_pool2d_forward(x, z, offsets, size, alpha, beta, k, kernel_size, stride,
                                                    padding)
     else:
         _extension.load().relu_lrn_max_pool2d_forward(x, z, offsets, size, alpha, beta, k, *kernel_size,
-                                                      *stride, *padding, layout == NSC)
+                                                      *stride, *padding, pool_layout(x) == NSC)
     return z, offsets
 
 
@@ -89,9 +82,7 @@ def relu_lrn_max_pool2d_forward(x: torch.Tensor, size: int, alpha: float, beta: 
 
 
 def _forward_fake(x, size, alpha, beta, k, kernel_size, stride, padding, ceil_mode, backend):
-    shape = tuple(x.shape[:2]) + output_hw(x.shape[2:], kernel_size, stride, padding, ceil_mode)
-    layout = pool_layout(x)
-    return empty_in_layout(shape, layout, x), empty_in_layout(shape, layout, x, torch.uint8)
+    return empty_pool_outputs(x, kernel_size, stride, padding, ceil_mode)
 
 
 def relu_lrn_max_pool2d_backward(dz: torch.Tensor, x: torch.Tensor, offsets: torch.Tensor, size: int,

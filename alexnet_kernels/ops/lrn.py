@@ -61,12 +61,8 @@ def output_layout(x):
 # benchmarks/results/README.md; the CUDA kernels have run only under the host emulator
 # (tests/test_cuda_emulation.py).  Re-order from the next full GPU benchmark run.  The C++ CPU kernels also
 # take float64 (for gradcheck).
-_EXT_FUNCTIONS = ("lrn_forward", "lrn_backward")   # what the "cpu" and "cuda" backends call in _C
-BACKENDS = _backends.OpBackends(
-    dtypes={"triton": _backends.KERNEL_DTYPES, "cuda": _backends.KERNEL_DTYPES,
-            "cpu": _backends.KERNEL_DTYPES + (torch.float64,)},
-    needs={"cpu": _EXT_FUNCTIONS, "cuda": _EXT_FUNCTIONS},
-    auto={"cuda": ("triton", "cuda"), "cpu": ("cpu",)})
+BACKENDS = _backends.OpBackends.triton_cuda_cpu(("lrn_forward", "lrn_backward"),
+                                                auto={"cuda": ("triton", "cuda"), "cpu": ("cpu",)})
 
 
 def triton_lrn():

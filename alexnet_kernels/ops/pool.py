@@ -34,12 +34,9 @@ INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64
 
 # The backend policy (neither GPU backend has been measured on a GPU yet: re-order "auto" on cuda from the
 # first benchmark run).  The C++ CPU kernels also take float64 (for gradcheck) and, forward, the integers.
-_EXT_FUNCTIONS = ("max_pool2d_forward", "max_pool2d_backward")   # what the "cpu" and "cuda" backends call
-BACKENDS = _backends.OpBackends(
-    dtypes={"triton": _backends.KERNEL_DTYPES, "cuda": _backends.KERNEL_DTYPES,
-            "cpu": _backends.KERNEL_DTYPES + (torch.float64,) + INTEGER_DTYPES},
-    needs={"cpu": _EXT_FUNCTIONS, "cuda": _EXT_FUNCTIONS},
-    auto={"cuda": ("triton", "cuda"), "cpu": ("cpu",)})
+BACKENDS = _backends.OpBackends.triton_cuda_cpu(("max_pool2d_forward", "max_pool2d_backward"),
+                                                auto={"cuda": ("triton", "cuda"), "cpu": ("cpu",)},
+                                                cpu_dtypes=(torch.float64,) + INTEGER_DTYPES)
 
 
 def output_size(size, kernel, stride, pad, ceil_mode):
@@ -57,6 +54,13 @@ def output_hw(hw, kernel_size, stride, padding, ceil_mode):
 def pool_layout(x):
     """Layout of a pooling op's outputs for input x: channels_last stays channels_last, else NCHW."""
     return layout_of(x) or NCS
+
+
+def empty_pool_outputs(x, kernel_size, stride, padding, ceil_mode):
+    """Uninitialized (y, offsets) for pooling 4-D x: the output's shape in pool_layout(x), offsets uint8."""
+    shape = tuple(x.shape[:2]) + output_hw(x.shape[2:], kernel_size, stride, padding, ceil_mode)
+    layout = pool_layout(x)
+    return empty_in_layout(shape, layout, x), empty_in_layout(shape, layout, x, torch.uint8)
 
 
 def kernel_ready(x, backend):
@@ -116,21 +120,18 @@ def triton_pool():
 
 def _run_forward(x, kernel_size, stride, padding, ceil_mode, backend):
     x = kernel_ready(x, backend)
-    layout = pool_layout(x)
-    N, C, H, W = x.shape
-    shape = (N, C) + output_hw((H, W), kernel_size, stride, padding, ceil_mode)
-    y = empty_in_layout(shape, layout, x)
-    offsets = empty_in_layout(shape, layout, x, torch.uint8)
+    y, offsets = empty_pool_outputs(x, kernel_size, stride, padding, ceil_mode)
     if y.numel() == 0:
         return y, offsets
     if backend == "torch":
         ref, indices = F.max_pool2d(x, kernel_size, stride, padding, 1, ceil_mode, return_indices=True)
         y.copy_(ref)
-        offsets.copy_(offsets_from_indices(indices, W, kernel_size, stride, padding))
+        offsets.copy_(offsets_from_indices(indices, x.shape[3], kernel_size, stride, padding))
     elif backend == "triton":
         triton_pool().max_pool2d_forward(x, y, offsets, kernel_size, stride, padding)
     else:
-        _extension.load().max_pool2d_forward(x, y, offsets, *kernel_size, *stride, *padding, layout == NSC)
+        _extension.load().max_pool2d_forward(x, y, offsets, *kernel_size, *stride, *padding,
+                                             pool_layout(x) == NSC)
     return y, offsets
 
 
@@ -159,9 +160,7 @@ def max_pool2d_forward(x: torch.Tensor, kernel_size: List[int], stride: List[int
 
 
 def _max_pool2d_forward_fake(x, kernel_size, stride, padding, ceil_mode, backend):
-    shape = tuple(x.shape[:2]) + output_hw(x.shape[2:], kernel_size, stride, padding, ceil_mode)
-    layout = pool_layout(x)
-    return empty_in_layout(shape, layout, x), empty_in_layout(shape, layout, x, torch.uint8)
+    return empty_pool_outputs(x, kernel_size, stride, padding, ceil_mode)
 
 
 def max_pool2d_backward(dy: torch.Tensor, offsets: torch.Tensor, input_hw: List[int], channels_last: bool,

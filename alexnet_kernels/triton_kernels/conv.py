@@ -84,6 +84,15 @@ def _swizzled_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROU
     return pid_m, pid_n
 
 
+@triton.jit
+def _unflatten(i, B, C):
+    # (a, b, c) of flat indices i = (a*B + b)*C + c: pixels p = (n, h, w), reduction indices k = (kh, kw, c).
+    c = i % C
+    b = (i // C) % B
+    a = (i // C) // B
+    return a, b, c
+
+
 @triton.jit(do_not_specialize=["M_BUCKET"])
 def conv2d_relu_forward_kernel(
         x_ptr, w_ptr, b_ptr, y_ptr,
@@ -99,9 +108,7 @@ def conv2d_relu_forward_kernel(
     # Rows: output pixels p = (n, oh, ow) and the top-left input corner of their windows.
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     mask_m = offs_m < M
-    ow = offs_m % OW
-    oh = (offs_m // OW) % OH
-    n = (offs_m // OW) // OH
+    n, oh, ow = _unflatten(offs_m, OH, OW)
     ih0 = oh * SH - PH
     iw0 = ow * SW - PW
     x_rows = (n.to(tl.int64) * sxn + ih0.to(tl.int64) * sxh + iw0.to(tl.int64) * sxw
@@ -116,9 +123,7 @@ def conv2d_relu_forward_kernel(
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask_k = offs_k < K
-        c = offs_k % Cg
-        kw = (offs_k // Cg) % KW
-        kh = (offs_k // Cg) // KW
+        kh, kw, c = _unflatten(offs_k, KW, Cg)
         ih = ih0[:, None] + kh[None, :]
         iw = iw0[:, None] + kw[None, :]
         in_image = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
@@ -155,9 +160,7 @@ def conv2d_relu_dgrad_kernel(
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     mask_m = offs_m < M
-    iw = offs_m % W
-    ih = (offs_m // W) % H
-    n = (offs_m // W) // H
+    n, ih, iw = _unflatten(offs_m, H, W)
     n64 = n.to(tl.int64)
 
     offs_c = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -168,9 +171,7 @@ def conv2d_relu_dgrad_kernel(
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask_k = offs_k < K
-        o = offs_k % Og
-        kw = (offs_k // Og) % KW
-        kh = (offs_k // Og) // KW
+        kh, kw, o = _unflatten(offs_k, KW, Og)   # k = (kh*KW + kw)*Og + o here
         # The output pixel whose window puts tap (kh, kw) on input pixel (ih, iw), if any.
         oh_s = ih[:, None] + PH - kh[None, :]
         ow_s = iw[:, None] + PW - kw[None, :]
@@ -213,9 +214,7 @@ def conv2d_relu_wgrad_kernel(
     oo = (group * Og + offs_o).to(tl.int64)
     offs_k = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_k = offs_k < K
-    c = offs_k % Cg
-    kw = (offs_k // Cg) % KW
-    kh = (offs_k // Cg) // KW
+    kh, kw, c = _unflatten(offs_k, KW, Cg)
     x_cols = (group * Cg + c).to(tl.int64) * sxc + kh.to(tl.int64) * sxh + kw.to(tl.int64) * sxw
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -225,9 +224,8 @@ def conv2d_relu_wgrad_kernel(
     for p0 in range(p_start, p_end, BLOCK_K):
         offs_p = p0 + tl.arange(0, BLOCK_K)
         mask_p = offs_p < p_end
-        ow = offs_p % OW
-        oh = (offs_p // OW) % OH
-        n64 = ((offs_p // OW) // OH).to(tl.int64)
+        n, oh, ow = _unflatten(offs_p, OH, OW)
+        n64 = n.to(tl.int64)
         # g^T tile [BLOCK_M channels, BLOCK_K pixels]: masked by the saved ReLU output.
         g_off = oo[:, None] * sdc + (n64 * sdn + oh.to(tl.int64) * sdh + ow.to(tl.int64) * sdw)[None, :]
         y_off = oo[:, None] * syc + (n64 * syn + oh.to(tl.int64) * syh + ow.to(tl.int64) * syw)[None, :]

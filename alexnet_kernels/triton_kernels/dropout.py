@@ -70,17 +70,23 @@ def _keep(r, threshold):
     return (r >> 8).to(tl.int32) >= threshold
 
 
-@triton.jit(do_not_specialize=["threshold"])
-def dropout_kernel(x_ptr, y_ptr, seed_ptr, numel, threshold, scale, BLOCK_G: tl.constexpr):
-    # y = x * (keep ? scale : 0) over a flat (memory-order) range; also the backward (x = dy, y = dx).
-    # A [BLOCK_G, 4] tile: row g holds the four elements of group g, one Philox call for them.
+@triton.jit
+def _flat_tile_keep(seed_ptr, numel, threshold, BLOCK_G: tl.constexpr):
+    # This program's [BLOCK_G, 4] tile of a flat (memory-order) range: row g holds the four elements of
+    # group g, one Philox call for them.  (offsets, in range, kept) of the tile's elements.
     k0, k1 = _seed_key(seed_ptr)
     groups = tl.program_id(0).to(tl.int64) * BLOCK_G + tl.arange(0, BLOCK_G)
     lane = tl.arange(0, 4)[None, :]
     offs = groups[:, None] * 4 + lane
-    mask = offs < numel
     r0, r1, r2, r3 = _philox_of_groups(groups, k0, k1)
     keep = _keep(_pick_lane(lane, r0[:, None], r1[:, None], r2[:, None], r3[:, None]), threshold)
+    return offs, offs < numel, keep
+
+
+@triton.jit(do_not_specialize=["threshold"])
+def dropout_kernel(x_ptr, y_ptr, seed_ptr, numel, threshold, scale, BLOCK_G: tl.constexpr):
+    # y = x * (keep ? scale : 0) over a flat (memory-order) range; also the backward (x = dy, y = dx).
+    offs, mask, keep = _flat_tile_keep(seed_ptr, numel, threshold, BLOCK_G)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     y = x * tl.where(keep, scale, 0.0)
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
@@ -90,13 +96,7 @@ def dropout_kernel(x_ptr, y_ptr, seed_ptr, numel, threshold, scale, BLOCK_G: tl.
 def bias_relu_dropout_forward_kernel(x_ptr, b_ptr, y_ptr, seed_ptr, numel, N, threshold, scale,
                                      BLOCK_G: tl.constexpr):
     # The flat (M, N) row-major range as in dropout_kernel; the bias column is i % N.
-    k0, k1 = _seed_key(seed_ptr)
-    groups = tl.program_id(0).to(tl.int64) * BLOCK_G + tl.arange(0, BLOCK_G)
-    lane = tl.arange(0, 4)[None, :]
-    offs = groups[:, None] * 4 + lane
-    mask = offs < numel
-    r0, r1, r2, r3 = _philox_of_groups(groups, k0, k1)
-    keep = _keep(_pick_lane(lane, r0[:, None], r1[:, None], r2[:, None], r3[:, None]), threshold)
+    offs, mask, keep = _flat_tile_keep(seed_ptr, numel, threshold, BLOCK_G)
     v = (tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
          + tl.load(b_ptr + offs % N, mask=mask, other=0.0).to(tl.float32))
     h = tl.where(v < 0, 0.0, v)  # relu as torch.relu: NaN and -0 kept

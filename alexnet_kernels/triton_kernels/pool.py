@@ -37,16 +37,22 @@ MAX_UNROLLED_POOL = 49
 
 
 @triton.jit
-def _pool_tile(C, P, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-    """(n, channels, flat positions, masks) of this program's tile of a (N, C, P) iteration space.
+def _pool_tile(C, P, W, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+    """(n, channels, rows, columns, mask) of this program's tile of a (N, C, P) iteration space over planes
+    of width W: flat position p = row * W + column.
 
     P, the plane's size (OH * OW or H * W), is the launcher's argument, not a product formed here: the JIT
     passes it as i64 once it reaches 2**31, so the positions are counted in 64 bits exactly then (an int32
     OH * OW went negative and masked the whole plane off)."""
     n, offs_c, offs_p = _tile_ids(C, P, BLOCK_C, BLOCK_P)
-    mask_c = (offs_c < C)[:, None]
-    mask_p = (offs_p < P)[None, :]
-    return n, offs_c, offs_p, mask_c, mask_p
+    mask = (offs_c < C)[:, None] & (offs_p < P)[None, :]
+    return n, offs_c, offs_p // W, offs_p % W, mask
+
+
+@triton.jit
+def _tile_offsets(n, offs_c, h, w, sn, sc, sh, sw):
+    # 64-bit offsets of the tile's elements (channels x positions (h, w)) in a tensor of strides sn..sw.
+    return n * sn + offs_c.to(tl.int64)[:, None] * sc + (h.to(tl.int64) * sh + w.to(tl.int64) * sw)[None, :]
 
 
 @triton.jit
@@ -144,15 +150,11 @@ def max_pool2d_forward_kernel(x_ptr, y_ptr, off_ptr, C, P, H, W, OH, OW,
     # y and the offsets share one layout (strides syn..syw).  alpha_over_n, beta, k, PRE, POST and
     # UNROLL_LRN only matter when FUSED_LRN (the ReLU -> LRN -> pool block).  WRITE_OFFSETS=False writes y
     # only (benchmarks/pool_recompute.py, whose backward recomputes the arg-max from x instead).
-    n, offs_c, offs_p, mask_c, mask_p = _pool_tile(C, P, BLOCK_C, BLOCK_P)
-    mask = mask_c & mask_p
-    oh = offs_p // OW
-    ow = offs_p % OW
+    n, offs_c, oh, ow, mask = _pool_tile(C, P, OW, BLOCK_C, BLOCK_P)
     best, best_off = _window_argmax(x_ptr, y_ptr, n, offs_c, mask, oh, ow, H, W, C,
                                     sxn, sxc, sxh, sxw, alpha_over_n, beta, k, KH, KW, SH, SW, PH, PW,
                                     FUSED_LRN, PRE, POST, UNROLL_LRN, UNROLL, BLOCK_C, BLOCK_P)
-    out = (n * syn + offs_c.to(tl.int64)[:, None] * syc
-           + (oh.to(tl.int64) * syh + ow.to(tl.int64) * syw)[None, :])
+    out = _tile_offsets(n, offs_c, oh, ow, syn, syc, syh, syw)
     tl.store(y_ptr + out, best.to(y_ptr.dtype.element_ty), mask=mask)
     if WRITE_OFFSETS:
         tl.store(off_ptr + out, best_off.to(tl.uint8), mask=mask)
@@ -165,6 +167,18 @@ def _covering_range(i, P, K, S, O):
     lo = tl.where(first > 0, (first + S - 1) // S, 0)  # ceil(first / S), clamped at 0
     hi = tl.minimum((i + P) // S, O - 1)               # i + P >= 0
     return lo, hi
+
+
+@triton.jit
+def _covering_window(i, j, ih, iw, oh_lo, oh_hi, ow_lo, ow_hi, mask, KW: tl.constexpr, SH: tl.constexpr,
+                     SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr):
+    """Window (oh_lo + i, ow_lo + j) of those covering input (ih, iw) (the _covering_range bounds): (oh, ow),
+    whether it is one of them (and in `mask`), and the in-window offset (ih, iw) has in it."""
+    oh = oh_lo + i
+    ow = ow_lo + j
+    ok = mask & ((oh <= oh_hi) & (ow <= ow_hi))[None, :]
+    target = ((ih - (oh * SH - PH)) * KW + (iw - (ow * SW - PW)))[None, :]
+    return oh, ow, ok, target
 
 
 @triton.jit
@@ -181,11 +195,9 @@ def _routed_gradient(dy_ptr, off_ptr, n, offs_c, mask, ih, iw, OH, OW, sdn, sdc,
     acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
     # At most ceil(K / S) windows cover an index along each axis.
     for i in tl.static_range((KH + SH - 1) // SH):
-        oh = oh_lo + i
         for j in tl.static_range((KW + SW - 1) // SW):
-            ow = ow_lo + j
-            ok = mask & ((oh <= oh_hi) & (ow <= ow_hi))[None, :]
-            target = ((ih - (oh * SH - PH)) * KW + (iw - (ow * SW - PW)))[None, :]
+            oh, ow, ok, target = _covering_window(i, j, ih, iw, oh_lo, oh_hi, ow_lo, ow_hi, mask,
+                                                  KW, SH, SW, PH, PW)
             oh64, ow64 = oh.to(tl.int64), ow.to(tl.int64)
             off = tl.load(off_base + (oh64 * soh + ow64 * sow)[None, :], mask=ok, other=0).to(tl.int32)
             g = tl.load(dy_base + (oh64 * sdh + ow64 * sdw)[None, :], mask=ok, other=0.0).to(tl.float32)
@@ -201,14 +213,10 @@ def max_pool2d_backward_kernel(dy_ptr, off_ptr, dx_ptr, C, P, H, W, OH, OW,
                                PH: tl.constexpr, PW: tl.constexpr,
                                BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     # One program per tile of dx: every element written (zeros included), no atomics.
-    n, offs_c, offs_p, mask_c, mask_p = _pool_tile(C, P, BLOCK_C, BLOCK_P)
-    mask = mask_c & mask_p
-    ih = offs_p // W
-    iw = offs_p % W
+    n, offs_c, ih, iw, mask = _pool_tile(C, P, W, BLOCK_C, BLOCK_P)
     dx = _routed_gradient(dy_ptr, off_ptr, n, offs_c, mask, ih, iw, OH, OW, sdn, sdc, sdh, sdw,
                           son, soc, soh, sow, KH, KW, SH, SW, PH, PW, BLOCK_C, BLOCK_P)
-    out = (n * sxn + offs_c.to(tl.int64)[:, None] * sxc
-           + (ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw)[None, :])
+    out = _tile_offsets(n, offs_c, ih, iw, sxn, sxc, sxh, sxw)
     tl.store(dx_ptr + out, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
@@ -221,10 +229,7 @@ def relu_lrn_max_pool2d_backward_kernel(x_ptr, dz_ptr, off_ptr, dx_ptr, C, P, H,
                                         PRE: tl.constexpr, POST: tl.constexpr, UNROLL_LRN: tl.constexpr,
                                         BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     # coef = 2 * alpha * beta / n; dx strides sg*.
-    n, offs_c, offs_p, mask_c, mask_p = _pool_tile(C, P, BLOCK_C, BLOCK_P)
-    mask = mask_c & mask_p
-    ih = offs_p // W
-    iw = offs_p % W
+    n, offs_c, ih, iw, mask = _pool_tile(C, P, W, BLOCK_C, BLOCK_P)
     pos = (ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw)[None, :]
     x_ptrs = x_ptr + n * sxn + offs_c.to(tl.int64)[:, None] * sxc + pos
 
@@ -253,8 +258,7 @@ def relu_lrn_max_pool2d_backward_kernel(x_ptr, dz_ptr, off_ptr, dx_ptr, C, P, H,
 
     x_c = tl.load(x_ptrs, mask=mask, other=0.0).to(tl.float32)
     dx = tl.where(x_c <= 0, 0.0, dr)  # torch's relu backward: zero where x <= 0 (a NaN x passes dr on)
-    out = (n * sgn + offs_c.to(tl.int64)[:, None] * sgc
-           + (ih.to(tl.int64) * sgh + iw.to(tl.int64) * sgw)[None, :])
+    out = _tile_offsets(n, offs_c, ih, iw, sgn, sgc, sgh, sgw)
     tl.store(dx_ptr + out, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
@@ -292,6 +296,15 @@ def _grid(N, C, P, block_c, block_p):
     return (triton.cdiv(C, block_c) * triton.cdiv(P, block_p) * N,)
 
 
+def _launch_tiled(kernel, tiled, *args, **constants):
+    """launch(kernel, grid, *args, **constants) with one program per tile (BLOCK_C channels x BLOCK_P
+    positions) of `tiled`, the (N, C, H, W) tensor whose every element the kernel writes (y, or dx)."""
+    N, C, H, W = tiled.shape
+    block_c, block_p, num_warps = _config(C, H * W, tiled.stride(1) == 1 and C > 1)
+    launch(kernel, _grid(N, C, H * W, block_c, block_p), *args, **constants, BLOCK_C=block_c, BLOCK_P=block_p,
+           num_warps=num_warps)
+
+
 def _lrn_constants(size, C):
     # Window offsets beyond C - 1 never reach a channel: clamping keeps huge n cheap.
     pre, post = min(size // 2, C - 1), min((size - 1) // 2, C - 1)
@@ -309,19 +322,17 @@ def _forward(x, y, offsets, kernel_size, stride, padding, lrn_args):
     if y.numel() == 0:
         return
     assert offsets is None or offsets.stride() == y.stride(), "offsets must share y's layout"
-    block_c, block_p, num_warps = _config(C, OH * OW, y.stride(1) == 1 and C > 1)
     if lrn_args is None:
         lrn_values, lrn_consts = (1.0, 1.0, 1.0), dict(PRE=0, POST=0, UNROLL_LRN=True)
     else:
         size, alpha, beta, k = lrn_args
         lrn_values, lrn_consts = (alpha / size, beta, k), _lrn_constants(size, C)
     kh, kw = kernel_size
-    launch(
-        max_pool2d_forward_kernel, _grid(N, C, OH * OW, block_c, block_p),
+    _launch_tiled(
+        max_pool2d_forward_kernel, y,
         x, y, y if offsets is None else offsets, C, OH * OW, H, W, OH, OW, *x.stride(), *y.stride(), *lrn_values,
         **_pool_constants(kernel_size, stride, padding), FUSED_LRN=lrn_args is not None, **lrn_consts,
-        UNROLL=kh * kw <= MAX_UNROLLED_POOL, WRITE_OFFSETS=offsets is not None, BLOCK_C=block_c,
-        BLOCK_P=block_p, num_warps=num_warps)
+        UNROLL=kh * kw <= MAX_UNROLLED_POOL, WRITE_OFFSETS=offsets is not None)
 
 
 def max_pool2d_forward(x, y, offsets, kernel_size, stride, padding):
@@ -341,12 +352,9 @@ def max_pool2d_backward(dy, offsets, dx, kernel_size, stride, padding):
     OH, OW = dy.shape[2], dy.shape[3]
     if dx.numel() == 0:
         return
-    block_c, block_p, num_warps = _config(C, H * W, dx.stride(1) == 1 and C > 1)
-    launch(
-        max_pool2d_backward_kernel, _grid(N, C, H * W, block_c, block_p),
-        dy, offsets, dx, C, H * W, H, W, OH, OW, *dy.stride(), *offsets.stride(), *dx.stride(),
-        **_pool_constants(kernel_size, stride, padding), BLOCK_C=block_c, BLOCK_P=block_p,
-        num_warps=num_warps)
+    _launch_tiled(max_pool2d_backward_kernel, dx,
+                  dy, offsets, dx, C, H * W, H, W, OH, OW, *dy.stride(), *offsets.stride(), *dx.stride(),
+                  **_pool_constants(kernel_size, stride, padding))
 
 
 def relu_lrn_max_pool2d_backward(x, dz, offsets, dx, size, alpha, beta, k, kernel_size, stride, padding):
@@ -355,10 +363,8 @@ def relu_lrn_max_pool2d_backward(x, dz, offsets, dx, size, alpha, beta, k, kerne
     OH, OW = dz.shape[2], dz.shape[3]
     if dx.numel() == 0:
         return
-    block_c, block_p, num_warps = _config(C, H * W, dx.stride(1) == 1 and C > 1)
-    launch(
-        relu_lrn_max_pool2d_backward_kernel, _grid(N, C, H * W, block_c, block_p),
+    _launch_tiled(
+        relu_lrn_max_pool2d_backward_kernel, dx,
         x, dz, offsets, dx, C, H * W, H, W, OH, OW, *x.stride(), *dz.stride(), *offsets.stride(), *dx.stride(),
         alpha / size, beta, k, 2.0 * alpha * beta / size,
-        **_pool_constants(kernel_size, stride, padding), **_lrn_constants(size, C),
-        BLOCK_C=block_c, BLOCK_P=block_p, num_warps=num_warps)
+        **_pool_constants(kernel_size, stride, padding), **_lrn_constants(size, C))
