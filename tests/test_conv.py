@@ -29,7 +29,8 @@ ROUTES = ["triton", "aten"]
 
 
 def backends_for(device):
-    return ["triton", "torch"]
+    # "cpu": oneDNN's convolution with the ReLU fused as its post-op (its backward is aten's, like "torch").
+    return ["triton", "torch"] + (["cpu"] if device == "cpu" else [])
 
 
 def params(device_list=DEVICES):
@@ -86,8 +87,8 @@ def exact_fp32():
 @pytest.mark.parametrize("route", ROUTES)
 def test_fp32_values_and_gradients_match_float64(device, backend, layer, route):
     require(backend, device)
-    if backend == "torch" and route == "aten":
-        pytest.skip("backend='torch' has one backward (aten's); covered by the route='triton' id")
+    if backend in ("torch", "cpu") and route == "aten":
+        pytest.skip("backend=%r has one backward (aten's); covered by the route='triton' id" % backend)
     x, w, b, stride, padding, groups = make_case(LAYERS[layer], device=device)
     dy = grad_like(x, w, stride, padding)
     got = run(x, w, b, stride, padding, groups, dy, backend=backend, backward_route=route)
