@@ -353,3 +353,81 @@ def test_backend_reaches_our_modules():
     tower = Tower(5, kernels="ours", backend="torch")
     ours = [m for m in tower.modules() if hasattr(m, "backend")]
     assert len(ours) == 10 and all(m.backend == "torch" for m in ours)  # 5 convs, 2 fused, pool, 2 fc
+
+
+# --- one device: one graph without concatenations -----------------------------------------------------------
+
+@pytest.mark.parametrize("kernels", ["ours", "torch"])
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_one_device_graph_equals_the_tower_path(pair, image, kernels, mode):
+    """The grouped one-device graph against the explicit towers: logits, the input's and every parameter's
+    gradient (train mode: dropout=0 here, so the whole training graph; eval under no_grad: the fc addmm path)."""
+    net = pair[0] if kernels == "ours" else pair[1]
+    net.train(mode == "train")
+    assert net._runs_as_one_graph()
+    try:
+        weights = make_input((2, 1000), seed=30)
+        results = []
+        for forward in (net.forward_one_device, net.forward_towers):
+            net.zero_grad(set_to_none=True)
+            x = image.clone().requires_grad_()
+            y = forward(x)
+            (y * weights).sum().backward()
+            with torch.no_grad():
+                y_inference = forward(image)
+            results.append((y, y_inference, x.grad, [p.grad for p in net.parameters()]))
+        (y1, yi1, dx1, g1), (y2, yi2, dx2, g2) = results
+        assert rel_err(y1, y2) < 1e-5 and rel_err(yi1, yi2) < 1e-5 and rel_err(yi1, y2) < 1e-5
+        assert rel_err(dx1, dx2) < 1e-5
+        for (name, _), a, b in zip(net.named_parameters(), g1, g2):
+            assert rel_err(a, b) < 1e-5, name
+    finally:
+        net.zero_grad(set_to_none=True)
+        net.eval()
+
+
+class CatRecorder(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records (dim, input shapes) of every aten.cat the forward runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.cats = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func.overloadpacket is torch.ops.aten.cat:
+            dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+            self.cats.append((dim, [tuple(t.shape) for t in args[0]]))
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize("kernels", ["ours", "torch"])
+@pytest.mark.parametrize("grad", [False, True])
+def test_one_device_graph_concatenates_no_activations(pair, kernels, grad):
+    """The only concatenations left are of the (small) conv weights and biases along dim 0; the tower path
+    (the reference) concatenates activations at the exchange points.  With autograd the fc layers keep each
+    tower's module (the dropout masks) and join their (N, 2048) outputs."""
+    net = (pair[0] if kernels == "ours" else pair[1]).eval()
+    x = make_input((3, 3, 227, 227), scale=1.0, seed=31)  # batch 3: no parameter has 3 rows
+    with torch.set_grad_enabled(grad), CatRecorder() as rec:
+        net(x)
+    activation_cats = [c for c in rec.cats if any(shape[0] == 3 for shape in c[1])]
+    if grad:  # fc6, fc7 and fc8's outputs, (3, 2048) or (3, 500) each
+        assert activation_cats == [(1, [(3, 2048)] * 2)] * 2 + [(1, [(3, 500)] * 2)]
+    else:
+        assert activation_cats == []
+    parameter_cats = [c for c in rec.cats if c not in activation_cats]
+    assert len(parameter_cats) == 10 and all(dim == 0 for dim, _ in parameter_cats)  # 5 weights, 5 biases
+    with torch.no_grad(), CatRecorder() as towers:
+        net.forward_towers(x)
+    assert len([c for c in towers.cats if any(shape[0] == 3 for shape in c[1])]) == 5
+
+
+def test_one_device_graph_only_where_its_rule_holds(pair):
+    net = copy.deepcopy(pair[0])
+    assert net._runs_as_one_graph()
+    handle = net.tower_b.conv4.register_forward_hook(lambda *a: None)
+    assert not net._runs_as_one_graph()  # a hook on a tower's module: the towers run, so it is called
+    handle.remove()
+    net.tower_b.relu_pool5 = torch.nn.MaxPool2d(3, 2)  # the towers differ
+    assert not net._runs_as_one_graph()
