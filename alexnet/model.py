@@ -12,7 +12,8 @@ and fc7 -> fc8 -- where each tower reads the concatenation [tower A's channels, 
 other layer reads its own tower only.  60,965,224 parameters for 1000 classes.
 
 Both towers on one device (devices None or a pair naming one device): the same network runs as one
-(concatenation-free) graph: conv1 as one 96-filter convolution (both towers read the image), conv2, conv4 and
+(concatenation-free) graph, each conv layer's two weights (and biases) stored as views of one NCHW tensor
+[A; B] (repacked after .to()): conv1 as one 96-filter convolution (both towers read the image), conv2, conv4 and
 conv5 as grouped convolutions (groups=2: group g is tower g), conv3 as one 384-filter convolution (it reads
 both towers anyway), each tower's ReLU->LRN->pool on its channels through a (2N, C/2, H, W) view of the
 NCHW activations, pool5 flattened in place of the pool5 -> fc6 concatenation, and in inference (no dropout,
@@ -172,6 +173,37 @@ class AlexNet(nn.Module):
         if devices is not None:
             self.tower_a.to(devices[0])
             self.tower_b.to(devices[1])
+        with torch.no_grad():  # NCHW: the layout whose per-tower channels are views (forward_one_device)
+            for name in CONV_SHAPES:
+                for tower in (self.tower_a, self.tower_b):
+                    layer = getattr(tower, name)
+                    layer.weight.data = layer.weight.data.contiguous()
+        self._pack_towers()
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to(), .float(), .to(memory_format=...) replace each parameter's tensor: pack the towers again.
+        module = super()._apply(fn, *args, **kwargs)
+        self._pack_towers()
+        return module
+
+    def _pack_towers(self):
+        """On one device, make each conv layer's two weights (and two biases) views of one tensor, tower A's
+        rows then tower B's, in the layout they have: the one-device graph then reads [A; B] without a copy
+        (_adjacent).  The Parameter objects, their values and the state_dict are unchanged."""
+        a, b = self.tower_a, self.tower_b
+        if a.device != b.device or a.device.type == "meta":
+            return
+        with torch.no_grad():
+            for name in CONV_SHAPES:
+                for attr in ("weight", "bias"):
+                    pa, pb = getattr(getattr(a, name), attr), getattr(getattr(b, name), attr)
+                    if (pa is None or pb is None or pa.dtype != pb.dtype or pa.stride() != pb.stride()
+                            or _adjacent(pa, pb) is not None):
+                        continue
+                    both = torch.cat([pa.data, pb.data])  # keeps the inputs' memory format
+                    if both.stride() != pa.stride():
+                        continue
+                    pa.data, pb.data = both[:pa.shape[0]], both[pa.shape[0]:]
 
     def reset_parameters(self):
         """The paper's init: every weight N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7, else 0."""
@@ -286,15 +318,38 @@ def _conv_settings(layer):
 
 def _grouped_conv(kernels, layer_a, layer_b, x, groups):
     """Both towers' layer as one convolution over NCHW x: output channels [A's, B's]; groups=2 where each
-    tower reads its own half of x.  The weights are concatenated NCHW (a copy of the small weights per call,
-    through which autograd reaches each tower's parameters); kernels="ours" fuses the ReLU, "torch" leaves it
-    to the tower's next module, as the tower path does."""
-    weight = torch.cat([layer_a.weight.contiguous(), layer_b.weight.contiguous()])
-    bias = torch.cat([layer_a.bias, layer_b.bias])
+    tower reads its own half of x.  kernels="ours" fuses the ReLU, "torch" leaves it to the tower's next
+    module, as the tower path does."""
+    weight, bias = _both(layer_a.weight, layer_b.weight), _both(layer_a.bias, layer_b.bias)
     if kernels == "ours":
         return conv2d_relu(x, weight, bias, layer_a.stride, layer_a.padding, layer_a.dilation, groups,
                            backend=layer_a.backend, backward_route=layer_a.backward_route)
     return F.conv2d(x, weight, bias, layer_a.stride, layer_a.padding, layer_a.dilation, groups)
+
+
+def _both(pa, pb):
+    """[pa; pb] along dim 0: a view where AlexNet packed them adjacent and no gradient is needed, else a
+    concatenation (the small weights copied; autograd then reaches each tower's parameter through it)."""
+    if not (torch.is_grad_enabled() and (pa.requires_grad or pb.requires_grad)):
+        both = _adjacent(pa, pb)
+        if both is not None:
+            return both
+    return torch.cat([pa, pb])
+
+
+def _adjacent(pa, pb):
+    """[pa; pb] as a view when pb's elements directly follow pa's in one storage with the same strides and
+    dim 0 outermost (NCHW or channels_last weights, 1-D biases), else None."""
+    if (pa.device != pb.device or pa.dtype != pb.dtype or pa.stride() != pb.stride()
+            or pa.shape[1:] != pb.shape[1:] or pa.numel() == 0):
+        return None
+    dense = pa.is_contiguous() or (pa.dim() == 4 and pa.is_contiguous(memory_format=torch.channels_last))
+    if not dense or pa.stride(0) * pa.shape[0] != pa.numel():
+        return None
+    if (pa.untyped_storage().data_ptr() != pb.untyped_storage().data_ptr()
+            or pb.data_ptr() != pa.data_ptr() + pa.numel() * pa.element_size()):
+        return None
+    return pa.detach().as_strided((pa.shape[0] + pb.shape[0],) + tuple(pa.shape[1:]), pa.stride())
 
 
 def _per_tower(stage, x):

@@ -417,7 +417,10 @@ def test_one_device_graph_concatenates_no_activations(pair, kernels, grad):
     else:
         assert activation_cats == []
     parameter_cats = [c for c in rec.cats if c not in activation_cats]
-    assert len(parameter_cats) == 10 and all(dim == 0 for dim, _ in parameter_cats)  # 5 weights, 5 biases
+    if grad:  # 5 weights, 5 biases: autograd reaches each tower's parameters through the concatenation
+        assert len(parameter_cats) == 10 and all(dim == 0 for dim, _ in parameter_cats)
+    else:     # the packed weights are read as one view
+        assert parameter_cats == []
     with torch.no_grad(), CatRecorder() as towers:
         net.forward_towers(x)
     assert len([c for c in towers.cats if any(shape[0] == 3 for shape in c[1])]) == 5
@@ -431,3 +434,24 @@ def test_one_device_graph_only_where_its_rule_holds(pair):
     handle.remove()
     net.tower_b.relu_pool5 = torch.nn.MaxPool2d(3, 2)  # the towers differ
     assert not net._runs_as_one_graph()
+
+
+def test_conv_weights_packed_as_one_tensor_per_layer(pair):
+    """Each conv layer's two weights (and biases) are adjacent views of one tensor, also after .to(); the
+    values and state_dict are those of separate parameters."""
+    from alexnet.model import _adjacent
+    net = copy.deepcopy(pair[0])
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    for layout in (torch.contiguous_format, torch.channels_last, torch.contiguous_format):
+        net.to(memory_format=layout)
+        for name in ("conv1", "conv2", "conv3", "conv4", "conv5"):
+            la, lb = getattr(net.tower_a, name), getattr(net.tower_b, name)
+            assert la.weight.is_contiguous(memory_format=layout)
+            with torch.no_grad():
+                both = _adjacent(la.weight, lb.weight)
+                assert both is not None and torch.equal(both, torch.cat([la.weight, lb.weight]))
+                assert torch.equal(_adjacent(la.bias, lb.bias), torch.cat([la.bias, lb.bias]))
+        assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+    fresh = AlexNet(dropout=0.0)
+    fresh.load_state_dict(net.state_dict())
+    assert all(torch.equal(v, state[k]) for k, v in fresh.state_dict().items())
