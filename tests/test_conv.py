@@ -580,13 +580,20 @@ def test_network_of_conv2d_relu_copies_only_its_input(monkeypatch):
     assert rel_err(y, ref) <= 1e-5
 
 
-def test_optimize_stores_fused_conv_weights_channels_last():
+@pytest.mark.parametrize("device", DEVICES)
+def test_optimize_stores_fused_conv_weights_channels_last(device):
+    """By default channels_last on a GPU (the kernels' layout), as they are on the CPU (backend "cpu" measures
+    the layout per shape); True / False force it."""
     import alexnet_kernels
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).to(device)
     w = model[0].weight
     alexnet_kernels.optimize(model)
-    assert model[0].weight is w and w.is_contiguous(memory_format=CL)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    assert model[0].weight is w
+    assert w.is_contiguous(memory_format=CL) if device != "cpu" else w.is_contiguous()
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).to(device)
+    alexnet_kernels.optimize(model, channels_last_weights=True)
+    assert model[0].weight.is_contiguous(memory_format=CL)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).to(device)
     alexnet_kernels.optimize(model, channels_last_weights=False)
     assert model[0].weight.is_contiguous()
     with pytest.raises(TypeError, match="channels_last_weights"):

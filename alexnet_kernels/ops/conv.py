@@ -39,7 +39,8 @@ Backends
             to 0 where torch.relu keeps it, so inputs holding a NaN or an infinity (a non-finite sum of x,
             of the weight or of the bias; one read of each) run the composite conv, then relu, as do the
             cases oneDNN cannot run (float64, float16 without the CPU's support, torch built without
-            oneDNN or the op missing; onednn_relu_error(dtype) says why).  Left as a difference: a NaN
+            oneDNN or the op missing; onednn_relu_error(dtype) says why), and torch.jit.trace (which
+            cannot record the op's Scalar?[] argument).  Left as a difference: a NaN
             made inside the sum by finite products overflowing both ways comes out 0.  Backward: aten's
             (torch.ops.aten.convolution_backward, oneDNN) on dy * (y > 0).
   "auto"    cuda: the fastest of "triton", "cuda" (when the extension has it) and "torch", measured once
@@ -48,7 +49,7 @@ Backends
 
 Layouts: the kernels take channels_last x and weight; the output has the layout torch's convolution would
 give (channels_last if x or weight is channels_last).  No per-call copies where they can be avoided:
-  weight  a channels_last weight is used as it is (Conv2dReLU and optimize() store theirs so: a training
+  weight  a channels_last weight is used as it is (Conv2dReLU, and optimize() on GPUs, store theirs so: a training
           step then copies no weight); an NCHW one is copied by each forward, and the backward reuses that
           copy while the weight's identity, storage and version counter (torch's `_version`) are unchanged
           (channels_last_weight()).  The copy is never reused by a later forward: an in-place update
@@ -338,7 +339,8 @@ def _all_finite(*tensors):
 
 
 def _cpu_forward(x, weight, bias, stride, padding, groups):
-    if onednn_relu_error(x.dtype) is not None or not _all_finite(x, weight, bias):
+    # torch.jit.trace cannot record the oneDNN op's Scalar?[] argument: a traced graph gets the composite.
+    if torch.jit.is_tracing() or onednn_relu_error(x.dtype) is not None or not _all_finite(x, weight, bias):
         return _torch_forward(x, weight, bias, stride, padding, groups)
     out_format = output_memory_format(x, weight)
     if x.shape[0] == 0:
