@@ -256,6 +256,7 @@ class AlexNet(nn.Module):
         x = torch.cat([a.stage_fc7(x), b.stage_fc7(x)], 1)
         return torch.cat([a.stage_fc8(x), b.stage_fc8(x)], 1)
 
+    @torch.compiler.disable  # module hooks and reprs are checked eagerly (dynamo would break its graph on them)
     def _runs_as_one_graph(self):
         """The rule of the module docstring: one device, not exporting or tracing, no hooks on the towers'
         modules, and both towers' modules of the types and settings AlexNet builds."""
@@ -330,7 +331,8 @@ def _grouped_conv(kernels, layer_a, layer_b, x, groups):
 def _both(pa, pb):
     """[pa; pb] along dim 0: a view where AlexNet packed them adjacent and no gradient is needed, else a
     concatenation (the small weights copied; autograd then reaches each tower's parameter through it)."""
-    if not (torch.is_grad_enabled() and (pa.requires_grad or pb.requires_grad)):
+    # Under torch.compile the concatenation is the compiler's to plan (storage pointers are not traceable).
+    if not (torch.compiler.is_compiling() or (torch.is_grad_enabled() and (pa.requires_grad or pb.requires_grad))):
         both = _adjacent(pa, pb)
         if both is not None:
             return both

@@ -455,3 +455,14 @@ def test_conv_weights_packed_as_one_tensor_per_layer(pair):
     fresh = AlexNet(dropout=0.0)
     fresh.load_state_dict(net.state_dict())
     assert all(torch.equal(v, state[k]) for k, v in fresh.state_dict().items())
+
+
+@pytest.mark.parametrize("kernels", ["ours", "torch"])
+@pytest.mark.parametrize("grad", [False, True])
+def test_one_device_graph_traces_without_graph_breaks(pair, kernels, grad):
+    """torch.compile sees the whole one-device forward as one graph (no storage-pointer checks traced)."""
+    net = (pair[0] if kernels == "ours" else pair[1]).eval()
+    torch._dynamo.reset()
+    with torch.set_grad_enabled(grad):
+        explained = torch._dynamo.explain(net)(make_input((1, 3, 227, 227), scale=1.0, seed=32))
+    assert explained.graph_break_count == 0 and explained.graph_count == 1
