@@ -11,6 +11,18 @@ tower B.  The towers exchange activations at exactly four points -- pool2 -> con
 and fc7 -> fc8 -- where each tower reads the concatenation [tower A's channels, tower B's channels]; every
 other layer reads its own tower only.  60,965,224 parameters for 1000 classes.
 
+Both towers on one device (devices None or a pair naming one device): the same network runs as one
+(concatenation-free) graph, each conv layer's two weights (and biases) stored as views of one NCHW tensor
+[A; B] (repacked after .to()): conv1 as one 96-filter convolution (both towers read the image), conv2, conv4 and
+conv5 as grouped convolutions (groups=2: group g is tower g), conv3 as one 384-filter convolution (it reads
+both towers anyway), each tower's ReLU->LRN->pool on its channels through a (2N, C/2, H, W) view of the
+NCHW activations, pool5 flattened in place of the pool5 -> fc6 concatenation, and in inference (no dropout,
+no autograd) fc6/fc7/fc8 as one addmm per tower written into its half of one output, then one in-place ReLU
+(training keeps each tower's fc module: the same dropout masks).  Outputs agree with the tower path to fp32
+rounding; the parameters, state_dict and modules are unchanged.  The tower path runs on two devices, while
+exporting or tracing (the exported graph keeps both towers), when a hook is registered on a tower's module
+(it would not be called otherwise), and when a tower's modules were replaced by other types or settings.
+
 LRN: size 5, alpha 1e-4, beta 0.75, k 2, in PyTorch's convention (alpha divided by the size), within each
 tower's 48 or 128 channels.  The paper's text writes alpha = 1e-4 without dividing by n, which would be
 PyTorch's alpha = 5e-4; the released cuda-convnet code divided by n (its 1e-4 is PyTorch's 1e-4), and that is
@@ -22,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from alexnet_kernels.conv import Conv2dReLU
+from alexnet_kernels.conv import Conv2dReLU, conv2d_relu
 from alexnet_kernels.dropout import LinearReLUDropout
 from alexnet_kernels.fused import ReLULRNMaxPool2d
 from alexnet_kernels.pool import MaxPool2d
@@ -161,6 +173,37 @@ class AlexNet(nn.Module):
         if devices is not None:
             self.tower_a.to(devices[0])
             self.tower_b.to(devices[1])
+        with torch.no_grad():  # NCHW: the layout whose per-tower channels are views (forward_one_device)
+            for name in CONV_SHAPES:
+                for tower in (self.tower_a, self.tower_b):
+                    layer = getattr(tower, name)
+                    layer.weight.data = layer.weight.data.contiguous()
+        self._pack_towers()
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to(), .float(), .to(memory_format=...) replace each parameter's tensor: pack the towers again.
+        module = super()._apply(fn, *args, **kwargs)
+        self._pack_towers()
+        return module
+
+    def _pack_towers(self):
+        """On one device, make each conv layer's two weights (and two biases) views of one tensor, tower A's
+        rows then tower B's, in the layout they have: the one-device graph then reads [A; B] without a copy
+        (_adjacent).  The Parameter objects, their values and the state_dict are unchanged."""
+        a, b = self.tower_a, self.tower_b
+        if a.device != b.device or a.device.type == "meta":
+            return
+        with torch.no_grad():
+            for name in CONV_SHAPES:
+                for attr in ("weight", "bias"):
+                    pa, pb = getattr(getattr(a, name), attr), getattr(getattr(b, name), attr)
+                    if (pa is None or pb is None or pa.dtype != pb.dtype or pa.stride() != pb.stride()
+                            or _adjacent(pa, pb) is not None):
+                        continue
+                    both = torch.cat([pa.data, pb.data])  # keeps the inputs' memory format
+                    if both.stride() != pa.stride():
+                        continue
+                    pa.data, pb.data = both[:pa.shape[0]], both[pa.shape[0]:]
 
     def reset_parameters(self):
         """The paper's init: every weight N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7, else 0."""
@@ -172,6 +215,14 @@ class AlexNet(nn.Module):
                     layer.bias.fill_(1.0 if name in UNIT_BIAS_LAYERS else 0.0)
 
     def forward(self, image):
+        image = _check_image(image)
+        if self._runs_as_one_graph():
+            return self.forward_one_device(image)
+        return self.forward_towers(image)
+
+    def forward_towers(self, image):
+        """The two-tower graph of the paper: each tower's modules, the four exchange points concatenating
+        [A, B] on each tower's device."""
         image = _check_image(image)
         a, b = self.tower_a, self.tower_b
         # Each stage is issued for tower A, then tower B, before either waits on the other: on two GPUs the
@@ -185,10 +236,138 @@ class AlexNet(nn.Module):
         logits_a, logits_b = a.stage_fc8(in_a), b.stage_fc8(in_b)
         return torch.cat([logits_a, logits_b.to(logits_a.device, non_blocking=True)], 1)
 
+    def forward_one_device(self, image):
+        """Both towers on one device as one graph without concatenations (the module docstring); the towers'
+        modules must be as AlexNet builds them (see _runs_as_one_graph)."""
+        image = _check_image(image)
+        a, b = self.tower_a, self.tower_b
+        x = image.to(a.device).contiguous()  # NCHW: each tower's channels are a view of the activations
+        x = _per_tower(a.relu_lrn_pool1, _grouped_conv(self.kernels, a.conv1, b.conv1, x, 1))
+        x = _per_tower(a.relu_lrn_pool2, _grouped_conv(self.kernels, a.conv2, b.conv2, x, 2))
+        x = a.relu3(_grouped_conv(self.kernels, a.conv3, b.conv3, x, 1))
+        x = a.relu4(_grouped_conv(self.kernels, a.conv4, b.conv4, x, 2))
+        x = a.relu_pool5(_grouped_conv(self.kernels, a.conv5, b.conv5, x, 2))
+        x = torch.flatten(x.contiguous(), 1)  # [A's 128 channels, B's 128] in NCHW order: the exchange input
+        if self._fc_as_one_gemm(x):
+            x = _linear_into_halves(x, a.fc6, b.fc6, relu=True)
+            x = _linear_into_halves(x, a.fc7, b.fc7, relu=True)
+            return _linear_into_halves(x, a.fc8, b.fc8, relu=False)
+        x = torch.cat([a.stage_fc6(x), b.stage_fc6(x)], 1)
+        x = torch.cat([a.stage_fc7(x), b.stage_fc7(x)], 1)
+        return torch.cat([a.stage_fc8(x), b.stage_fc8(x)], 1)
+
+    @torch.compiler.disable  # module hooks and reprs are checked eagerly (dynamo would break its graph on them)
+    def _runs_as_one_graph(self):
+        """The rule of the module docstring: one device, not exporting or tracing, no hooks on the towers'
+        modules, and both towers' modules of the types and settings AlexNet builds."""
+        a, b = self.tower_a, self.tower_b
+        if a.device != b.device or torch.compiler.is_exporting() or torch.jit.is_tracing():
+            return False
+        conv = Conv2dReLU if self.kernels == "ours" else nn.Conv2d
+        for name in CONV_SHAPES:
+            la, lb = getattr(a, name), getattr(b, name)
+            if not (type(la) is conv and type(lb) is conv and _conv_settings(la) == _conv_settings(lb)):
+                return False
+        for name in ("relu_lrn_pool1", "relu_lrn_pool2", "relu3", "relu4", "relu_pool5"):
+            if repr(getattr(a, name)) != repr(getattr(b, name)):
+                return False
+        for tower in (a, b):
+            for m in tower.modules():
+                if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
+                    return False
+        return True
+
+    def _fc_as_one_gemm(self, x):
+        """addmm into the halves of one output: without autograd or autocast (out= has neither), with no
+        dropout (eval), under no compiler (out= into views breaks its graph), for the fc modules AlexNet
+        builds."""
+        if torch.is_grad_enabled() and (x.requires_grad or any(
+                p.requires_grad for t in (self.tower_a, self.tower_b) for p in t.parameters())):
+            return False
+        if torch.compiler.is_compiling() or torch.is_autocast_enabled(x.device.type):
+            return False
+        ours = self.kernels == "ours"
+        for tower in (self.tower_a, self.tower_b):
+            if ours:
+                expected = [(tower.fc6, LinearReLUDropout), (tower.fc7, LinearReLUDropout), (tower.fc8, nn.Linear),
+                            (tower.relu_dropout6, nn.Identity), (tower.relu_dropout7, nn.Identity)]
+            else:
+                expected = [(tower.fc6, nn.Linear), (tower.fc7, nn.Linear), (tower.fc8, nn.Linear)] + [
+                    (stage, nn.Sequential) for stage in (tower.relu_dropout6, tower.relu_dropout7)]
+                if any([type(m) for m in stage] != [nn.ReLU, nn.Dropout]
+                       for stage in (tower.relu_dropout6, tower.relu_dropout7)):
+                    return False
+            if any(type(m) is not kind for m, kind in expected):
+                return False
+            if any(m.training for stage in ("fc6", "fc7", "relu_dropout6", "relu_dropout7")
+                   for m in getattr(tower, stage).modules()):
+                return False
+            if any(fc.bias is None or fc.weight.dtype != x.dtype for fc in (tower.fc6, tower.fc7, tower.fc8)):
+                return False
+        return True
+
     def extra_repr(self):
         return "num_classes=%d, kernels=%r, dropout=%s, devices=%s" % (
             self.num_classes, self.kernels, self.dropout,
             None if self.devices is None else tuple(str(d) for d in self.devices))
+
+
+def _conv_settings(layer):
+    return (layer.stride, layer.padding, layer.dilation, layer.padding_mode, getattr(layer, "backend", None),
+            getattr(layer, "backward_route", None))
+
+
+def _grouped_conv(kernels, layer_a, layer_b, x, groups):
+    """Both towers' layer as one convolution over NCHW x: output channels [A's, B's]; groups=2 where each
+    tower reads its own half of x.  kernels="ours" fuses the ReLU, "torch" leaves it to the tower's next
+    module, as the tower path does."""
+    weight, bias = _both(layer_a.weight, layer_b.weight), _both(layer_a.bias, layer_b.bias)
+    if kernels == "ours":
+        return conv2d_relu(x, weight, bias, layer_a.stride, layer_a.padding, layer_a.dilation, groups,
+                           backend=layer_a.backend, backward_route=layer_a.backward_route)
+    return F.conv2d(x, weight, bias, layer_a.stride, layer_a.padding, layer_a.dilation, groups)
+
+
+def _both(pa, pb):
+    """[pa; pb] along dim 0: a view where AlexNet packed them adjacent and no gradient is needed, else a
+    concatenation (the small weights copied; autograd then reaches each tower's parameter through it)."""
+    # Under torch.compile the concatenation is the compiler's to plan (storage pointers are not traceable).
+    if not (torch.compiler.is_compiling() or (torch.is_grad_enabled() and (pa.requires_grad or pb.requires_grad))):
+        both = _adjacent(pa, pb)
+        if both is not None:
+            return both
+    return torch.cat([pa, pb])
+
+
+def _adjacent(pa, pb):
+    """[pa; pb] as a view when pb's elements directly follow pa's in one storage with the same strides and
+    dim 0 outermost (NCHW or channels_last weights, 1-D biases), else None."""
+    if (pa.device != pb.device or pa.dtype != pb.dtype or pa.stride() != pb.stride()
+            or pa.shape[1:] != pb.shape[1:] or pa.numel() == 0):
+        return None
+    dense = pa.is_contiguous() or (pa.dim() == 4 and pa.is_contiguous(memory_format=torch.channels_last))
+    if not dense or pa.stride(0) * pa.shape[0] != pa.numel():
+        return None
+    if (pa.untyped_storage().data_ptr() != pb.untyped_storage().data_ptr()
+            or pb.data_ptr() != pa.data_ptr() + pa.numel() * pa.element_size()):
+        return None
+    return pa.detach().as_strided((pa.shape[0] + pb.shape[0],) + tuple(pa.shape[1:]), pa.stride())
+
+
+def _per_tower(stage, x):
+    """stage (channel-local: ReLU, LRN within the tower's channels, pooling) on each tower's half of the
+    channels of x (N, 2C, H, W): one call on the (2N, C, H, W) view (x is NCHW, so the view is free)."""
+    N, C2, H, W = x.shape
+    y = stage(x.contiguous().view(N * 2, C2 // 2, H, W))
+    return y.contiguous().view(N, C2, y.shape[2], y.shape[3])
+
+
+def _linear_into_halves(x, fc_a, fc_b, relu):
+    """[fc_a(x), fc_b(x)] (then ReLU in place) with each tower's addmm writing its half of one output."""
+    out = x.new_empty((x.shape[0], fc_a.out_features + fc_b.out_features))
+    torch.addmm(fc_a.bias, x, fc_a.weight.t(), out=out[:, :fc_a.out_features])
+    torch.addmm(fc_b.bias, x, fc_b.weight.t(), out=out[:, fc_a.out_features:])
+    return out.relu_() if relu else out
 
 
 def _check_image(image):

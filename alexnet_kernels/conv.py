@@ -20,12 +20,13 @@ writes the masked gradient and d(bias) followed by cuDNN's dgrad/wgrad (aten.con
 backward_route="auto" measures both once per shape on the GPU and keeps the faster (measured_choices()).
 
 backend: "auto" (default: on cuda the fastest of "triton", "cuda" and "torch", measured once per shape,
-dtype and device; on cpu "torch"), "triton", "cuda" (the hand-written CUDA C++ implicit GEMM of
+dtype and device; on cpu "cpu"), "triton", "cuda" (the hand-written CUDA C++ implicit GEMM of
 csrc/conv_cuda.cu: mma.sync tensor cores -- bf16/fp16 with fp32 accumulation, TF32 for fp32 when allowed,
 exact fp32 FMA when not -- a cp.async pipeline, bias + ReLU in the epilogue, groups one launch; its
 backward: CUDA C++ dgrad and wgrad kernels that apply the ReLU mask as they load dy, d(bias) summed in the
-wgrad pass in a fixed order; with backward_route="aten" the mask pass + cuDNN's dgrad and wgrad), "torch" (F.conv2d + relu: cuDNN / oneDNN), "cpu" (delegates to
-torch's CPU convolution).  First calls of a new shape pay Triton's autotuning (cached per shape for the
+wgrad pass in a fixed order; with backward_route="aten" the mask pass + cuDNN's dgrad and wgrad), "torch" (F.conv2d + relu: cuDNN / oneDNN), "cpu" (oneDNN's
+convolution with the ReLU fused as its post-op, NCHW or channels_last as measured per shape; NaN/Inf inputs
+and dtypes oneDNN lacks run F.conv2d + relu: see ops/conv.py).  First calls of a new shape pay Triton's autotuning (cached per shape for the
 process) and the "auto" measurement: warm up before capturing a CUDA graph.
 
 Delegated to torch.nn.functional.conv2d + relu (documented, tested): dilation != 1 and padding="same".

@@ -16,10 +16,15 @@ and inside an nn.Sequential, where the fusion is visible from the order of the c
 original's Parameter objects and the Identity keeps the ReLU's (and Dropout's) slot, so indices and
 state_dict keys do not change.  ReLU(inplace=True) counts as a ReLU.  Convs with padding_mode != "zeros" or
 dilation != 1 are not fused.  Hooks registered on a replaced module are not carried over.
-The fused convs' weights are stored channels_last (the Parameter objects stay the same; their storage is
-replaced by a channels_last copy, once), as Conv2dReLU's own are: the kernels then copy no weight per call and
-the activations after the first fused conv are channels_last.  channels_last_weights=False leaves the weights
-as they are (an NCHW weight is then converted once per forward, the copy reused by its backward).
+Weight layout (channels_last_weights): None (default) decides by device.  A fused conv whose weight is on a
+GPU gets it stored channels_last (the Parameter object stays the same; its storage is replaced by a
+channels_last copy, once), as Conv2dReLU's own is: the GPU kernels then copy no weight per call and the
+activations after the first fused conv are channels_last.  On the CPU the weights are left as they are:
+backend "cpu" (oneDNN's conv with the ReLU fused) measures NCHW against channels_last per conv shape and batch
+size, conversions included, which a channels_last weight would rule out (torch's layout rule makes the output
+channels_last) -- at batch 1 the conversions and channels_last kernels can cost more than they save.  True or
+False force channels_last or leave every weight as it is (an NCHW weight on the GPU is then converted once per
+forward, the copy reused by its backward).
 """
 import torch
 import copy
@@ -35,20 +40,21 @@ from .pool import MaxPool2d
 __all__ = ["optimize"]
 
 
-def optimize(model, *, backend=None, inplace=True, channels_last_weights=True):
+def optimize(model, *, backend=None, inplace=True, channels_last_weights=None):
     """Replace the modules listed in the module docstring throughout `model` (recursively) and return it.
 
     backend: given to every new module (None: the package default).  inplace=False works on a deep copy and
     leaves `model` untouched.  Train/eval mode, device, dtype and requires_grad are kept (the parameters are
-    the same objects).  channels_last_weights: store the fused convs' weights channels_last (module
-    docstring).  If `model` itself is a replaceable leaf (e.g. an nn.MaxPool2d), the replacement is
+    the same objects).  channels_last_weights: None (by device: channels_last on GPUs, as they are on the
+    CPU), True or False (module docstring).  If `model` itself is a replaceable leaf (e.g. an nn.MaxPool2d), the replacement is
     returned."""
     if not isinstance(model, nn.Module):
         raise TypeError("optimize: model must be a torch.nn.Module, got %s" % type(model).__name__)
     if not isinstance(inplace, bool):
         raise TypeError("optimize: inplace must be a bool, got %r" % (inplace,))
-    if not isinstance(channels_last_weights, bool):
-        raise TypeError("optimize: channels_last_weights must be a bool, got %r" % (channels_last_weights,))
+    if channels_last_weights is not None and not isinstance(channels_last_weights, bool):
+        raise TypeError("optimize: channels_last_weights must be None or a bool, got %r"
+                        % (channels_last_weights,))
     if backend is not None:
         _backends.validate_backend_argument("optimize", backend)
     if not inplace:
@@ -57,9 +63,10 @@ def optimize(model, *, backend=None, inplace=True, channels_last_weights=True):
     if replacement is not None:
         return replacement
     _optimize_children(model, backend)
-    if channels_last_weights:
+    if channels_last_weights is not False:
         for m in model.modules():
-            if isinstance(m, Conv2dReLU) and not m.weight.is_contiguous(memory_format=torch.channels_last):
+            if (isinstance(m, Conv2dReLU) and (channels_last_weights or m.weight.device.type != "cpu")
+                    and not m.weight.is_contiguous(memory_format=torch.channels_last)):
                 with torch.no_grad():
                     m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
     return model

@@ -353,3 +353,116 @@ def test_backend_reaches_our_modules():
     tower = Tower(5, kernels="ours", backend="torch")
     ours = [m for m in tower.modules() if hasattr(m, "backend")]
     assert len(ours) == 10 and all(m.backend == "torch" for m in ours)  # 5 convs, 2 fused, pool, 2 fc
+
+
+# --- one device: one graph without concatenations -----------------------------------------------------------
+
+@pytest.mark.parametrize("kernels", ["ours", "torch"])
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_one_device_graph_equals_the_tower_path(pair, image, kernels, mode):
+    """The grouped one-device graph against the explicit towers: logits, the input's and every parameter's
+    gradient (train mode: dropout=0 here, so the whole training graph; eval under no_grad: the fc addmm path)."""
+    net = pair[0] if kernels == "ours" else pair[1]
+    net.train(mode == "train")
+    assert net._runs_as_one_graph()
+    try:
+        weights = make_input((2, 1000), seed=30)
+        results = []
+        for forward in (net.forward_one_device, net.forward_towers):
+            net.zero_grad(set_to_none=True)
+            x = image.clone().requires_grad_()
+            y = forward(x)
+            (y * weights).sum().backward()
+            with torch.no_grad():
+                y_inference = forward(image)
+            results.append((y, y_inference, x.grad, [p.grad for p in net.parameters()]))
+        (y1, yi1, dx1, g1), (y2, yi2, dx2, g2) = results
+        assert rel_err(y1, y2) < 1e-5 and rel_err(yi1, yi2) < 1e-5 and rel_err(yi1, y2) < 1e-5
+        assert rel_err(dx1, dx2) < 1e-5
+        for (name, _), a, b in zip(net.named_parameters(), g1, g2):
+            assert rel_err(a, b) < 1e-5, name
+    finally:
+        net.zero_grad(set_to_none=True)
+        net.eval()
+
+
+class CatRecorder(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records (dim, input shapes) of every aten.cat the forward runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.cats = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func.overloadpacket is torch.ops.aten.cat:
+            dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+            self.cats.append((dim, [tuple(t.shape) for t in args[0]]))
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize("kernels", ["ours", "torch"])
+@pytest.mark.parametrize("grad", [False, True])
+def test_one_device_graph_concatenates_no_activations(pair, kernels, grad):
+    """The only concatenations left are of the (small) conv weights and biases along dim 0; the tower path
+    (the reference) concatenates activations at the exchange points.  With autograd the fc layers keep each
+    tower's module (the dropout masks) and join their (N, 2048) outputs."""
+    net = (pair[0] if kernels == "ours" else pair[1]).eval()
+    x = make_input((3, 3, 227, 227), scale=1.0, seed=31)  # batch 3: no parameter has 3 rows
+    with torch.set_grad_enabled(grad), CatRecorder() as rec:
+        net(x)
+    activation_cats = [c for c in rec.cats if any(shape[0] == 3 for shape in c[1])]
+    if grad:  # fc6, fc7 and fc8's outputs, (3, 2048) or (3, 500) each
+        assert activation_cats == [(1, [(3, 2048)] * 2)] * 2 + [(1, [(3, 500)] * 2)]
+    else:
+        assert activation_cats == []
+    parameter_cats = [c for c in rec.cats if c not in activation_cats]
+    if grad:  # 5 weights, 5 biases: autograd reaches each tower's parameters through the concatenation
+        assert len(parameter_cats) == 10 and all(dim == 0 for dim, _ in parameter_cats)
+    else:     # the packed weights are read as one view
+        assert parameter_cats == []
+    with torch.no_grad(), CatRecorder() as towers:
+        net.forward_towers(x)
+    assert len([c for c in towers.cats if any(shape[0] == 3 for shape in c[1])]) == 5
+
+
+def test_one_device_graph_only_where_its_rule_holds(pair):
+    net = copy.deepcopy(pair[0])
+    assert net._runs_as_one_graph()
+    handle = net.tower_b.conv4.register_forward_hook(lambda *a: None)
+    assert not net._runs_as_one_graph()  # a hook on a tower's module: the towers run, so it is called
+    handle.remove()
+    net.tower_b.relu_pool5 = torch.nn.MaxPool2d(3, 2)  # the towers differ
+    assert not net._runs_as_one_graph()
+
+
+def test_conv_weights_packed_as_one_tensor_per_layer(pair):
+    """Each conv layer's two weights (and biases) are adjacent views of one tensor, also after .to(); the
+    values and state_dict are those of separate parameters."""
+    from alexnet.model import _adjacent
+    net = copy.deepcopy(pair[0])
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    for layout in (torch.contiguous_format, torch.channels_last, torch.contiguous_format):
+        net.to(memory_format=layout)
+        for name in ("conv1", "conv2", "conv3", "conv4", "conv5"):
+            la, lb = getattr(net.tower_a, name), getattr(net.tower_b, name)
+            assert la.weight.is_contiguous(memory_format=layout)
+            with torch.no_grad():
+                both = _adjacent(la.weight, lb.weight)
+                assert both is not None and torch.equal(both, torch.cat([la.weight, lb.weight]))
+                assert torch.equal(_adjacent(la.bias, lb.bias), torch.cat([la.bias, lb.bias]))
+        assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+    fresh = AlexNet(dropout=0.0)
+    fresh.load_state_dict(net.state_dict())
+    assert all(torch.equal(v, state[k]) for k, v in fresh.state_dict().items())
+
+
+@pytest.mark.parametrize("kernels", ["ours", "torch"])
+@pytest.mark.parametrize("grad", [False, True])
+def test_one_device_graph_traces_without_graph_breaks(pair, kernels, grad):
+    """torch.compile sees the whole one-device forward as one graph (no storage-pointer checks traced)."""
+    net = (pair[0] if kernels == "ours" else pair[1]).eval()
+    torch._dynamo.reset()
+    with torch.set_grad_enabled(grad):
+        explained = torch._dynamo.explain(net)(make_input((1, 3, 227, 227), scale=1.0, seed=32))
+    assert explained.graph_break_count == 0 and explained.graph_count == 1

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import alexnet_kernels.conv as conv
-from alexnet_kernels import BackendUnavailableError
+from alexnet_kernels import BackendUnavailableError, _backends
 from alexnet_kernels.ops import conv as conv_ops
 
 from common import DEVICES, HAS_CUDA, INTERPRETED, capture_and_replay, gpu, make_input, rel_err, require
@@ -29,7 +29,8 @@ ROUTES = ["triton", "aten"]
 
 
 def backends_for(device):
-    return ["triton", "torch"]
+    # "cpu": oneDNN's convolution with the ReLU fused as its post-op (its backward is aten's, like "torch").
+    return ["triton", "torch"] + (["cpu"] if device == "cpu" else [])
 
 
 def params(device_list=DEVICES):
@@ -86,8 +87,8 @@ def exact_fp32():
 @pytest.mark.parametrize("route", ROUTES)
 def test_fp32_values_and_gradients_match_float64(device, backend, layer, route):
     require(backend, device)
-    if backend == "torch" and route == "aten":
-        pytest.skip("backend='torch' has one backward (aten's); covered by the route='triton' id")
+    if backend in ("torch", "cpu") and route == "aten":
+        pytest.skip("backend=%r has one backward (aten's); covered by the route='triton' id" % backend)
     x, w, b, stride, padding, groups = make_case(LAYERS[layer], device=device)
     dy = grad_like(x, w, stride, padding)
     got = run(x, w, b, stride, padding, groups, dy, backend=backend, backward_route=route)
@@ -331,8 +332,12 @@ def test_autocast_leaves_float64_alone_like_conv2d():
     assert y.dtype == y_t.dtype == torch.float64
     assert torch.equal(y, y_t)
 
-def test_auto_on_cpu_is_torch_and_measures_nothing():
+def test_auto_on_cpu_is_cpu_and_measures_no_backend():
+    """"auto" on cpu is the oneDNN path ("cpu", or "torch" without the extension): no backend measurement
+    (only the layout, see cpu_layout_choices)."""
     x, w, b, stride, padding, groups = make_case(LAYERS["conv3"])
+    expected = "cpu" if _backends.backend_error("cpu", x.device) is None else "torch"
+    assert conv_ops.BACKENDS.resolve("auto", x, "conv2d_relu") == expected
     before = conv.measured_choices()
     y = conv.conv2d_relu(x, w, b, stride, padding, 1, groups, backend="auto")
     assert rel_err(y, torch.relu(F.conv2d(x.double(), w.double(), b.double(), stride, padding))) <= 1e-5
@@ -575,14 +580,87 @@ def test_network_of_conv2d_relu_copies_only_its_input(monkeypatch):
     assert rel_err(y, ref) <= 1e-5
 
 
-def test_optimize_stores_fused_conv_weights_channels_last():
+@pytest.mark.parametrize("device", DEVICES)
+def test_optimize_stores_fused_conv_weights_channels_last(device):
+    """By default channels_last on a GPU (the kernels' layout), as they are on the CPU (backend "cpu" measures
+    the layout per shape); True / False force it."""
     import alexnet_kernels
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).to(device)
     w = model[0].weight
     alexnet_kernels.optimize(model)
-    assert model[0].weight is w and w.is_contiguous(memory_format=CL)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    assert model[0].weight is w
+    assert w.is_contiguous(memory_format=CL) if device != "cpu" else w.is_contiguous()
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).to(device)
+    alexnet_kernels.optimize(model, channels_last_weights=True)
+    assert model[0].weight.is_contiguous(memory_format=CL)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).to(device)
     alexnet_kernels.optimize(model, channels_last_weights=False)
     assert model[0].weight.is_contiguous()
     with pytest.raises(TypeError, match="channels_last_weights"):
         alexnet_kernels.optimize(model, channels_last_weights=1)
+
+
+# --- backend="cpu": oneDNN's fused conv + ReLU, layout measured per case ----------------------------------
+
+def require_onednn(dtype=torch.float32):
+    err = conv_ops.onednn_relu_error(dtype)
+    if err is not None:
+        pytest.skip("oneDNN's fused conv + ReLU is unavailable: %s" % err)
+
+
+@pytest.mark.parametrize("x_layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("w_layout", ["contiguous", "channels_last"])
+def test_cpu_fused_post_op_matches_float64_in_every_layout(x_layout, w_layout):
+    """The fused post-op path (not the composite fallback) against the float64 oracle, for each layout pair:
+    the output has torch's layout whichever layout the measurement chose, and the choice is recorded."""
+    require("cpu", "cpu")
+    require_onednn()
+    x, w, b, stride, padding, groups = make_case(LAYERS["conv2"], layout=x_layout, seed=20)
+    w = w.contiguous(memory_format=CL if w_layout == "channels_last" else torch.contiguous_format)
+    dy = grad_like(x, w, stride, padding)
+    got = run(x, w, b, stride, padding, groups, dy, backend="cpu")
+    ref = reference(x, w, b, stride, padding, groups, dy)
+    for name, g, r in zip(("y", "dx", "dw", "db"), got, ref):
+        assert rel_err(g, r) <= 1e-5, name
+    expect = conv_ops.output_memory_format(x, w)
+    assert got[0].is_contiguous(memory_format=expect)
+    key = (tuple(x.shape), tuple(w.shape), (stride, stride), (padding, padding), groups, x.dtype,
+           x.is_contiguous(), w.is_contiguous(), torch.get_num_threads())
+    chosen, times = conv_ops.cpu_layout_choices()[key]
+    assert chosen in conv_ops.CPU_LAYOUTS and set(times) == set(conv_ops.CPU_LAYOUTS)
+    assert times[chosen] == min(times.values())
+
+
+def test_cpu_runs_the_onednn_post_op(monkeypatch):
+    """backend='cpu' calls oneDNN's fused op once per forward (no separate ReLU pass)."""
+    require("cpu", "cpu")
+    require_onednn()
+    calls = []
+    real = conv_ops._onednn_conv_relu
+    monkeypatch.setattr(conv_ops, "_onednn_conv_relu", lambda *a: calls.append(a) or real(*a))
+    x, w, b, stride, padding, groups = make_case(LAYERS["conv3"], seed=21)
+    conv.conv2d_relu(x, w, b, stride, padding, 1, groups, backend="cpu")  # may measure: several calls
+    calls.clear()
+    y = conv.conv2d_relu(x, w, b, stride, padding, 1, groups, backend="cpu")
+    assert len(calls) == 1
+    assert rel_err(y, torch.relu(F.conv2d(x.double(), w.double(), b.double(), stride, padding))) <= 1e-5
+
+
+def test_cpu_bfloat16_within_twice_torch_error():
+    require("cpu", "cpu")
+    require_onednn(torch.bfloat16)
+    x, w, b, stride, padding, groups = make_case(LAYERS["conv1"], torch.bfloat16, seed=22)
+    dy = grad_like(x, w, stride, padding)
+    got = run(x, w, b, stride, padding, groups, dy, backend="cpu")
+    mine = run(x, w, b, stride, padding, groups, dy, backend="torch")
+    ref = reference(x, w, b, stride, padding, groups, dy)
+    eps = torch.finfo(torch.bfloat16).eps
+    for name, g, t, r in zip(("y", "dx", "dw", "db"), got, mine, ref):
+        assert g.dtype == torch.bfloat16 and rel_err(g, r) <= 2 * rel_err(t, r) + eps / 16, name
+
+
+def test_cpu_float64_takes_the_composite_and_says_why():
+    assert "float64" in conv_ops.onednn_relu_error(torch.float64)
+    x, w, b, stride, padding, groups = make_case(LAYERS["conv4"], torch.float64, seed=23)
+    y = conv.conv2d_relu(x, w, b, stride, padding, 1, groups, backend="cpu")
+    assert torch.equal(y, torch.relu(F.conv2d(x, w, b, stride, padding, 1, groups)))

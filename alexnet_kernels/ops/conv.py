@@ -30,14 +30,27 @@ Backends
             the device and the planned tile, added here in a fixed order (d(bias) deterministic, no atomics).
             Route "aten": the mask pass + aten's (cuDNN's) dgrad and wgrad.
   "torch"   F.conv2d + relu forward, aten.convolution_backward backward (cuDNN on GPU, oneDNN on CPU).
-  "cpu"     the CPU path delegates to "torch" (torch's CPU convolution is already oneDNN's).
+  "cpu"     oneDNN's convolution with the ReLU fused in as its post-op (one pass over the output), the op
+            Inductor uses for conv + relu on CPU:
+                torch.ops.mkldnn._convolution_pointwise(x, weight, bias, padding, stride, dilation, groups,
+                                                        "relu", [None], "")
+            computed in NCHW or channels_last, whichever measured faster for the case (shape, dtype, the
+            layouts given, torch's thread count; once per process, see cpu_layout_choices()), converting
+            in and out so that the output keeps the layout stated below.  oneDNN's ReLU post-op maps NaN
+            to 0 where torch.relu keeps it, so inputs holding a NaN or an infinity (a non-finite sum of x,
+            of the weight or of the bias; one read of each) run the composite conv, then relu, as do the
+            cases oneDNN cannot run (float64, float16 without the CPU's support, torch built without
+            oneDNN or the op missing; onednn_relu_error(dtype) says why), and torch.jit.trace (which
+            cannot record the op's Scalar?[] argument).  Left as a difference: a NaN
+            made inside the sum by finite products overflowing both ways comes out 0.  Backward: aten's
+            (torch.ops.aten.convolution_backward, oneDNN) on dy * (y > 0).
   "auto"    cuda: the fastest of "triton", "cuda" (when the extension has it) and "torch", measured once
             per (shape, dtype, layout, TF32, device) on first use and cached (see measured_choices());
-            cpu: "torch".
+            cpu: "cpu" (when alexnet_kernels._C, this package's CPU path, is built; else "torch").
 
 Layouts: the kernels take channels_last x and weight; the output has the layout torch's convolution would
 give (channels_last if x or weight is channels_last).  No per-call copies where they can be avoided:
-  weight  a channels_last weight is used as it is (Conv2dReLU and optimize() store theirs so: a training
+  weight  a channels_last weight is used as it is (Conv2dReLU, and optimize() on GPUs, store theirs so: a training
           step then copies no weight); an NCHW one is copied by each forward, and the backward reuses that
           copy while the weight's identity, storage and version counter (torch's `_version`) are unchanged
           (channels_last_weight()).  The copy is never reused by a later forward: an in-place update
@@ -50,6 +63,7 @@ The backward's backend="auto" is the one the forward's "auto" measured for the s
 was measured: under CUDA-graph capture the forward ran Triton too), in eager mode and under torch.compile.
 """
 import threading
+import time
 import weakref
 from typing import List, Optional, Tuple
 
@@ -62,12 +76,13 @@ from ._registry import DifferentiableOp
 # What backend="cuda" needs from alexnet_kernels._C.
 CUDA_FUNCTIONS = ("conv2d_relu_forward_cuda", "conv2d_relu_dgrad_cuda",
                   "conv2d_relu_wgrad_partials_cuda")
-# The backend policy: "auto" on cuda is measured per case (below); "cpu" is torch's CPU convolution.
+# The backend policy: "auto" on cuda is measured per case (below); "cpu" is oneDNN's fused conv + ReLU, any
+# floating dtype (those oneDNN lacks run torch's composite).
 BACKENDS = _backends.OpBackends(
-    dtypes={"triton": _backends.KERNEL_DTYPES, "cuda": _backends.KERNEL_DTYPES},
+    dtypes={"triton": _backends.KERNEL_DTYPES, "cuda": _backends.KERNEL_DTYPES,
+            "cpu": _backends.KERNEL_DTYPES + (torch.float64,)},
     needs={"cuda": CUDA_FUNCTIONS},
-    auto={"cuda": (_backends.OpBackends.MEASURED,), "cpu": ("torch",)},
-    runs_as={"cpu": "torch"})
+    auto={"cuda": (_backends.OpBackends.MEASURED,), "cpu": ("cpu",)})
 
 
 def triton_conv():
@@ -238,6 +253,104 @@ def _cuda_forward(x, weight, bias, stride, padding, groups, allow_tf32):
     return y
 
 
+# --- cpu: oneDNN's convolution with a fused ReLU, in the layout measured faster ----------------------------
+
+_onednn_errors = {}
+
+
+def onednn_relu_error(dtype):
+    """None when oneDNN's convolution with a fused ReLU post-op
+    (torch.ops.mkldnn._convolution_pointwise, present in torch 2.11 and 2.14) runs `dtype` here, else why
+    not (backend="cpu" then runs torch's composite)."""
+    if dtype not in _onednn_errors:
+        _onednn_errors[dtype] = _onednn_relu_error(dtype)
+    return _onednn_errors[dtype]
+
+
+def _onednn_relu_error(dtype):
+    if not torch.backends.mkldnn.is_available():
+        return "torch was built without oneDNN (torch.backends.mkldnn.is_available() is False)"
+    try:
+        torch.ops.mkldnn._convolution_pointwise.default
+    except (AttributeError, RuntimeError) as exc:
+        return "this torch has no torch.ops.mkldnn._convolution_pointwise (%s)" % exc
+    if dtype == torch.float32:
+        return None
+    if dtype == torch.bfloat16:
+        return None if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "this CPU has no oneDNN bfloat16 path"
+    if dtype == torch.float16:
+        return (None if torch.ops.mkldnn._is_mkldnn_fp16_supported()
+                else "oneDNN's float16 convolution needs AVX-512-FP16 or AVX-NE-CONVERT, which this CPU lacks")
+    return "oneDNN has no %s convolution" % str(dtype).replace("torch.", "")
+
+
+def _onednn_conv_relu(x, weight, bias, stride, padding, groups):
+    return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, list(padding), list(stride), [1, 1], groups,
+                                                   "relu", [None], "")
+
+
+CPU_LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+_cpu_layouts = {}
+_cpu_layouts_lock = threading.Lock()
+
+
+def cpu_layout_choices():
+    """{case: (layout chosen, {layout: best ms})} of every backend="cpu" layout measured in this process."""
+    return dict(_cpu_layouts)
+
+
+def _cpu_in_layout(x, weight, bias, stride, padding, groups, layout, out_format):
+    fmt = CPU_LAYOUTS[layout]
+    y = _onednn_conv_relu(x.contiguous(memory_format=fmt), weight.contiguous(memory_format=fmt), bias, stride,
+                          padding, groups)
+    return y.contiguous(memory_format=out_format)
+
+
+def _cpu_layout(x, weight, bias, stride, padding, groups, out_format):
+    """The layout ("nchw" or "channels_last") whose oneDNN convolution, conversions in and out included, was
+    fastest for this case: measured once per process (candidates interleaved over rounds, each one's fastest
+    round: on a shared CPU the least disturbed; about 0.3 s at most, or 3 rounds)."""
+    key = (tuple(x.shape), tuple(weight.shape), tuple(stride), tuple(padding), groups, x.dtype,
+           x.is_contiguous(), weight.is_contiguous(), torch.get_num_threads())
+    measured = _cpu_layouts.get(key)
+    if measured is not None:
+        return measured[0]
+    with _cpu_layouts_lock:
+        if key in _cpu_layouts:
+            return _cpu_layouts[key][0]
+        best = {}
+        for layout in CPU_LAYOUTS:  # warm-up: oneDNN builds its primitive for the case
+            _cpu_in_layout(x, weight, bias, stride, padding, groups, layout, out_format)
+        start, rounds = time.perf_counter(), 0
+        while rounds < 3 or (rounds < 15 and time.perf_counter() - start < 0.3):
+            for layout in CPU_LAYOUTS:
+                t0 = time.perf_counter()
+                _cpu_in_layout(x, weight, bias, stride, padding, groups, layout, out_format)
+                ms = (time.perf_counter() - t0) * 1e3
+                best[layout] = min(ms, best.get(layout, ms))
+            rounds += 1
+        _cpu_layouts[key] = (min(best, key=best.get), best)
+    return _cpu_layouts[key][0]
+
+
+def _all_finite(*tensors):
+    """Whether no element of the tensors is NaN or infinite: a finite sum proves it (an overflowing sum of
+    finite values only sends the caller to the exact path)."""
+    sums = torch.stack([t.sum(dtype=torch.float32) for t in tensors if t is not None])
+    return bool(torch.isfinite(sums).all())
+
+
+def _cpu_forward(x, weight, bias, stride, padding, groups):
+    # torch.jit.trace cannot record the oneDNN op's Scalar?[] argument: a traced graph gets the composite.
+    if torch.jit.is_tracing() or onednn_relu_error(x.dtype) is not None or not _all_finite(x, weight, bias):
+        return _torch_forward(x, weight, bias, stride, padding, groups)
+    out_format = output_memory_format(x, weight)
+    if x.shape[0] == 0:
+        return _empty_output(x, weight, stride, padding)
+    layout = _cpu_layout(x, weight, bias, stride, padding, groups, out_format)
+    return _cpu_in_layout(x, weight, bias, stride, padding, groups, layout, out_format)
+
+
 def _cuda_available(x):
     return _backends.backend_error("cuda", x.device, CUDA_FUNCTIONS) is None
 
@@ -257,6 +370,8 @@ def _run_forward(x, weight, bias, stride, padding, groups, allow_tf32, backend):
         return _triton_forward(x, weight, bias, stride, padding, groups, allow_tf32, x_cl), x_cl
     if backend == "cuda":
         return _cuda_forward(x, weight, bias, stride, padding, groups, allow_tf32), None
+    if backend == "cpu":
+        return _cpu_forward(x, weight, bias, stride, padding, groups), None
     # allow_tf32 is torch.backends.cudnn.allow_tf32 read by the caller, which cuDNN reads itself.
     return _torch_forward(x, weight, bias, stride, padding, groups), None
 
@@ -378,7 +493,7 @@ ROUTES = ("auto", "triton", "aten")
 def _run_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, backend, route):
     if backend == "cuda":
         return _cuda_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, route)
-    if backend == "torch":
+    if backend in ("torch", "cpu"):
         return _aten_backward(dy, x, weight, y, stride, padding, groups, output_mask, allow_tf32, False)
     if route not in ROUTES:
         raise ValueError("conv2d_relu: backward route must be one of %s, got %r" % (ROUTES, route))
