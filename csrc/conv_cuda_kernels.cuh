@@ -47,6 +47,20 @@ namespace conv_detail {
 
 enum class MathKind : int { kMmaF16 = 0, kMmaBF16 = 1, kMmaTF32 = 2, kFmaF32 = 3 };
 
+// The kernels' shared-memory access sites (the SITE argument of conv_sts / conv_lds / cp.async / ldmatrix):
+// the host emulator counts bank conflicts per site (csrc/emulate/smem_banks.h).
+enum SmemSite : int {
+  kSiteAFill = 0,    // A operand into shared memory (stores or cp.async)
+  kSiteBFill = 1,    // B operand into shared memory
+  kSiteAFrag = 2,    // A fragments out of shared memory
+  kSiteBFrag = 3,    // B fragments
+  kSiteBiasSum = 4,  // wgrad: d(bias) sums read from the A tiles
+  kSiteMask = 5,     // backward: the ReLU mask applied in shared memory
+  kSiteCount = 6
+};
+constexpr const char* kSmemSiteNames[kSiteCount] = {"A fill", "B fill", "A fragments", "B fragments", "bias sums",
+                                                    "mask"};
+
 // The convolution's sizes as every kernel reads them (32-bit: conv.h bounds them); Cg = C / groups,
 // Og = Cout / groups.
 struct ConvGeometry {
@@ -148,7 +162,7 @@ struct LoaderCp16 {
       const int ih = rows[i].ih0 + kh, iw = rows[i].iw0 + kw;
       const bool ok = k_ok && rows[i].valid && ih >= 0 && ih < a.H && iw >= 0 && iw < a.W;
       const T* src = ok ? x + rows[i].base + (int64_t(ih) * a.W + iw) * a.C + int64_t(group) * a.Cg + c : x;
-      conv_ptx_cp_async16(As + r * pitch + chunk * kVec, src, ok ? 16 : 0);
+      conv_ptx_cp_async16<kSiteAFill>(As + r * pitch + chunk * kVec, src, ok ? 16 : 0);
     }
   }
 };
@@ -182,7 +196,7 @@ struct LoaderScalar {
       const bool ok = k_ok && rows[i].valid && ih >= 0 && ih < a.H && iw >= 0 && iw < a.W;
       T v = conv_zero<T>();
       if (ok) v = x[rows[i].base + (int64_t(ih) * a.W + iw) * a.C + int64_t(group) * a.Cg + c];
-      As[r * pitch + col] = v;
+      conv_sts<kSiteAFill>(As + r * pitch + col, v);
     }
   }
 };
@@ -226,14 +240,14 @@ struct LoaderRowSpan {
         const int len = seg_end - k;
         const int ih = ri.ih0 + kh;
         if (!ri.valid || ih < 0 || ih >= a.H || k >= a.K) {
-          for (int e = 0; e < len; ++e) dst[k - kbeg + e] = conv_zero<T>();
+          for (int e = 0; e < len; ++e) conv_sts<kSiteAFill>(dst + (k - kbeg + e), conv_zero<T>());
         } else {
           // Elements [lo, lo + len) of image row (n, ih); those outside [0, row_len) are padding.
           const T* row = x + ri.base + int64_t(ih) * row_len;
           const int lo = ri.iw0 * a.C + j;
           const int klim = a.K - k;  // elements past K are zeros (last tile)
           copy_row_span(row, row_len, lo, len < klim ? len : klim, dst + (k - kbeg));
-          for (int e = klim; e < len; ++e) dst[k - kbeg + e] = conv_zero<T>();
+          for (int e = klim; e < len; ++e) conv_sts<kSiteAFill>(dst + (k - kbeg + e), conv_zero<T>());
         }
         k = seg_end;
       }
@@ -249,14 +263,14 @@ struct LoaderRowSpan {
     int e = lo;
     const int end = lo + len;
     for (; e < end && (e < 0 || conv_misaligned16(row + e)); ++e)
-      dst[e - lo] = (e >= 0 && e < row_len) ? row[e] : conv_zero<T>();
+      conv_sts<kSiteAFill>(dst + (e - lo), (e >= 0 && e < row_len) ? row[e] : conv_zero<T>());
     for (; e + kVec <= end && e + kVec <= row_len; e += kVec) {
       T v[kVec];
       conv_ld_global16(v, row + e);
 #pragma unroll
-      for (int q = 0; q < kVec; ++q) dst[e - lo + q] = v[q];
+      for (int q = 0; q < kVec; ++q) conv_sts<kSiteAFill>(dst + (e - lo + q), v[q]);
     }
-    for (; e < end; ++e) dst[e - lo] = (e >= 0 && e < row_len) ? row[e] : conv_zero<T>();
+    for (; e < end; ++e) conv_sts<kSiteAFill>(dst + (e - lo), (e >= 0 && e < row_len) ? row[e] : conv_zero<T>());
   }
 };
 
@@ -287,7 +301,7 @@ __device__ __forceinline__ void load_weights(const Args& a, const T* __restrict_
       const bool ok = r < o_count && left > 0;
       const int bytes = ok ? (left >= kVec ? 16 : left * int(sizeof(T))) : 0;
       const T* src = ok ? w + (o_first + r) * a.w_row_stride + k : w;
-      conv_ptx_cp_async16(Bs + r * pitch + cc * kVec, src, bytes);
+      conv_ptx_cp_async16<kSiteBFill>(Bs + r * pitch + cc * kVec, src, bytes);
     }
   } else {
     constexpr int kElems = TileT::BN * TileT::BK;
@@ -296,7 +310,7 @@ __device__ __forceinline__ void load_weights(const Args& a, const T* __restrict_
       const int k = k0 + kk;
       T v = conv_zero<T>();
       if (r < o_count && k < a.K) v = w[(o_first + r) * a.w_row_stride + k];
-      Bs[r * pitch + kk] = v;
+      conv_sts<kSiteBFill>(Bs + r * pitch + kk, v);
     }
   }
 }
@@ -321,16 +335,16 @@ __device__ __forceinline__ void warp_tile_mma(const T* As, const T* Bs, int pitc
 #pragma unroll
       for (int mt = 0; mt < TileT::MT; ++mt) {
         const T* p = As + (wm * TileT::WTM + mt * 16 + g) * pitch + ks + 2 * t;
-        af[mt][0] = conv_lds32(p);
-        af[mt][1] = conv_lds32(p + 8 * pitch);
-        af[mt][2] = conv_lds32(p + 8);
-        af[mt][3] = conv_lds32(p + 8 * pitch + 8);
+        af[mt][0] = conv_lds32<kSiteAFrag>(p);
+        af[mt][1] = conv_lds32<kSiteAFrag>(p + 8 * pitch);
+        af[mt][2] = conv_lds32<kSiteAFrag>(p + 8);
+        af[mt][3] = conv_lds32<kSiteAFrag>(p + 8 * pitch + 8);
       }
 #pragma unroll
       for (int nt = 0; nt < TileT::NT; ++nt) {
         const T* p = Bs + (wn * TileT::WTN + nt * 8 + g) * pitch + ks + 2 * t;
-        bf[nt][0] = conv_lds32(p);
-        bf[nt][1] = conv_lds32(p + 8);
+        bf[nt][0] = conv_lds32<kSiteBFrag>(p);
+        bf[nt][1] = conv_lds32<kSiteBFrag>(p + 8);
       }
 #pragma unroll
       for (int mt = 0; mt < TileT::MT; ++mt)
@@ -349,16 +363,16 @@ __device__ __forceinline__ void warp_tile_mma(const T* As, const T* Bs, int pitc
 #pragma unroll
       for (int mt = 0; mt < TileT::MT; ++mt) {
         const float* p = reinterpret_cast<const float*>(As) + (wm * TileT::WTM + mt * 16 + g) * pitch + ks + t;
-        af[mt][0] = conv_ptx_to_tf32(p[0]);
-        af[mt][1] = conv_ptx_to_tf32(p[8 * pitch]);
-        af[mt][2] = conv_ptx_to_tf32(p[4]);
-        af[mt][3] = conv_ptx_to_tf32(p[8 * pitch + 4]);
+        af[mt][0] = conv_ptx_to_tf32(conv_lds<kSiteAFrag>(p));
+        af[mt][1] = conv_ptx_to_tf32(conv_lds<kSiteAFrag>(p + 8 * pitch));
+        af[mt][2] = conv_ptx_to_tf32(conv_lds<kSiteAFrag>(p + 4));
+        af[mt][3] = conv_ptx_to_tf32(conv_lds<kSiteAFrag>(p + 8 * pitch + 4));
       }
 #pragma unroll
       for (int nt = 0; nt < TileT::NT; ++nt) {
         const float* p = reinterpret_cast<const float*>(Bs) + (wn * TileT::WTN + nt * 8 + g) * pitch + ks + t;
-        bf[nt][0] = conv_ptx_to_tf32(p[0]);
-        bf[nt][1] = conv_ptx_to_tf32(p[4]);
+        bf[nt][0] = conv_ptx_to_tf32(conv_lds<kSiteBFrag>(p));
+        bf[nt][1] = conv_ptx_to_tf32(conv_lds<kSiteBFrag>(p + 4));
       }
 #pragma unroll
       for (int mt = 0; mt < TileT::MT; ++mt)
@@ -378,10 +392,12 @@ __device__ __forceinline__ void warp_tile_mma(const T* As, const T* Bs, int pitc
         float* c = acc[mt][nt];
 #pragma unroll 8
         for (int k = 0; k < TileT::BK; ++k) {
-          c[0] = fmaf(a0[k], b0[k], c[0]);
-          c[1] = fmaf(a0[k], b1[k], c[1]);
-          c[2] = fmaf(a1[k], b0[k], c[2]);
-          c[3] = fmaf(a1[k], b1[k], c[3]);
+          const float av0 = conv_lds<kSiteAFrag>(a0 + k), av1 = conv_lds<kSiteAFrag>(a1 + k);
+          const float bv0 = conv_lds<kSiteBFrag>(b0 + k), bv1 = conv_lds<kSiteBFrag>(b1 + k);
+          c[0] = fmaf(av0, bv0, c[0]);
+          c[1] = fmaf(av0, bv1, c[1]);
+          c[2] = fmaf(av1, bv0, c[2]);
+          c[3] = fmaf(av1, bv1, c[3]);
         }
       }
   }
@@ -535,7 +551,8 @@ __device__ __forceinline__ void load_masked_dy(const T* __restrict__ dy, const T
     load_elems<T, VEC>(v, y + off);
   }
 #pragma unroll
-  for (int e = 0; e < kE; ++e) dst[e * stride] = (ok && conv_to_float(v[e]) > 0.0f) ? d[e] : conv_zero<T>();
+  for (int e = 0; e < kE; ++e)
+    conv_sts<kSiteAFill>(dst + e * stride, (ok && conv_to_float(v[e]) > 0.0f) ? d[e] : conv_zero<T>());
 }
 
 // ---- the dgrad kernel: dx = (dy * (y > 0)) (*) w^T ------------------------------------------------------
@@ -701,7 +718,7 @@ __device__ __forceinline__ void wgrad_fill(const WgradArgs& a, const T* __restri
       }
     }
 #pragma unroll
-    for (int e = 0; e < kE; ++e) Bs[(kc + e) * pitch + pl] = ok ? v[e] : conv_zero<T>();
+    for (int e = 0; e < kE; ++e) conv_sts<kSiteBFill>(Bs + (kc + e) * pitch + pl, ok ? v[e] : conv_zero<T>());
   }
 }
 
@@ -732,7 +749,7 @@ __global__ void __launch_bounds__(TileT::kThreads)
   const bool sums_bias = k_tile == 0 && tid < TileT::BM;
   auto landed = [&](const T* As) {
     if (sums_bias)
-      for (int j = 0; j < TileT::BK; ++j) db += conv_to_float(As[tid * kPitch + j]);
+      for (int j = 0; j < TileT::BK; ++j) db += conv_to_float(conv_lds<kSiteBiasSum>(As + tid * kPitch + j));
   };
   float acc[TileT::MT][TileT::NT][4];
   gemm_mainloop<T, MK, TileT>(smem, k_tiles, wm, wn, lane, fill, landed, acc);

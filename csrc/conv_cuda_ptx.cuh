@@ -50,8 +50,20 @@ __device__ __forceinline__ void conv_ld_global16(T (&v)[N], const T* p) {
   memcpy(v, &u, 16);
 }
 
+// Shared-memory accesses.  SITE (conv_cuda_kernels.cuh SmemSite) names the access for the emulator, which
+// counts each site's bank conflicts; here it is unused.
+template <int SITE, typename T>
+__device__ __forceinline__ void conv_sts(T* p, T v) {
+  *p = v;
+}
+
+template <int SITE, typename T>
+__device__ __forceinline__ T conv_lds(const T* p) {
+  return *p;
+}
+
 // One 32-bit word of shared memory (a 16-bit pair of a fragment register).
-template <typename T>
+template <int SITE, typename T>
 __device__ __forceinline__ uint32_t conv_lds32(const T* p) {
   return *reinterpret_cast<const uint32_t*>(p);
 }
@@ -68,7 +80,7 @@ __device__ __forceinline__ void conv_store_pair(T* p, const T (&v)[2]) {
 
 // cp.async.cg: 16 bytes global -> shared, bytes beyond src_bytes (0..16) zero-filled (nothing is read when
 // src_bytes is 0).
-template <typename T>
+template <int SITE, typename T>
 __device__ __forceinline__ void conv_ptx_cp_async16(T* smem_dst, const T* src, int src_bytes) {
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));

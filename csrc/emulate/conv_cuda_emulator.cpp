@@ -33,6 +33,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -40,6 +41,8 @@
 
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
+
+#include "smem_banks.h"
 
 // ---------------------------------------------------------------- CUDA shims
 struct EmuDim3 {
@@ -149,9 +152,25 @@ inline void conv_ld_global16(T (&v)[N], const T* p) {
   emu::check_global(p, 16, "16-byte global load outside the tensors");
   std::memcpy(v, p, 16);
 }
-template <typename T>
+inline uint32_t smem_offset(const void* p) {
+  return static_cast<uint32_t>(static_cast<const unsigned char*>(p) - conv_smem);
+}
+template <int SITE, typename T>
+inline void conv_sts(T* p, T v) {
+  check_shared(p, sizeof(T), sizeof(T), "shared store misaligned or outside the dynamic shared memory");
+  smem_banks::record(SITE, smem_offset(p), sizeof(T));
+  *p = v;
+}
+template <int SITE, typename T>
+inline T conv_lds(const T* p) {
+  check_shared(p, sizeof(T), sizeof(T), "shared load misaligned or outside the dynamic shared memory");
+  smem_banks::record(SITE, smem_offset(p), sizeof(T));
+  return *p;
+}
+template <int SITE, typename T>
 inline uint32_t conv_lds32(const T* p) {
   check_shared(p, 4, 4, "32-bit shared load misaligned or outside the dynamic shared memory");
+  smem_banks::record(SITE, smem_offset(p), 4);
   uint32_t r;
   std::memcpy(&r, p, 4);
   return r;
@@ -164,9 +183,10 @@ inline void conv_store_pair(T* p, const T (&v)[2]) {
   p[1] = v[1];
 }
 
-template <typename T>
+template <int SITE, typename T>
 inline void conv_ptx_cp_async16(T* smem_dst, const T* src, int src_bytes) {
   check_shared(smem_dst, 16, 16, "cp.async destination misaligned or outside the dynamic shared memory");
+  smem_banks::record(SITE, smem_offset(smem_dst), 16);
   if (src_bytes < 0 || src_bytes > 16) emu_fail("cp.async src-size outside [0, 16]");
   if (src_bytes > 0) {
     if (reinterpret_cast<uintptr_t>(src) & 15) emu_fail("cp.async source not 16-byte aligned");
@@ -277,6 +297,7 @@ using namespace ak::conv_detail;
 
 std::atomic<long> g_barrier_mismatch{0};
 std::atomic<long> g_unfinished_copies{0};
+std::map<int, smem_banks::SiteStats> g_smem_stats;  // bank conflicts of the running plan, per SmemSite
 
 // Every block of a (grid_x, grid_y) launch in turn, its nthreads threads as host threads running kernel().
 template <typename Kernel>
@@ -295,6 +316,7 @@ void emulate_launch(int64_t grid_x, int64_t grid_y, int nthreads, size_t smem, K
         warp_bars.emplace_back(new std::barrier<>(32));
         warps[wi].bar = warp_bars.back().get();
       }
+      smem_banks::begin_block(nthreads);
       std::vector<int> syncs(nthreads, -1);
       std::vector<std::thread> threads;
       threads.reserve(nthreads);
@@ -305,6 +327,7 @@ void emulate_launch(int64_t grid_x, int64_t grid_y, int nthreads, size_t smem, K
           emu::tl_block_barrier = &block_bar;
           emu::tl_warp = &warps[t / 32];
           emu::tl_syncs = 0;
+          smem_banks::begin_thread(t);
           emu::tl_groups.clear();
           emu::tl_open.clear();
           kernel();
@@ -314,6 +337,7 @@ void emulate_launch(int64_t grid_x, int64_t grid_y, int nthreads, size_t smem, K
         });
       }
       for (auto& th : threads) th.join();
+      smem_banks::end_block(g_smem_stats);
       for (int t = 1; t < nthreads; ++t)
         if (syncs[t] != syncs[0]) {
           ++g_barrier_mismatch;
@@ -364,12 +388,21 @@ struct EmuLauncher {
   }
 };
 
+// {site name: (warp instructions, wavefronts, ideal wavefronts, worst wavefronts of one phase)} of the plan run.
+py::dict smem_site_dict() {
+  py::dict d;
+  for (const auto& [site, s] : g_smem_stats)
+    d[kSmemSiteNames[site]] = py::make_tuple(s.instructions, s.wavefronts, s.ideal, s.worst_ways);
+  return d;
+}
+
 // Runs the kernel dispatch_conv picks for `plan` (nothing when `empty`), checks every block's threads passed the
 // same barriers and left no copy pending, and returns the plan's common fields and the kernel that ran.
 template <typename Args, typename Plan>
 py::dict run_plan(const Args& a, const Plan& plan, ConvDtype dtype, bool empty) {
   g_barrier_mismatch = 0;
   g_unfinished_copies = 0;
+  g_smem_stats.clear();
   EmuLauncher<Args> launcher{a, dtype, {}};
   if (!empty) dispatch_conv<conv_f16, conv_bf16>(plan, dtype, launcher);
   TORCH_CHECK(g_barrier_mismatch == 0, "conv emulator: threads of a block passed different numbers of barriers");
@@ -379,6 +412,7 @@ py::dict run_plan(const Args& a, const Plan& plan, ConvDtype dtype, bool empty) 
   out["fma"] = plan.fma;
   out["reason"] = std::string(plan.reason ? plan.reason : "");
   out["kernel"] = launcher.kernel_name;
+  out["smem"] = smem_site_dict();
   return out;
 }
 
@@ -501,10 +535,29 @@ py::dict conv2d_relu_wgrad(at::Tensor dy, at::Tensor y, at::Tensor x, at::Tensor
   return out;
 }
 
+// The bank model alone: wavefronts and ideal wavefronts of one warp instruction whose lane i accesses
+// `bytes` bytes at offsets[i] (an offset < 0: the lane is inactive); ldmatrix_matrices > 0: an ldmatrix of
+// that many 8x8 matrices (lane i supplies a row address of matrix i / 8).
+py::tuple bank_wavefronts(std::vector<int64_t> offsets, int64_t bytes, int64_t ldmatrix_matrices) {
+  TORCH_CHECK(offsets.size() == 32, "one offset per lane");
+  std::vector<smem_banks::Access> acc(32);
+  std::array<const smem_banks::Access*, 32> lanes{};
+  for (int l = 0; l < 32; ++l) {
+    if (offsets[l] < 0) continue;
+    acc[l] = {0, 0, static_cast<uint32_t>(offsets[l]), int(bytes),
+              ldmatrix_matrices > 0 ? smem_banks::kLdmatrix : smem_banks::kPlain, int(ldmatrix_matrices)};
+    lanes[l] = &acc[l];
+  }
+  int worst = 0;
+  const auto [wavefronts, ideal] = smem_banks::instruction_wavefronts(lanes, &worst);
+  return py::make_tuple(wavefronts, ideal);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("conv2d_relu_wgrad", &conv2d_relu_wgrad);
   m.def("conv2d_relu_forward", &conv2d_relu_forward);
   m.def("conv2d_relu_dgrad", &conv2d_relu_dgrad);
+  m.def("bank_wavefronts", &bank_wavefronts);
 }
