@@ -15,6 +15,8 @@
 //     in fp32), sums are fp32 in k order; tf32 operands are their register's top 19 bits (the low 13
 //     mantissa bits ignored, as the hardware does).
 //   cvt.rna.tf32.f32: round to nearest, ties away from zero, to 10 mantissa bits.
+//   ldmatrix.x4.trans (.b16): warp-collective; each lane's row address deposited, each lane's registers built
+//     from the 8x8 matrices by the PTX ISA's ldmatrix layout, transposed.
 //   cp.async.cg 16 (+ src-size zero fill), commit_group, wait_group N: a copy is only queued when issued and
 //     happens at the latest moment the PTX rules allow -- when a wait_group leaves at most N newer groups
 //     pending -- so reading a stage before waiting for it reads NaN or stale data.
@@ -95,6 +97,7 @@ struct WarpExchange {
   std::barrier<>* bar;
   uint32_t a[32][4], b[32][2];
   float c[32][4];
+  const unsigned char* rows[32];  // ldmatrix row addresses
 };
 thread_local std::barrier<>* tl_block_barrier = nullptr;
 thread_local WarpExchange* tl_warp = nullptr;
@@ -166,6 +169,33 @@ inline T conv_lds(const T* p) {
   check_shared(p, sizeof(T), sizeof(T), "shared load misaligned or outside the dynamic shared memory");
   smem_banks::record(SITE, smem_offset(p), sizeof(T));
   return *p;
+}
+template <int SITE, typename T, int N>
+inline void conv_sts16(T* p, const T (&v)[N]) {
+  static_assert(N * sizeof(T) == 16, "one 16-byte vector");
+  check_shared(p, 16, 16, "16-byte shared store misaligned or outside the dynamic shared memory");
+  smem_banks::record(SITE, smem_offset(p), 16);
+  std::memcpy(p, v, 16);
+}
+// ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16: every lane deposits its row address; lane l takes, of matrix
+// j (rows from lanes 8j..8j+7, 8 elements each), elements (row 2*(l%4), col l/4) low and (row 2*(l%4)+1,
+// col l/4) high into r[j].
+template <int SITE, typename T>
+inline void conv_ldmatrix_x4_trans(uint32_t (&r)[4], const T* p) {
+  static_assert(sizeof(T) == 2, "ldmatrix .b16");
+  check_shared(p, 16, 16, "ldmatrix row address misaligned or outside the dynamic shared memory");
+  smem_banks::record(SITE, smem_offset(p), 16, smem_banks::kLdmatrix, 4);
+  emu::WarpExchange& ex = *emu::tl_warp;
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  ex.rows[lane] = reinterpret_cast<const unsigned char*>(p);
+  ex.bar->arrive_and_wait();
+  for (int j = 0; j < 4; ++j) {
+    uint16_t lo, hi;
+    std::memcpy(&lo, ex.rows[8 * j + 2 * (lane % 4)] + 2 * (lane / 4), 2);
+    std::memcpy(&hi, ex.rows[8 * j + 2 * (lane % 4) + 1] + 2 * (lane / 4), 2);
+    r[j] = uint32_t(lo) | (uint32_t(hi) << 16);
+  }
+  ex.bar->arrive_and_wait();  // nobody deposits the next addresses before all have read these
 }
 template <int SITE, typename T>
 inline uint32_t conv_lds32(const T* p) {
