@@ -315,7 +315,7 @@ __device__ __forceinline__ void load_weights(const Args& a, const T* __restrict_
     constexpr int kChunksPerRow = TileT::BK / kVec;
     constexpr int kChunks = TileT::BN * kChunksPerRow;
     for (int q = tid; q < kChunks; q += TileT::kThreads) {
-      const int r = chunk_row<kChunksPerRow>(q), cc = q % kChunksPerRow;
+      const int r = chunk_row<kChunksPerRow>(q), cc = q - (q / kChunksPerRow) * kChunksPerRow;
       const int k = k0 + cc * kVec;
       const int left = a.K - k;
       const bool ok = r < o_count && left > 0;
