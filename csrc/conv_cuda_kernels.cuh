@@ -60,11 +60,9 @@ enum SmemSite : int {
   kSiteAFrag = 2,    // A fragments out of shared memory
   kSiteBFrag = 3,    // B fragments
   kSiteBiasSum = 4,  // wgrad: d(bias) sums read from the A tiles
-  kSiteMask = 5,     // backward: the ReLU mask applied in shared memory
-  kSiteCount = 6
+  kSiteCount = 5
 };
-constexpr const char* kSmemSiteNames[kSiteCount] = {"A fill", "B fill", "A fragments", "B fragments", "bias sums",
-                                                    "mask"};
+constexpr const char* kSmemSiteNames[kSiteCount] = {"A fill", "B fill", "A fragments", "B fragments", "bias sums"};
 
 // The convolution's sizes as every kernel reads them (32-bit: conv.h bounds them); Cg = C / groups,
 // Og = Cout / groups.
