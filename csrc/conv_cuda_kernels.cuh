@@ -13,9 +13,13 @@
 // (BM/WARPS_M) x (BN/WARPS_N) sub-tile as MT x NT fragments of 16 x 8 (the mma's C shape).
 //
 // Pipeline: STAGES shared-memory buffers of A (BM x BK) and B (BN x BK), k contiguous in each row (pitch
-// BK + 16 bytes: the fragment loads below, one 32-bit word per lane, hit 32 distinct banks).  Tiles
+// BK + 16 bytes: the fragment loads below, one 32-bit word per lane, hit 32 distinct banks; the 16-byte fills
+// take their rows in the order chunk_row gives, so a quarter warp's chunks hit distinct banks too).  Tiles
 // kt+1 .. kt+STAGES-1 are in flight (cp.async groups) while tile kt is multiplied; cp.async.wait_group
-// STAGES-2 then __syncthreads() before a tile is read and before its buffer is refilled.
+// STAGES-2 then __syncthreads() before a tile is read and before its buffer is refilled.  The wgrad stores
+// its stages k-major instead (KMajor: pixel rows, channels contiguous) and transposes its fragments with
+// ldmatrix.trans.  Every shared-memory access goes through conv_sts / conv_lds / cp.async / ldmatrix wrappers
+// tagged with an SmemSite, so the emulator can count each site's bank conflicts.
 //
 // A loaders (im2col on the fly; conv.h ConvLoader):
 //   kCpAsync16  Cg % 8 (16 bytes of channels) == 0: a 16-byte chunk of a row is 8 channels of one tap,
@@ -35,6 +39,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "conv.h"
 
@@ -46,6 +51,18 @@ namespace ak {
 namespace conv_detail {
 
 enum class MathKind : int { kMmaF16 = 0, kMmaBF16 = 1, kMmaTF32 = 2, kFmaF32 = 3 };
+
+// The kernels' shared-memory access sites (the SITE argument of conv_sts / conv_lds / cp.async / ldmatrix):
+// the host emulator counts bank conflicts per site (csrc/emulate/smem_banks.h).
+enum SmemSite : int {
+  kSiteAFill = 0,    // A operand into shared memory (stores or cp.async)
+  kSiteBFill = 1,    // B operand into shared memory
+  kSiteAFrag = 2,    // A fragments out of shared memory
+  kSiteBFrag = 3,    // B fragments
+  kSiteBiasSum = 4,  // wgrad: d(bias) sums read from the A tiles
+  kSiteCount = 5
+};
+constexpr const char* kSmemSiteNames[kSiteCount] = {"A fill", "B fill", "A fragments", "B fragments", "bias sums"};
 
 // The convolution's sizes as every kernel reads them (32-bit: conv.h bounds them); Cg = C / groups,
 // Og = Cout / groups.
@@ -116,6 +133,21 @@ __device__ __forceinline__ RowInfo row_info(const ConvArgs& a, int64_t m) {
   return r;
 }
 
+// The tile row a thread fills when rows are filled kChunksPerRow 16-byte chunks at a time, thread (or chunk)
+// i taking chunk i % kChunksPerRow of row i / kChunksPerRow -- with bits 0 and 2 of the row swapped when a row is
+// four chunks (16-bit elements, BK = 32: an 80-byte pitch, 5 of the 8 16-byte bank groups of 128 bytes).  A
+// quarter warp's 8 chunks then lie in rows r and r + 4, whose groups 5r + {0..3} and 5r + 20 + {0..3} (mod 8)
+// are disjoint: one wavefront per phase, where rows r and r + 1 would collide once.  A permutation of the rows
+// within each 8, so every row is still filled exactly once.
+template <int kChunksPerRow>
+__device__ __forceinline__ int chunk_row(int i) {
+  const int r = i / kChunksPerRow;
+  if constexpr (kChunksPerRow == 4)
+    return (r & ~5) | ((r & 1) << 2) | ((r >> 2) & 1);
+  else
+    return r;
+}
+
 // ---- A loaders ---------------------------------------------------------------------------------------
 
 // kCpAsync16: thread `tid` copies chunks tid, tid + kThreads, ... of the BM x (BK/kVec) chunks.
@@ -132,7 +164,7 @@ struct LoaderCp16 {
   __device__ __forceinline__ void init(const ConvArgs& a, int64_t m0, int tid) {
     chunk = tid % kChunksPerRow;
 #pragma unroll
-    for (int i = 0; i < kPasses; ++i) rows[i] = row_info(a, m0 + tid / kChunksPerRow + i * kRowsPerPass);
+    for (int i = 0; i < kPasses; ++i) rows[i] = row_info(a, m0 + chunk_row<kChunksPerRow>(tid) + i * kRowsPerPass);
   }
 
   __device__ __forceinline__ void load(const ConvArgs& a, const T* __restrict__ x, int group, int k0, T* As,
@@ -144,11 +176,11 @@ struct LoaderCp16 {
     const int kh = tap / a.KW, kw = tap - kh * a.KW;
 #pragma unroll
     for (int i = 0; i < kPasses; ++i) {
-      const int r = tid / kChunksPerRow + i * kRowsPerPass;
+      const int r = chunk_row<kChunksPerRow>(tid) + i * kRowsPerPass;
       const int ih = rows[i].ih0 + kh, iw = rows[i].iw0 + kw;
       const bool ok = k_ok && rows[i].valid && ih >= 0 && ih < a.H && iw >= 0 && iw < a.W;
       const T* src = ok ? x + rows[i].base + (int64_t(ih) * a.W + iw) * a.C + int64_t(group) * a.Cg + c : x;
-      conv_ptx_cp_async16(As + r * pitch + chunk * kVec, src, ok ? 16 : 0);
+      conv_ptx_cp_async16<kSiteAFill>(As + r * pitch + chunk * kVec, src, ok ? 16 : 0);
     }
   }
 };
@@ -182,7 +214,7 @@ struct LoaderScalar {
       const bool ok = k_ok && rows[i].valid && ih >= 0 && ih < a.H && iw >= 0 && iw < a.W;
       T v = conv_zero<T>();
       if (ok) v = x[rows[i].base + (int64_t(ih) * a.W + iw) * a.C + int64_t(group) * a.Cg + c];
-      As[r * pitch + col] = v;
+      conv_sts<kSiteAFill>(As + r * pitch + col, v);
     }
   }
 };
@@ -226,14 +258,14 @@ struct LoaderRowSpan {
         const int len = seg_end - k;
         const int ih = ri.ih0 + kh;
         if (!ri.valid || ih < 0 || ih >= a.H || k >= a.K) {
-          for (int e = 0; e < len; ++e) dst[k - kbeg + e] = conv_zero<T>();
+          for (int e = 0; e < len; ++e) conv_sts<kSiteAFill>(dst + (k - kbeg + e), conv_zero<T>());
         } else {
           // Elements [lo, lo + len) of image row (n, ih); those outside [0, row_len) are padding.
           const T* row = x + ri.base + int64_t(ih) * row_len;
           const int lo = ri.iw0 * a.C + j;
           const int klim = a.K - k;  // elements past K are zeros (last tile)
           copy_row_span(row, row_len, lo, len < klim ? len : klim, dst + (k - kbeg));
-          for (int e = klim; e < len; ++e) dst[k - kbeg + e] = conv_zero<T>();
+          for (int e = klim; e < len; ++e) conv_sts<kSiteAFill>(dst + (k - kbeg + e), conv_zero<T>());
         }
         k = seg_end;
       }
@@ -249,14 +281,14 @@ struct LoaderRowSpan {
     int e = lo;
     const int end = lo + len;
     for (; e < end && (e < 0 || conv_misaligned16(row + e)); ++e)
-      dst[e - lo] = (e >= 0 && e < row_len) ? row[e] : conv_zero<T>();
+      conv_sts<kSiteAFill>(dst + (e - lo), (e >= 0 && e < row_len) ? row[e] : conv_zero<T>());
     for (; e + kVec <= end && e + kVec <= row_len; e += kVec) {
       T v[kVec];
       conv_ld_global16(v, row + e);
 #pragma unroll
-      for (int q = 0; q < kVec; ++q) dst[e - lo + q] = v[q];
+      for (int q = 0; q < kVec; ++q) conv_sts<kSiteAFill>(dst + (e - lo + q), v[q]);
     }
-    for (; e < end; ++e) dst[e - lo] = (e >= 0 && e < row_len) ? row[e] : conv_zero<T>();
+    for (; e < end; ++e) conv_sts<kSiteAFill>(dst + (e - lo), (e >= 0 && e < row_len) ? row[e] : conv_zero<T>());
   }
 };
 
@@ -281,13 +313,13 @@ __device__ __forceinline__ void load_weights(const Args& a, const T* __restrict_
     constexpr int kChunksPerRow = TileT::BK / kVec;
     constexpr int kChunks = TileT::BN * kChunksPerRow;
     for (int q = tid; q < kChunks; q += TileT::kThreads) {
-      const int r = q / kChunksPerRow, cc = q - r * kChunksPerRow;
+      const int r = chunk_row<kChunksPerRow>(q), cc = q - (q / kChunksPerRow) * kChunksPerRow;
       const int k = k0 + cc * kVec;
       const int left = a.K - k;
       const bool ok = r < o_count && left > 0;
       const int bytes = ok ? (left >= kVec ? 16 : left * int(sizeof(T))) : 0;
       const T* src = ok ? w + (o_first + r) * a.w_row_stride + k : w;
-      conv_ptx_cp_async16(Bs + r * pitch + cc * kVec, src, bytes);
+      conv_ptx_cp_async16<kSiteBFill>(Bs + r * pitch + cc * kVec, src, bytes);
     }
   } else {
     constexpr int kElems = TileT::BN * TileT::BK;
@@ -296,42 +328,166 @@ __device__ __forceinline__ void load_weights(const Args& a, const T* __restrict_
       const int k = k0 + kk;
       T v = conv_zero<T>();
       if (r < o_count && k < a.K) v = w[(o_first + r) * a.w_row_stride + k];
-      Bs[r * pitch + kk] = v;
+      conv_sts<kSiteBFill>(Bs + r * pitch + kk, v);
     }
   }
 }
 
 // ---- warp tile math ------------------------------------------------------------------------------------
 
-// One BK slice of the warp tile: acc[mt][nt][0..3] += A(16 rows of mt) x B(8 columns of nt), the fragment
-// registers read straight from shared memory by the PTX ISA's layouts:
+// One BK slice of the warp tile: acc[mt][nt][0..3] += A(16 rows of mt) x B(8 columns of nt), fragment registers
+// by the PTX ISA's layouts (g = lane / 4, t = lane % 4):
 //   m16n8k16 (16-bit): A regs (g, 2t|2t+1), (g+8, 2t|2t+1), (g, 2t+8|+9), (g+8, 2t+8|+9);
 //                      B regs (k 2t|2t+1, n g), (k 2t+8|2t+9, n g); C (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1)
 //   m16n8k8 (tf32):    A (g, t), (g+8, t), (g, t+4), (g+8, t+4); B (k t, n g), (k t+4, n g); C as above
-// with g = lane / 4, t = lane % 4.  A is [row][k] and B is [n][k] in shared memory, so every 16-bit pair
-// above is one aligned 32-bit word.
-template <typename T, MathKind MK, typename TileT>
-__device__ __forceinline__ void warp_tile_mma(const T* As, const T* Bs, int pitch, int wm, int wn, int lane,
-                                              float (&acc)[TileT::MT][TileT::NT][4]) {
-  const int g = lane >> 2, t = lane & 3;
+// The exact-fp32 path keeps the same ownership of C and sums k in order, one FMA each.  Where the elements lie
+// in a stage is the Frags type's business (RowMajorFrags: the forward's and dgrad's; KMajorFrags: the wgrad's).
+
+// A as [row][k] and B as [n][k] (pitch elements per row): every 16-bit pair above is one aligned 32-bit word.
+template <typename T, typename TileT>
+struct RowMajorFrags {
+  const T* As;
+  const T* Bs;
+  int pitch, wm, wn, g, t;
+
+  __device__ __forceinline__ RowMajorFrags(const T* As_, const T* Bs_, int pitch_, int wm_, int wn_, int lane)
+      : As(As_), Bs(Bs_), pitch(pitch_), wm(wm_), wn(wn_), g(lane >> 2), t(lane & 3) {}
+
+  __device__ __forceinline__ void load16(uint32_t (&af)[TileT::MT][4], uint32_t (&bf)[TileT::NT][2], int ks) const {
+#pragma unroll
+    for (int mt = 0; mt < TileT::MT; ++mt) {
+      const T* p = As + (wm * TileT::WTM + mt * 16 + g) * pitch + ks + 2 * t;
+      af[mt][0] = conv_lds32<kSiteAFrag>(p);
+      af[mt][1] = conv_lds32<kSiteAFrag>(p + 8 * pitch);
+      af[mt][2] = conv_lds32<kSiteAFrag>(p + 8);
+      af[mt][3] = conv_lds32<kSiteAFrag>(p + 8 * pitch + 8);
+    }
+#pragma unroll
+    for (int nt = 0; nt < TileT::NT; ++nt) {
+      const T* p = Bs + (wn * TileT::WTN + nt * 8 + g) * pitch + ks + 2 * t;
+      bf[nt][0] = conv_lds32<kSiteBFrag>(p);
+      bf[nt][1] = conv_lds32<kSiteBFrag>(p + 8);
+    }
+  }
+
+  __device__ __forceinline__ void load32(float (&af)[TileT::MT][4], float (&bf)[TileT::NT][2], int ks) const {
+#pragma unroll
+    for (int mt = 0; mt < TileT::MT; ++mt) {
+      const float* p = reinterpret_cast<const float*>(As) + (wm * TileT::WTM + mt * 16 + g) * pitch + ks + t;
+      af[mt][0] = conv_lds<kSiteAFrag>(p);
+      af[mt][1] = conv_lds<kSiteAFrag>(p + 8 * pitch);
+      af[mt][2] = conv_lds<kSiteAFrag>(p + 4);
+      af[mt][3] = conv_lds<kSiteAFrag>(p + 8 * pitch + 4);
+    }
+#pragma unroll
+    for (int nt = 0; nt < TileT::NT; ++nt) {
+      const float* p = reinterpret_cast<const float*>(Bs) + (wn * TileT::WTN + nt * 8 + g) * pitch + ks + t;
+      bf[nt][0] = conv_lds<kSiteBFrag>(p);
+      bf[nt][1] = conv_lds<kSiteBFrag>(p + 4);
+    }
+  }
+
+  // Exact fp32: A rows g, g + 8 of mt and B columns 2t, 2t + 1 of nt, element k of each.
+  struct FmaRows {
+    const float *a0, *a1, *b0, *b1;
+    __device__ __forceinline__ void operands(int k, float (&av)[2], float (&bv)[2]) const {
+      av[0] = conv_lds<kSiteAFrag>(a0 + k);
+      av[1] = conv_lds<kSiteAFrag>(a1 + k);
+      bv[0] = conv_lds<kSiteBFrag>(b0 + k);
+      bv[1] = conv_lds<kSiteBFrag>(b1 + k);
+    }
+  };
+  __device__ __forceinline__ FmaRows fma_rows(int mt, int nt) const {
+    const float* a0 = reinterpret_cast<const float*>(As) + (wm * TileT::WTM + mt * 16 + g) * pitch;
+    const float* b0 = reinterpret_cast<const float*>(Bs) + (wn * TileT::WTN + nt * 8 + 2 * t) * pitch;
+    return FmaRows{a0, a0 + 8 * pitch, b0, b0 + pitch};
+  }
+};
+
+// The wgrad's shared layout, k-major: A as [BK][BM + kPad] (pixel rows, output channels contiguous) and B as
+// [BK][BN + kPad] (pixel rows, im2col columns contiguous), so both fill as whole 16-byte chunks of a row, as the
+// channels lie in memory.  kPad (8 elements) puts a 16-bit row 16 bytes past a multiple of 128 bytes (the 8 rows
+// an ldmatrix phase reads fall in 8 distinct 16-byte bank groups) and an fp32 row 8 words past a multiple of 32
+// (a fragment's lanes (t, g) read words t*pitch + g: 32 distinct banks).  It fits in the [row][k] stage.
+template <typename T, typename TileT>
+struct KMajor {
+  static constexpr int kPad = 8;
+  static constexpr int kPitchA = TileT::BM + kPad, kPitchB = TileT::BN + kPad;
+  static constexpr int kBOffset = TileT::BK * kPitchA;  // elements from a stage's A to its B
+  static_assert(TileT::BK * (kPitchA + kPitchB) <= (TileT::BM + TileT::BN) * (TileT::BK + Elem<T>::kVec),
+                "the k-major stage must fit in the stage conv_smem_bytes allocates");
+  static_assert(TileT::NT % 2 == 0, "B fragments load two 8-column blocks per ldmatrix.x4");
+};
+
+// The same fragments from the k-major layout: 16-bit through ldmatrix.x4.trans (lane l addresses row l % 8 of
+// matrix l / 8; matrix j lands in register j), 32-bit elements one load each.
+template <typename T, typename TileT>
+struct KMajorFrags {
+  static constexpr int kPA = KMajor<T, TileT>::kPitchA, kPB = KMajor<T, TileT>::kPitchB;
+  const T* A;  // this warp's first m / n column, at pixel row 0
+  const T* B;
+  int g, t, lr, lm;
+
+  __device__ __forceinline__ KMajorFrags(const T* As, const T* Bs, int /*pitch*/, int wm, int wn, int lane)
+      : A(As + wm * TileT::WTM), B(Bs + wn * TileT::WTN), g(lane >> 2), t(lane & 3), lr(lane & 7), lm(lane >> 3) {}
+
+  __device__ __forceinline__ void load16(uint32_t (&af)[TileT::MT][4], uint32_t (&bf)[TileT::NT][2], int ks) const {
+    // A matrices: (k 0-7, m 0-7), (k 0-7, m 8-15), (k 8-15, m 0-7), (k 8-15, m 8-15) = a0..a3.
+#pragma unroll
+    for (int mt = 0; mt < TileT::MT; ++mt)
+      conv_ldmatrix_x4_trans<kSiteAFrag>(af[mt], A + (ks + lr + (lm >> 1) * 8) * kPA + mt * 16 + (lm & 1) * 8);
+    // B matrices: (k 0-7, n 0-7), (k 8-15, n 0-7), (k 0-7, n 8-15), (k 8-15, n 8-15) = b0, b1 of nt, nt + 1.
+#pragma unroll
+    for (int nt = 0; nt < TileT::NT; nt += 2) {
+      uint32_t r[4];
+      conv_ldmatrix_x4_trans<kSiteBFrag>(r, B + (ks + lr + (lm & 1) * 8) * kPB + nt * 8 + (lm >> 1) * 8);
+      bf[nt][0] = r[0];
+      bf[nt][1] = r[1];
+      bf[nt + 1][0] = r[2];
+      bf[nt + 1][1] = r[3];
+    }
+  }
+
+  __device__ __forceinline__ void load32(float (&af)[TileT::MT][4], float (&bf)[TileT::NT][2], int ks) const {
+    const float* a = reinterpret_cast<const float*>(A);
+    const float* b = reinterpret_cast<const float*>(B);
+#pragma unroll
+    for (int mt = 0; mt < TileT::MT; ++mt) {
+      const float* p = a + (ks + t) * kPA + mt * 16 + g;
+      af[mt][0] = conv_lds<kSiteAFrag>(p);
+      af[mt][1] = conv_lds<kSiteAFrag>(p + 8);
+      af[mt][2] = conv_lds<kSiteAFrag>(p + 4 * kPA);
+      af[mt][3] = conv_lds<kSiteAFrag>(p + 4 * kPA + 8);
+    }
+#pragma unroll
+    for (int nt = 0; nt < TileT::NT; ++nt) {
+      const float* p = b + (ks + t) * kPB + nt * 8 + g;
+      bf[nt][0] = conv_lds<kSiteBFrag>(p);
+      bf[nt][1] = conv_lds<kSiteBFrag>(p + 4 * kPB);
+    }
+  }
+
+  struct FmaRows {
+    const float *a, *b;
+    __device__ __forceinline__ void operands(int k, float (&av)[2], float (&bv)[2]) const {
+      av[0] = conv_lds<kSiteAFrag>(a + k * kPA);
+      av[1] = conv_lds<kSiteAFrag>(a + k * kPA + 8);
+      bv[0] = conv_lds<kSiteBFrag>(b + k * kPB);
+      bv[1] = conv_lds<kSiteBFrag>(b + k * kPB + 1);
+    }
+  };
+  __device__ __forceinline__ FmaRows fma_rows(int mt, int nt) const {
+    return FmaRows{reinterpret_cast<const float*>(A) + mt * 16 + g, reinterpret_cast<const float*>(B) + nt * 8 + 2 * t};
+  }
+};
+
+template <typename T, MathKind MK, typename TileT, typename Frags>
+__device__ __forceinline__ void warp_tile_mma(const Frags& f, float (&acc)[TileT::MT][TileT::NT][4]) {
   if constexpr (MK == MathKind::kMmaF16 || MK == MathKind::kMmaBF16) {
 #pragma unroll
     for (int ks = 0; ks < TileT::BK; ks += 16) {
       uint32_t af[TileT::MT][4], bf[TileT::NT][2];
-#pragma unroll
-      for (int mt = 0; mt < TileT::MT; ++mt) {
-        const T* p = As + (wm * TileT::WTM + mt * 16 + g) * pitch + ks + 2 * t;
-        af[mt][0] = conv_lds32(p);
-        af[mt][1] = conv_lds32(p + 8 * pitch);
-        af[mt][2] = conv_lds32(p + 8);
-        af[mt][3] = conv_lds32(p + 8 * pitch + 8);
-      }
-#pragma unroll
-      for (int nt = 0; nt < TileT::NT; ++nt) {
-        const T* p = Bs + (wn * TileT::WTN + nt * 8 + g) * pitch + ks + 2 * t;
-        bf[nt][0] = conv_lds32(p);
-        bf[nt][1] = conv_lds32(p + 8);
-      }
+      f.load16(af, bf, ks);
 #pragma unroll
       for (int mt = 0; mt < TileT::MT; ++mt)
 #pragma unroll
@@ -345,43 +501,37 @@ __device__ __forceinline__ void warp_tile_mma(const T* As, const T* Bs, int pitc
   } else if constexpr (MK == MathKind::kMmaTF32) {
 #pragma unroll
     for (int ks = 0; ks < TileT::BK; ks += 8) {
+      float av[TileT::MT][4], bv[TileT::NT][2];
+      f.load32(av, bv, ks);
       uint32_t af[TileT::MT][4], bf[TileT::NT][2];
 #pragma unroll
-      for (int mt = 0; mt < TileT::MT; ++mt) {
-        const float* p = reinterpret_cast<const float*>(As) + (wm * TileT::WTM + mt * 16 + g) * pitch + ks + t;
-        af[mt][0] = conv_ptx_to_tf32(p[0]);
-        af[mt][1] = conv_ptx_to_tf32(p[8 * pitch]);
-        af[mt][2] = conv_ptx_to_tf32(p[4]);
-        af[mt][3] = conv_ptx_to_tf32(p[8 * pitch + 4]);
-      }
+      for (int mt = 0; mt < TileT::MT; ++mt)
 #pragma unroll
-      for (int nt = 0; nt < TileT::NT; ++nt) {
-        const float* p = reinterpret_cast<const float*>(Bs) + (wn * TileT::WTN + nt * 8 + g) * pitch + ks + t;
-        bf[nt][0] = conv_ptx_to_tf32(p[0]);
-        bf[nt][1] = conv_ptx_to_tf32(p[4]);
-      }
+        for (int i = 0; i < 4; ++i) af[mt][i] = conv_ptx_to_tf32(av[mt][i]);
+#pragma unroll
+      for (int nt = 0; nt < TileT::NT; ++nt)
+#pragma unroll
+        for (int i = 0; i < 2; ++i) bf[nt][i] = conv_ptx_to_tf32(bv[nt][i]);
 #pragma unroll
       for (int mt = 0; mt < TileT::MT; ++mt)
 #pragma unroll
         for (int nt = 0; nt < TileT::NT; ++nt) conv_ptx_mma_tf32(acc[mt][nt], af[mt], bf[nt]);
     }
   } else {
-    // Exact fp32: this thread's C elements (the mma's ownership), k in order, one FMA each.
 #pragma unroll
     for (int mt = 0; mt < TileT::MT; ++mt)
 #pragma unroll
       for (int nt = 0; nt < TileT::NT; ++nt) {
-        const float* a0 = reinterpret_cast<const float*>(As) + (wm * TileT::WTM + mt * 16 + g) * pitch;
-        const float* a1 = a0 + 8 * pitch;
-        const float* b0 = reinterpret_cast<const float*>(Bs) + (wn * TileT::WTN + nt * 8 + 2 * t) * pitch;
-        const float* b1 = b0 + pitch;
         float* c = acc[mt][nt];
+        const auto rows = f.fma_rows(mt, nt);
 #pragma unroll 8
         for (int k = 0; k < TileT::BK; ++k) {
-          c[0] = fmaf(a0[k], b0[k], c[0]);
-          c[1] = fmaf(a0[k], b1[k], c[1]);
-          c[2] = fmaf(a1[k], b0[k], c[2]);
-          c[3] = fmaf(a1[k], b1[k], c[3]);
+          float av[2], bv[2];
+          rows.operands(k, av, bv);
+          c[0] = fmaf(av[0], bv[0], c[0]);
+          c[1] = fmaf(av[0], bv[1], c[1]);
+          c[2] = fmaf(av[1], bv[0], c[2]);
+          c[3] = fmaf(av[1], bv[1], c[3]);
         }
       }
   }
@@ -395,11 +545,13 @@ using Acc = float[TileT::MT][TileT::NT][4];
 // acc += A x B over k_tiles tiles of BK; fill(As, Bs, k0) issues the loads of one tile into a stage
 // (cp.async copies, or synchronous stores); landed(As) sees each A tile once every thread's loads of it
 // are visible.  Ends with every copy landed.
-template <typename T, MathKind MK, typename TileT, typename Fill, typename Landed>
+// KMAJOR: the stage holds the k-major layout (KMajor, the wgrad's) instead of [row][k] (pitch kPitch).
+template <typename T, MathKind MK, typename TileT, bool KMAJOR = false, typename Fill, typename Landed>
 __device__ __forceinline__ void gemm_mainloop(T* smem, int k_tiles, int wm, int wn, int lane, Fill& fill,
                                               Landed& landed, Acc<TileT>& acc) {
   constexpr int kPitch = TileT::BK + Elem<T>::kVec;  // elements per shared row (16 bytes of padding)
   constexpr int kStageElems = (TileT::BM + TileT::BN) * kPitch;
+  constexpr int kBOffset = KMAJOR ? KMajor<T, TileT>::kBOffset : TileT::BM * kPitch;
 #pragma unroll
   for (int mt = 0; mt < TileT::MT; ++mt)
 #pragma unroll
@@ -408,7 +560,7 @@ __device__ __forceinline__ void gemm_mainloop(T* smem, int k_tiles, int wm, int 
       for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.0f;
 #pragma unroll 1
   for (int s = 0; s < TileT::STAGES - 1; ++s) {
-    if (s < k_tiles) fill(smem + s * kStageElems, smem + s * kStageElems + TileT::BM * kPitch, s * TileT::BK);
+    if (s < k_tiles) fill(smem + s * kStageElems, smem + s * kStageElems + kBOffset, s * TileT::BK);
     conv_ptx_cp_async_commit();
   }
 #pragma unroll 1
@@ -418,12 +570,13 @@ __device__ __forceinline__ void gemm_mainloop(T* smem, int k_tiles, int wm, int 
     const int next = kt + TileT::STAGES - 1;
     if (next < k_tiles) {
       T* As = smem + (next % TileT::STAGES) * kStageElems;
-      fill(As, As + TileT::BM * kPitch, next * TileT::BK);
+      fill(As, As + kBOffset, next * TileT::BK);
     }
     conv_ptx_cp_async_commit();
     const T* As = smem + (kt % TileT::STAGES) * kStageElems;
     landed(As);
-    warp_tile_mma<T, MK, TileT>(As, As + TileT::BM * kPitch, kPitch, wm, wn, lane, acc);
+    using Frags = typename std::conditional<KMAJOR, KMajorFrags<T, TileT>, RowMajorFrags<T, TileT>>::type;
+    warp_tile_mma<T, MK, TileT>(Frags(As, As + kBOffset, kPitch, wm, wn, lane), acc);
   }
   conv_ptx_cp_async_wait<0>();
 }
@@ -523,19 +676,29 @@ __device__ __forceinline__ void load_elems(T (&v)[VEC ? Elem<T>::kVec : 1], cons
     v[0] = *src;
 }
 
+// kE elements into shared memory: one 16-byte store (VEC) or one element store.
+template <int SITE, typename T, bool VEC>
+__device__ __forceinline__ void store_elems(T* dst, const T (&v)[VEC ? Elem<T>::kVec : 1]) {
+  if constexpr (VEC)
+    conv_sts16<SITE>(dst, v);
+  else
+    conv_sts<SITE>(dst, v[0]);
+}
+
 // The backward's G operand: kE elements of dy from element offset off with ReLU's mask (y > 0) applied, into
-// dst[0], dst[stride], ...; zeros where !ok.
+// shared memory at dst (contiguous); zeros where !ok.
 template <typename T, bool VEC>
 __device__ __forceinline__ void load_masked_dy(const T* __restrict__ dy, const T* __restrict__ y, int64_t off, bool ok,
-                                               T* dst, int stride) {
+                                               T* dst) {
   constexpr int kE = VEC ? Elem<T>::kVec : 1;
-  T d[kE], v[kE];
+  T d[kE], v[kE], g[kE];
   if (ok) {
     load_elems<T, VEC>(d, dy + off);
     load_elems<T, VEC>(v, y + off);
   }
 #pragma unroll
-  for (int e = 0; e < kE; ++e) dst[e * stride] = (ok && conv_to_float(v[e]) > 0.0f) ? d[e] : conv_zero<T>();
+  for (int e = 0; e < kE; ++e) g[e] = (ok && conv_to_float(v[e]) > 0.0f) ? d[e] : conv_zero<T>();
+  store_elems<kSiteAFill, T, VEC>(dst, g);
 }
 
 // ---- the dgrad kernel: dx = (dy * (y > 0)) (*) w^T ------------------------------------------------------
@@ -577,7 +740,7 @@ struct DgradLoader {
     chunk = tid % kChunksPerRow;
 #pragma unroll
     for (int i = 0; i < kPasses; ++i) {
-      const int64_t q = m0 + tid / kChunksPerRow + i * kRowsPerPass;
+      const int64_t q = m0 + chunk_row<kChunksPerRow>(tid) + i * kRowsPerPass;
       valid[i] = q < a.M;
       const int64_t qq = valid[i] ? q : 0;
       iwp[i] = static_cast<int>(qq % a.W) + a.PW;
@@ -596,13 +759,13 @@ struct DgradLoader {
     const int kh = tap / a.KW, kw = tap - kh * a.KW;
 #pragma unroll
     for (int i = 0; i < kPasses; ++i) {
-      const int r = tid / kChunksPerRow + i * kRowsPerPass;
+      const int r = chunk_row<kChunksPerRow>(tid) + i * kRowsPerPass;
       const int ohs = ihp[i] - kh, ows = iwp[i] - kw;
       const int oh = ohs / a.SH, ow = ows / a.SW;
       const bool ok = k_ok && valid[i] && ohs >= 0 && ows >= 0 && oh * a.SH == ohs && ow * a.SW == ows &&
                       oh < a.OH && ow < a.OW;
       const int64_t off = ok ? ((nb[i] + oh) * a.OW + ow) * a.Cout + int64_t(group) * a.Og + o : 0;
-      load_masked_dy<T, VEC>(dy, y, off, ok, As + r * pitch + chunk * kE, 1);
+      load_masked_dy<T, VEC>(dy, y, off, ok, As + r * pitch + chunk * kE);
     }
   }
 };
@@ -647,9 +810,11 @@ __global__ void __launch_bounds__(TileT::kThreads)
 // The pixel reduction is split over grid axis z; split s sums pixels [s*p_per_split, (s+1)*p_per_split) in
 // order and writes fp32 partial sums dw_part[s][Cout][K] and db_part[s][Cout]; the caller adds the splits
 // in a fixed order (deterministic, no atomics).  db is summed by the blocks of the first k tile, in pixel
-// order, from the A tiles in shared memory.  Both operands are transposed on their way to shared memory
-// ([o][p] and [k][p]), so their loads are synchronous: 16-byte vector loads (VEC: Og, Cout, Cg, C multiples
-// of 16 bytes of channels, aligned bases) or element loads.
+// order, from the A tiles in shared memory.  Both operands are stored k-major ([p][o] and [p][k], KMajor) as
+// they lie in channels_last memory, and the fragments are transposed on their way out of shared memory
+// (ldmatrix.trans); every access is conflict-free.  VEC (Og, Cout, Cg, C multiples of 16 bytes of channels,
+// aligned bases): x through 16-byte cp.async, zero-filled outside the image; dy and y through 16-byte loads,
+// masked, one 16-byte store.  Otherwise element loads.
 
 struct WgradArgs : ConvGeometry {
   const void* dy;
@@ -668,25 +833,28 @@ struct WgradArgs : ConvGeometry {
 template <typename T, typename TileT, bool VEC>
 __device__ __forceinline__ void wgrad_fill(const WgradArgs& a, const T* __restrict__ dy, const T* __restrict__ y,
                                            const T* __restrict__ x, int group, int o0, int kcol0, int64_t p0,
-                                           int64_t p_end, T* As, T* Bs, int pitch, int tid) {
+                                           int64_t p_end, T* As, T* Bs, int tid) {
   constexpr int kE = VEC ? Elem<T>::kVec : 1;
-  // A[o][p]: kE consecutive output channels of one pixel per load (contiguous in channels_last dy).
+  constexpr int kPA = KMajor<T, TileT>::kPitchA, kPB = KMajor<T, TileT>::kPitchB;
+  // A[p][o]: kE consecutive output channels of one pixel per load (contiguous in channels_last dy), stored as
+  // they lie; consecutive threads take consecutive chunks of a row.
   constexpr int kAChunksPerP = TileT::BM / kE;
   for (int q = tid; q < kAChunksPerP * TileT::BK; q += TileT::kThreads) {
     const int pl = q / kAChunksPerP, oc = (q - pl * kAChunksPerP) * kE;
     const int64_t p = p0 + pl;
     const int o = o0 + oc;
     const bool ok = p < p_end && o < a.Og;
-    load_masked_dy<T, VEC>(dy, y, p * a.Cout + int64_t(group) * a.Og + o, ok, As + oc * pitch + pl, pitch);
+    load_masked_dy<T, VEC>(dy, y, p * a.Cout + int64_t(group) * a.Og + o, ok, As + pl * kPA + oc);
   }
-  // B[k][p]: kE consecutive k (channels of one tap) of one pixel per load.
+  // B[p][k]: kE consecutive k (channels of one tap) of one pixel per load: a cp.async (zero-filled outside
+  // the image and past K) or an element load.
   constexpr int kBChunksPerP = TileT::BN / kE;
   for (int q = tid; q < kBChunksPerP * TileT::BK; q += TileT::kThreads) {
     const int pl = q / kBChunksPerP, kc = (q - pl * kBChunksPerP) * kE;
     const int64_t p = p0 + pl;
     const int k = kcol0 + kc;
     bool ok = p < p_end && k < a.K;
-    T v[kE];
+    int64_t off = 0;
     if (ok) {
       const int ow = static_cast<int>(p % a.OW);
       const int64_t t = p / a.OW;
@@ -696,12 +864,13 @@ __device__ __forceinline__ void wgrad_fill(const WgradArgs& a, const T* __restri
       const int kh = tap / a.KW, kw = tap - kh * a.KW;
       const int ih = oh * a.SH - a.PH + kh, iw = ow * a.SW - a.PW + kw;
       ok = ih >= 0 && ih < a.H && iw >= 0 && iw < a.W;
-      if (ok) {
-        load_elems<T, VEC>(v, x + ((n * a.H + ih) * a.W + iw) * a.C + int64_t(group) * a.Cg + c);
-      }
+      off = ((n * a.H + ih) * a.W + iw) * a.C + int64_t(group) * a.Cg + c;
     }
-#pragma unroll
-    for (int e = 0; e < kE; ++e) Bs[(kc + e) * pitch + pl] = ok ? v[e] : conv_zero<T>();
+    if constexpr (VEC) {
+      conv_ptx_cp_async16<kSiteBFill>(Bs + pl * kPB + kc, ok ? x + off : x, ok ? 16 : 0);
+    } else {
+      conv_sts<kSiteBFill>(Bs + pl * kPB + kc, ok ? x[off] : conv_zero<T>());
+    }
   }
 }
 
@@ -723,19 +892,19 @@ __global__ void __launch_bounds__(TileT::kThreads)
   const T* dy = static_cast<const T*>(a.dy);
   const T* y = static_cast<const T*>(a.y);
   const T* x = static_cast<const T*>(a.x);
-  constexpr int kPitch = TileT::BK + Elem<T>::kVec;
+  constexpr int kPA = KMajor<T, TileT>::kPitchA;
 
   auto fill = [&](T* As, T* Bs, int kk) {
-    wgrad_fill<T, TileT, VEC>(a, dy, y, x, group, o0, kcol0, p_begin + kk, p_end, As, Bs, kPitch, tid);
+    wgrad_fill<T, TileT, VEC>(a, dy, y, x, group, o0, kcol0, p_begin + kk, p_end, As, Bs, tid);
   };
   float db = 0.0f;  // output channel o0 + tid of the first k tile's blocks, summed in pixel order
   const bool sums_bias = k_tile == 0 && tid < TileT::BM;
   auto landed = [&](const T* As) {
     if (sums_bias)
-      for (int j = 0; j < TileT::BK; ++j) db += conv_to_float(As[tid * kPitch + j]);
+      for (int j = 0; j < TileT::BK; ++j) db += conv_to_float(conv_lds<kSiteBiasSum>(As + j * kPA + tid));
   };
   float acc[TileT::MT][TileT::NT][4];
-  gemm_mainloop<T, MK, TileT>(smem, k_tiles, wm, wn, lane, fill, landed, acc);
+  gemm_mainloop<T, MK, TileT, true>(smem, k_tiles, wm, wn, lane, fill, landed, acc);
   float* dw = a.dw_part + (split * a.Cout + int64_t(group) * a.Og) * a.K;
   const EpilogueMap e{int64_t(a.Og), 1, 1, int64_t(a.K), 1, 0, 0, 0, a.K, a.dw_pair};
   store_tile<TileT>(acc, e, o0, kcol0, wm, wn, lane, dw, static_cast<const float*>(nullptr), false);

@@ -344,8 +344,8 @@ def test_a_wrong_fragment_layout_fails_under_the_emulator(tmp_path):
     shutil.copytree(CSRC, mutated)
     kernel = mutated / "conv_cuda_kernels.cuh"
     text = kernel.read_text()
-    right = ("        af[mt][1] = conv_lds32(p + 8 * pitch);\n"
-             "        af[mt][2] = conv_lds32(p + 8);\n")
+    right = ("      af[mt][1] = conv_lds32<kSiteAFrag>(p + 8 * pitch);\n"
+             "      af[mt][2] = conv_lds32<kSiteAFrag>(p + 8);\n")
     assert right in text
     kernel.write_text(text.replace(right, right.replace("af[mt][1]", "af[mt][@]").replace("af[mt][2]", "af[mt][1]")
                                    .replace("af[mt][@]", "af[mt][2]")))
@@ -357,6 +357,82 @@ def test_a_wrong_fragment_layout_fails_under_the_emulator(tmp_path):
     x, w, b = make(1, 64, 5, 5, 128, (3, 3), (1, 1), (1, 1), 2, torch.bfloat16)
     y, _ = run_emulated(wrong, x, w, b, (1, 1), (1, 1), 2, True)
     assert rel_err(y, reference(x, w, b, (1, 1), (1, 1), 2)) > 0.1
+
+
+# ---- shared-memory bank conflicts (the emulator's counts of what the code asks of the banks) ----------------
+
+def test_bank_model_of_the_emulator(emulator):
+    """csrc/emulate/smem_banks.h: 32 banks of 4 bytes; <= 4-byte accesses one phase of 32 lanes, 16-byte
+    accesses four quarter-warp phases, ldmatrix one phase per 8x8 matrix; lanes reading one word share it."""
+    lanes = range(32)
+    bank = emulator.bank_wavefronts
+    assert bank([4 * l for l in lanes], 4, 0) == (1, 1)          # 32 banks, a word each
+    assert bank([0] * 32, 4, 0) == (1, 1)                        # broadcast
+    assert bank([2 * l for l in lanes], 2, 0) == (1, 1)          # 16-bit neighbours share words
+    assert bank([8 * l for l in lanes], 4, 0) == (2, 1)          # 2-way
+    assert bank([80 * l for l in lanes], 2, 0) == (4, 1)         # a column of 80-byte rows: 4-way
+    assert bank([16 * l for l in lanes], 16, 0) == (4, 4)        # 512 contiguous bytes: a wavefront per phase
+    # four 16-byte chunks per 80-byte row (the forward's cp.async): rows r and r + 1 of a phase collide once
+    assert bank([80 * (l // 4) + 16 * (l % 4) for l in lanes], 16, 0) == (8, 4)
+    assert bank([-1] * 8 + [16 * l for l in range(24)], 16, 0) == (3, 3)  # an idle phase costs nothing
+    # ldmatrix.x4: rows 272 bytes apart hit 8 distinct 16-byte bank groups, 256 bytes apart one
+    assert bank([272 * (l % 8) + 4096 * (l // 8) for l in lanes], 16, 4) == (4, 4)
+    assert bank([256 * (l % 8) + 4096 * (l // 8) for l in lanes], 16, 4) == (32, 4)
+
+
+# Per pass, the AlexNet geometries scaled down (the tables above), bf16 (fp16 has the same layouts) and TF32.
+BANK_CASES = {
+    "forward": ["conv1", "conv2", "conv3", "conv4", "conv5"],
+    "dgrad": ["conv1", "conv2", "conv4"],
+    "wgrad": ["conv1", "conv2", "conv3-Og128", "conv4"],
+}
+
+
+def _bank_counts(emulator, kind, name, dtype):
+    if kind == "forward":
+        N, C, H, W, Cout, k, stride, padding, groups = GEOMETRIES[name]
+        x, w, b = make(N, C, H, W, Cout, k, stride, padding, groups, dtype)
+        y, info = run_emulated(emulator, x, w, b, stride, padding, groups, True)
+        check(y, x, w, b, stride, padding, groups, True)
+    elif kind == "dgrad":
+        N, C, H, W, Cout, k, stride, padding, groups = DGRAD_GEOMETRIES[name]
+        x, w, b = make(N, C, H, W, Cout, k, stride, padding, groups, dtype)
+        y = torch.relu(F.conv2d(x.float(), w.float(), b.float(), stride, padding, 1, groups)).to(dtype)
+        y = y.contiguous(memory_format=CL)
+        dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(9)).to(dtype).contiguous(memory_format=CL)
+        dx = torch.full(x.shape, float("nan"), dtype=dtype).contiguous(memory_format=CL)
+        info = emulator.conv2d_relu_dgrad(dy, y, transposed_weight(w, groups), dx,
+                                          [k[0], k[1], stride[0], stride[1], padding[0], padding[1], groups], True,
+                                          -1, -1, 0)
+        ref = dgrad_reference(x.shape, w, dy, y, stride, padding, groups)
+        assert rel_err(dx, ref) <= (2e-3 if dtype == torch.float32 else 8e-3), info
+    else:
+        x, w_shape, dy, y, stride, padding, groups = wgrad_case(name, dtype)
+        dw, db, info = run_wgrad(emulator, x, w_shape, dy, y, stride, padding, groups, True, 1)
+        dw_ref, db_ref = wgrad_reference(x, w_shape, dy, y, stride, padding, groups)
+        assert rel_err(dw, dw_ref) <= (2e-3 if dtype == torch.float32 else 1e-5), info
+    return info
+
+
+@pytest.mark.parametrize("kind", list(BANK_CASES))
+def test_shared_memory_bank_conflicts_under_the_emulator(emulator, kind):
+    """Bank-conflict ways per shared-memory access site (csrc/emulate/smem_banks.h), printed (pytest -s) for
+    benchmarks/results/issue26-conv-evidence.md: warp instructions, wavefronts, and the ideal (one per phase).
+    Every site is conflict-free -- the wgrad's (k-major layout, ldmatrix.trans) fills, fragment loads and
+    d(bias) sums, every pass's fragment loads, the forward's and dgrad's 16-byte fills (rows in chunk_row order) --
+    but the forward's row-span A fill (conv1, C = 3: element stores at data-dependent columns)."""
+    print("\n| pass | layer | dtype | kernel | site | warp instructions | wavefronts | ideal | ways |")
+    print("|---|---|---|---|---|---:|---:|---:|---:|")
+    for dtype in (torch.bfloat16, torch.float32):
+        for name in BANK_CASES[kind]:
+            info = _bank_counts(emulator, kind, name, dtype)
+            assert info["smem"], info
+            for site, (inst, wavefronts, ideal, worst) in info["smem"].items():
+                assert inst > 0 and wavefronts >= ideal >= inst, (site, info)
+                if not (kind == "forward" and info["loader"] == ROW_SPAN and site == "A fill"):
+                    assert wavefronts == ideal, (kind, name, dtype, site, info)
+                print("| %s | %s | %s | %s | %s | %d | %d | %d | %.2f |" % (
+                    kind, name, str(dtype)[6:], info["kernel"], site, inst, wavefronts, ideal, wavefronts / ideal))
 
 
 # ---- SASS of the compiled kernels ------------------------------------------------------------------------

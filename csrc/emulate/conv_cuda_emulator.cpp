@@ -15,6 +15,8 @@
 //     in fp32), sums are fp32 in k order; tf32 operands are their register's top 19 bits (the low 13
 //     mantissa bits ignored, as the hardware does).
 //   cvt.rna.tf32.f32: round to nearest, ties away from zero, to 10 mantissa bits.
+//   ldmatrix.x4.trans (.b16): warp-collective; each lane's row address deposited, each lane's registers built
+//     from the 8x8 matrices by the PTX ISA's ldmatrix layout, transposed.
 //   cp.async.cg 16 (+ src-size zero fill), commit_group, wait_group N: a copy is only queued when issued and
 //     happens at the latest moment the PTX rules allow -- when a wait_group leaves at most N newer groups
 //     pending -- so reading a stage before waiting for it reads NaN or stale data.
@@ -33,6 +35,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -40,6 +43,8 @@
 
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
+
+#include "smem_banks.h"
 
 // ---------------------------------------------------------------- CUDA shims
 #include "emulated_cuda.h"
@@ -78,6 +83,7 @@ struct WarpExchange {
   std::barrier<>* bar;
   uint32_t a[32][4], b[32][2];
   float c[32][4];
+  const unsigned char* rows[32];  // ldmatrix row addresses
 };
 thread_local std::barrier<>* tl_block_barrier = nullptr;
 thread_local WarpExchange* tl_warp = nullptr;
@@ -135,9 +141,52 @@ inline void conv_ld_global16(T (&v)[N], const T* p) {
   emu::check_global(p, 16, "16-byte global load outside the tensors");
   std::memcpy(v, p, 16);
 }
-template <typename T>
+inline uint32_t smem_offset(const void* p) {
+  return static_cast<uint32_t>(static_cast<const unsigned char*>(p) - conv_smem);
+}
+template <int SITE, typename T>
+inline void conv_sts(T* p, T v) {
+  check_shared(p, sizeof(T), sizeof(T), "shared store misaligned or outside the dynamic shared memory");
+  smem_banks::record(SITE, smem_offset(p), sizeof(T));
+  *p = v;
+}
+template <int SITE, typename T>
+inline T conv_lds(const T* p) {
+  check_shared(p, sizeof(T), sizeof(T), "shared load misaligned or outside the dynamic shared memory");
+  smem_banks::record(SITE, smem_offset(p), sizeof(T));
+  return *p;
+}
+template <int SITE, typename T, int N>
+inline void conv_sts16(T* p, const T (&v)[N]) {
+  static_assert(N * sizeof(T) == 16, "one 16-byte vector");
+  check_shared(p, 16, 16, "16-byte shared store misaligned or outside the dynamic shared memory");
+  smem_banks::record(SITE, smem_offset(p), 16);
+  std::memcpy(p, v, 16);
+}
+// ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16: every lane deposits its row address; lane l takes, of matrix
+// j (rows from lanes 8j..8j+7, 8 elements each), elements (row 2*(l%4), col l/4) low and (row 2*(l%4)+1,
+// col l/4) high into r[j].
+template <int SITE, typename T>
+inline void conv_ldmatrix_x4_trans(uint32_t (&r)[4], const T* p) {
+  static_assert(sizeof(T) == 2, "ldmatrix .b16");
+  check_shared(p, 16, 16, "ldmatrix row address misaligned or outside the dynamic shared memory");
+  smem_banks::record(SITE, smem_offset(p), 16, smem_banks::kLdmatrix, 4);
+  emu::WarpExchange& ex = *emu::tl_warp;
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  ex.rows[lane] = reinterpret_cast<const unsigned char*>(p);
+  ex.bar->arrive_and_wait();
+  for (int j = 0; j < 4; ++j) {
+    uint16_t lo, hi;
+    std::memcpy(&lo, ex.rows[8 * j + 2 * (lane % 4)] + 2 * (lane / 4), 2);
+    std::memcpy(&hi, ex.rows[8 * j + 2 * (lane % 4) + 1] + 2 * (lane / 4), 2);
+    r[j] = uint32_t(lo) | (uint32_t(hi) << 16);
+  }
+  ex.bar->arrive_and_wait();  // nobody deposits the next addresses before all have read these
+}
+template <int SITE, typename T>
 inline uint32_t conv_lds32(const T* p) {
   check_shared(p, 4, 4, "32-bit shared load misaligned or outside the dynamic shared memory");
+  smem_banks::record(SITE, smem_offset(p), 4);
   uint32_t r;
   std::memcpy(&r, p, 4);
   return r;
@@ -150,9 +199,10 @@ inline void conv_store_pair(T* p, const T (&v)[2]) {
   p[1] = v[1];
 }
 
-template <typename T>
+template <int SITE, typename T>
 inline void conv_ptx_cp_async16(T* smem_dst, const T* src, int src_bytes) {
   check_shared(smem_dst, 16, 16, "cp.async destination misaligned or outside the dynamic shared memory");
+  smem_banks::record(SITE, smem_offset(smem_dst), 16);
   if (src_bytes < 0 || src_bytes > 16) emu_fail("cp.async src-size outside [0, 16]");
   if (src_bytes > 0) {
     if (reinterpret_cast<uintptr_t>(src) & 15) emu_fail("cp.async source not 16-byte aligned");
@@ -263,6 +313,7 @@ using namespace ak::conv_detail;
 
 std::atomic<long> g_barrier_mismatch{0};
 std::atomic<long> g_unfinished_copies{0};
+std::map<int, smem_banks::SiteStats> g_smem_stats;  // bank conflicts of the running plan, per SmemSite
 
 // Every block of a (grid_x, grid_y) launch in turn, its nthreads threads as host threads running kernel().
 template <typename Kernel>
@@ -281,6 +332,7 @@ void emulate_launch(int64_t grid_x, int64_t grid_y, int nthreads, size_t smem, K
         warp_bars.emplace_back(new std::barrier<>(32));
         warps[wi].bar = warp_bars.back().get();
       }
+      smem_banks::begin_block(nthreads);
       std::vector<int> syncs(nthreads, -1);
       std::vector<std::thread> threads;
       threads.reserve(nthreads);
@@ -291,6 +343,7 @@ void emulate_launch(int64_t grid_x, int64_t grid_y, int nthreads, size_t smem, K
           emu::tl_block_barrier = &block_bar;
           emu::tl_warp = &warps[t / 32];
           emu::tl_syncs = 0;
+          smem_banks::begin_thread(t);
           emu::tl_groups.clear();
           emu::tl_open.clear();
           kernel();
@@ -300,6 +353,7 @@ void emulate_launch(int64_t grid_x, int64_t grid_y, int nthreads, size_t smem, K
         });
       }
       for (auto& th : threads) th.join();
+      smem_banks::end_block(g_smem_stats);
       for (int t = 1; t < nthreads; ++t)
         if (syncs[t] != syncs[0]) {
           ++g_barrier_mismatch;
@@ -350,12 +404,21 @@ struct EmuLauncher {
   }
 };
 
+// {site name: (warp instructions, wavefronts, ideal wavefronts, worst wavefronts of one phase)} of the plan run.
+py::dict smem_site_dict() {
+  py::dict d;
+  for (const auto& [site, s] : g_smem_stats)
+    d[kSmemSiteNames[site]] = py::make_tuple(s.instructions, s.wavefronts, s.ideal, s.worst_ways);
+  return d;
+}
+
 // Runs the kernel dispatch_conv picks for `plan` (nothing when `empty`), checks every block's threads passed the
 // same barriers and left no copy pending, and returns the plan's common fields and the kernel that ran.
 template <typename Args, typename Plan>
 py::dict run_plan(const Args& a, const Plan& plan, ConvDtype dtype, bool empty) {
   g_barrier_mismatch = 0;
   g_unfinished_copies = 0;
+  g_smem_stats.clear();
   EmuLauncher<Args> launcher{a, dtype, {}};
   if (!empty) dispatch_conv<conv_f16, conv_bf16>(plan, dtype, launcher);
   TORCH_CHECK(g_barrier_mismatch == 0, "conv emulator: threads of a block passed different numbers of barriers");
@@ -365,6 +428,7 @@ py::dict run_plan(const Args& a, const Plan& plan, ConvDtype dtype, bool empty) 
   out["fma"] = plan.fma;
   out["reason"] = std::string(plan.reason ? plan.reason : "");
   out["kernel"] = launcher.kernel_name;
+  out["smem"] = smem_site_dict();
   return out;
 }
 
@@ -490,10 +554,29 @@ py::dict conv2d_relu_wgrad(at::Tensor dy, at::Tensor y, at::Tensor x, at::Tensor
   return out;
 }
 
+// The bank model alone: wavefronts and ideal wavefronts of one warp instruction whose lane i accesses
+// `bytes` bytes at offsets[i] (an offset < 0: the lane is inactive); ldmatrix_matrices > 0: an ldmatrix of
+// that many 8x8 matrices (lane i supplies a row address of matrix i / 8).
+py::tuple bank_wavefronts(std::vector<int64_t> offsets, int64_t bytes, int64_t ldmatrix_matrices) {
+  TORCH_CHECK(offsets.size() == 32, "one offset per lane");
+  std::vector<smem_banks::Access> acc(32);
+  std::array<const smem_banks::Access*, 32> lanes{};
+  for (int l = 0; l < 32; ++l) {
+    if (offsets[l] < 0) continue;
+    acc[l] = {0, 0, static_cast<uint32_t>(offsets[l]), int(bytes),
+              ldmatrix_matrices > 0 ? smem_banks::kLdmatrix : smem_banks::kPlain, int(ldmatrix_matrices)};
+    lanes[l] = &acc[l];
+  }
+  int worst = 0;
+  const auto [wavefronts, ideal] = smem_banks::instruction_wavefronts(lanes, &worst);
+  return py::make_tuple(wavefronts, ideal);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("conv2d_relu_wgrad", &conv2d_relu_wgrad);
   m.def("conv2d_relu_forward", &conv2d_relu_forward);
   m.def("conv2d_relu_dgrad", &conv2d_relu_dgrad);
+  m.def("bank_wavefronts", &bank_wavefronts);
 }
