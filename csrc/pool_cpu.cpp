@@ -18,7 +18,7 @@
 //     reduces each L row to its row maxima per channel as the max-pool forward does and keeps them in the
 //     ring; backward gathers with pool_gather.
 //
-// Scratch comes from a per-thread block (Scratch, cpu_target.h): nothing is allocated per call.
+// The forwards take their scratch from a per-thread block (Scratch, cpu_target.h): no allocation per call.
 // Like lrn_cpu.cpp, the item loops are compiled for baseline x86-64, AVX2 + FMA and AVX-512, and the
 // widest copy the CPU runs is chosen at run time.
 
