@@ -128,9 +128,11 @@ def runtime_peers(kind, x, y, threads, skipped):
         compiled = core.compile_model(core.read_model(model, b""), "CPU",
                                       {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"})
         request = compiled.create_infer_request()
-        request.set_input_tensor(ov.Tensor(xn, shared_memory=True))
-        request.set_output_tensor(ov.Tensor(yn, shared_memory=True))
-        out.append(("OpenVINO %s" % ov.__version__.split("-")[0], request.infer))
+        # The request does not keep the Python tensors alive: the closure does (a freed one crashed infer).
+        xt, yt = ov.Tensor(xn, shared_memory=True), ov.Tensor(yn, shared_memory=True)
+        request.set_input_tensor(xt)
+        request.set_output_tensor(yt)
+        out.append(("OpenVINO %s" % ov.__version__.split("-")[0], lambda xt=xt, yt=yt: request.infer()))
     except Exception as e:  # noqa: BLE001 -- report and go on
         skipped.append("openvino: %r" % e)
     try:
