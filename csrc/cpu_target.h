@@ -9,7 +9,9 @@
 #include "tensor_view.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #if defined(__GNUC__)
 #define AK_ALWAYS_INLINE inline __attribute__((always_inline))
@@ -29,6 +31,41 @@ void parallel_for(int64_t begin, int64_t end, int64_t grain, const F& f) {
 }
 
 inline int num_threads() { return static_cast<int>(torch::stable::get_num_threads()); }
+
+// Scratch of the calling thread, 64-byte aligned, reused by every later call on this thread (torch's pool
+// threads live as long as the process), so the kernels allocate nothing per call beyond their outputs once
+// a thread has seen its largest problem. One block per thread: a parallel chunk takes all its scratch from
+// one Scratch, and never holds two at once.
+class Scratch {
+ public:
+  // Bytes that take<E>(count) uses.
+  template <typename E>
+  static int64_t bytes(int64_t count) {
+    return (std::max<int64_t>(count, 0) * static_cast<int64_t>(sizeof(E)) + 63) / 64 * 64;
+  }
+
+  explicit Scratch(int64_t total_bytes) : at_(thread_block(total_bytes)) {}
+
+  // The next count elements of type E (within the total_bytes given).
+  template <typename E>
+  E* take(int64_t count) {
+    E* p = reinterpret_cast<E*>(at_);
+    at_ += bytes<E>(count);
+    return p;
+  }
+
+ private:
+  static unsigned char* thread_block(int64_t total_bytes) {
+    thread_local std::vector<std::max_align_t> buffer;
+    const size_t words = (static_cast<size_t>(total_bytes) + 64 + sizeof(std::max_align_t) - 1) /
+                         sizeof(std::max_align_t);
+    if (buffer.size() < words) buffer.resize(words);
+    const uintptr_t at = reinterpret_cast<uintptr_t>(buffer.data());
+    return reinterpret_cast<unsigned char*>((at + 63) & ~uintptr_t(63));
+  }
+
+  unsigned char* at_;
+};
 
 // Work items per parallel chunk: about this many element visits at least.
 constexpr int64_t kGrainElements = 1 << 15;

@@ -61,6 +61,20 @@ AK_ALWAYS_INLINE int64_t draw_run(int64_t first, int64_t count, DropoutKey key, 
   return first - first_group * kDropoutGroup;
 }
 
+// body(first, end, r) over elements [first, end) of groups [group_begin, group_end), one block of
+// kBlockGroups groups at a time; element first + k gets the Philox word r[k].
+template <typename Body>
+AK_ALWAYS_INLINE void for_each_drawn_block(int64_t group_begin, int64_t group_end, int64_t numel, DropoutKey key,
+                                           const Body& body) {
+  alignas(64) uint32_t r[kBlockGroups * kDropoutGroup];
+  for (int64_t b = group_begin; b < group_end; b += kBlockGroups) {
+    const int64_t groups = std::min(group_end - b, kBlockGroups);
+    draw_randoms(b, groups, key, r);
+    const int64_t first = b * kDropoutGroup;
+    body(first, std::min(first + groups * kDropoutGroup, numel), static_cast<const uint32_t*>(r));
+  }
+}
+
 // dst = dropout(src); item = group.
 template <typename T>
 struct ApplyDropout {
@@ -71,20 +85,15 @@ struct ApplyDropout {
 
   AK_ALWAYS_INLINE void operator()(int64_t group_begin, int64_t group_end) const {
     using F = AccOf<T>;
-    alignas(64) uint32_t r[kBlockGroups * kDropoutGroup];
     const uint32_t threshold = p.threshold;
     const F scale = p.scale;
-    for (int64_t b = group_begin; b < group_end; b += kBlockGroups) {
-      const int64_t groups = std::min(group_end - b, kBlockGroups);
-      draw_randoms(b, groups, p.key, r);
-      const int64_t first = b * kDropoutGroup;
-      const int64_t count = std::min(groups * kDropoutGroup, numel - first);
-      const T* s = src + first;
-      T* d = dst + first;
-      for (int64_t k = 0; k < count; ++k) {
-        d[k] = static_cast<T>(dropout_value(static_cast<F>(s[k]), dropout_keep(r[k], threshold), scale));
+    const T* s = src;  // locals: the stores may alias members reached through `this`
+    T* d = dst;
+    for_each_drawn_block(group_begin, group_end, numel, p.key, [&](int64_t first, int64_t end, const uint32_t* r) {
+      for (int64_t i = first; i < end; ++i) {
+        d[i] = static_cast<T>(dropout_value(static_cast<F>(s[i]), dropout_keep(r[i - first], threshold), scale));
       }
-    }
+    });
   }
 };
 
@@ -100,14 +109,9 @@ struct BiasReluDropoutForward {
 
   AK_ALWAYS_INLINE void operator()(int64_t group_begin, int64_t group_end) const {
     using F = AccOf<T>;
-    alignas(64) uint32_t r[kBlockGroups * kDropoutGroup];
     const uint32_t threshold = p.threshold;
     const F scale = p.scale;
-    for (int64_t b = group_begin; b < group_end; b += kBlockGroups) {
-      const int64_t groups = std::min(group_end - b, kBlockGroups);
-      draw_randoms(b, groups, p.key, r);
-      const int64_t first = b * kDropoutGroup;
-      const int64_t end = std::min(first + groups * kDropoutGroup, numel);
+    for_each_drawn_block(group_begin, group_end, numel, p.key, [&](int64_t first, int64_t end, const uint32_t* r) {
       for (int64_t i = first; i < end;) {
         const int64_t n0 = i % N;
         const int64_t count = std::min(end - i, N - n0);
@@ -121,7 +125,7 @@ struct BiasReluDropoutForward {
         }
         i += count;
       }
-    }
+    });
   }
 };
 
@@ -142,7 +146,8 @@ struct BiasReluDropoutBackwardChunk {
   AK_ALWAYS_INLINE void operator()(int64_t item_begin, int64_t item_end) const {
     using F = AccOf<T>;
     alignas(64) uint32_t r[kTileColumns + 2 * kDropoutGroup];
-    std::unique_ptr<F[]> lanes(new F[static_cast<size_t>(kDbiasLanes * kTileColumns)]);  // [lane][column]
+    Scratch scratch(Scratch::bytes<F>(kDbiasLanes * kTileColumns));
+    F* lanes = scratch.take<F>(kDbiasLanes * kTileColumns);  // [lane][column]
     const uint32_t threshold = p.threshold;
     const F scale = p.scale;
     for (int64_t item = item_begin; item < item_end; ++item) {
@@ -152,7 +157,7 @@ struct BiasReluDropoutBackwardChunk {
       const int64_t m0 = chunk * kDbiasChunkRows, m_end = std::min(M, m0 + kDbiasChunkRows);
       const int64_t lanes_used = std::min<int64_t>(m_end - m0, kDbiasLanes);
       for (int64_t t = 0; t < lanes_used; ++t) {
-        F* s = lanes.get() + t * kTileColumns;
+        F* s = lanes + t * kTileColumns;
         std::fill(s, s + columns, F(0));
         for (int64_t m = m0 + t; m < m_end; m += kDbiasLanes) {
           const int64_t first = m * N + c0;
@@ -170,12 +175,12 @@ struct BiasReluDropoutBackwardChunk {
       }
       for (int64_t h = kDbiasLanes / 2; h >= 1; h /= 2) {
         for (int64_t t = 0; t < h && t + h < lanes_used; ++t) {
-          F* dst = lanes.get() + t * kTileColumns;
-          const F* src = lanes.get() + (t + h) * kTileColumns;
+          F* dst = lanes + t * kTileColumns;
+          const F* src = lanes + (t + h) * kTileColumns;
           for (int64_t k = 0; k < columns; ++k) dst[k] += src[k];
         }
       }
-      std::copy(lanes.get(), lanes.get() + columns, partial + chunk * N + c0);
+      std::copy(lanes, lanes + columns, partial + chunk * N + c0);
     }
   }
 };

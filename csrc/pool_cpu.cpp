@@ -2,9 +2,10 @@
 // at::parallel_for over rows of work; values are read as F = float (float, half, bfloat16) or double, and
 // the max-pool forward also takes the integer dtypes torch pools on the CPU (compared as themselves).
 //
-//   max pool, NCHW forward: an item is one output row (n, c, oh) (pool_row). Outputs whose window is
-//     clipped along w run pool_argmax, the function the CUDA threads run; the others run the same
-//     scan vectorised along ow (scan_interior), window elements in the same order.
+//   max pool forward, either layout: an item is one output row ((n, c, oh) NCHW, (n, oh) channels_last).
+//     Each input row is reduced once to its row maxima (plane_row_maxima: strided vector loads along ow;
+//     position_row_maxima: vectors along c), kept in a ring of kH rows, and an output row is the scan of
+//     its window's row maxima (combine_rows) -- pool_argmax's result, see "Forward: row maxima" below.
 //   max pool, NCHW backward: an item is one plane (n, c); pool_gather's sums formed as an ordered
 //     scatter (see MaxPoolBackwardNchw), the same terms in the same order.
 //   max pool, channels_last: an item is (n, oh) / (n, ih); a position's C channels are contiguous, so
@@ -13,12 +14,13 @@
 //   fused, either layout: an item is (n, oh) (forward) or (n, ih) (backward). The input rows it needs
 //     are computed into channel-major [C][W] scratch rows (relu, squares, window sums, the LRN power:
 //     loops along w that vectorise, in the order of lrn_cpu.cpp's, so that L equals lrn_forward's
-//     output bit for bit when lrn_cpu.cpp also sums term by term, windows of up to 24 channels), then
-//     pooled with pool_row / gathered with pool_gather. Forward keeps the last kH rows of L in a ring,
-//     so consecutive output rows of a work chunk share them.
+//     output bit for bit when lrn_cpu.cpp also sums term by term, windows of up to 24 channels). Forward
+//     reduces each L row to its row maxima per channel as the max-pool forward does and keeps them in the
+//     ring; backward gathers with pool_gather.
 //
-// Like lrn_cpu.cpp, the item loops are compiled for baseline x86-64 and for AVX2 + FMA, and the AVX2
-// copy runs where the CPU has it.
+// The forwards take their scratch from a per-thread block (Scratch, cpu_target.h): no allocation per call.
+// Like lrn_cpu.cpp, the item loops are compiled for baseline x86-64, AVX2 + FMA and AVX-512, and the
+// widest copy the CPU runs is chosen at run time.
 
 // Lets GCC if-convert float selects (the clamps of lrn_exp2_poly, the scan's updates) so that the
 // element loops vectorise, as in lrn_cpu.cpp. Before every include so that all functions of this
@@ -79,64 +81,205 @@ ColumnRange interior_columns(const PoolProblem& P) {
   return ColumnRange{first, std::max(first, end)};
 }
 
-// pool_argmax for the interior outputs [first, end) of one output row, vectorised along ow: each
-// window element, in pool_argmax's order (rows, then columns), is offered to all outputs at once.
-// rows[ih - h.begin] = input row ih as F. kStride = sW when it is 1 or 2 (strided loads the
-// compiler vectorises), 0 for any other stride (`stride`).
-template <int kStride, typename F>
-AK_ALWAYS_INLINE void scan_interior(const F* const* rows, const PoolSpan& h, const PoolParams& p, int64_t stride,
-                                    const ColumnRange& cols, F* best, int32_t* best_offset) {
-  const int64_t sW = kStride != 0 ? kStride : stride;
-  const int32_t first_offset = pool_offset(h.begin, 0, h.start, 0, p.kW);  // interior: the window's column 0
-  for (int64_t ow = cols.first; ow < cols.end; ++ow) {
-    best[ow] = pool_lowest<F>();
-    best_offset[ow] = first_offset;
+// Forward: row maxima, then a scan over the window's rows.
+//
+// pool_argmax scans a window row by row, and its update (pool_takes: strictly larger, or NaN) composes:
+// the scan of a window equals the scan, in row order, of each row's own scan result (a row's first
+// maximum is taken only when strictly larger than every earlier row's; a row's last NaN always is, so
+// the first maximum and the last NaN still win). So each input row is reduced once along w to the row
+// maxima of every output column (value, and column in the window), and an output row combines the kH
+// row maxima of its window: both loops run over contiguous elements with no per-element index math.
+// Consecutive output rows share input rows when sH < kH: a ring of kH slots keeps the row maxima.
+
+// Row maxima of one contiguous row of W values (a plane's row, or a channel row of the fused block).
+// kKW / kSW: the window width and stride as constants (0: read them from P), so that the interior loop
+// becomes strided vector loads with the window's columns unrolled.
+template <int kKW, int kSW, typename F>
+AK_ALWAYS_INLINE void plane_row_maxima(const F* row, const PoolProblem& P, const ColumnRange& cols, F* best,
+                                       int32_t* col) {
+  const int kW = kKW != 0 ? kKW : P.p.kW;
+  const int64_t sW = kSW != 0 ? kSW : P.p.sW;
+  for (int64_t ow = 0; ow < P.OW; ++ow) {  // windows clipped along w: pool_argmax's scan of this row
+    if (ow == cols.first) ow = cols.end;
+    if (ow == P.OW) break;
+    const PoolSpan w = pool_window(ow, P.p.kW, P.p.sW, P.p.pW, P.W);
+    F b = pool_lowest<F>();
+    int32_t c = static_cast<int32_t>(w.begin - w.start);
+    for (int64_t iw = w.begin; iw < w.end; ++iw) {
+      if (pool_takes(row[iw], b)) {
+        b = row[iw];
+        c = static_cast<int32_t>(iw - w.start);
+      }
+    }
+    best[ow] = b;
+    col[ow] = c;
   }
-  for (int64_t ih = h.begin; ih < h.end; ++ih) {
-    for (int kx = 0; kx < p.kW; ++kx) {
-      const F* row = rows[ih - h.begin];
-      const int64_t shift = kx - p.pW;  // output ow reads column ow*sW - pW + kx, >= 0 in the interior
-      const int32_t offset = pool_offset(ih, kx, h.start, 0, p.kW);
-      for (int64_t ow = cols.first; ow < cols.end; ++ow) {
-        const F v = row[ow * sW + shift];
-        const bool take = pool_takes(v, best[ow]);
-        best[ow] = take ? v : best[ow];
-        best_offset[ow] = take ? offset : best_offset[ow];
+  // Interior: starting from the window's first element equals starting from pool_lowest and taking it.
+  // Locals and ivdep: the library is built with -fno-strict-aliasing (Python's flags), under which GCC
+  // would assume the stores may overwrite the bounds and the inputs.
+  const int64_t count = cols.end - cols.first;
+  if (count <= 0) return;
+  const F* first = row + cols.first * sW - P.p.pW;
+  F* best_out = best + cols.first;
+  int32_t* col_out = col + cols.first;
+#pragma GCC ivdep
+  for (int64_t i = 0; i < count; ++i) {
+    const F* w = first + i * sW;
+    F b = w[0];
+    int32_t c = 0;
+    for (int kx = 1; kx < kW; ++kx) {
+      const F v = w[kx];
+      const bool take = pool_takes(v, b);
+      b = take ? v : b;
+      c = take ? kx : c;
+    }
+    best_out[i] = b;
+    col_out[i] = c;
+  }
+}
+
+template <typename F>
+AK_ALWAYS_INLINE void plane_row_maxima_any(const F* row, const PoolProblem& P, const ColumnRange& cols, F* best,
+                                           int32_t* col) {
+  if (P.p.kW == 3 && P.p.sW == 2) return plane_row_maxima<3, 2>(row, P, cols, best, col);
+  if (P.p.kW == 3 && P.p.sW == 1) return plane_row_maxima<3, 1>(row, P, cols, best, col);
+  if (P.p.kW == 2 && P.p.sW == 2) return plane_row_maxima<2, 2>(row, P, cols, best, col);
+  plane_row_maxima<0, 0>(row, P, cols, best, col);
+}
+
+// Row maxima of one channels_last row: W positions of C contiguous channels, vectorised along c.
+template <typename T, typename F>
+AK_ALWAYS_INLINE void position_row_maxima(const T* row, const PoolProblem& P, F* best, int32_t* col) {
+  const int64_t C = P.C;
+  for (int64_t ow = 0; ow < P.OW; ++ow) {
+    const PoolSpan w = pool_window(ow, P.p.kW, P.p.sW, P.p.pW, P.W);
+    F* b = best + ow * C;
+    int32_t* cs = col + ow * C;
+    const T* first = row + w.begin * C;
+    const int32_t first_col = static_cast<int32_t>(w.begin - w.start);
+#pragma GCC ivdep
+    for (int64_t c = 0; c < C; ++c) {
+      b[c] = static_cast<F>(first[c]);
+      cs[c] = first_col;
+    }
+    for (int64_t iw = w.begin + 1; iw < w.end; ++iw) {
+      const T* src = row + iw * C;
+      const int32_t kx = static_cast<int32_t>(iw - w.start);
+#pragma GCC ivdep
+      for (int64_t c = 0; c < C; ++c) {
+        const F v = static_cast<F>(src[c]);
+        const F held = b[c];
+        const int32_t held_col = cs[c];
+        const bool take = pool_takes(v, held);
+        b[c] = take ? v : held;
+        cs[c] = take ? kx : held_col;
       }
     }
   }
 }
 
-// (ih, iw) -> rows[ih - first_row][iw]: a window's input rows held as F.
-template <typename F>
-struct RowsReader {
-  const F* const* rows;
-  int64_t first_row;
-  AK_ALWAYS_INLINE F operator()(int64_t ih, int64_t iw) const { return rows[ih - first_row][iw]; }
-};
-
-// pool_argmax of every output of one output row into best / best_offset [OW], from the window's input
-// rows as F (rows[ih - h.begin]): windows clipped along w one at a time, the interior ones by
-// scan_interior.
-template <typename F>
-AK_ALWAYS_INLINE void pool_row(const F* const* rows, const PoolSpan& h, const PoolProblem& P, const ColumnRange& cols,
-                               F* best, int32_t* best_offset) {
-  const RowsReader<F> reader{rows, h.begin};
-  for (int64_t ow = 0; ow < P.OW; ++ow) {
-    if (ow == cols.first) ow = cols.end;  // skip the interior
-    if (ow == P.OW) break;
-    const PoolArgmax<F> result = pool_argmax<F>(h, pool_window(ow, P.p.kW, P.p.sW, P.p.pW, P.W), P.p.kW, reader);
-    best[ow] = result.value;
-    best_offset[ow] = result.offset;
+// count outputs of one output row from the row maxima of its window's rows: best_rows[r][at + i] /
+// col_rows[r][at + i] of input row h.begin + r. Values into y, offsets (row in window * kW + column).
+template <int kRows, typename T, typename F>
+AK_ALWAYS_INLINE void combine_rows_n(const F* const* best_rows, const int32_t* const* col_rows, int64_t at,
+                                     int rows, int32_t first_row, int kW, int64_t count, T* y, uint8_t* offsets,
+                                     int32_t* held) {
+  constexpr int kHeld = kRows != 0 ? kRows : 1;
+  // Row pointers as locals: the uint8 stores may alias the pointer arrays (which would be reloaded).
+  const F* b[kHeld];
+  const int32_t* c[kHeld];
+  for (int r = 0; r < kHeld; ++r) {
+    b[r] = best_rows[r] + at;
+    c[r] = col_rows[r] + at;
   }
-  switch (P.p.sW) {
-    case 1: scan_interior<1>(rows, h, P.p, 1, cols, best, best_offset); break;
-    case 2: scan_interior<2>(rows, h, P.p, 2, cols, best, best_offset); break;
-    default: scan_interior<0>(rows, h, P.p, P.p.sW, cols, best, best_offset); break;
+#pragma GCC ivdep
+  for (int64_t i = 0; i < count; ++i) {
+    F best = b[0][i];
+    int32_t o = first_row + c[0][i];
+    for (int r = 1; r < kRows; ++r) {
+      const F v = b[r][i];
+      const int32_t candidate = first_row + r * kW + c[r][i];  // loaded unconditionally: the select vectorises
+      const bool take = pool_takes(v, best);
+      best = take ? v : best;
+      o = take ? candidate : o;
+    }
+    if constexpr (kRows == 0) {  // any number of rows
+      for (int r = 1; r < rows; ++r) {
+        const F v = best_rows[r][at + i];
+        const int32_t candidate = first_row + r * kW + col_rows[r][at + i];
+        const bool take = pool_takes(v, best);
+        best = take ? v : best;
+        o = take ? candidate : o;
+      }
+    }
+    y[i] = static_cast<T>(best);
+    held[i] = o;
+  }
+  // Narrowed in a loop of its own: with the uint8 stores in the loop above, its vectors would hold 64
+  // outputs (more than a 27-wide row has), and it would run scalar.
+#pragma GCC ivdep
+  for (int64_t i = 0; i < count; ++i) offsets[i] = static_cast<uint8_t>(held[i]);
+}
+
+template <typename T, typename F>
+AK_ALWAYS_INLINE void combine_rows(const F* const* best_rows, const int32_t* const* col_rows, int64_t at,
+                                   const PoolSpan& h, int kW, int64_t count, T* y, uint8_t* offsets,
+                                   int32_t* held) {
+  const int rows = static_cast<int>(h.end - h.begin);
+  const int32_t first_row = static_cast<int32_t>(h.begin - h.start) * kW;
+  switch (rows) {
+    case 1: return combine_rows_n<1>(best_rows, col_rows, at, rows, first_row, kW, count, y, offsets, held);
+    case 2: return combine_rows_n<2>(best_rows, col_rows, at, rows, first_row, kW, count, y, offsets, held);
+    case 3: return combine_rows_n<3>(best_rows, col_rows, at, rows, first_row, kW, count, y, offsets, held);
+    default: return combine_rows_n<0>(best_rows, col_rows, at, rows, first_row, kW, count, y, offsets, held);
   }
 }
 
-// NCHW forward; item = output row (n, c, oh).
+// The row maxima of the input rows that a chunk of consecutive output rows reads: row ih of group g (a
+// plane, or a batch index) in slot ih % kH, `width` elements per slot. A window's kH consecutive rows
+// have distinct slots, so filling one never evicts another.
+template <typename F>
+struct RowMaximaRing {
+  int kH;
+  int64_t width;
+  F* best;            // [kH][width]
+  int32_t* col;       // [kH][width]
+  int64_t* holds;     // [kH]: g * H + ih, or -1
+  const F** best_rows;       // [kH]: the current window's rows
+  const int32_t** col_rows;  // [kH]
+  int32_t* held;             // [width]: an output row's offsets before they are narrowed (combine_rows)
+
+  static int64_t scratch_bytes(int kH, int64_t width) {
+    return Scratch::bytes<F>(kH * width) + Scratch::bytes<int32_t>(kH * width) + Scratch::bytes<int64_t>(kH) +
+           Scratch::bytes<const F*>(kH) + Scratch::bytes<const int32_t*>(kH) + Scratch::bytes<int32_t>(width);
+  }
+
+  RowMaximaRing(Scratch& s, int kH_, int64_t width_)
+      : kH(kH_), width(width_), best(s.take<F>(kH_ * width_)), col(s.take<int32_t>(kH_ * width_)),
+        holds(s.take<int64_t>(kH_)), best_rows(s.take<const F*>(kH_)), col_rows(s.take<const int32_t*>(kH_)),
+        held(s.take<int32_t>(width_)) {
+    std::fill(holds, holds + kH, int64_t(-1));
+  }
+
+  // Points best_rows / col_rows[ih - h.begin] at input row ih of window h of group g; true when the row
+  // is not in the ring yet and the caller must compute it into best_rows / col_rows[ih - h.begin].
+  // (A query rather than a callback: a lambda called from here was compiled out of line, for the baseline
+  // ISA, inside the AVX-512 copies.)
+  AK_ALWAYS_INLINE bool claim(int64_t g, int64_t H, const PoolSpan& h, int64_t ih) {
+    const int64_t slot = ih % kH;
+    best_rows[ih - h.begin] = best + slot * width;
+    col_rows[ih - h.begin] = col + slot * width;
+    if (holds[slot] == g * H + ih) return false;
+    holds[slot] = g * H + ih;
+    return true;
+  }
+
+  // The writable row behind best_rows / col_rows[i].
+  AK_ALWAYS_INLINE F* best_row(int64_t i) const { return best + (best_rows[i] - best); }
+  AK_ALWAYS_INLINE int32_t* col_row(int64_t i) const { return col + (col_rows[i] - col); }
+};
+
+// NCHW forward; item = output row (plane, oh).
 template <typename T>
 struct MaxPoolForwardNchw {
   const T* x;
@@ -147,40 +290,33 @@ struct MaxPoolForwardNchw {
 
   AK_ALWAYS_INLINE void operator()(int64_t begin, int64_t end) const {
     using F = AccOf<T>;
-    constexpr bool kConvert = !std::is_same_v<T, F>;  // half / bfloat16: rows converted to float first
-    std::vector<F> best(static_cast<size_t>(P.OW));
-    std::vector<int32_t> best_offset(static_cast<size_t>(P.OW));
-    std::vector<F> converted(kConvert ? static_cast<size_t>(P.p.kH * P.W) : 0);
-    std::vector<const F*> rows(static_cast<size_t>(P.p.kH));
+    constexpr bool kConvert = !std::is_same_v<T, F>;  // half / bfloat16: a row converted to float first
+    const int64_t W = P.W, OW = P.OW;
+    Scratch s(RowMaximaRing<F>::scratch_bytes(P.p.kH, OW) + Scratch::bytes<F>(kConvert ? W : 0));
+    RowMaximaRing<F> ring(s, P.p.kH, OW);
+    F* converted = s.take<F>(kConvert ? W : 0);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t plane = item / P.OH;  // n * C + c
-      const int64_t oh = item % P.OH;
-      const PoolSpan h = pool_window(oh, P.p.kH, P.p.sH, P.p.pH, P.H);
+      const PoolSpan h = pool_window(item % P.OH, P.p.kH, P.p.sH, P.p.pH, P.H);
       for (int64_t ih = h.begin; ih < h.end; ++ih) {
+        if (!ring.claim(plane, P.H, h, ih)) continue;
+        F* best = ring.best_row(ih - h.begin);
+        int32_t* col = ring.col_row(ih - h.begin);
         const T* src = x + plane * P.in.c + ih * P.in.h;
         if constexpr (kConvert) {
-          F* dst = converted.data() + (ih - h.begin) * P.W;
-          for (int64_t iw = 0; iw < P.W; ++iw) dst[iw] = static_cast<F>(src[iw]);
-          rows[ih - h.begin] = dst;
+          for (int64_t iw = 0; iw < W; ++iw) converted[iw] = static_cast<F>(src[iw]);
+          plane_row_maxima_any(static_cast<const F*>(converted), P, cols, best, col);
         } else {
-          rows[ih - h.begin] = src;
+          plane_row_maxima_any(src, P, cols, best, col);
         }
       }
-      pool_row(rows.data(), h, P, cols, best.data(), best_offset.data());
-      // Locals: the uint8 stores may alias anything reached through `this` (members would be reloaded).
-      const int64_t OW = P.OW;
-      T* y_row = y + item * OW;
-      uint8_t* offsets_row = offsets + item * OW;
-      for (int64_t ow = 0; ow < OW; ++ow) {
-        y_row[ow] = static_cast<T>(best[ow]);
-        offsets_row[ow] = static_cast<uint8_t>(best_offset[ow]);
-      }
+      combine_rows(ring.best_rows, ring.col_rows, 0, h, P.p.kW, OW, y + item * OW, offsets + item * OW,
+                   ring.held);
     }
   }
 };
 
-// channels_last forward; item = (n, oh). Per output position, the window's elements in pool_argmax's
-// order, each one a contiguous run of C channels.
+// channels_last forward; item = output row (n, oh): rows of OW * C contiguous elements.
 template <typename T>
 struct MaxPoolForwardNhwc {
   const T* x;
@@ -190,40 +326,19 @@ struct MaxPoolForwardNhwc {
 
   AK_ALWAYS_INLINE void operator()(int64_t begin, int64_t end) const {
     using F = AccOf<T>;
-    const int64_t C = P.C;
-    std::vector<F> best(static_cast<size_t>(C));
-    std::vector<int32_t> best_offset(static_cast<size_t>(C));
-    F* best_p = best.data();
-    int32_t* offset_p = best_offset.data();
+    const int64_t width = P.OW * P.C;
+    Scratch s(RowMaximaRing<F>::scratch_bytes(P.p.kH, width));
+    RowMaximaRing<F> ring(s, P.p.kH, width);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / P.OH;
       const int64_t oh = item % P.OH;
       const PoolSpan h = pool_window(oh, P.p.kH, P.p.sH, P.p.pH, P.H);
-      for (int64_t ow = 0; ow < P.OW; ++ow) {
-        const PoolSpan w = pool_window(ow, P.p.kW, P.p.sW, P.p.pW, P.W);
-        const int32_t first = pool_offset(h.begin, w.begin, h.start, w.start, P.p.kW);
-        std::fill(best_p, best_p + C, pool_lowest<F>());
-        std::fill(offset_p, offset_p + C, first);
-        for (int64_t ih = h.begin; ih < h.end; ++ih) {
-          for (int64_t iw = w.begin; iw < w.end; ++iw) {
-            const T* src = x + n * P.in.n + ih * P.in.h + iw * P.in.w;
-            const int32_t offset = pool_offset(ih, iw, h.start, w.start, P.p.kW);
-            for (int64_t c = 0; c < C; ++c) {
-              const F v = static_cast<F>(src[c]);
-              const bool take = pool_takes(v, best_p[c]);
-              best_p[c] = take ? v : best_p[c];
-              offset_p[c] = take ? offset : offset_p[c];
-            }
-          }
-        }
-        const int64_t o = n * P.out.n + oh * P.out.h + ow * P.out.w;
-        T* y_position = y + o;  // locals: see MaxPoolForwardNchw
-        uint8_t* offsets_position = offsets + o;
-        for (int64_t c = 0; c < C; ++c) {
-          y_position[c] = static_cast<T>(best_p[c]);
-          offsets_position[c] = static_cast<uint8_t>(offset_p[c]);
-        }
+      for (int64_t ih = h.begin; ih < h.end; ++ih) {
+        if (!ring.claim(n, P.H, h, ih)) continue;
+        position_row_maxima(x + n * P.in.n + ih * P.in.h, P, ring.best_row(ih - h.begin), ring.col_row(ih - h.begin));
       }
+      const int64_t o = n * P.out.n + oh * P.out.h;
+      combine_rows(ring.best_rows, ring.col_rows, 0, h, P.p.kW, width, y + o, offsets + o, ring.held);
     }
   }
 };
@@ -387,7 +502,28 @@ AK_ALWAYS_INLINE void window_sums(const F* rows, int64_t W, int C, int behind, i
   }
 }
 
-// Forward; item = output row (n, oh).
+// L = LRN(r) of a [C][W] block from r and the window sums of r^2, rounded to T (fused_lrn_output). beta is
+// passed in as a literal 0.75f where it is 0.75, so that the loop holds the square-root path alone.
+template <typename T, typename F>
+AK_ALWAYS_INLINE void fused_lrn_outputs_with(const F* r, const F* sums, F* out, int64_t count,
+                                             const LrnCoeffs<F>& lrn, F beta) {
+  const F alpha_over_n = lrn.alpha_over_n, k = lrn.k;
+  for (int64_t i = 0; i < count; ++i) {
+    out[i] = round_to_storage<T>(lrn_forward_value(r[i], lrn_base(sums[i], alpha_over_n, k), beta));
+  }
+}
+
+template <typename T, typename F>
+AK_ALWAYS_INLINE void fused_lrn_outputs(const F* r, const F* sums, F* out, int64_t count, const LrnCoeffs<F>& lrn) {
+  if (lrn_beta_is_three_quarters(lrn.beta)) {
+    fused_lrn_outputs_with<T>(r, sums, out, count, lrn, static_cast<F>(0.75f));
+  } else {
+    fused_lrn_outputs_with<T>(r, sums, out, count, lrn, lrn.beta);
+  }
+}
+
+// Forward; item = output row (n, oh). Each input row's L ([C][W]) is reduced to its row maxima per channel
+// ([C][OW]) as it is computed; the ring keeps those of the last kH rows.
 template <typename T>
 struct FusedForward {
   const T* x;
@@ -397,56 +533,48 @@ struct FusedForward {
   ColumnRange cols;  // interior_columns(P)
   LrnCoeffs<AccOf<T>> lrn;
 
-  // L of input row (n, ih) into out ([C][W]); xr, r, sums are [C][W] scratch.
-  AK_ALWAYS_INLINE void lrn_row(int64_t n, int64_t ih, AccOf<T>* xr, AccOf<T>* r, AccOf<T>* sums,
-                                AccOf<T>* out) const {
-    using F = AccOf<T>;
-    const int64_t row_size = P.C * P.W;
-    load_input_row(x, P, n, ih, xr, r);
-    F* r2 = xr;  // x is not needed past relu
-    for (int64_t i = 0; i < row_size; ++i) r2[i] = r[i] * r[i];
-    window_sums(r2, P.W, static_cast<int>(P.C), lrn.pre, lrn.post, sums);
-    for (int64_t i = 0; i < row_size; ++i) out[i] = fused_lrn_output<T>(r[i], sums[i], lrn);
-  }
-
   AK_ALWAYS_INLINE void operator()(int64_t begin, int64_t end) const {
     using F = AccOf<T>;
-    const int64_t C = P.C, W = P.W, row_size = C * W;
-    const int kH = P.p.kH;
-    std::vector<F> scratch(static_cast<size_t>((kH + 3) * row_size));
-    F* ring = scratch.data();  // input row ih's L in slot ih % kH
-    F* xr = ring + kH * row_size;
-    F* r = xr + row_size;
-    F* sums = r + row_size;
-    std::vector<int64_t> slot_holds(static_cast<size_t>(kH), -1);  // n * H + ih, or -1
-    std::vector<const F*> window_rows(static_cast<size_t>(kH));   // L of rows h.begin, h.begin + 1, ...
-    std::vector<const F*> channel_rows(static_cast<size_t>(kH));  // channel c of those
-    std::vector<F> best(static_cast<size_t>(P.OW));
-    std::vector<int32_t> best_offset(static_cast<size_t>(P.OW));
+    const int64_t C = P.C, W = P.W, OW = P.OW, row_size = C * W, out_row = C * OW;
+    const bool staged = P.channels_last;  // output row [C][OW] transposed into [OW][C]
+    Scratch s(RowMaximaRing<F>::scratch_bytes(P.p.kH, out_row) + 3 * Scratch::bytes<F>(row_size) +
+              Scratch::bytes<T>(staged ? out_row : 0) + Scratch::bytes<uint8_t>(staged ? out_row : 0));
+    RowMaximaRing<F> ring(s, P.p.kH, out_row);
+    F* xr = s.take<F>(row_size);  // x, then r^2, then L
+    F* r = s.take<F>(row_size);
+    F* sums = s.take<F>(row_size);
+    T* z_staged = s.take<T>(staged ? out_row : 0);
+    uint8_t* offsets_staged = s.take<uint8_t>(staged ? out_row : 0);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / P.OH;
       const int64_t oh = item % P.OH;
       const PoolSpan h = pool_window(oh, P.p.kH, P.p.sH, P.p.pH, P.H);
-      // The window's kH consecutive rows have distinct slots: filling one never evicts another.
       for (int64_t ih = h.begin; ih < h.end; ++ih) {
-        const int64_t slot = ih % kH;
-        F* row = ring + slot * row_size;
-        if (slot_holds[slot] != n * P.H + ih) {
-          lrn_row(n, ih, xr, r, sums, row);
-          slot_holds[slot] = n * P.H + ih;
-        }
-        window_rows[ih - h.begin] = row;
+        if (!ring.claim(n, P.H, h, ih)) continue;
+        F* best = ring.best_row(ih - h.begin);
+        int32_t* col = ring.col_row(ih - h.begin);
+        load_input_row(x, P, n, ih, xr, r);
+        for (int64_t i = 0; i < row_size; ++i) xr[i] = r[i] * r[i];
+        window_sums(xr, W, static_cast<int>(C), lrn.pre, lrn.post, sums);
+        fused_lrn_outputs<T>(r, sums, xr, row_size, lrn);
+        for (int64_t c = 0; c < C; ++c) plane_row_maxima_any(xr + c * W, P, cols, best + c * OW, col + c * OW);
       }
-      for (int64_t c = 0; c < C; ++c) {
-        for (int64_t i = 0; i < h.end - h.begin; ++i) channel_rows[i] = window_rows[i] + c * W;
-        pool_row(channel_rows.data(), h, P, cols, best.data(), best_offset.data());
-        const int64_t o = n * P.out.n + c * P.out.c + oh * P.out.h;
-        T* z_row = z + o;  // locals: see MaxPoolForwardNchw
+      const int64_t o = n * P.out.n + oh * P.out.h;
+      if (!staged) {
+        for (int64_t c = 0; c < C; ++c) {
+          combine_rows(ring.best_rows, ring.col_rows, c * OW, h, P.p.kW, OW, z + o + c * P.out.c,
+                       offsets + o + c * P.out.c, ring.held);
+        }
+      } else {
+        combine_rows(ring.best_rows, ring.col_rows, 0, h, P.p.kW, out_row, z_staged, offsets_staged,
+                     ring.held);
+        T* z_row = z + o;  // locals: the uint8 stores may alias members reached through `this`
         uint8_t* offsets_row = offsets + o;
-        const int64_t OW = P.OW, ws = P.out.w;
         for (int64_t ow = 0; ow < OW; ++ow) {
-          z_row[ow * ws] = static_cast<T>(best[ow]);
-          offsets_row[ow * ws] = static_cast<uint8_t>(best_offset[ow]);
+          for (int64_t c = 0; c < C; ++c) {
+            z_row[ow * C + c] = z_staged[c * OW + ow];
+            offsets_row[ow * C + c] = offsets_staged[c * OW + ow];
+          }
         }
       }
     }

@@ -699,3 +699,48 @@ def test_gpu_autocast(amp_dtype):
     assert torch.equal(y, F.max_pool2d(h, 3, 2))
     y.float().sum().backward()
     assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()
+
+
+# The C++ CPU forward reduces each input row to its row maxima, then scans the window's rows: ties must
+# still go to the first maximum in row-major order (not column-major), NaNs to the last, on every path
+# (interior windows, windows clipped by padding, planes and rows down to one element, channels_last,
+# the AlexNet shapes whose rows span several vector widths).
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (1, 2, 1, 7), (2, 3, 5, 1), (1, 4, 3, 3), (3, 5, 17, 34),
+                                   (1, 96, 55, 55), (2, 256, 27, 27)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("geometry", [(3, 2, 0, False), (3, 2, 1, True), (2, 2, 0, False), (3, 1, 1, False)],
+                         ids=geometry_id)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_cpu_row_maxima_ties_and_nans_equal_torch(shape, geometry, layout):
+    require("cpu", "cpu")
+    kernel, stride, padding, ceil_mode = geometry
+    if min(shape[2:]) + 2 * padding < kernel:
+        pytest.skip("no output window fits")
+    g = torch.Generator().manual_seed(sum(shape))
+    # Three values: nearly every window ties, across rows and across columns; a few NaNs and -infs.
+    x = torch.randint(0, 3, shape, generator=g).float()
+    x[torch.rand(shape, generator=g) < 0.02] = float("nan")
+    x[torch.rand(shape, generator=g) < 0.02] = float("-inf")
+    x = x.contiguous(memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format)
+    y_ref, i_ref = F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode, return_indices=True)
+    y, offsets = torch.ops.alexnet_kernels.max_pool2d_forward(x, [kernel] * 2, [stride] * 2, [padding] * 2,
+                                                              ceil_mode, "cpu")
+    assert_same(y, y_ref)
+    expected = pool_ops.offsets_from_indices(i_ref, shape[3], [kernel] * 2, [stride] * 2, [padding] * 2)
+    assert torch.equal(offsets.to(torch.int64), expected.to(torch.int64))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_cpu_batch_one_is_the_same_on_one_and_two_threads(layout):
+    """Batch 1 is split over planes and rows: the result must not depend on the split."""
+    require("cpu", "cpu")
+    x = make_input((1, 96, 55, 55), torch.float32, "cpu", layout)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            results.append(torch.ops.alexnet_kernels.max_pool2d_forward(x, [3, 3], [2, 2], [0, 0], False, "cpu"))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    assert_same(results[0][0], F.max_pool2d(x, 3, 2))
