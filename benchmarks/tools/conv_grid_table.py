@@ -230,6 +230,14 @@ def summary(all_rows):
     return lines
 
 
+def library_digest(library):
+    """The sources digest baked into the library (a lone 16-hex-digit string among its strings), or "unknown"."""
+    import re
+    with open(library, "rb") as f:
+        found = re.findall(rb"\x00([0-9a-f]{16})\x00", f.read())
+    return found[0].decode() if len(set(found)) == 1 else "unknown"
+
+
 def table(probe, regs, library):
     all_rows = rows(probe, regs)
     lines = ["# CUDA C++ conv: grid sizes per AlexNet layer, before and after issue 26 items 2 and 4 (computed)",
@@ -239,9 +247,10 @@ def table(probe, regs, library):
               "multiprocessor count and opt-in shared memory per block.  The wgrad's residency (blocks per "
               "multiprocessor; on a GPU the launcher asks cudaOccupancyMaxActiveBlocksPerMultiprocessor) comes here "
               "from the occupancy rules and the registers of the wgrad kernels in `%s`'s SASS (`cuobjdump "
-              "-res-usage`; sm_86 runs the sm_80 code): the kernels of csrc/conv_cuda_kernels.cuh as of commit "
-              "3c04327.  New kernels (other registers) change the residency column and the wgrad splits with it."
-              % ("benchmarks/results/issue26-conv-grid.md", os.path.relpath(library, ROOT))),
+              "-res-usage`; sm_86 runs the sm_80 code): the kernels of csrc/conv_cuda_kernels.cuh as that library was "
+              "built (its sources digest %s).  New kernels (other registers) change the residency column and the "
+              "wgrad splits with it."
+              % ("benchmarks/results/issue26-conv-grid.md", os.path.relpath(library, ROOT), library_digest(library))),
              "",
              ("*Before*: commit 3c04327 -- tiles chosen without the device's shared-memory limit (a tile over it fails "
               "to launch: marked *does not fit*), the wgrad's pixel splits from ops/conv.py's formula for 64x64 tiles "
