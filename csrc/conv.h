@@ -98,18 +98,26 @@ struct ConvPlan {
 
 inline int64_t conv_cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Dynamic shared memory of a tile: STAGES x (BM + BN) rows of BK elements padded by 16 bytes.
-inline size_t conv_smem_bytes(const ConvTileShape& s, ConvDtype dtype) {
+// The three kernels, which differ in what a pipeline stage holds.
+enum class ConvKernel : int { kForward = 0, kDgrad = 1, kWgrad = 2 };
+
+// Dynamic shared memory of a kernel under a tile: STAGES x (BM + BN) rows of BK elements padded by 16 bytes, and
+// for the backward kernels (dgrad, wgrad) STAGES - 1 more tiles of BM such rows, where y lands beside dy (by
+// cp.async) until each thread masks its own chunks of dy by y > 0 in shared memory: a tile's y is read once, just
+// after its copies land and before the __syncthreads that frees the slot for the tile STAGES - 1 later.
+inline size_t conv_smem_bytes(const ConvTileShape& s, ConvDtype dtype, ConvKernel kernel) {
   const int esize = conv_dtype_size(dtype);
   const int pitch = s.bk + 16 / esize;
-  return size_t(s.stages) * size_t(s.bm + s.bn) * size_t(pitch) * size_t(esize);
+  const size_t y_rows = kernel == ConvKernel::kForward ? 0 : size_t(s.stages - 1) * size_t(s.bm);
+  return (size_t(s.stages) * size_t(s.bm + s.bn) + y_rows) * size_t(pitch) * size_t(esize);
 }
 
-// Whether tile `t` fits the device's opt-in dynamic shared memory per block (cudaDevAttrMaxSharedMemoryPerBlockOptin:
-// 163 KB on sm_80, 99 KB on sm_86 / sm_89, 227 KB on sm_90); smem_optin <= 0: unknown, every tile assumed to fit.
-// The TF32 128x128 tile needs 110,592 B: not on sm_86 / sm_89.
-inline bool conv_tile_fits(int t, ConvDtype dtype, int64_t smem_optin) {
-  return smem_optin <= 0 || int64_t(conv_smem_bytes(kConvTiles[t], dtype)) <= smem_optin;
+// Whether tile `t` of `kernel` fits the device's opt-in dynamic shared memory per block
+// (cudaDevAttrMaxSharedMemoryPerBlockOptin: 163 KB on sm_80, 99 KB on sm_86 / sm_89, 227 KB on sm_90); smem_optin <=
+// 0: unknown, every tile assumed to fit.  The TF32 128x128 tile needs 110,592 B in the forward and 147,456 B in the
+// backward: neither on sm_86 / sm_89 (the backward's 64x64 TF32 tile, 101,376 B, fills their 99 KB exactly).
+inline bool conv_tile_fits(int t, ConvDtype dtype, ConvKernel kernel, int64_t smem_optin) {
+  return smem_optin <= 0 || int64_t(conv_smem_bytes(kConvTiles[t], dtype, kernel)) <= smem_optin;
 }
 
 // Blocks along the grid's axes of each kernel under tile `t` (the kernels' conv_grid decodes the same shape):
@@ -139,10 +147,10 @@ inline ConvGridSize conv_wgrad_grid(const ConvProblem& p, int t, int64_t splits)
 // The tile for a forward or dgrad GEMM with `cols` columns per group and `rows` rows, among the tiles that fit
 // the device's shared memory (see plan_conv).  A grid y (column tiles x groups) above 65535 takes the fitting tile
 // with the fewest column tiles: the widest, so y only shrinks (never a narrower one, which would make y larger).
-inline int choose_conv_tile(int64_t rows, int64_t cols, int64_t groups, int sm_count, ConvDtype dtype,
-                            int64_t smem_optin, const char** reason) {
+inline int choose_conv_tile(ConvKernel kernel, int64_t rows, int64_t cols, int64_t groups, int sm_count,
+                            ConvDtype dtype, int64_t smem_optin, const char** reason) {
   const auto waste = [&](int t) { return conv_cdiv(cols, kConvTiles[t].bn) * kConvTiles[t].bn - cols; };
-  const auto fits = [&](int t) { return conv_tile_fits(t, dtype, smem_optin); };
+  const auto fits = [&](int t) { return conv_tile_fits(t, dtype, kernel, smem_optin); };
   int tile;
   if (cols <= 64) {
     tile = 2;
@@ -211,11 +219,11 @@ inline ConvPlan plan_conv(const ConvProblem& p, ConvDtype dtype, bool allow_tf32
                 p.y_sn % 2 == 0 && p.y_sh % 2 == 0 && p.y_sw % 2 == 0;
   if (!plan_small_tile_only(plan, plan.loader == ConvLoader::kScalar,
                             "scalar im2col loads: compiled for the 64x64 tile only"))
-    plan.tile = choose_conv_tile(p.N * p.OH * p.OW, Og, p.groups, sm_count, dtype, smem_optin, &plan.reason);
+    plan.tile = choose_conv_tile(ConvKernel::kForward, p.N * p.OH * p.OW, Og, p.groups, sm_count, dtype, smem_optin, &plan.reason);
   return plan;
 }
 
-// d(input) of conv2d_relu (the backward's dgrad), the ReLU mask y > 0 applied to dy as it is loaded:
+// d(input) of conv2d_relu (the backward's dgrad), the ReLU mask y > 0 applied to dy before the mma:
 //   dx[n, g*Cg + c, ih, iw] = sum over (kh, kw, o) with oh*SH = ih + PH - kh, ow*SW = iw + PW - kw in range of
 //                             (y > 0 ? dy : 0)[n, g*Og + o, oh, ow] * w[g*Og + o, c, kh, kw]
 // Memory: dy and y channels_last (N, OH, OW, Cout) contiguous (p.y_* are their strides); the weight
@@ -260,11 +268,11 @@ inline ConvDgradPlan plan_conv_dgrad(const ConvDgradProblem& d, ConvDtype dtype,
   plan.dx_pair = d.dx_sc == 1 && Cg % 2 == 0 && p.C % 2 == 0 && dx_align % (2 * conv_dtype_size(dtype)) == 0 &&
                  d.dx_sn % 2 == 0 && d.dx_sh % 2 == 0 && d.dx_sw % 2 == 0;
   if (!plan_small_tile_only(plan, !plan.vec, "element loads of dy: compiled for the 64x64 tile only"))
-    plan.tile = choose_conv_tile(p.N * p.H * p.W, Cg, p.groups, sm_count, dtype, smem_optin, &plan.reason);
+    plan.tile = choose_conv_tile(ConvKernel::kDgrad, p.N * p.H * p.W, Cg, p.groups, sm_count, dtype, smem_optin, &plan.reason);
   return plan;
 }
 
-// d(weight) and d(bias) of conv2d_relu (the backward's wgrad), the ReLU mask y > 0 applied to dy on load,
+// d(weight) and d(bias) of conv2d_relu (the backward's wgrad), the ReLU mask y > 0 applied to dy,
 // as fp32 partial sums over `splits` ranges of pixels: dw_part[s][o][(kh*KW + kw)*Cg + c] and db_part[s][o]
 // (every element written; the caller adds the splits in order).  dy, y: channels_last (N, OH, OW, Cout)
 // contiguous (p.y_* their strides); x channels_last (N, H, W, C) contiguous; p.w_row_stride unused.
@@ -305,7 +313,7 @@ inline ConvWgradPlan plan_conv_wgrad(const ConvWgradProblem& w, ConvDtype dtype,
   if (Og % 128 != 0) {
     plan.tile = 2;
     plan.reason = "Og not a multiple of 128: 64x64 tiles";
-  } else if (!conv_tile_fits(0, dtype, smem_optin)) {
+  } else if (!conv_tile_fits(0, dtype, ConvKernel::kWgrad, smem_optin)) {
     plan.tile = 2;
     plan.reason = "the 128x128 tile needs more shared memory than the device allows: 64x64 tiles";
   } else {

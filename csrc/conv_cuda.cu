@@ -36,9 +36,9 @@ struct Launcher {
   size_t errlen;
 
   template <typename TileT>
-  int launch(void (*kernel)(Args)) {
+  int launch(void (*kernel)(Args), ConvKernel kind) {
     const ConvTileShape shape{TileT::BM, TileT::BN, TileT::BK, TileT::WARPS_M, TileT::WARPS_N, TileT::STAGES};
-    const size_t smem = conv_smem_bytes(shape, dtype);
+    const size_t smem = conv_smem_bytes(shape, dtype, kind);
     // Above 48 KiB a kernel must opt in; set on every call (it is per device, and cheap).
     cudaError_t e =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
@@ -57,11 +57,11 @@ struct Launcher {
 
   // What dispatch_conv calls, one per kernel.
   template <typename T, MathKind MK, typename TileT, ConvLoader L>
-  int run() { return launch<TileT>(conv2d_relu_fwd_kernel<T, MK, TileT, L>); }
+  int run() { return launch<TileT>(conv2d_relu_fwd_kernel<T, MK, TileT, L>, ConvKernel::kForward); }
   template <typename T, MathKind MK, typename TileT, bool VEC>
-  int run_dgrad() { return launch<TileT>(conv2d_relu_dgrad_kernel<T, MK, TileT, VEC>); }
+  int run_dgrad() { return launch<TileT>(conv2d_relu_dgrad_kernel<T, MK, TileT, VEC>, ConvKernel::kDgrad); }
   template <typename T, MathKind MK, typename TileT, bool VEC>
-  int run_wgrad() { return launch<TileT>(conv2d_relu_wgrad_kernel<T, MK, TileT, VEC>); }
+  int run_wgrad() { return launch<TileT>(conv2d_relu_wgrad_kernel<T, MK, TileT, VEC>, ConvKernel::kWgrad); }
 };
 
 // Blocks of the kernel dispatch_conv picks that one multiprocessor holds at once (its residency, from its registers,
@@ -73,7 +73,7 @@ struct Residency {
   template <typename TileT, typename Args>
   int blocks(void (*kernel)(Args)) {
     const ConvTileShape shape{TileT::BM, TileT::BN, TileT::BK, TileT::WARPS_M, TileT::WARPS_N, TileT::STAGES};
-    const size_t smem = conv_smem_bytes(shape, dtype);
+    const size_t smem = conv_smem_bytes(shape, dtype, ConvKernel::kWgrad);
     // The occupancy query counts a kernel whose dynamic shared memory is above its opt-in as not resident.
     error = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
     int n = 0;

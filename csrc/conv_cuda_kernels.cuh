@@ -60,9 +60,12 @@ enum SmemSite : int {
   kSiteAFrag = 2,    // A fragments out of shared memory
   kSiteBFrag = 3,    // B fragments
   kSiteBiasSum = 4,  // wgrad: d(bias) sums read from the A tiles
-  kSiteCount = 5
+  kSiteYFill = 5,    // dgrad, wgrad: y (the ReLU output, for the mask) into shared memory by cp.async
+  kSiteMask = 6,     // dgrad, wgrad: the mask pass (dy and y chunks read, masked dy written back)
+  kSiteCount = 7
 };
-constexpr const char* kSmemSiteNames[kSiteCount] = {"A fill", "B fill", "A fragments", "B fragments", "bias sums"};
+constexpr const char* kSmemSiteNames[kSiteCount] = {"A fill",      "B fill",    "A fragments", "B fragments",
+                                                    "bias sums",   "y fill",    "mask pass"};
 
 // The convolution's sizes as every kernel reads them (32-bit: conv.h bounds them); Cg = C / groups,
 // Og = Cout / groups.
@@ -543,11 +546,12 @@ template <typename TileT>
 using Acc = float[TileT::MT][TileT::NT][4];
 
 // acc += A x B over k_tiles tiles of BK; fill(As, Bs, k0) issues the loads of one tile into a stage
-// (cp.async copies, or synchronous stores); landed(As) sees each A tile once every thread's loads of it
-// are visible.  Ends with every copy landed.
+// (cp.async copies, or synchronous stores); mask(As, kt) runs once this thread's copies of tile kt have landed and
+// before the __syncthreads that makes everyone's visible (the backward's pass over its own dy chunks);
+// landed(As) sees each A tile once every thread's loads of it are visible.  Ends with every copy landed.
 // KMAJOR: the stage holds the k-major layout (KMajor, the wgrad's) instead of [row][k] (pitch kPitch).
-template <typename T, MathKind MK, typename TileT, bool KMAJOR = false, typename Fill, typename Landed>
-__device__ __forceinline__ void gemm_mainloop(T* smem, int k_tiles, int wm, int wn, int lane, Fill& fill,
+template <typename T, MathKind MK, typename TileT, bool KMAJOR = false, typename Fill, typename Mask, typename Landed>
+__device__ __forceinline__ void gemm_mainloop(T* smem, int k_tiles, int wm, int wn, int lane, Fill& fill, Mask& mask,
                                               Landed& landed, Acc<TileT>& acc) {
   constexpr int kPitch = TileT::BK + Elem<T>::kVec;  // elements per shared row (16 bytes of padding)
   constexpr int kStageElems = (TileT::BM + TileT::BN) * kPitch;
@@ -566,6 +570,7 @@ __device__ __forceinline__ void gemm_mainloop(T* smem, int k_tiles, int wm, int 
 #pragma unroll 1
   for (int kt = 0; kt < k_tiles; ++kt) {
     conv_ptx_cp_async_wait<TileT::STAGES - 2>();  // tile kt has landed (this thread's copies) ...
+    mask(smem + (kt % TileT::STAGES) * kStageElems, kt);
     __syncthreads();                              // ... and everyone's; buffer (kt-1) % STAGES is free
     const int next = kt + TileT::STAGES - 1;
     if (next < k_tiles) {
@@ -656,9 +661,10 @@ __global__ void __launch_bounds__(TileT::kThreads)
     loader.load(a, x, group, k0, As, kPitch, tid);
     load_weights<T, TileT>(a, w, o_first, o_count, k0, Bs, kPitch, tid);
   };
+  auto mask = [](T*, int) {};
   auto landed = [](const T*) {};
   float acc[TileT::MT][TileT::NT][4];
-  gemm_mainloop<T, MK, TileT>(smem, (a.K + TileT::BK - 1) / TileT::BK, wm, wn, lane, fill, landed, acc);
+  gemm_mainloop<T, MK, TileT>(smem, (a.K + TileT::BK - 1) / TileT::BK, wm, wn, lane, fill, mask, landed, acc);
 
   // Epilogue: bias + ReLU on the accumulators, one store per element (or per channel pair).
   const EpilogueMap e{a.M, a.OH, a.OW, a.y_sn, a.y_sc, a.y_sh, a.y_sw, int64_t(group) * a.Og, a.Og, a.y_pair};
@@ -701,12 +707,48 @@ __device__ __forceinline__ void load_masked_dy(const T* __restrict__ dy, const T
   store_elems<kSiteAFill, T, VEC>(dst, g);
 }
 
+// The backward's G operand staged in shared memory (VEC): kE elements of dy into dst and of y into ydst (the same
+// place in the stage's y tile) by cp.async, zero-filled where !ok; mask_dy_chunk later zeroes dy where y <= 0.
+template <typename T>
+__device__ __forceinline__ void copy_dy_and_y(const T* __restrict__ dy, const T* __restrict__ y, int64_t off, bool ok,
+                                              T* dst, T* ydst) {
+  conv_ptx_cp_async16<kSiteAFill>(dst, ok ? dy + off : dy, ok ? 16 : 0);
+  conv_ptx_cp_async16<kSiteYFill>(ydst, ok ? y + off : y, ok ? 16 : 0);
+}
+
+// One chunk of the mask pass: dy = (y > 0 ? dy : 0) in shared memory, the chunk this thread copied (its copies have
+// landed; nobody else touches the chunk before the __syncthreads that follows).
+template <typename T>
+__device__ __forceinline__ void mask_dy_chunk(T* dst, const T* ysrc) {
+  constexpr int kE = Elem<T>::kVec;
+  T d[kE], v[kE];
+  conv_lds16<kSiteMask>(d, dst);
+  conv_lds16<kSiteMask>(v, ysrc);
+#pragma unroll
+  for (int e = 0; e < kE; ++e) d[e] = conv_to_float(v[e]) > 0.0f ? d[e] : conv_zero<T>();
+  conv_sts16<kSiteMask>(dst, d);
+}
+
+// Where the backward kernels' y tiles lie: STAGES - 1 slots of BM x pitch elements after the STAGES stages
+// (conv.h conv_smem_bytes); tile kt uses slot kt % (STAGES - 1), freed by its mask pass before the __syncthreads
+// after which tile kt + STAGES - 1 is filled into it.
+template <typename T, typename TileT>
+struct YSlots {
+  static constexpr int kPitch = TileT::BK + Elem<T>::kVec;
+  static constexpr int kStageElems = (TileT::BM + TileT::BN) * kPitch;
+  static constexpr int kSlotElems = TileT::BM * kPitch;
+  static_assert(TileT::STAGES >= 2, "a y slot per tile in flight");
+  __device__ __forceinline__ static T* slot(T* smem, int kt) {
+    return smem + TileT::STAGES * kStageElems + (kt % (TileT::STAGES - 1)) * kSlotElems;
+  }
+};
+
 // ---- the dgrad kernel: dx = (dy * (y > 0)) (*) w^T ------------------------------------------------------
 //
 //   dx[q, c] = sum_k G[q, k] * Wt[c, k],  q = (n, ih, iw) in [0, N*H*W), c in [0, Cg) of group g,
 //   k = (kh*KW + kw)*Og + o,  G[q, k] = g[n, oh, ow, g*Og + o] with oh = (ih + PH - kh) / SH, ow likewise,
-//   when both divide exactly and are in range (else 0), g = dy where y > 0 (the ReLU mask, applied as dy is
-//   loaded; y is the saved output), Wt[c, k] = w[g*Og + o, c, kh, kw] = wt_mem[(g*Cg + c)*wt_row_stride + k]
+//   when both divide exactly and are in range (else 0), g = dy where y > 0 (the ReLU mask, applied in shared
+//   memory, or as dy is loaded on the element path; y is the saved output), Wt[c, k] = w[g*Og + o, c, kh, kw] = wt_mem[(g*Cg + c)*wt_row_stride + k]
 //   (the weight transposed once by the caller: rows (group, c), k contiguous).
 // dy and y are channels_last (N, OH, OW, Cout) contiguous; dx any strides.
 
@@ -720,7 +762,8 @@ struct DgradArgs : ConvGeometry {
   int n_tiles;    // Cg tiles per group
   int64_t w_row_stride;
   int64_t dx_sn, dx_sc, dx_sh, dx_sw;
-  bool vec;       // 16-byte loads of dy and y (Og, Cout multiples of 16 bytes of channels, aligned bases)
+  bool vec;       // 16-byte cp.async of dy and y, masked in shared memory (Og, Cout multiples of 16 bytes of
+                  // channels, aligned bases)
   bool w_vec, dx_pair;
 };
 
@@ -750,8 +793,9 @@ struct DgradLoader {
     }
   }
 
+  // VEC: dy and y by cp.async (y into Ys, the tile's y slot), masked later by mask(); else masked element loads.
   __device__ __forceinline__ void load(const DgradArgs& a, const T* __restrict__ dy, const T* __restrict__ y,
-                                       int group, int k0, T* As, int pitch, int tid) {
+                                       int group, int k0, T* As, T* Ys, int pitch, int tid) {
     const int k = k0 + chunk * kE;
     const bool k_ok = k < a.K;
     const int kk = k_ok ? k : 0;
@@ -765,7 +809,19 @@ struct DgradLoader {
       const bool ok = k_ok && valid[i] && ohs >= 0 && ows >= 0 && oh * a.SH == ohs && ow * a.SW == ows &&
                       oh < a.OH && ow < a.OW;
       const int64_t off = ok ? ((nb[i] + oh) * a.OW + ow) * a.Cout + int64_t(group) * a.Og + o : 0;
-      load_masked_dy<T, VEC>(dy, y, off, ok, As + r * pitch + chunk * kE);
+      if constexpr (VEC)
+        copy_dy_and_y<T>(dy, y, off, ok, As + r * pitch + chunk * kE, Ys + r * pitch + chunk * kE);
+      else
+        load_masked_dy<T, VEC>(dy, y, off, ok, As + r * pitch + chunk * kE);
+    }
+  }
+
+  // The mask pass over this thread's chunks of a landed tile (VEC).
+  __device__ __forceinline__ void mask(T* As, const T* Ys, int pitch, int tid) const {
+#pragma unroll
+    for (int i = 0; i < kPasses; ++i) {
+      const int r = chunk_row<kChunksPerRow>(tid) + i * kRowsPerPass;
+      mask_dy_chunk<T>(As + r * pitch + chunk * kE, Ys + r * pitch + chunk * kE);
     }
   }
 };
@@ -791,12 +847,15 @@ __global__ void __launch_bounds__(TileT::kThreads)
   DgradLoader<T, TileT, VEC> loader;
   loader.init(a, m0, tid);
   auto fill = [&](T* As, T* Bs, int k0) {
-    loader.load(a, dy, y, group, k0, As, kPitch, tid);
+    loader.load(a, dy, y, group, k0, As, YSlots<T, TileT>::slot(smem, k0 / TileT::BK), kPitch, tid);
     load_weights<T, TileT>(a, w, row_first, c_count, k0, Bs, kPitch, tid);
+  };
+  auto mask = [&](T* As, int kt) {
+    if constexpr (VEC) loader.mask(As, YSlots<T, TileT>::slot(smem, kt), kPitch, tid);
   };
   auto landed = [](const T*) {};
   float acc[TileT::MT][TileT::NT][4];
-  gemm_mainloop<T, MK, TileT>(smem, (a.K + TileT::BK - 1) / TileT::BK, wm, wn, lane, fill, landed, acc);
+  gemm_mainloop<T, MK, TileT>(smem, (a.K + TileT::BK - 1) / TileT::BK, wm, wn, lane, fill, mask, landed, acc);
   const EpilogueMap e{a.M, a.H, a.W, a.dx_sn, a.dx_sc, a.dx_sh, a.dx_sw, int64_t(group) * a.Cg, a.Cg, a.dx_pair};
   store_tile<TileT>(acc, e, m0, c0, wm, wn, lane, static_cast<T*>(a.dx), static_cast<const T*>(nullptr), false);
 }
@@ -805,7 +864,7 @@ __global__ void __launch_bounds__(TileT::kThreads)
 // ---- the wgrad kernel: dw = (dy * (y > 0))^T (*) im2col(x), db = column sums of dy * (y > 0) -------------
 //
 //   dw[g*Og + o, k] = sum_p G[o, p] * X[k, p],  db[g*Og + o] = sum_p G[o, p]
-//   G[o, p] = (y > 0 ? dy : 0)[p, g*Og + o] (the mask applied as dy is loaded), X[k, p] = A[p, k] of the forward
+//   G[o, p] = (y > 0 ? dy : 0)[p, g*Og + o] (the mask applied in shared memory: wgrad_mask), X[k, p] = A[p, k] of the forward
 //   (im2col of x), p = (n, oh, ow) in [0, P = N*OH*OW), k = (kh*KW + kw)*Cg + c.
 // The pixel reduction is split over grid axis z; split s sums pixels [s*p_per_split, (s+1)*p_per_split) in
 // order and writes fp32 partial sums dw_part[s][Cout][K] and db_part[s][Cout]; the caller adds the splits
@@ -813,8 +872,9 @@ __global__ void __launch_bounds__(TileT::kThreads)
 // order, from the A tiles in shared memory.  Both operands are stored k-major ([p][o] and [p][k], KMajor) as
 // they lie in channels_last memory, and the fragments are transposed on their way out of shared memory
 // (ldmatrix.trans); every access is conflict-free.  VEC (Og, Cout, Cg, C multiples of 16 bytes of channels,
-// aligned bases): x through 16-byte cp.async, zero-filled outside the image; dy and y through 16-byte loads,
-// masked, one 16-byte store.  Otherwise element loads.
+// aligned bases): x, dy and y through 16-byte cp.async, zero-filled outside the image and past P (y into the
+// tile's y slot), dy masked in shared memory by the mask pass (wgrad_mask).  Otherwise element loads, masked in
+// registers.
 
 struct WgradArgs : ConvGeometry {
   const void* dy;
@@ -833,7 +893,7 @@ struct WgradArgs : ConvGeometry {
 template <typename T, typename TileT, bool VEC>
 __device__ __forceinline__ void wgrad_fill(const WgradArgs& a, const T* __restrict__ dy, const T* __restrict__ y,
                                            const T* __restrict__ x, int group, int o0, int kcol0, int64_t p0,
-                                           int64_t p_end, T* As, T* Bs, int tid) {
+                                           int64_t p_end, T* As, T* Bs, T* Ys, int tid) {
   constexpr int kE = VEC ? Elem<T>::kVec : 1;
   constexpr int kPA = KMajor<T, TileT>::kPitchA, kPB = KMajor<T, TileT>::kPitchB;
   // A[p][o]: kE consecutive output channels of one pixel per load (contiguous in channels_last dy), stored as
@@ -844,7 +904,11 @@ __device__ __forceinline__ void wgrad_fill(const WgradArgs& a, const T* __restri
     const int64_t p = p0 + pl;
     const int o = o0 + oc;
     const bool ok = p < p_end && o < a.Og;
-    load_masked_dy<T, VEC>(dy, y, p * a.Cout + int64_t(group) * a.Og + o, ok, As + pl * kPA + oc);
+    const int64_t off = p * a.Cout + int64_t(group) * a.Og + o;
+    if constexpr (VEC)
+      copy_dy_and_y<T>(dy, y, off, ok, As + pl * kPA + oc, Ys + pl * kPA + oc);
+    else
+      load_masked_dy<T, VEC>(dy, y, off, ok, As + pl * kPA + oc);
   }
   // B[p][k]: kE consecutive k (channels of one tap) of one pixel per load: a cp.async (zero-filled outside
   // the image and past K) or an element load.
@@ -874,6 +938,19 @@ __device__ __forceinline__ void wgrad_fill(const WgradArgs& a, const T* __restri
   }
 }
 
+// The wgrad's mask pass (VEC): this thread's chunks of A (as wgrad_fill assigns them), y from the same place of
+// the tile's y slot (k-major like A; it fits the slot: BK * (BM + 8) <= BM * (BK + kVec)).
+template <typename T, typename TileT>
+__device__ __forceinline__ void wgrad_mask(T* As, const T* Ys, int tid) {
+  constexpr int kE = Elem<T>::kVec, kPA = KMajor<T, TileT>::kPitchA;
+  static_assert(TileT::BK * kPA <= YSlots<T, TileT>::kSlotElems, "the k-major A tile fits a y slot");
+  constexpr int kAChunksPerP = TileT::BM / kE;
+  for (int q = tid; q < kAChunksPerP * TileT::BK; q += TileT::kThreads) {
+    const int pl = q / kAChunksPerP, oc = (q - pl * kAChunksPerP) * kE;
+    mask_dy_chunk<T>(As + pl * kPA + oc, Ys + pl * kPA + oc);
+  }
+}
+
 template <typename T, MathKind MK, typename TileT, bool VEC>
 __global__ void __launch_bounds__(TileT::kThreads)
     conv2d_relu_wgrad_kernel(WgradArgs a) {
@@ -895,7 +972,11 @@ __global__ void __launch_bounds__(TileT::kThreads)
   constexpr int kPA = KMajor<T, TileT>::kPitchA;
 
   auto fill = [&](T* As, T* Bs, int kk) {
-    wgrad_fill<T, TileT, VEC>(a, dy, y, x, group, o0, kcol0, p_begin + kk, p_end, As, Bs, tid);
+    wgrad_fill<T, TileT, VEC>(a, dy, y, x, group, o0, kcol0, p_begin + kk, p_end, As, Bs,
+                              YSlots<T, TileT>::slot(smem, kk / TileT::BK), tid);
+  };
+  auto mask = [&](T* As, int kt) {
+    if constexpr (VEC) wgrad_mask<T, TileT>(As, YSlots<T, TileT>::slot(smem, kt), tid);
   };
   float db = 0.0f;  // output channel o0 + tid of the first k tile's blocks, summed in pixel order
   const bool sums_bias = k_tile == 0 && tid < TileT::BM;
@@ -904,7 +985,7 @@ __global__ void __launch_bounds__(TileT::kThreads)
       for (int j = 0; j < TileT::BK; ++j) db += conv_to_float(conv_lds<kSiteBiasSum>(As + j * kPA + tid));
   };
   float acc[TileT::MT][TileT::NT][4];
-  gemm_mainloop<T, MK, TileT, true>(smem, k_tiles, wm, wn, lane, fill, landed, acc);
+  gemm_mainloop<T, MK, TileT, true>(smem, k_tiles, wm, wn, lane, fill, mask, landed, acc);
   float* dw = a.dw_part + (split * a.Cout + int64_t(group) * a.Og) * a.K;
   const EpilogueMap e{int64_t(a.Og), 1, 1, int64_t(a.K), 1, 0, 0, 0, a.K, a.dw_pair};
   store_tile<TileT>(acc, e, o0, kcol0, wm, wn, lane, dw, static_cast<const float*>(nullptr), false);

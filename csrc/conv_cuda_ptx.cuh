@@ -71,6 +71,14 @@ __device__ __forceinline__ void conv_sts16(T* p, const T (&v)[N]) {
   *reinterpret_cast<uint4*>(p) = u;
 }
 
+// 16 bytes out of shared memory (p 16-byte aligned): one 128-bit load.
+template <int SITE, typename T, int N>
+__device__ __forceinline__ void conv_lds16(T (&v)[N], const T* p) {
+  static_assert(N * sizeof(T) == 16, "one 16-byte vector");
+  const uint4 u = *reinterpret_cast<const uint4*>(p);
+  memcpy(v, &u, 16);
+}
+
 // ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16, warp-collective: four 8x8 matrices of 16-bit elements,
 // lane l giving the address of row l % 8 of matrix l / 8 (16 bytes, 16-byte aligned); register j of lane l
 // receives matrix j's elements (row 2*(l%4), column l/4) in its low half and (row 2*(l%4)+1, column l/4) in

@@ -106,10 +106,12 @@ def load_probe(build_dir=None):
 
 
 def tiles(probe):
-    """[(bm, bn, bk, warps_m, warps_n, stages, {dtype: smem bytes})] of conv.h's kConvTiles."""
-    shapes, smem = (ctypes.c_int64 * 64)(), (ctypes.c_int64 * 24)()
+    """[(bm, bn, bk, warps_m, warps_n, stages, {(kind, dtype): smem bytes})] of conv.h's kConvTiles (the backward
+    kernels' stages also hold y tiles for the mask)."""
+    shapes, smem = (ctypes.c_int64 * 64)(), (ctypes.c_int64 * 72)()
     count = probe.conv_plan_tiles(shapes, smem)
-    return [tuple(shapes[t * 8:t * 8 + 6]) + ({d: smem[t * 3 + d] for d in range(3)},) for t in range(count)]
+    return [tuple(shapes[t * 8:t * 8 + 6]) + ({(k, d): smem[(t * 3 + k) * 3 + d] for k in range(3) for d in range(3)},)
+            for t in range(count)]
 
 
 def plan(probe, kind, geometry, dtype, allow_tf32, sm_count, smem_optin, blocks_per_sm):
@@ -184,16 +186,16 @@ def rows(probe, regs):
                             r = None
                             if kind == WGRAD:
                                 key = (device.arch, dtype, math_kind(dtype, tf32), (bm, bn), vec)
-                                r = residency(device, regs[key], wm * wn * 32, smem[dtype])
+                                r = residency(device, regs[key], wm * wn * 32, smem[kind, dtype])
                                 if when == "after":
                                     p = plan(probe, kind, geometry, dtype, tf32, device.sm_count, smem_optin, r)
                                 else:
                                     s = splits_before(geometry, device.sm_count)
                                     p["grid"] = p["grid"][:2] + (s,)
                                     p["splits"] = s
-                            p["fits"] = smem[dtype] <= device.smem_optin
+                            p["fits"] = smem[kind, dtype] <= device.smem_optin
                             p["shape"] = "%dx%d" % (bm, bn)
-                            p["smem"] = smem[dtype]
+                            p["smem"] = smem[kind, dtype]
                             p["residency"] = r
                             res[when] = p
                         out.append((device, layer, batch, dname, KINDS[kind], res))

@@ -163,6 +163,13 @@ inline void conv_sts16(T* p, const T (&v)[N]) {
   smem_banks::record(SITE, smem_offset(p), 16);
   std::memcpy(p, v, 16);
 }
+template <int SITE, typename T, int N>
+inline void conv_lds16(T (&v)[N], const T* p) {
+  static_assert(N * sizeof(T) == 16, "one 16-byte vector");
+  check_shared(p, 16, 16, "16-byte shared load misaligned or outside the dynamic shared memory");
+  smem_banks::record(SITE, smem_offset(p), 16);
+  std::memcpy(v, p, 16);
+}
 // ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16: every lane deposits its row address; lane l takes, of matrix
 // j (rows from lanes 8j..8j+7, 8 elements each), elements (row 2*(l%4), col l/4) low and (row 2*(l%4)+1,
 // col l/4) high into r[j].
@@ -377,14 +384,14 @@ struct EmuLauncher {
   std::string kernel_name;
 
   template <typename TileT>
-  int launch(void (*kernel)(Args), int math, const std::string& variant) {
+  int launch(void (*kernel)(Args), ConvKernel kind, int math, const std::string& variant) {
     const ConvTileShape shape{TileT::BM, TileT::BN, TileT::BK, TileT::WARPS_M, TileT::WARPS_N, TileT::STAGES};
     kernel_name = tile_name<TileT>(math, variant.c_str());
     const ConvGrid g = conv_grid<TileT>(a);
     for (int64_t z = 0; z < g.z; ++z) {
       const Args args = a;
       const unsigned zz = static_cast<unsigned>(z);
-      emulate_launch(g.x, g.y, TileT::kThreads, conv_smem_bytes(shape, dtype), [&, zz] {
+      emulate_launch(g.x, g.y, TileT::kThreads, conv_smem_bytes(shape, dtype, kind), [&, zz] {
         blockIdx.z = zz;
         kernel(args);
       });
@@ -393,14 +400,14 @@ struct EmuLauncher {
   }
 
   template <typename T, MathKind MK, typename TileT, ConvLoader L>
-  int run() { return launch<TileT>(conv2d_relu_fwd_kernel<T, MK, TileT, L>, int(MK), std::to_string(int(L))); }
+  int run() { return launch<TileT>(conv2d_relu_fwd_kernel<T, MK, TileT, L>, ConvKernel::kForward, int(MK), std::to_string(int(L))); }
   template <typename T, MathKind MK, typename TileT, bool VEC>
   int run_dgrad() {
-    return launch<TileT>(conv2d_relu_dgrad_kernel<T, MK, TileT, VEC>, int(MK), VEC ? "dgrad-vec16" : "dgrad-element");
+    return launch<TileT>(conv2d_relu_dgrad_kernel<T, MK, TileT, VEC>, ConvKernel::kDgrad, int(MK), VEC ? "dgrad-vec16" : "dgrad-element");
   }
   template <typename T, MathKind MK, typename TileT, bool VEC>
   int run_wgrad() {
-    return launch<TileT>(conv2d_relu_wgrad_kernel<T, MK, TileT, VEC>, int(MK), VEC ? "wgrad-vec16" : "wgrad-element");
+    return launch<TileT>(conv2d_relu_wgrad_kernel<T, MK, TileT, VEC>, ConvKernel::kWgrad, int(MK), VEC ? "wgrad-vec16" : "wgrad-element");
   }
 };
 

@@ -75,13 +75,16 @@ extern "C" int conv_plan_probe(int kind, const int64_t* geometry, int dtype_code
 }
 
 // conv.h's compiled tiles: out[t*8 + 0..5] = bm, bn, bk, warps_m, warps_n, stages (6, 7 unused), and their dynamic
-// shared memory smem[t*3 + dtype] in bytes.  Returns the tile count.
+// shared memory smem[(t*3 + kind)*3 + dtype] in bytes (kind as conv_plan_probe's).  Returns the tile count.
 extern "C" int conv_plan_tiles(int64_t* out, int64_t* smem) {
   for (int t = 0; t < ak::kConvTileCount; ++t) {
     const ak::ConvTileShape& s = ak::kConvTiles[t];
     const int64_t row[8] = {s.bm, s.bn, s.bk, s.warps_m, s.warps_n, s.stages, 0, 0};
     std::memcpy(out + t * 8, row, sizeof(row));
-    for (int d = 0; d < 3; ++d) smem[t * 3 + d] = int64_t(ak::conv_smem_bytes(s, static_cast<ak::ConvDtype>(d)));
+    for (int k = 0; k < 3; ++k)
+      for (int d = 0; d < 3; ++d)
+        smem[(t * 3 + k) * 3 + d] =
+            int64_t(ak::conv_smem_bytes(s, static_cast<ak::ConvDtype>(d), static_cast<ak::ConvKernel>(k)));
   }
   return ak::kConvTileCount;
 }
