@@ -117,13 +117,18 @@ def _numpy_input(x):
 def onnxruntime_fn(model, x, output_shape, threads=None):
     """A function running `model` (an onnx.ModelProto, or a path or bytes) in onnxruntime on x, into one
     preallocated output (IO binding), returning that output as a torch tensor.  CPUExecutionProvider,
-    intra_op_num_threads = torch's threads, one inter-op thread, sequential execution."""
+    intra_op_num_threads = torch's threads, one inter-op thread, sequential execution, no spin-waiting."""
     import numpy as np
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # No spin-waiting after a run: onnxruntime's idle threads otherwise spin on both cores for a while and the
+    # provider timed next (interleaved rounds) pays for it -- measured 2026-12-07: torch's AlexNet batch 1 took
+    # 48-54 ms right after a spinning session against 27-29 ms after a non-spinning one; onnxruntime itself
+    # ran within ~5 % either way.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     source = model.SerializeToString() if hasattr(model, "SerializeToString") else model
     session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     xn = _numpy_input(x)

@@ -81,6 +81,8 @@ def inference_providers(batch, before, after, ref, threads, onnx_path):
         import onnxruntime as ort
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        # no spin-waiting: its idle threads would steal the cores from the provider timed next
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
         xn = x.numpy()

@@ -139,6 +139,8 @@ def runtime_peers(kind, x, y, threads, skipped):
         import onnxruntime as ort
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
+        # no spin-waiting: its idle threads would steal the cores from the provider timed next
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
         io = sess.io_binding()
         io.bind_input("x", "cpu", 0, np.float32, list(xn.shape), xn.ctypes.data)

@@ -77,6 +77,8 @@ def peers(x, size, alpha, beta, k, threads):
         import onnxruntime as ort
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
+        # no spin-waiting: its idle threads would steal the cores from the provider timed next
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
         out.append(("onnxruntime %s" % ort.__version__, lambda: sess.run(None, {"x": xn})))
     except Exception as e:  # noqa: BLE001
