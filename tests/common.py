@@ -2,6 +2,7 @@
 checks every op's tests make alike (errors, autograd, custom-op and torch.compile contracts, C++ test builds)."""
 import os
 import shutil
+import sys
 
 import pytest
 import torch
@@ -16,7 +17,16 @@ DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
 INTERPRETED = _backends.triton_interpreting()
 
 
-def backends_for(device):
+def child_pythonpath():
+    """PYTHONPATH for a child process that must import the same alexnet_kernels as this one: the folder holding
+    the imported package first, then this process's sys.path.  sys.path alone is not enough: a module that puts the
+    checkout on it (after site-packages here) would come before site-packages in the child, whose PYTHONPATH
+    entries precede the installed packages -- and the child would import the source tree, without its extension."""
+    import alexnet_kernels
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(alexnet_kernels.__file__)))
+    return os.pathsep.join(dict.fromkeys([package_parent] + [p for p in sys.path if p]))
+
+
     return {"cpu": ["cpu", "triton", "torch"], "cuda": ["cuda", "triton", "torch"]}[device]
 
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import benchlib as common  # noqa: E402
+from common import child_pythonpath  # tests/common.py  # noqa: E402
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
@@ -177,7 +178,7 @@ def test_the_default_output_is_the_suites_table_alone(tmp_path):
            "-k", "cpu and fwd-1x96x55x55", "-p", "no:cacheprovider", "--benchmark-max-time=0.01",
            "--benchmark-min-rounds=3", "--benchmark-warmup=off", "-q"]
     env = dict(os.environ, BENCH_WRITE_RESULTS="0", BENCH_PROVIDERS="torch-cpu",
-               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+               PYTHONPATH=child_pythonpath())
     plain = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert plain.returncode == 0, plain.stdout + plain.stderr
     assert "alexnet_kernels benchmark summary" in plain.stdout and "speed-up vs torch-cpu" in plain.stdout

@@ -7,9 +7,10 @@ import textwrap
 import torch
 
 import alexnet_kernels
+from common import child_pythonpath  # tests/common.py
 
 # Children import the same alexnet_kernels as this process (installed, or the source tree in a dev run).
-ENV = dict(os.environ, PYTHONWARNINGS="default", PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+ENV = dict(os.environ, PYTHONWARNINGS="default", PYTHONPATH=child_pythonpath())
 
 
 def run_python(code, tmp_path):

@@ -17,6 +17,7 @@ import torch
 
 from alexnet import data as D
 from alexnet import train as T
+from common import child_pythonpath  # tests/common.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING_KEYS = ("images_per_s", "elapsed")
@@ -225,7 +226,7 @@ def test_two_process_gloo_ddp_matches_one_process_with_the_combined_batch(tmp_pa
     common = ["--epochs", "1", "--dropout", "0", "--threads", "1"]
     ddp_out, single_out = tmp_path / "ddp", tmp_path / "single"
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE="2",
-               OMP_NUM_THREADS="1", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+               OMP_NUM_THREADS="1", PYTHONPATH=child_pythonpath())
     procs = []
     for rank in range(2):
         argv = base_args(ddp_out, *common, "--distributed")

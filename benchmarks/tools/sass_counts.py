@@ -26,8 +26,8 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
+if __name__ == "__main__":  # as a script: this checkout's package and the tests' helpers (an importer sets its own
+    sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]  # path: putting the checkout first here would shadow it)
 
 LRN = (5, 1e-4, 0.75, 2.0)
 BATCH = 128

@@ -40,9 +40,7 @@ SM90_REGS, SM90_WARPS, SM90_BLOCKS, SM90_SHARED = 65536, 64, 32, 228 * 1024
 
 def _setup(root):
     sys.path.insert(0, HERE)
-    import sass_counts  # noqa: F401 -- this checkout's (it only compiles and disassembles); it puts its own
-    # checkout first on sys.path, so root goes in front of it afterwards
-    sys.path[:0] = [root, os.path.join(root, "tests")]
+    sys.path[:0] = [root, os.path.join(root, "tests")]  # the package and triton_aot of the checkout measured
 
 
 def resident(regs, warps, shared):
