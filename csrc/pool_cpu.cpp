@@ -6,6 +6,8 @@
 //     Each input row is reduced once to its row maxima (plane_row_maxima: strided vector loads along ow;
 //     position_row_maxima: vectors along c), kept in a ring of kH rows, and an output row is the scan of
 //     its window's row maxima (combine_rows) -- pool_argmax's result, see "Forward: row maxima" below.
+//     NCHW planes of short rows with no clipped window (AlexNet's) go whole: an item is a plane (n, c), and
+//     the same two scans run over the flattened plane in long vector loops (MaxPoolForwardNchwPlanes).
 //   max pool, NCHW backward: an item is one plane (n, c); pool_gather's sums formed as an ordered
 //     scatter (see MaxPoolBackwardNchw), the same terms in the same order.
 //   max pool, channels_last: an item is (n, oh) / (n, ih); a position's C channels are contiguous, so
@@ -147,8 +149,10 @@ AK_ALWAYS_INLINE void plane_row_maxima_any(const F* row, const PoolProblem& P, c
   plane_row_maxima<0, 0>(row, P, cols, best, col);
 }
 
-// Row maxima of one channels_last row: W positions of C contiguous channels, vectorised along c.
-template <typename T, typename F>
+// Row maxima of one channels_last row: W positions of C contiguous channels, vectorised along c. kKW: the
+// window width as a constant (0: from P); a window of kKW columns is scanned with its columns in registers
+// (one load of each input, one store of each maximum), a clipped one column by column through best / col.
+template <int kKW, typename T, typename F>
 AK_ALWAYS_INLINE void position_row_maxima(const T* row, const PoolProblem& P, F* best, int32_t* col) {
   const int64_t C = P.C;
   for (int64_t ow = 0; ow < P.OW; ++ow) {
@@ -157,6 +161,22 @@ AK_ALWAYS_INLINE void position_row_maxima(const T* row, const PoolProblem& P, F*
     int32_t* cs = col + ow * C;
     const T* first = row + w.begin * C;
     const int32_t first_col = static_cast<int32_t>(w.begin - w.start);
+    if (kKW != 0 && w.end - w.begin == kKW) {
+#pragma GCC ivdep
+      for (int64_t c = 0; c < C; ++c) {
+        F held = static_cast<F>(first[c]);
+        int32_t held_col = first_col;
+        for (int kx = 1; kx < kKW; ++kx) {
+          const F v = static_cast<F>(first[kx * C + c]);
+          const bool take = pool_takes(v, held);
+          held = take ? v : held;
+          held_col = take ? first_col + kx : held_col;
+        }
+        b[c] = held;
+        cs[c] = held_col;
+      }
+      continue;
+    }
 #pragma GCC ivdep
     for (int64_t c = 0; c < C; ++c) {
       b[c] = static_cast<F>(first[c]);
@@ -176,6 +196,12 @@ AK_ALWAYS_INLINE void position_row_maxima(const T* row, const PoolProblem& P, F*
       }
     }
   }
+}
+
+template <typename T, typename F>
+AK_ALWAYS_INLINE void position_row_maxima_any(const T* row, const PoolProblem& P, F* best, int32_t* col) {
+  if (P.p.kW == 3) return position_row_maxima<3>(row, P, best, col);
+  position_row_maxima<0>(row, P, best, col);
 }
 
 // count outputs of one output row from the row maxima of its window's rows: best_rows[r][at + i] /
@@ -316,6 +342,114 @@ struct MaxPoolForwardNchw {
   }
 };
 
+// NCHW forward of short rows, whole planes at once; item = plane (n, c). Used when no window is clipped (no
+// padding, every window inside the plane) and the rows are short: a 27-wide output row leaves most of a 16-lane
+// vector loop to its remainder, and a row's fixed costs are paid per 27 outputs. Here the loops run over the
+// flattened plane instead, ignoring row boundaries:
+//   row maxima at every flattened position i (the kW elements i .. i + kW - 1, pool_takes in column order),
+//   window maxima at every position (the kH row maxima i, i + W, ... in row order: combine_rows' rule),
+//   then the outputs pick their window's start (oh * sH) * W + ow * sW.
+// A window whose start is an output start never crosses a row end, so the positions that straddle rows are
+// computed and never read. Same scans in the same order as MaxPoolForwardNchw: identical values and offsets.
+// kKH / kKW / kSW: the window height, width and stride as constants (0: from P).
+template <int kKH, int kKW, int kSW, typename T>
+AK_ALWAYS_INLINE void max_pool_plane_forward(const T* src, const PoolProblem& P, AccOf<T>* converted, AccOf<T>* row_best, int32_t* row_col,
+                                             AccOf<T>* win_best, int32_t* win_off, T* y, uint8_t* offsets) {
+  using F = AccOf<T>;
+  const int kW = kKW != 0 ? kKW : P.p.kW;
+  const int64_t sW = kSW != 0 ? kSW : P.p.sW;
+  const int kH = kKH != 0 ? kKH : P.p.kH;
+  const int64_t W = P.W, HW = P.H * P.W;
+  const F* plane;
+  if constexpr (!std::is_same_v<T, F>) {  // half / bfloat16: the plane converted to float once
+    for (int64_t i = 0; i < HW; ++i) converted[i] = static_cast<F>(src[i]);
+    plane = converted;
+  } else {
+    plane = src;
+  }
+  const int64_t row_positions = HW - (kW - 1);
+#pragma GCC ivdep
+  for (int64_t i = 0; i < row_positions; ++i) {
+    F b = plane[i];
+    int32_t c = 0;
+    for (int kx = 1; kx < kW; ++kx) {
+      const F v = plane[i + kx];
+      const bool take = pool_takes(v, b);
+      b = take ? v : b;
+      c = take ? kx : c;
+    }
+    row_best[i] = b;
+    row_col[i] = c;
+  }
+  // Window maxima at the positions that are multiples of sW only: every output's window starts at one
+  // ((oh * sH * W + ow * sW), sW dividing sH * W: max_pool_planes_apply), so window k = position k * sW, and an
+  // output row is the contiguous run of OW windows from oh * sH * W / sW.
+  const int64_t windows = (row_positions - (kH - 1) * W + sW - 1) / sW;
+#pragma GCC ivdep
+  for (int64_t k = 0; k < windows; ++k) {
+    const int64_t i = k * sW;
+    F b = row_best[i];
+    int32_t o = row_col[i];
+    for (int r = 1; r < kH; ++r) {
+      const F v = row_best[i + r * W];
+      const int32_t candidate = r * kW + row_col[i + r * W];
+      const bool take = pool_takes(v, b);
+      b = take ? v : b;
+      o = take ? candidate : o;
+    }
+    win_best[k] = b;
+    win_off[k] = o;
+  }
+  const int64_t OW = P.OW, row_step = P.p.sH * W / sW;
+  for (int64_t oh = 0; oh < P.OH; ++oh) {
+    const F* wb = win_best + oh * row_step;
+    const int32_t* wo = win_off + oh * row_step;
+    T* yr = y + oh * OW;
+    uint8_t* orow = offsets + oh * OW;
+#pragma GCC ivdep
+    for (int64_t ow = 0; ow < OW; ++ow) yr[ow] = static_cast<T>(wb[ow]);
+#pragma GCC ivdep
+    for (int64_t ow = 0; ow < OW; ++ow) orow[ow] = static_cast<uint8_t>(wo[ow]);
+  }
+}
+
+// Whether MaxPoolForwardNchwPlanes applies: no window clipped, every window start a multiple of sW in the
+// flattened plane, short rows, a plane's scratch small.
+inline bool max_pool_planes_apply(const PoolProblem& P) {
+  return P.p.pH == 0 && P.p.pW == 0 && (P.OH - 1) * P.p.sH + P.p.kH <= P.H &&
+         (P.OW - 1) * P.p.sW + P.p.kW <= P.W && (P.p.sH * P.W) % P.p.sW == 0 && P.OW < 64 && P.H * P.W <= (int64_t(1) << 16);
+}
+
+template <typename T>
+struct MaxPoolForwardNchwPlanes {
+  const T* x;
+  T* y;
+  uint8_t* offsets;
+  PoolProblem P;
+
+  AK_ALWAYS_INLINE void operator()(int64_t begin, int64_t end) const {
+    using F = AccOf<T>;
+    constexpr bool kConvert = !std::is_same_v<T, F>;
+    const int64_t HW = P.H * P.W, out_plane = P.OH * P.OW;
+    Scratch s(Scratch::bytes<F>(kConvert ? HW : 0) + 2 * Scratch::bytes<F>(HW) + 2 * Scratch::bytes<int32_t>(HW));
+    F* converted = s.take<F>(kConvert ? HW : 0);
+    F* row_best = s.take<F>(HW);
+    int32_t* row_col = s.take<int32_t>(HW);
+    F* win_best = s.take<F>(HW);
+    int32_t* win_off = s.take<int32_t>(HW);
+    for (int64_t plane = begin; plane < end; ++plane) {
+      const T* src = x + plane * HW;
+      T* yp = y + plane * out_plane;
+      uint8_t* op = offsets + plane * out_plane;
+      if (P.p.kH == 3 && P.p.kW == 3 && P.p.sW == 2) {  // AlexNet's pools
+        max_pool_plane_forward<3, 3, 2>(src, P, converted, row_best, row_col, win_best, win_off, yp, op);
+      } else {
+        max_pool_plane_forward<0, 0, 0>(src, P, converted, row_best, row_col, win_best, win_off, yp, op);
+      }
+    }
+  }
+};
+
 // channels_last forward; item = output row (n, oh): rows of OW * C contiguous elements.
 template <typename T>
 struct MaxPoolForwardNhwc {
@@ -335,7 +469,7 @@ struct MaxPoolForwardNhwc {
       const PoolSpan h = pool_window(oh, P.p.kH, P.p.sH, P.p.pH, P.H);
       for (int64_t ih = h.begin; ih < h.end; ++ih) {
         if (!ring.claim(n, P.H, h, ih)) continue;
-        position_row_maxima(x + n * P.in.n + ih * P.in.h, P, ring.best_row(ih - h.begin), ring.col_row(ih - h.begin));
+        position_row_maxima_any(x + n * P.in.n + ih * P.in.h, P, ring.best_row(ih - h.begin), ring.col_row(ih - h.begin));
       }
       const int64_t o = n * P.out.n + oh * P.out.h;
       combine_rows(ring.best_rows, ring.col_rows, 0, h, P.p.kW, width, y + o, offsets + o, ring.held);
@@ -653,6 +787,8 @@ void max_pool2d_forward_cpu_isa(const TensorView& x, const TensorView& y, const 
     uint8_t* op = offsets.mutable_data_ptr<uint8_t>();
     if (channels_last) {
       parallel_items(P.N * P.OH, P.OW * P.C * window, MaxPoolForwardNhwc<scalar_t>{xp, yp, op, P}, isa);
+    } else if (max_pool_planes_apply(P)) {
+      parallel_items(P.N * P.C, P.H * P.W * (P.p.kH + P.p.kW), MaxPoolForwardNchwPlanes<scalar_t>{xp, yp, op, P}, isa);
     } else {
       parallel_items(P.N * P.C * P.OH, P.OW * window, MaxPoolForwardNchw<scalar_t>{xp, yp, op, P, interior_columns(P)},
                      isa);

@@ -729,6 +729,36 @@ def test_cpu_row_maxima_ties_and_nans_equal_torch(shape, geometry, layout):
     assert torch.equal(offsets.to(torch.int64), expected.to(torch.int64))
 
 
+# The NCHW forward of short rows runs over whole flattened planes (row maxima at every position, window maxima
+# at multiples of sW) when no window is clipped and sW divides sH * W; other geometries take the row path. Both
+# must give torch's values and its first-maximum / last-NaN offsets: non-square windows and strides, a stride
+# that does not divide sH * W, ceil_mode windows hanging off the end, rows of >= 64 outputs, large planes.
+@pytest.mark.parametrize("shape,kernel,stride,ceil_mode", [
+    ((2, 3, 9, 11), (2, 3), (1, 2), False),    # kH != kW, sH != sW: planes
+    ((2, 3, 10, 13), (3, 2), (2, 1), False),   # sW = 1
+    ((1, 2, 12, 13), (3, 3), (2, 3), False),   # sW = 3 does not divide sH * W = 26: rows
+    ((1, 2, 12, 12), (3, 3), (1, 3), False),   # sW = 3 divides 12: planes
+    ((1, 2, 14, 14), (3, 3), (2, 2), True),    # ceil_mode: the last window hangs off: rows
+    ((1, 2, 5, 131), (3, 3), (2, 2), False),   # 65 outputs per row: rows
+    ((1, 1, 300, 301), (3, 3), (2, 2), False),  # a plane past 2^16 elements: rows
+    ((1, 1, 3, 3), (3, 3), (2, 2), False),     # one window: planes
+    ((4, 1, 1, 5), (1, 2), (1, 2), False),     # one row per plane
+], ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v))
+def test_cpu_nchw_plane_and_row_paths_equal_torch(shape, kernel, stride, ceil_mode):
+    require("cpu", "cpu")
+    g = torch.Generator().manual_seed(sum(shape))
+    for dtype in (torch.float32, torch.bfloat16, torch.float64):
+        x = torch.randint(0, 3, shape, generator=g).to(dtype)
+        x[torch.rand(shape, generator=g) < 0.03] = float("nan")
+        x[torch.rand(shape, generator=g) < 0.03] = float("-inf")
+        y_ref, i_ref = F.max_pool2d(x, kernel, stride, 0, ceil_mode=ceil_mode, return_indices=True)
+        y, offsets = torch.ops.alexnet_kernels.max_pool2d_forward(x, list(kernel), list(stride), [0, 0], ceil_mode,
+                                                                  "cpu")
+        assert_same(y, y_ref)
+        expected = pool_ops.offsets_from_indices(i_ref, shape[3], list(kernel), list(stride), [0, 0])
+        assert torch.equal(offsets.to(torch.int64), expected.to(torch.int64)), dtype
+
+
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_cpu_batch_one_is_the_same_on_one_and_two_threads(layout):
     """Batch 1 is split over planes and rows: the result must not depend on the split."""
