@@ -347,14 +347,15 @@ struct MaxPoolForwardNchw {
 // vector loop to its remainder, and a row's fixed costs are paid per 27 outputs. Here the loops run over the
 // flattened plane instead, ignoring row boundaries:
 //   row maxima at every flattened position i (the kW elements i .. i + kW - 1, pool_takes in column order),
-//   window maxima at every position (the kH row maxima i, i + W, ... in row order: combine_rows' rule),
-//   then the outputs pick their window's start (oh * sH) * W + ow * sW.
+//   window maxima at the positions k * sW (the kH row maxima i, i + W, ... in row order: combine_rows' rule),
+//   and output row oh is the OW windows from its first window's start (oh * sH) * W.
 // A window whose start is an output start never crosses a row end, so the positions that straddle rows are
 // computed and never read. Same scans in the same order as MaxPoolForwardNchw: identical values and offsets.
 // kKH / kKW / kSW: the window height, width and stride as constants (0: from P).
 template <int kKH, int kKW, int kSW, typename T>
-AK_ALWAYS_INLINE void max_pool_plane_forward(const T* src, const PoolProblem& P, AccOf<T>* converted, AccOf<T>* row_best, int32_t* row_col,
-                                             AccOf<T>* win_best, int32_t* win_off, T* y, uint8_t* offsets) {
+AK_ALWAYS_INLINE void max_pool_plane_forward(const T* src, const PoolProblem& P, AccOf<T>* converted,
+                                             AccOf<T>* row_best, int32_t* row_col, AccOf<T>* win_best,
+                                             int32_t* win_off, T* y, uint8_t* offsets) {
   using F = AccOf<T>;
   const int kW = kKW != 0 ? kKW : P.p.kW;
   const int64_t sW = kSW != 0 ? kSW : P.p.sW;
@@ -417,7 +418,8 @@ AK_ALWAYS_INLINE void max_pool_plane_forward(const T* src, const PoolProblem& P,
 // flattened plane, short rows, a plane's scratch small.
 inline bool max_pool_planes_apply(const PoolProblem& P) {
   return P.p.pH == 0 && P.p.pW == 0 && (P.OH - 1) * P.p.sH + P.p.kH <= P.H &&
-         (P.OW - 1) * P.p.sW + P.p.kW <= P.W && (P.p.sH * P.W) % P.p.sW == 0 && P.OW < 64 && P.H * P.W <= (int64_t(1) << 16);
+         (P.OW - 1) * P.p.sW + P.p.kW <= P.W && (P.p.sH * P.W) % P.p.sW == 0 && P.OW < 64 &&
+         P.H * P.W <= (int64_t(1) << 16);
 }
 
 template <typename T>
@@ -469,7 +471,8 @@ struct MaxPoolForwardNhwc {
       const PoolSpan h = pool_window(oh, P.p.kH, P.p.sH, P.p.pH, P.H);
       for (int64_t ih = h.begin; ih < h.end; ++ih) {
         if (!ring.claim(n, P.H, h, ih)) continue;
-        position_row_maxima_any(x + n * P.in.n + ih * P.in.h, P, ring.best_row(ih - h.begin), ring.col_row(ih - h.begin));
+        position_row_maxima_any(x + n * P.in.n + ih * P.in.h, P, ring.best_row(ih - h.begin),
+                                ring.col_row(ih - h.begin));
       }
       const int64_t o = n * P.out.n + oh * P.out.h;
       combine_rows(ring.best_rows, ring.col_rows, 0, h, P.p.kW, width, y + o, offsets + o, ring.held);
