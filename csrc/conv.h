@@ -72,7 +72,7 @@ inline const char* conv_problem_error(const ConvProblem& p) {
 // Which A-tile (im2col) loader a launch uses.
 enum class ConvLoader : int {
   kCpAsync16 = 0,  // Cg and C multiples of 16 bytes of channels: 16-byte cp.async per (pixel, tap, 8 channels)
-  kRowSpan = 1,    // groups == 1: a window row (kh) is KW*C contiguous elements: 16-byte vector loads
+  kRowSpan = 1,    // groups == 1: a window row (kh) is KW*C contiguous elements: a counter walk, 16-byte stores
   kScalar = 2,     // anything else: one element at a time
 };
 

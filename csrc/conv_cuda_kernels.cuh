@@ -25,8 +25,9 @@
 //   kCpAsync16  Cg % 8 (16 bytes of channels) == 0: a 16-byte chunk of a row is 8 channels of one tap,
 //               contiguous in channels_last x: one cp.async, zero-filled (src-size 0) outside the image.
 //   kRowSpan    groups == 1 (conv1: C = 3, K = 363): for one tap row kh the window's KW*C elements are
-//               contiguous in x, so each A row of a k tile is at most ceil(BK / (KW*C)) + 1 contiguous
-//               spans, read with 16-byte vector loads (elements outside the image row are zeros).
+//               contiguous in x, so a thread walks its part of an A row with a counter (no division per
+//               element), gathers it into registers by element loads (zeros outside the image) and stores
+//               it as 16-byte chunks.
 //   kScalar     anything else: one element per load.
 // B (weights): 16-byte cp.async per 8 k (src-size clipped at K: zero-filled tail) when the rows are
 // 16-byte aligned, else element loads.
@@ -223,75 +224,78 @@ struct LoaderScalar {
 };
 
 // kRowSpan (groups == 1): kThreadsPerRow threads share an A row of the tile, each filling kPart contiguous
-// k of it, span by span (a span: the elements of one window row kh).
+// k of it.  Along k the elements of one tap row kh (a span of KW*C) are contiguous in x, so a thread's kPart
+// elements lie in at most ceil(kPart / span) + 1 image rows and its walk along them is a counter, not a
+// division per element.  The elements are gathered into registers with the same (unrolled) instructions in
+// every thread -- one predicated element load each, zero outside the image, past M or past K -- and stored as
+// whole 16-byte chunks: warp-uniform stores whose banks do not depend on the data (element stores at the
+// data-dependent columns of the spans hit 4 threads per bank: 4-way).
 template <typename T, typename TileT>
 struct LoaderRowSpan {
   static constexpr int kVec = Elem<T>::kVec;
   // Split a row between threads so that every thread takes kPart contiguous elements of it.
   static constexpr int kThreadsPerRow = TileT::kThreads >= TileT::BM ? TileT::kThreads / TileT::BM : 1;
   static constexpr int kPart = TileT::BK / kThreadsPerRow;
+  static constexpr int kChunks = kPart / kVec;  // 16-byte chunks per thread and row
   static constexpr int kRowsPerPass = TileT::kThreads / kThreadsPerRow;
   static constexpr int kPasses = TileT::BM / kRowsPerPass;
   static_assert(TileT::BK % kThreadsPerRow == 0 && TileT::BM % kRowsPerPass == 0, "A span split");
+  static_assert(kPart % kVec == 0 && kRowsPerPass % 8 == 0, "whole 16-byte chunks, rows permuted within 8");
   RowInfo rows[kPasses];
   int part;
+
+  // The tile row of thread tid's first pass.  A 16-byte store is served a quarter warp (8 threads: 8 /
+  // kThreadsPerRow rows) at a time; store q of the thread of part p writes chunk p * kChunks + q of its row, in
+  // 16-byte bank group (row * pitch_groups + chunk) mod 8.  16-bit elements with BK = 32 (pitch 80 bytes: 5
+  // groups; two threads a row, chunks q and q + 2): rows 0-3 (groups 0, 5, 2, 7) collide, rows {0, 1, 4, 5}
+  // (0, 5, 4, 1) plus {0, 2} are 8 distinct groups -- so bits 1 and 2 of the row are swapped (rows {2, 3, 6, 7}
+  // likewise).  fp32 (pitch 144 bytes: 9 = 1 mod 8 groups; chunks q and q + 4): rows r..r+3 are distinct as they
+  // are.  A permutation within each 8 rows, so every row is still filled once.
+  __device__ __forceinline__ static int row_of(int tid) {
+    const int r = tid / kThreadsPerRow;
+    if constexpr (kThreadsPerRow == 2 && TileT::BK / kVec == 4)
+      return (r & ~6) | ((r & 2) << 1) | ((r >> 1) & 2);
+    else
+      return r;
+  }
 
   __device__ __forceinline__ void init(const ConvArgs& a, int64_t m0, int tid) {
     part = tid % kThreadsPerRow;
 #pragma unroll
-    for (int i = 0; i < kPasses; ++i) rows[i] = row_info(a, m0 + tid / kThreadsPerRow + i * kRowsPerPass);
+    for (int i = 0; i < kPasses; ++i) rows[i] = row_info(a, m0 + row_of(tid) + i * kRowsPerPass);
   }
 
   __device__ __forceinline__ void load(const ConvArgs& a, const T* __restrict__ x, int /*group*/, int k0, T* As,
                                        int pitch, int tid) {
-    const int span = a.KW * a.C;       // elements of one tap row of the window
-    const int row_len = a.W * a.C;     // elements of one image row
+    const int span = a.KW * a.C;    // elements of one tap row of the window
+    const int row_len = a.W * a.C;  // elements of one image row
     const int kbeg = k0 + part * kPart;
+    const int kh0 = kbeg / span;
+    const int j0 = kbeg - kh0 * span;
+    const int k_left = a.K - kbeg;  // elements e >= k_left are past K: zeros
 #pragma unroll 1
     for (int i = 0; i < kPasses; ++i) {
-      const int r = tid / kThreadsPerRow + i * kRowsPerPass;
-      T* dst = As + r * pitch + part * kPart;
       const RowInfo& ri = rows[i];
-      int k = kbeg;
-      const int kend = kbeg + kPart;
-      while (k < kend) {
-        const int kh = k / span;
-        const int j = k - kh * span;
-        const int seg_end = min_int(kend, (kh + 1) * span);
-        const int len = seg_end - k;
-        const int ih = ri.ih0 + kh;
-        if (!ri.valid || ih < 0 || ih >= a.H || k >= a.K) {
-          for (int e = 0; e < len; ++e) conv_sts<kSiteAFill>(dst + (k - kbeg + e), conv_zero<T>());
-        } else {
-          // Elements [lo, lo + len) of image row (n, ih); those outside [0, row_len) are padding.
-          const T* row = x + ri.base + int64_t(ih) * row_len;
-          const int lo = ri.iw0 * a.C + j;
-          const int klim = a.K - k;  // elements past K are zeros (last tile)
-          copy_row_span(row, row_len, lo, len < klim ? len : klim, dst + (k - kbeg));
-          for (int e = klim; e < len; ++e) conv_sts<kSiteAFill>(dst + (k - kbeg + e), conv_zero<T>());
-        }
-        k = seg_end;
-      }
-    }
-  }
-
-  __device__ __forceinline__ static int min_int(int a, int b) { return a < b ? a : b; }
-
-  // dst[e - lo] = row[e] for e in [lo, lo + len), zero where e is outside [0, row_len).  16-byte vector
-  // loads for the aligned middle part (never reading outside the image row), elements at the ends.
-  __device__ __forceinline__ static void copy_row_span(const T* __restrict__ row, int row_len, int lo, int len,
-                                                       T* dst) {
-    int e = lo;
-    const int end = lo + len;
-    for (; e < end && (e < 0 || conv_misaligned16(row + e)); ++e)
-      conv_sts<kSiteAFill>(dst + (e - lo), (e >= 0 && e < row_len) ? row[e] : conv_zero<T>());
-    for (; e + kVec <= end && e + kVec <= row_len; e += kVec) {
-      T v[kVec];
-      conv_ld_global16(v, row + e);
+      int ih = ri.ih0 + kh0;
+      int col = ri.iw0 * a.C + j0;  // element of image row ih (outside [0, row_len): padding)
+      int col_end = ri.iw0 * a.C + span;
+      int64_t row_off = ri.base + int64_t(ih) * row_len;
+      T v[kChunks][kVec];
 #pragma unroll
-      for (int q = 0; q < kVec; ++q) conv_sts<kSiteAFill>(dst + (e - lo + q), v[q]);
+      for (int e = 0; e < kPart; ++e) {
+        if (col == col_end) {  // next tap row
+          col -= span;
+          ++ih;
+          row_off += row_len;
+        }
+        const bool ok = ri.valid && e < k_left && ih >= 0 && ih < a.H && col >= 0 && col < row_len;
+        v[e / kVec][e % kVec] = ok ? x[row_off + col] : conv_zero<T>();
+        ++col;
+      }
+      T* dst = As + (row_of(tid) + i * kRowsPerPass) * pitch + part * kPart;
+#pragma unroll
+      for (int q = 0; q < kChunks; ++q) conv_sts16<kSiteAFill>(dst + q * kVec, v[q]);
     }
-    for (; e < end; ++e) conv_sts<kSiteAFill>(dst + (e - lo), (e >= 0 && e < row_len) ? row[e] : conv_zero<T>());
   }
 };
 

@@ -130,10 +130,6 @@ template <typename T>
 inline T conv_from_float(float v) {
   return T(v);  // c10's conversions round to nearest even, as __float2half_rn / __float2bfloat16_rn
 }
-template <typename T>
-inline bool conv_misaligned16(const T* p) {
-  return (reinterpret_cast<uintptr_t>(p) & 15) != 0;
-}
 template <typename T, int N>
 inline void conv_ld_global16(T (&v)[N], const T* p) {
   static_assert(N * sizeof(T) == 16, "one 16-byte vector");
