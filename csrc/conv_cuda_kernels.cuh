@@ -280,21 +280,23 @@ struct LoaderRowSpan {
       int col = ri.iw0 * a.C + j0;  // element of image row ih (outside [0, row_len): padding)
       int col_end = ri.iw0 * a.C + span;
       int64_t row_off = ri.base + int64_t(ih) * row_len;
-      T v[kChunks][kVec];
-#pragma unroll
-      for (int e = 0; e < kPart; ++e) {
-        if (col == col_end) {  // next tap row
-          col -= span;
-          ++ih;
-          row_off += row_len;
-        }
-        const bool ok = ri.valid && e < k_left && ih >= 0 && ih < a.H && col >= 0 && col < row_len;
-        v[e / kVec][e % kVec] = ok ? x[row_off + col] : conv_zero<T>();
-        ++col;
-      }
       T* dst = As + (row_of(tid) + i * kRowsPerPass) * pitch + part * kPart;
 #pragma unroll
-      for (int q = 0; q < kChunks; ++q) conv_sts16<kSiteAFill>(dst + q * kVec, v[q]);
+      for (int q = 0; q < kChunks; ++q) {  // a chunk stored as soon as it is gathered: fewer live registers
+        T v[kVec];
+#pragma unroll
+        for (int e = 0; e < kVec; ++e) {
+          if (col == col_end) {  // next tap row
+            col -= span;
+            ++ih;
+            row_off += row_len;
+          }
+          const bool ok = ri.valid && q * kVec + e < k_left && ih >= 0 && ih < a.H && col >= 0 && col < row_len;
+          v[e] = ok ? x[row_off + col] : conv_zero<T>();
+          ++col;
+        }
+        conv_sts16<kSiteAFill>(dst + q * kVec, v);
+      }
     }
   }
 };
