@@ -642,6 +642,27 @@ __device__ __forceinline__ void store_tile(const Acc<TileT>& acc, const Epilogue
     }
 }
 
+// Where a forward or dgrad block and its thread work (the grid: conv_grid): the thread's warp (wm, wn) in the
+// block, the block's first GEMM row m0, and its column tile of a group -- columns [col0, col0 + col_count) of
+// the group's `cols`, which are rows row_first... of the (transposed) weight matrix.
+template <typename TileT>
+struct BlockPlace {
+  int tid, lane, wm, wn, group, col0, col_count;
+  int64_t m0, row_first;
+  __device__ __forceinline__ BlockPlace(int n_tiles, int cols) {
+    tid = threadIdx.x;
+    lane = tid & 31;
+    const int warp = tid >> 5;
+    wm = warp / TileT::WARPS_N;
+    wn = warp % TileT::WARPS_N;
+    m0 = int64_t(blockIdx.x) * TileT::BM;
+    group = blockIdx.y / n_tiles;
+    col0 = (blockIdx.y - group * n_tiles) * TileT::BN;
+    col_count = cols - col0 < TileT::BN ? cols - col0 : TileT::BN;
+    row_first = int64_t(group) * cols + col0;
+  }
+};
+
 // ---- the forward kernel --------------------------------------------------------------------------------
 
 template <typename T, MathKind MK, typename TileT, ConvLoader L>
@@ -649,32 +670,28 @@ __global__ void __launch_bounds__(TileT::kThreads)
     conv2d_relu_fwd_kernel(ConvArgs a) {
   extern __shared__ __align__(16) unsigned char conv_smem[];
   T* smem = reinterpret_cast<T*>(conv_smem);
-  const int tid = threadIdx.x;
-  const int lane = tid & 31, warp = tid >> 5;
-  const int wm = warp / TileT::WARPS_N, wn = warp % TileT::WARPS_N;
-  const int64_t m0 = int64_t(blockIdx.x) * TileT::BM;
-  const int group = blockIdx.y / a.n_tiles;
-  const int o0 = (blockIdx.y - group * a.n_tiles) * TileT::BN;  // first output channel of the tile in its group
-  const int o_count = a.Og - o0 < TileT::BN ? a.Og - o0 : TileT::BN;
-  const int64_t o_first = int64_t(group) * a.Og + o0;           // its weight row
+  const BlockPlace<TileT> bp(a.n_tiles, a.Og);
   const T* x = static_cast<const T*>(a.x);
   const T* w = static_cast<const T*>(a.w);
   constexpr int kPitch = TileT::BK + Elem<T>::kVec;
 
   typename LoaderFor<T, TileT, L>::type loader;
-  loader.init(a, m0, tid);
+  loader.init(a, bp.m0, bp.tid);
   auto fill = [&](T* As, T* Bs, int k0) {
-    loader.load(a, x, group, k0, As, kPitch, tid);
-    load_weights<T, TileT>(a, w, o_first, o_count, k0, Bs, kPitch, tid);
+    loader.load(a, x, bp.group, k0, As, kPitch, bp.tid);
+    load_weights<T, TileT>(a, w, bp.row_first, bp.col_count, k0, Bs, kPitch, bp.tid);
   };
   auto mask = [](T*, int) {};
   auto landed = [](const T*) {};
   float acc[TileT::MT][TileT::NT][4];
-  gemm_mainloop<T, MK, TileT>(smem, (a.K + TileT::BK - 1) / TileT::BK, wm, wn, lane, fill, mask, landed, acc);
+  gemm_mainloop<T, MK, TileT>(smem, (a.K + TileT::BK - 1) / TileT::BK, bp.wm, bp.wn, bp.lane, fill, mask, landed,
+                              acc);
 
   // Epilogue: bias + ReLU on the accumulators, one store per element (or per channel pair).
-  const EpilogueMap e{a.M, a.OH, a.OW, a.y_sn, a.y_sc, a.y_sh, a.y_sw, int64_t(group) * a.Og, a.Og, a.y_pair};
-  store_tile<TileT>(acc, e, m0, o0, wm, wn, lane, static_cast<T*>(a.y), static_cast<const T*>(a.bias), true);
+  const EpilogueMap e{a.M, a.OH, a.OW, a.y_sn, a.y_sc, a.y_sh, a.y_sw, int64_t(bp.group) * a.Og, a.Og,
+                      a.y_pair};
+  store_tile<TileT>(acc, e, bp.m0, bp.col0, bp.wm, bp.wn, bp.lane, static_cast<T*>(a.y),
+                    static_cast<const T*>(a.bias), true);
 }
 
 // ---- the backward kernels' loads -------------------------------------------------------------------------
@@ -837,33 +854,28 @@ __global__ void __launch_bounds__(TileT::kThreads)
     conv2d_relu_dgrad_kernel(DgradArgs a) {
   extern __shared__ __align__(16) unsigned char conv_smem[];
   T* smem = reinterpret_cast<T*>(conv_smem);
-  const int tid = threadIdx.x;
-  const int lane = tid & 31, warp = tid >> 5;
-  const int wm = warp / TileT::WARPS_N, wn = warp % TileT::WARPS_N;
-  const int64_t m0 = int64_t(blockIdx.x) * TileT::BM;
-  const int group = blockIdx.y / a.n_tiles;
-  const int c0 = (blockIdx.y - group * a.n_tiles) * TileT::BN;  // first input channel of the tile in its group
-  const int c_count = a.Cg - c0 < TileT::BN ? a.Cg - c0 : TileT::BN;
-  const int64_t row_first = int64_t(group) * a.Cg + c0;         // its row of the transposed weight
+  const BlockPlace<TileT> bp(a.n_tiles, a.Cg);
   const T* dy = static_cast<const T*>(a.dy);
   const T* y = static_cast<const T*>(a.y);
   const T* w = static_cast<const T*>(a.w);
   constexpr int kPitch = TileT::BK + Elem<T>::kVec;
 
   DgradLoader<T, TileT, VEC> loader;
-  loader.init(a, m0, tid);
+  loader.init(a, bp.m0, bp.tid);
   auto fill = [&](T* As, T* Bs, int k0) {
-    loader.load(a, dy, y, group, k0, As, YSlots<T, TileT>::slot(smem, k0 / TileT::BK), kPitch, tid);
-    load_weights<T, TileT>(a, w, row_first, c_count, k0, Bs, kPitch, tid);
+    loader.load(a, dy, y, bp.group, k0, As, YSlots<T, TileT>::slot(smem, k0 / TileT::BK), kPitch, bp.tid);
+    load_weights<T, TileT>(a, w, bp.row_first, bp.col_count, k0, Bs, kPitch, bp.tid);
   };
   auto mask = [&](T* As, int kt) {
-    if constexpr (VEC) loader.mask(As, YSlots<T, TileT>::slot(smem, kt), kPitch, tid);
+    if constexpr (VEC) loader.mask(As, YSlots<T, TileT>::slot(smem, kt), kPitch, bp.tid);
   };
   auto landed = [](const T*) {};
   float acc[TileT::MT][TileT::NT][4];
-  gemm_mainloop<T, MK, TileT>(smem, (a.K + TileT::BK - 1) / TileT::BK, wm, wn, lane, fill, mask, landed, acc);
-  const EpilogueMap e{a.M, a.H, a.W, a.dx_sn, a.dx_sc, a.dx_sh, a.dx_sw, int64_t(group) * a.Cg, a.Cg, a.dx_pair};
-  store_tile<TileT>(acc, e, m0, c0, wm, wn, lane, static_cast<T*>(a.dx), static_cast<const T*>(nullptr), false);
+  gemm_mainloop<T, MK, TileT>(smem, (a.K + TileT::BK - 1) / TileT::BK, bp.wm, bp.wn, bp.lane, fill, mask, landed,
+                              acc);
+  const EpilogueMap e{a.M, a.H, a.W, a.dx_sn, a.dx_sc, a.dx_sh, a.dx_sw, int64_t(bp.group) * a.Cg, a.Cg, a.dx_pair};
+  store_tile<TileT>(acc, e, bp.m0, bp.col0, bp.wm, bp.wn, bp.lane, static_cast<T*>(a.dx),
+                    static_cast<const T*>(nullptr), false);
 }
 
 
