@@ -8,7 +8,7 @@
 //   y[p, o] = relu(b[o] + sum_k A[p, k] * B[o, k]),  p = (n, oh, ow) in [0, M = N*OH*OW), o in [0, Og) of group g
 //   A[p, k] = x[n, g*Cg + c, oh*SH - PH + kh, ow*SW - PW + kw]  (0 outside the image),  k = (kh*KW + kw)*Cg + c
 //   B[o, k] = w[g*Og + o, c, kh, kw] = w_mem[(g*Og + o)*w_row_stride + k]
-// Grid: x = tiles of BM pixels, y = group * (output-channel tiles) + output-channel tile (groups are one
+// Grid (conv.h conv_gemm_grid): x = tiles of BM pixels, y = output-channel tiles of a group, z = groups (one
 // launch).  A block of WARPS_M x WARPS_N warps computes a BM x BN tile; warp (wm, wn) owns the
 // (BM/WARPS_M) x (BN/WARPS_N) sub-tile as MT x NT fragments of 16 x 8 (the mma's C shape).
 //
@@ -90,7 +90,6 @@ struct ConvArgs {
   void* y;
   int64_t M;         // N * OH * OW
   int H, W, C, OH, OW, Cg, Og, K, KW, SH, SW, PH, PW, Cout;
-  int n_tiles;       // output-channel tiles per group
   int64_t w_row_stride;
   int64_t y_sn, y_sc, y_sh, y_sw;
   bool w_vec, y_pair;
@@ -642,22 +641,23 @@ __device__ __forceinline__ void store_tile(const Acc<TileT>& acc, const Epilogue
     }
 }
 
-// Where a forward or dgrad block and its thread work (the grid: conv_grid): the thread's warp (wm, wn) in the
-// block, the block's first GEMM row m0, and its column tile of a group -- columns [col0, col0 + col_count) of
-// the group's `cols`, which are rows row_first... of the (transposed) weight matrix.
+// Where a forward or dgrad block and its thread work (the grid: conv.h conv_gemm_grid -- x row tiles, y a group's
+// column tiles, z groups): the thread's warp (wm, wn) in the block, the block's first GEMM row m0, and its column
+// tile of group blockIdx.z -- columns [col0, col0 + col_count) of the group's `cols`, which are rows row_first...
+// of the (transposed) weight matrix.
 template <typename TileT>
 struct BlockPlace {
   int tid, lane, wm, wn, group, col0, col_count;
   int64_t m0, row_first;
-  __device__ __forceinline__ BlockPlace(int n_tiles, int cols) {
+  __device__ __forceinline__ BlockPlace(int cols) {
     tid = threadIdx.x;
     lane = tid & 31;
     const int warp = tid >> 5;
     wm = warp / TileT::WARPS_N;
     wn = warp % TileT::WARPS_N;
     m0 = int64_t(blockIdx.x) * TileT::BM;
-    group = blockIdx.y / n_tiles;
-    col0 = (blockIdx.y - group * n_tiles) * TileT::BN;
+    group = blockIdx.z;
+    col0 = blockIdx.y * TileT::BN;
     col_count = cols - col0 < TileT::BN ? cols - col0 : TileT::BN;
     row_first = int64_t(group) * cols + col0;
   }
@@ -670,7 +670,7 @@ __global__ void __launch_bounds__(TileT::kThreads)
     conv2d_relu_fwd_kernel(ConvArgs a) {
   extern __shared__ __align__(16) unsigned char conv_smem[];
   T* smem = reinterpret_cast<T*>(conv_smem);
-  const BlockPlace<TileT> bp(a.n_tiles, a.Og);
+  const BlockPlace<TileT> bp(a.Og);
   const T* x = static_cast<const T*>(a.x);
   const T* w = static_cast<const T*>(a.w);
   constexpr int kPitch = TileT::BK + Elem<T>::kVec;
@@ -782,7 +782,6 @@ struct DgradArgs : ConvGeometry {
   void* dx;
   int64_t M;      // N * H * W
   int K;          // KH * KW * Og
-  int n_tiles;    // Cg tiles per group
   int64_t w_row_stride;
   int64_t dx_sn, dx_sc, dx_sh, dx_sw;
   bool vec;       // 16-byte cp.async of dy and y, masked in shared memory (Og, Cout multiples of 16 bytes of
@@ -854,7 +853,7 @@ __global__ void __launch_bounds__(TileT::kThreads)
     conv2d_relu_dgrad_kernel(DgradArgs a) {
   extern __shared__ __align__(16) unsigned char conv_smem[];
   T* smem = reinterpret_cast<T*>(conv_smem);
-  const BlockPlace<TileT> bp(a.n_tiles, a.Cg);
+  const BlockPlace<TileT> bp(a.Cg);
   const T* dy = static_cast<const T*>(a.dy);
   const T* y = static_cast<const T*>(a.y);
   const T* w = static_cast<const T*>(a.w);
@@ -1022,7 +1021,7 @@ inline ConvArgs make_conv_args(const ConvProblem& p, const ConvPlan& plan, const
                                const void* bias, void* y) {
   const ConvGeometry g = conv_geometry(p);
   return ConvArgs{x, w, bias, y, p.N * p.OH * p.OW, g.H, g.W, g.C, g.OH, g.OW, g.Cg, g.Og, int(p.KH * p.KW * g.Cg),
-                  g.KW, g.SH, g.SW, g.PH, g.PW, g.Cout, int(cdiv64(g.Og, kConvTiles[plan.tile].bn)), p.w_row_stride,
+                  g.KW, g.SH, g.SW, g.PH, g.PW, g.Cout, p.w_row_stride,
                   p.y_sn, p.y_sc, p.y_sh, p.y_sw, plan.w_vec, plan.y_pair};
 }
 
@@ -1030,8 +1029,7 @@ inline DgradArgs make_dgrad_args(const ConvDgradProblem& d, const ConvDgradPlan&
                                  const void* wt, void* dx) {
   const ConvProblem& p = d.p;
   const ConvGeometry g = conv_geometry(p);
-  return DgradArgs{g, dy, y, wt, dx, p.N * p.H * p.W, int(p.KH * p.KW * g.Og),
-                   int(cdiv64(g.Cg, kConvTiles[plan.tile].bn)), p.w_row_stride, d.dx_sn, d.dx_sc, d.dx_sh, d.dx_sw,
+  return DgradArgs{g, dy, y, wt, dx, p.N * p.H * p.W, int(p.KH * p.KW * g.Og), p.w_row_stride, d.dx_sn, d.dx_sc, d.dx_sh, d.dx_sw,
                    plan.vec, plan.w_vec, plan.dx_pair};
 }
 
@@ -1046,21 +1044,23 @@ inline WgradArgs make_wgrad_args(const ConvWgradProblem& w, const ConvWgradPlan&
                    int(w.splits), p_per_split, plan.vec, plan.dw_pair};
 }
 
-// Blocks along the grid's axes (the launcher checks them against CUDA's limits).
-struct ConvGrid {
-  int64_t x, y, z;
-};
-
-// Forward and dgrad: x over BM-row tiles of the GEMM, y over (column tiles of a group) x groups.
-template <typename TileT, typename Args>
-ConvGrid conv_grid(const Args& a) {
-  return ConvGrid{cdiv64(a.M, TileT::BM), int64_t(a.n_tiles) * (a.Cout / a.Og), 1};
-}
-
-// Wgrad: x over (Og tiles) x (k tiles), y over groups, z over the pixel splits.
+// The grid of a launch (conv.h: conv_gemm_grid, conv_wgrad_gemm_grid; the launcher checks it against CUDA's
+// limits).
 template <typename TileT>
-ConvGrid conv_grid(const WgradArgs& a) {
-  return ConvGrid{int64_t(a.m_tiles) * cdiv64(a.K, TileT::BN), a.Cout / a.Og, a.splits};
+constexpr ConvTileShape tile_shape() {
+  return ConvTileShape{TileT::BM, TileT::BN, TileT::BK, TileT::WARPS_M, TileT::WARPS_N, TileT::STAGES};
+}
+template <typename TileT>
+ConvGridSize conv_grid(const ConvArgs& a) {
+  return conv_gemm_grid(a.M, a.Og, a.Cout / a.Og, tile_shape<TileT>());
+}
+template <typename TileT>
+ConvGridSize conv_grid(const DgradArgs& a) {
+  return conv_gemm_grid(a.M, a.Cg, a.C / a.Cg, tile_shape<TileT>());
+}
+template <typename TileT>
+ConvGridSize conv_grid(const WgradArgs& a) {
+  return conv_wgrad_gemm_grid(a.Og, a.K, a.Cout / a.Og, a.splits, tile_shape<TileT>());
 }
 
 // Which compiled kernel runs a plan: dispatch_conv(plan, dtype, f) calls, for the plan's problem,

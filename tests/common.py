@@ -27,6 +27,7 @@ def child_pythonpath():
     return os.pathsep.join(dict.fromkeys([package_parent] + [p for p in sys.path if p]))
 
 
+def backends_for(device):
     return {"cpu": ["cpu", "triton", "torch"], "cuda": ["cuda", "triton", "torch"]}[device]
 
 

@@ -381,9 +381,9 @@ struct EmuLauncher {
 
   template <typename TileT>
   int launch(void (*kernel)(Args), ConvKernel kind, int math, const std::string& variant) {
-    const ConvTileShape shape{TileT::BM, TileT::BN, TileT::BK, TileT::WARPS_M, TileT::WARPS_N, TileT::STAGES};
+    const ConvTileShape shape = tile_shape<TileT>();
     kernel_name = tile_name<TileT>(math, variant.c_str());
-    const ConvGrid g = conv_grid<TileT>(a);
+    const ConvGridSize g = conv_grid<TileT>(a);
     for (int64_t z = 0; z < g.z; ++z) {
       const Args args = a;
       const unsigned zz = static_cast<unsigned>(z);
