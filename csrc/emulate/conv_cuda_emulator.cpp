@@ -372,7 +372,8 @@ std::string tile_name(int math, const char* loader) {
 }
 
 // Runs the kernel dispatch_conv picks for one of the three problems (Args: its kernel arguments) over
-// conv_grid as the GPU would (blockIdx.z looping over the wgrad's splits); kernel_name records which ran.
+// conv_grid as the GPU would (blockIdx.z looping over the forward's and dgrad's groups, the wgrad's splits);
+// kernel_name records which ran.
 template <typename Args>
 struct EmuLauncher {
   const Args& a;
