@@ -39,7 +39,7 @@ struct ConvProblem {
   int64_t y_sn, y_sc, y_sh, y_sw;  // output element strides
 };
 
-// Largest grid axis y (output-channel tiles times groups) a launch may use.
+// Largest grid axis y or z (a group's column tiles, the groups, the wgrad's splits) a launch may use.
 constexpr int64_t kConvMaxGridY = 65535;
 
 // nullptr when the kernels accept the problem, else a message naming what is wrong.  Shared by every
@@ -72,7 +72,7 @@ inline const char* conv_problem_error(const ConvProblem& p) {
 // Which A-tile (im2col) loader a launch uses.
 enum class ConvLoader : int {
   kCpAsync16 = 0,  // Cg and C multiples of 16 bytes of channels: 16-byte cp.async per (pixel, tap, 8 channels)
-  kRowSpan = 1,    // groups == 1: a window row (kh) is KW*C contiguous elements: 16-byte vector loads
+  kRowSpan = 1,    // groups == 1: a window row (kh) is KW*C contiguous elements: a counter walk, 16-byte stores
   kScalar = 2,     // anything else: one element at a time
 };
 
@@ -120,33 +120,44 @@ inline bool conv_tile_fits(int t, ConvDtype dtype, ConvKernel kernel, int64_t sm
   return smem_optin <= 0 || int64_t(conv_smem_bytes(kConvTiles[t], dtype, kernel)) <= smem_optin;
 }
 
-// Blocks along the grid's axes of each kernel under tile `t` (the kernels' conv_grid decodes the same shape):
-//   forward  x over BM-row tiles of the output pixels N*OH*OW, y over (Og column tiles) x groups;
-//   dgrad    x over BM-row tiles of the input pixels N*H*W, y over (Cg column tiles) x groups;
+// Blocks along the grid's axes of each kernel -- the one definition the plan (conv_forward_grid, ...), the
+// launchers (conv_cuda_kernels.cuh conv_grid) and the kernels' block-index decoding (BlockPlace, the wgrad's
+// preamble) share:
+//   forward  x over BM-row tiles of the output pixels N*OH*OW, y over the group's Og column tiles, z over groups;
+//   dgrad    x over BM-row tiles of the input pixels N*H*W, y over the group's Cg column tiles, z over groups;
 //   wgrad    x over (Og row tiles) x (K column tiles), y over groups, z over the pixel splits.
 struct ConvGridSize {
   int64_t x, y, z;
   int64_t blocks() const { return x * y * z; }
 };
 
+// A forward or dgrad GEMM of `rows` rows and `cols` columns per group.
+inline ConvGridSize conv_gemm_grid(int64_t rows, int64_t cols, int64_t groups, const ConvTileShape& s) {
+  return {conv_cdiv(rows, s.bm), conv_cdiv(cols, s.bn), groups};
+}
+
+// The wgrad's GEMM per group: Og rows, K columns, the pixel reduction split `splits` ways.
+inline ConvGridSize conv_wgrad_gemm_grid(int64_t Og, int64_t K, int64_t groups, int64_t splits,
+                                         const ConvTileShape& s) {
+  return {conv_cdiv(Og, s.bm) * conv_cdiv(K, s.bn), groups, splits};
+}
+
 inline ConvGridSize conv_forward_grid(const ConvProblem& p, int t) {
-  const ConvTileShape& s = kConvTiles[t];
-  return {conv_cdiv(p.N * p.OH * p.OW, s.bm), conv_cdiv(p.Cout / p.groups, s.bn) * p.groups, 1};
+  return conv_gemm_grid(p.N * p.OH * p.OW, p.Cout / p.groups, p.groups, kConvTiles[t]);
 }
 
 inline ConvGridSize conv_dgrad_grid(const ConvProblem& p, int t) {
-  const ConvTileShape& s = kConvTiles[t];
-  return {conv_cdiv(p.N * p.H * p.W, s.bm), conv_cdiv(p.C / p.groups, s.bn) * p.groups, 1};
+  return conv_gemm_grid(p.N * p.H * p.W, p.C / p.groups, p.groups, kConvTiles[t]);
 }
 
 inline ConvGridSize conv_wgrad_grid(const ConvProblem& p, int t, int64_t splits) {
-  const ConvTileShape& s = kConvTiles[t];
-  return {conv_cdiv(p.Cout / p.groups, s.bm) * conv_cdiv(p.KH * p.KW * (p.C / p.groups), s.bn), p.groups, splits};
+  return conv_wgrad_gemm_grid(p.Cout / p.groups, p.KH * p.KW * (p.C / p.groups), p.groups, splits, kConvTiles[t]);
 }
 
 // The tile for a forward or dgrad GEMM with `cols` columns per group and `rows` rows, among the tiles that fit
-// the device's shared memory (see plan_conv).  A grid y (column tiles x groups) above 65535 takes the fitting tile
-// with the fewest column tiles: the widest, so y only shrinks (never a narrower one, which would make y larger).
+// the device's shared memory (see plan_conv).  A grid y (a group's column tiles; groups are on z) above 65535 takes
+// the fitting tile with the fewest column tiles: the widest, so y only shrinks (never a narrower one, which would
+// make y larger).
 inline int choose_conv_tile(ConvKernel kernel, int64_t rows, int64_t cols, int64_t groups, int sm_count,
                             ConvDtype dtype, int64_t smem_optin, const char** reason) {
   const auto waste = [&](int t) { return conv_cdiv(cols, kConvTiles[t].bn) * kConvTiles[t].bn - cols; };
@@ -176,7 +187,7 @@ inline int choose_conv_tile(ConvKernel kernel, int64_t rows, int64_t cols, int64
     tile = 2;
     *reason = "fewer large tiles than multiprocessors: 64x64 tiles to fill the GPU";
   }
-  const auto grid_y = [&](int t) { return conv_cdiv(cols, kConvTiles[t].bn) * groups; };
+  const auto grid_y = [&](int t) { return conv_cdiv(cols, kConvTiles[t].bn); };
   if (grid_y(tile) > kConvMaxGridY) {
     for (int t = 0; t < kConvTileCount; ++t)
       if (fits(t) && grid_y(t) < grid_y(tile)) tile = t;

@@ -37,13 +37,13 @@ struct Launcher {
 
   template <typename TileT>
   int launch(void (*kernel)(Args), ConvKernel kind) {
-    const ConvTileShape shape{TileT::BM, TileT::BN, TileT::BK, TileT::WARPS_M, TileT::WARPS_N, TileT::STAGES};
+    const ConvTileShape shape = tile_shape<TileT>();
     const size_t smem = conv_smem_bytes(shape, dtype, kind);
     // Above 48 KiB a kernel must opt in; set on every call (it is per device, and cheap).
     cudaError_t e =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
     if (e != cudaSuccess) return fail(err, errlen, op, "cudaFuncSetAttribute", e);
-    const ConvGrid g = conv_grid<TileT>(a);
+    const ConvGridSize g = conv_grid<TileT>(a);
     if (g.x > 0x7fffffff || g.y > kConvMaxGridY || g.z > kConvMaxGridY) {
       snprintf(err, errlen, "%s: a grid of (%lld, %lld, %lld) blocks exceeds CUDA's (2^31 - 1, 65535, 65535)", op,
                (long long)g.x, (long long)g.y, (long long)g.z);
@@ -72,7 +72,7 @@ struct Residency {
 
   template <typename TileT, typename Args>
   int blocks(void (*kernel)(Args)) {
-    const ConvTileShape shape{TileT::BM, TileT::BN, TileT::BK, TileT::WARPS_M, TileT::WARPS_N, TileT::STAGES};
+    const ConvTileShape shape = tile_shape<TileT>();
     const size_t smem = conv_smem_bytes(shape, dtype, ConvKernel::kWgrad);
     // The occupancy query counts a kernel whose dynamic shared memory is above its opt-in as not resident.
     error = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));

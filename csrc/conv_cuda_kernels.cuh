@@ -8,7 +8,7 @@
 //   y[p, o] = relu(b[o] + sum_k A[p, k] * B[o, k]),  p = (n, oh, ow) in [0, M = N*OH*OW), o in [0, Og) of group g
 //   A[p, k] = x[n, g*Cg + c, oh*SH - PH + kh, ow*SW - PW + kw]  (0 outside the image),  k = (kh*KW + kw)*Cg + c
 //   B[o, k] = w[g*Og + o, c, kh, kw] = w_mem[(g*Og + o)*w_row_stride + k]
-// Grid: x = tiles of BM pixels, y = group * (output-channel tiles) + output-channel tile (groups are one
+// Grid (conv.h conv_gemm_grid): x = tiles of BM pixels, y = output-channel tiles of a group, z = groups (one
 // launch).  A block of WARPS_M x WARPS_N warps computes a BM x BN tile; warp (wm, wn) owns the
 // (BM/WARPS_M) x (BN/WARPS_N) sub-tile as MT x NT fragments of 16 x 8 (the mma's C shape).
 //
@@ -25,8 +25,9 @@
 //   kCpAsync16  Cg % 8 (16 bytes of channels) == 0: a 16-byte chunk of a row is 8 channels of one tap,
 //               contiguous in channels_last x: one cp.async, zero-filled (src-size 0) outside the image.
 //   kRowSpan    groups == 1 (conv1: C = 3, K = 363): for one tap row kh the window's KW*C elements are
-//               contiguous in x, so each A row of a k tile is at most ceil(BK / (KW*C)) + 1 contiguous
-//               spans, read with 16-byte vector loads (elements outside the image row are zeros).
+//               contiguous in x, so a thread walks its part of an A row with a counter (no division per
+//               element), gathers it into registers by element loads (zeros outside the image) and stores
+//               it as 16-byte chunks.
 //   kScalar     anything else: one element per load.
 // B (weights): 16-byte cp.async per 8 k (src-size clipped at K: zero-filled tail) when the rows are
 // 16-byte aligned, else element loads.
@@ -89,7 +90,6 @@ struct ConvArgs {
   void* y;
   int64_t M;         // N * OH * OW
   int H, W, C, OH, OW, Cg, Og, K, KW, SH, SW, PH, PW, Cout;
-  int n_tiles;       // output-channel tiles per group
   int64_t w_row_stride;
   int64_t y_sn, y_sc, y_sh, y_sw;
   bool w_vec, y_pair;
@@ -223,75 +223,80 @@ struct LoaderScalar {
 };
 
 // kRowSpan (groups == 1): kThreadsPerRow threads share an A row of the tile, each filling kPart contiguous
-// k of it, span by span (a span: the elements of one window row kh).
+// k of it.  Along k the elements of one tap row kh (a span of KW*C) are contiguous in x, so a thread's kPart
+// elements lie in at most ceil(kPart / span) + 1 image rows and its walk along them is a counter, not a
+// division per element.  The elements are gathered into registers with the same (unrolled) instructions in
+// every thread -- one predicated element load each, zero outside the image, past M or past K -- and stored as
+// whole 16-byte chunks: warp-uniform stores whose banks do not depend on the data (element stores at the
+// data-dependent columns of the spans hit 4 threads per bank: 4-way).
 template <typename T, typename TileT>
 struct LoaderRowSpan {
   static constexpr int kVec = Elem<T>::kVec;
   // Split a row between threads so that every thread takes kPart contiguous elements of it.
   static constexpr int kThreadsPerRow = TileT::kThreads >= TileT::BM ? TileT::kThreads / TileT::BM : 1;
   static constexpr int kPart = TileT::BK / kThreadsPerRow;
+  static constexpr int kChunks = kPart / kVec;  // 16-byte chunks per thread and row
   static constexpr int kRowsPerPass = TileT::kThreads / kThreadsPerRow;
   static constexpr int kPasses = TileT::BM / kRowsPerPass;
   static_assert(TileT::BK % kThreadsPerRow == 0 && TileT::BM % kRowsPerPass == 0, "A span split");
+  static_assert(kPart % kVec == 0 && kRowsPerPass % 8 == 0, "whole 16-byte chunks, rows permuted within 8");
   RowInfo rows[kPasses];
   int part;
+
+  // The tile row of thread tid's first pass.  A 16-byte store is served a quarter warp (8 threads: 8 /
+  // kThreadsPerRow rows) at a time; store q of the thread of part p writes chunk p * kChunks + q of its row, in
+  // 16-byte bank group (row * pitch_groups + chunk) mod 8.  16-bit elements with BK = 32 (pitch 80 bytes: 5
+  // groups; two threads a row, chunks q and q + 2): rows 0-3 (groups 0, 5, 2, 7) collide, rows {0, 1, 4, 5}
+  // (0, 5, 4, 1) plus {0, 2} are 8 distinct groups -- so bits 1 and 2 of the row are swapped (rows {2, 3, 6, 7}
+  // likewise).  fp32 (pitch 144 bytes: 9 = 1 mod 8 groups; chunks q and q + 4): rows r..r+3 are distinct as they
+  // are.  A permutation within each 8 rows, so every row is still filled once.
+  __device__ __forceinline__ static int row_of(int tid) {
+    const int r = tid / kThreadsPerRow;
+    if constexpr (kThreadsPerRow == 2 && TileT::BK / kVec == 4)
+      return (r & ~6) | ((r & 2) << 1) | ((r >> 1) & 2);
+    else
+      return r;
+  }
 
   __device__ __forceinline__ void init(const ConvArgs& a, int64_t m0, int tid) {
     part = tid % kThreadsPerRow;
 #pragma unroll
-    for (int i = 0; i < kPasses; ++i) rows[i] = row_info(a, m0 + tid / kThreadsPerRow + i * kRowsPerPass);
+    for (int i = 0; i < kPasses; ++i) rows[i] = row_info(a, m0 + row_of(tid) + i * kRowsPerPass);
   }
 
   __device__ __forceinline__ void load(const ConvArgs& a, const T* __restrict__ x, int /*group*/, int k0, T* As,
                                        int pitch, int tid) {
-    const int span = a.KW * a.C;       // elements of one tap row of the window
-    const int row_len = a.W * a.C;     // elements of one image row
+    const int span = a.KW * a.C;    // elements of one tap row of the window
+    const int row_len = a.W * a.C;  // elements of one image row
     const int kbeg = k0 + part * kPart;
+    const int kh0 = kbeg / span;
+    const int j0 = kbeg - kh0 * span;
+    const int k_left = a.K - kbeg;  // elements e >= k_left are past K: zeros
 #pragma unroll 1
     for (int i = 0; i < kPasses; ++i) {
-      const int r = tid / kThreadsPerRow + i * kRowsPerPass;
-      T* dst = As + r * pitch + part * kPart;
       const RowInfo& ri = rows[i];
-      int k = kbeg;
-      const int kend = kbeg + kPart;
-      while (k < kend) {
-        const int kh = k / span;
-        const int j = k - kh * span;
-        const int seg_end = min_int(kend, (kh + 1) * span);
-        const int len = seg_end - k;
-        const int ih = ri.ih0 + kh;
-        if (!ri.valid || ih < 0 || ih >= a.H || k >= a.K) {
-          for (int e = 0; e < len; ++e) conv_sts<kSiteAFill>(dst + (k - kbeg + e), conv_zero<T>());
-        } else {
-          // Elements [lo, lo + len) of image row (n, ih); those outside [0, row_len) are padding.
-          const T* row = x + ri.base + int64_t(ih) * row_len;
-          const int lo = ri.iw0 * a.C + j;
-          const int klim = a.K - k;  // elements past K are zeros (last tile)
-          copy_row_span(row, row_len, lo, len < klim ? len : klim, dst + (k - kbeg));
-          for (int e = klim; e < len; ++e) conv_sts<kSiteAFill>(dst + (k - kbeg + e), conv_zero<T>());
+      int ih = ri.ih0 + kh0;
+      int col = ri.iw0 * a.C + j0;  // element of image row ih (outside [0, row_len): padding)
+      int col_end = ri.iw0 * a.C + span;
+      int64_t row_off = ri.base + int64_t(ih) * row_len;
+      T* dst = As + (row_of(tid) + i * kRowsPerPass) * pitch + part * kPart;
+#pragma unroll
+      for (int q = 0; q < kChunks; ++q) {  // a chunk stored as soon as it is gathered: fewer live registers
+        T v[kVec];
+#pragma unroll
+        for (int e = 0; e < kVec; ++e) {
+          if (col == col_end) {  // next tap row
+            col -= span;
+            ++ih;
+            row_off += row_len;
+          }
+          const bool ok = ri.valid && q * kVec + e < k_left && ih >= 0 && ih < a.H && col >= 0 && col < row_len;
+          v[e] = ok ? x[row_off + col] : conv_zero<T>();
+          ++col;
         }
-        k = seg_end;
+        conv_sts16<kSiteAFill>(dst + q * kVec, v);
       }
     }
-  }
-
-  __device__ __forceinline__ static int min_int(int a, int b) { return a < b ? a : b; }
-
-  // dst[e - lo] = row[e] for e in [lo, lo + len), zero where e is outside [0, row_len).  16-byte vector
-  // loads for the aligned middle part (never reading outside the image row), elements at the ends.
-  __device__ __forceinline__ static void copy_row_span(const T* __restrict__ row, int row_len, int lo, int len,
-                                                       T* dst) {
-    int e = lo;
-    const int end = lo + len;
-    for (; e < end && (e < 0 || conv_misaligned16(row + e)); ++e)
-      conv_sts<kSiteAFill>(dst + (e - lo), (e >= 0 && e < row_len) ? row[e] : conv_zero<T>());
-    for (; e + kVec <= end && e + kVec <= row_len; e += kVec) {
-      T v[kVec];
-      conv_ld_global16(v, row + e);
-#pragma unroll
-      for (int q = 0; q < kVec; ++q) conv_sts<kSiteAFill>(dst + (e - lo + q), v[q]);
-    }
-    for (; e < end; ++e) conv_sts<kSiteAFill>(dst + (e - lo), (e >= 0 && e < row_len) ? row[e] : conv_zero<T>());
   }
 };
 
@@ -636,6 +641,28 @@ __device__ __forceinline__ void store_tile(const Acc<TileT>& acc, const Epilogue
     }
 }
 
+// Where a forward or dgrad block and its thread work (the grid: conv.h conv_gemm_grid -- x row tiles, y a group's
+// column tiles, z groups): the thread's warp (wm, wn) in the block, the block's first GEMM row m0, and its column
+// tile of group blockIdx.z -- columns [col0, col0 + col_count) of the group's `cols`, which are rows row_first...
+// of the (transposed) weight matrix.
+template <typename TileT>
+struct BlockPlace {
+  int tid, lane, wm, wn, group, col0, col_count;
+  int64_t m0, row_first;
+  __device__ __forceinline__ BlockPlace(int cols) {
+    tid = threadIdx.x;
+    lane = tid & 31;
+    const int warp = tid >> 5;
+    wm = warp / TileT::WARPS_N;
+    wn = warp % TileT::WARPS_N;
+    m0 = int64_t(blockIdx.x) * TileT::BM;
+    group = blockIdx.z;
+    col0 = blockIdx.y * TileT::BN;
+    col_count = cols - col0 < TileT::BN ? cols - col0 : TileT::BN;
+    row_first = int64_t(group) * cols + col0;
+  }
+};
+
 // ---- the forward kernel --------------------------------------------------------------------------------
 
 template <typename T, MathKind MK, typename TileT, ConvLoader L>
@@ -643,32 +670,28 @@ __global__ void __launch_bounds__(TileT::kThreads)
     conv2d_relu_fwd_kernel(ConvArgs a) {
   extern __shared__ __align__(16) unsigned char conv_smem[];
   T* smem = reinterpret_cast<T*>(conv_smem);
-  const int tid = threadIdx.x;
-  const int lane = tid & 31, warp = tid >> 5;
-  const int wm = warp / TileT::WARPS_N, wn = warp % TileT::WARPS_N;
-  const int64_t m0 = int64_t(blockIdx.x) * TileT::BM;
-  const int group = blockIdx.y / a.n_tiles;
-  const int o0 = (blockIdx.y - group * a.n_tiles) * TileT::BN;  // first output channel of the tile in its group
-  const int o_count = a.Og - o0 < TileT::BN ? a.Og - o0 : TileT::BN;
-  const int64_t o_first = int64_t(group) * a.Og + o0;           // its weight row
+  const BlockPlace<TileT> bp(a.Og);
   const T* x = static_cast<const T*>(a.x);
   const T* w = static_cast<const T*>(a.w);
   constexpr int kPitch = TileT::BK + Elem<T>::kVec;
 
   typename LoaderFor<T, TileT, L>::type loader;
-  loader.init(a, m0, tid);
+  loader.init(a, bp.m0, bp.tid);
   auto fill = [&](T* As, T* Bs, int k0) {
-    loader.load(a, x, group, k0, As, kPitch, tid);
-    load_weights<T, TileT>(a, w, o_first, o_count, k0, Bs, kPitch, tid);
+    loader.load(a, x, bp.group, k0, As, kPitch, bp.tid);
+    load_weights<T, TileT>(a, w, bp.row_first, bp.col_count, k0, Bs, kPitch, bp.tid);
   };
   auto mask = [](T*, int) {};
   auto landed = [](const T*) {};
   float acc[TileT::MT][TileT::NT][4];
-  gemm_mainloop<T, MK, TileT>(smem, (a.K + TileT::BK - 1) / TileT::BK, wm, wn, lane, fill, mask, landed, acc);
+  gemm_mainloop<T, MK, TileT>(smem, (a.K + TileT::BK - 1) / TileT::BK, bp.wm, bp.wn, bp.lane, fill, mask, landed,
+                              acc);
 
   // Epilogue: bias + ReLU on the accumulators, one store per element (or per channel pair).
-  const EpilogueMap e{a.M, a.OH, a.OW, a.y_sn, a.y_sc, a.y_sh, a.y_sw, int64_t(group) * a.Og, a.Og, a.y_pair};
-  store_tile<TileT>(acc, e, m0, o0, wm, wn, lane, static_cast<T*>(a.y), static_cast<const T*>(a.bias), true);
+  const EpilogueMap e{a.M, a.OH, a.OW, a.y_sn, a.y_sc, a.y_sh, a.y_sw, int64_t(bp.group) * a.Og, a.Og,
+                      a.y_pair};
+  store_tile<TileT>(acc, e, bp.m0, bp.col0, bp.wm, bp.wn, bp.lane, static_cast<T*>(a.y),
+                    static_cast<const T*>(a.bias), true);
 }
 
 // ---- the backward kernels' loads -------------------------------------------------------------------------
@@ -759,7 +782,6 @@ struct DgradArgs : ConvGeometry {
   void* dx;
   int64_t M;      // N * H * W
   int K;          // KH * KW * Og
-  int n_tiles;    // Cg tiles per group
   int64_t w_row_stride;
   int64_t dx_sn, dx_sc, dx_sh, dx_sw;
   bool vec;       // 16-byte cp.async of dy and y, masked in shared memory (Og, Cout multiples of 16 bytes of
@@ -831,33 +853,28 @@ __global__ void __launch_bounds__(TileT::kThreads)
     conv2d_relu_dgrad_kernel(DgradArgs a) {
   extern __shared__ __align__(16) unsigned char conv_smem[];
   T* smem = reinterpret_cast<T*>(conv_smem);
-  const int tid = threadIdx.x;
-  const int lane = tid & 31, warp = tid >> 5;
-  const int wm = warp / TileT::WARPS_N, wn = warp % TileT::WARPS_N;
-  const int64_t m0 = int64_t(blockIdx.x) * TileT::BM;
-  const int group = blockIdx.y / a.n_tiles;
-  const int c0 = (blockIdx.y - group * a.n_tiles) * TileT::BN;  // first input channel of the tile in its group
-  const int c_count = a.Cg - c0 < TileT::BN ? a.Cg - c0 : TileT::BN;
-  const int64_t row_first = int64_t(group) * a.Cg + c0;         // its row of the transposed weight
+  const BlockPlace<TileT> bp(a.Cg);
   const T* dy = static_cast<const T*>(a.dy);
   const T* y = static_cast<const T*>(a.y);
   const T* w = static_cast<const T*>(a.w);
   constexpr int kPitch = TileT::BK + Elem<T>::kVec;
 
   DgradLoader<T, TileT, VEC> loader;
-  loader.init(a, m0, tid);
+  loader.init(a, bp.m0, bp.tid);
   auto fill = [&](T* As, T* Bs, int k0) {
-    loader.load(a, dy, y, group, k0, As, YSlots<T, TileT>::slot(smem, k0 / TileT::BK), kPitch, tid);
-    load_weights<T, TileT>(a, w, row_first, c_count, k0, Bs, kPitch, tid);
+    loader.load(a, dy, y, bp.group, k0, As, YSlots<T, TileT>::slot(smem, k0 / TileT::BK), kPitch, bp.tid);
+    load_weights<T, TileT>(a, w, bp.row_first, bp.col_count, k0, Bs, kPitch, bp.tid);
   };
   auto mask = [&](T* As, int kt) {
-    if constexpr (VEC) loader.mask(As, YSlots<T, TileT>::slot(smem, kt), kPitch, tid);
+    if constexpr (VEC) loader.mask(As, YSlots<T, TileT>::slot(smem, kt), kPitch, bp.tid);
   };
   auto landed = [](const T*) {};
   float acc[TileT::MT][TileT::NT][4];
-  gemm_mainloop<T, MK, TileT>(smem, (a.K + TileT::BK - 1) / TileT::BK, wm, wn, lane, fill, mask, landed, acc);
-  const EpilogueMap e{a.M, a.H, a.W, a.dx_sn, a.dx_sc, a.dx_sh, a.dx_sw, int64_t(group) * a.Cg, a.Cg, a.dx_pair};
-  store_tile<TileT>(acc, e, m0, c0, wm, wn, lane, static_cast<T*>(a.dx), static_cast<const T*>(nullptr), false);
+  gemm_mainloop<T, MK, TileT>(smem, (a.K + TileT::BK - 1) / TileT::BK, bp.wm, bp.wn, bp.lane, fill, mask, landed,
+                              acc);
+  const EpilogueMap e{a.M, a.H, a.W, a.dx_sn, a.dx_sc, a.dx_sh, a.dx_sw, int64_t(bp.group) * a.Cg, a.Cg, a.dx_pair};
+  store_tile<TileT>(acc, e, bp.m0, bp.col0, bp.wm, bp.wn, bp.lane, static_cast<T*>(a.dx),
+                    static_cast<const T*>(nullptr), false);
 }
 
 
@@ -1004,7 +1021,7 @@ inline ConvArgs make_conv_args(const ConvProblem& p, const ConvPlan& plan, const
                                const void* bias, void* y) {
   const ConvGeometry g = conv_geometry(p);
   return ConvArgs{x, w, bias, y, p.N * p.OH * p.OW, g.H, g.W, g.C, g.OH, g.OW, g.Cg, g.Og, int(p.KH * p.KW * g.Cg),
-                  g.KW, g.SH, g.SW, g.PH, g.PW, g.Cout, int(cdiv64(g.Og, kConvTiles[plan.tile].bn)), p.w_row_stride,
+                  g.KW, g.SH, g.SW, g.PH, g.PW, g.Cout, p.w_row_stride,
                   p.y_sn, p.y_sc, p.y_sh, p.y_sw, plan.w_vec, plan.y_pair};
 }
 
@@ -1012,8 +1029,7 @@ inline DgradArgs make_dgrad_args(const ConvDgradProblem& d, const ConvDgradPlan&
                                  const void* wt, void* dx) {
   const ConvProblem& p = d.p;
   const ConvGeometry g = conv_geometry(p);
-  return DgradArgs{g, dy, y, wt, dx, p.N * p.H * p.W, int(p.KH * p.KW * g.Og),
-                   int(cdiv64(g.Cg, kConvTiles[plan.tile].bn)), p.w_row_stride, d.dx_sn, d.dx_sc, d.dx_sh, d.dx_sw,
+  return DgradArgs{g, dy, y, wt, dx, p.N * p.H * p.W, int(p.KH * p.KW * g.Og), p.w_row_stride, d.dx_sn, d.dx_sc, d.dx_sh, d.dx_sw,
                    plan.vec, plan.w_vec, plan.dx_pair};
 }
 
@@ -1028,21 +1044,23 @@ inline WgradArgs make_wgrad_args(const ConvWgradProblem& w, const ConvWgradPlan&
                    int(w.splits), p_per_split, plan.vec, plan.dw_pair};
 }
 
-// Blocks along the grid's axes (the launcher checks them against CUDA's limits).
-struct ConvGrid {
-  int64_t x, y, z;
-};
-
-// Forward and dgrad: x over BM-row tiles of the GEMM, y over (column tiles of a group) x groups.
-template <typename TileT, typename Args>
-ConvGrid conv_grid(const Args& a) {
-  return ConvGrid{cdiv64(a.M, TileT::BM), int64_t(a.n_tiles) * (a.Cout / a.Og), 1};
-}
-
-// Wgrad: x over (Og tiles) x (k tiles), y over groups, z over the pixel splits.
+// The grid of a launch (conv.h: conv_gemm_grid, conv_wgrad_gemm_grid; the launcher checks it against CUDA's
+// limits).
 template <typename TileT>
-ConvGrid conv_grid(const WgradArgs& a) {
-  return ConvGrid{int64_t(a.m_tiles) * cdiv64(a.K, TileT::BN), a.Cout / a.Og, a.splits};
+constexpr ConvTileShape tile_shape() {
+  return ConvTileShape{TileT::BM, TileT::BN, TileT::BK, TileT::WARPS_M, TileT::WARPS_N, TileT::STAGES};
+}
+template <typename TileT>
+ConvGridSize conv_grid(const ConvArgs& a) {
+  return conv_gemm_grid(a.M, a.Og, a.Cout / a.Og, tile_shape<TileT>());
+}
+template <typename TileT>
+ConvGridSize conv_grid(const DgradArgs& a) {
+  return conv_gemm_grid(a.M, a.Cg, a.C / a.Cg, tile_shape<TileT>());
+}
+template <typename TileT>
+ConvGridSize conv_grid(const WgradArgs& a) {
+  return conv_wgrad_gemm_grid(a.Og, a.K, a.Cout / a.Og, a.splits, tile_shape<TileT>());
 }
 
 // Which compiled kernel runs a plan: dispatch_conv(plan, dtype, f) calls, for the plan's problem,

@@ -37,11 +37,6 @@ __device__ __forceinline__ __half conv_from_float<__half>(float v) { return __fl
 template <>
 __device__ __forceinline__ __nv_bfloat16 conv_from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
-template <typename T>
-__device__ __forceinline__ bool conv_misaligned16(const T* p) {
-  return (reinterpret_cast<uintptr_t>(p) & 15) != 0;
-}
-
 // 16 bytes from global memory (read-only path), p 16-byte aligned.
 template <typename T, int N>
 __device__ __forceinline__ void conv_ld_global16(T (&v)[N], const T* p) {

@@ -130,10 +130,6 @@ template <typename T>
 inline T conv_from_float(float v) {
   return T(v);  // c10's conversions round to nearest even, as __float2half_rn / __float2bfloat16_rn
 }
-template <typename T>
-inline bool conv_misaligned16(const T* p) {
-  return (reinterpret_cast<uintptr_t>(p) & 15) != 0;
-}
 template <typename T, int N>
 inline void conv_ld_global16(T (&v)[N], const T* p) {
   static_assert(N * sizeof(T) == 16, "one 16-byte vector");
@@ -376,7 +372,8 @@ std::string tile_name(int math, const char* loader) {
 }
 
 // Runs the kernel dispatch_conv picks for one of the three problems (Args: its kernel arguments) over
-// conv_grid as the GPU would (blockIdx.z looping over the wgrad's splits); kernel_name records which ran.
+// conv_grid as the GPU would (blockIdx.z looping over the forward's and dgrad's groups, the wgrad's splits);
+// kernel_name records which ran.
 template <typename Args>
 struct EmuLauncher {
   const Args& a;
@@ -385,9 +382,9 @@ struct EmuLauncher {
 
   template <typename TileT>
   int launch(void (*kernel)(Args), ConvKernel kind, int math, const std::string& variant) {
-    const ConvTileShape shape{TileT::BM, TileT::BN, TileT::BK, TileT::WARPS_M, TileT::WARPS_N, TileT::STAGES};
+    const ConvTileShape shape = tile_shape<TileT>();
     kernel_name = tile_name<TileT>(math, variant.c_str());
-    const ConvGrid g = conv_grid<TileT>(a);
+    const ConvGridSize g = conv_grid<TileT>(a);
     for (int64_t z = 0; z < g.z; ++z) {
       const Args args = a;
       const unsigned zz = static_cast<unsigned>(z);
