@@ -2,7 +2,7 @@
 CPU runs chosen at run time. The library always takes the widest; csrc/emulate/cpu_isa_harness.cpp (built here
 with csrc/lrn_cpu.cpp, csrc/pool_cpu.cpp and csrc/dropout_cpu.cpp as a throwaway extension) runs each copy this
 CPU supports, so every one is checked: LRN against float64 (forward and backward, both layouts, every strategy --
-ring, rows, planes -- both power paths), max-pool against torch exactly (values, and the gradient routed to
+ring, rows, planes -- the power at several beta), max-pool against torch exactly (values, and the gradient routed to
 torch's argmax), the fused ReLU -> LRN -> max-pool block against the float64 chain (values, routing, gradient),
 dropout and bias + ReLU + dropout bit for bit against the baseline copy and the reference mask."""
 import os
@@ -68,7 +68,7 @@ CASES = [  # (N, C, S), size, channels_last: ring (NCHW), rows (channels_last), 
 
 
 @pytest.mark.parametrize("isa", list(ISAS), ids=list(ISAS))
-@pytest.mark.parametrize("beta", [0.75, 0.7499999, 2.0])
+@pytest.mark.parametrize("beta", [0.75, 0.7499999, 0.5, 1.0, 2.0])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[0])) + "-n%d%s" % (c[1], "-cl" * c[2]))
 def test_every_isa_matches_float64(harness, isa, beta, case):
     if not harness.supports(ISAS[isa]):
