@@ -12,6 +12,7 @@
 // (bias_relu_dropout_backward with M == 0 writes dbias = 0).
 #pragma once
 
+#include "cpu_isa.h"
 #include "tensor_view.h"
 
 namespace ak {
@@ -21,6 +22,15 @@ void bias_relu_dropout_forward_cpu(const TensorView& x, const TensorView& bias, 
                                    int64_t threshold, double scale);
 void bias_relu_dropout_backward_cpu(const TensorView& dy, const TensorView& y, const TensorView& dx,
                                     const TensorView& dbias, int64_t seed, int64_t threshold, double scale);
+// The same, compiled for `isa` (which the CPU must support): the entry points above pass best_cpu_isa();
+// tests run each ISA this CPU has (csrc/emulate/cpu_isa_harness.cpp) and compare their bits.
+void apply_dropout_cpu_isa(const TensorView& src, const TensorView& dst, int64_t seed, int64_t threshold,
+                           double scale, CpuIsa isa);
+void bias_relu_dropout_forward_cpu_isa(const TensorView& x, const TensorView& bias, const TensorView& y,
+                                       int64_t seed, int64_t threshold, double scale, CpuIsa isa);
+void bias_relu_dropout_backward_cpu_isa(const TensorView& dy, const TensorView& y, const TensorView& dx,
+                                        const TensorView& dbias, int64_t seed, int64_t threshold, double scale,
+                                        CpuIsa isa);
 
 #ifdef AK_WITH_CUDA
 // stream: the cudaStream_t to launch on (the current stream of the tensors' device, which is current).

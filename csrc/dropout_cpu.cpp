@@ -9,8 +9,9 @@
 // multiply). Each group's Philox call is made once, except in the bias backward when N is not a
 // multiple of 4: a row segment of a column tile then starts or ends inside a group, drawn for both.
 //
-// As in pool_cpu.cpp, the loops are compiled for baseline x86-64 and for AVX2 + FMA, and the AVX2 copy
-// runs where the CPU has it.
+// As in pool_cpu.cpp, the loops are compiled for baseline x86-64, AVX2 + FMA and AVX-512, and the widest
+// copy the CPU runs is chosen at run time (the *_isa entry points take it as an argument so that a test
+// harness can run each copy).
 
 // no-trapping-math lets GCC if-convert the float selects so that the element loops vectorise;
 // fp-contract=off keeps dy * scale out of fused multiply-adds with the dbias sums (dropout_math.h:
@@ -211,19 +212,22 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace
 
-void apply_dropout_cpu(const TensorView& src, const TensorView& dst, int64_t seed, int64_t threshold, double scale) {
+void apply_dropout_cpu_isa(const TensorView& src, const TensorView& dst, int64_t seed, int64_t threshold,
+                           double scale, CpuIsa isa) {
+  AK_CHECK(cpu_supports(isa), "apply_dropout_cpu: this CPU does not run the requested instruction set");
   const int64_t numel = src.numel;
   if (numel == 0) return;
   AK_CPU_DISPATCH(src.dtype, "apply_dropout_cpu", [&] {
     using F = AccOf<scalar_t>;
     const ApplyDropout<scalar_t> items{src.const_data_ptr<scalar_t>(), dst.mutable_data_ptr<scalar_t>(), numel,
                                        make_dropout_params<F>(seed, threshold, scale)};
-    parallel_items(ceil_div(numel, kDropoutGroup), kDropoutGroup, items);
+    parallel_items(ceil_div(numel, kDropoutGroup), kDropoutGroup, items, isa);
   });
 }
 
-void bias_relu_dropout_forward_cpu(const TensorView& x, const TensorView& bias, const TensorView& y, int64_t seed,
-                                   int64_t threshold, double scale) {
+void bias_relu_dropout_forward_cpu_isa(const TensorView& x, const TensorView& bias, const TensorView& y,
+                                       int64_t seed, int64_t threshold, double scale, CpuIsa isa) {
+  AK_CHECK(cpu_supports(isa), "bias_relu_dropout_forward_cpu: this CPU does not run the requested instruction set");
   const int64_t numel = x.numel;
   if (numel == 0) return;
   AK_CPU_DISPATCH(x.dtype, "bias_relu_dropout_forward_cpu", [&] {
@@ -231,12 +235,14 @@ void bias_relu_dropout_forward_cpu(const TensorView& x, const TensorView& bias, 
     const BiasReluDropoutForward<scalar_t> items{x.const_data_ptr<scalar_t>(), bias.const_data_ptr<scalar_t>(),
                                                  y.mutable_data_ptr<scalar_t>(), numel, x.size(1),
                                                  make_dropout_params<F>(seed, threshold, scale)};
-    parallel_items(ceil_div(numel, kDropoutGroup), kDropoutGroup, items);
+    parallel_items(ceil_div(numel, kDropoutGroup), kDropoutGroup, items, isa);
   });
 }
 
-void bias_relu_dropout_backward_cpu(const TensorView& dy, const TensorView& y, const TensorView& dx,
-                                    const TensorView& dbias, int64_t seed, int64_t threshold, double scale) {
+void bias_relu_dropout_backward_cpu_isa(const TensorView& dy, const TensorView& y, const TensorView& dx,
+                                        const TensorView& dbias, int64_t seed, int64_t threshold, double scale,
+                                        CpuIsa isa) {
+  AK_CHECK(cpu_supports(isa), "bias_relu_dropout_backward_cpu: this CPU does not run the requested instruction set");
   const int64_t M = dy.size(0), N = dy.size(1);
   if (N == 0) return;
   if (M == 0) {
@@ -254,11 +260,25 @@ void bias_relu_dropout_backward_cpu(const TensorView& dy, const TensorView& y, c
     const BiasReluDropoutBackwardChunk<scalar_t> items{dy.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
                                                        dx.mutable_data_ptr<scalar_t>(), partial.get(), M, N, tiles,
                                                        make_dropout_params<F>(seed, threshold, scale)};
-    parallel_items(chunks * tiles, std::min(M, kDbiasChunkRows) * std::min(N, kTileColumns), items);
+    parallel_items(chunks * tiles, std::min(M, kDbiasChunkRows) * std::min(N, kTileColumns), items, isa);
     const BiasReluDropoutBackwardChunkSum<scalar_t> sums{dbias.mutable_data_ptr<scalar_t>(), partial.get(), N,
                                                         chunks};
-    parallel_items(tiles, chunks * kTileColumns, sums);
+    parallel_items(tiles, chunks * kTileColumns, sums, isa);
   });
+}
+
+void apply_dropout_cpu(const TensorView& src, const TensorView& dst, int64_t seed, int64_t threshold, double scale) {
+  apply_dropout_cpu_isa(src, dst, seed, threshold, scale, best_cpu_isa());
+}
+
+void bias_relu_dropout_forward_cpu(const TensorView& x, const TensorView& bias, const TensorView& y, int64_t seed,
+                                   int64_t threshold, double scale) {
+  bias_relu_dropout_forward_cpu_isa(x, bias, y, seed, threshold, scale, best_cpu_isa());
+}
+
+void bias_relu_dropout_backward_cpu(const TensorView& dy, const TensorView& y, const TensorView& dx,
+                                    const TensorView& dbias, int64_t seed, int64_t threshold, double scale) {
+  bias_relu_dropout_backward_cpu_isa(dy, y, dx, dbias, seed, threshold, scale, best_cpu_isa());
 }
 
 }  // namespace ak

@@ -20,6 +20,10 @@
 // value elsewhere on the channel axis cannot cancel a window's small sum, as it does with running
 // add-and-subtract sums or differences of global prefix sums.
 //
+// Each parallel chunk takes its scratch from the calling thread's Scratch block (cpu_target.h): nothing is
+// allocated per call beyond the outputs once a thread has seen its largest problem. Every scratch element a
+// loop reads was written first in the same call (the zero padding of rows and blocks included).
+//
 // The element loops are compiled three times, for baseline x86-64 (SSE2), AVX2 + FMA and AVX-512, and the
 // widest copy the CPU runs is chosen at run time (cpu_isa.h; the *_isa entry points take it as an argument
 // so that a test harness can run each copy).
@@ -33,7 +37,6 @@
 
 #include <algorithm>
 #include <type_traits>
-#include <vector>
 
 #include "cpu_target.h"
 #include "lrn.h"
@@ -684,8 +687,9 @@ void lrn_forward_cpu_isa(const TensorView& x, const TensorView& y, int64_t size,
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     parallel_for(0, P.items, 1, [&](int64_t begin, int64_t end) {
-      std::vector<AccOf<scalar_t>> scratch(static_cast<size_t>(P.scratch_elements));
-      forward_items_for(isa, xp, yp, P, begin, end, scratch.data());
+      using Acc = AccOf<scalar_t>;
+      Scratch s(Scratch::bytes<Acc>(P.scratch_elements));
+      forward_items_for(isa, xp, yp, P, begin, end, s.take<Acc>(P.scratch_elements));
     });
   });
 }
@@ -700,8 +704,9 @@ void lrn_backward_cpu_isa(const TensorView& x, const TensorView& dy, const Tenso
     const scalar_t* dyp = dy.const_data_ptr<scalar_t>();
     scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
     parallel_for(0, P.items, 1, [&](int64_t begin, int64_t end) {
-      std::vector<AccOf<scalar_t>> scratch(static_cast<size_t>(P.scratch_elements));
-      backward_items_for(isa, xp, dyp, dxp, P, begin, end, scratch.data());
+      using Acc = AccOf<scalar_t>;
+      Scratch s(Scratch::bytes<Acc>(P.scratch_elements));
+      backward_items_for(isa, xp, dyp, dxp, P, begin, end, s.take<Acc>(P.scratch_elements));
     });
   });
 }

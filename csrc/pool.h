@@ -26,18 +26,24 @@ void max_pool2d_forward_cpu(const TensorView& x, const TensorView& y, const Tens
                             const PoolParams& p, bool channels_last);
 void max_pool2d_backward_cpu(const TensorView& dy, const TensorView& offsets, const TensorView& dx,
                              const PoolParams& p, bool channels_last);
-// The same, compiled for `isa` (which the CPU must support): the entry points above pass best_cpu_isa();
-// tests run each ISA this CPU has (csrc/emulate/cpu_isa_harness.cpp).
-void max_pool2d_forward_cpu_isa(const TensorView& x, const TensorView& y, const TensorView& offsets,
-                                const PoolParams& p, bool channels_last, CpuIsa isa);
-void max_pool2d_backward_cpu_isa(const TensorView& dy, const TensorView& offsets, const TensorView& dx,
-                                 const PoolParams& p, bool channels_last, CpuIsa isa);
 void relu_lrn_max_pool2d_forward_cpu(const TensorView& x, const TensorView& z, const TensorView& offsets,
                                      int64_t size, double alpha, double beta, double k, const PoolParams& p,
                                      bool channels_last);
 void relu_lrn_max_pool2d_backward_cpu(const TensorView& x, const TensorView& dz, const TensorView& offsets,
                                       const TensorView& dx, int64_t size, double alpha, double beta, double k,
                                       const PoolParams& p, bool channels_last);
+// The max-pool and fused entry points compiled for `isa` (which the CPU must support): the entry points
+// without it pass best_cpu_isa(); tests run each ISA this CPU has (csrc/emulate/cpu_isa_harness.cpp).
+void max_pool2d_forward_cpu_isa(const TensorView& x, const TensorView& y, const TensorView& offsets,
+                                const PoolParams& p, bool channels_last, CpuIsa isa);
+void max_pool2d_backward_cpu_isa(const TensorView& dy, const TensorView& offsets, const TensorView& dx,
+                                 const PoolParams& p, bool channels_last, CpuIsa isa);
+void relu_lrn_max_pool2d_forward_cpu_isa(const TensorView& x, const TensorView& z, const TensorView& offsets,
+                                         int64_t size, double alpha, double beta, double k, const PoolParams& p,
+                                         bool channels_last, CpuIsa isa);
+void relu_lrn_max_pool2d_backward_cpu_isa(const TensorView& x, const TensorView& dz, const TensorView& offsets,
+                                          const TensorView& dx, int64_t size, double alpha, double beta, double k,
+                                          const PoolParams& p, bool channels_last, CpuIsa isa);
 
 #ifdef AK_WITH_CUDA
 // stream: the cudaStream_t to launch on (the current stream of the tensors' device, which is current).

@@ -20,7 +20,8 @@
 //     reduces each L row to its row maxima per channel as the max-pool forward does and keeps them in the
 //     ring; backward gathers with pool_gather.
 //
-// The forwards take their scratch from a per-thread block (Scratch, cpu_target.h): no allocation per call.
+// The forwards and the max-pool backwards take their scratch from a per-thread block (Scratch, cpu_target.h):
+// no allocation per call.
 // Like lrn_cpu.cpp, the item loops are compiled for baseline x86-64, AVX2 + FMA and AVX-512, and the
 // widest copy the CPU runs is chosen at run time.
 
@@ -516,11 +517,12 @@ struct MaxPoolBackwardNchw {
     using F = AccOf<T>;
     constexpr bool kConvert = !std::is_same_v<T, F>;  // half / bfloat16: summed in a float plane
     const int64_t H = P.H, W = P.W, OW = P.OW, in_plane = H * W, out_plane = P.OH * OW;
-    std::vector<F> converted(kConvert ? static_cast<size_t>(in_plane) : 0);
+    Scratch s(Scratch::bytes<F>(kConvert ? in_plane : 0));
+    F* converted = s.take<F>(kConvert ? in_plane : 0);
     for (int64_t plane = begin; plane < end; ++plane) {
       F* acc;
       if constexpr (kConvert) {
-        acc = converted.data();
+        acc = converted;
       } else {
         acc = dx + plane * in_plane;
       }
@@ -552,21 +554,22 @@ struct MaxPoolBackwardNhwc {
   const uint8_t* offsets;
   T* dx;
   PoolProblem P;
-  const PoolRange* columns;
 
   AK_ALWAYS_INLINE void operator()(int64_t begin, int64_t end) const {
     using F = AccOf<T>;
     const int64_t C = P.C;
-    std::vector<F> acc(static_cast<size_t>(C));
-    F* acc_p = acc.data();
+    Scratch s(Scratch::bytes<F>(C));
+    F* acc_p = s.take<F>(C);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / P.H;
       const int64_t ih = item % P.H;
       const PoolRange rows = pool_covering_outputs(ih, P.p.kH, P.p.sH, P.p.pH, P.OH);
       for (int64_t iw = 0; iw < P.W; ++iw) {
+        // Per position rather than a table per call: two divisions against C channels of work.
+        const PoolRange columns = pool_covering_outputs(iw, P.p.kW, P.p.sW, P.p.pW, P.OW);
         std::fill(acc_p, acc_p + C, F(0));
         for (int64_t oh = rows.first; oh <= rows.last; ++oh) {
-          for (int64_t ow = columns[iw].first; ow <= columns[iw].last; ++ow) {
+          for (int64_t ow = columns.first; ow <= columns.last; ++ow) {
             const int64_t o = n * P.out.n + oh * P.out.h + ow * P.out.w;
             const T* dy_p = dy + o;
             const uint8_t* offsets_p = offsets + o;
@@ -804,14 +807,13 @@ void max_pool2d_backward_cpu_isa(const TensorView& dy, const TensorView& offsets
   AK_CHECK(cpu_supports(isa), "max_pool2d_backward_cpu: this CPU does not run the requested instruction set");
   if (dx.numel == 0) return;
   const PoolProblem P = make_pool_problem(dx, dy, p, channels_last);
-  const std::vector<PoolRange> columns = covering_columns(P);
   const OffsetTable table = make_offset_table(p);
   AK_CPU_DISPATCH(dx.dtype, "max_pool2d_backward_cpu", [&] {
     const scalar_t* dyp = dy.const_data_ptr<scalar_t>();
     const uint8_t* op = offsets.const_data_ptr<uint8_t>();
     scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();
     if (channels_last) {
-      parallel_items(P.N * P.H, P.W * P.C * 4, MaxPoolBackwardNhwc<scalar_t>{dyp, op, dxp, P, columns.data()}, isa);
+      parallel_items(P.N * P.H, P.W * P.C * 4, MaxPoolBackwardNhwc<scalar_t>{dyp, op, dxp, P}, isa);
     } else {
       parallel_items(P.N * P.C, P.H * P.W + 4 * P.OH * P.OW, MaxPoolBackwardNchw<scalar_t>{dyp, op, dxp, P, &table},
                      isa);
@@ -829,9 +831,10 @@ void max_pool2d_backward_cpu(const TensorView& dy, const TensorView& offsets, co
   max_pool2d_backward_cpu_isa(dy, offsets, dx, p, channels_last, best_cpu_isa());
 }
 
-void relu_lrn_max_pool2d_forward_cpu(const TensorView& x, const TensorView& z, const TensorView& offsets,
-                                     int64_t size, double alpha, double beta, double k, const PoolParams& p,
-                                     bool channels_last) {
+void relu_lrn_max_pool2d_forward_cpu_isa(const TensorView& x, const TensorView& z, const TensorView& offsets,
+                                         int64_t size, double alpha, double beta, double k, const PoolParams& p,
+                                         bool channels_last, CpuIsa isa) {
+  AK_CHECK(cpu_supports(isa), "relu_lrn_max_pool2d_forward_cpu: this CPU does not run the requested instruction set");
   if (z.numel == 0) return;
   const PoolProblem P = make_pool_problem(x, z, p, channels_last);
   AK_CPU_DISPATCH(x.dtype, "relu_lrn_max_pool2d_forward_cpu", [&] {
@@ -840,13 +843,14 @@ void relu_lrn_max_pool2d_forward_cpu(const TensorView& x, const TensorView& z, c
                                        offsets.mutable_data_ptr<uint8_t>(), P, interior_columns(P),
                                        make_lrn_coeffs<F>(size, alpha, beta, k, x.size(1))};
     // Per output row: about sH new input rows of LRN (the power dominates) and the pooling.
-    parallel_items(P.N * P.OH, P.C * (P.W * p.sH * 8 + P.OW * p.kH * p.kW), items);
+    parallel_items(P.N * P.OH, P.C * (P.W * p.sH * 8 + P.OW * p.kH * p.kW), items, isa);
   });
 }
 
-void relu_lrn_max_pool2d_backward_cpu(const TensorView& x, const TensorView& dz, const TensorView& offsets,
-                                      const TensorView& dx, int64_t size, double alpha, double beta, double k,
-                                      const PoolParams& p, bool channels_last) {
+void relu_lrn_max_pool2d_backward_cpu_isa(const TensorView& x, const TensorView& dz, const TensorView& offsets,
+                                          const TensorView& dx, int64_t size, double alpha, double beta, double k,
+                                          const PoolParams& p, bool channels_last, CpuIsa isa) {
+  AK_CHECK(cpu_supports(isa), "relu_lrn_max_pool2d_backward_cpu: this CPU does not run the requested instruction set");
   if (dx.numel == 0) return;
   const PoolProblem P = make_pool_problem(x, dz, p, channels_last);
   const std::vector<PoolRange> columns = covering_columns(P);
@@ -855,8 +859,20 @@ void relu_lrn_max_pool2d_backward_cpu(const TensorView& x, const TensorView& dz,
     const FusedBackward<scalar_t> items{x.const_data_ptr<scalar_t>(), dz.const_data_ptr<scalar_t>(),
                                         offsets.const_data_ptr<uint8_t>(), dx.mutable_data_ptr<scalar_t>(), P,
                                         make_lrn_coeffs<F>(size, alpha, beta, k, x.size(1)), columns.data()};
-    parallel_items(P.N * P.H, P.C * P.W * 16, items);
+    parallel_items(P.N * P.H, P.C * P.W * 16, items, isa);
   });
+}
+
+void relu_lrn_max_pool2d_forward_cpu(const TensorView& x, const TensorView& z, const TensorView& offsets,
+                                     int64_t size, double alpha, double beta, double k, const PoolParams& p,
+                                     bool channels_last) {
+  relu_lrn_max_pool2d_forward_cpu_isa(x, z, offsets, size, alpha, beta, k, p, channels_last, best_cpu_isa());
+}
+
+void relu_lrn_max_pool2d_backward_cpu(const TensorView& x, const TensorView& dz, const TensorView& offsets,
+                                      const TensorView& dx, int64_t size, double alpha, double beta, double k,
+                                      const PoolParams& p, bool channels_last) {
+  relu_lrn_max_pool2d_backward_cpu_isa(x, dz, offsets, dx, size, alpha, beta, k, p, channels_last, best_cpu_isa());
 }
 
 }  // namespace ak

@@ -69,6 +69,28 @@ def test_fp32_matches_float64_reference(device, backend, case, layout):
     assert rel_err(dx, dx_ref) <= 1e-5
 
 
+# beta: 0.75's neighbours (the general power), the exact-form candidates 0.5, 1.0, 0.25, 1.5, and 0 (base^0 = 1).
+BETAS = [0.74, 0.76, 0.5, 1.0, 1.5, 0.25, 0.0]
+
+
+@pytest.mark.parametrize("device,backend", device_backend_params())
+@pytest.mark.parametrize("beta", BETAS)
+@pytest.mark.parametrize("shape,size,layout", [
+    ((2, 13, 6, 5), 5, "contiguous"),        # CPU: ring (NCHW)
+    ((2, 20, 4, 3), 5, "spatial_last"),      # CPU: rows (channels_last)
+    ((2, 9, 4, 5), 30, "contiguous"),        # CPU: planes (a window wider than the channels)
+], ids=["ring", "rows", "planes"])
+def test_fp32_matches_float64_at_many_betas(device, backend, beta, shape, size, layout):
+    require(backend, device)
+    x = make_input(shape, device=device, layout=layout, seed=int(beta * 100) + size)
+    dy = make_input(shape, device=device, layout=layout, scale=1.0, seed=size)
+    alpha, k = 0.5, 0.5   # the normaliser dominates: bases well away from k
+    y, dx = ours(x, size, alpha, beta, k, backend, dy)
+    y_ref, dx_ref = reference(x, size, alpha, beta, k, dy)
+    assert rel_err(y, y_ref) <= 1e-5
+    assert rel_err(dx, dx_ref) <= 1e-5
+
+
 @pytest.mark.parametrize("device,backend", device_backend_params())
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("layout", ["contiguous", "spatial_last"])

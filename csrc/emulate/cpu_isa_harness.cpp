@@ -1,10 +1,11 @@
-// Test harness for the CPU kernels' per-ISA copies (cpu_isa.h): built with csrc/lrn_cpu.cpp and
-// csrc/pool_cpu.cpp as a throwaway torch extension by tests/test_cpu_isa.py, it runs the LRN and max-pool kernels
-// compiled for a named ISA -- each one this CPU supports -- so that every copy, not only the one the CPU would
-// pick, is checked.
+// Test harness for the CPU kernels' per-ISA copies (cpu_isa.h): built with csrc/lrn_cpu.cpp, csrc/pool_cpu.cpp
+// and csrc/dropout_cpu.cpp as a throwaway torch extension by tests/test_cpu_isa.py, it runs the LRN, max-pool,
+// fused ReLU -> LRN -> max-pool and dropout kernels compiled for a named ISA -- each one this CPU supports -- so
+// that every copy, not only the one the CPU would pick, is checked.
 // The library's own entry points never take an ISA: they pass best_cpu_isa().
 #include <torch/extension.h>
 
+#include "dropout.h"
 #include "lrn.h"
 #include "pool.h"
 
@@ -22,7 +23,8 @@ ak::DType dtype_of(const at::Tensor& t) {
 }
 
 // LRN: (N, C, S) tensors, NCS- or NSC-contiguous (as alexnet_kernels.ops.lrn passes them to the library);
-// max-pool: (N, C, H, W), NCHW- or channels_last-contiguous.
+// max-pool and fused: (N, C, H, W), NCHW- or channels_last-contiguous; dropout: 1-D (apply) or 2-D and 1-D
+// (bias + ReLU + dropout), contiguous.
 ak::TensorView view(const at::Tensor& t, int dims) {
   TORCH_CHECK(t.dim() == dims && t.device().is_cpu(), "harness: expected a ", dims, "-D CPU tensor");
   ak::TensorView v;
@@ -37,6 +39,8 @@ ak::TensorView view(const at::Tensor& t, int dims) {
   return v;
 }
 
+ak::TensorView view1(const at::Tensor& t) { return view(t, 1); }
+ak::TensorView view2(const at::Tensor& t) { return view(t, 2); }
 ak::TensorView view3(const at::Tensor& t) { return view(t, 3); }
 ak::TensorView view4(const at::Tensor& t) { return view(t, 4); }
 
@@ -68,5 +72,34 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                                   int64_t sH, int64_t pH, bool channels_last, int64_t isa) {
     const ak::PoolParams p{int(kH), int(kH), int(sH), int(sH), int(pH), int(pH)};
     ak::max_pool2d_backward_cpu_isa(view4(dy), view4(offsets), view4(dx), p, channels_last, isa_of(isa));
+  });
+  m.def("relu_lrn_max_pool2d_forward", [](const at::Tensor& x, const at::Tensor& z, const at::Tensor& offsets,
+                                          int64_t size, double alpha, double beta, double k, int64_t kH, int64_t sH,
+                                          int64_t pH, bool channels_last, int64_t isa) {
+    const ak::PoolParams p{int(kH), int(kH), int(sH), int(sH), int(pH), int(pH)};
+    ak::relu_lrn_max_pool2d_forward_cpu_isa(view4(x), view4(z), view4(offsets), size, alpha, beta, k, p,
+                                            channels_last, isa_of(isa));
+  });
+  m.def("relu_lrn_max_pool2d_backward", [](const at::Tensor& x, const at::Tensor& dz, const at::Tensor& offsets,
+                                           const at::Tensor& dx, int64_t size, double alpha, double beta, double k,
+                                           int64_t kH, int64_t sH, int64_t pH, bool channels_last, int64_t isa) {
+    const ak::PoolParams p{int(kH), int(kH), int(sH), int(sH), int(pH), int(pH)};
+    ak::relu_lrn_max_pool2d_backward_cpu_isa(view4(x), view4(dz), view4(offsets), view4(dx), size, alpha, beta, k,
+                                             p, channels_last, isa_of(isa));
+  });
+  // threshold and scale as alexnet_kernels.ops.dropout passes them (threshold_and_scale).
+  m.def("apply_dropout", [](const at::Tensor& src, const at::Tensor& dst, int64_t seed, int64_t threshold,
+                            double scale, int64_t isa) {
+    ak::apply_dropout_cpu_isa(view1(src), view1(dst), seed, threshold, scale, isa_of(isa));
+  });
+  m.def("bias_relu_dropout_forward", [](const at::Tensor& x, const at::Tensor& bias, const at::Tensor& y,
+                                        int64_t seed, int64_t threshold, double scale, int64_t isa) {
+    ak::bias_relu_dropout_forward_cpu_isa(view2(x), view1(bias), view2(y), seed, threshold, scale, isa_of(isa));
+  });
+  m.def("bias_relu_dropout_backward", [](const at::Tensor& dy, const at::Tensor& y, const at::Tensor& dx,
+                                         const at::Tensor& dbias, int64_t seed, int64_t threshold, double scale,
+                                         int64_t isa) {
+    ak::bias_relu_dropout_backward_cpu_isa(view2(dy), view2(y), view2(dx), view1(dbias), seed, threshold, scale,
+                                           isa_of(isa));
   });
 }
