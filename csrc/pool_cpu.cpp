@@ -11,12 +11,17 @@
 //   max pool, channels_last: an item is (n, oh) / (n, ih); a position's C channels are contiguous, so
 //     the scan and the gather run over all channels at once (vectorised along c) with the same rules
 //     (pool_takes, pool_route), window elements in the same order.
-//   fused, either layout: an item is (n, oh) (forward) or (n, ih) (backward). The input rows it needs
-//     are computed into channel-major [C][W] scratch rows (relu, squares, window sums, the LRN power:
-//     loops along w that vectorise, in the order of lrn_cpu.cpp's, so that L equals lrn_forward's
-//     output bit for bit when lrn_cpu.cpp also sums term by term, windows of up to 24 channels). Forward
-//     reduces each L row to its row maxima per channel as the max-pool forward does and keeps them in the
-//     ring; backward gathers with pool_gather.
+//   fused forward: L is computed with lrn_cpu.cpp's own element loops (lrn_cpu_rows.h), so that it equals
+//     lrn_forward's output bit for bit wherever lrn_cpu.cpp sums term by term (windows of up to 24
+//     channels; the fused block always does), then rounded to the storage dtype and pooled by the
+//     max-pool forward's rule. channels_last: an item is (n, oh); each input row's L is computed in its
+//     own [W][C] layout (lrn_cpu.cpp's rows strategy) and reduced with position_row_maxima into the ring.
+//     NCHW: an item is (n, a chunk of channels, a band of output rows); each channel's L plane is computed
+//     as lrn_cpu.cpp's ring strategy does, with its rows permuted by phase (FusedForwardNchw) so that
+//     pool_plane_forward pools it with unit-stride passes over the whole band.
+//   fused backward: an item is (n, ih). The input rows it needs are computed into channel-major [C][W]
+//     scratch rows (relu, squares, window sums, the LRN terms: loops along w that vectorise), and the
+//     gradient gathered with pool_gather.
 //
 // The forwards take their scratch from a per-thread block (Scratch, cpu_target.h): no allocation per call.
 // Like lrn_cpu.cpp, the item loops are compiled for baseline x86-64, AVX2 + FMA and AVX-512, and the
@@ -632,20 +637,21 @@ struct FusedForwardNhwc {
 // An item is (n, a chunk of channels, a band of output rows). Channel by channel it computes the band's L
 // plane as lrn_cpu.cpp's ring strategy computes lrn_forward (a ring of relu and squared planes, the window sum
 // copied from its first channel's plane and the others added in order, the power over the whole plane), then
-// pools the plane (pool_plane_forward). The planes are stored permuted so that every pooling loop runs at unit
+// pools the plane (pool_plane_forward). The rows are stored permuted so that every pooling loop runs at unit
 // stride over the whole band: in padded coordinates u = ih + pH - o0 * sH (o0: the band's first output row) and
-// v = iw + pW, cell (u, v) lives in phase array (u % sH, v % sW) at row u / sH, column v / sW (pitch B). Window
-// column kx of output column ow is then column ow + kx / sW of phase kx % sW, and window row r of band row oh
-// is row oh + r / sH of phase r % sH: the row maxima of a phase are kW - 1 flat passes over its array, and the
-// band's outputs kH - 1 flat passes over the row maxima. LRN works position by position, so the permutation
-// leaves L unchanged; cells that are padding, or past the band, hold 0 and no interior window reads them.
+// v = iw + pW, cell (u, v) lives in phase array u % sH at row u / sH, column v (pitch B). Window row r of band
+// row oh is then row oh + r / sH of phase r % sH. The row maxima are computed at every column v (window
+// [v, v + kW): kW - 1 flat passes over a phase array), the band's outputs at every column too (kH - 1 flat passes
+// over the row maxima), and the store keeps columns ow * sW: sW times the comparisons of the outputs alone, but no
+// strided loads before the last step. LRN works position by position, so the permutation leaves L unchanged;
+// cells that are padding, or past the band, hold 0 and no interior window reads them.
 struct FusedPlanes {
   int64_t band, bands;    // output rows per band; bands per plane
   int64_t chunk, chunks;  // channels per item; chunks per image
-  int64_t rows;           // A: rows of a phase array that windows read (one more, zero, follows)
-  int64_t pitch;          // B
-  int64_t phase_cells;    // (A + 1) * B
-  int64_t plane_cells;    // sH * sW * phase_cells
+  int64_t rows;           // A: rows of a phase array
+  int64_t pitch;          // B: cells per row
+  int64_t phase_cells;    // A * B, then zeros that the last row maxima read past the end
+  int64_t plane_cells;    // sH * phase_cells
   int ring;               // planes per ring
   ColumnRange interior_rows, interior_cols;  // outputs whose windows lie inside the input
 };
@@ -661,19 +667,20 @@ ColumnRange interior_outputs(int64_t in_size, int kernel, int stride, int pad, i
   return ColumnRange{first, std::max(first, end)};
 }
 
-FusedPlanes make_fused_planes(const PoolProblem& P, const LrnCoeffs<float>& lrn) {
+// lrn_window: pre + post + 1 (the reaches clipped to C - 1).
+FusedPlanes make_fused_planes(const PoolProblem& P, int lrn_window) {
   const PoolParams& p = P.p;
   FusedPlanes G{};
   // Columns: every window's cells ((OW - 1) * sW + kW) and every input column (W + pW).
-  G.pitch = std::max(pool_ceil_div((P.OW - 1) * p.sW + p.kW, p.sW), pool_ceil_div(P.W + p.pW, p.sW));
-  const int64_t band_input_rows = std::max<int64_t>(1, kFusedPlaneCells / (p.sW * G.pitch));
+  G.pitch = std::max<int64_t>((P.OW - 1) * p.sW + p.kW, P.W + p.pW);
+  const int64_t band_input_rows = std::max<int64_t>(1, kFusedPlaneCells / G.pitch);
   G.band = std::clamp<int64_t>((band_input_rows - p.kH) / p.sH + 1, 1, P.OH);
   G.bands = pool_ceil_div(P.OH, G.band);
   G.band = pool_ceil_div(P.OH, G.bands);
   G.rows = G.band - 1 + pool_ceil_div(p.kH, p.sH);
-  G.phase_cells = (G.rows + 1) * G.pitch;
-  G.plane_cells = int64_t(p.sH) * p.sW * G.phase_cells;
-  G.ring = static_cast<int>(std::min<int64_t>(lrn.pre + lrn.post + 1, P.C));
+  G.phase_cells = G.rows * G.pitch + (p.kW + 14) / 16 * 16;  // kW - 1 zeros, rounded up to 64 bytes
+  G.plane_cells = int64_t(p.sH) * G.phase_cells;
+  G.ring = static_cast<int>(std::min<int64_t>(lrn_window, P.C));
   // Enough items for the threads (as lrn_cpu.cpp's ring): split the channels, each chunk re-reading the
   // window's reach around it.
   const int64_t threads = std::max(1, num_threads());
@@ -686,45 +693,50 @@ FusedPlanes make_fused_planes(const PoolProblem& P, const LrnCoeffs<float>& lrn)
   return G;
 }
 
-// dst[i] = relu(src[i * kStride]) for i < count (kStride 0: stride given at run time).
-template <int kStride, typename T, typename F>
-AK_ALWAYS_INLINE void relu_strided(const T* src, int64_t stride, F* dst, int64_t count) {
-  const int64_t s = kStride != 0 ? kStride : stride;
-  for (int64_t i = 0; i < count; ++i) dst[i] = relu_keep_nan(static_cast<F>(src[i * s]));
+// r = relu(x) and r^2 of n contiguous elements, in one pass.
+template <typename T, typename F>
+AK_ALWAYS_INLINE void relu_and_square_row(const T* src, F* r, F* sq, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const F v = relu_keep_nan(static_cast<F>(src[i]));
+    r[i] = v;
+    sq[i] = v * v;
+  }
 }
 
-// relu of the band of plane x_plane (rows of W, NCHW) into phase layout, zeros where no input is.
+// relu of the band of plane x_plane (rows of W, NCHW) into phase layout, and its squares (square_row's
+// products), zeros where no input is. Input rows in memory order.
 template <typename T, typename F>
 AK_ALWAYS_INLINE void load_phase_plane(const T* x_plane, const PoolProblem& P, const FusedPlanes& G, int64_t o0,
-                                       F* dst) {
+                                       F* r, F* sq) {
   const PoolParams& p = P.p;
-  const int64_t B = G.pitch;
-  const int64_t band_rows = (G.band - 1) * p.sH + p.kH;  // U: the band's padded rows
-  for (int qh = 0; qh < p.sH; ++qh) {
-    for (int64_t a = 0; a <= G.rows; ++a) {
-      const int64_t u = a * p.sH + qh;
-      const int64_t ih = o0 * p.sH + u - p.pH;
-      const bool row_in = u < band_rows && ih >= 0 && ih < P.H;
-      for (int qw = 0; qw < p.sW; ++qw) {
-        F* d = dst + (int64_t(qh) * p.sW + qw) * G.phase_cells + a * B;
-        // Columns b with iw = b * sW + qw - pW in [0, W).
-        const int64_t b_lo = row_in ? std::min(B, std::max<int64_t>(0, pool_ceil_div(p.pW - qw, p.sW))) : B;
-        const int64_t b_hi = row_in ? std::max(b_lo, std::min(B, pool_ceil_div(P.W + p.pW - qw, p.sW))) : B;
-        std::fill(d, d + b_lo, F(0));
-        if (b_hi > b_lo) {
-          const T* src = x_plane + ih * P.in.h + (b_lo * p.sW + qw - p.pW);
-          const int64_t count = b_hi - b_lo;
-          if (p.sW == 1) {
-            relu_strided<1>(src, 1, d + b_lo, count);
-          } else if (p.sW == 2) {
-            relu_strided<2>(src, 2, d + b_lo, count);
-          } else {
-            relu_strided<0>(src, p.sW, d + b_lo, count);
-          }
-        }
-        std::fill(d + b_hi, d + B, F(0));
-      }
+  const int64_t B = G.pitch, W = P.W;
+  const int64_t band_rows = (G.band - 1) * p.sH + p.kH;  // the band's padded rows
+  int qh = 0;      // u % sH, u / sH without a division per row
+  int64_t a = 0;
+  for (int64_t u = 0; u < G.rows * p.sH; ++u) {
+    const int64_t ih = o0 * p.sH + u - p.pH;
+    const int64_t at = qh * G.phase_cells + a * B;
+    if (++qh == p.sH) {
+      qh = 0;
+      ++a;
     }
+    F* r_row = r + at;
+    F* sq_row = sq + at;
+    if (u < band_rows && ih >= 0 && ih < P.H) {
+      std::fill(r_row, r_row + p.pW, F(0));
+      std::fill(sq_row, sq_row + p.pW, F(0));
+      relu_and_square_row(x_plane + ih * P.in.h, r_row + p.pW, sq_row + p.pW, W);
+      std::fill(r_row + p.pW + W, r_row + B, F(0));
+      std::fill(sq_row + p.pW + W, sq_row + B, F(0));
+    } else {
+      std::fill(r_row, r_row + B, F(0));
+      std::fill(sq_row, sq_row + B, F(0));
+    }
+  }
+  for (int qh = 0; qh < p.sH; ++qh) {
+    const int64_t at = qh * G.phase_cells;
+    std::fill(r + at + G.rows * B, r + at + G.phase_cells, F(0));
+    std::fill(sq + at + G.rows * B, sq + at + G.phase_cells, F(0));
   }
 }
 
@@ -736,8 +748,8 @@ struct PhasePlaneReader {
   PoolParams p;
   int64_t o0;
   AK_ALWAYS_INLINE F operator()(int64_t ih, int64_t iw) const {
-    const int64_t u = ih + p.pH - o0 * p.sH, v = iw + p.pW;
-    return plane[((u % p.sH) * p.sW + v % p.sW) * G->phase_cells + (u / p.sH) * G->pitch + v / p.sW];
+    const int64_t u = ih + p.pH - o0 * p.sH;
+    return plane[(u % p.sH) * G->phase_cells + (u / p.sH) * G->pitch + iw + p.pW];
   }
 };
 
@@ -787,14 +799,25 @@ AK_ALWAYS_INLINE void pool_plane_forward(const F* plane, const PoolProblem& P, c
   for (int qh = 0; qh < p.sH; ++qh) {  // row maxima of the rows of phase qh
     F* best = best_all + qh * cells;
     int32_t* col = col_all + qh * cells;
-    const F* first = plane + int64_t(qh) * p.sW * G.phase_cells;
+    const F* first = plane + qh * G.phase_cells;
+    if (p.kW == 1) {
 #pragma GCC ivdep
-    for (int64_t i = 0; i < cells; ++i) {
-      best[i] = first[i];
-      col[i] = 0;
+      for (int64_t i = 0; i < cells; ++i) {
+        best[i] = first[i];
+        col[i] = 0;
+      }
+    } else {  // columns 0 and 1
+#pragma GCC ivdep
+      for (int64_t i = 0; i < cells; ++i) {
+        const F v = first[i + 1];
+        const F b = first[i];
+        const bool take = pool_takes(v, b);
+        best[i] = take ? v : b;
+        col[i] = take ? 1 : 0;
+      }
     }
-    for (int kx = 1; kx < p.kW; ++kx) {
-      const F* values = plane + (int64_t(qh) * p.sW + kx % p.sW) * G.phase_cells + kx / p.sW;
+    for (int kx = 2; kx < p.kW; ++kx) {
+      const F* values = first + kx;
 #pragma GCC ivdep
       for (int64_t i = 0; i < cells; ++i) {
         const F v = values[i];
@@ -805,12 +828,27 @@ AK_ALWAYS_INLINE void pool_plane_forward(const F* plane, const PoolProblem& P, c
       }
     }
   }
+  if (p.kH == 1) {
 #pragma GCC ivdep
-  for (int64_t i = 0; i < outs; ++i) {  // window row 0
-    out[i] = best_all[i];
-    held[i] = col_all[i];
+    for (int64_t i = 0; i < outs; ++i) {
+      out[i] = best_all[i];
+      held[i] = col_all[i];
+    }
+  } else {  // window rows 0 and 1
+    const int64_t at = (1 % p.sH) * cells + (1 / p.sH) * B;
+    const F* best = best_all + at;
+    const int32_t* col = col_all + at;
+    const int32_t row_offset = p.kW;
+#pragma GCC ivdep
+    for (int64_t i = 0; i < outs; ++i) {
+      const F v = best[i];
+      const F b = best_all[i];
+      const bool take = pool_takes(v, b);
+      out[i] = take ? v : b;
+      held[i] = take ? row_offset + col[i] : col_all[i];
+    }
   }
-  for (int r = 1; r < p.kH; ++r) {  // window rows in order
+  for (int r = 2; r < p.kH; ++r) {  // the other window rows in order
     const int64_t at = (r % p.sH) * cells + (r / p.sH) * B;
     const F* best = best_all + at;
     const int32_t* col = col_all + at;
@@ -833,10 +871,11 @@ AK_ALWAYS_INLINE void pool_plane_forward(const F* plane, const PoolProblem& P, c
     if (interior_row) {
       const F* out_row = out + (oh - o0) * B;
       const int32_t* held_row = held + (oh - o0) * B;
-      for (int64_t ow = cols.first; ow < cols.end; ++ow) {
-        z_row[ow] = static_cast<T>(out_row[ow]);
-        offsets_row[ow] = static_cast<uint8_t>(held_row[ow]);
-      }
+      const int64_t sW = p.sW;
+#pragma GCC ivdep
+      for (int64_t ow = cols.first; ow < cols.end; ++ow) z_row[ow] = static_cast<T>(out_row[ow * sW]);  // columns ow * sW
+#pragma GCC ivdep
+      for (int64_t ow = cols.first; ow < cols.end; ++ow) offsets_row[ow] = static_cast<uint8_t>(held_row[ow * sW]);
     }
     const PoolSpan h = pool_window(oh, p.kH, p.sH, p.pH, P.H);
     for (int64_t ow = 0; ow < P.OW; ++ow) {  // windows clipped by an edge
@@ -879,9 +918,8 @@ struct FusedForwardNchw {
       for (int64_t c = c0; c < c1; ++c) {
         const int64_t hi = std::min<int64_t>(c + lrn.post, C - 1);
         for (; loaded <= hi; ++loaded) {
-          F* r = ring_r + (loaded % ring) * cells;
-          load_phase_plane(x_image + loaded * P.in.c, P, G, o0, r);
-          lrn_rows::square_row(static_cast<const F*>(r), ring_sq + (loaded % ring) * cells, cells);
+          load_phase_plane(x_image + loaded * P.in.c, P, G, o0, ring_r + (loaded % ring) * cells,
+                           ring_sq + (loaded % ring) * cells);
         }
         const int64_t lo = std::max<int64_t>(c - lrn.pre, 0);
         lrn_rows::copy_row(static_cast<const F*>(ring_sq + (lo % ring) * cells), sum, cells);
@@ -963,7 +1001,7 @@ void relu_lrn_max_pool2d_forward_cpu(const TensorView& x, const TensorView& z, c
       parallel_items(P.N * P.OH, P.C * (P.W * p.sH * 8 + P.OW * p.kH * p.kW),
                      FusedForwardNhwc<scalar_t>{xp, zp, op, P, lrn});
     } else {
-      const FusedPlanes G = make_fused_planes(P, make_lrn_coeffs<float>(size, alpha, beta, k, x.size(1)));
+      const FusedPlanes G = make_fused_planes(P, lrn.pre + lrn.post + 1);
       parallel_items(P.N * G.bands * G.chunks, G.chunk * G.plane_cells * 8,
                      FusedForwardNchw<scalar_t>{xp, zp, op, P, lrn, G});
     }
