@@ -693,18 +693,8 @@ FusedPlanes make_fused_planes(const PoolProblem& P, int lrn_window) {
   return G;
 }
 
-// r = relu(x) and r^2 of n contiguous elements, in one pass.
-template <typename T, typename F>
-AK_ALWAYS_INLINE void relu_and_square_row(const T* src, F* r, F* sq, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    const F v = relu_keep_nan(static_cast<F>(src[i]));
-    r[i] = v;
-    sq[i] = v * v;
-  }
-}
-
-// relu of the band of plane x_plane (rows of W, NCHW) into phase layout, and its squares (square_row's
-// products), zeros where no input is. Input rows in memory order.
+// relu of the band of plane x_plane (rows of W, NCHW) into phase layout, and its squares, zeros where no
+// input is. Input rows in memory order.
 template <typename T, typename F>
 AK_ALWAYS_INLINE void load_phase_plane(const T* x_plane, const PoolProblem& P, const FusedPlanes& G, int64_t o0,
                                        F* r, F* sq) {
@@ -725,7 +715,8 @@ AK_ALWAYS_INLINE void load_phase_plane(const T* x_plane, const PoolProblem& P, c
     if (u < band_rows && ih >= 0 && ih < P.H) {
       std::fill(r_row, r_row + p.pW, F(0));
       std::fill(sq_row, sq_row + p.pW, F(0));
-      relu_and_square_row(x_plane + ih * P.in.h, r_row + p.pW, sq_row + p.pW, W);
+      relu_row(x_plane + ih * P.in.h, r_row + p.pW, W);
+      lrn_rows::square_row(static_cast<const F*>(r_row + p.pW), sq_row + p.pW, W);
       std::fill(r_row + p.pW + W, r_row + B, F(0));
       std::fill(sq_row + p.pW + W, sq_row + B, F(0));
     } else {
@@ -872,10 +863,10 @@ AK_ALWAYS_INLINE void pool_plane_forward(const F* plane, const PoolProblem& P, c
       const F* out_row = out + (oh - o0) * B;
       const int32_t* held_row = held + (oh - o0) * B;
       const int64_t sW = p.sW;
-#pragma GCC ivdep
-      for (int64_t ow = cols.first; ow < cols.end; ++ow) z_row[ow] = static_cast<T>(out_row[ow * sW]);  // columns ow * sW
-#pragma GCC ivdep
-      for (int64_t ow = cols.first; ow < cols.end; ++ow) offsets_row[ow] = static_cast<uint8_t>(held_row[ow * sW]);
+      for (int64_t ow = cols.first; ow < cols.end; ++ow) {  // the outputs: columns v = ow * sW
+        z_row[ow] = static_cast<T>(out_row[ow * sW]);
+        offsets_row[ow] = static_cast<uint8_t>(held_row[ow * sW]);
+      }
     }
     const PoolSpan h = pool_window(oh, p.kH, p.sH, p.pH, P.H);
     for (int64_t ow = 0; ow < P.OW; ++ow) {  // windows clipped by an edge
