@@ -40,6 +40,7 @@
 
 #include "cpu_target.h"
 #include "lrn.h"
+#include "lrn_cpu_rows.h"
 #include "lrn_math.h"
 
 namespace ak {
@@ -71,52 +72,10 @@ struct Coeffs {
 };
 
 // ----------------------------------------------------------------------------------------------
-// Element loops over contiguous floats
+// Element loops over contiguous floats (the forward ones, shared with pool_cpu.cpp: lrn_cpu_rows.h)
 // ----------------------------------------------------------------------------------------------
 
-template <typename T, typename Acc>
-AK_ALWAYS_INLINE void load_row(const T* src, Acc* dst, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Acc>(src[i]);
-}
-
-template <typename T, typename Acc>
-AK_ALWAYS_INLINE void store_row(const Acc* src, T* dst, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<T>(src[i]);
-}
-
-template <typename Acc>
-AK_ALWAYS_INLINE void square_row(const Acc* x, Acc* sq, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) sq[i] = x[i] * x[i];
-}
-
-template <typename Acc>
-AK_ALWAYS_INLINE void copy_row(const Acc* src, Acc* dst, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
-}
-
-template <typename Acc>
-AK_ALWAYS_INLINE void add_row(const Acc* src, Acc* acc, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) acc[i] += src[i];
-}
-
-// y = x * (k + alpha/n * sumsq)^(-beta), with beta passed in (a literal 0.75f or p.beta).
-template <typename Acc>
-AK_ALWAYS_INLINE void forward_row_with(const Acc* x, const Acc* sumsq, Acc* y, int64_t n, const Coeffs<Acc>& p,
-                                       Acc beta) {
-  const Acc alpha_over_n = p.alpha_over_n, k = p.k;
-  for (int64_t i = 0; i < n; ++i) y[i] = lrn_forward_value(x[i], lrn_base(sumsq[i], alpha_over_n, k), beta);
-}
-
-// The power's path is chosen once per row: with the literal 0.75f the test inside lrn_scale folds away,
-// so each vectorised loop holds one path (the square roots, or exp2/log2) rather than both and a blend.
-template <typename Acc>
-AK_ALWAYS_INLINE void forward_row(const Acc* x, const Acc* sumsq, Acc* y, int64_t n, const Coeffs<Acc>& p) {
-  if (lrn_beta_is_three_quarters(p.beta)) {
-    forward_row_with(x, sumsq, y, n, p, static_cast<Acc>(0.75f));
-  } else {
-    forward_row_with(x, sumsq, y, n, p, p.beta);
-  }
-}
+using namespace lrn_rows;
 
 // dy_scale = dy * base^(-beta), t = dy * x * base^(-beta-1)
 template <typename Acc>
@@ -147,13 +106,6 @@ AK_ALWAYS_INLINE void backward_row(const Acc* dy_scale, const Acc* x, const Acc*
                                    const Coeffs<Acc>& p) {
   const Acc coef = p.coef;
   for (int64_t i = 0; i < n; ++i) dx[i] = lrn_backward_value(dy_scale[i], x[i], tsum[i], coef);
-}
-
-// acc[i] = sum_{d < terms} padded[d + i]: window sums along a zero-padded contiguous row.
-template <typename Acc>
-AK_ALWAYS_INLINE void shifted_sum_row(const Acc* padded, int terms, Acc* acc, int64_t n) {
-  copy_row(padded, acc, n);
-  for (int d = 1; d < terms; ++d) add_row(padded + d, acc, n);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -598,7 +550,8 @@ AK_ALWAYS_INLINE void planes_backward_items(const T* x, const T* dy, T* dx, cons
 // ----------------------------------------------------------------------------------------------
 
 template <typename T>
-AK_ALWAYS_INLINE void forward_items(const T* x, T* y, const CpuProblem& P, int64_t begin, int64_t end, AccOf<T>* scratch) {
+AK_ALWAYS_INLINE void forward_items(const T* x, T* y, const CpuProblem& P, int64_t begin, int64_t end,
+                                   AccOf<T>* scratch) {
   switch (P.strategy) {
     case Strategy::kRing: ring_forward_items(x, y, P, begin, end, scratch); break;
     case Strategy::kRows: rows_forward_items(x, y, P, begin, end, scratch); break;

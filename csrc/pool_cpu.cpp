@@ -13,12 +13,17 @@
 //   max pool, channels_last: an item is (n, oh) / (n, ih); a position's C channels are contiguous, so
 //     the scan and the gather run over all channels at once (vectorised along c) with the same rules
 //     (pool_takes, pool_route), window elements in the same order.
-//   fused, either layout: an item is (n, oh) (forward) or (n, ih) (backward). The input rows it needs
-//     are computed into channel-major [C][W] scratch rows (relu, squares, window sums, the LRN power:
-//     loops along w that vectorise, in the order of lrn_cpu.cpp's, so that L equals lrn_forward's
-//     output bit for bit when lrn_cpu.cpp also sums term by term, windows of up to 24 channels). Forward
-//     reduces each L row to its row maxima per channel as the max-pool forward does and keeps them in the
-//     ring; backward gathers with pool_gather.
+//   fused forward: L is computed with lrn_cpu.cpp's own element loops (lrn_cpu_rows.h), so that it equals
+//     lrn_forward's output bit for bit wherever lrn_cpu.cpp sums term by term (windows of up to 24
+//     channels; the fused block always does), then rounded to the storage dtype and pooled by the
+//     max-pool forward's rule. channels_last: an item is (n, oh); each input row's L is computed in its
+//     own [W][C] layout (lrn_cpu.cpp's rows strategy) and reduced with position_row_maxima into the ring.
+//     NCHW: an item is (n, a chunk of channels, a band of output rows); each channel's L plane is computed
+//     as lrn_cpu.cpp's ring strategy does, with its rows permuted by phase (FusedForwardNchw) so that
+//     pool_plane_forward pools it with unit-stride passes over the whole band.
+//   fused backward: an item is (n, ih). The input rows it needs are computed into channel-major [C][W]
+//     scratch rows (relu, squares, window sums, the LRN terms: loops along w that vectorise), and the
+//     gradient gathered with pool_gather.
 //
 // The forwards and the max-pool backwards take their scratch from a per-thread block (Scratch, cpu_target.h):
 // no allocation per call.
@@ -37,6 +42,7 @@
 #include <vector>
 
 #include "cpu_target.h"
+#include "lrn_cpu_rows.h"
 #include "pool.h"
 #include "pool_math.h"
 
@@ -642,85 +648,6 @@ AK_ALWAYS_INLINE void window_sums(const F* rows, int64_t W, int C, int behind, i
   }
 }
 
-// L = LRN(r) of a [C][W] block from r and the window sums of r^2, rounded to T (fused_lrn_output). beta is
-// passed in as a literal 0.75f where it is 0.75, so that the loop holds the square-root path alone.
-template <typename T, typename F>
-AK_ALWAYS_INLINE void fused_lrn_outputs_with(const F* r, const F* sums, F* out, int64_t count,
-                                             const LrnCoeffs<F>& lrn, F beta) {
-  const F alpha_over_n = lrn.alpha_over_n, k = lrn.k;
-  for (int64_t i = 0; i < count; ++i) {
-    out[i] = round_to_storage<T>(lrn_forward_value(r[i], lrn_base(sums[i], alpha_over_n, k), beta));
-  }
-}
-
-template <typename T, typename F>
-AK_ALWAYS_INLINE void fused_lrn_outputs(const F* r, const F* sums, F* out, int64_t count, const LrnCoeffs<F>& lrn) {
-  if (lrn_beta_is_three_quarters(lrn.beta)) {
-    fused_lrn_outputs_with<T>(r, sums, out, count, lrn, static_cast<F>(0.75f));
-  } else {
-    fused_lrn_outputs_with<T>(r, sums, out, count, lrn, lrn.beta);
-  }
-}
-
-// Forward; item = output row (n, oh). Each input row's L ([C][W]) is reduced to its row maxima per channel
-// ([C][OW]) as it is computed; the ring keeps those of the last kH rows.
-template <typename T>
-struct FusedForward {
-  const T* x;
-  T* z;
-  uint8_t* offsets;
-  PoolProblem P;
-  ColumnRange cols;  // interior_columns(P)
-  LrnCoeffs<AccOf<T>> lrn;
-
-  AK_ALWAYS_INLINE void operator()(int64_t begin, int64_t end) const {
-    using F = AccOf<T>;
-    const int64_t C = P.C, W = P.W, OW = P.OW, row_size = C * W, out_row = C * OW;
-    const bool staged = P.channels_last;  // output row [C][OW] transposed into [OW][C]
-    Scratch s(RowMaximaRing<F>::scratch_bytes(P.p.kH, out_row) + 3 * Scratch::bytes<F>(row_size) +
-              Scratch::bytes<T>(staged ? out_row : 0) + Scratch::bytes<uint8_t>(staged ? out_row : 0));
-    RowMaximaRing<F> ring(s, P.p.kH, out_row);
-    F* xr = s.take<F>(row_size);  // x, then r^2, then L
-    F* r = s.take<F>(row_size);
-    F* sums = s.take<F>(row_size);
-    T* z_staged = s.take<T>(staged ? out_row : 0);
-    uint8_t* offsets_staged = s.take<uint8_t>(staged ? out_row : 0);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t n = item / P.OH;
-      const int64_t oh = item % P.OH;
-      const PoolSpan h = pool_window(oh, P.p.kH, P.p.sH, P.p.pH, P.H);
-      for (int64_t ih = h.begin; ih < h.end; ++ih) {
-        if (!ring.claim(n, P.H, h, ih)) continue;
-        F* best = ring.best_row(ih - h.begin);
-        int32_t* col = ring.col_row(ih - h.begin);
-        load_input_row(x, P, n, ih, xr, r);
-        for (int64_t i = 0; i < row_size; ++i) xr[i] = r[i] * r[i];
-        window_sums(xr, W, static_cast<int>(C), lrn.pre, lrn.post, sums);
-        fused_lrn_outputs<T>(r, sums, xr, row_size, lrn);
-        for (int64_t c = 0; c < C; ++c) plane_row_maxima_any(xr + c * W, P, cols, best + c * OW, col + c * OW);
-      }
-      const int64_t o = n * P.out.n + oh * P.out.h;
-      if (!staged) {
-        for (int64_t c = 0; c < C; ++c) {
-          combine_rows(ring.best_rows, ring.col_rows, c * OW, h, P.p.kW, OW, z + o + c * P.out.c,
-                       offsets + o + c * P.out.c, ring.held);
-        }
-      } else {
-        combine_rows(ring.best_rows, ring.col_rows, 0, h, P.p.kW, out_row, z_staged, offsets_staged,
-                     ring.held);
-        T* z_row = z + o;  // locals: the uint8 stores may alias members reached through `this`
-        uint8_t* offsets_row = offsets + o;
-        for (int64_t ow = 0; ow < OW; ++ow) {
-          for (int64_t c = 0; c < C; ++c) {
-            z_row[ow * C + c] = z_staged[c * OW + ow];
-            offsets_row[ow * C + c] = offsets_staged[c * OW + ow];
-          }
-        }
-      }
-    }
-  }
-};
-
 // Backward; item = input row (n, ih). The steps of fused_backward_value, one [C][W] row at a time.
 template <typename T>
 struct FusedBackward {
@@ -775,6 +702,368 @@ struct FusedBackward {
         dx_row[i] = relu_backward(xr[i], lrn_backward_value(grad[i], r[i], tsum[i], lrn.coef));
       }
       store_input_row(dx_row, P, n, ih, dx);
+    }
+  }
+};
+
+// ----------------------------------------------------------------------------------------------
+// Fused block, forward: L computed with lrn_cpu.cpp's element loops (lrn_cpu_rows.h), then pooled
+// ----------------------------------------------------------------------------------------------
+
+// relu(x) of n contiguous elements, as F.
+template <typename T, typename F>
+AK_ALWAYS_INLINE void relu_row(const T* src, F* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = relu_keep_nan(static_cast<F>(src[i]));
+}
+
+// L rounded to the storage dtype in place (fused_lrn_output's rounding; nothing to do for float and double).
+template <typename T, typename F>
+AK_ALWAYS_INLINE void round_row_to_storage(F* values, int64_t n) {
+  if constexpr (!std::is_same_v<T, F>) {
+    for (int64_t i = 0; i < n; ++i) values[i] = round_to_storage<T>(values[i]);
+  }
+}
+
+// channels_last forward; item = output row (n, oh). An input row's L is computed position by position in its
+// own [W][C] layout, as lrn_cpu.cpp's rows strategy computes lrn_forward (a position's C channels contiguous:
+// squares into a zero-padded row, window sums of shifted copies, term by term), then reduced at once to its
+// row maxima (position_row_maxima, vectors along c) for the ring; an output row is combine_rows of its
+// window's row maxima, written straight into z.
+template <typename T>
+struct FusedForwardNhwc {
+  const T* x;
+  T* z;
+  uint8_t* offsets;
+  PoolProblem P;
+  LrnCoeffs<AccOf<T>> lrn;
+
+  AK_ALWAYS_INLINE void operator()(int64_t begin, int64_t end) const {
+    using F = AccOf<T>;
+    const int64_t C = P.C, W = P.W, width = P.OW * C;
+    const int length = lrn.pre + lrn.post + 1;  // both reaches clipped to C - 1 (make_lrn_coeffs)
+    Scratch s(RowMaximaRing<F>::scratch_bytes(P.p.kH, width) + Scratch::bytes<F>(W * C) +
+              2 * Scratch::bytes<F>(C) + Scratch::bytes<F>(C + length));
+    RowMaximaRing<F> ring(s, P.p.kH, width);
+    F* l_row = s.take<F>(W * C);
+    F* r = s.take<F>(C);
+    F* sum = s.take<F>(C);
+    F* sq_padded = s.take<F>(C + length);  // pre zeros, the C squares, post zeros
+    std::fill(sq_padded, sq_padded + C + length - 1, F(0));
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / P.OH;
+      const int64_t oh = item % P.OH;
+      const PoolSpan h = pool_window(oh, P.p.kH, P.p.sH, P.p.pH, P.H);
+      for (int64_t ih = h.begin; ih < h.end; ++ih) {
+        if (!ring.claim(n, P.H, h, ih)) continue;
+        const T* src = x + n * P.in.n + ih * P.in.h;
+        for (int64_t iw = 0; iw < W; ++iw) {
+          F* l = l_row + iw * C;
+          relu_row(src + iw * C, r, C);
+          lrn_rows::square_row(r, sq_padded + lrn.pre, C);
+          lrn_rows::shifted_sum_row(sq_padded, length, sum, C);
+          lrn_rows::forward_row(static_cast<const F*>(r), static_cast<const F*>(sum), l, C, lrn);
+          round_row_to_storage<T>(l, C);
+        }
+        position_row_maxima_any(static_cast<const F*>(l_row), P, ring.best_row(ih - h.begin),
+                                ring.col_row(ih - h.begin));
+      }
+      const int64_t o = n * P.out.n + oh * P.out.h;
+      combine_rows(ring.best_rows, ring.col_rows, 0, h, P.p.kW, width, z + o, offsets + o, ring.held);
+    }
+  }
+};
+
+// NCHW forward: planes in "phase layout".
+//
+// An item is (n, a chunk of channels, a band of output rows). Channel by channel it computes the band's L
+// plane as lrn_cpu.cpp's ring strategy computes lrn_forward (a ring of relu and squared planes, the window sum
+// copied from its first channel's plane and the others added in order, the power over the whole plane), then
+// pools the plane (pool_plane_forward). The rows are stored permuted so that every pooling loop runs at unit
+// stride over the whole band: in padded coordinates u = ih + pH - o0 * sH (o0: the band's first output row) and
+// v = iw + pW, cell (u, v) lives in phase array u % sH at row u / sH, column v (pitch B). Window row r of band
+// row oh is then row oh + r / sH of phase r % sH. The row maxima are computed at every column v (window
+// [v, v + kW): kW - 1 flat passes over a phase array), the band's outputs at every column too (kH - 1 flat passes
+// over the row maxima), and the store keeps columns ow * sW: sW times the comparisons of the outputs alone, but no
+// strided loads before the last step. LRN works position by position, so the permutation leaves L unchanged;
+// cells that are padding, or past the band, hold 0 and no interior window reads them.
+struct FusedPlanes {
+  int64_t band, bands;    // output rows per band; bands per plane
+  int64_t chunk, chunks;  // channels per item; chunks per image
+  int64_t rows;           // A: rows of a phase array
+  int64_t pitch;          // B: cells per row
+  int64_t phase_cells;    // A * B, then zeros that the last row maxima read past the end
+  int64_t plane_cells;    // sH * phase_cells
+  int ring;               // planes per ring
+  ColumnRange interior_rows, interior_cols;  // outputs whose windows lie inside the input
+};
+
+// Phase planes of at most about this many cells per band (AlexNet's maps are one band).
+constexpr int64_t kFusedPlaneCells = 1 << 13;
+
+// [first, end) of the outputs along one axis whose windows lie inside [0, in_size) (interior_columns' rule).
+ColumnRange interior_outputs(int64_t in_size, int kernel, int stride, int pad, int64_t out_size) {
+  const int64_t first = std::min(pool_ceil_div(pad, stride), out_size);
+  const int64_t last_start = in_size - kernel + pad;
+  const int64_t end = last_start >= 0 ? std::min(last_start / stride + 1, out_size) : 0;
+  return ColumnRange{first, std::max(first, end)};
+}
+
+// lrn_window: pre + post + 1 (the reaches clipped to C - 1).
+FusedPlanes make_fused_planes(const PoolProblem& P, int lrn_window) {
+  const PoolParams& p = P.p;
+  FusedPlanes G{};
+  // Columns: every window's cells ((OW - 1) * sW + kW) and every input column (W + pW).
+  G.pitch = std::max<int64_t>((P.OW - 1) * p.sW + p.kW, P.W + p.pW);
+  const int64_t band_input_rows = std::max<int64_t>(1, kFusedPlaneCells / G.pitch);
+  G.band = std::clamp<int64_t>((band_input_rows - p.kH) / p.sH + 1, 1, P.OH);
+  G.bands = pool_ceil_div(P.OH, G.band);
+  G.band = pool_ceil_div(P.OH, G.bands);
+  G.rows = G.band - 1 + pool_ceil_div(p.kH, p.sH);
+  G.phase_cells = G.rows * G.pitch + (p.kW + 14) / 16 * 16;  // kW - 1 zeros, rounded up to 64 bytes
+  G.plane_cells = int64_t(p.sH) * G.phase_cells;
+  G.ring = static_cast<int>(std::min<int64_t>(lrn_window, P.C));
+  // Enough items for the threads (as lrn_cpu.cpp's ring): split the channels, each chunk re-reading the
+  // window's reach around it.
+  const int64_t threads = std::max(1, num_threads());
+  G.chunks = 1;
+  if (P.N * G.bands < 4 * threads) G.chunks = std::min(P.C, pool_ceil_div(4 * threads, P.N * G.bands));
+  G.chunk = pool_ceil_div(P.C, G.chunks);
+  G.chunks = pool_ceil_div(P.C, G.chunk);
+  G.interior_rows = interior_outputs(P.H, p.kH, p.sH, p.pH, P.OH);
+  G.interior_cols = interior_outputs(P.W, p.kW, p.sW, p.pW, P.OW);
+  return G;
+}
+
+// relu of the band of plane x_plane (rows of W, NCHW) into phase layout, and its squares, zeros where no
+// input is. Input rows in memory order.
+template <typename T, typename F>
+AK_ALWAYS_INLINE void load_phase_plane(const T* x_plane, const PoolProblem& P, const FusedPlanes& G, int64_t o0,
+                                       F* r, F* sq) {
+  const PoolParams& p = P.p;
+  const int64_t B = G.pitch, W = P.W;
+  const int64_t band_rows = (G.band - 1) * p.sH + p.kH;  // the band's padded rows
+  int qh = 0;      // u % sH, u / sH without a division per row
+  int64_t a = 0;
+  for (int64_t u = 0; u < G.rows * p.sH; ++u) {
+    const int64_t ih = o0 * p.sH + u - p.pH;
+    const int64_t at = qh * G.phase_cells + a * B;
+    if (++qh == p.sH) {
+      qh = 0;
+      ++a;
+    }
+    F* r_row = r + at;
+    F* sq_row = sq + at;
+    if (u < band_rows && ih >= 0 && ih < P.H) {
+      std::fill(r_row, r_row + p.pW, F(0));
+      std::fill(sq_row, sq_row + p.pW, F(0));
+      relu_row(x_plane + ih * P.in.h, r_row + p.pW, W);
+      lrn_rows::square_row(static_cast<const F*>(r_row + p.pW), sq_row + p.pW, W);
+      std::fill(r_row + p.pW + W, r_row + B, F(0));
+      std::fill(sq_row + p.pW + W, sq_row + B, F(0));
+    } else {
+      std::fill(r_row, r_row + B, F(0));
+      std::fill(sq_row, sq_row + B, F(0));
+    }
+  }
+  for (int qh = 0; qh < p.sH; ++qh) {
+    const int64_t at = qh * G.phase_cells;
+    std::fill(r + at + G.rows * B, r + at + G.phase_cells, F(0));
+    std::fill(sq + at + G.rows * B, sq + at + G.phase_cells, F(0));
+  }
+}
+
+// Element (ih, iw) of a phase-layout band whose first output row is o0.
+template <typename F>
+struct PhasePlaneReader {
+  const F* plane;
+  const FusedPlanes* G;
+  PoolParams p;
+  int64_t o0;
+  AK_ALWAYS_INLINE F operator()(int64_t ih, int64_t iw) const {
+    const int64_t u = ih + p.pH - o0 * p.sH;
+    return plane[(u % p.sH) * G->phase_cells + (u / p.sH) * G->pitch + iw + p.pW];
+  }
+};
+
+// ---- pool_plane_forward: max-pool of one phase-layout band (the fused NCHW forward's pooling) ----
+// Kept apart from the max-pool forward's structs above (which pool NCHW tensors row by row); the rule is
+// theirs: row maxima (first maximum, last NaN) of every row, then the window's rows in order (see
+// "Forward: row maxima"), so values and offsets are pool_argmax's. Interior outputs come from the flat
+// passes; outputs whose windows are clipped by the input's edges scan their window with pool_argmax.
+
+struct PlanePoolScratch {
+  void* best;     // F[sH][A * B]: row maxima
+  int32_t* col;   // [sH][A * B]: their columns in the window
+  void* out;      // F[band * B]
+  int32_t* held;  // [band * B]: offsets before they are narrowed
+
+  template <typename F>
+  static int64_t bytes(const PoolParams& p, const FusedPlanes& G) {
+    const int64_t cells = int64_t(p.sH) * G.rows * G.pitch, outs = G.band * G.pitch;
+    return Scratch::bytes<F>(cells) + Scratch::bytes<int32_t>(cells) + Scratch::bytes<F>(outs) +
+           Scratch::bytes<int32_t>(outs);
+  }
+
+  template <typename F>
+  static PlanePoolScratch take(Scratch& s, const PoolParams& p, const FusedPlanes& G) {
+    const int64_t cells = int64_t(p.sH) * G.rows * G.pitch, outs = G.band * G.pitch;
+    PlanePoolScratch t;
+    t.best = s.take<F>(cells);
+    t.col = s.take<int32_t>(cells);
+    t.out = s.take<F>(outs);
+    t.held = s.take<int32_t>(outs);
+    return t;
+  }
+};
+
+// Output rows [o0, o1) of one plane: z_plane / offsets_plane at (0, 0), row pitch P.out.h.
+template <typename T, typename F>
+AK_ALWAYS_INLINE void pool_plane_forward(const F* plane, const PoolProblem& P, const FusedPlanes& G, int64_t o0,
+                                         int64_t o1, T* z_plane, uint8_t* offsets_plane,
+                                         const PlanePoolScratch& scratch) {
+  const PoolParams& p = P.p;
+  const int64_t B = G.pitch, cells = G.rows * B, outs = G.band * B;
+  // Locals for the loops (-fno-strict-aliasing: stores could otherwise alias the pointers and bounds).
+  F* const best_all = static_cast<F*>(scratch.best);
+  int32_t* const col_all = scratch.col;
+  F* const out = static_cast<F*>(scratch.out);
+  int32_t* const held = scratch.held;
+  for (int qh = 0; qh < p.sH; ++qh) {  // row maxima of the rows of phase qh
+    F* best = best_all + qh * cells;
+    int32_t* col = col_all + qh * cells;
+    const F* first = plane + qh * G.phase_cells;
+    if (p.kW == 1) {
+#pragma GCC ivdep
+      for (int64_t i = 0; i < cells; ++i) {
+        best[i] = first[i];
+        col[i] = 0;
+      }
+    } else {  // columns 0 and 1
+#pragma GCC ivdep
+      for (int64_t i = 0; i < cells; ++i) {
+        const F v = first[i + 1];
+        const F b = first[i];
+        const bool take = pool_takes(v, b);
+        best[i] = take ? v : b;
+        col[i] = take ? 1 : 0;
+      }
+    }
+    for (int kx = 2; kx < p.kW; ++kx) {
+      const F* values = first + kx;
+#pragma GCC ivdep
+      for (int64_t i = 0; i < cells; ++i) {
+        const F v = values[i];
+        const F b = best[i];
+        const bool take = pool_takes(v, b);
+        best[i] = take ? v : b;
+        col[i] = take ? kx : col[i];
+      }
+    }
+  }
+  if (p.kH == 1) {
+#pragma GCC ivdep
+    for (int64_t i = 0; i < outs; ++i) {
+      out[i] = best_all[i];
+      held[i] = col_all[i];
+    }
+  } else {  // window rows 0 and 1
+    const int64_t at = (1 % p.sH) * cells + (1 / p.sH) * B;
+    const F* best = best_all + at;
+    const int32_t* col = col_all + at;
+    const int32_t row_offset = p.kW;
+#pragma GCC ivdep
+    for (int64_t i = 0; i < outs; ++i) {
+      const F v = best[i];
+      const F b = best_all[i];
+      const bool take = pool_takes(v, b);
+      out[i] = take ? v : b;
+      held[i] = take ? row_offset + col[i] : col_all[i];
+    }
+  }
+  for (int r = 2; r < p.kH; ++r) {  // the other window rows in order
+    const int64_t at = (r % p.sH) * cells + (r / p.sH) * B;
+    const F* best = best_all + at;
+    const int32_t* col = col_all + at;
+    const int32_t row_offset = r * p.kW;
+#pragma GCC ivdep
+    for (int64_t i = 0; i < outs; ++i) {
+      const F v = best[i];
+      const F b = out[i];
+      const bool take = pool_takes(v, b);
+      out[i] = take ? v : b;
+      held[i] = take ? row_offset + col[i] : held[i];
+    }
+  }
+  const PhasePlaneReader<F> reader{plane, &G, p, o0};
+  const ColumnRange cols = G.interior_cols;
+  for (int64_t oh = o0; oh < o1; ++oh) {
+    T* z_row = z_plane + oh * P.out.h;
+    uint8_t* offsets_row = offsets_plane + oh * P.out.h;
+    const bool interior_row = oh >= G.interior_rows.first && oh < G.interior_rows.end;
+    if (interior_row) {
+      const F* out_row = out + (oh - o0) * B;
+      const int32_t* held_row = held + (oh - o0) * B;
+      const int64_t sW = p.sW;
+      for (int64_t ow = cols.first; ow < cols.end; ++ow) {  // the outputs: columns v = ow * sW
+        z_row[ow] = static_cast<T>(out_row[ow * sW]);
+        offsets_row[ow] = static_cast<uint8_t>(held_row[ow * sW]);
+      }
+    }
+    const PoolSpan h = pool_window(oh, p.kH, p.sH, p.pH, P.H);
+    for (int64_t ow = 0; ow < P.OW; ++ow) {  // windows clipped by an edge
+      if (interior_row && ow == cols.first) ow = cols.end;
+      if (ow >= P.OW) break;
+      const PoolArgmax<F> b = pool_argmax<F>(h, pool_window(ow, p.kW, p.sW, p.pW, P.W), p.kW, reader);
+      z_row[ow] = static_cast<T>(b.value);
+      offsets_row[ow] = static_cast<uint8_t>(b.offset);
+    }
+  }
+}
+// ---- end of pool_plane_forward ----
+
+template <typename T>
+struct FusedForwardNchw {
+  const T* x;
+  T* z;
+  uint8_t* offsets;
+  PoolProblem P;
+  LrnCoeffs<AccOf<T>> lrn;
+  FusedPlanes G;
+
+  AK_ALWAYS_INLINE void operator()(int64_t begin, int64_t end) const {
+    using F = AccOf<T>;
+    const int64_t cells = G.plane_cells, C = P.C;
+    const int ring = G.ring;
+    Scratch s(2 * Scratch::bytes<F>(ring * cells) + 2 * Scratch::bytes<F>(cells) +
+              PlanePoolScratch::bytes<F>(P.p, G));
+    F* ring_r = s.take<F>(ring * cells);
+    F* ring_sq = s.take<F>(ring * cells);
+    F* sum = s.take<F>(cells);
+    F* l = s.take<F>(cells);
+    const PlanePoolScratch pool_scratch = PlanePoolScratch::take<F>(s, P.p, G);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t chunk = item % G.chunks, band = (item / G.chunks) % G.bands, n = item / G.chunks / G.bands;
+      const int64_t c0 = chunk * G.chunk, c1 = std::min(C, c0 + G.chunk);
+      const int64_t o0 = band * G.band, o1 = std::min(P.OH, o0 + G.band);
+      const T* x_image = x + n * P.in.n;
+      int64_t loaded = std::max<int64_t>(0, c0 - lrn.pre);  // planes [.., loaded) are in the rings
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t hi = std::min<int64_t>(c + lrn.post, C - 1);
+        for (; loaded <= hi; ++loaded) {
+          load_phase_plane(x_image + loaded * P.in.c, P, G, o0, ring_r + (loaded % ring) * cells,
+                           ring_sq + (loaded % ring) * cells);
+        }
+        const int64_t lo = std::max<int64_t>(c - lrn.pre, 0);
+        lrn_rows::copy_row(static_cast<const F*>(ring_sq + (lo % ring) * cells), sum, cells);
+        for (int64_t j = lo + 1; j <= hi; ++j) {
+          lrn_rows::add_row(static_cast<const F*>(ring_sq + (j % ring) * cells), sum, cells);
+        }
+        lrn_rows::forward_row(static_cast<const F*>(ring_r + (c % ring) * cells), static_cast<const F*>(sum), l, cells,
+                              lrn);
+        round_row_to_storage<T>(l, cells);
+        pool_plane_forward(static_cast<const F*>(l), P, G, o0, o1, z + n * P.out.n + c * P.out.c,
+                           offsets + n * P.out.n + c * P.out.c, pool_scratch);
+      }
     }
   }
 };
@@ -839,11 +1128,19 @@ void relu_lrn_max_pool2d_forward_cpu_isa(const TensorView& x, const TensorView& 
   const PoolProblem P = make_pool_problem(x, z, p, channels_last);
   AK_CPU_DISPATCH(x.dtype, "relu_lrn_max_pool2d_forward_cpu", [&] {
     using F = AccOf<scalar_t>;
-    const FusedForward<scalar_t> items{x.const_data_ptr<scalar_t>(), z.mutable_data_ptr<scalar_t>(),
-                                       offsets.mutable_data_ptr<uint8_t>(), P, interior_columns(P),
-                                       make_lrn_coeffs<F>(size, alpha, beta, k, x.size(1))};
-    // Per output row: about sH new input rows of LRN (the power dominates) and the pooling.
-    parallel_items(P.N * P.OH, P.C * (P.W * p.sH * 8 + P.OW * p.kH * p.kW), items, isa);
+    const LrnCoeffs<F> lrn = make_lrn_coeffs<F>(size, alpha, beta, k, x.size(1));
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    scalar_t* zp = z.mutable_data_ptr<scalar_t>();
+    uint8_t* op = offsets.mutable_data_ptr<uint8_t>();
+    if (channels_last) {
+      // Per output row: about sH new input rows of LRN (the power dominates) and the pooling.
+      parallel_items(P.N * P.OH, P.C * (P.W * p.sH * 8 + P.OW * p.kH * p.kW),
+                     FusedForwardNhwc<scalar_t>{xp, zp, op, P, lrn}, isa);
+    } else {
+      const FusedPlanes G = make_fused_planes(P, lrn.pre + lrn.post + 1);
+      parallel_items(P.N * G.bands * G.chunks, G.chunk * G.plane_cells * 8,
+                     FusedForwardNchw<scalar_t>{xp, zp, op, P, lrn, G}, isa);
+    }
   });
 }
 
