@@ -8,6 +8,8 @@
 //     its window's row maxima (combine_rows) -- pool_argmax's result, see "Forward: row maxima" below.
 //     NCHW planes of short rows with no clipped window (AlexNet's) go whole: an item is a plane (n, c), and
 //     the same two scans run over the flattened plane in long vector loops (MaxPoolForwardNchwPlanes).
+//     channels_last 3x3 windows, none clipped, in float / double / integers: each output position scans its
+//     nine inputs in registers, C channels at a time (MaxPoolForwardNhwc3x3).
 //   max pool, NCHW backward: an item is one plane (n, c); pool_gather's sums formed as an ordered
 //     scatter (see MaxPoolBackwardNchw), the same terms in the same order.
 //   max pool, channels_last: an item is (n, oh) / (n, ih); a position's C channels are contiguous, so
@@ -486,6 +488,56 @@ struct MaxPoolForwardNhwc {
     }
   }
 };
+
+// channels_last forward of 3x3 windows none of which is clipped (AlexNet's), values compared in their own
+// type (float, double, integers); item = output row (n, oh). Each
+// output position scans its nine inputs, C contiguous channels at a time, in registers: pool_argmax's row-major
+// scan, one store of each value and offset. Reading an input up to four times (overlapping windows) from
+// cache costs less here than the ring's extra passes through scratch.
+template <typename T>
+struct MaxPoolForwardNhwc3x3 {
+  const T* x;
+  T* y;
+  uint8_t* offsets;
+  PoolProblem P;
+
+  AK_ALWAYS_INLINE void operator()(int64_t begin, int64_t end) const {
+    using F = AccOf<T>;
+    const int64_t C = P.C, row = P.in.h, column = P.in.w;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / P.OH;
+      const int64_t oh = item % P.OH;
+      const T* top = x + n * P.in.n + oh * P.p.sH * row;
+      T* y_row = y + n * P.out.n + oh * P.out.h;
+      uint8_t* offsets_row = offsets + n * P.out.n + oh * P.out.h;
+      for (int64_t ow = 0; ow < P.OW; ++ow) {
+        const T* w = top + ow * P.p.sW * column;
+        T* yp = y_row + ow * C;
+        uint8_t* op = offsets_row + ow * C;
+#pragma GCC ivdep
+        for (int64_t c = 0; c < C; ++c) {
+          F best = static_cast<F>(w[c]);
+          int32_t at = 0;
+#pragma GCC unroll 8
+          for (int e = 1; e < 9; ++e) {  // window element e = 3 * row + column, row-major
+            const F v = static_cast<F>(w[(e / 3) * row + (e % 3) * column + c]);
+            const bool take = pool_takes(v, best);
+            best = take ? v : best;
+            at = take ? e : at;
+          }
+          yp[c] = static_cast<T>(best);
+          op[c] = static_cast<uint8_t>(at);
+        }
+      }
+    }
+  }
+};
+
+// Whether MaxPoolForwardNhwc3x3 applies: 3x3 windows, none clipped.
+inline bool max_pool_nhwc_3x3_applies(const PoolProblem& P) {
+  return P.p.kH == 3 && P.p.kW == 3 && P.p.pH == 0 && P.p.pW == 0 && (P.OH - 1) * P.p.sH + 3 <= P.H &&
+         (P.OW - 1) * P.p.sW + 3 <= P.W;
+}
 
 // Window offset -> (row, column) in the window; kNotInWindow for offsets >= kH * kW.
 struct OffsetTable {
@@ -1081,7 +1133,12 @@ void max_pool2d_forward_cpu_isa(const TensorView& x, const TensorView& y, const 
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     uint8_t* op = offsets.mutable_data_ptr<uint8_t>();
     if (channels_last) {
-      parallel_items(P.N * P.OH, P.OW * P.C * window, MaxPoolForwardNhwc<scalar_t>{xp, yp, op, P}, isa);
+      // half / bfloat16 keep the ring: converting each input once beats converting it up to four times.
+      if (std::is_same_v<scalar_t, AccOf<scalar_t>> && max_pool_nhwc_3x3_applies(P)) {
+        parallel_items(P.N * P.OH, P.OW * P.C * window, MaxPoolForwardNhwc3x3<scalar_t>{xp, yp, op, P}, isa);
+      } else {
+        parallel_items(P.N * P.OH, P.OW * P.C * window, MaxPoolForwardNhwc<scalar_t>{xp, yp, op, P}, isa);
+      }
     } else if (max_pool_planes_apply(P)) {
       parallel_items(P.N * P.C, P.H * P.W * (P.p.kH + P.p.kW), MaxPoolForwardNchwPlanes<scalar_t>{xp, yp, op, P}, isa);
     } else {
