@@ -43,13 +43,19 @@ PoolProblem problem(const at::Tensor& in, const at::Tensor& out, const std::vect
                      AT_DISPATCH_CASE(at::ScalarType::Half, __VA_ARGS__)  \
                      AT_DISPATCH_CASE(at::ScalarType::BFloat16, __VA_ARGS__))
 
+// A type as a value (std::type_identity is C++20; torch 2.11's extension builds are C++17).
+template <typename T>
+struct TypeTag {
+  using type = T;
+};
+
 // Every "thread" of the launch, in turn: thread(type, o, index) for each offset o of the tensor (of `count`
-// elements) the kernel maps its threads to, type a std::type_identity of `data`'s C++ type and index a value of
-// the index type the kernels' grid_stride dispatches to.
+// elements) the kernel maps its threads to, type a TypeTag of `data`'s C++ type and index a value of the index
+// type the kernels' grid_stride dispatches to.
 template <typename Thread>
 void each_thread(const at::Tensor& data, const PoolProblem& P, int64_t count, const Thread& thread) {
   EMULATOR_DISPATCH(data.scalar_type(), "pool_cuda_emulator", [&] {
-    const std::type_identity<scalar_t> type;
+    const TypeTag<scalar_t> type;
     if (use_index32(P)) {
       for (int64_t o = 0; o < count; ++o) thread(type, o, int32_t(0));
     } else {
