@@ -646,6 +646,39 @@ def test_cpu_runs_the_onednn_post_op(monkeypatch):
     assert rel_err(y, torch.relu(F.conv2d(x.double(), w.double(), b.double(), stride, padding))) <= 1e-5
 
 
+@pytest.mark.parametrize("where", ["input", "weight", "bias"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_cpu_non_finite_anywhere_matches_conv_then_relu(where, value):
+    """oneDNN's fused ReLU maps NaN to 0 where torch.relu keeps it: a NaN or infinity in x, the weight or the
+    bias must reach the outputs torch's conv then relu gives (the finiteness check routes it)."""
+    require("cpu", "cpu")
+    x, w, b, stride, padding, groups = make_case(LAYERS["conv3"], seed=24)
+    x, w, b = x.detach().clone(), w.detach().clone(), b.detach().clone()
+    {"input": x[0, 1, 2], "weight": w[3, 0, 1], "bias": b[5:6]}[where][0] = value
+    y = conv.conv2d_relu(x, w, b, stride, padding, 1, groups, backend="cpu")
+    # Where NaN lands is torch's float32 convolution's business (its float64 one multiplies the zero padding by
+    # a NaN weight, oneDNN skips the padding); the values against the float64 oracle.
+    y_torch = torch.relu(F.conv2d(x, w, b, stride, padding, 1, groups))
+    assert torch.equal(torch.isnan(y), torch.isnan(y_torch))
+    assert torch.equal(torch.isinf(y), torch.isinf(y_torch))
+    y_ref = torch.relu(F.conv2d(x.double(), w.double(), b.double(), stride, padding, 1, groups))
+    finite = torch.isfinite(y_torch) & torch.isfinite(y_ref)
+    assert finite.any() and rel_err(y[finite], y_ref[finite]) <= 1e-5
+
+
+def test_cpu_finite_values_whose_sum_overflows_stay_exact():
+    """Finite inputs whose float32 sum overflows take the composite path: still torch's values."""
+    require("cpu", "cpu")
+    x, w, b, stride, padding, groups = make_case(LAYERS["conv3"], seed=25)
+    x = x.detach().clone()
+    x[0, :, :2] = 3e38  # finite, but their float32 sum is infinite
+    y = conv.conv2d_relu(x, w, b, stride, padding, 1, groups, backend="cpu")
+    y_ref = torch.relu(F.conv2d(x, w, b, stride, padding, 1, groups))
+    assert torch.equal(torch.isnan(y), torch.isnan(y_ref)) and torch.equal(torch.isinf(y), torch.isinf(y_ref))
+    finite = torch.isfinite(y_ref)
+    assert torch.equal(y[finite], y_ref[finite])
+
+
 def test_cpu_bfloat16_within_twice_torch_error():
     require("cpu", "cpu")
     require_onednn(torch.bfloat16)

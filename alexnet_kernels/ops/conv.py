@@ -62,6 +62,7 @@ give (channels_last if x or weight is channels_last).  No per-call copies where 
 The backward's backend="auto" is the one the forward's "auto" measured for the same case (Triton when none
 was measured: under CUDA-graph capture the forward ran Triton too), in eager mode and under torch.compile.
 """
+import math
 import threading
 import time
 import weakref
@@ -335,9 +336,14 @@ def _cpu_layout(x, weight, bias, stride, padding, groups, out_format):
 
 def _all_finite(*tensors):
     """Whether no element of the tensors is NaN or infinite: a finite sum proves it (an overflowing sum of
-    finite values only sends the caller to the exact path)."""
-    sums = torch.stack([t.sum(dtype=torch.float32) for t in tensors if t is not None])
-    return bool(torch.isfinite(sums).all())
+    finite values only sends the caller to the exact path).  One reduction per tensor, each read back as a
+    Python float and added there: stacking the sums and testing them as a tensor took four more ops per call,
+    which cost more than the sums themselves for AlexNet's batch-1 convolutions."""
+    total = 0.0
+    for t in tensors:
+        if t is not None:
+            total += t.sum(dtype=torch.float32).item()
+    return math.isfinite(total)
 
 
 def _cpu_forward(x, weight, bias, stride, padding, groups):
