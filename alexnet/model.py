@@ -16,7 +16,8 @@ Both towers on one device (devices None or a pair naming one device): the same n
 [A; B] (repacked after .to()): conv1 as one 96-filter convolution (both towers read the image), conv2, conv4 and
 conv5 as grouped convolutions (groups=2: group g is tower g), conv3 as one 384-filter convolution (it reads
 both towers anyway), each tower's ReLU->LRN->pool on its channels through a (2N, C/2, H, W) view of the
-NCHW activations, pool5 flattened in place of the pool5 -> fc6 concatenation, and in inference (no dropout,
+NCHW activations (conv3 to pool5, which need no such view, run channels_last with kernels="ours" on the CPU),
+pool5 flattened in place of the pool5 -> fc6 concatenation, and in inference (no dropout,
 no autograd) fc6/fc7/fc8 as one addmm per tower written into its half of one output, then one in-place ReLU
 (training keeps each tower's fc module: the same dropout masks).  Outputs agree with the tower path to fp32
 rounding; the parameters, state_dict and modules are unchanged.  The tower path runs on two devices, while
@@ -244,6 +245,11 @@ class AlexNet(nn.Module):
         x = image.to(a.device).contiguous()  # NCHW: each tower's channels are a view of the activations
         x = _per_tower(a.relu_lrn_pool1, _grouped_conv(self.kernels, a.conv1, b.conv1, x, 1))
         x = _per_tower(a.relu_lrn_pool2, _grouped_conv(self.kernels, a.conv2, b.conv2, x, 2))
+        if self.kernels == "ours" and x.device.type == "cpu":
+            # conv3 to pool5 take no per-tower view: they run channels_last, converted once here, where each
+            # oneDNN convolution would otherwise convert its NCHW input and its output (batch 32: 5% of the
+            # forward; batch 1: no change).  Each conv still measures its own layout for a channels_last x.
+            x = x.contiguous(memory_format=torch.channels_last)
         x = a.relu3(_grouped_conv(self.kernels, a.conv3, b.conv3, x, 1))
         x = a.relu4(_grouped_conv(self.kernels, a.conv4, b.conv4, x, 2))
         x = a.relu_pool5(_grouped_conv(self.kernels, a.conv5, b.conv5, x, 2))
