@@ -11,18 +11,22 @@ tower B.  The towers exchange activations at exactly four points -- pool2 -> con
 and fc7 -> fc8 -- where each tower reads the concatenation [tower A's channels, tower B's channels]; every
 other layer reads its own tower only.  60,965,224 parameters for 1000 classes.
 
-Both towers on one device (devices None or a pair naming one device): the same network runs as one
-(concatenation-free) graph, each conv layer's two weights (and biases) stored as views of one NCHW tensor
-[A; B] (repacked after .to()): conv1 as one 96-filter convolution (both towers read the image), conv2, conv4 and
-conv5 as grouped convolutions (groups=2: group g is tower g), conv3 as one 384-filter convolution (it reads
-both towers anyway), each tower's ReLU->LRN->pool on its channels through a (2N, C/2, H, W) view of the
-NCHW activations (conv3 to pool5, which need no such view, run channels_last with kernels="ours" on the CPU),
-pool5 flattened in place of the pool5 -> fc6 concatenation, and in inference (no dropout,
-no autograd) fc6/fc7/fc8 as one addmm per tower written into its half of one output, then one in-place ReLU
-(training keeps each tower's fc module: the same dropout masks).  Outputs agree with the tower path to fp32
-rounding; the parameters, state_dict and modules are unchanged.  The tower path runs on two devices, while
-exporting or tracing (the exported graph keeps both towers), when a hook is registered on a tower's module
-(it would not be called otherwise), and when a tower's modules were replaced by other types or settings.
+Both towers on one device (devices None or a pair naming one device): the same network runs as one graph
+without concatenations (but one, below), each conv layer's two weights (and biases) stored as views of one
+NCHW tensor [A; B] (repacked after .to()): conv1 as one 96-filter convolution (both towers read the image),
+conv2, conv4 and conv5 as grouped convolutions (groups=2: group g is tower g), conv3 as one 384-filter
+convolution (it reads both towers anyway), each tower's ReLU->LRN->pool on its channels through a
+(2N, C/2, H, W) view of the NCHW activations, pool5 flattened in place of the pool5 -> fc6 concatenation, and
+in inference (no dropout, no autograd) fc6/fc7/fc8 as one addmm per tower written into its half of one
+output, then one in-place ReLU (training keeps each tower's fc module: the same dropout masks).  With
+kernels="ours" on the CPU, conv1 to pool5 run either as above or on channels_last activations (oneDNN's faster
+layout at batch 32), conv1 to pool2 then tower by tower (no per-tower views exist in that layout; the towers'
+pool2 outputs concatenated once), whichever was measured faster for the input's case
+(feature_layout_choices()).
+Outputs agree with the tower path to fp32 rounding; the parameters, state_dict and modules are unchanged.
+The tower path runs on two devices, while exporting or tracing (the exported graph keeps both towers), when a
+hook is registered on a tower's module (it would not be called otherwise), and when a tower's modules were
+replaced by other types or settings.
 
 LRN: size 5, alpha 1e-4, beta 0.75, k 2, in PyTorch's convention (alpha divided by the size), within each
 tower's 48 or 128 channels.  The paper's text writes alpha = 1e-4 without dividing by n, which would be
@@ -30,6 +34,7 @@ PyTorch's alpha = 5e-4; the released cuda-convnet code divided by n (its 1e-4 is
 what is used here (docs/lrn.md compares the libraries' conventions).
 """
 import math
+import time
 
 import torch
 import torch.nn as nn
@@ -40,7 +45,7 @@ from alexnet_kernels.dropout import LinearReLUDropout
 from alexnet_kernels.fused import ReLULRNMaxPool2d
 from alexnet_kernels.pool import MaxPool2d
 
-__all__ = ["AlexNet", "Tower", "KERNELS", "INPUT_SIZE", "spread_init_"]
+__all__ = ["AlexNet", "Tower", "KERNELS", "INPUT_SIZE", "spread_init_", "feature_layout_choices"]
 
 KERNELS = ("ours", "torch")
 INPUT_SIZE = 227                 # 224 is accepted and zero-padded by 3 on the right and bottom
@@ -242,17 +247,11 @@ class AlexNet(nn.Module):
         modules must be as AlexNet builds them (see _runs_as_one_graph)."""
         image = _check_image(image)
         a, b = self.tower_a, self.tower_b
-        x = image.to(a.device).contiguous()  # NCHW: each tower's channels are a view of the activations
-        x = _per_tower(a.relu_lrn_pool1, _grouped_conv(self.kernels, a.conv1, b.conv1, x, 1))
-        x = _per_tower(a.relu_lrn_pool2, _grouped_conv(self.kernels, a.conv2, b.conv2, x, 2))
-        if self.kernels == "ours" and x.device.type == "cpu":
-            # conv3 to pool5 take no per-tower view: they run channels_last, converted once here, where each
-            # oneDNN convolution would otherwise convert its NCHW input and its output (batch 32: 5% of the
-            # forward; batch 1: no change).  Each conv still measures its own layout for a channels_last x.
-            x = x.contiguous(memory_format=torch.channels_last)
-        x = a.relu3(_grouped_conv(self.kernels, a.conv3, b.conv3, x, 1))
-        x = a.relu4(_grouped_conv(self.kernels, a.conv4, b.conv4, x, 2))
-        x = a.relu_pool5(_grouped_conv(self.kernels, a.conv5, b.conv5, x, 2))
+        x = image.to(a.device)
+        # kernels="ours" on the CPU: the conv layers on NCHW or channels_last activations, whichever was measured
+        # faster for the case (see feature_layout_choices); else NCHW.
+        layout = self._feature_layout(x) if self.kernels == "ours" and x.device.type == "cpu" else "nchw"
+        x = _FEATURES[layout](self.kernels, a, b, x)
         x = torch.flatten(x.contiguous(), 1)  # [A's 128 channels, B's 128] in NCHW order: the exchange input
         if self._fc_as_one_gemm(x):
             x = _linear_into_halves(x, a.fc6, b.fc6, relu=True)
@@ -261,6 +260,34 @@ class AlexNet(nn.Module):
         x = torch.cat([a.stage_fc6(x), b.stage_fc6(x)], 1)
         x = torch.cat([a.stage_fc7(x), b.stage_fc7(x)], 1)
         return torch.cat([a.stage_fc8(x), b.stage_fc8(x)], 1)
+
+    def _feature_layout(self, x):
+        """"nchw" or "channels_last": the conv1-to-pool5 graph measured faster for x's case, once per process
+        (both interleaved over rounds without autograd, each one's fastest round kept: about 0.3 s at most, or
+        3 rounds).  Batch 32: channels_last (oneDNN's faster convolutions there, no conversions); batch 1:
+        NCHW (fewer, larger calls)."""
+        if torch.compiler.is_compiling():  # nothing to time while tracing
+            return "nchw"
+        key = (tuple(x.shape), x.dtype, x.is_contiguous(), str(x.device), torch.get_num_threads())
+        measured = _feature_layouts.get(key)
+        if measured is not None:
+            return measured[0]
+        a, b = self.tower_a, self.tower_b
+        best = {}
+        with torch.no_grad():
+            x = x.detach()
+            for fn in _FEATURES.values():  # warm-up: each conv measures its layout, oneDNN builds its primitives
+                fn(self.kernels, a, b, x)
+            start, rounds = time.perf_counter(), 0
+            while rounds < 3 or (rounds < 15 and time.perf_counter() - start < 0.3):
+                for name, fn in _FEATURES.items():
+                    t0 = time.perf_counter()
+                    fn(self.kernels, a, b, x)
+                    ms = (time.perf_counter() - t0) * 1e3
+                    best[name] = min(ms, best.get(name, ms))
+                rounds += 1
+        _feature_layouts[key] = (min(best, key=best.get), best)
+        return _feature_layouts[key][0]
 
     @torch.compiler.disable  # module hooks and reprs are checked eagerly (dynamo would break its graph on them)
     def _runs_as_one_graph(self):
@@ -316,6 +343,39 @@ class AlexNet(nn.Module):
         return "num_classes=%d, kernels=%r, dropout=%s, devices=%s" % (
             self.num_classes, self.kernels, self.dropout,
             None if self.devices is None else tuple(str(d) for d in self.devices))
+
+
+def _features_nchw(kernels, a, b, image):
+    """conv1 to pool5 of both towers on NCHW activations: one convolution per layer (grouped where each tower
+    reads its own half), each tower's ReLU->LRN->pool through the (2N, C/2, H, W) view."""
+    x = image.contiguous()
+    x = _per_tower(a.relu_lrn_pool1, _grouped_conv(kernels, a.conv1, b.conv1, x, 1))
+    x = _per_tower(a.relu_lrn_pool2, _grouped_conv(kernels, a.conv2, b.conv2, x, 2))
+    return _conv345(kernels, a, b, x)
+
+
+def _features_channels_last(kernels, a, b, image):
+    """conv1 to pool5 on channels_last activations: conv1 to pool2 tower by tower (no per-tower view exists
+    in that layout), the towers' pool2 outputs concatenated once, then the same graph as NCHW."""
+    x = image.contiguous(memory_format=torch.channels_last)
+    return _conv345(kernels, a, b, torch.cat([a.stage_conv12(x), b.stage_conv12(x)], 1))
+
+
+def _conv345(kernels, a, b, x):
+    x = a.relu3(_grouped_conv(kernels, a.conv3, b.conv3, x, 1))
+    x = a.relu4(_grouped_conv(kernels, a.conv4, b.conv4, x, 2))
+    return a.relu_pool5(_grouped_conv(kernels, a.conv5, b.conv5, x, 2))
+
+
+_FEATURES = {"nchw": _features_nchw, "channels_last": _features_channels_last}
+# (image shape, dtype, NCHW-contiguous, device, threads) -> (layout chosen, {layout: best ms})
+_feature_layouts = {}
+
+
+def feature_layout_choices():
+    """{case: (layout chosen, {layout: best ms})} of every conv1-to-pool5 layout measured in this process
+    (AlexNet(kernels="ours") on the CPU, both towers on one device)."""
+    return dict(_feature_layouts)
 
 
 def _conv_settings(layer):

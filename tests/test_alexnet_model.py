@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from alexnet import AlexNet
-from alexnet.model import Tower, spread_init_
+from alexnet.model import Tower, feature_layout_choices, spread_init_
 from alexnet_kernels.conv import Conv2dReLU
 from alexnet_kernels.dropout import LinearReLUDropout
 from alexnet_kernels.fused import ReLULRNMaxPool2d
@@ -409,13 +409,19 @@ def test_one_device_graph_concatenates_no_activations(pair, kernels, grad):
     tower's module (the dropout masks) and join their (N, 2048) outputs."""
     net = (pair[0] if kernels == "ours" else pair[1]).eval()
     x = make_input((3, 3, 227, 227), scale=1.0, seed=31)  # batch 3: no parameter has 3 rows
+    with torch.no_grad():
+        net(x)  # kernels="ours": the conv layers' layout is measured on the first call
+    channels_last = kernels == "ours" and feature_layout_choices()[
+        ((3, 3, 227, 227), torch.float32, True, "cpu", torch.get_num_threads())][0] == "channels_last"
     with torch.set_grad_enabled(grad), CatRecorder() as rec:
         net(x)
     activation_cats = [c for c in rec.cats if any(shape[0] == 3 for shape in c[1])]
+    # channels_last: the towers' pool2 outputs, (3, 128, 13, 13) each, joined once
+    pool2 = [(1, [(3, 128, 13, 13)] * 2)] if channels_last else []
     if grad:  # fc6, fc7 and fc8's outputs, (3, 2048) or (3, 500) each
-        assert activation_cats == [(1, [(3, 2048)] * 2)] * 2 + [(1, [(3, 500)] * 2)]
+        assert activation_cats == pool2 + [(1, [(3, 2048)] * 2)] * 2 + [(1, [(3, 500)] * 2)]
     else:
-        assert activation_cats == []
+        assert activation_cats == pool2
     parameter_cats = [c for c in rec.cats if c not in activation_cats]
     if grad:  # 5 weights, 5 biases: autograd reaches each tower's parameters through the concatenation
         assert len(parameter_cats) == 10 and all(dim == 0 for dim, _ in parameter_cats)
@@ -424,6 +430,43 @@ def test_one_device_graph_concatenates_no_activations(pair, kernels, grad):
     with torch.no_grad(), CatRecorder() as towers:
         net.forward_towers(x)
     assert len([c for c in towers.cats if any(shape[0] == 3 for shape in c[1])]) == 5
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_both_feature_layouts_equal_the_tower_path(pair, image, layout, mode, monkeypatch):
+    """kernels="ours" on the CPU runs conv1-pool5 on NCHW or channels_last activations (measured per case):
+    each layout gives the tower path's logits and gradients."""
+    net = pair[0]
+    net.train(mode == "train")
+    monkeypatch.setattr(net, "_feature_layout", lambda x: layout)
+    try:
+        weights = make_input((2, 1000), seed=33)
+        results = []
+        for forward in (net.forward_one_device, net.forward_towers):
+            net.zero_grad(set_to_none=True)
+            x = image.clone().requires_grad_()
+            y = forward(x)
+            (y * weights).sum().backward()
+            results.append((y, x.grad, [p.grad for p in net.parameters()]))
+        (y1, dx1, g1), (y2, dx2, g2) = results
+        assert rel_err(y1, y2) < 1e-5 and rel_err(dx1, dx2) < 1e-5
+        for (name, _), a, b in zip(net.named_parameters(), g1, g2):
+            assert rel_err(a, b) < 1e-5, name
+    finally:
+        net.zero_grad(set_to_none=True)
+        net.eval()
+
+
+def test_feature_layout_is_measured_once_per_case(pair):
+    net = pair[0].eval()
+    x = make_input((1, 3, 227, 227), scale=1.0, seed=34)
+    with torch.no_grad():
+        y = net(x)
+        key = ((1, 3, 227, 227), torch.float32, True, "cpu", torch.get_num_threads())
+        chosen, times = feature_layout_choices()[key]
+        assert set(times) == {"nchw", "channels_last"} and times[chosen] == min(times.values())
+        assert torch.equal(net(x), y) and feature_layout_choices()[key] == (chosen, times)
 
 
 def test_one_device_graph_only_where_its_rule_holds(pair):
