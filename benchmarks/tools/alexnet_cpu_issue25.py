@@ -23,6 +23,8 @@ Timing: each round times every provider once per case, the providers' order rota
 machine's load then falls on all of them alike); after a warm-up call (compile: the compilation, timed apart).
 The report gives the median over rounds and the range (min..max), img/s from the median, the machine's
 `uptime` before and after, and the ratios ours-after / peer from the medians.
+--profile: before timing, per inference batch, torch.profiler's top ops (self CPU time) for ours-after and
+OpenVINO's per-layer counters (PERF_COUNT, real time summed by layer type) over 5 calls each, printed.
 """
 import argparse
 import copy
@@ -125,6 +127,36 @@ def training_providers(batch, before, after, ref):
     return providers
 
 
+def profile(batch, after, threads, onnx_path, calls=5):
+    """Where the time goes at `batch`: ours-after's top ops and OpenVINO's layers by type, each over `calls` calls."""
+    x = torch.randn(batch, 3, 227, 227, generator=torch.Generator().manual_seed(batch))
+    with torch.inference_mode():
+        after(x)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for _ in range(calls):
+                after(x)
+    print("ours-after, batch %d, %d calls:" % (batch, calls))
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    try:
+        import openvino as ov
+    except ImportError as e:
+        print("openvino profile skipped:", e)
+        return
+    model = ov.Core().compile_model(onnx_path, "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                       "INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": True})
+    request = model.create_infer_request()
+    request.infer({0: x.numpy()})
+    by_type = {}
+    for _ in range(calls):
+        request.infer({0: x.numpy()})
+        for layer in request.profiling_info:
+            key = "%s (%s)" % (layer.node_type, layer.exec_type)
+            by_type[key] = by_type.get(key, 0.0) + layer.real_time.total_seconds() * 1e3 / calls
+    print("openvino, batch %d, ms per call by layer type:" % batch)
+    for key, ms in sorted(by_type.items(), key=lambda kv: -kv[1]):
+        print("  %-40s %8.2f" % (key, ms))
+
+
 def measure(cases, rounds):
     """cases: {case: {provider: fn}} -> {case: {provider: [ms per round]}}, providers rotated per round."""
     times = {c: {p: [] for p in ps} for c, ps in cases.items()}
@@ -148,6 +180,7 @@ def main():
     ap.add_argument("--train-batch", type=int, default=32)
     ap.add_argument("--no-train", action="store_true")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--profile", action="store_true", help="print where the inference time goes (docstring)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     load_before = uptime()
@@ -156,6 +189,9 @@ def main():
     onnx_path = os.path.join(tempfile.mkdtemp(prefix="alexnet25_"), "alexnet-ours.onnx")
     export.onnx_export(copy.deepcopy(after).eval(), (torch.randn(2, 3, 227, 227),), onnx_path)
 
+    if args.profile:
+        for batch in map(int, args.batches.split(",")):
+            profile(batch, after.eval(), args.threads, onnx_path)
     cases, warm = {}, {}
     for batch in map(int, args.batches.split(",")):
         ps = inference_providers(batch, before, after, ref, args.threads, onnx_path)
