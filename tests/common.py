@@ -240,7 +240,9 @@ def shared_build(name, command, root, inputs, tmp_path_factory):
         out = str(tmp_path_factory.mktemp(name) / name)
         _run_build(command, out)
         return out
-    digest = hashlib.sha256("\0".join(a.replace(root, "<root>") for a in command).encode())
+    # The compiler by name and --version (each leg's venv may have its own copy), the rest with <root> for root.
+    digest = hashlib.sha256("\0".join([os.path.basename(command[0])] + [a.replace(root, "<root>")
+                                                                         for a in command[1:]]).encode())
     version = subprocess.run([command[0], "--version"], capture_output=True, text=True)
     digest.update(version.stdout.encode())
     for path in sorted(inputs):
