@@ -1,7 +1,11 @@
 """Helpers shared by the test modules: devices and backends to run, skips with reasons, inputs, errors, and the
 checks every op's tests make alike (errors, autograd, custom-op and torch.compile contracts, C++ test builds)."""
+import contextlib
+import fcntl
+import hashlib
 import os
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -221,3 +225,48 @@ def build_test_extension(name, sources, tmp_path_factory, extra_cflags, include_
         pytest.skip("torch.utils.cpp_extension.load needs ninja")
     return cpp_extension.load(name, sources, extra_include_paths=[include_dir], extra_cflags=extra_cflags,
                               build_directory=str(tmp_path_factory.mktemp(name)), verbose=False)
+
+
+def shared_build(name, command, root, inputs, tmp_path_factory):
+    """Run `command` (a list; the literal "{out}" stands for the output file) once per distinct build: with
+    ALEXNET_KERNELS_TEST_BUILD_CACHE set (.ci/run sets it in its temporary folder, for both legs), the output is
+    kept there under a digest of the command, the compiler's --version and the bytes of every file in `inputs`
+    (paths relative to `root`: leg 2 builds from a copy of the tree), and the other torch leg, whose nvcc and
+    sources are the same, reuses it; a lock makes a concurrent run wait for the first one's build instead of
+    repeating it.  Unset: built in a fresh temporary folder, as before.  Only for outputs that depend on nothing
+    else (no torch headers).  Returns the output's path."""
+    cache = os.environ.get("ALEXNET_KERNELS_TEST_BUILD_CACHE")
+    if not cache:
+        out = str(tmp_path_factory.mktemp(name) / name)
+        _run_build(command, out)
+        return out
+    # The compiler by name and --version (each leg's venv may have its own copy), the rest with <root> for root.
+    digest = hashlib.sha256("\0".join([os.path.basename(command[0])] + [a.replace(root, "<root>")
+                                                                         for a in command[1:]]).encode())
+    version = subprocess.run([command[0], "--version"], capture_output=True, text=True)
+    digest.update(version.stdout.encode())
+    for path in sorted(inputs):
+        digest.update(os.path.relpath(path, root).encode())
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    os.makedirs(cache, exist_ok=True)
+    out = os.path.join(cache, "%s-%s" % (name, digest.hexdigest()[:20]))
+    with open(out + ".lock", "w") as lock, _locked(lock):
+        if not os.path.exists(out):
+            _run_build(command, out + ".part")
+            os.replace(out + ".part", out)
+    return out
+
+
+@contextlib.contextmanager
+def _locked(f):
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _run_build(command, out):
+    res = subprocess.run([out if a == "{out}" else a for a in command], capture_output=True, text=True, timeout=1200)
+    assert res.returncode == 0, res.stderr[-4000:]

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils import cpp_extension
 
-from common import gpu, rel_err
+from common import gpu, rel_err, shared_build
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSRC = os.path.join(ROOT, "csrc")
@@ -453,16 +453,15 @@ def cubins(tmp_path_factory):
         pytest.skip("no nvcc: cannot compile csrc/conv_cuda.cu")
     if tool is None:
         pytest.skip("no cuobjdump (it ships with triton's NVIDIA backend and the CUDA toolkit)")
-    out = tmp_path_factory.mktemp("conv_cubin")
+    # Every file of csrc/ is an input (conv_cuda.cu and the headers it includes); no torch header is.
+    sources = [os.path.join(CSRC, f) for f in os.listdir(CSRC) if os.path.isfile(os.path.join(CSRC, f))]
     built = {}
     for arch in ("sm_80", "sm_90"):
-        path = str(out / ("conv_%s.cubin" % arch))
         # The flags of setup.py's nvcc_flags (fast math without flush-to-zero).
-        res = subprocess.run([nvcc, "-std=c++17", "-arch=" + arch, "-cubin", "-O3", "--use_fast_math", "-ftz=false",
-                              "-DAK_WITH_CUDA", "-I" + CSRC, os.path.join(CSRC, "conv_cuda.cu"), "-o", path],
-                             capture_output=True, text=True, timeout=1200)
-        assert res.returncode == 0, res.stderr[-4000:]
-        built[arch] = path
+        built[arch] = shared_build("conv_%s.cubin" % arch,
+                                   [nvcc, "-std=c++17", "-arch=" + arch, "-cubin", "-O3", "--use_fast_math", "-ftz=false",
+                                    "-DAK_WITH_CUDA", "-I" + CSRC, os.path.join(CSRC, "conv_cuda.cu"), "-o", "{out}"],
+                                   CSRC, sources, tmp_path_factory)
     return tool, built
 
 
