@@ -34,9 +34,13 @@ inline int num_threads() { return static_cast<int>(torch::stable::get_num_thread
 
 // Scratch of the calling thread, 64-byte aligned, reused by every later call on this thread (torch's pool
 // threads live as long as the process), so the kernels allocate nothing per call beyond their outputs once
-// a thread has seen its largest problem. One block per thread: a parallel chunk takes all its scratch from
-// one Scratch, and never holds two at once.
-class Scratch {
+// a thread has seen its largest problem. Two blocks per thread, told apart by kBlock:
+// - Scratch (block 0): a parallel chunk's own scratch; a chunk takes all of it from one Scratch and never
+//   holds two at once;
+// - CallerScratch (block 1): what an op's calling thread holds across a parallel region and shares with the
+//   workers (partial sums, per-column tables). The caller runs chunks too, so this must not be block 0.
+template <int kBlock>
+class ThreadScratch {
  public:
   // Bytes that take<E>(count) uses.
   template <typename E>
@@ -44,7 +48,7 @@ class Scratch {
     return (std::max<int64_t>(count, 0) * static_cast<int64_t>(sizeof(E)) + 63) / 64 * 64;
   }
 
-  explicit Scratch(int64_t total_bytes) : at_(thread_block(total_bytes)) {}
+  explicit ThreadScratch(int64_t total_bytes) : at_(thread_block(total_bytes)) {}
 
   // The next count elements of type E (within the total_bytes given).
   template <typename E>
@@ -66,6 +70,9 @@ class Scratch {
 
   unsigned char* at_;
 };
+
+using Scratch = ThreadScratch<0>;
+using CallerScratch = ThreadScratch<1>;
 
 // Work items per parallel chunk: about this many element visits at least.
 constexpr int64_t kGrainElements = 1 << 15;

@@ -22,7 +22,6 @@
 #endif
 
 #include <algorithm>
-#include <memory>
 #include <type_traits>
 
 #include "cpu_target.h"
@@ -255,13 +254,14 @@ void bias_relu_dropout_backward_cpu_isa(const TensorView& dy, const TensorView& 
   const int64_t chunks = dbias_chunks(M);
   AK_CPU_DISPATCH(dy.dtype, "bias_relu_dropout_backward_cpu", [&] {
     using F = AccOf<scalar_t>;
-    // The chunks' partial sums: M * N / 512 values, host scratch.
-    const std::unique_ptr<F[]> partial(new F[static_cast<size_t>(chunks * N)]);
+    // The chunks' partial sums: M * N / 512 values, the calling thread's block shared with the workers.
+    CallerScratch caller(CallerScratch::bytes<F>(chunks * N));
+    F* const partial = caller.take<F>(chunks * N);
     const BiasReluDropoutBackwardChunk<scalar_t> items{dy.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
-                                                       dx.mutable_data_ptr<scalar_t>(), partial.get(), M, N, tiles,
+                                                       dx.mutable_data_ptr<scalar_t>(), partial, M, N, tiles,
                                                        make_dropout_params<F>(seed, threshold, scale)};
     parallel_items(chunks * tiles, std::min(M, kDbiasChunkRows) * std::min(N, kTileColumns), items, isa);
-    const BiasReluDropoutBackwardChunkSum<scalar_t> sums{dbias.mutable_data_ptr<scalar_t>(), partial.get(), N,
+    const BiasReluDropoutBackwardChunkSum<scalar_t> sums{dbias.mutable_data_ptr<scalar_t>(), partial, N,
                                                         chunks};
     parallel_items(tiles, chunks * kTileColumns, sums, isa);
   });

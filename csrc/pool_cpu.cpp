@@ -69,9 +69,10 @@ using AccOf = std::conditional_t<std::is_same_v<T, double> || std::is_integral_v
     }                                                                                         \
   } while (0)
 
-// pool_covering_outputs of every input column (the divisions hoisted out of the element loops).
-std::vector<PoolRange> covering_columns(const PoolProblem& P) {
-  std::vector<PoolRange> ranges(static_cast<size_t>(P.W));
+// pool_covering_outputs of every input column (the divisions hoisted out of the element loops), in the
+// calling thread's block that the workers read.
+const PoolRange* covering_columns(const PoolProblem& P, CallerScratch& caller) {
+  PoolRange* ranges = caller.take<PoolRange>(P.W);
   for (int64_t iw = 0; iw < P.W; ++iw) ranges[iw] = pool_covering_outputs(iw, P.p.kW, P.p.sW, P.p.pW, P.OW);
   return ranges;
 }
@@ -715,8 +716,8 @@ struct FusedBackward {
     using F = AccOf<T>;
     const int64_t W = P.W, row_size = P.C * W;
     const int C = static_cast<int>(P.C);
-    std::vector<F> scratch(static_cast<size_t>(6 * row_size));
-    F* xr = scratch.data();
+    Scratch scratch(Scratch::bytes<F>(6 * row_size));
+    F* xr = scratch.take<F>(6 * row_size);
     F* r = xr + row_size;
     F* work = r + row_size;       // r^2, then t, then dx
     F* base = work + row_size;    // sums of r^2, then base, then sums of t
@@ -1207,12 +1208,13 @@ void relu_lrn_max_pool2d_backward_cpu_isa(const TensorView& x, const TensorView&
   AK_CHECK(cpu_supports(isa), "relu_lrn_max_pool2d_backward_cpu: this CPU does not run the requested instruction set");
   if (dx.numel == 0) return;
   const PoolProblem P = make_pool_problem(x, dz, p, channels_last);
-  const std::vector<PoolRange> columns = covering_columns(P);
+  CallerScratch caller(CallerScratch::bytes<PoolRange>(P.W));
+  const PoolRange* columns = covering_columns(P, caller);
   AK_CPU_DISPATCH(x.dtype, "relu_lrn_max_pool2d_backward_cpu", [&] {
     using F = AccOf<scalar_t>;
     const FusedBackward<scalar_t> items{x.const_data_ptr<scalar_t>(), dz.const_data_ptr<scalar_t>(),
                                         offsets.const_data_ptr<uint8_t>(), dx.mutable_data_ptr<scalar_t>(), P,
-                                        make_lrn_coeffs<F>(size, alpha, beta, k, x.size(1)), columns.data()};
+                                        make_lrn_coeffs<F>(size, alpha, beta, k, x.size(1)), columns};
     parallel_items(P.N * P.H, P.C * P.W * 16, items, isa);
   });
 }
