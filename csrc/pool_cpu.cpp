@@ -398,7 +398,7 @@ struct MaxPoolForwardNchw {
 // A window whose start is an output start never crosses a row end, so the positions that straddle rows are
 // computed and never read. Same scans in the same order as MaxPoolForwardNchw: identical values and offsets.
 // kKH / kKW / kSW: the window height, width and stride as constants (0: from P).
-template <int kKH, int kKW, int kSW, bool kOffsets, typename T>
+template <int kKH, int kKW, int kSW, typename T>
 AK_ALWAYS_INLINE void max_pool_plane_forward(const T* src, const PoolProblem& P, AccOf<T>* converted,
                                              AccOf<T>* row_best, int32_t* row_col, AccOf<T>* win_best,
                                              int32_t* win_off, T* y, uint8_t* offsets) {
@@ -423,10 +423,10 @@ AK_ALWAYS_INLINE void max_pool_plane_forward(const T* src, const PoolProblem& P,
       const F v = plane[i + kx];
       const bool take = pool_takes(v, b);
       b = take ? v : b;
-      if constexpr (kOffsets) c = take ? kx : c;
+      c = take ? kx : c;
     }
     row_best[i] = b;
-    if constexpr (kOffsets) row_col[i] = c;
+    row_col[i] = c;
   }
   // Window maxima at the positions that are multiples of sW only: every output's window starts at one
   // ((oh * sH * W + ow * sW), sW dividing sH * W: max_pool_planes_apply), so window k = position k * sW, and an
@@ -436,28 +436,73 @@ AK_ALWAYS_INLINE void max_pool_plane_forward(const T* src, const PoolProblem& P,
   for (int64_t k = 0; k < windows; ++k) {
     const int64_t i = k * sW;
     F b = row_best[i];
-    int32_t o = kOffsets ? row_col[i] : 0;
+    int32_t o = row_col[i];
     for (int r = 1; r < kH; ++r) {
       const F v = row_best[i + r * W];
+      const int32_t candidate = r * kW + row_col[i + r * W];
       const bool take = pool_takes(v, b);
       b = take ? v : b;
-      if constexpr (kOffsets) o = take ? r * kW + row_col[i + r * W] : o;
+      o = take ? candidate : o;
     }
     win_best[k] = b;
-    if constexpr (kOffsets) win_off[k] = o;
+    win_off[k] = o;
   }
   const int64_t OW = P.OW, row_step = P.p.sH * W / sW;
   for (int64_t oh = 0; oh < P.OH; ++oh) {
     const F* wb = win_best + oh * row_step;
     const int32_t* wo = win_off + oh * row_step;
     T* yr = y + oh * OW;
+    uint8_t* orow = offsets + oh * OW;
 #pragma GCC ivdep
     for (int64_t ow = 0; ow < OW; ++ow) yr[ow] = static_cast<T>(wb[ow]);
-    if constexpr (kOffsets) {
-      uint8_t* orow = offsets + oh * OW;
 #pragma GCC ivdep
-      for (int64_t ow = 0; ow < OW; ++ow) orow[ow] = static_cast<uint8_t>(wo[ow]);
+    for (int64_t ow = 0; ow < OW; ++ow) orow[ow] = static_cast<uint8_t>(wo[ow]);
+  }
+}
+
+// max_pool_plane_forward's values only: the same scans of the same elements, with no column or offset.
+template <int kKH, int kKW, int kSW, typename T>
+AK_ALWAYS_INLINE void max_pool_plane_values(const T* src, const PoolProblem& P, AccOf<T>* converted,
+                                            AccOf<T>* row_best, AccOf<T>* win_best, T* y) {
+  using F = AccOf<T>;
+  const int kW = kKW != 0 ? kKW : P.p.kW;
+  const int64_t sW = kSW != 0 ? kSW : P.p.sW;
+  const int kH = kKH != 0 ? kKH : P.p.kH;
+  const int64_t W = P.W, HW = P.H * P.W;
+  const F* plane;
+  if constexpr (!std::is_same_v<T, F>) {
+    for (int64_t i = 0; i < HW; ++i) converted[i] = static_cast<F>(src[i]);
+    plane = converted;
+  } else {
+    plane = src;
+  }
+  const int64_t row_positions = HW - (kW - 1);
+#pragma GCC ivdep
+  for (int64_t i = 0; i < row_positions; ++i) {
+    F b = plane[i];
+    for (int kx = 1; kx < kW; ++kx) {
+      const F v = plane[i + kx];
+      b = pool_takes(v, b) ? v : b;
     }
+    row_best[i] = b;
+  }
+  const int64_t windows = (row_positions - (kH - 1) * W + sW - 1) / sW;
+#pragma GCC ivdep
+  for (int64_t k = 0; k < windows; ++k) {
+    const int64_t i = k * sW;
+    F b = row_best[i];
+    for (int r = 1; r < kH; ++r) {
+      const F v = row_best[i + r * W];
+      b = pool_takes(v, b) ? v : b;
+    }
+    win_best[k] = b;
+  }
+  const int64_t OW = P.OW, row_step = P.p.sH * W / sW;
+  for (int64_t oh = 0; oh < P.OH; ++oh) {
+    const F* wb = win_best + oh * row_step;
+    T* yr = y + oh * OW;
+#pragma GCC ivdep
+    for (int64_t ow = 0; ow < OW; ++ow) yr[ow] = static_cast<T>(wb[ow]);
   }
 }
 
@@ -491,11 +536,18 @@ struct MaxPoolForwardNchwPlanes {
     for (int64_t plane = begin; plane < end; ++plane) {
       const T* src = x + plane * HW;
       T* yp = y + plane * out_plane;
-      uint8_t* op = kOffsets ? offsets + plane * out_plane : nullptr;
-      if (P.p.kH == 3 && P.p.kW == 3 && P.p.sW == 2) {  // AlexNet's pools
-        max_pool_plane_forward<3, 3, 2, kOffsets>(src, P, converted, row_best, row_col, win_best, win_off, yp, op);
+      const bool alexnet = P.p.kH == 3 && P.p.kW == 3 && P.p.sW == 2;  // AlexNet's pools: constant windows
+      if constexpr (kOffsets) {
+        uint8_t* op = offsets + plane * out_plane;
+        if (alexnet) {
+          max_pool_plane_forward<3, 3, 2>(src, P, converted, row_best, row_col, win_best, win_off, yp, op);
+        } else {
+          max_pool_plane_forward<0, 0, 0>(src, P, converted, row_best, row_col, win_best, win_off, yp, op);
+        }
+      } else if (alexnet) {
+        max_pool_plane_values<3, 3, 2>(src, P, converted, row_best, win_best, yp);
       } else {
-        max_pool_plane_forward<0, 0, 0, kOffsets>(src, P, converted, row_best, row_col, win_best, win_off, yp, op);
+        max_pool_plane_values<0, 0, 0>(src, P, converted, row_best, win_best, yp);
       }
     }
   }
