@@ -13,7 +13,9 @@ rounded once.  So fp32/fp64 gradients are torch's bit for bit; fp16/bf16 ones ar
 as torch's CUDA kernels compute them (per torch's source), whereas torch's CPU kernels round after every
 addition (the same bits unless three or more windows route to one element).  See docs/max_pool.md.  Autograd
 keeps one byte per output (the maximum's in-window offset) instead of torch's int64 index and does not keep the
-input.
+input.  When no gradient is needed (grad mode off, or an input that does not require grad) and
+return_indices=False, the forward writes the values alone (the op max_pool2d_values; the C++ CPU kernels then
+compute no offsets).
 
 return_indices=True returns torch's int64 flat indices (ih * W + iw), derived from our kernels' one-byte
 offsets: bit-equal to torch's, so nn.MaxUnpool2d takes them.
@@ -116,7 +118,10 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
                                                       backend)
             return y.squeeze(0), indices.squeeze(0)
         return _ops.max_pool2d_with_indices(input, kernel_size, stride, padding, ceil_mode, backend)
-    return batched(lambda x: _ops.max_pool2d(x, kernel_size, stride, padding, ceil_mode, backend)[0], input)
+    if torch.is_grad_enabled() and input.requires_grad:
+        return batched(lambda x: _ops.max_pool2d(x, kernel_size, stride, padding, ceil_mode, backend)[0], input)
+    # No gradient needed (inference): y alone, no offsets written.
+    return batched(lambda x: _ops.max_pool2d_inference(x, kernel_size, stride, padding, ceil_mode, backend), input)
 
 
 class MaxPool2d(NotScriptable, torch.nn.MaxPool2d):

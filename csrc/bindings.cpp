@@ -7,6 +7,7 @@
 //   cudnn_lrn_forward(x, size, alpha, beta, k) -> y                         (cuDNN baseline, 4-D)
 //   cudnn_lrn_backward(x, y, dy, size, alpha, beta, k) -> dx
 //   max_pool2d_forward(x, y, offsets, kH, kW, sH, sW, pH, pW, channels_last) -> None           writes y, offsets
+//       (on the CPU an empty offsets tensor, numel 0, asks for the values only: y alone is written)
 //   max_pool2d_backward(dy, offsets, dx, kH, kW, sH, sW, pH, pW, channels_last) -> None        writes dx
 //   relu_lrn_max_pool2d_forward(x, z, offsets, size, alpha, beta, k, kH, kW, sH, sW, pH, pW, channels_last)
 //       -> None                                                              writes z, offsets
@@ -422,22 +423,34 @@ void check_pool_shapes(const char* op, const Tensor& in, const char* in_name, co
   }
 }
 
-// The pooling forward's tensors: input x, output out (y or z) and its offsets.
+// The pooling forward's tensors: input x, output out (y or z) and its offsets. values_only_on_cpu: the op
+// also takes empty offsets (numel 0, uint8) on the CPU, asking for out alone (max_pool2d_forward).
 void check_pool_forward_tensors(const char* op, const Tensor& x, const char* out_name, const Tensor& out,
                                 const Tensor& offsets, const ak::PoolParams& p, bool channels_last,
-                                bool integers_on_cpu) {
+                                bool integers_on_cpu, bool values_only_on_cpu = false) {
+  const bool values_only = offsets.numel() == 0 && out.numel() != 0;
+  AK_CHECK(!values_only || (values_only_on_cpu && x.is_cpu()), op, ": offsets must have ", out_name, "'s shape ",
+           shape(out), ", got ", shape(offsets), values_only_on_cpu ? " (empty offsets: the CPU only)" : "");
   check_pool_tensor(op, "x", x, channels_last);
   check_pool_tensor(op, out_name, out, channels_last);
-  check_pool_tensor(op, "offsets", offsets, channels_last);
+  if (!values_only) check_pool_tensor(op, "offsets", offsets, channels_last);
   // max-pool also takes the integer dtypes torch pools on the CPU; the fused block (LRN inside) floats only
   const auto check_values = integers_on_cpu ? check_max_pool_values : check_pool_values;
   check_values(op, "x", x, nullptr, nullptr);
   check_values(op, out_name, out, &x, "x");
-  check_offsets(op, offsets, out, out_name);
+  if (values_only) {
+    AK_CHECK(offsets.scalar_type() == ScalarType::Byte, op, ": offsets must be uint8, got ", offsets.scalar_type());
+    AK_CHECK(same_device(offsets, out), op, ": offsets must be on ", out_name, "'s device ", device_name(out),
+             ", got ", device_name(offsets));
+  } else {
+    check_offsets(op, offsets, out, out_name);
+  }
   check_pool_shapes(op, x, "x", out, out_name, p);
   assert_no_overlap(out, x);
-  assert_no_overlap(offsets, x);
-  assert_no_overlap(offsets, out);
+  if (!values_only) {
+    assert_no_overlap(offsets, x);
+    assert_no_overlap(offsets, out);
+  }
 }
 
 ak::PoolParams check_max_pool2d_forward(const Tensor& x, const Tensor& y, const Tensor& offsets, int64_t kH,
@@ -445,7 +458,8 @@ ak::PoolParams check_max_pool2d_forward(const Tensor& x, const Tensor& y, const 
                                         bool channels_last) {
   const char* op = "max_pool2d_forward";
   const ak::PoolParams p = check_pool_params(op, kH, kW, sH, sW, pH, pW);
-  check_pool_forward_tensors(op, x, "y", y, offsets, p, channels_last, /*integers_on_cpu=*/true);
+  check_pool_forward_tensors(op, x, "y", y, offsets, p, channels_last, /*integers_on_cpu=*/true,
+                             /*values_only_on_cpu=*/true);
   return p;
 }
 

@@ -105,8 +105,9 @@ ColumnRange interior_columns(const PoolProblem& P) {
 
 // Row maxima of one contiguous row of W values (a plane's row, or a channel row of the fused block).
 // kKW / kSW: the window width and stride as constants (0: read them from P), so that the interior loop
-// becomes strided vector loads with the window's columns unrolled.
-template <int kKW, int kSW, typename F>
+// becomes strided vector loads with the window's columns unrolled. kOffsets false: the values only (col
+// is neither computed nor written).
+template <int kKW, int kSW, bool kOffsets = true, typename F>
 AK_ALWAYS_INLINE void plane_row_maxima(const F* row, const PoolProblem& P, const ColumnRange& cols, F* best,
                                        int32_t* col) {
   const int kW = kKW != 0 ? kKW : P.p.kW;
@@ -120,11 +121,11 @@ AK_ALWAYS_INLINE void plane_row_maxima(const F* row, const PoolProblem& P, const
     for (int64_t iw = w.begin; iw < w.end; ++iw) {
       if (pool_takes(row[iw], b)) {
         b = row[iw];
-        c = static_cast<int32_t>(iw - w.start);
+        if constexpr (kOffsets) c = static_cast<int32_t>(iw - w.start);
       }
     }
     best[ow] = b;
-    col[ow] = c;
+    if constexpr (kOffsets) col[ow] = c;
   }
   // Interior: starting from the window's first element equals starting from pool_lowest and taking it.
   // Locals and ivdep: the library is built with -fno-strict-aliasing (Python's flags), under which GCC
@@ -143,26 +144,27 @@ AK_ALWAYS_INLINE void plane_row_maxima(const F* row, const PoolProblem& P, const
       const F v = w[kx];
       const bool take = pool_takes(v, b);
       b = take ? v : b;
-      c = take ? kx : c;
+      if constexpr (kOffsets) c = take ? kx : c;
     }
     best_out[i] = b;
-    col_out[i] = c;
+    if constexpr (kOffsets) col_out[i] = c;
   }
 }
 
-template <typename F>
+template <bool kOffsets = true, typename F>
 AK_ALWAYS_INLINE void plane_row_maxima_any(const F* row, const PoolProblem& P, const ColumnRange& cols, F* best,
                                            int32_t* col) {
-  if (P.p.kW == 3 && P.p.sW == 2) return plane_row_maxima<3, 2>(row, P, cols, best, col);
-  if (P.p.kW == 3 && P.p.sW == 1) return plane_row_maxima<3, 1>(row, P, cols, best, col);
-  if (P.p.kW == 2 && P.p.sW == 2) return plane_row_maxima<2, 2>(row, P, cols, best, col);
-  plane_row_maxima<0, 0>(row, P, cols, best, col);
+  if (P.p.kW == 3 && P.p.sW == 2) return plane_row_maxima<3, 2, kOffsets>(row, P, cols, best, col);
+  if (P.p.kW == 3 && P.p.sW == 1) return plane_row_maxima<3, 1, kOffsets>(row, P, cols, best, col);
+  if (P.p.kW == 2 && P.p.sW == 2) return plane_row_maxima<2, 2, kOffsets>(row, P, cols, best, col);
+  plane_row_maxima<0, 0, kOffsets>(row, P, cols, best, col);
 }
 
 // Row maxima of one channels_last row: W positions of C contiguous channels, vectorised along c. kKW: the
 // window width as a constant (0: from P); a window of kKW columns is scanned with its columns in registers
 // (one load of each input, one store of each maximum), a clipped one column by column through best / col.
-template <int kKW, typename T, typename F>
+// kOffsets false: the values only (col is neither computed nor written).
+template <int kKW, bool kOffsets = true, typename T, typename F>
 AK_ALWAYS_INLINE void position_row_maxima(const T* row, const PoolProblem& P, F* best, int32_t* col) {
   const int64_t C = P.C;
   for (int64_t ow = 0; ow < P.OW; ++ow) {
@@ -180,43 +182,53 @@ AK_ALWAYS_INLINE void position_row_maxima(const T* row, const PoolProblem& P, F*
           const F v = static_cast<F>(first[kx * C + c]);
           const bool take = pool_takes(v, held);
           held = take ? v : held;
-          held_col = take ? first_col + kx : held_col;
+          if constexpr (kOffsets) held_col = take ? first_col + kx : held_col;
         }
         b[c] = held;
-        cs[c] = held_col;
+        if constexpr (kOffsets) cs[c] = held_col;
       }
       continue;
     }
 #pragma GCC ivdep
     for (int64_t c = 0; c < C; ++c) {
       b[c] = static_cast<F>(first[c]);
-      cs[c] = first_col;
+      if constexpr (kOffsets) cs[c] = first_col;
     }
     for (int64_t iw = w.begin + 1; iw < w.end; ++iw) {
       const T* src = row + iw * C;
       const int32_t kx = static_cast<int32_t>(iw - w.start);
+      if constexpr (kOffsets) {
 #pragma GCC ivdep
-      for (int64_t c = 0; c < C; ++c) {
-        const F v = static_cast<F>(src[c]);
-        const F held = b[c];
-        const int32_t held_col = cs[c];
-        const bool take = pool_takes(v, held);
-        b[c] = take ? v : held;
-        cs[c] = take ? kx : held_col;
+        for (int64_t c = 0; c < C; ++c) {
+          const F v = static_cast<F>(src[c]);
+          const F held = b[c];
+          const int32_t held_col = cs[c];
+          const bool take = pool_takes(v, held);
+          b[c] = take ? v : held;
+          cs[c] = take ? kx : held_col;
+        }
+      } else {
+#pragma GCC ivdep
+        for (int64_t c = 0; c < C; ++c) {
+          const F v = static_cast<F>(src[c]);
+          const F held = b[c];
+          b[c] = pool_takes(v, held) ? v : held;
+        }
       }
     }
   }
 }
 
-template <typename T, typename F>
+template <bool kOffsets = true, typename T, typename F>
 AK_ALWAYS_INLINE void position_row_maxima_any(const T* row, const PoolProblem& P, F* best, int32_t* col) {
-  if (P.p.kW == 3) return position_row_maxima<3>(row, P, best, col);
-  position_row_maxima<0>(row, P, best, col);
+  if (P.p.kW == 3) return position_row_maxima<3, kOffsets>(row, P, best, col);
+  position_row_maxima<0, kOffsets>(row, P, best, col);
 }
 
 // count outputs of one output row from the row maxima of its window's rows: best_rows[r][at + i] /
-// col_rows[r][at + i] of input row h.begin + r. Values into y, offsets (row in window * kW + column).
-template <int kRows, typename T, typename F>
+// col_rows[r][at + i] of input row h.begin + r. Values into y, offsets (row in window * kW + column);
+// kOffsets false: the values only (col_rows, offsets and held are not touched).
+template <int kRows, bool kOffsets, typename T, typename F>
 AK_ALWAYS_INLINE void combine_rows_n(const F* const* best_rows, const int32_t* const* col_rows, int64_t at,
                                      int rows, int32_t first_row, int kW, int64_t count, T* y, uint8_t* offsets,
                                      int32_t* held) {
@@ -227,6 +239,24 @@ AK_ALWAYS_INLINE void combine_rows_n(const F* const* best_rows, const int32_t* c
   for (int r = 0; r < kHeld; ++r) {
     b[r] = best_rows[r] + at;
     c[r] = col_rows[r] + at;
+  }
+  if constexpr (!kOffsets) {
+#pragma GCC ivdep
+    for (int64_t i = 0; i < count; ++i) {
+      F best = b[0][i];
+      for (int r = 1; r < kRows; ++r) {
+        const F v = b[r][i];
+        best = pool_takes(v, best) ? v : best;
+      }
+      if constexpr (kRows == 0) {
+        for (int r = 1; r < rows; ++r) {
+          const F v = best_rows[r][at + i];
+          best = pool_takes(v, best) ? v : best;
+        }
+      }
+      y[i] = static_cast<T>(best);
+    }
+    return;
   }
 #pragma GCC ivdep
   for (int64_t i = 0; i < count; ++i) {
@@ -257,17 +287,21 @@ AK_ALWAYS_INLINE void combine_rows_n(const F* const* best_rows, const int32_t* c
   for (int64_t i = 0; i < count; ++i) offsets[i] = static_cast<uint8_t>(held[i]);
 }
 
-template <typename T, typename F>
+template <bool kOffsets = true, typename T, typename F>
 AK_ALWAYS_INLINE void combine_rows(const F* const* best_rows, const int32_t* const* col_rows, int64_t at,
                                    const PoolSpan& h, int kW, int64_t count, T* y, uint8_t* offsets,
                                    int32_t* held) {
   const int rows = static_cast<int>(h.end - h.begin);
   const int32_t first_row = static_cast<int32_t>(h.begin - h.start) * kW;
   switch (rows) {
-    case 1: return combine_rows_n<1>(best_rows, col_rows, at, rows, first_row, kW, count, y, offsets, held);
-    case 2: return combine_rows_n<2>(best_rows, col_rows, at, rows, first_row, kW, count, y, offsets, held);
-    case 3: return combine_rows_n<3>(best_rows, col_rows, at, rows, first_row, kW, count, y, offsets, held);
-    default: return combine_rows_n<0>(best_rows, col_rows, at, rows, first_row, kW, count, y, offsets, held);
+    case 1:
+      return combine_rows_n<1, kOffsets>(best_rows, col_rows, at, rows, first_row, kW, count, y, offsets, held);
+    case 2:
+      return combine_rows_n<2, kOffsets>(best_rows, col_rows, at, rows, first_row, kW, count, y, offsets, held);
+    case 3:
+      return combine_rows_n<3, kOffsets>(best_rows, col_rows, at, rows, first_row, kW, count, y, offsets, held);
+    default:
+      return combine_rows_n<0, kOffsets>(best_rows, col_rows, at, rows, first_row, kW, count, y, offsets, held);
   }
 }
 
@@ -315,8 +349,11 @@ struct RowMaximaRing {
   AK_ALWAYS_INLINE int32_t* col_row(int64_t i) const { return col + (col_rows[i] - col); }
 };
 
+// The max-pool forwards' kOffsets: true writes y and the offsets, false y only (the values-only forward of
+// inference: no offset is computed, held or stored).
+
 // NCHW forward; item = output row (plane, oh).
-template <typename T>
+template <typename T, bool kOffsets>
 struct MaxPoolForwardNchw {
   const T* x;
   T* y;
@@ -341,13 +378,13 @@ struct MaxPoolForwardNchw {
         const T* src = x + plane * P.in.c + ih * P.in.h;
         if constexpr (kConvert) {
           for (int64_t iw = 0; iw < W; ++iw) converted[iw] = static_cast<F>(src[iw]);
-          plane_row_maxima_any(static_cast<const F*>(converted), P, cols, best, col);
+          plane_row_maxima_any<kOffsets>(static_cast<const F*>(converted), P, cols, best, col);
         } else {
-          plane_row_maxima_any(src, P, cols, best, col);
+          plane_row_maxima_any<kOffsets>(src, P, cols, best, col);
         }
       }
-      combine_rows(ring.best_rows, ring.col_rows, 0, h, P.p.kW, OW, y + item * OW, offsets + item * OW,
-                   ring.held);
+      combine_rows<kOffsets>(ring.best_rows, ring.col_rows, 0, h, P.p.kW, OW, y + item * OW,
+                             kOffsets ? offsets + item * OW : nullptr, ring.held);
     }
   }
 };
@@ -424,6 +461,52 @@ AK_ALWAYS_INLINE void max_pool_plane_forward(const T* src, const PoolProblem& P,
   }
 }
 
+// max_pool_plane_forward's values only: the same scans of the same elements, with no column or offset.
+template <int kKH, int kKW, int kSW, typename T>
+AK_ALWAYS_INLINE void max_pool_plane_values(const T* src, const PoolProblem& P, AccOf<T>* converted,
+                                            AccOf<T>* row_best, AccOf<T>* win_best, T* y) {
+  using F = AccOf<T>;
+  const int kW = kKW != 0 ? kKW : P.p.kW;
+  const int64_t sW = kSW != 0 ? kSW : P.p.sW;
+  const int kH = kKH != 0 ? kKH : P.p.kH;
+  const int64_t W = P.W, HW = P.H * P.W;
+  const F* plane;
+  if constexpr (!std::is_same_v<T, F>) {
+    for (int64_t i = 0; i < HW; ++i) converted[i] = static_cast<F>(src[i]);
+    plane = converted;
+  } else {
+    plane = src;
+  }
+  const int64_t row_positions = HW - (kW - 1);
+#pragma GCC ivdep
+  for (int64_t i = 0; i < row_positions; ++i) {
+    F b = plane[i];
+    for (int kx = 1; kx < kW; ++kx) {
+      const F v = plane[i + kx];
+      b = pool_takes(v, b) ? v : b;
+    }
+    row_best[i] = b;
+  }
+  const int64_t windows = (row_positions - (kH - 1) * W + sW - 1) / sW;
+#pragma GCC ivdep
+  for (int64_t k = 0; k < windows; ++k) {
+    const int64_t i = k * sW;
+    F b = row_best[i];
+    for (int r = 1; r < kH; ++r) {
+      const F v = row_best[i + r * W];
+      b = pool_takes(v, b) ? v : b;
+    }
+    win_best[k] = b;
+  }
+  const int64_t OW = P.OW, row_step = P.p.sH * W / sW;
+  for (int64_t oh = 0; oh < P.OH; ++oh) {
+    const F* wb = win_best + oh * row_step;
+    T* yr = y + oh * OW;
+#pragma GCC ivdep
+    for (int64_t ow = 0; ow < OW; ++ow) yr[ow] = static_cast<T>(wb[ow]);
+  }
+}
+
 // Whether MaxPoolForwardNchwPlanes applies: no window clipped, every window start a multiple of sW in the
 // flattened plane, short rows, a plane's scratch small.
 inline bool max_pool_planes_apply(const PoolProblem& P) {
@@ -432,7 +515,7 @@ inline bool max_pool_planes_apply(const PoolProblem& P) {
          P.H * P.W <= (int64_t(1) << 16);
 }
 
-template <typename T>
+template <typename T, bool kOffsets>
 struct MaxPoolForwardNchwPlanes {
   const T* x;
   T* y;
@@ -443,27 +526,36 @@ struct MaxPoolForwardNchwPlanes {
     using F = AccOf<T>;
     constexpr bool kConvert = !std::is_same_v<T, F>;
     const int64_t HW = P.H * P.W, out_plane = P.OH * P.OW;
-    Scratch s(Scratch::bytes<F>(kConvert ? HW : 0) + 2 * Scratch::bytes<F>(HW) + 2 * Scratch::bytes<int32_t>(HW));
+    const int64_t offset_scratch = kOffsets ? HW : 0;
+    Scratch s(Scratch::bytes<F>(kConvert ? HW : 0) + 2 * Scratch::bytes<F>(HW) +
+              2 * Scratch::bytes<int32_t>(offset_scratch));
     F* converted = s.take<F>(kConvert ? HW : 0);
     F* row_best = s.take<F>(HW);
-    int32_t* row_col = s.take<int32_t>(HW);
+    int32_t* row_col = s.take<int32_t>(offset_scratch);
     F* win_best = s.take<F>(HW);
-    int32_t* win_off = s.take<int32_t>(HW);
+    int32_t* win_off = s.take<int32_t>(offset_scratch);
     for (int64_t plane = begin; plane < end; ++plane) {
       const T* src = x + plane * HW;
       T* yp = y + plane * out_plane;
-      uint8_t* op = offsets + plane * out_plane;
-      if (P.p.kH == 3 && P.p.kW == 3 && P.p.sW == 2) {  // AlexNet's pools
-        max_pool_plane_forward<3, 3, 2>(src, P, converted, row_best, row_col, win_best, win_off, yp, op);
+      const bool alexnet = P.p.kH == 3 && P.p.kW == 3 && P.p.sW == 2;  // AlexNet's pools: constant windows
+      if constexpr (kOffsets) {
+        uint8_t* op = offsets + plane * out_plane;
+        if (alexnet) {
+          max_pool_plane_forward<3, 3, 2>(src, P, converted, row_best, row_col, win_best, win_off, yp, op);
+        } else {
+          max_pool_plane_forward<0, 0, 0>(src, P, converted, row_best, row_col, win_best, win_off, yp, op);
+        }
+      } else if (alexnet) {
+        max_pool_plane_values<3, 3, 2>(src, P, converted, row_best, win_best, yp);
       } else {
-        max_pool_plane_forward<0, 0, 0>(src, P, converted, row_best, row_col, win_best, win_off, yp, op);
+        max_pool_plane_values<0, 0, 0>(src, P, converted, row_best, win_best, yp);
       }
     }
   }
 };
 
 // channels_last forward; item = output row (n, oh): rows of OW * C contiguous elements.
-template <typename T>
+template <typename T, bool kOffsets>
 struct MaxPoolForwardNhwc {
   const T* x;
   T* y;
@@ -481,11 +573,12 @@ struct MaxPoolForwardNhwc {
       const PoolSpan h = pool_window(oh, P.p.kH, P.p.sH, P.p.pH, P.H);
       for (int64_t ih = h.begin; ih < h.end; ++ih) {
         if (!ring.claim(n, P.H, h, ih)) continue;
-        position_row_maxima_any(x + n * P.in.n + ih * P.in.h, P, ring.best_row(ih - h.begin),
-                                ring.col_row(ih - h.begin));
+        position_row_maxima_any<kOffsets>(x + n * P.in.n + ih * P.in.h, P, ring.best_row(ih - h.begin),
+                                          ring.col_row(ih - h.begin));
       }
       const int64_t o = n * P.out.n + oh * P.out.h;
-      combine_rows(ring.best_rows, ring.col_rows, 0, h, P.p.kW, width, y + o, offsets + o, ring.held);
+      combine_rows<kOffsets>(ring.best_rows, ring.col_rows, 0, h, P.p.kW, width, y + o,
+                             kOffsets ? offsets + o : nullptr, ring.held);
     }
   }
 };
@@ -495,7 +588,7 @@ struct MaxPoolForwardNhwc {
 // output position scans its nine inputs, C contiguous channels at a time, in registers: pool_argmax's row-major
 // scan, one store of each value and offset. Reading an input up to four times (overlapping windows) from
 // cache costs less here than the ring's extra passes through scratch.
-template <typename T>
+template <typename T, bool kOffsets>
 struct MaxPoolForwardNhwc3x3 {
   const T* x;
   T* y;
@@ -510,11 +603,11 @@ struct MaxPoolForwardNhwc3x3 {
       const int64_t oh = item % P.OH;
       const T* top = x + n * P.in.n + oh * P.p.sH * row;
       T* y_row = y + n * P.out.n + oh * P.out.h;
-      uint8_t* offsets_row = offsets + n * P.out.n + oh * P.out.h;
+      uint8_t* offsets_row = kOffsets ? offsets + n * P.out.n + oh * P.out.h : nullptr;
       for (int64_t ow = 0; ow < P.OW; ++ow) {
         const T* w = top + ow * P.p.sW * column;
         T* yp = y_row + ow * C;
-        uint8_t* op = offsets_row + ow * C;
+        uint8_t* op = kOffsets ? offsets_row + ow * C : nullptr;
 #pragma GCC ivdep
         for (int64_t c = 0; c < C; ++c) {
           F best = static_cast<F>(w[c]);
@@ -524,10 +617,10 @@ struct MaxPoolForwardNhwc3x3 {
             const F v = static_cast<F>(w[(e / 3) * row + (e % 3) * column + c]);
             const bool take = pool_takes(v, best);
             best = take ? v : best;
-            at = take ? e : at;
+            if constexpr (kOffsets) at = take ? e : at;
           }
           yp[c] = static_cast<T>(best);
-          op[c] = static_cast<uint8_t>(at);
+          if constexpr (kOffsets) op[c] = static_cast<uint8_t>(at);
         }
       }
     }
@@ -1127,24 +1220,37 @@ void max_pool2d_forward_cpu_isa(const TensorView& x, const TensorView& y, const 
                                 const PoolParams& p, bool channels_last, CpuIsa isa) {
   AK_CHECK(cpu_supports(isa), "max_pool2d_forward_cpu: this CPU does not run the requested instruction set");
   if (y.numel == 0) return;
+  AK_CHECK(offsets.numel == 0 || offsets.numel == y.numel,
+           "max_pool2d_forward_cpu: offsets must have y's elements, or none (the values only)");
   const PoolProblem P = make_pool_problem(x, y, p, channels_last);
   const int64_t window = int64_t(p.kH) * p.kW;
   AK_CPU_DISPATCH_MAX_POOL_FORWARD(x.dtype, "max_pool2d_forward_cpu", [&] {
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     uint8_t* op = offsets.mutable_data_ptr<uint8_t>();
-    if (channels_last) {
-      // half / bfloat16 keep the ring: converting each input once beats converting it up to four times.
-      if (std::is_same_v<scalar_t, AccOf<scalar_t>> && max_pool_nhwc_3x3_applies(P)) {
-        parallel_items(P.N * P.OH, P.OW * P.C * window, MaxPoolForwardNhwc3x3<scalar_t>{xp, yp, op, P}, isa);
+    // offsets_tag: std::true_type (y and offsets) or std::false_type (y only), as kOffsets of the kernels.
+    const auto run = [&](auto offsets_tag) {
+      constexpr bool kOffsets = decltype(offsets_tag)::value;
+      if (channels_last) {
+        // half / bfloat16 keep the ring: converting each input once beats converting it up to four times.
+        if (std::is_same_v<scalar_t, AccOf<scalar_t>> && max_pool_nhwc_3x3_applies(P)) {
+          parallel_items(P.N * P.OH, P.OW * P.C * window, MaxPoolForwardNhwc3x3<scalar_t, kOffsets>{xp, yp, op, P},
+                         isa);
+        } else {
+          parallel_items(P.N * P.OH, P.OW * P.C * window, MaxPoolForwardNhwc<scalar_t, kOffsets>{xp, yp, op, P}, isa);
+        }
+      } else if (max_pool_planes_apply(P)) {
+        parallel_items(P.N * P.C, P.H * P.W * (P.p.kH + P.p.kW),
+                       MaxPoolForwardNchwPlanes<scalar_t, kOffsets>{xp, yp, op, P}, isa);
       } else {
-        parallel_items(P.N * P.OH, P.OW * P.C * window, MaxPoolForwardNhwc<scalar_t>{xp, yp, op, P}, isa);
+        parallel_items(P.N * P.C * P.OH, P.OW * window,
+                       MaxPoolForwardNchw<scalar_t, kOffsets>{xp, yp, op, P, interior_columns(P)}, isa);
       }
-    } else if (max_pool_planes_apply(P)) {
-      parallel_items(P.N * P.C, P.H * P.W * (P.p.kH + P.p.kW), MaxPoolForwardNchwPlanes<scalar_t>{xp, yp, op, P}, isa);
+    };
+    if (offsets.numel == 0) {
+      run(std::false_type{});
     } else {
-      parallel_items(P.N * P.C * P.OH, P.OW * window, MaxPoolForwardNchw<scalar_t>{xp, yp, op, P, interior_columns(P)},
-                     isa);
+      run(std::true_type{});
     }
   });
 }

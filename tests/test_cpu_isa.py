@@ -116,6 +116,11 @@ def test_every_isa_max_pool_is_torchs(harness, isa, dtype, shape, kernel, stride
     harness.max_pool2d_backward(dy, offsets, dx, kernel, stride, pad, channels_last, ISAS[isa])
     assert torch.equal(y, y_ref.detach())
     assert torch.equal(dx, dx_ref)
+    # Empty offsets: the values-only kernels (inference) write y alone, the same values.
+    y_values = torch.full_like(y, float("nan"))
+    harness.max_pool2d_forward(x, y_values, torch.empty(0, 0, 0, 0, dtype=torch.uint8), kernel, stride, pad,
+                               channels_last, ISAS[isa])
+    assert torch.equal(y_values, y_ref.detach())
 
 
 def _require(harness, isa):

@@ -774,3 +774,163 @@ def test_cpu_batch_one_is_the_same_on_one_and_two_threads(layout):
         torch.set_num_threads(threads)
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
     assert_same(results[0][0], F.max_pool2d(x, 3, 2))
+
+
+# Inference: without a gradient to compute (grad mode off, or an input that does not require grad) and without
+# return_indices, max_pool2d runs alexnet_kernels::max_pool2d_values, which writes y alone (the C++ CPU kernels
+# compute no offset: empty offsets select their values-only variants). Its values must be torch's on every path:
+# NCHW planes (no clipped window) and rows (padding, ceil_mode, long rows), channels_last 3x3 in registers
+# (float, double, integers) and the ring (half / bfloat16, clipped or non-3x3 windows), non-contiguous input.
+VALUES_CASES = [
+    ((2, 5, 13, 13), 3, 2, 0, False),     # AlexNet's geometry: NCHW planes, channels_last 3x3
+    ((1, 96, 55, 55), 3, 2, 0, False),    # AlexNet's first pool
+    ((2, 4, 14, 14), 3, 2, 1, True),      # padding and ceil mode: rows, ring
+    ((1, 3, 5, 131), 3, 2, 0, False),     # 65 outputs per row: rows
+    ((2, 3, 10, 9), (3, 2), (2, 1), 1, False),  # rectangular, padded
+    ((2, 6, 9, 11), 2, 2, 0, False),      # 2x2: planes, ring
+    ((0, 4, 9, 9), 3, 2, 0, False),       # empty batch
+]
+VALUES_DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64, torch.uint8, torch.int32]
+
+
+def ties_nans_and_infs(shape, dtype, layout, seed):
+    """Three values (nearly every window ties), a few NaNs and -infs (floating point), in `layout`."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 3, shape, generator=g).to(torch.float64)
+    if dtype.is_floating_point:
+        x[torch.rand(shape, generator=g) < 0.03] = float("nan")
+        x[torch.rand(shape, generator=g) < 0.03] = float("-inf")
+    x = x.to(dtype)
+    if layout == "channels_last":
+        return x.contiguous(memory_format=torch.channels_last)
+    if layout == "strided":
+        return torch.cat([x, x], dim=3)[..., ::2]
+    return x
+
+
+def torch_values(x, kernel, stride, padding, ceil_mode):
+    """F.max_pool2d's values; integers from an NCHW copy (torch 2.14 raises on some channels_last uint8 inputs,
+    "Expected input_depth * input_height * input_width <= ..."), in x's layout."""
+    ref = x if x.is_floating_point() else x.contiguous()
+    y = F.max_pool2d(ref, kernel, stride, padding, ceil_mode=ceil_mode)
+    return y.contiguous(memory_format=torch.channels_last) if x.dim() == 4 and x.is_contiguous(
+        memory_format=torch.channels_last) and not x.is_contiguous() else y
+
+
+# backend "torch" on floating point only: torch raises on some channels_last uint8 inputs (see torch_values).
+@pytest.mark.parametrize("backend,dtype", [
+    pytest.param(b, d, id="%s-%s" % (b, d)) for b in ("cpu", "torch") for d in VALUES_DTYPES
+    if b == "cpu" or d.is_floating_point])
+@pytest.mark.parametrize("case", VALUES_CASES, ids=lambda c: "x".join(map(str, c[0])) + "-k%s-s%s-p%s%s" % (
+    c[1], c[2], c[3], "-ceil" if c[4] else ""))
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+def test_values_only_forward_equals_torch(backend, case, dtype, layout, monkeypatch):
+    """Under no_grad and for an input without requires_grad, max_pool2d runs the values-only op (never the
+    forward with offsets) and returns torch's values bit for bit, in the input's layout."""
+    require(backend, "cpu")
+    shape, kernel, stride, padding, ceil_mode = case
+    x = ties_nans_and_infs(shape, dtype, layout, seed=sum(shape))
+    expected = torch_values(x, kernel, stride, padding, ceil_mode)
+
+    def no_offsets(*args):
+        raise AssertionError("the forward with offsets ran where no gradient is needed")
+
+    monkeypatch.setattr(pool_ops.max_pool2d, "_apply", no_offsets)
+    for grad_mode in (False, True):  # no_grad; grad mode on but x does not require grad
+        with torch.set_grad_enabled(grad_mode):
+            y = pool.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode, backend=backend)
+            assert_same(y, expected)
+            assert not y.requires_grad
+            if layout == "channels_last" and shape[0] > 0:
+                assert y.is_contiguous(memory_format=torch.channels_last)
+    m = pool.MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode, backend=backend)
+    with torch.no_grad():
+        assert_same(m(x), expected)
+
+
+def test_values_only_kernels_write_every_output_and_no_offset():
+    """The C++ CPU forward given empty offsets writes every element of y (poisoned first), torch's values,
+    on each path; the offsets of the same call with offsets are unchanged by it."""
+    require("cpu", "cpu")
+    ext = _extension.load()
+    for shape, k, s, p in [((3, 7, 13, 12), 3, 2, 1), ((3, 7, 13, 13), 3, 2, 0), ((2, 5, 27, 27), 3, 2, 0)]:
+        for memory_format in (torch.contiguous_format, torch.channels_last):
+            for dtype in (torch.float32, torch.bfloat16, torch.float64, torch.int16):
+                x = ties_nans_and_infs(shape, dtype, "contiguous", seed=7).contiguous(memory_format=memory_format)
+                expected = torch_values(x, k, s, p, True)
+                with_offsets = torch.ops.alexnet_kernels.max_pool2d_forward(x, [k] * 2, [s] * 2, [p] * 2, True,
+                                                                            "cpu")
+                poisoned = torch.full_like(expected, 77 if not dtype.is_floating_point else float("nan"))
+                ext.max_pool2d_forward(x, poisoned, torch.empty(0, dtype=torch.uint8), k, k, s, s, p, p,
+                                       memory_format == torch.channels_last)
+                assert_same(poisoned, expected)
+                assert_same(with_offsets[0], expected)
+
+
+def test_values_only_binding_rejects_bad_offsets():
+    """Empty offsets ask max_pool2d_forward for the values only; offsets of another non-empty shape, a wrong
+    dtype, and empty offsets for the fused block (which has no values-only kernels) raise."""
+    require("cpu", "cpu")
+    ext = _extension.load()
+    x = torch.randn(1, 2, 9, 9)
+    y = torch.empty(1, 2, 4, 4)
+    with pytest.raises(RuntimeError, match="offsets must have y's shape"):
+        ext.max_pool2d_forward(x, y, torch.empty(1, 2, 4, 3, dtype=torch.uint8), 3, 3, 2, 2, 0, 0, False)
+    with pytest.raises(RuntimeError, match="offsets must be uint8"):
+        ext.max_pool2d_forward(x, y, torch.empty(0), 3, 3, 2, 2, 0, 0, False)
+    with pytest.raises(RuntimeError, match="offsets must have z's shape"):
+        ext.relu_lrn_max_pool2d_forward(x, y, torch.empty(0, dtype=torch.uint8), 5, 1e-4, 0.75, 2.0, 3, 3, 2, 2,
+                                        0, 0, False)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_with_grad_the_forward_keeps_offsets_and_backward_works(layout, monkeypatch):
+    """An input that requires grad under grad mode takes the forward with offsets (never the values-only op),
+    and its gradient is torch's."""
+    require("cpu", "cpu")
+
+    def values_only(*args):
+        raise AssertionError("the values-only forward ran where a gradient is needed")
+
+    monkeypatch.setattr(pool_ops, "max_pool2d_inference", values_only)
+    x = relu_input((2, 5, 13, 13), layout=layout)
+    assert_pool_equals_torch(x, "cpu", 3, 2, 0, False)
+    assert_pool_equals_torch(x, "cpu", 3, 2, 1, True)
+
+
+def test_values_only_module_under_torch_compile_fullgraph():
+    """torch.compile(fullgraph=True) of the module under no_grad traces alexnet_kernels::max_pool2d_values (and
+    not the forward with offsets) and gives the eager values; with grad it still traces the autograd op."""
+    require("cpu", "cpu")
+    m = pool.MaxPool2d(3, 2, backend="cpu")
+    traced = []
+
+    def counting_backend(gm, example_inputs):
+        traced.append({str(n.target) for n in gm.graph.nodes if n.op == "call_function"})
+        return gm.forward
+
+    compiled = compile_fullgraph(m, backend=counting_backend)
+    for layout in ("contiguous", "channels_last"):
+        x = ties_nans_and_infs((2, 8, 13, 13), torch.float32, layout, seed=3)
+        with torch.no_grad():
+            assert_same(compiled(x), F.max_pool2d(x, 3, 2))
+    assert traced and all(any("alexnet_kernels.max_pool2d_values" in n for n in t) for t in traced), traced
+    assert not any("max_pool2d_forward" in n for t in traced for n in t), traced
+    inductor = compile_fullgraph(m)
+    x = ties_nans_and_infs((2, 8, 13, 13), torch.float32, "contiguous", seed=4)
+    with torch.no_grad():
+        assert_same(inductor(x), F.max_pool2d(x, 3, 2))
+    xr = relu_input((2, 8, 13, 13)).requires_grad_()
+    y, y_eager, g, g_eager = compiled_and_eager(compile_fullgraph(m), m, xr)
+    assert torch.equal(y, y_eager) and torch.equal(g, g_eager)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch", "triton"])
+def test_values_only_opcheck(backend):
+    require(backend, "cpu")
+    x = make_input((2, 4, 9, 8))
+    for t in (x, x.to(memory_format=torch.channels_last)):
+        torch.library.opcheck(torch.ops.alexnet_kernels.max_pool2d_values.default,
+                              (t, [3, 3], [2, 2], [1, 1], True, backend))
+    y = torch.ops.alexnet_kernels.max_pool2d_values(x, [3, 3], [2, 2], [1, 1], True, backend)
+    assert_same(y, F.max_pool2d(x, 3, 2, 1, ceil_mode=True))

@@ -4,6 +4,11 @@
         -> (y, offsets)
     torch.ops.alexnet_kernels.max_pool2d_backward(dy, offsets, input_hw, channels_last, kernel_size,
                                                    stride, padding, ceil_mode, backend) -> dx
+    torch.ops.alexnet_kernels.max_pool2d_values(x, kernel_size, stride, padding, ceil_mode, backend) -> y
+
+max_pool2d_values is the forward of inference (no autograd: the functional API calls it when no gradient is
+needed): y alone, equal to max_pool2d_forward's y.  The C++ CPU kernels then compute and store no offset;
+the "triton" and "cuda" backends run their forward and drop the offsets, "torch" calls F.max_pool2d.
 
 x is 4-D (N, C, H, W); dilation is 1.  `offsets` (uint8, y's shape and layout) holds each maximum's
 in-window offset (ih - hstart) * kW + (iw - wstart), hstart = oh*sH - pH, wstart = ow*sW - pW: one byte per
@@ -22,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _backends, _extension
-from ._registry import DifferentiableOp
+from ._registry import DifferentiableOp, kernel_op
 from .lrn import NCS, NSC, empty_in_layout, layout_of
 
 # Offsets are one byte: windows of more elements are delegated to torch by the functional API.
@@ -157,6 +162,43 @@ def max_pool2d_forward(x: torch.Tensor, kernel_size: List[int], stride: List[int
                        ceil_mode: bool, backend: str) -> Tuple[torch.Tensor, torch.Tensor]:
     backend = BACKENDS.resolve(backend, x, "max_pool2d_forward")
     return _run_forward(x, kernel_size, stride, padding, ceil_mode, backend)
+
+
+def _run_values(x, kernel_size, stride, padding, ceil_mode, backend):
+    if backend not in ("cpu", "torch"):  # Triton and CUDA have no values-only kernels: their offsets dropped
+        return _run_forward(x, kernel_size, stride, padding, ceil_mode, backend)[0]
+    x = kernel_ready(x, backend)
+    shape = tuple(x.shape[:2]) + output_hw(x.shape[2:], kernel_size, stride, padding, ceil_mode)
+    y = empty_in_layout(shape, pool_layout(x), x)
+    if y.numel() == 0:
+        return y
+    if backend == "torch":
+        return y.copy_(F.max_pool2d(x, kernel_size, stride, padding, 1, ceil_mode))
+    # Empty offsets: the C++ CPU kernels write y alone.
+    _extension.load().max_pool2d_forward(x, y, torch.empty(0, dtype=torch.uint8, device=x.device), *kernel_size,
+                                         *stride, *padding, pool_layout(x) == NSC)
+    return y
+
+
+def max_pool2d_values(x: torch.Tensor, kernel_size: List[int], stride: List[int], padding: List[int],
+                      ceil_mode: bool, backend: str) -> torch.Tensor:
+    backend = BACKENDS.resolve(backend, x, "max_pool2d_values")
+    return _run_values(x, kernel_size, stride, padding, ceil_mode, backend)
+
+
+def _max_pool2d_values_fake(x, kernel_size, stride, padding, ceil_mode, backend):
+    return empty_pool_outputs(x, kernel_size, stride, padding, ceil_mode)[0]
+
+
+_max_pool2d_values_op = kernel_op(max_pool2d_values, _max_pool2d_values_fake)
+
+
+def max_pool2d_inference(x, kernel_size, stride, padding, ceil_mode, backend):
+    """y of a 4-D x without autograd (for when no gradient is needed): the custom op max_pool2d_values while
+    torch.compile traces, else its function (no dispatcher cost per call)."""
+    if torch.compiler.is_compiling():
+        return torch.ops.alexnet_kernels.max_pool2d_values(x, kernel_size, stride, padding, ceil_mode, backend)
+    return max_pool2d_values(x, kernel_size, stride, padding, ceil_mode, backend)
 
 
 def _max_pool2d_forward_fake(x, kernel_size, stride, padding, ceil_mode, backend):

@@ -1,7 +1,8 @@
 """Max-pool 3x3/2, fused ReLU -> LRN -> max-pool and LRN forwards on the CPU, one process (issue 25 items 4-5):
 this tree's C++ CPU kernels ("after") against another checkout's ("before", e.g. /work/main), torch.compile,
 OpenVINO and onnxruntime (one-node ONNX graphs, three nodes for the fused block, fp32 forced, torch's thread
-count), and the copy bandwidth of the same run.
+count), and the copy bandwidth of the same run.  The pool-values cases time max-pool's values-only forward (what
+inference runs: empty offsets, y alone) of "after" beside both checkouts' forward with offsets.
 
 Both "before" and "after" are csrc/lrn_cpu.cpp + csrc/pool_cpu.cpp of their checkout built here as throwaway
 extensions with the library's C++ flags, so that both are called the same way (no Python dispatch, outputs
@@ -181,7 +182,11 @@ def compile_peer(kind, x, y, skipped):
 # ---------------------------------------------------------------------------------------------------------
 
 def case_providers(kind, shape, dtype, channels_last, kernels, peers, skipped):
-    """(providers, check): providers = [(name, fn, is_ours)], check() -> mismatches of ours against torch."""
+    """(providers, check): providers = [(name, fn, is_ours)], check() -> mismatches of ours against torch.
+    kind "pool-values": the max-pool of "pool", ours also as the values-only forward of kernels[0] ("after")."""
+    values_only = kind == "pool-values"
+    if values_only:
+        kind = "pool"
     N, C, H, W = shape
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     g = torch.Generator().manual_seed(0)
@@ -208,6 +213,12 @@ def case_providers(kind, shape, dtype, channels_last, kernels, peers, skipped):
                       lib.relu_lrn_max_pool2d_forward(x, y, o, SIZE, ALPHA, BETA, K, channels_last))
         providers.append((name, fn, True))
         outs[name] = y
+        if values_only and lib is kernels[0][1]:  # empty offsets: y alone
+            y = torch.empty(out_shape, dtype=dtype).contiguous(memory_format=fmt)
+            none = torch.empty(0, dtype=torch.uint8)
+            providers.append((name + " values only",
+                              lambda lib=lib, y=y: lib.max_pool2d_forward(x, y, none, channels_last), True))
+            outs[name + " values only"] = y
     if kind == "fused":  # our separate ops into preallocated buffers (no allocation timed)
         for name, lib in kernels:
             r, l = torch.empty_like(x), torch.empty_like(x)
@@ -296,6 +307,9 @@ CASES = {
     "pool-cl": ("pool", 96, 55, 55, torch.float32, True),
     "pool-fp16": ("pool", 96, 55, 55, torch.float16, False),
     "pool-bf16": ("pool", 96, 55, 55, torch.bfloat16, False),
+    "pool-values": ("pool-values", 96, 55, 55, torch.float32, False),
+    "pool-values-cl": ("pool-values", 96, 55, 55, torch.float32, True),
+    "pool-values256": ("pool-values", 256, 27, 27, torch.float32, False),
     "fused96": ("fused", 96, 55, 55, torch.float32, False),
     "fused256": ("fused", 256, 27, 27, torch.float32, False),
     "fused256-cl": ("fused", 256, 27, 27, torch.float32, True),
