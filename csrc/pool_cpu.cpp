@@ -1120,6 +1120,87 @@ struct FusedForwardNchw {
   }
 };
 
+// NCHW forward of planes that max_pool_planes_apply (short rows, no window clipped: AlexNet's); item = (n, a chunk
+// of channels). Each channel's L plane is computed whole in its own layout, as lrn_cpu.cpp's ring strategy
+// computes lrn_forward (a ring of relu and squared planes, the window sum copied from its first channel's plane
+// and the others added in order, the power over the plane: loops over the flattened plane), and pooled by the
+// max-pool forward's own plane pass (max_pool_plane_forward): both steps are the separate ops' loops, so values
+// and offsets are theirs, and L never leaves the cache. half / bfloat16: L rounded to T as the separate chain
+// stores it, pooled from there.
+template <typename T>
+struct FusedForwardNchwPlanes {
+  const T* x;
+  T* z;
+  uint8_t* offsets;
+  PoolProblem P;
+  LrnCoeffs<AccOf<T>> lrn;
+  int64_t chunk, chunks;  // channels per item; items per image
+
+  AK_ALWAYS_INLINE void operator()(int64_t begin, int64_t end) const {
+    using F = AccOf<T>;
+    constexpr bool kConvert = !std::is_same_v<T, F>;
+    const int64_t HW = P.H * P.W, out_plane = P.OH * P.OW, C = P.C;
+    const int ring = static_cast<int>(std::min<int64_t>(lrn.pre + lrn.post + 1, C));
+    Scratch s(2 * Scratch::bytes<F>(ring * HW) + 2 * Scratch::bytes<F>(HW) + Scratch::bytes<T>(kConvert ? HW : 0) +
+              Scratch::bytes<F>(kConvert ? HW : 0) + 2 * Scratch::bytes<F>(HW) + 2 * Scratch::bytes<int32_t>(HW));
+    F* ring_r = s.take<F>(ring * HW);
+    F* ring_sq = s.take<F>(ring * HW);
+    F* sum = s.take<F>(HW);
+    F* l = s.take<F>(HW);
+    T* l_stored = s.take<T>(kConvert ? HW : 0);
+    F* converted = s.take<F>(kConvert ? HW : 0);
+    F* row_best = s.take<F>(HW);
+    int32_t* row_col = s.take<int32_t>(HW);
+    F* win_best = s.take<F>(HW);
+    int32_t* win_off = s.take<int32_t>(HW);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / chunks, c0 = item % chunks * chunk, c1 = std::min(C, c0 + chunk);
+      const T* x_image = x + n * P.in.n;
+      int64_t loaded = std::max<int64_t>(0, c0 - lrn.pre);  // planes [.., loaded) are in the rings
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t hi = std::min<int64_t>(c + lrn.post, C - 1);
+        for (; loaded <= hi; ++loaded) {
+          F* r = ring_r + (loaded % ring) * HW;
+          relu_row(x_image + loaded * P.in.c, r, HW);
+          lrn_rows::square_row(static_cast<const F*>(r), ring_sq + (loaded % ring) * HW, HW);
+        }
+        const int64_t lo = std::max<int64_t>(c - lrn.pre, 0);
+        lrn_rows::copy_row(static_cast<const F*>(ring_sq + (lo % ring) * HW), sum, HW);
+        for (int64_t j = lo + 1; j <= hi; ++j) {
+          lrn_rows::add_row(static_cast<const F*>(ring_sq + (j % ring) * HW), sum, HW);
+        }
+        lrn_rows::forward_row(static_cast<const F*>(ring_r + (c % ring) * HW), static_cast<const F*>(sum), l, HW,
+                              lrn);
+        T* zp = z + n * P.out.n + c * out_plane;
+        uint8_t* op = offsets + n * P.out.n + c * out_plane;
+        const T* pooled;
+        if constexpr (kConvert) {
+          lrn_rows::store_row(static_cast<const F*>(l), l_stored, HW);
+          pooled = l_stored;
+        } else {
+          pooled = l;
+        }
+        if (P.p.kH == 3 && P.p.kW == 3 && P.p.sW == 2) {  // AlexNet's pools
+          max_pool_plane_forward<3, 3, 2>(pooled, P, converted, row_best, row_col, win_best, win_off, zp, op);
+        } else {
+          max_pool_plane_forward<0, 0, 0>(pooled, P, converted, row_best, row_col, win_best, win_off, zp, op);
+        }
+      }
+    }
+  }
+};
+
+// Channels per item of the NCHW forwards when there are few images: the C channels in `chunks` runs, each
+// recomputing the relu and squares of the LRN window's reach past its ends. Enough items that every thread gets the
+// same number (N * chunks a multiple of the threads), and no more: N already a multiple of them needs no split.
+int64_t fused_channel_chunks(int64_t N, int64_t C) {
+  const int64_t threads = std::max(1, num_threads());
+  if (N % threads == 0) return 1;
+  int64_t chunks = 1;
+  while ((N * chunks) % threads != 0) ++chunks;
+  return std::min(chunks, C);
+}
+
 }  // namespace
 
 void max_pool2d_forward_cpu_isa(const TensorView& x, const TensorView& y, const TensorView& offsets,
@@ -1193,6 +1274,11 @@ void relu_lrn_max_pool2d_forward_cpu_isa(const TensorView& x, const TensorView& 
       // Per output row: about sH new input rows of LRN (the power dominates) and the pooling.
       parallel_items(P.N * P.OH, P.C * (P.W * p.sH * 8 + P.OW * p.kH * p.kW),
                      FusedForwardNhwc<scalar_t>{xp, zp, op, P, lrn}, isa);
+    } else if (max_pool_planes_apply(P) && P.H * P.W <= kFusedPlaneCells) {
+      // Per item: chunk channels of LRN (the power dominates) and their pooling.
+      const int64_t chunks = fused_channel_chunks(P.N, P.C), chunk = pool_ceil_div(P.C, chunks);
+      parallel_items(P.N * pool_ceil_div(P.C, chunk), chunk * P.H * P.W * 8,
+                     FusedForwardNchwPlanes<scalar_t>{xp, zp, op, P, lrn, chunk, pool_ceil_div(P.C, chunk)}, isa);
     } else {
       const FusedPlanes G = make_fused_planes(P, lrn.pre + lrn.post + 1);
       parallel_items(P.N * G.bands * G.chunks, G.chunk * G.plane_cells * 8,
