@@ -768,6 +768,17 @@ AK_ALWAYS_INLINE void relu_row(const T* src, F* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = relu_keep_nan(static_cast<F>(src[i]));
 }
 
+// relu(x) of n contiguous elements as F, and its squares (relu_row and lrn_rows::square_row in one pass).
+template <typename T, typename F>
+AK_ALWAYS_INLINE void relu_square_row(const T* src, F* r, F* sq, int64_t n) {
+#pragma GCC ivdep
+  for (int64_t i = 0; i < n; ++i) {
+    const F v = relu_keep_nan(static_cast<F>(src[i]));
+    r[i] = v;
+    sq[i] = v * v;
+  }
+}
+
 // L rounded to the storage dtype in place (fused_lrn_output's rounding; nothing to do for float and double).
 template <typename T, typename F>
 AK_ALWAYS_INLINE void round_row_to_storage(F* values, int64_t n) {
@@ -1123,7 +1134,8 @@ struct FusedForwardNchw {
 // NCHW forward of planes that max_pool_planes_apply (short rows, no window clipped: AlexNet's); item = (n, a chunk
 // of channels). Each channel's L plane is computed whole in its own layout, as lrn_cpu.cpp's ring strategy
 // computes lrn_forward (a ring of relu and squared planes, the window sum copied from its first channel's plane
-// and the others added in order, the power over the plane: loops over the flattened plane), and pooled by the
+// and the others added in order, the power over the plane: loops over the flattened plane, the sum and the power
+// in one pass for windows of 5: lrn_rows::forward_window_row), and pooled by the
 // max-pool forward's own plane pass (max_pool_plane_forward): both steps are the separate ops' loops, so values
 // and offsets are theirs, and L never leaves the cache. half / bfloat16: L rounded to T as the separate chain
 // stores it, pooled from there.
@@ -1142,7 +1154,8 @@ struct FusedForwardNchwPlanes {
     const int64_t HW = P.H * P.W, out_plane = P.OH * P.OW, C = P.C;
     const int ring = static_cast<int>(std::min<int64_t>(lrn.pre + lrn.post + 1, C));
     Scratch s(2 * Scratch::bytes<F>(ring * HW) + 2 * Scratch::bytes<F>(HW) + Scratch::bytes<T>(kConvert ? HW : 0) +
-              Scratch::bytes<F>(kConvert ? HW : 0) + 2 * Scratch::bytes<F>(HW) + 2 * Scratch::bytes<int32_t>(HW));
+              Scratch::bytes<F>(kConvert ? HW : 0) + 2 * Scratch::bytes<F>(HW) + 2 * Scratch::bytes<int32_t>(HW) +
+              Scratch::bytes<const F*>(ring));
     F* ring_r = s.take<F>(ring * HW);
     F* ring_sq = s.take<F>(ring * HW);
     F* sum = s.take<F>(HW);
@@ -1153,6 +1166,7 @@ struct FusedForwardNchwPlanes {
     int32_t* row_col = s.take<int32_t>(HW);
     F* win_best = s.take<F>(HW);
     int32_t* win_off = s.take<int32_t>(HW);
+    const F** window = s.take<const F*>(ring);  // the squared planes of a channel's LRN window, in order
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / chunks, c0 = item % chunks * chunk, c1 = std::min(C, c0 + chunk);
       const T* x_image = x + n * P.in.n;
@@ -1160,17 +1174,13 @@ struct FusedForwardNchwPlanes {
       for (int64_t c = c0; c < c1; ++c) {
         const int64_t hi = std::min<int64_t>(c + lrn.post, C - 1);
         for (; loaded <= hi; ++loaded) {
-          F* r = ring_r + (loaded % ring) * HW;
-          relu_row(x_image + loaded * P.in.c, r, HW);
-          lrn_rows::square_row(static_cast<const F*>(r), ring_sq + (loaded % ring) * HW, HW);
+          relu_square_row(x_image + loaded * P.in.c, ring_r + (loaded % ring) * HW, ring_sq + (loaded % ring) * HW,
+                          HW);
         }
         const int64_t lo = std::max<int64_t>(c - lrn.pre, 0);
-        lrn_rows::copy_row(static_cast<const F*>(ring_sq + (lo % ring) * HW), sum, HW);
-        for (int64_t j = lo + 1; j <= hi; ++j) {
-          lrn_rows::add_row(static_cast<const F*>(ring_sq + (j % ring) * HW), sum, HW);
-        }
-        lrn_rows::forward_row(static_cast<const F*>(ring_r + (c % ring) * HW), static_cast<const F*>(sum), l, HW,
-                              lrn);
+        for (int64_t j = lo; j <= hi; ++j) window[j - lo] = ring_sq + (j % ring) * HW;
+        lrn_rows::forward_window_row(static_cast<const F*>(ring_r + (c % ring) * HW), window,
+                                     static_cast<int>(hi - lo + 1), sum, l, HW, lrn);
         T* zp = z + n * P.out.n + c * out_plane;
         uint8_t* op = offsets + n * P.out.n + c * out_plane;
         const T* pooled;
