@@ -20,9 +20,13 @@
 //     channels; the fused block always does), then rounded to the storage dtype and pooled by the
 //     max-pool forward's rule. channels_last: an item is (n, oh); each input row's L is computed in its
 //     own [W][C] layout (lrn_cpu.cpp's rows strategy) and reduced with position_row_maxima into the ring.
-//     NCHW: an item is (n, a chunk of channels, a band of output rows); each channel's L plane is computed
-//     as lrn_cpu.cpp's ring strategy does, with its rows permuted by phase (FusedForwardNchw) so that
-//     pool_plane_forward pools it with unit-stride passes over the whole band.
+//     NCHW planes that the max-pool forward pools whole (AlexNet's): an item is (n, a chunk of channels);
+//     each channel's L plane is computed whole as lrn_cpu.cpp's ring strategy does (the window sum and the
+//     power in one pass) and pooled by max_pool_plane_forward (FusedForwardNchwPlanes). Other NCHW
+//     problems: an item is (n, a chunk of channels, a band of output rows); each channel's L plane is
+//     computed the same way with its rows permuted by phase (FusedForwardNchw) so that pool_plane_forward
+//     pools it with unit-stride passes over the whole band. Channel chunks only where the images (bands)
+//     do not split evenly over the threads (fused_channel_chunks).
 //   fused backward: an item is (n, ih). The input rows it needs are computed into channel-major [C][W]
 //     scratch rows (relu, squares, window sums, the LRN terms: loops along w that vectorise), and the
 //     gradient gathered with pool_gather.
@@ -871,6 +875,17 @@ ColumnRange interior_outputs(int64_t in_size, int kernel, int stride, int pad, i
   return ColumnRange{first, std::max(first, end)};
 }
 
+// Channel chunks per group (an image, or an image's band of output rows) of the fused NCHW forwards: each chunk
+// recomputes the relu and squares of the LRN window's reach past its ends, so as few as give every thread the same
+// number of items (groups * chunks a multiple of the threads); none where the groups already do.
+int64_t fused_channel_chunks(int64_t groups, int64_t C) {
+  const int64_t threads = std::max(1, num_threads());
+  if (groups % threads == 0) return 1;
+  int64_t chunks = 1;
+  while ((groups * chunks) % threads != 0) ++chunks;
+  return std::min(chunks, C);
+}
+
 // lrn_window: pre + post + 1 (the reaches clipped to C - 1).
 FusedPlanes make_fused_planes(const PoolProblem& P, int lrn_window) {
   const PoolParams& p = P.p;
@@ -885,11 +900,8 @@ FusedPlanes make_fused_planes(const PoolProblem& P, int lrn_window) {
   G.phase_cells = G.rows * G.pitch + (p.kW + 14) / 16 * 16;  // kW - 1 zeros, rounded up to 64 bytes
   G.plane_cells = int64_t(p.sH) * G.phase_cells;
   G.ring = static_cast<int>(std::min<int64_t>(lrn_window, P.C));
-  // Enough items for the threads (as lrn_cpu.cpp's ring): split the channels, each chunk re-reading the
-  // window's reach around it.
-  const int64_t threads = std::max(1, num_threads());
-  G.chunks = 1;
-  if (P.N * G.bands < 4 * threads) G.chunks = std::min(P.C, pool_ceil_div(4 * threads, P.N * G.bands));
+  // Enough items for the threads: split the channels, each chunk re-reading the window's reach around it.
+  G.chunks = fused_channel_chunks(P.N * G.bands, P.C);
   G.chunk = pool_ceil_div(P.C, G.chunks);
   G.chunks = pool_ceil_div(P.C, G.chunk);
   G.interior_rows = interior_outputs(P.H, p.kH, p.sH, p.pH, P.OH);
@@ -1200,16 +1212,6 @@ struct FusedForwardNchwPlanes {
   }
 };
 
-// Channels per item of the NCHW forwards when there are few images: the C channels in `chunks` runs, each
-// recomputing the relu and squares of the LRN window's reach past its ends. Enough items that every thread gets the
-// same number (N * chunks a multiple of the threads), and no more: N already a multiple of them needs no split.
-int64_t fused_channel_chunks(int64_t N, int64_t C) {
-  const int64_t threads = std::max(1, num_threads());
-  if (N % threads == 0) return 1;
-  int64_t chunks = 1;
-  while ((N * chunks) % threads != 0) ++chunks;
-  return std::min(chunks, C);
-}
 
 }  // namespace
 
