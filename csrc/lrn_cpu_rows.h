@@ -59,6 +59,41 @@ AK_ALWAYS_INLINE void forward_row(const Acc* x, const Acc* sumsq, Acc* y, int64_
   }
 }
 
+// y = x * (k + alpha/n * sumsq)^(-beta) where sumsq = sq[0] + sq[1] + ... + sq[kTerms - 1] added in that order:
+// copy_row / add_row's window sum and forward_row's formula in one pass, the sum kept in a register (the same
+// operations in the same order as the two steps, so the same bits, with one pass over memory instead of kTerms + 1).
+template <int kTerms, typename Acc, typename Coeffs>
+AK_ALWAYS_INLINE void forward_window_row_with(const Acc* x, const Acc* const* sq, Acc* y, int64_t n, const Coeffs& p,
+                                              Acc beta) {
+  const Acc* s[kTerms];  // as locals: the stores to y could otherwise alias the pointer array
+  for (int t = 0; t < kTerms; ++t) s[t] = sq[t];
+  const Acc alpha_over_n = p.alpha_over_n, k = p.k;
+#pragma GCC ivdep
+  for (int64_t i = 0; i < n; ++i) {
+    Acc sumsq = s[0][i];
+    for (int t = 1; t < kTerms; ++t) sumsq += s[t][i];
+    y[i] = lrn_forward_value(x[i], lrn_base(sumsq, alpha_over_n, k), beta);
+  }
+}
+
+// forward_row of the window sum of the `terms` rows sq[0 .. terms) (added in order): in one pass for windows of
+// 5 rows (AlexNet's size), else the sum formed in `sum` first.
+template <typename Acc, typename Coeffs>
+AK_ALWAYS_INLINE void forward_window_row(const Acc* x, const Acc* const* sq, int terms, Acc* sum, Acc* y, int64_t n,
+                                         const Coeffs& p) {
+  if (terms == 5) {
+    if (lrn_beta_is_three_quarters(p.beta)) {
+      forward_window_row_with<5>(x, sq, y, n, p, static_cast<Acc>(0.75f));
+    } else {
+      forward_window_row_with<5>(x, sq, y, n, p, p.beta);
+    }
+    return;
+  }
+  copy_row(sq[0], sum, n);
+  for (int t = 1; t < terms; ++t) add_row(sq[t], sum, n);
+  forward_row(x, static_cast<const Acc*>(sum), y, n, p);
+}
+
 // acc[i] = sum_{d < terms} padded[d + i]: window sums along a zero-padded contiguous row.
 template <typename Acc>
 AK_ALWAYS_INLINE void shifted_sum_row(const Acc* padded, int terms, Acc* acc, int64_t n) {

@@ -20,9 +20,13 @@
 //     channels; the fused block always does), then rounded to the storage dtype and pooled by the
 //     max-pool forward's rule. channels_last: an item is (n, oh); each input row's L is computed in its
 //     own [W][C] layout (lrn_cpu.cpp's rows strategy) and reduced with position_row_maxima into the ring.
-//     NCHW: an item is (n, a chunk of channels, a band of output rows); each channel's L plane is computed
-//     as lrn_cpu.cpp's ring strategy does, with its rows permuted by phase (FusedForwardNchw) so that
-//     pool_plane_forward pools it with unit-stride passes over the whole band.
+//     NCHW planes that the max-pool forward pools whole (AlexNet's): an item is (n, a chunk of channels);
+//     each channel's L plane is computed whole as lrn_cpu.cpp's ring strategy does (the window sum and the
+//     power in one pass) and pooled by max_pool_plane_forward (FusedForwardNchwPlanes). Other NCHW
+//     problems: an item is (n, a chunk of channels, a band of output rows); each channel's L plane is
+//     computed the same way with its rows permuted by phase (FusedForwardNchw) so that pool_plane_forward
+//     pools it with unit-stride passes over the whole band. Channel chunks only where the images (bands)
+//     do not split evenly over the threads (fused_channel_chunks).
 //   fused backward: an item is (n, ih). The input rows it needs are computed into channel-major [C][W]
 //     scratch rows (relu, squares, window sums, the LRN terms: loops along w that vectorise), and the
 //     gradient gathered with pool_gather.
@@ -862,6 +866,17 @@ AK_ALWAYS_INLINE void relu_row(const T* src, F* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = relu_keep_nan(static_cast<F>(src[i]));
 }
 
+// relu(x) of n contiguous elements as F, and its squares (relu_row and lrn_rows::square_row in one pass).
+template <typename T, typename F>
+AK_ALWAYS_INLINE void relu_square_row(const T* src, F* r, F* sq, int64_t n) {
+#pragma GCC ivdep
+  for (int64_t i = 0; i < n; ++i) {
+    const F v = relu_keep_nan(static_cast<F>(src[i]));
+    r[i] = v;
+    sq[i] = v * v;
+  }
+}
+
 // L rounded to the storage dtype in place (fused_lrn_output's rounding; nothing to do for float and double).
 template <typename T, typename F>
 AK_ALWAYS_INLINE void round_row_to_storage(F* values, int64_t n) {
@@ -954,6 +969,17 @@ ColumnRange interior_outputs(int64_t in_size, int kernel, int stride, int pad, i
   return ColumnRange{first, std::max(first, end)};
 }
 
+// Channel chunks per group (an image, or an image's band of output rows) of the fused NCHW forwards: each chunk
+// recomputes the relu and squares of the LRN window's reach past its ends, so as few as give every thread the same
+// number of items (groups * chunks a multiple of the threads); none where the groups already do.
+int64_t fused_channel_chunks(int64_t groups, int64_t C) {
+  const int64_t threads = std::max(1, num_threads());
+  if (groups % threads == 0) return 1;
+  int64_t chunks = 1;
+  while ((groups * chunks) % threads != 0) ++chunks;
+  return std::min(chunks, C);
+}
+
 // lrn_window: pre + post + 1 (the reaches clipped to C - 1).
 FusedPlanes make_fused_planes(const PoolProblem& P, int lrn_window) {
   const PoolParams& p = P.p;
@@ -968,11 +994,8 @@ FusedPlanes make_fused_planes(const PoolProblem& P, int lrn_window) {
   G.phase_cells = G.rows * G.pitch + (p.kW + 14) / 16 * 16;  // kW - 1 zeros, rounded up to 64 bytes
   G.plane_cells = int64_t(p.sH) * G.phase_cells;
   G.ring = static_cast<int>(std::min<int64_t>(lrn_window, P.C));
-  // Enough items for the threads (as lrn_cpu.cpp's ring): split the channels, each chunk re-reading the
-  // window's reach around it.
-  const int64_t threads = std::max(1, num_threads());
-  G.chunks = 1;
-  if (P.N * G.bands < 4 * threads) G.chunks = std::min(P.C, pool_ceil_div(4 * threads, P.N * G.bands));
+  // Enough items for the threads: split the channels, each chunk re-reading the window's reach around it.
+  G.chunks = fused_channel_chunks(P.N * G.bands, P.C);
   G.chunk = pool_ceil_div(P.C, G.chunks);
   G.chunks = pool_ceil_div(P.C, G.chunk);
   G.interior_rows = interior_outputs(P.H, p.kH, p.sH, p.pH, P.OH);
@@ -1214,6 +1237,76 @@ struct FusedForwardNchw {
   }
 };
 
+// NCHW forward of planes that max_pool_planes_apply (short rows, no window clipped: AlexNet's); item = (n, a chunk
+// of channels). Each channel's L plane is computed whole in its own layout, as lrn_cpu.cpp's ring strategy
+// computes lrn_forward (a ring of relu and squared planes, the window sum copied from its first channel's plane
+// and the others added in order, the power over the plane: loops over the flattened plane, the sum and the power
+// in one pass for windows of 5: lrn_rows::forward_window_row), and pooled by the
+// max-pool forward's own plane pass (max_pool_plane_forward): both steps are the separate ops' loops, so values
+// and offsets are theirs, and L never leaves the cache. half / bfloat16: L rounded to T as the separate chain
+// stores it, pooled from there.
+template <typename T>
+struct FusedForwardNchwPlanes {
+  const T* x;
+  T* z;
+  uint8_t* offsets;
+  PoolProblem P;
+  LrnCoeffs<AccOf<T>> lrn;
+  int64_t chunk, chunks;  // channels per item; items per image
+
+  AK_ALWAYS_INLINE void operator()(int64_t begin, int64_t end) const {
+    using F = AccOf<T>;
+    constexpr bool kConvert = !std::is_same_v<T, F>;
+    const int64_t HW = P.H * P.W, out_plane = P.OH * P.OW, C = P.C;
+    const int ring = static_cast<int>(std::min<int64_t>(lrn.pre + lrn.post + 1, C));
+    Scratch s(2 * Scratch::bytes<F>(ring * HW) + 2 * Scratch::bytes<F>(HW) + Scratch::bytes<T>(kConvert ? HW : 0) +
+              Scratch::bytes<F>(kConvert ? HW : 0) + 2 * Scratch::bytes<F>(HW) + 2 * Scratch::bytes<int32_t>(HW) +
+              Scratch::bytes<const F*>(ring));
+    F* ring_r = s.take<F>(ring * HW);
+    F* ring_sq = s.take<F>(ring * HW);
+    F* sum = s.take<F>(HW);
+    F* l = s.take<F>(HW);
+    T* l_stored = s.take<T>(kConvert ? HW : 0);
+    F* converted = s.take<F>(kConvert ? HW : 0);
+    F* row_best = s.take<F>(HW);
+    int32_t* row_col = s.take<int32_t>(HW);
+    F* win_best = s.take<F>(HW);
+    int32_t* win_off = s.take<int32_t>(HW);
+    const F** window = s.take<const F*>(ring);  // the squared planes of a channel's LRN window, in order
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / chunks, c0 = item % chunks * chunk, c1 = std::min(C, c0 + chunk);
+      const T* x_image = x + n * P.in.n;
+      int64_t loaded = std::max<int64_t>(0, c0 - lrn.pre);  // planes [.., loaded) are in the rings
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t hi = std::min<int64_t>(c + lrn.post, C - 1);
+        for (; loaded <= hi; ++loaded) {
+          relu_square_row(x_image + loaded * P.in.c, ring_r + (loaded % ring) * HW, ring_sq + (loaded % ring) * HW,
+                          HW);
+        }
+        const int64_t lo = std::max<int64_t>(c - lrn.pre, 0);
+        for (int64_t j = lo; j <= hi; ++j) window[j - lo] = ring_sq + (j % ring) * HW;
+        lrn_rows::forward_window_row(static_cast<const F*>(ring_r + (c % ring) * HW), window,
+                                     static_cast<int>(hi - lo + 1), sum, l, HW, lrn);
+        T* zp = z + n * P.out.n + c * out_plane;
+        uint8_t* op = offsets + n * P.out.n + c * out_plane;
+        const T* pooled;
+        if constexpr (kConvert) {
+          lrn_rows::store_row(static_cast<const F*>(l), l_stored, HW);
+          pooled = l_stored;
+        } else {
+          pooled = l;
+        }
+        if (P.p.kH == 3 && P.p.kW == 3 && P.p.sW == 2) {  // AlexNet's pools
+          max_pool_plane_forward<3, 3, 2>(pooled, P, converted, row_best, row_col, win_best, win_off, zp, op);
+        } else {
+          max_pool_plane_forward<0, 0, 0>(pooled, P, converted, row_best, row_col, win_best, win_off, zp, op);
+        }
+      }
+    }
+  }
+};
+
+
 }  // namespace
 
 void max_pool2d_forward_cpu_isa(const TensorView& x, const TensorView& y, const TensorView& offsets,
@@ -1300,6 +1393,11 @@ void relu_lrn_max_pool2d_forward_cpu_isa(const TensorView& x, const TensorView& 
       // Per output row: about sH new input rows of LRN (the power dominates) and the pooling.
       parallel_items(P.N * P.OH, P.C * (P.W * p.sH * 8 + P.OW * p.kH * p.kW),
                      FusedForwardNhwc<scalar_t>{xp, zp, op, P, lrn}, isa);
+    } else if (max_pool_planes_apply(P) && P.H * P.W <= kFusedPlaneCells) {
+      // Per item: chunk channels of LRN (the power dominates) and their pooling.
+      const int64_t chunks = fused_channel_chunks(P.N, P.C), chunk = pool_ceil_div(P.C, chunks);
+      parallel_items(P.N * pool_ceil_div(P.C, chunk), chunk * P.H * P.W * 8,
+                     FusedForwardNchwPlanes<scalar_t>{xp, zp, op, P, lrn, chunk, pool_ceil_div(P.C, chunk)}, isa);
     } else {
       const FusedPlanes G = make_fused_planes(P, lrn.pre + lrn.post + 1);
       parallel_items(P.N * G.bands * G.chunks, G.chunk * G.plane_cells * 8,

@@ -304,6 +304,33 @@ def test_module_equals_the_three_torch_modules():
     assert rel_err(block(x), ours_separate(x)) <= 1e-6
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16],
+                         ids=["fp32", "fp64", "fp16", "bf16"])
+@pytest.mark.parametrize("shape,geometry", [
+    ((1, 24, 27, 27), (3, 2, 0, False)),   # AlexNet's maps (whole planes), one image split over the threads
+    ((3, 10, 13, 13), (3, 2, 0, False)),   # images not a multiple of the threads
+    ((2, 7, 12, 10), (3, 2, 1, True)),     # padding: planes in phase layout
+    ((1, 9, 11, 11), (3, 2, 0, False)),
+], ids=["1x24x27x27", "3x10x13x13", "2x7x12x10-p1-ceil", "1x9x11x11"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_cpu_forward_is_our_separate_ops_bit_for_bit(dtype, shape, geometry, threads):
+    """The C++ CPU forward's values and routing are relu -> our LRN -> our max-pool's (all on the CPU kernels)
+    bit for bit, whatever the thread count splits the channels into."""
+    require("cpu", "cpu")
+    kernel, stride, padding, ceil_mode = geometry
+    pool_args = ([kernel] * 2, [stride] * 2, [padding] * 2, ceil_mode)
+    x = make_input(shape, scale=30.0).to(dtype)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        z, offsets = torch.ops.alexnet_kernels.relu_lrn_max_pool2d_forward(x, *ALEXNET, *pool_args, "cpu")
+        l = lrn.local_response_norm(torch.relu(x), *ALEXNET, backend="cpu")
+        y, y_offsets = torch.ops.alexnet_kernels.max_pool2d_forward(l, *pool_args, "cpu")
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(z, y) and torch.equal(offsets, y_offsets)
+
+
 def test_large_pool_windows_run_unfused():
     x = make_input((1, 4, 20, 20))
     z = fused.relu_lrn_max_pool2d(x, *STRONG, kernel_size=17, stride=1)   # 289 > 256 window elements
