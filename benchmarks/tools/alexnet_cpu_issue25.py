@@ -19,8 +19,10 @@ Providers (fp32, torch.get_num_threads() threads everywhere: --threads, default 
 Every provider's logits are checked against ours-after's (relative L2 <= 1e-4; a failure is reported, not timed).
 Training step (batch --train-batch): forward in train mode (dropout 0.5), cross-entropy, backward, SGD step
 (momentum 0.9) and zero_grad; ours-before, ours-after and compile (the runtimes do not train).
-Timing: each round times every provider once per case, the providers' order rotated each round (a shared
-machine's load then falls on all of them alike); after a warm-up call (compile: the compilation, timed apart).
+Timing: each round times every provider per case over --calls consecutive calls (default 3, their median: the
+first call after another provider pays for that provider's still-spinning runtime threads), the providers' order
+rotated each round (a shared machine's load then falls on all of them alike); after a warm-up call (compile: the
+compilation, timed apart).
 The report gives the median over rounds and the range (min..max), img/s from the median, the machine's
 `uptime` before and after, and the ratios ours-after / peer from the medians.
 --profile: before timing, per inference batch, torch.profiler's top ops (self CPU time) for ours-after and
@@ -157,17 +159,23 @@ def profile(batch, after, threads, onnx_path, calls=5):
         print("  %-40s %8.2f" % (key, ms))
 
 
-def measure(cases, rounds):
-    """cases: {case: {provider: fn}} -> {case: {provider: [ms per round]}}, providers rotated per round."""
+def measure(cases, rounds, calls=1):
+    """cases: {case: {provider: fn}} -> {case: {provider: [ms per round]}}, providers rotated per round; a
+    round's figure is the median of `calls` consecutive calls (with calls > 1 the first call after another
+    provider -- which pays for that provider's runtime threads still spinning or the caches it left -- is not
+    what decides)."""
     times = {c: {p: [] for p in ps} for c, ps in cases.items()}
     for r in range(rounds):
         for case, ps in cases.items():
             names = list(ps)
             names = names[r % len(names):] + names[:r % len(names)]
             for p in names:
-                t0 = time.perf_counter()
-                ps[p]()
-                times[case][p].append((time.perf_counter() - t0) * 1e3)
+                ms = []
+                for _ in range(calls):
+                    t0 = time.perf_counter()
+                    ps[p]()
+                    ms.append((time.perf_counter() - t0) * 1e3)
+                times[case][p].append(statistics.median(ms))
         print("round %d done (%s)" % (r + 1, uptime()), flush=True)
     return times
 
@@ -175,6 +183,7 @@ def measure(cases, rounds):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--calls", type=int, default=3, help="consecutive calls per provider and round (median)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batches", default="1,32")
     ap.add_argument("--train-batch", type=int, default=32)
@@ -220,7 +229,7 @@ def main():
             warm[("training", args.train_batch, name)] = (time.perf_counter() - t0) * 1e3
             print("training %s: first call %.0f ms" % (name, warm[("training", args.train_batch, name)]))
         cases[("training", args.train_batch)] = ps
-    times = measure(cases, args.rounds)
+    times = measure(cases, args.rounds, args.calls)
     load_after = uptime()
 
     lines = ["# AlexNet-2012 on the CPU: ours before/after vs torch.compile, onnxruntime, OpenVINO "
@@ -228,8 +237,9 @@ def main():
              "",
              "- machine: %s, %d threads everywhere; shared with other jobs: `uptime` before: `%s`; after: `%s`"
              % (cpu_name(), args.threads, load_before, load_after),
-             "- torch %s, onnxruntime %s, openvino %s; %d rounds, providers rotated per round; median ms (min–max)"
-             % (torch.__version__, version("onnxruntime"), version("openvino"), args.rounds),
+             "- torch %s, onnxruntime %s, openvino %s; %d rounds, providers rotated per round, each timed over %d "
+             "consecutive calls per round (their median); median of the rounds, ms (min–max)"
+             % (torch.__version__, version("onnxruntime"), version("openvino"), args.rounds, args.calls),
              "- produced by `benchmarks/tools/alexnet_cpu_issue25.py` (its docstring defines the providers)",
              ""]
     for (kind, batch), ps in times.items():
