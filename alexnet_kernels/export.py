@@ -17,6 +17,7 @@ graph (the backward ops are never exported: export traces the forward only):
                                  an even size n is [c - (n/2 - 1), c + n/2], the mirror image of torch's
                                  [c - n/2, c + n/2 - 1] (ours follows torch).
     max_pool2d_forward           MaxPool (ceil_mode, padding); the one-byte offsets from MaxPool's indices
+    max_pool2d_values            MaxPool (the values-only forward of inference: no gradient needed)
     relu_lrn_max_pool2d_forward  Relu, then the LRN above, then MaxPool
     dropout_forward              Dropout(training_mode=True) -- only in a model exported in training mode:
                                  in eval our modules do not call the op, so the graph has no dropout
@@ -164,6 +165,14 @@ def max_pool2d_forward(x, kernel_size: Sequence[int], stride: Sequence[int], pad
     return _max_pool(_onnx_op(), x, kernel_size, stride, padding, ceil_mode, _spatial(x))
 
 
+def max_pool2d_values(x, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int],
+                      ceil_mode: bool, backend: str):
+    op = _onnx_op()
+    y, _ = op.MaxPool(x, kernel_shape=list(kernel_size), strides=list(stride),
+                      **_pool_pads(_spatial(x), kernel_size, stride, padding, ceil_mode))
+    return y
+
+
 def relu_lrn_max_pool2d_forward(x, size: int, alpha: float, beta: float, k: float, kernel_size: Sequence[int],
                                 stride: Sequence[int], padding: Sequence[int], ceil_mode: bool, backend: str):
     op = _onnx_op()
@@ -182,8 +191,8 @@ def bias_relu_dropout_forward(x, bias, seed, p: float, backend: str):
     return _training_dropout(op, y, p) if p > 0 else y
 
 
-_TRANSLATIONS = (conv2d_relu_forward, lrn_forward, max_pool2d_forward, relu_lrn_max_pool2d_forward,
-                 dropout_forward, bias_relu_dropout_forward)
+_TRANSLATIONS = (conv2d_relu_forward, lrn_forward, max_pool2d_forward, max_pool2d_values,
+                 relu_lrn_max_pool2d_forward, dropout_forward, bias_relu_dropout_forward)
 
 
 def onnx_translation_table():

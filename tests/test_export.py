@@ -118,7 +118,9 @@ def check_outputs(ex, runtime, tmp_path_factory, batch=3, scale=1.0, exact=False
 
 def test_translation_table_covers_every_forward_op():
     table = export.onnx_translation_table()
-    forward_ops = {name for name in dir(torch.ops.alexnet_kernels) if name.endswith("_forward")}
+    # Every op a forward traces: the *_forward ops and the values-only max-pool of inference.
+    forward_ops = {name for name in dir(torch.ops.alexnet_kernels)
+                   if name.endswith("_forward") or name == "max_pool2d_values"}
     assert {op.name().split("::")[1] for op in table} == forward_ops
     assert all(isinstance(op, torch._ops.OpOverload) for op in table)
 
@@ -215,6 +217,23 @@ POOL_CASES = [  # (kernel, stride, padding, ceil_mode, H, W)
 def test_max_pool(kernel, stride, padding, ceil_mode, h, w, runtime, tmp_path_factory):
     ex = exported(("pool", kernel, stride, padding, ceil_mode, h, w),
                   lambda: pool.MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode), (2, 3, h, w), runtime)
+    assert_standard_onnx(ex)
+    assert ex.op_types() == {"MaxPool": 1}
+    check_outputs(ex, runtime, tmp_path_factory, exact=True)
+
+
+class ValuesMaxPool(RawMaxPool):
+    """The values-only custom op of inference."""
+
+    def forward(self, x):
+        return torch.ops.alexnet_kernels.max_pool2d_values(x, *self.args, "auto")
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("kernel,stride,padding,ceil_mode,h,w", POOL_CASES)
+def test_max_pool_values(kernel, stride, padding, ceil_mode, h, w, runtime, tmp_path_factory):
+    ex = exported(("values pool", kernel, stride, padding, ceil_mode, h, w),
+                  lambda: ValuesMaxPool(kernel, stride, padding, ceil_mode), (2, 3, h, w), runtime)
     assert_standard_onnx(ex)
     assert ex.op_types() == {"MaxPool": 1}
     check_outputs(ex, runtime, tmp_path_factory, exact=True)
