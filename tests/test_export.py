@@ -212,28 +212,22 @@ POOL_CASES = [  # (kernel, stride, padding, ceil_mode, H, W)
 ]
 
 
-@pytest.mark.parametrize("runtime", RUNTIMES)
-@pytest.mark.parametrize("kernel,stride,padding,ceil_mode,h,w", POOL_CASES)
-def test_max_pool(kernel, stride, padding, ceil_mode, h, w, runtime, tmp_path_factory):
-    ex = exported(("pool", kernel, stride, padding, ceil_mode, h, w),
-                  lambda: pool.MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode), (2, 3, h, w), runtime)
-    assert_standard_onnx(ex)
-    assert ex.op_types() == {"MaxPool": 1}
-    check_outputs(ex, runtime, tmp_path_factory, exact=True)
-
-
 class ValuesMaxPool(RawMaxPool):
-    """The values-only custom op of inference."""
+    """The values-only custom op of inference (what MaxPool2d runs when no gradient is needed)."""
 
     def forward(self, x):
         return torch.ops.alexnet_kernels.max_pool2d_values(x, *self.args, "auto")
 
 
+POOL_MODULES = {"module": lambda k, s, p, c: pool.MaxPool2d(k, s, p, ceil_mode=c), "values op": ValuesMaxPool}
+
+
 @pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("kernel,stride,padding,ceil_mode,h,w", POOL_CASES)
-def test_max_pool_values(kernel, stride, padding, ceil_mode, h, w, runtime, tmp_path_factory):
-    ex = exported(("values pool", kernel, stride, padding, ceil_mode, h, w),
-                  lambda: ValuesMaxPool(kernel, stride, padding, ceil_mode), (2, 3, h, w), runtime)
+@pytest.mark.parametrize("which", POOL_MODULES)
+def test_max_pool(which, kernel, stride, padding, ceil_mode, h, w, runtime, tmp_path_factory):
+    ex = exported((which, kernel, stride, padding, ceil_mode, h, w),
+                  lambda: POOL_MODULES[which](kernel, stride, padding, ceil_mode), (2, 3, h, w), runtime)
     assert_standard_onnx(ex)
     assert ex.op_types() == {"MaxPool": 1}
     check_outputs(ex, runtime, tmp_path_factory, exact=True)
