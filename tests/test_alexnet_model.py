@@ -357,13 +357,17 @@ def test_backend_reaches_our_modules():
 
 # --- one device: one graph without concatenations -----------------------------------------------------------
 
-@pytest.mark.parametrize("kernels", ["ours", "torch"])
+@pytest.mark.parametrize("kernels,layout", [("ours", "nchw"), ("ours", "channels_last"), ("torch", None)])
 @pytest.mark.parametrize("mode", ["eval", "train"])
-def test_one_device_graph_equals_the_tower_path(pair, image, kernels, mode):
+def test_one_device_graph_equals_the_tower_path(pair, image, kernels, layout, mode, monkeypatch):
     """The grouped one-device graph against the explicit towers: logits, the input's and every parameter's
-    gradient (train mode: dropout=0 here, so the whole training graph; eval under no_grad: the fc addmm path)."""
+    gradient (train mode: dropout=0 here, so the whole training graph; eval under no_grad: the fc addmm path).
+    kernels="ours" on the CPU runs conv1-pool5 on NCHW or channels_last activations (measured per case): each
+    layout forced in turn."""
     net = pair[0] if kernels == "ours" else pair[1]
     net.train(mode == "train")
+    if layout is not None:
+        monkeypatch.setattr(net, "_feature_layout", lambda x: layout)
     assert net._runs_as_one_graph()
     try:
         weights = make_input((2, 1000), seed=30)
@@ -430,32 +434,6 @@ def test_one_device_graph_concatenates_no_activations(pair, kernels, grad):
     with torch.no_grad(), CatRecorder() as towers:
         net.forward_towers(x)
     assert len([c for c in towers.cats if any(shape[0] == 3 for shape in c[1])]) == 5
-
-
-@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-@pytest.mark.parametrize("mode", ["eval", "train"])
-def test_both_feature_layouts_equal_the_tower_path(pair, image, layout, mode, monkeypatch):
-    """kernels="ours" on the CPU runs conv1-pool5 on NCHW or channels_last activations (measured per case):
-    each layout gives the tower path's logits and gradients."""
-    net = pair[0]
-    net.train(mode == "train")
-    monkeypatch.setattr(net, "_feature_layout", lambda x: layout)
-    try:
-        weights = make_input((2, 1000), seed=33)
-        results = []
-        for forward in (net.forward_one_device, net.forward_towers):
-            net.zero_grad(set_to_none=True)
-            x = image.clone().requires_grad_()
-            y = forward(x)
-            (y * weights).sum().backward()
-            results.append((y, x.grad, [p.grad for p in net.parameters()]))
-        (y1, dx1, g1), (y2, dx2, g2) = results
-        assert rel_err(y1, y2) < 1e-5 and rel_err(dx1, dx2) < 1e-5
-        for (name, _), a, b in zip(net.named_parameters(), g1, g2):
-            assert rel_err(a, b) < 1e-5, name
-    finally:
-        net.zero_grad(set_to_none=True)
-        net.eval()
 
 
 def test_feature_layout_is_measured_once_per_case(pair):
