@@ -122,3 +122,45 @@ def test_no_compiled_source_reads_the_environment():
                     if re.search(r"\bgetenv\b|\bsecure_getenv\b", f.read()):
                         readers.append(os.path.relpath(os.path.join(root, name), CSRC))
     assert readers == []
+
+
+THP_SYSFS = "/sys/kernel/mm/transparent_hugepage/enabled"
+
+
+def _vma_flags(address):
+    """The VmFlags of this process's mapping that holds `address` (Linux /proc/self/smaps)."""
+    inside = False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            head = line.split()[0]
+            if "-" in head and ":" not in head:
+                start, end = (int(a, 16) for a in head.split("-"))
+                inside = start <= address < end
+            elif inside and line.startswith("VmFlags:"):
+                return line.split()[1:]
+    raise AssertionError("no mapping holds %#x" % address)
+
+
+@needs_extension
+@pytest.mark.skipif(not os.path.exists(THP_SYSFS), reason="no transparent huge pages here (Linux only)")
+def test_large_cpu_outputs_ask_for_huge_pages():
+    """bindings.cpp written_on_cpu(): an output of >= 4 MiB that a CPU kernel writes in full is advised
+    MADV_HUGEPAGE (VmFlags 'hg') on its 2 MiB-aligned interior before the kernel runs, so a fresh output
+    faults in 2 MiB at a time; the values are the same (torch's, bit for bit here)."""
+    from alexnet_kernels import dropout, lrn, pool
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 190, 190)   # 4.6 MB: at least one whole aligned 2 MiB page inside
+    calls = {
+        "lrn": (lambda: lrn.local_response_norm(x, 5, 1e-4, 0.75, 2.0, backend="cpu"),
+                lambda: torch.nn.functional.local_response_norm(x, 5, 1e-4, 0.75, 2.0)),
+        "max_pool2d": (lambda: pool.max_pool2d(torch.randn(2, 16, 380, 380), 1, backend="cpu"), None),
+        "dropout": (lambda: dropout.dropout(x, 0.5, backend="cpu"), None),
+    }
+    for name, (ours, reference) in calls.items():
+        y = ours()
+        huge = 2 << 20
+        interior = (y.data_ptr() + huge - 1) // huge * huge
+        assert interior + huge <= y.data_ptr() + y.nbytes, name
+        assert "hg" in _vma_flags(interior), name
+        if reference is not None:
+            torch.testing.assert_close(y, reference(), rtol=1e-6, atol=1e-6)
