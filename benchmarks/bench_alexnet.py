@@ -17,8 +17,9 @@ convolutions, full fp32 matmuls) and "bf16 autocast"; providers
                   CUDA graph (torch.cuda.graph, after warm-up steps on a side stream) and replayed
   torch-eager     AlexNet(kernels="torch") (nn.Conv2d, nn.LocalResponseNorm, ...), eager
   torch-compile   torch.compile of that model (mode $BENCH_ALEXNET_COMPILE_MODE, default "default")
-CPU (test_alexnet_train_step_cpu): batch 2, fp32, ours-cpu (kernels="ours") vs torch-cpu (kernels="torch"): the
-first step, then CPU_ROUNDS interleaved rounds of one step each (benchlib/interleave.py), median.
+CPU (test_alexnet_train_step_cpu): batch 32, fp32, ours-cpu (kernels="ours") vs torch-cpu (kernels="torch") and
+torch-compile (torch.compile of kernels="torch"): the first step (the compile included), then CPU_ROUNDS interleaved
+rounds of one step each (benchlib/interleave.py), median.
 CPU inference (test_alexnet_inference_cpu, op alexnet_inference): batch 32 and 1, fp32, eval; ours-cpu, torch-cpu and
 the peers (torch.compile of kernels="torch"; kernels="ours" exported to ONNX by alexnet_kernels.export and run by
 onnxruntime and OpenVINO, benchlib/peers.py), interleaved; img/s, vs the best peer.
@@ -56,12 +57,12 @@ OP = "alexnet_train_step"
 LAYOUT = "channels_last"
 IMAGE = 227
 NUM_CLASSES = 1000
-GPU_BATCH, CPU_BATCH = 128, 2
+GPU_BATCH, CPU_BATCH = 128, 32
 LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 5e-4
 PRECISIONS = ("fp32", "bf16")
 PRECISION_LABELS = {"fp32": "fp32 (TF32 convs)", "bf16": "bf16 autocast"}
 GPU_PROVIDERS = ("ours", "ours-compile", "ours-cudagraph", "torch-eager", "torch-compile")
-CPU_PROVIDERS = ("ours-cpu", "torch-cpu")
+CPU_PROVIDERS = ("ours-cpu", "torch-cpu", "torch-compile")
 OURS = ("ours", "ours-compile", "ours-cudagraph", "ours-cpu")
 MUST_PASS = ("ours", "ours-cpu")   # the others are skipped with the reason when they raise or are wrong
 COMPILED = ("ours-compile", "torch-compile")
@@ -70,7 +71,7 @@ CUDNN_BENCHMARK = os.environ.get("BENCH_CUDNN_BENCHMARK", "1").strip().lower() n
 DO_BENCH_KWARGS = {"warmup": 100, "rep": 500, "return_mode": "median"}
 WARMUP_STEPS = 3
 CAPTURE_WARMUP_STEPS = 3
-CPU_ROUNDS = 3              # CPU: interleaved rounds of one step each (a batch-2 step takes seconds on 2 cores)
+CPU_ROUNDS = 5              # CPU: interleaved rounds of one step each (a batch-32 step takes ~1 s on 2 cores)
 INFER_OP = "alexnet_inference"
 CPU_INFER_BATCHES = (32, 1)
 CPU_INFER_PROVIDERS = ("ours-cpu", "torch-cpu") + common.CPU_PEERS
@@ -143,7 +144,7 @@ common.register_op(
     OP, title="AlexNet training step",
     case_fields=("batch", "image", "precision", "layout"),
     providers={"cuda": GPU_PROVIDERS, "cpu": CPU_PROVIDERS},
-    baselines={"cuda": ("torch-compile", "torch-eager"), "cpu": ("torch-cpu",)},
+    baselines={"cuda": ("torch-compile", "torch-eager"), "cpu": ("torch-compile", "torch-cpu")},
     cell="rate", rate_unit="img/s", summary=alexnet_summary,
     notes=["model: alexnet.AlexNet(num_classes=1000, dropout=0.5), the 2012 two-tower net (60,965,224 parameters, "
            "the paper's init), both towers on one device, kernels='ours' (alexnet_kernels' fused ops) or 'torch'; "
