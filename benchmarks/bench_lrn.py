@@ -12,7 +12,9 @@ backward kernels ours-triton-v1 / ours-cuda-v1 (bwd and fwd+bwd only: the forwar
            the others torch.autograd.grad(y, x, dy, retain_graph=True) on a y computed once, untimed
   fwd+bwd  torch.autograd.grad(lrn(x), x, dy)
 CPU (test_lrn_cpu): ours-cpu vs torch-cpu and the peers (benchlib/peers.py: torch-compile, and a one-node ONNX LRN
-graph in onnxruntime and OpenVINO, forward only), fp32 NCHW, fwd at 32x96x55x55, 1x96x55x55 and 32x256x27x27,
+graph in onnxruntime and OpenVINO, forward only), and ours-cpu-prealloc (the forward only: the same C++ kernel
+through its internal entry point into one preallocated output, as the runtimes write theirs -- no fresh output's
+page faults), fp32 NCHW, fwd at 32x96x55x55, 1x96x55x55 and 32x256x27x27,
 fwd+bwd at 32x96x55x55; all providers of a case timed interleaved (benchlib/interleave.py).
 Unavailable providers (extension not built, cuDNN rejecting a dtype, ...) are skipped with the reason.
 """
@@ -41,9 +43,9 @@ LAYOUTS = common.LAYOUTS
 GPU_MODES = ("fwd", "bwd", "fwd+bwd")
 GPU_PROVIDERS = ("ours-triton", "ours-triton-v1", "ours-cuda", "ours-cuda-v1", "cudnn", "torch-eager",
                  "torch-compile")
-CPU_PROVIDERS = ("ours-cpu", "torch-cpu") + common.CPU_PEERS
+CPU_PROVIDERS = ("ours-cpu", "ours-cpu-prealloc", "torch-cpu") + common.CPU_PEERS
 OURS_BACKEND = {"ours-triton": "triton", "ours-triton-v1": "triton", "ours-cuda": "cuda", "ours-cuda-v1": "cuda",
-                "ours-cpu": "cpu"}
+                "ours-cpu": "cpu", "ours-cpu-prealloc": "cpu"}
 # The backward kernel variant each of ours runs (the previous kernels stay until a GPU run decides), each
 # through its internal entry point: Triton's triton_kernels.lrn.lrn_backward_v1, CUDA's alexnet_kernels._C's
 # lrn_backward_v1 (the ops' launchers pick v2 for AlexNet's window by rule).
@@ -104,6 +106,10 @@ common.register_op(
            "allocated before it (x and dy preallocated), over x.nbytes; dx itself counts 1.0",
            "torch-compile: torch.compile(F.local_response_norm, dynamic=False), compiled once per (shape, "
            "dtype, layout) and reused across modes (an inference and a training graph)",
+           "ours-cpu-prealloc: the forward of ours-cpu's C++ kernel into one output preallocated once and "
+           "reused (alexnet_kernels._C.lrn_forward), as the runtimes run: the public API (ours-cpu) allocates a "
+           "fresh output per call, and a fresh output larger than glibc's 32 MiB mmap threshold is faulted in "
+           "anew each call (2 MiB pages where the kernel can have them)",
            common.CPU_PEERS_NOTE % "a one-node ONNX LRN graph (size %d, alpha %g, beta %g, bias %g)"
            % (SIZE, ALPHA, BETA, K)])
 
@@ -123,8 +129,24 @@ def forward_fn(provider, x, layout):
     return common.torch_fn_of(provider, _torch_lrn, (tuple(x.shape), x.dtype, layout, x.device.type))
 
 
+def prealloc_forward(mode, x):
+    """ours-cpu-prealloc: the C++ CPU forward into one output allocated here, reused by every call (as the
+    runtimes reuse theirs), or why the mode has none."""
+    if mode != "fwd":
+        return "into a preallocated output: the forward only (autograd allocates the gradients)"
+    y = torch.empty_like(x)
+    ext, (N, C) = _extension.load(), x.shape[:2]
+
+    def run():
+        ext.lrn_forward(x.view(N, C, -1), y.view(N, C, -1), SIZE, ALPHA, BETA, K, False)
+        return y
+    return run
+
+
 def build(provider, mode, x, dy, layout):
     """The function to time (it returns its output, so the output is freed after each call)."""
+    if provider == "ours-cpu-prealloc":
+        return prealloc_forward(mode, x)
     if mode == "bwd" and provider in VARIANT:
         return lambda: v1_backward(provider, dy, x)
     if mode == "bwd" and provider in OURS_BACKEND:
