@@ -44,6 +44,7 @@
 #endif
 
 #include <algorithm>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -72,14 +73,6 @@ using AccOf = std::conditional_t<std::is_same_v<T, double> || std::is_integral_v
       default: AK_CPU_DISPATCH(DTYPE, NAME, __VA_ARGS__);                                     \
     }                                                                                         \
   } while (0)
-
-// pool_covering_outputs of every input column (the divisions hoisted out of the element loops), in the
-// calling thread's block that the workers read.
-const PoolRange* covering_columns(const PoolProblem& P, CallerScratch& caller) {
-  PoolRange* ranges = caller.take<PoolRange>(P.W);
-  for (int64_t iw = 0; iw < P.W; ++iw) ranges[iw] = pool_covering_outputs(iw, P.p.kW, P.p.sW, P.p.pW, P.OW);
-  return ranges;
-}
 
 // ----------------------------------------------------------------------------------------------
 // Max pool
@@ -644,6 +637,7 @@ struct OffsetTable {
   // its gradient to an element of the plane.
   static constexpr int64_t kNotInWindow = -(int64_t(1) << 61);
   int64_t row[256], col[256];
+  int64_t col_or_zero[256];   // col, with 0 for an offset outside the window (its row never matches)
 };
 
 OffsetTable make_offset_table(const PoolParams& p) {
@@ -652,6 +646,7 @@ OffsetTable make_offset_table(const PoolParams& p) {
     const bool in_window = off < p.kH * p.kW;
     t.row[off] = in_window ? static_cast<int64_t>(off / p.kW) : OffsetTable::kNotInWindow;
     t.col[off] = in_window ? static_cast<int64_t>(off % p.kW) : OffsetTable::kNotInWindow;
+    t.col_or_zero[off] = in_window ? t.col[off] : 0;
   }
   return t;
 }
@@ -798,6 +793,18 @@ AK_ALWAYS_INLINE void window_sums(const F* rows, int64_t W, int C, int behind, i
   }
 }
 
+// v where keep is 1, +0 where it is 0, by masking v's bits: a select the compiler cannot turn back into a
+// branch (it did, for `keep ? v : 0`).
+template <typename F>
+AK_ALWAYS_INLINE F kept_or_zero(F v, int64_t keep) {
+  using Bits = std::conditional_t<sizeof(F) == 8, uint64_t, uint32_t>;
+  Bits bits;
+  std::memcpy(&bits, &v, sizeof(F));
+  bits &= Bits(0) - static_cast<Bits>(keep);
+  std::memcpy(&v, &bits, sizeof(F));
+  return v;
+}
+
 // Backward; item = input row (n, ih). The steps of fused_backward_value, one [C][W] row at a time.
 template <typename T>
 struct FusedBackward {
@@ -807,7 +814,7 @@ struct FusedBackward {
   T* dx;
   PoolProblem P;
   LrnCoeffs<AccOf<T>> lrn;
-  const PoolRange* columns;
+  const OffsetTable* table;
 
   AK_ALWAYS_INLINE void operator()(int64_t begin, int64_t end) const {
     using F = AccOf<T>;
@@ -831,13 +838,28 @@ struct FusedBackward {
         base[i] = terms.base;
         scale[i] = terms.scale;
       }
-      // dL: the max-pool gather of every channel at this row.
+      // dL: the max-pool gather of every channel at this row, formed as a scatter: the outputs whose window
+      // rows cover ih, oh ascending then ow ascending, add dz to the column their offset names when its row is
+      // ih -- each element gets pool_gather's terms in pool_gather's order, one look per output instead of one
+      // per covering output and input element. Without a branch (whether an output's maximum lies in this
+      // row is data, and mispredicted): the others add +0 to a clamped column, which changes no sum (a sum
+      // from +0 is never -0) and lets no NaN or inf of dz through.
       const PoolRange rows = pool_covering_outputs(ih, P.p.kH, P.p.sH, P.p.pH, P.OH);
+      const int64_t OW = P.OW, out_w = P.out.w, sW = P.p.sW, wstart0 = -P.p.pW;
+      std::fill(grad, grad + row_size, F(0));
       for (int c = 0; c < C; ++c) {
         const int64_t plane = n * P.out.n + c * P.out.c;
-        for (int64_t iw = 0; iw < W; ++iw) {
-          grad[c * W + iw] =
-              pool_gather<F>(dz + plane, offsets + plane, P.out.h, P.out.w, ih, iw, rows, columns[iw], P.p);
+        F* grad_c = grad + c * W;
+        for (int64_t oh = rows.first; oh <= rows.last; ++oh) {
+          const int64_t window_row = ih - (oh * P.p.sH - P.p.pH);   // in [0, kH): the row ih within the window
+          const T* dz_row = dz + plane + oh * P.out.h;
+          const uint8_t* offsets_row = offsets + plane + oh * P.out.h;
+          for (int64_t ow = 0; ow < OW; ++ow) {
+            const int off = offsets_row[ow * out_w];
+            const int64_t iw = wstart0 + ow * sW + table->col_or_zero[off];
+            const int64_t routed = (table->row[off] == window_row) & (iw >= 0) & (iw < W);   // 0 or 1
+            grad_c[iw * routed] += kept_or_zero(static_cast<F>(dz_row[ow * out_w]), routed);
+          }
         }
       }
       for (int64_t i = 0; i < row_size; ++i) {
@@ -1412,13 +1434,12 @@ void relu_lrn_max_pool2d_backward_cpu_isa(const TensorView& x, const TensorView&
   AK_CHECK(cpu_supports(isa), "relu_lrn_max_pool2d_backward_cpu: this CPU does not run the requested instruction set");
   if (dx.numel == 0) return;
   const PoolProblem P = make_pool_problem(x, dz, p, channels_last);
-  CallerScratch caller(CallerScratch::bytes<PoolRange>(P.W));
-  const PoolRange* columns = covering_columns(P, caller);
+  const OffsetTable table = make_offset_table(p);
   AK_CPU_DISPATCH(x.dtype, "relu_lrn_max_pool2d_backward_cpu", [&] {
     using F = AccOf<scalar_t>;
     const FusedBackward<scalar_t> items{x.const_data_ptr<scalar_t>(), dz.const_data_ptr<scalar_t>(),
                                         offsets.const_data_ptr<uint8_t>(), dx.mutable_data_ptr<scalar_t>(), P,
-                                        make_lrn_coeffs<F>(size, alpha, beta, k, x.size(1)), columns};
+                                        make_lrn_coeffs<F>(size, alpha, beta, k, x.size(1)), &table};
     parallel_items(P.N * P.H, P.C * P.W * 16, items, isa);
   });
 }

@@ -202,6 +202,36 @@ def test_empty_batch_and_output_layout(device, backend):
         assert_keeps_memory_format(lambda t: fused.relu_lrn_max_pool2d(t, *STRONG, backend=backend), x, memory_format)
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["NCHW", "channels_last"])
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_cpu_backward_routes_any_offsets_like_the_torch_backend(case, channels_last):
+    """The C++ CPU backward forms dL as a branch-free scatter (pool_cpu.cpp FusedBackward): on offsets that no
+    forward wrote -- outside the window (up to 255), naming padded positions -- with NaN and inf in dz, it routes
+    exactly what the torch backend's gather routes (nothing for those) in float64."""
+    require("cpu", "cpu")
+    shape, lrn_args, geometry = case
+    kernel, stride, padding, ceil_mode = geometry
+    pair = pool.check_pool_arguments("t", torch.empty(shape), kernel, stride, padding, 1, ceil_mode)
+    args = (*lrn_args, *(list(v) for v in pair[:3]), ceil_mode)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(shape, generator=g, dtype=torch.float64).contiguous(memory_format=memory_format)
+    out_shape = output_shape(shape, geometry)
+    offsets = torch.randint(0, 256, out_shape, generator=g, dtype=torch.uint8)
+    window = pair[0][0] * pair[0][1]
+    in_window = torch.randint(0, window, out_shape, generator=g, dtype=torch.uint8)
+    offsets = torch.where(torch.rand(out_shape, generator=g) < 0.7, in_window, offsets)
+    dz = torch.randn(out_shape, generator=g, dtype=torch.float64)
+    dz[offsets >= window] = float("nan")
+    dz.view(-1)[::7] = float("inf") * torch.sign(dz.view(-1)[::7])
+    dz[offsets >= window] = float("nan")   # routed nowhere: must not show
+    offsets, dz = (t.contiguous(memory_format=memory_format) for t in (offsets, dz))
+    got = torch.ops.alexnet_kernels.relu_lrn_max_pool2d_backward(dz, x, offsets, *args, "cpu")
+    want = torch.ops.alexnet_kernels.relu_lrn_max_pool2d_backward(dz, x, offsets, *args, "torch")
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12, equal_nan=True)
+    assert torch.equal(got.isnan(), want.isnan())
+
+
 @pytest.mark.parametrize("device,backend", device_backend_params())
 def test_kernels_write_every_output(device, backend):
     """Poison the outputs, launch the kernels directly, and check every element was written."""
