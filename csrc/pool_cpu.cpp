@@ -29,7 +29,7 @@
 //     do not split evenly over the threads (fused_channel_chunks).
 //   fused backward: an item is (n, ih). The input rows it needs are computed into channel-major [C][W]
 //     scratch rows (relu, squares, window sums, the LRN terms: loops along w that vectorise), and the
-//     gradient gathered with pool_gather.
+//     pooled gradient scattered from the covering output rows (pool_gather's sums, without a branch).
 //
 // The forwards and the max-pool backwards take their scratch from a per-thread block (Scratch, cpu_target.h):
 // no allocation per call.
