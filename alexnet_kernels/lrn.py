@@ -22,7 +22,7 @@ __all__ = ["local_response_norm", "LocalResponseNorm"]
 
 
 def _check_number(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if type(value) is not float and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
         raise TypeError("local_response_norm: %s must be a real number, got %r" % (name, value))
     value = float(value)
     # Comparisons rather than math.isfinite: under torch.compile(dynamic=True) a module's float attribute
@@ -48,7 +48,7 @@ def check_arguments(input, size, alpha, beta, k):
                          "got shape %s" % (tuple(input.shape),))
     if not input.is_floating_point():
         raise TypeError("local_response_norm: expected a floating-point input, got dtype %s" % input.dtype)
-    if isinstance(size, bool) or not isinstance(size, numbers.Integral):
+    if type(size) is not int and (isinstance(size, bool) or not isinstance(size, numbers.Integral)):
         raise TypeError("local_response_norm: size must be an int, got %r" % (size,))
     if size < 1:
         raise ValueError("local_response_norm: size must be >= 1, got %d" % size)
