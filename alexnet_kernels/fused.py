@@ -41,8 +41,10 @@ def relu_lrn_max_pool2d(input, size, alpha=1e-4, beta=0.75, k=1.0, kernel_size=3
     if kernel_size[0] * kernel_size[1] > _pool_ops.MAX_WINDOW_ELEMENTS:  # offsets are one byte
         lrn_out = _lrn.local_response_norm(torch.relu(input), size, alpha, beta, k, backend=backend)
         return F.max_pool2d(lrn_out, kernel_size, stride, padding, 1, ceil_mode)
-    return _ops.relu_lrn_max_pool2d(input, size, alpha, beta, k, list(kernel_size), list(stride), list(padding),
-                                    ceil_mode, backend)[0]
+    args = (input, size, alpha, beta, k, list(kernel_size), list(stride), list(padding), ceil_mode, backend)
+    if torch.is_grad_enabled() and input.requires_grad:
+        return _ops.relu_lrn_max_pool2d(*args)[0]
+    return _ops.relu_lrn_max_pool2d_inference(*args)   # no gradient needed: no autograd node
 
 
 class ReLULRNMaxPool2d(NotScriptable, torch.nn.Module):

@@ -202,6 +202,28 @@ def test_empty_batch_and_output_layout(device, backend):
         assert_keeps_memory_format(lambda t: fused.relu_lrn_max_pool2d(t, *STRONG, backend=backend), x, memory_format)
 
 
+def test_no_gradient_needed_runs_the_forward_without_autograd(monkeypatch):
+    """Under no_grad, inference_mode, or for an input without requires_grad, the functional block calls its
+    forward op's function directly (no autograd.Function per call): the same z, no grad_fn; with a gradient
+    needed, the autograd op; under torch.compile(fullgraph=True) the forward custom op."""
+    require("cpu", "cpu")
+    x = make_input((2, 6, 13, 11), scale=3.0)
+    args = (*ALEXNET, 3, 2)
+    want = fused.relu_lrn_max_pool2d(x.clone().requires_grad_(), *args, backend="cpu")
+    assert want.grad_fn is not None
+    with monkeypatch.context() as patched:
+        def no_autograd_op(*a):
+            raise AssertionError("the autograd op ran although no gradient is needed")
+        patched.setattr(fused._ops, "relu_lrn_max_pool2d", no_autograd_op)
+        for mode in (torch.no_grad, torch.inference_mode, torch.enable_grad):
+            with mode():
+                got = fused.relu_lrn_max_pool2d(x, *args, backend="cpu")
+            assert got.grad_fn is None and torch.equal(got, want.detach())
+        with torch.no_grad():
+            compiled = compile_fullgraph(lambda t: fused.relu_lrn_max_pool2d(t, *args, backend="cpu"))
+            assert torch.equal(compiled(x), want.detach())
+
+
 @pytest.mark.parametrize("channels_last", [False, True], ids=["NCHW", "channels_last"])
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_cpu_backward_routes_any_offsets_like_the_torch_backend(case, channels_last):

@@ -113,3 +113,12 @@ def _grads(backward, saved, params, grad_outputs, needs_input_grad):
 relu_lrn_max_pool2d = DifferentiableOp(
     "ReLULRNMaxPool2d", relu_lrn_max_pool2d_forward, _forward_fake, relu_lrn_max_pool2d_backward, _backward_fake,
     _save, _grads, non_differentiable=(1,))
+
+
+def relu_lrn_max_pool2d_inference(x, size, alpha, beta, k, kernel_size, stride, padding, ceil_mode, backend):
+    """z of the block without autograd (for when no gradient is needed): the forward op while torch.compile
+    traces, else its function (no autograd.Function per call, as pool's max_pool2d_inference)."""
+    args = (x, size, alpha, beta, k, kernel_size, stride, padding, ceil_mode, backend)
+    if torch.compiler.is_compiling():
+        return torch.ops.alexnet_kernels.relu_lrn_max_pool2d_forward(*args)[0]
+    return relu_lrn_max_pool2d_forward(*args)[0]
