@@ -18,6 +18,7 @@ from . import lrn as _lrn
 from ._torchscript import NotScriptable
 from .ops import fused as _ops
 from .ops import pool as _pool_ops
+from .ops._registry import needs_autograd
 from .pool import check_pool_arguments
 
 __all__ = ["relu_lrn_max_pool2d", "ReLULRNMaxPool2d"]
@@ -42,7 +43,7 @@ def relu_lrn_max_pool2d(input, size, alpha=1e-4, beta=0.75, k=1.0, kernel_size=3
         lrn_out = _lrn.local_response_norm(torch.relu(input), size, alpha, beta, k, backend=backend)
         return F.max_pool2d(lrn_out, kernel_size, stride, padding, 1, ceil_mode)
     args = (input, size, alpha, beta, k, list(kernel_size), list(stride), list(padding), ceil_mode, backend)
-    if torch.is_grad_enabled() and input.requires_grad:
+    if needs_autograd(input):
         return _ops.relu_lrn_max_pool2d(*args)[0]
     return _ops.relu_lrn_max_pool2d_inference(*args)   # no gradient needed: no autograd node
 

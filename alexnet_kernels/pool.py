@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from . import _backends
 from ._torchscript import NotScriptable
 from .ops import pool as _ops
+from .ops._registry import needs_autograd
 
 __all__ = ["max_pool2d", "MaxPool2d"]
 
@@ -122,7 +123,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
                                                       backend)
             return y.squeeze(0), indices.squeeze(0)
         return _ops.max_pool2d_with_indices(input, kernel_size, stride, padding, ceil_mode, backend)
-    if torch.is_grad_enabled() and input.requires_grad:
+    if needs_autograd(input):
         return batched(lambda x: _ops.max_pool2d(x, kernel_size, stride, padding, ceil_mode, backend)[0], input)
     # No gradient needed (inference): y alone, no offsets written.
     return batched(lambda x: _ops.max_pool2d_inference(x, kernel_size, stride, padding, ceil_mode, backend), input)

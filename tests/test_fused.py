@@ -448,3 +448,19 @@ def test_gpu_autocast(amp_dtype):
     conv, _, z = after_a_conv_under_autocast(fused.ReLULRNMaxPool2d(*ALEXNET), amp_dtype)
     z.float().sum().backward()
     assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()
+
+
+@pytest.mark.parametrize("transform", ["dual_level", "torch.func.jvp"])
+def test_forward_mode_ad_raises_instead_of_dropping_the_tangent(transform):
+    """With no gradient needed the functional skips autograd -- but not for an input carrying a forward-mode
+    tangent: that takes the autograd op, which says it has no jvp (a call without autograd would return a result
+    without its tangent)."""
+    import torch.autograd.forward_ad as fwAD
+    x = torch.randn(1, 3, 9, 9)
+    fn = lambda t: fused.relu_lrn_max_pool2d(t, 5)
+    with pytest.raises((NotImplementedError, RuntimeError), match="jvp"):
+        if transform == "dual_level":
+            with fwAD.dual_level():
+                fn(fwAD.make_dual(x, torch.randn_like(x)))
+        else:
+            torch.func.jvp(fn, (x,), (torch.randn_like(x),))

@@ -934,3 +934,19 @@ def test_values_only_opcheck(backend):
                               (t, [3, 3], [2, 2], [1, 1], True, backend))
     y = torch.ops.alexnet_kernels.max_pool2d_values(x, [3, 3], [2, 2], [1, 1], True, backend)
     assert_same(y, F.max_pool2d(x, 3, 2, 1, ceil_mode=True))
+
+
+@pytest.mark.parametrize("transform", ["dual_level", "torch.func.jvp"])
+def test_forward_mode_ad_raises_instead_of_dropping_the_tangent(transform):
+    """With no gradient needed the functional skips autograd -- but not for an input carrying a forward-mode
+    tangent: that takes the autograd op, which says it has no jvp (a call without autograd would return a result
+    without its tangent)."""
+    import torch.autograd.forward_ad as fwAD
+    x = torch.randn(1, 3, 9, 9)
+    fn = lambda t: pool.max_pool2d(t, 3, 2)
+    with pytest.raises((NotImplementedError, RuntimeError), match="jvp"):
+        if transform == "dual_level":
+            with fwAD.dual_level():
+                fn(fwAD.make_dual(x, torch.randn_like(x)))
+        else:
+            torch.func.jvp(fn, (x,), (torch.randn_like(x),))

@@ -24,9 +24,20 @@ torch.compile traces.  Both paths share every function above, backend resolution
 kernel op resolves its own backend from its arguments), so they cannot drift.
 """
 import torch
+import torch.autograd.forward_ad as forward_ad
 from torch.autograd.function import once_differentiable
 
 NAMESPACE = "alexnet_kernels"
+
+
+def needs_autograd(*tensors):
+    """Whether a call must take the op with autograd rather than a forward without it (max-pool's and the fused
+    block's inference path): grad mode on and a tensor requires grad, or a tensor carries a forward-mode tangent
+    (fwAD.dual_level, torch.func.jvp) -- the op's autograd.Function then says it has no jvp, where a call
+    without autograd would drop the tangent silently."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return True
+    return forward_ad._current_level >= 0 and any(forward_ad.unpack_dual(t).tangent is not None for t in tensors)
 
 
 def kernel_op(impl, fake):
