@@ -196,6 +196,17 @@ def assert_double_backward_raises(forwards, x, grad_shape):
             torch.autograd.grad(g.sum(), (x, dy))
 
 
+def assert_forward_mode_ad_raises(fn, x):
+    """fn on an input carrying a forward-mode tangent, under fwAD.dual_level and under torch.func.jvp, raises that
+    the op has no jvp -- never a result without its tangent (the no-grad path must not take such an input)."""
+    import torch.autograd.forward_ad as fwAD
+    with pytest.raises((NotImplementedError, RuntimeError), match="jvp"):
+        with fwAD.dual_level():
+            fn(fwAD.make_dual(x, torch.randn_like(x)))
+    with pytest.raises((NotImplementedError, RuntimeError), match="jvp"):
+        torch.func.jvp(fn, (x,), (torch.randn_like(x),))
+
+
 def opcheck_both_layouts(op, x, args):
     """torch.library.opcheck of op(t, *args) with t = x and x in channels_last."""
     for t in (x, x.detach().to(memory_format=torch.channels_last).requires_grad_()):

@@ -17,6 +17,7 @@ from alexnet_kernels import _extension
 from alexnet_kernels.ops import pool as pool_ops
 
 from common import (DEVICES, after_a_conv_under_autocast, assert_bad_arguments_raise, assert_double_backward_raises,
+                    assert_forward_mode_ad_raises,
                     assert_keeps_memory_format, assert_unavailable_backends_say_why, compile_fullgraph,
                     compiled_and_eager, device_backend_params, gpu, gpu_backend_dtype_layout_shape_cases,
                     make_input, on_gpu_backends, opcheck_both_layouts, replayed_forward_and_backward, require,
@@ -936,17 +937,7 @@ def test_values_only_opcheck(backend):
     assert_same(y, F.max_pool2d(x, 3, 2, 1, ceil_mode=True))
 
 
-@pytest.mark.parametrize("transform", ["dual_level", "torch.func.jvp"])
-def test_forward_mode_ad_raises_instead_of_dropping_the_tangent(transform):
+def test_forward_mode_ad_raises_instead_of_dropping_the_tangent():
     """With no gradient needed the functional skips autograd -- but not for an input carrying a forward-mode
-    tangent: that takes the autograd op, which says it has no jvp (a call without autograd would return a result
-    without its tangent)."""
-    import torch.autograd.forward_ad as fwAD
-    x = torch.randn(1, 3, 9, 9)
-    fn = lambda t: pool.max_pool2d(t, 3, 2)
-    with pytest.raises((NotImplementedError, RuntimeError), match="jvp"):
-        if transform == "dual_level":
-            with fwAD.dual_level():
-                fn(fwAD.make_dual(x, torch.randn_like(x)))
-        else:
-            torch.func.jvp(fn, (x,), (torch.randn_like(x),))
+    tangent: that takes the autograd op, which says it has no jvp."""
+    assert_forward_mode_ad_raises(lambda t: pool.max_pool2d(t, 3, 2), torch.randn(1, 3, 9, 9))
